@@ -1,0 +1,53 @@
+# loraplex — the two set-up commands are `make serve` and `make test` (see README.md).
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc)
+DEMO       ?= demo/smol
+PORT       ?= 8000
+
+.PHONY: deps fixtures build build-asan test test-unit test-asan fuzz serve demo bench clean format
+
+deps:
+	@scripts/deps.sh
+
+fixtures: deps
+	@scripts/npm-fixtures.sh
+
+$(BUILD)/build.ninja: | deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(BUILD_ASAN)/build.ninja: | deps
+	cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DLP_SANITIZE=ON -DLP_BUILD_BENCH=OFF
+
+build-asan: deps $(BUILD_ASAN)/build.ninja
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+# Every test: unit + integration tests on the release build, then the unit tests under ASan + UBSan.
+test: fixtures build build-asan
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) -LE slow
+
+test-unit: fixtures build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DLP_FUZZ=ON -DLP_BUILD_TESTS=OFF -DLP_BUILD_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS)
+
+demo: build
+	@[ -f $(DEMO)/config.json ] || $(BUILD)/loraplex demo-model $(DEMO) --shape smol --seed 1
+
+serve: demo
+	$(BUILD)/loraplex generate --model $(DEMO) --ids 1,2,3,4 -n 32
+
+bench: build demo
+	$(BUILD)/loraplex bench --model $(DEMO) --batch 1 --prompt-len 256 --gen 32
+
+format:
+	find src tests bench fuzz -name '*.cpp' -o -name '*.h' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz

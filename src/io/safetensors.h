@@ -1,0 +1,91 @@
+// safetensors files: memory-mapped, zero-copy, validated before any tensor byte is touched.
+// Format: u64 little-endian header length N, then N bytes of UTF-8 JSON {name: {dtype, shape, data_offsets},
+// "__metadata__": {str: str}}, then the data area; offsets are relative to the data area.
+// Every violation (header length past the file or over 100 MB, bad JSON, duplicate name, unknown or
+// unsupported dtype, shape x dtype != byte range, range outside the data area, overlapping ranges) throws
+// lp::Error naming the file and the tensor. A model folder may be one file or shards listed in
+// model.safetensors.index.json (TensorSet).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace lp::io {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;  // points into the mapping; valid while the owning file lives
+  size_t nbytes = 0;
+  int64_t numel() const;
+  std::string shape_str() const;  // "[576, 1536]"
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and validates the file. Throws lp::Error on any problem.
+  static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
+  // Validates an in-memory image (used by the fuzzer and tests); `data` must outlive the object.
+  static std::unique_ptr<SafetensorsFile> parse(const void* data, size_t size, const std::string& label);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find(const std::string& name) const;  // nullptr when absent
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  SafetensorsFile() = default;
+  std::filesystem::path path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// All tensors of a Hugging Face model folder (or PEFT adapter folder): `model.safetensors`, or the shards
+// named by `model.safetensors.index.json` (each shard validated; a tensor claimed by the index must exist
+// in its shard; a name may not appear in two shards), or an explicit file.
+class TensorSet {
+ public:
+  static TensorSet open_dir(const std::filesystem::path& dir, const std::string& stem = "model");
+  static TensorSet open_file(const std::filesystem::path& file);
+  const TensorInfo* find(const std::string& name) const;
+  std::vector<const TensorInfo*> all() const;  // sorted by name
+  size_t total_bytes() const;
+
+ private:
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const TensorInfo*> by_name_;
+};
+
+// Writes a safetensors file (header padded to 8 bytes, tensors in the order added).
+class SafetensorsWriter {
+ public:
+  // Copies nothing: `data` must stay valid until write().
+  void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data);
+  void set_metadata(const std::string& key, const std::string& value);
+  void write(const std::filesystem::path& path) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    const void* data;
+  };
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace lp::io

@@ -1,0 +1,102 @@
+// The compute kernels of the forward pass. Each function's semantics is the scalar loop in its comment;
+// the optimized variants (AVX-512 with BF16 dot products where the CPU has them, AVX2+FMA otherwise,
+// chosen once at run time) must match that loop within the stated tolerance, and kernels/reference.h
+// holds the plain scalar twin of each, used by the tests.
+//
+// Batch invariance: every kernel computes each output element with the same sequence of floating-point
+// operations whatever the number of tokens T in the call and whatever the other tokens are. So a sequence
+// gets bit-identical results alone or inside any batch, and a decode step gets exactly what a prefill of the
+// same tokens gets. The tests check this bit-exactly.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+
+namespace lp::kernels {
+
+// A row-major matrix in its file dtype: element (r, c) at data + (r * row_stride + c) * dtype_size.
+// nn.Linear weights are stored [out_features][in_features], so rows = out, cols = in.
+struct MatView {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t row_stride = 0;  // in elements
+};
+
+// Which instruction set the dispatcher chose ("avx512bf16", "avx512", "avx2", "scalar").
+const char* isa_name();
+
+// y[t][n] (+)= sum_k x[t][k] * W[n][k]  (+ bias[n])      for t < T, n < W.rows, k < W.cols
+//   x: (T, W.cols) f32, row stride ldx;  y: (T, W.rows) f32, row stride ldy;  bias: (W.rows) f32 or null.
+//   accumulate=false overwrites y, true adds to it.
+// With BF16 weights on AVX-512-BF16, x is rounded to BF16 first (so the tolerance vs the f32 reference is
+// ~ 2^-8 * sum_k |x_k w_k|). W is read once per call for all T tokens (few tokens: bandwidth-bound GEMV;
+// many tokens: register-tiled GEMM). Work is split over the pool by rows of W.
+void matmul(ComputePool& pool, const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias,
+            float* y, int64_t ldy, bool accumulate = false);
+
+// y[t][i] = x[t][i] / sqrt(mean_i(x[t][i]^2) + eps) * w[i]        x, y: (T, D) f32; w: (D) in w_dtype
+// (y may alias x)
+void rmsnorm(ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w, DType w_dtype,
+             float eps, float* y);
+
+// Rotary embedding, Hugging Face "rotate half" convention, in place on x: (T, n_heads, head_dim) f32.
+//   for i < head_dim/2:  c = cos_tab[pos[t]][i], s = sin_tab[pos[t]][i]
+//     a = x[t][h][i], b = x[t][h][i + head_dim/2]
+//     x[t][h][i] = a*c - b*s;   x[t][h][i + head_dim/2] = b*c + a*s
+//   cos_tab/sin_tab: (max_pos, head_dim/2) f32, built by the model from inv_freq (llama3 scaling included).
+void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* cos_tab,
+          const float* sin_tab);
+
+// out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]     for i < n   (out may alias gate or up)
+void silu_mul(ComputePool& pool, const float* gate, const float* up, float* out, int64_t n);
+
+// y[i] += x[i]  for i < n
+void add_inplace(float* y, const float* x, int64_t n);
+
+// In-place numerically stable softmax over x[0..n).
+void softmax(float* x, int64_t n);
+
+// out[t][:] = float(table[ids[t]][:])     table: (vocab, D) in its dtype; out: (T, D) f32
+void embed(const MatView& table, const int32_t* ids, int64_t T, float* out);
+
+// Paged KV cache of one layer, f32. Block b holds block_size consecutive token positions of one sequence:
+//   k[b][h][s][d] at k + ((b * n_kv_heads + h) * block_size + s) * head_dim + d   (v likewise)
+struct PagedKV {
+  float* k = nullptr;
+  float* v = nullptr;
+  int block_size = 16;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+};
+
+// Writes the new tokens' keys and values into the cache.
+//   k_new, v_new: (T, n_kv_heads, head_dim);  slot[t] = block * block_size + offset where token t goes.
+void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T);
+
+// One sequence's part of a flat batch, for attention.
+struct AttnSeq {
+  int32_t q_begin = 0;  // first row of this sequence's queries in q/out
+  int32_t q_len = 0;    // number of new tokens (prefill chunk length, or 1 for decode)
+  int32_t ctx_len = 0;  // tokens in the cache for this sequence, the new ones included (already written)
+  const int32_t* block_table = nullptr;  // (ceil(ctx_len / block_size)) physical block ids
+};
+
+// Causal grouped-query attention over the paged cache. Query row r = q_begin + i of a sequence sits at
+// position p = ctx_len - q_len + i and attends to positions 0..p of its own sequence only:
+//   for each head h (kv head g = h / (n_heads / n_kv_heads)):
+//     s[j] = scale * dot(q[r][h], K[j][g])   for j <= p      (K[j] read through block_table)
+//     a = softmax(s);   out[r][h] = sum_j a[j] * V[j][g]
+// q, out: (T, n_heads, head_dim) f32. Work is split over (sequence, head, query block).
+void attention(ComputePool& pool, const float* q, const PagedKV& cache, std::span<const AttnSeq> seqs,
+               int n_heads, float scale, float* out);
+
+// Reads `bytes` of memory with all pool threads, repeatedly, and returns the best read bandwidth in
+// bytes per second (used by `loraplex bench` for the roofline).
+double measure_read_bandwidth(ComputePool& pool, size_t bytes, int repeats);
+
+}  // namespace lp::kernels

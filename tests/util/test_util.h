@@ -1,0 +1,41 @@
+// Helpers shared by tests: temporary folders, paths to fixtures, running the loraplex binary, and
+// normalized-error comparison with tolerances derived from the dtype's epsilon.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace lp::test {
+
+// A fresh empty folder under the build dir, removed when the object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "t");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& s) const { return path_ / s; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::filesystem::path source_dir();
+std::filesystem::path binary_dir();
+std::filesystem::path npm_dir();            // tests/fixtures/npm (node_modules inside)
+std::filesystem::path loraplex_binary();    // build/loraplex
+
+// Runs a shell command, returns its exit status; stdout goes to *out when given.
+int run_command(const std::string& cmd, std::string* out = nullptr);
+
+void write_file(const std::filesystem::path& p, const std::string& data);
+std::string read_file(const std::filesystem::path& p);
+
+// ||a - b|| / max(||b||, tiny) over the whole vectors.
+double normalized_error(const float* a, const float* b, size_t n);
+double max_abs_diff(const float* a, const float* b, size_t n);
+
+}  // namespace lp::test
