@@ -5,6 +5,8 @@
 // unsupported dtype, shape x dtype != byte range, range outside the data area, overlapping ranges) throws
 // lp::Error naming the file and the tensor. A model folder may be one file or shards listed in
 // model.safetensors.index.json (TensorSet).
+// Cost: open() maps the file and parses only the JSON header; tensor bytes are paged in when first read.
+// A file truncated by another process while mapped raises SIGBUS on access; files are treated as immutable.
 #pragma once
 
 #include <cstdint>
@@ -22,11 +24,17 @@ struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
-  const void* data = nullptr;  // points into the mapping; valid while the owning file lives
+  // Points into the mapping; valid while the owning file lives. Not necessarily aligned to the element
+  // size: the format packs tensors back to back (the reference writer orders them by dtype size, so its
+  // files are aligned; others may not be). Check aligned() before reading through a typed pointer.
+  const void* data = nullptr;
   size_t nbytes = 0;
   int64_t numel() const;
   std::string shape_str() const;  // "[576, 1536]"
+  bool aligned() const;           // data is a multiple of dtype_size(dtype)
 };
+
+inline constexpr size_t kMaxSafetensorsHeaderBytes = size_t{100} << 20;  // 100 MB, as the reference
 
 class SafetensorsFile {
  public:
@@ -69,7 +77,9 @@ class TensorSet {
   std::map<std::string, const TensorInfo*> by_name_;
 };
 
-// Writes a safetensors file (header padded to 8 bytes, tensors in the order added).
+// Writes a safetensors file (header padded with spaces to a multiple of 8 bytes, as the reference does;
+// tensors in the order added, back to back; `__metadata__` first when set). Add tensors in decreasing
+// dtype size (F32 before F16/BF16) to keep every tensor aligned for zero-copy readers.
 class SafetensorsWriter {
  public:
   // Copies nothing: `data` must stay valid until write().

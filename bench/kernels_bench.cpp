@@ -1,0 +1,120 @@
+// Kernel micro-benchmarks on the smol model's shapes (hidden 576, intermediate 1536, vocab 49152, BF16).
+// Decode (T = 1, 16) is bandwidth-bound: the weights are rotated through >= 256 MB of copies so every call
+// streams W from DRAM, and "bw_frac" is the achieved W read rate over measure_read_bandwidth() from the same
+// run. Prefill (T = 256) is compute-bound: "GFLOPs" counts 2*T*N*K per call. The scalar reference on one
+// shape is the baseline. Run: build-kernels/kernels_bench --benchmark_repetitions=5
+// --benchmark_report_aggregates_only
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "kernels/kernels.h"
+#include "kernels/reference.h"
+
+namespace lp::kernels {
+namespace {
+
+ComputePool& pool() {
+  static ComputePool p(0);
+  return p;
+}
+
+double read_bandwidth() {
+  static const double bw = measure_read_bandwidth(pool(), size_t{512} << 20, 5);
+  return bw;
+}
+
+// Copies of an (N, K) BF16 matrix laid end to end, enough of them to exceed the caches when `stream`.
+struct WeightSet {
+  Buffer<uint16_t> data;
+  int64_t N, K, copies;
+  WeightSet(int64_t n, int64_t k, bool stream) : N(n), K(k) {
+    int64_t per = N * K;
+    copies = stream ? std::max<int64_t>(1, ((int64_t{256} << 20) / 2 + per - 1) / per) : 1;
+    data.resize(static_cast<size_t>(per * copies));
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> d(-0.05f, 0.05f);
+    for (int64_t i = 0; i < per; ++i) data[i] = f32_to_bf16(d(rng));
+    // Each copy is touched by the pool threads in the same row split the kernel uses, later.
+    for (int64_t c = 1; c < copies; ++c) std::memcpy(data.data() + c * per, data.data(), per * 2);
+  }
+  MatView view(int64_t c) const { return MatView{data.data() + (c % copies) * N * K, DType::kBF16, N, K, K}; }
+};
+
+void BM_Matmul(benchmark::State& state) {
+  const int64_t N = state.range(0), K = state.range(1), T = state.range(2);
+  const bool stream = T <= 16;
+  WeightSet w(N, K, stream);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  std::vector<float> x(T * K), y(T * N);
+  for (auto& v : x) v = d(rng);
+  const double bw = read_bandwidth();
+  int64_t i = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    matmul(pool(), x.data(), T, K, w.view(i++), nullptr, y.data(), N);
+    benchmark::DoNotOptimize(y.data());
+  }
+  double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double bytes = static_cast<double>(N * K * 2), flops = 2.0 * T * N * K;
+  state.counters["GBps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  if (stream) state.counters["bw_frac"] = bytes * static_cast<double>(i) / sec / bw;
+  state.counters["mem_GBps"] = bw * 1e-9;
+  state.SetLabel(isa_name());
+}
+
+void SmolShapes(benchmark::internal::Benchmark* b) {
+  for (int64_t T : {1, 16, 256})
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}})
+      b->Args({N, K, T});
+}
+BENCHMARK(BM_Matmul)->Apply(SmolShapes)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Baseline: the scalar reference (one thread, double accumulation) on the 576x576 projection.
+void BM_MatmulReference(benchmark::State& state) {
+  const int64_t N = 576, K = 576, T = state.range(0);
+  WeightSet w(N, K, false);
+  std::vector<float> x(T * K, 0.5f), y(T * N);
+  for (auto _ : state) {
+    ref::matmul(x.data(), T, K, w.view(0), nullptr, y.data(), N, false);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GBps"] = benchmark::Counter(N * K * 2e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPs"] =
+      benchmark::Counter(2e-9 * T * N * K, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_MatmulReference)->Arg(1)->Arg(16)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Prefill attention of one 256-token sequence, smol heads (9 query heads, 3 KV heads, head_dim 64).
+void BM_AttentionPrefill(benchmark::State& state) {
+  const int n_heads = 9, n_kv = 3, hd = 64, bs = 16;
+  const int32_t L = static_cast<int32_t>(state.range(0));
+  const int n_blocks = (L + bs - 1) / bs;
+  std::vector<float> k(static_cast<size_t>(n_blocks) * n_kv * bs * hd, 0.1f), v(k.size(), 0.2f);
+  std::vector<float> q(static_cast<size_t>(L) * n_heads * hd, 0.3f), out(q.size());
+  std::vector<int32_t> table(n_blocks);
+  for (int i = 0; i < n_blocks; ++i) table[i] = n_blocks - 1 - i;
+  PagedKV cache{k.data(), v.data(), bs, n_kv, hd};
+  AttnSeq seq{0, L, L, table.data()};
+  for (auto _ : state) {
+    attention(pool(), q.data(), cache, std::span<const AttnSeq>(&seq, 1), n_heads, 0.125f, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  // Causal: about L*(L+1)/2 score and value FMAs of head_dim each, per head.
+  double flops = 4.0 * n_heads * hd * (static_cast<double>(L) * (L + 1) / 2);
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttentionPrefill)->Arg(256)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace lp::kernels
+
+BENCHMARK_MAIN();

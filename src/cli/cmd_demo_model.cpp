@@ -1,0 +1,69 @@
+// `loraplex demo-model OUT --shape tiny|small|smol|1b --seed S`: a synthetic model in Hugging Face layout,
+// with a real byte-level BPE tokenizer whose vocabulary matches vocab_size.
+#include <filesystem>
+
+#include "cli/commands.h"
+#include "core/check.h"
+#include "core/clock.h"
+#include "model/demo_model.h"
+#include "text/demo_tokenizer.h"
+#include "text/tokenizer.h"
+
+namespace lp::cli {
+
+namespace {
+
+struct DemoArgs {
+  std::string out;
+  std::string shape = "tiny";
+  uint64_t seed = 1;
+  std::string dtype = "bf16";
+  std::string arch = "llama";
+};
+
+DType parse_dtype(const std::string& s) {
+  if (s == "bf16") return DType::kBF16;
+  if (s == "f16") return DType::kF16;
+  if (s == "f32") return DType::kF32;
+  fail("unknown --dtype '{}' (bf16, f16, f32)", s);
+}
+
+void run_demo_model(const DemoArgs& a) {
+  double t0 = now_seconds();
+  std::filesystem::path dir(a.out);
+  std::filesystem::create_directories(dir);
+  model::DemoSpec spec;
+  spec.shape = a.shape;
+  spec.seed = a.seed;
+  spec.dtype = parse_dtype(a.dtype);
+  spec.arch = a.arch;
+  int vocab = model::demo_vocab_size(a.shape);
+  text::write_demo_tokenizer(dir, vocab, a.seed);
+  text::Tokenizer tok = text::Tokenizer::from_dir(dir);
+  LP_CHECK(tok.vocab_size() == vocab, "demo tokenizer has {} tokens, model wants {}", tok.vocab_size(), vocab);
+  auto bos = tok.token_to_id("<|begin_of_text|>");
+  auto eot = tok.token_to_id("<|end_of_text|>");
+  auto im_end = tok.token_to_id("<|im_end|>");
+  LP_CHECK(bos && eot && im_end, "demo tokenizer lacks its special tokens");
+  spec.bos_ids = {*bos};
+  spec.eos_ids = {*eot, *im_end};
+  model::write_demo_model(dir, spec);
+  std::printf("wrote %s model (%s, %s, seed %llu) to %s in %.1f s\n", a.shape.c_str(), a.arch.c_str(),
+              a.dtype.c_str(), static_cast<unsigned long long>(a.seed), dir.c_str(), now_seconds() - t0);
+}
+
+}  // namespace
+
+void add_demo_model_command(CLI::App& app) {
+  auto args = std::make_shared<DemoArgs>();
+  CLI::App* c = app.add_subcommand("demo-model", "Write a deterministic synthetic model (HF layout)");
+  c->add_option("out", args->out, "Output folder")->required();
+  c->add_option("--shape", args->shape, "tiny | small | smol (SmolLM2-135M) | 1b (Llama-3.2-1B)")
+      ->check(CLI::IsMember({"tiny", "small", "smol", "1b"}));
+  c->add_option("--seed", args->seed, "Random seed");
+  c->add_option("--dtype", args->dtype, "Weight dtype: bf16 | f16 | f32")->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  c->add_option("--arch", args->arch, "llama | mistral | qwen2")->check(CLI::IsMember({"llama", "mistral", "qwen2"}));
+  c->callback([args] { run_demo_model(*args); });
+}
+
+}  // namespace lp::cli

@@ -1,0 +1,108 @@
+// `loraplex logits`: raw little-endian f32 logits for every position, through the same Model::forward the
+// server uses. Single sequence (--ids → --out FILE, [T, vocab]) or a batch spec (--batch SPEC.json →
+// --out-dir DIR/seq<i>.f32), the whole batch evaluated in ONE forward call.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/check.h"
+#include "model/runner.h"
+
+namespace lp::cli {
+
+namespace {
+
+struct LogitsArgs {
+  std::string model;
+  std::string ids;
+  std::string out;
+  std::string batch;
+  std::string out_dir;
+  int threads = 0;
+};
+
+void write_f32(const std::filesystem::path& p, const float* data, size_t n) {
+  std::ofstream f(p, std::ios::binary);
+  if (!f) fail("cannot write {}", p.string());
+  f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(n * sizeof(float)));
+  if (!f) fail("error writing {}", p.string());
+}
+
+std::vector<std::vector<int32_t>> read_batch_spec(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) fail("cannot open batch spec {}", path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: invalid JSON: {}", path, e.what());
+  }
+  if (!j.is_array() || j.empty()) fail("{}: expected a non-empty JSON list of {{\"ids\": [...]}}", path);
+  std::vector<std::vector<int32_t>> seqs;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const auto& e = j[i];
+    if (!e.is_object() || !e.contains("ids") || !e["ids"].is_array() || e["ids"].empty())
+      fail("{}: entry {} needs a non-empty \"ids\" list", path, i);
+    std::vector<int32_t> ids;
+    for (const auto& v : e["ids"]) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) fail("{}: entry {} has a bad id {}", path, i, v.dump());
+      ids.push_back(v.get<int32_t>());
+    }
+    seqs.push_back(std::move(ids));
+  }
+  return seqs;
+}
+
+void run_logits(const LogitsArgs& a) {
+  if (a.ids.empty() == a.batch.empty()) fail("give exactly one of --ids or --batch");
+  if (!a.ids.empty() && a.out.empty()) fail("--ids needs --out FILE");
+  if (!a.batch.empty() && a.out_dir.empty()) fail("--batch needs --out-dir DIR");
+  std::vector<std::vector<int32_t>> seqs =
+      a.ids.empty() ? read_batch_spec(a.batch) : std::vector<std::vector<int32_t>>{parse_ids(a.ids)};
+
+  auto model = model::Model::load(a.model);
+  const int V = model->config().vocab_size;
+  int64_t total = 0;
+  for (const auto& s : seqs) {
+    for (int32_t id : s)
+      if (id >= V) fail("token id {} is out of range for vocab size {}", id, V);
+    total += static_cast<int64_t>(s.size());
+  }
+  ComputePool pool(pool_threads(a.threads));
+  // Each sequence needs its own whole blocks.
+  model::Runner runner(*model, pool, total + 16 * static_cast<int64_t>(seqs.size()));
+  std::vector<model::Runner::Item> items;
+  for (const auto& s : seqs) items.push_back({runner.add_sequence(), s, /*want_all_logits=*/true});
+  const Buffer<float>& logits = runner.step(items);
+
+  if (!a.ids.empty()) {
+    write_f32(a.out, logits.data(), seqs[0].size() * V);
+    return;
+  }
+  std::filesystem::create_directories(a.out_dir);
+  size_t row = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    write_f32(std::filesystem::path(a.out_dir) / ("seq" + std::to_string(i) + ".f32"),
+              logits.data() + row * V, seqs[i].size() * V);
+    row += seqs[i].size();
+  }
+}
+
+}  // namespace
+
+void add_logits_command(CLI::App& app) {
+  auto args = std::make_shared<LogitsArgs>();
+  CLI::App* c = app.add_subcommand("logits", "Write raw f32 logits for every position");
+  c->add_option("--model", args->model, "Model folder (config.json + safetensors)")->required();
+  c->add_option("--ids", args->ids, "Comma-separated token ids of one sequence");
+  c->add_option("--out", args->out, "Output file for --ids: [T, vocab] little-endian f32");
+  c->add_option("--batch", args->batch, "JSON list of {\"ids\": [...]} evaluated in one forward call");
+  c->add_option("--out-dir", args->out_dir, "Output folder for --batch: seq<i>.f32");
+  c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
+  c->callback([args] { run_logits(*args); });
+}
+
+}  // namespace lp::cli

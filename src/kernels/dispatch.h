@@ -1,0 +1,98 @@
+// Internal to kernels/: the per-ISA kernel tables and the run-time choice between them.
+// Each ISA's file (matmul_avx512.cpp, ops_avx2.cpp, ...) fills one IsaKernels with the row-range /
+// single-item entry points; kernels.cpp owns the threading and calls the table. Tests call the *_with()
+// functions with every table the CPU supports, so each ISA is checked against the scalar reference.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace lp::kernels::detail {
+
+enum class Isa : uint8_t { kScalar, kAvx2, kAvx512, kAvx512Bf16 };
+
+// Everything one matmul call needs; the table's matmul_rows computes rows [n0, n1) of y for all T tokens.
+struct MatmulArgs {
+  const float* x = nullptr;      // (T, K) f32, row stride ldx
+  const uint16_t* xb = nullptr;  // (T, ldxb) x rounded to bf16, zero-padded to ldxb; only when wants_bf16_x
+  int64_t T = 0;
+  int64_t ldx = 0;
+  int64_t ldxb = 0;             // multiple of 32
+  MatView W;                    // (N, K)
+  const float* bias = nullptr;  // (N) or null
+  float* y = nullptr;           // (T, N) f32, row stride ldy
+  int64_t ldy = 0;
+  bool accumulate = false;
+};
+
+inline constexpr int kMaxHeadDim = 256;  // attention keeps one head's output in registers
+
+// One query row of one head, for attention_query.
+struct AttnQuery {
+  const float* q = nullptr;  // (head_dim)
+  float* out = nullptr;      // (head_dim)
+  const int32_t* block_table = nullptr;
+  int32_t n_keys = 0;  // the query attends to positions [0, n_keys)
+  int kv_head = 0;
+  float scale = 1.f;
+};
+
+struct IsaKernels {
+  Isa isa;
+  const char* name;
+  // Rows per tile that a matmul_rows range should be a multiple of (for even work split; any split is
+  // correct).
+  int row_grain;
+  // True when matmul_rows reads args.xb (BF16 weights on AVX-512-BF16) instead of args.x.
+  bool (*wants_bf16_x)(DType w_dtype);
+  // xb[t][k] = bf16(x[t][k]) for k < K, 0 for K <= k < ldxb.
+  void (*convert_x_bf16)(const float* x, int64_t T, int64_t ldx, int64_t K, uint16_t* xb, int64_t ldxb);
+  void (*matmul_rows)(const MatmulArgs& a, int64_t n0, int64_t n1);
+  // rmsnorm of tokens [t0, t1).
+  void (*rmsnorm_rows)(const float* x, int64_t t0, int64_t t1, int64_t D, const void* w, DType w_dtype,
+                       float eps, float* y);
+  void (*rope)(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* cos_tab,
+               const float* sin_tab);
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  void (*softmax)(float* x, int64_t n);
+  // scratch: at least n_keys floats.
+  void (*attention_query)(const PagedKV& cache, const AttnQuery& q, float* scratch);
+  // Sum of n floats read with wide loads (the value only keeps the reads alive).
+  float (*read_sum)(const float* p, size_t n);
+};
+
+const IsaKernels& scalar_kernels();
+const IsaKernels& avx2_kernels();
+const IsaKernels& avx512_kernels();
+const IsaKernels& avx512bf16_kernels();
+
+bool isa_supported(Isa isa);
+std::vector<Isa> supported_isas();  // in increasing order of preference
+const IsaKernels& kernels_for(Isa isa);
+// The table chosen once: the best supported ISA, or a lower one forced by LORAPLEX_ISA=scalar|avx2|avx512.
+const IsaKernels& active();
+
+// The public kernels, on an explicit table (the public functions call these with active()).
+void matmul_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
+                 const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate);
+void rmsnorm_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w,
+                  DType w_dtype, float eps, float* y);
+void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, const PagedKV& cache,
+                    std::span<const AttnSeq> seqs, int n_heads, float scale, float* out);
+void silu_mul_with(const IsaKernels& k, ComputePool& pool, const float* gate, const float* up, float* out,
+                   int64_t n);
+
+}  // namespace lp::kernels::detail
+
+// Entry points compiled per ISA (defined in matmul_<isa>.cpp), gathered into tables by ops_<isa>.cpp.
+namespace lp::kernels::avx512 {
+void matmul_rows_bf16dot(const detail::MatmulArgs& a, int64_t n0, int64_t n1);  // needs AVX512_BF16
+void matmul_rows_fma(const detail::MatmulArgs& a, int64_t n0, int64_t n1);
+void convert_x_bf16(const float* x, int64_t T, int64_t ldx, int64_t K, uint16_t* xb, int64_t ldxb);
+}  // namespace lp::kernels::avx512
+namespace lp::kernels::avx2 {
+void matmul_rows_fma(const detail::MatmulArgs& a, int64_t n0, int64_t n1);
+}  // namespace lp::kernels::avx2

@@ -1,0 +1,298 @@
+// The public kernels: run-time ISA choice, argument checks, and the split of work over the compute pool.
+// The per-ISA arithmetic lives in matmul_<isa>.cpp / ops_<isa>.cpp; the scalar ISA is the reference itself.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "kernels/dispatch.h"
+#include "kernels/reference.h"
+
+namespace lp::kernels {
+namespace detail {
+namespace {
+
+// Scalar ISA: the reference, on row / token ranges.
+void scalar_matmul_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  MatView w = a.W;
+  w.data =
+      static_cast<const char*>(a.W.data) + n0 * a.W.row_stride * static_cast<int64_t>(dtype_size(w.dtype));
+  w.rows = n1 - n0;
+  ref::matmul(a.x, a.T, a.ldx, w, a.bias ? a.bias + n0 : nullptr, a.y + n0, a.ldy, a.accumulate);
+}
+void scalar_rmsnorm_rows(const float* x, int64_t t0, int64_t t1, int64_t D, const void* w, DType w_dtype,
+                         float eps, float* y) {
+  ref::rmsnorm(x + t0 * D, t1 - t0, D, w, w_dtype, eps, y + t0 * D);
+}
+void scalar_attention_query(const PagedKV& c, const AttnQuery& q, float*) {
+  ref::attention_query(c, q.block_table, q.n_keys, q.kv_head, q.scale, q.q, q.out);
+}
+float scalar_read_sum(const float* p, size_t n) {
+  float s[8] = {};
+  for (size_t i = 0; i < n; ++i) s[i & 7] += p[i];
+  return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+bool wants_nothing(DType) {
+  return false;
+}
+
+Isa best_isa() {
+  Isa best = Isa::kScalar;
+  for (Isa i : supported_isas()) best = i;
+  return best;
+}
+
+Isa choose_isa() {
+  Isa best = best_isa();
+  const char* env = std::getenv("LORAPLEX_ISA");
+  if (!env || !*env) return best;
+  std::string_view v(env);
+  Isa want = v == "scalar"       ? Isa::kScalar
+             : v == "avx2"       ? Isa::kAvx2
+             : v == "avx512"     ? Isa::kAvx512
+             : v == "avx512bf16" ? Isa::kAvx512Bf16
+                                 : best;
+  if (want == best && v != kernels_for(best).name) {
+    log_warn("LORAPLEX_ISA={} is not one of scalar|avx2|avx512|avx512bf16; using {}", v,
+             kernels_for(best).name);
+  } else if (!isa_supported(want)) {
+    log_warn("LORAPLEX_ISA={} is not supported by this CPU; using {}", v, kernels_for(best).name);
+    want = best;
+  }
+  return want;
+}
+
+}  // namespace
+
+const IsaKernels& scalar_kernels() {
+  static const IsaKernels k{Isa::kScalar,
+                            "scalar",
+                            4,
+                            wants_nothing,
+                            nullptr,
+                            scalar_matmul_rows,
+                            scalar_rmsnorm_rows,
+                            ref::rope,
+                            ref::silu_mul,
+                            ref::softmax,
+                            scalar_attention_query,
+                            scalar_read_sum};
+  return k;
+}
+
+bool isa_supported(Isa isa) {
+  __builtin_cpu_init();
+  bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  switch (isa) {
+    case Isa::kScalar:
+      return true;
+    case Isa::kAvx2:
+      return avx2;
+    case Isa::kAvx512:
+      return avx512;
+    case Isa::kAvx512Bf16:
+      return avx512 && __builtin_cpu_supports("avx512bf16");
+  }
+  return false;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16})
+    if (isa_supported(i)) out.push_back(i);
+  return out;
+}
+
+const IsaKernels& kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return scalar_kernels();
+    case Isa::kAvx2:
+      return avx2_kernels();
+    case Isa::kAvx512:
+      return avx512_kernels();
+    case Isa::kAvx512Bf16:
+      return avx512bf16_kernels();
+  }
+  return scalar_kernels();
+}
+
+const IsaKernels& active() {
+  static const IsaKernels& k = kernels_for(choose_isa());
+  return k;
+}
+
+void matmul_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
+                 const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate) {
+  LP_CHECK(T >= 0 && W.rows >= 0 && W.cols >= 0, "matmul: bad shape T={} W=({}, {})", T, W.rows, W.cols);
+  LP_CHECK(W.row_stride >= W.cols && ldx >= W.cols && ldy >= W.rows, "matmul: strides too small");
+  if (T == 0 || W.rows == 0) return;
+  MatmulArgs a{x, nullptr, T, ldx, 0, W, bias, y, ldy, accumulate};
+  // x rounded to bf16 once per call (per token, so still batch invariant); grown, never shrunk.
+  thread_local Buffer<uint16_t> xb;  // (T, ldxb)
+  if (k.wants_bf16_x(W.dtype)) {
+    a.ldxb = (std::max<int64_t>(W.cols, 1) + 31) / 32 * 32;
+    size_t need = static_cast<size_t>(T * a.ldxb);
+    if (xb.size() < need) xb.resize(need);
+    k.convert_x_bf16(x, T, ldx, W.cols, xb.data(), a.ldxb);
+    a.xb = xb.data();
+  }
+  pool.parallel_for(W.rows, k.row_grain, [&](int64_t b, int64_t e) { k.matmul_rows(a, b, e); });
+}
+
+void rmsnorm_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w,
+                  DType w_dtype, float eps, float* y) {
+  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1));
+  pool.parallel_for(T, grain, [&](int64_t b, int64_t e) { k.rmsnorm_rows(x, b, e, D, w, w_dtype, eps, y); });
+}
+
+void silu_mul_with(const IsaKernels& k, ComputePool& pool, const float* gate, const float* up, float* out,
+                   int64_t n) {
+  pool.parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) { k.silu_mul(gate + b, up + b, out + b, e - b); });
+}
+
+void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, const PagedKV& cache,
+                    std::span<const AttnSeq> seqs, int n_heads, float scale, float* out) {
+  const int hd = cache.head_dim;
+  LP_CHECK(cache.n_kv_heads > 0 && n_heads % cache.n_kv_heads == 0, "attention: {} heads, {} kv heads",
+           n_heads, cache.n_kv_heads);
+  LP_CHECK(hd > 0 && hd <= kMaxHeadDim && cache.block_size > 0, "attention: head_dim {} block_size {}", hd,
+           cache.block_size);
+  const int group = n_heads / cache.n_kv_heads;
+  // Work items: (sequence, head, block of queries). Each query is computed alone (keys 0..p in order), so
+  // who computes it and with which neighbours never changes its result.
+  struct Item {
+    int32_t seq, head, i0, i1;
+  };
+  constexpr int32_t kQueryBlock = 16;
+  thread_local std::vector<Item> items_buf;  // (caller's) reused between calls
+  std::vector<Item>& items = items_buf;      // a reference, so the workers see the caller's list
+  items.clear();
+  int32_t max_ctx = 0;
+  for (int32_t s = 0; s < static_cast<int32_t>(seqs.size()); ++s) {
+    const AttnSeq& sq = seqs[s];
+    LP_CHECK(sq.q_len >= 0 && sq.ctx_len >= sq.q_len, "attention: q_len {} ctx_len {}", sq.q_len, sq.ctx_len);
+    max_ctx = std::max(max_ctx, sq.ctx_len);
+    for (int32_t i0 = 0; i0 < sq.q_len; i0 += kQueryBlock)
+      for (int h = 0; h < n_heads; ++h) items.push_back({s, h, i0, std::min(sq.q_len, i0 + kQueryBlock)});
+  }
+  // Longest contexts first, for balance (causal prefill: later query blocks cost more).
+  std::stable_sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {
+    return seqs[x.seq].ctx_len - seqs[x.seq].q_len + x.i1 > seqs[y.seq].ctx_len - seqs[y.seq].q_len + y.i1;
+  });
+  std::atomic<size_t> next{0};
+  auto work = [&](int, int) {
+    thread_local std::vector<float> scores;  // (max_ctx) scratch
+    if (scores.size() < static_cast<size_t>(max_ctx) + 16) scores.resize(max_ctx + 16);
+    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < items.size();) {
+      const Item& it = items[i];
+      const AttnSeq& sq = seqs[it.seq];
+      for (int32_t qi = it.i0; qi < it.i1; ++qi) {
+        int64_t off = (static_cast<int64_t>(sq.q_begin + qi) * n_heads + it.head) * hd;
+        AttnQuery aq{q + off,         out + off, sq.block_table, sq.ctx_len - sq.q_len + qi + 1,
+                     it.head / group, scale};
+        k.attention_query(cache, aq, scores.data());
+      }
+    }
+  };
+  if (items.size() <= 1) {
+    work(0, 1);
+  } else {
+    pool.run(work);
+  }
+}
+
+}  // namespace detail
+
+const char* isa_name() {
+  return detail::active().name;
+}
+
+void matmul(ComputePool& pool, const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias,
+            float* y, int64_t ldy, bool accumulate) {
+  detail::matmul_with(detail::active(), pool, x, T, ldx, W, bias, y, ldy, accumulate);
+}
+
+void rmsnorm(ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w, DType w_dtype, float eps,
+             float* y) {
+  detail::rmsnorm_with(detail::active(), pool, x, T, D, w, w_dtype, eps, y);
+}
+
+void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* cos_tab,
+          const float* sin_tab) {
+  LP_CHECK(head_dim % 2 == 0, "rope: odd head_dim {}", head_dim);
+  detail::active().rope(x, T, n_heads, head_dim, pos, cos_tab, sin_tab);
+}
+
+void silu_mul(ComputePool& pool, const float* gate, const float* up, float* out, int64_t n) {
+  detail::silu_mul_with(detail::active(), pool, gate, up, out, n);
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];  // exact per element; the compiler vectorizes it
+}
+
+void softmax(float* x, int64_t n) {
+  detail::active().softmax(x, n);
+}
+
+void embed(const MatView& table, const int32_t* ids, int64_t T, float* out) {
+  const size_t esize = dtype_size(table.dtype);
+  for (int64_t t = 0; t < T; ++t) {
+    LP_CHECK(ids[t] >= 0 && ids[t] < table.rows, "embed: token id {} out of range [0, {})", ids[t],
+             table.rows);
+    const char* row = static_cast<const char*>(table.data) + ids[t] * table.row_stride * esize;
+    to_f32(table.dtype, row, out + t * table.cols, static_cast<size_t>(table.cols));
+  }
+}
+
+void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T) {
+  const int64_t row = static_cast<int64_t>(cache.head_dim);
+  for (int64_t t = 0; t < T; ++t) {
+    LP_CHECK(slot[t] >= 0, "kv_write: negative slot {}", slot[t]);
+    int64_t b = slot[t] / cache.block_size, s = slot[t] % cache.block_size;
+    for (int g = 0; g < cache.n_kv_heads; ++g) {
+      int64_t dst = ((b * cache.n_kv_heads + g) * cache.block_size + s) * row;
+      int64_t src = (t * cache.n_kv_heads + g) * row;
+      std::memcpy(cache.k + dst, k_new + src, row * sizeof(float));
+      std::memcpy(cache.v + dst, v_new + src, row * sizeof(float));
+    }
+  }
+}
+
+void attention(ComputePool& pool, const float* q, const PagedKV& cache, std::span<const AttnSeq> seqs,
+               int n_heads, float scale, float* out) {
+  detail::attention_with(detail::active(), pool, q, cache, seqs, n_heads, scale, out);
+}
+
+double measure_read_bandwidth(ComputePool& pool, size_t bytes, int repeats) {
+  const detail::IsaKernels& k = detail::active();
+  const size_t n = std::max<size_t>(bytes / sizeof(float), 1024);
+  Buffer<float> buf(n);
+  // Thread i owns floats [part(i), part(i+1)), 64-byte aligned; it touches them first, then reads them.
+  const int nt = pool.size();
+  auto part = [&](int i) { return std::min(n, (n * i / nt + 15) / 16 * 16); };
+  pool.run(
+      [&](int t, int) { std::memset(buf.data() + part(t), 0, (part(t + 1) - part(t)) * sizeof(float)); });
+  std::vector<float> sink(nt);
+  double best = 0;
+  for (int r = 0; r < std::max(repeats, 1); ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    pool.run([&](int t, int) { sink[t] += k.read_sum(buf.data() + part(t), part(t + 1) - part(t)); });
+    double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(n * sizeof(float)) / sec);
+  }
+  volatile float keep = sink[0];
+  (void)keep;
+  return best;
+}
+
+}  // namespace lp::kernels

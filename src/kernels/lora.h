@@ -1,0 +1,72 @@
+// Multi-adapter LoRA kernels: add the low-rank term of many adapters to one batch in a single fused pass.
+//
+// Semantics (the scalar loop; kernels/lora_reference.cpp is exactly this):
+//   for each token t with s = slot[t] >= 0 and r = ranks[s] > 0:
+//     v[j]     = sum_k A[s][j][k] * x[t][k]          for j < r        (shrink)
+//     y[t][n] += sum_j B[s][n][j] * v[j]             for n < out      (expand; the scale is folded into B)
+//   tokens with slot -1 (base model only) are not touched and cost nothing.
+//
+// The plan groups tokens by slot. A run of >= kSgmvMinRun consecutive tokens with one slot (a prefill
+// segment) is its own group and is read in place (SGMV); shorter runs (decode tokens) with the same slot are
+// gathered into one group (BGMV), so each distinct adapter's A and B are streamed once per step however many
+// tokens use it. Each group is a small matmul done by the same row kernels as the base matmul, so results
+// are batch invariant: a token gets bit-identical output whatever else is in the batch.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+
+namespace lp::kernels {
+
+// One (layer, target module) of the slot bank, all slots stacked, zero-padded to max_rank:
+//   A: (max_loras, max_rank, in)    B: (max_loras, out, max_rank)     ranks: (max_loras), 0 = not targeted
+struct LoraWeights {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  DType dtype = DType::kF32;
+  int max_loras = 0;
+  int max_rank = 0;
+  int64_t in = 0;
+  int64_t out = 0;
+  const int32_t* ranks = nullptr;
+};
+
+inline constexpr int kSgmvMinRun = 8;
+
+struct LoraGroup {
+  int32_t slot = -1;
+  int32_t first = 0;      // index of the group's first row in LoraPlan::rows
+  int32_t count = 0;      // number of tokens
+  bool contiguous = false;  // rows are first_row, first_row+1, ... (read/written in place)
+};
+
+// Which tokens use which slot; built once per forward step, used for every layer and module.
+struct LoraPlan {
+  std::vector<int32_t> rows;      // token rows of all groups, group by group
+  std::vector<LoraGroup> groups;
+  bool empty() const { return groups.empty(); }
+};
+
+// Builds the plan from one slot per token (-1 = none). merge=false keeps every token its own group (the
+// "naive" per-token mode that benchmarks compare against).
+void lora_plan_build(std::span<const int32_t> slot_of_token, LoraPlan& plan, bool merge = true);
+
+// Scratch reused across calls (grown, never shrunk). One per caller thread.
+struct LoraScratch {
+  Buffer<float> xg;      // (rows, in) gathered x
+  Buffer<uint16_t> xb;   // (rows, ldxb) bf16 x
+  Buffer<float> v;       // (rows, max_rank)
+  Buffer<uint16_t> vb;   // (rows, ldvb) bf16 v
+  Buffer<float> yg;      // (rows, out) expand output of gathered groups
+};
+
+// y (+)= the LoRA term for every token in the plan.   x: (T, w.in) stride ldx;  y: (T, w.out) stride ldy.
+void lora_apply(ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx, const LoraWeights& w,
+                float* y, int64_t ldy, LoraScratch& scratch);
+
+}  // namespace lp::kernels

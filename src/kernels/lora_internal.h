@@ -1,0 +1,20 @@
+// Internal to kernels/: the LoRA kernels on an explicit ISA table (tests run every supported ISA).
+#pragma once
+
+#include "kernels/dispatch.h"
+#include "kernels/lora.h"
+
+namespace lp::kernels::detail {
+
+void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
+                     const LoraWeights& w, float* y, int64_t ldy, LoraScratch& scratch);
+
+}  // namespace lp::kernels::detail
+
+namespace lp::kernels::ref {
+
+// The semantics loop of lora.h, in double: y[t] += B[s] (A[s] x[t]) for slot[t] = s >= 0, ranks[s] > 0.
+void lora_apply(const float* x, int64_t T, int64_t ldx, const int32_t* slot, const LoraWeights& w, float* y,
+                int64_t ldy);
+
+}  // namespace lp::kernels::ref

@@ -1,0 +1,171 @@
+// AVX2 versions of the small kernels and the AVX2 kernel table; mirrors ops_avx512.cpp with 8 lanes
+// (element-wise tails through the same vector code under a mask, reductions in the canonical order).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/dispatch.h"
+#include "kernels/simd_avx2.h"
+
+namespace lp::kernels::avx2 {
+namespace {
+
+inline __m256 load_vec(const void* w, DType t, int64_t i, int64_t n) {
+  if (n >= 8) {
+    switch (t) {
+      case DType::kF16:
+        return load_f16x8(static_cast<const uint16_t*>(w) + i);
+      case DType::kBF16:
+        return load_bf16x8(static_cast<const uint16_t*>(w) + i);
+      default:
+        return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+    }
+  }
+  switch (t) {
+    case DType::kF16:
+      return load_f16x8(static_cast<const uint16_t*>(w) + i, n);
+    case DType::kBF16:
+      return load_bf16x8(static_cast<const uint16_t*>(w) + i, n);
+    default:
+      return maskz_load(static_cast<const float*>(w) + i, n);
+  }
+}
+
+void rmsnorm_rows(const float* x, int64_t t0, int64_t t1, int64_t D, const void* w, DType w_dtype, float eps,
+                  float* y) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* xr = x + t * D;
+    float* yr = y + t * D;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < D; i += 8) {
+      __m256 v = maskz_load(xr + i, D - i);
+      acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    __m256 r = _mm256_set1_ps(1.f / std::sqrt(reduce8(acc) / static_cast<float>(D) + eps));
+    for (int64_t i = 0; i < D; i += 8) {
+      __m256 v = _mm256_mul_ps(maskz_load(xr + i, D - i), r);
+      mask_store(yr + i, D - i, _mm256_mul_ps(v, load_vec(w, w_dtype, i, D - i)));
+    }
+  }
+}
+
+void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* cos_tab,
+          const float* sin_tab) {
+  const int half = head_dim / 2;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* c = cos_tab + static_cast<int64_t>(pos[t]) * half;
+    const float* s = sin_tab + static_cast<int64_t>(pos[t]) * half;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * head_dim;
+      for (int i = 0; i < half; i += 8) {
+        int64_t m = half - i;
+        __m256 a = maskz_load(v + i, m), b = maskz_load(v + half + i, m);
+        __m256 cv = maskz_load(c + i, m), sv = maskz_load(s + i, m);
+        mask_store(v + i, m, _mm256_fmsub_ps(a, cv, _mm256_mul_ps(b, sv)));
+        mask_store(v + half + i, m, _mm256_fmadd_ps(b, cv, _mm256_mul_ps(a, sv)));
+      }
+    }
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  for (int64_t i = 0; i < n; i += 8) {
+    __m256 g = maskz_load(gate + i, n - i), u = maskz_load(up + i, n - i);
+    __m256 e = exp(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    mask_store(out + i, n - i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u));
+  }
+}
+
+float exp_shifted(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);  // exact in any order
+  __m256 mv = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) {
+    __m256i m = tail_mask8(n - i);
+    __m256 e = _mm256_and_ps(exp(_mm256_sub_ps(maskz_load(x + i, n - i), mv)), _mm256_castsi256_ps(m));
+    sum = _mm256_add_ps(sum, e);
+    _mm256_maskstore_ps(x + i, m, e);
+  }
+  return reduce8(sum);
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  __m256 inv = _mm256_set1_ps(1.f / exp_shifted(x, n));
+  for (int64_t i = 0; i < n; i += 8) mask_store(x + i, n - i, _mm256_mul_ps(maskz_load(x + i, n - i), inv));
+}
+
+inline __m256 dot_acc(const float* q, const float* k, int hd) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int d = 0; d < hd; d += 8)
+    acc = _mm256_fmadd_ps(maskz_load(q + d, hd - d), maskz_load(k + d, hd - d), acc);
+  return acc;
+}
+
+void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+  const int hd = c.head_dim, bs = c.block_size;
+  const int64_t n = aq.n_keys;
+  auto key_offset = [&](int64_t j) {
+    return ((static_cast<int64_t>(aq.block_table[j / bs]) * c.n_kv_heads + aq.kv_head) * bs + j % bs) * hd;
+  };
+  const __m256 scale = _mm256_set1_ps(aq.scale);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256 acc[8];
+    for (int i = 0; i < 8; ++i) acc[i] = dot_acc(aq.q, c.k + key_offset(j + i), hd);
+    _mm256_storeu_ps(s + j, _mm256_mul_ps(reduce8x8(acc), scale));
+  }
+  for (; j < n; ++j) s[j] = reduce8(dot_acc(aq.q, c.k + key_offset(j), hd)) * aq.scale;
+  const float inv = 1.f / exp_shifted(s, n);
+  const int nc = (hd + 7) / 8;
+  __m256 acc[detail::kMaxHeadDim / 8];
+  for (int i = 0; i < nc; ++i) acc[i] = _mm256_setzero_ps();
+  for (j = 0; j < n; ++j) {
+    const float* v = c.v + key_offset(j);
+    __m256 e = _mm256_set1_ps(s[j]);
+    for (int i = 0; i < nc; ++i) acc[i] = _mm256_fmadd_ps(e, maskz_load(v + i * 8, hd - i * 8), acc[i]);
+  }
+  for (int i = 0; i < nc; ++i)
+    mask_store(aq.out + i * 8, hd - i * 8, _mm256_mul_ps(acc[i], _mm256_set1_ps(inv)));
+}
+
+float read_sum(const float* p, size_t n) {
+  __m256 a[8];
+  for (auto& v : a) v = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64)
+    for (int u = 0; u < 8; ++u) a[u] = _mm256_add_ps(a[u], _mm256_loadu_ps(p + i + 8 * u));
+  for (int u = 1; u < 8; ++u) a[0] = _mm256_add_ps(a[0], a[u]);
+  float s = reduce8(a[0]);
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+bool wants_nothing(DType) {
+  return false;
+}
+
+}  // namespace
+}  // namespace lp::kernels::avx2
+
+namespace lp::kernels::detail {
+
+const IsaKernels& avx2_kernels() {
+  static const IsaKernels k{Isa::kAvx2,
+                            "avx2",
+                            8,
+                            avx2::wants_nothing,
+                            nullptr,
+                            avx2::matmul_rows_fma,
+                            avx2::rmsnorm_rows,
+                            avx2::rope,
+                            avx2::silu_mul,
+                            avx2::softmax,
+                            avx2::attention_query,
+                            avx2::read_sum};
+  return k;
+}
+
+}  // namespace lp::kernels::detail

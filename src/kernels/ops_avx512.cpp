@@ -1,0 +1,205 @@
+// AVX-512 versions of the small kernels (rmsnorm, rope, silu*mul, softmax, one attention query, the
+// bandwidth probe) and the two AVX-512 kernel tables. Element-wise kernels run their tail through the same
+// vector code under a mask, so an element's result never depends on where it sits in the array; reductions
+// use the canonical order of simd_avx512.h. Cost: all of these are memory- or exp-bound and small next to
+// matmul; attention is ~2 FMA per (key, 16 dims) twice plus one exp per key.
+// GCC 12 flags its own _mm512_undefined_*() inside the intrinsics headers (a known false positive).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/check.h"
+#include "kernels/dispatch.h"
+#include "kernels/simd_avx512.h"
+
+namespace lp::kernels::avx512 {
+namespace {
+
+inline __m512 load_vec(const void* w, DType t, int64_t i, __mmask16 m) {
+  switch (t) {
+    case DType::kF16:
+      return load_f16x16(static_cast<const uint16_t*>(w) + i, m);
+    case DType::kBF16:
+      return load_bf16x16(static_cast<const uint16_t*>(w) + i, m);
+    default:
+      return _mm512_maskz_loadu_ps(m, static_cast<const float*>(w) + i);
+  }
+}
+
+void rmsnorm_rows(const float* x, int64_t t0, int64_t t1, int64_t D, const void* w, DType w_dtype, float eps,
+                  float* y) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* xr = x + t * D;
+    float* yr = y + t * D;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < D; i += 16) {
+      __m512 v = _mm512_maskz_loadu_ps(tail_mask16(D - i), xr + i);
+      acc = _mm512_fmadd_ps(v, v, acc);
+    }
+    __m512 r = _mm512_set1_ps(1.f / std::sqrt(reduce16(acc) / static_cast<float>(D) + eps));
+    for (int64_t i = 0; i < D; i += 16) {
+      __mmask16 m = tail_mask16(D - i);
+      __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, xr + i), r);
+      _mm512_mask_storeu_ps(yr + i, m, _mm512_mul_ps(v, load_vec(w, w_dtype, i, m)));
+    }
+  }
+}
+
+void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* cos_tab,
+          const float* sin_tab) {
+  const int half = head_dim / 2;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* c = cos_tab + static_cast<int64_t>(pos[t]) * half;
+    const float* s = sin_tab + static_cast<int64_t>(pos[t]) * half;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * head_dim;
+      for (int i = 0; i < half; i += 16) {
+        __mmask16 m = tail_mask16(half - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, v + i), b = _mm512_maskz_loadu_ps(m, v + half + i);
+        __m512 cv = _mm512_maskz_loadu_ps(m, c + i), sv = _mm512_maskz_loadu_ps(m, s + i);
+        _mm512_mask_storeu_ps(v + i, m, _mm512_fmsub_ps(a, cv, _mm512_mul_ps(b, sv)));
+        _mm512_mask_storeu_ps(v + half + i, m, _mm512_fmadd_ps(b, cv, _mm512_mul_ps(a, sv)));
+      }
+    }
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = tail_mask16(n - i);
+    __m512 g = _mm512_maskz_loadu_ps(m, gate + i), u = _mm512_maskz_loadu_ps(m, up + i);
+    __m512 e = exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(one, e)), u));
+  }
+}
+
+// x[i] = exp(x[i] - max), returns the sum (canonical order: 16 lanes over chunks, then reduce16).
+float exp_shifted(float* x, int64_t n) {
+  __m512 mv = _mm512_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = tail_mask16(n - i);
+    mv = _mm512_mask_max_ps(mv, m, mv, _mm512_maskz_loadu_ps(m, x + i));
+  }
+  __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));  // max is exact in any order
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = tail_mask16(n - i);
+    __m512 e = exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mx));
+    sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
+    _mm512_mask_storeu_ps(x + i, m, e);
+  }
+  return reduce16(sum);
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  __m512 inv = _mm512_set1_ps(1.f / exp_shifted(x, n));
+  for (int64_t i = 0; i < n; i += 16) {
+    __mmask16 m = tail_mask16(n - i);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+  }
+}
+
+// q . k over head_dim into one 16-lane accumulator (masked tail).
+inline __m512 dot_acc(const float* q, const float* k, int hd) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int d = 0; d < hd; d += 16) {
+    __mmask16 m = tail_mask16(hd - d);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, k + d), acc);
+  }
+  return acc;
+}
+
+void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+  const int hd = c.head_dim, bs = c.block_size;
+  const int64_t n = aq.n_keys;
+  auto key_offset = [&](int64_t j) {
+    return ((static_cast<int64_t>(aq.block_table[j / bs]) * c.n_kv_heads + aq.kv_head) * bs + j % bs) * hd;
+  };
+  // Scores, 16 keys per transpose-add tree (bit-identical to one reduce16 per key).
+  const __m512 scale = _mm512_set1_ps(aq.scale);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = dot_acc(aq.q, c.k + key_offset(j + i), hd);
+    _mm512_storeu_ps(s + j, _mm512_mul_ps(reduce16x16(acc), scale));
+  }
+  for (; j < n; ++j) s[j] = reduce16(dot_acc(aq.q, c.k + key_offset(j), hd)) * aq.scale;
+  // Probabilities (unnormalized), then out = (sum_j e_j V_j) / sum_j e_j, keys in ascending order.
+  const float inv = 1.f / exp_shifted(s, n);
+  const int nc = (hd + 15) / 16;
+  __m512 acc[detail::kMaxHeadDim / 16];
+  for (int i = 0; i < nc; ++i) acc[i] = _mm512_setzero_ps();
+  for (j = 0; j < n; ++j) {
+    const float* v = c.v + key_offset(j);
+    __m512 e = _mm512_set1_ps(s[j]);
+    for (int i = 0; i < nc; ++i)
+      acc[i] = _mm512_fmadd_ps(e, _mm512_maskz_loadu_ps(tail_mask16(hd - i * 16), v + i * 16), acc[i]);
+  }
+  for (int i = 0; i < nc; ++i)
+    _mm512_mask_storeu_ps(aq.out + i * 16, tail_mask16(hd - i * 16),
+                          _mm512_mul_ps(acc[i], _mm512_set1_ps(inv)));
+}
+
+float read_sum(const float* p, size_t n) {
+  __m512 a[8];
+  for (auto& v : a) v = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 128 <= n; i += 128)
+    for (int u = 0; u < 8; ++u) a[u] = _mm512_add_ps(a[u], _mm512_loadu_ps(p + i + 16 * u));
+  for (int u = 1; u < 8; ++u) a[0] = _mm512_add_ps(a[0], a[u]);
+  float s = reduce16(a[0]);
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+bool wants_bf16_x(DType t) {
+  return t == DType::kBF16;
+}
+bool wants_nothing(DType) {
+  return false;
+}
+
+}  // namespace
+
+}  // namespace lp::kernels::avx512
+
+namespace lp::kernels::detail {
+
+const IsaKernels& avx512bf16_kernels() {
+  static const IsaKernels k{Isa::kAvx512Bf16,
+                            "avx512bf16",
+                            16,
+                            avx512::wants_bf16_x,
+                            avx512::convert_x_bf16,
+                            avx512::matmul_rows_bf16dot,
+                            avx512::rmsnorm_rows,
+                            avx512::rope,
+                            avx512::silu_mul,
+                            avx512::softmax,
+                            avx512::attention_query,
+                            avx512::read_sum};
+  return k;
+}
+
+const IsaKernels& avx512_kernels() {
+  static const IsaKernels k{Isa::kAvx512,
+                            "avx512",
+                            16,
+                            avx512::wants_nothing,
+                            nullptr,
+                            avx512::matmul_rows_fma,
+                            avx512::rmsnorm_rows,
+                            avx512::rope,
+                            avx512::silu_mul,
+                            avx512::softmax,
+                            avx512::attention_query,
+                            avx512::read_sum};
+  return k;
+}
+
+}  // namespace lp::kernels::detail

@@ -1,0 +1,151 @@
+#include "kernels/reference.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/check.h"
+
+namespace lp::kernels::ref {
+
+float mat_at(const MatView& W, int64_t r, int64_t c) {
+  int64_t i = r * W.row_stride + c;
+  switch (W.dtype) {
+    case DType::kF32:
+      return static_cast<const float*>(W.data)[i];
+    case DType::kF16:
+      return f16_to_f32(static_cast<const uint16_t*>(W.data)[i]);
+    case DType::kBF16:
+      return bf16_to_f32(static_cast<const uint16_t*>(W.data)[i]);
+  }
+  return 0.f;
+}
+
+static float vec_at(const void* w, DType t, int64_t i) {
+  MatView v{w, t, 1, i + 1, i + 1};
+  return mat_at(v, 0, i);
+}
+
+void matmul(const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias, float* y,
+            int64_t ldy, bool accumulate) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = 0; n < W.rows; ++n) {
+      double acc = 0;
+      for (int64_t k = 0; k < W.cols; ++k) acc += static_cast<double>(x[t * ldx + k]) * mat_at(W, n, k);
+      float v = static_cast<float>(acc) + (bias ? bias[n] : 0.f);
+      float& out = y[t * ldy + n];
+      out = accumulate ? out + v : v;
+    }
+  }
+}
+
+void rmsnorm(const float* x, int64_t T, int64_t D, const void* w, DType w_dtype, float eps, float* y) {
+  for (int64_t t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(x[t * D + i]) * x[t * D + i];
+    double r = 1.0 / std::sqrt(ss / static_cast<double>(D) + eps);
+    for (int64_t i = 0; i < D; ++i)
+      y[t * D + i] = static_cast<float>(x[t * D + i] * r * vec_at(w, w_dtype, i));
+  }
+}
+
+void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* cos_tab,
+          const float* sin_tab) {
+  int half = head_dim / 2;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* c = cos_tab + static_cast<int64_t>(pos[t]) * half;
+    const float* s = sin_tab + static_cast<int64_t>(pos[t]) * half;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + (t * n_heads + h) * head_dim;
+      for (int i = 0; i < half; ++i) {
+        double a = v[i], b = v[i + half];
+        v[i] = static_cast<float>(a * c[i] - b * s[i]);
+        v[i + half] = static_cast<float>(b * c[i] + a * s[i]);
+      }
+    }
+  }
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    double g = gate[i];
+    out[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * up[i]);
+  }
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  double m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = std::max<double>(m, x[i]);
+  double sum = 0;
+  std::vector<double> e(n);
+  for (int64_t i = 0; i < n; ++i) sum += e[i] = std::exp(x[i] - m);
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(e[i] / sum);
+}
+
+void embed(const MatView& table, const int32_t* ids, int64_t T, float* out) {
+  for (int64_t t = 0; t < T; ++t) {
+    LP_CHECK(ids[t] >= 0 && ids[t] < table.rows, "token id {} out of range [0, {})", ids[t], table.rows);
+    for (int64_t i = 0; i < table.cols; ++i) out[t * table.cols + i] = mat_at(table, ids[t], i);
+  }
+}
+
+static int64_t kv_offset(const PagedKV& c, int64_t block, int g, int64_t s) {
+  return ((block * c.n_kv_heads + g) * c.block_size + s) * c.head_dim;
+}
+
+void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T) {
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t b = slot[t] / cache.block_size, s = slot[t] % cache.block_size;
+    for (int g = 0; g < cache.n_kv_heads; ++g) {
+      for (int d = 0; d < cache.head_dim; ++d) {
+        int64_t src = (t * cache.n_kv_heads + g) * cache.head_dim + d;
+        cache.k[kv_offset(cache, b, g, s) + d] = k_new[src];
+        cache.v[kv_offset(cache, b, g, s) + d] = v_new[src];
+      }
+    }
+  }
+}
+
+void attention_query(const PagedKV& cache, const int32_t* block_table, int32_t n_keys, int g, float scale,
+                     const float* q, float* out) {
+  int hd = cache.head_dim, bs = cache.block_size;
+  std::vector<double> s(n_keys);
+  double m = -INFINITY;
+  for (int32_t j = 0; j < n_keys; ++j) {
+    const float* k = cache.k + kv_offset(cache, block_table[j / bs], g, j % bs);
+    double dot = 0;
+    for (int d = 0; d < hd; ++d) dot += static_cast<double>(q[d]) * k[d];
+    s[j] = dot * scale;
+    m = std::max(m, s[j]);
+  }
+  double sum = 0;
+  for (int32_t j = 0; j < n_keys; ++j) sum += s[j] = std::exp(s[j] - m);
+  std::vector<double> acc(hd, 0.0);
+  for (int32_t j = 0; j < n_keys; ++j) {
+    const float* v = cache.v + kv_offset(cache, block_table[j / bs], g, j % bs);
+    for (int d = 0; d < hd; ++d) acc[d] += s[j] / sum * v[d];
+  }
+  for (int d = 0; d < hd; ++d) out[d] = static_cast<float>(acc[d]);
+}
+
+void attention(const float* q, const PagedKV& cache, std::span<const AttnSeq> seqs, int n_heads, float scale,
+               float* out) {
+  int hd = cache.head_dim, group = n_heads / cache.n_kv_heads;
+  for (const AttnSeq& sq : seqs) {
+    for (int32_t i = 0; i < sq.q_len; ++i) {
+      int64_t r = sq.q_begin + i;
+      int32_t n_keys = sq.ctx_len - sq.q_len + i + 1;
+      for (int h = 0; h < n_heads; ++h) {
+        attention_query(cache, sq.block_table, n_keys, h / group, scale, q + (r * n_heads + h) * hd,
+                        out + (r * n_heads + h) * hd);
+      }
+    }
+  }
+}
+
+}  // namespace lp::kernels::ref

@@ -1,0 +1,44 @@
+// Deterministic synthetic models in the exact Hugging Face layout (config.json + model.safetensors), so
+// tests and benchmarks run without a model hub. Shapes: tiny, small, smol (SmolLM2-135M's), 1b
+// (Llama-3.2-1B's). The same (shape, seed, dtype, arch) always gives the same bytes.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "model/config.h"
+
+namespace lp::model {
+
+struct DemoSpec {
+  std::string shape = "tiny";  // tiny | small | smol | 1b
+  uint64_t seed = 1;
+  DType dtype = DType::kBF16;
+  std::string arch = "llama";  // llama | mistral | qwen2 (q/k/v bias)
+  std::vector<int32_t> bos_ids;
+  std::vector<int32_t> eos_ids;
+};
+
+// The config.json that write_demo_model writes, as JSON text (for tests and `plan`).
+std::string demo_config_json(const DemoSpec& spec);
+// Vocabulary size of a shape (so the tokenizer can be written first).
+int demo_vocab_size(const std::string& shape);
+// Writes config.json and model.safetensors into dir (created if missing).
+void write_demo_model(const std::filesystem::path& dir, const DemoSpec& spec);
+
+// Deterministic pseudo-random numbers, seeded by (seed, name): the same tensor gets the same values
+// whatever else is generated. uniform() is in [-1, 1).
+class DemoRng {
+ public:
+  DemoRng(uint64_t seed, const std::string& name);
+  uint64_t next();
+  float uniform();
+
+ private:
+  uint64_t s_;
+};
+
+}  // namespace lp::model

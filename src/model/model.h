@@ -1,0 +1,56 @@
+// Model: a Llama-family decoder (Llama, Mistral, Qwen2) evaluated over a flat Batch on the CPU.
+// forward() runs every layer for all T tokens at once: each linear is one matmul over the whole batch
+// (weights read once per step), attention reads and writes the paged KV cache. Activations are f32; weights
+// stay in their file dtype. Scratch buffers grow to the largest batch seen and are reused.
+// Owned and called by one thread (the engine thread); not thread-safe.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "core/buffer.h"
+#include "core/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace lp::model {
+
+class Model {
+ public:
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir);
+  Model(ModelConfig config, ModelWeights weights);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+
+  // KV shape this model needs, for sizing a kv::KvCache.
+  kv::KvShape kv_shape(int block_size = 16) const;
+
+  // Runs the batch; writes logits (batch.logit_rows.size(), vocab) row-major to `logits`.
+  void forward(ComputePool& pool, const Batch& batch, kv::KvCache& cache, float* logits);
+
+ private:
+  void ensure_scratch(int64_t T, int64_t R);
+  void attention_block(ComputePool& pool, const Batch& batch, kv::KvCache& cache, int layer);
+  void mlp_block(ComputePool& pool, int64_t T, int layer);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  Buffer<float> cos_;  // (max_model_len, head_dim / 2)
+  Buffer<float> sin_;  // (max_model_len, head_dim / 2)
+  // Scratch, grown on demand:
+  int64_t cap_tokens_ = 0, cap_rows_ = 0;
+  Buffer<float> x_;     // (T, H) residual stream
+  Buffer<float> xn_;    // (T, H) normalized input of a block
+  Buffer<float> q_;     // (T, q_dim)
+  Buffer<float> k_;     // (T, kv_dim)
+  Buffer<float> v_;     // (T, kv_dim)
+  Buffer<float> attn_;  // (T, q_dim)
+  Buffer<float> gate_;  // (T, I)
+  Buffer<float> up_;    // (T, I)
+  Buffer<float> last_;  // (R, H) final-normed rows that need logits
+};
+
+}  // namespace lp::model

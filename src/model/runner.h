@@ -1,0 +1,55 @@
+// Runner: the smallest driver of Model::forward for a fixed set of sequences — builds flat batches,
+// reserves KV blocks, tracks positions. Used by the CLI (logits, generate, bench) and by tests; the
+// serving scheduler (sched/) builds its batches itself with the same pieces.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "model/batch.h"
+#include "model/model.h"
+
+namespace lp::model {
+
+class Runner {
+ public:
+  // A KV cache of `kv_tokens` token capacity (rounded up to whole blocks).
+  Runner(Model& model, ComputePool& pool, int64_t kv_tokens, int block_size = 16);
+
+  // Adds a sequence with no tokens yet; returns its id.
+  int add_sequence();
+  void release_sequence(int id);
+  int64_t length(int id) const { return seqs_[id].len; }
+
+  // One item of a step: append `tokens` to sequence `seq`; want_all_logits asks for a logits row for every
+  // appended token, otherwise only the last one's.
+  struct Item {
+    int seq;
+    std::span<const int32_t> tokens;
+    bool want_all_logits = false;
+  };
+  // Runs ONE forward call over all items and returns the logits rows, in item order
+  // (rows × vocab, row-major). Throws lp::Error if the KV cache or the context length is exhausted.
+  const Buffer<float>& step(std::span<const Item> items);
+
+  kv::KvCache& cache() { return cache_; }
+
+ private:
+  struct Seq {
+    kv::SeqBlocks blocks;
+    int64_t len = 0;
+    bool live = false;
+  };
+  Model& model_;
+  ComputePool& pool_;
+  kv::KvCache cache_;
+  std::vector<Seq> seqs_;
+  Batch batch_;
+  Buffer<float> logits_;
+};
+
+}  // namespace lp::model

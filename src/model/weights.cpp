@@ -1,0 +1,99 @@
+#include "model/weights.h"
+
+#include "core/check.h"
+
+namespace lp::model {
+
+const char* proj_name(Proj p) {
+  static const char* names[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return names[static_cast<int>(p)];
+}
+
+const char* proj_parent(Proj p) { return static_cast<int>(p) < 4 ? "self_attn" : "mlp"; }
+
+std::pair<int, int> proj_shape(const ModelConfig& c, Proj p) {
+  switch (p) {
+    case Proj::kQ: return {c.hidden_size, c.q_dim()};
+    case Proj::kK:
+    case Proj::kV: return {c.hidden_size, c.kv_dim()};
+    case Proj::kO: return {c.q_dim(), c.hidden_size};
+    case Proj::kGate:
+    case Proj::kUp: return {c.hidden_size, c.intermediate_size};
+    case Proj::kDown: return {c.intermediate_size, c.hidden_size};
+  }
+  return {0, 0};
+}
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+const io::TensorInfo& need(const io::TensorSet& ts, const std::string& name, std::vector<int64_t> shape) {
+  const io::TensorInfo* t = ts.find(name);
+  if (!t) fail("missing tensor '{}' (expected shape {})", name, shape_str(shape));
+  if (t->shape != shape)
+    fail("tensor '{}' has shape {}, expected {}", name, shape_str(t->shape), shape_str(shape));
+  return *t;
+}
+
+kernels::MatView mat(const io::TensorInfo& t) {
+  return kernels::MatView{t.data, t.dtype, t.shape[0], t.shape[1], t.shape[1]};
+}
+
+}  // namespace
+
+ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelConfig& c) {
+  ModelWeights w;
+  w.tensors = io::TensorSet::open_dir(dir);
+  const auto& ts = w.tensors;
+  const int64_t H = c.hidden_size;
+  w.embed = mat(need(ts, "model.embed_tokens.weight", {c.vocab_size, H}));
+  if (c.tie_word_embeddings) {
+    w.lm_head = w.embed;
+  } else {
+    w.lm_head = mat(need(ts, "lm_head.weight", {c.vocab_size, H}));
+  }
+  const auto& fnorm = need(ts, "model.norm.weight", {H});
+  w.final_norm = fnorm.data;
+  w.final_norm_dtype = fnorm.dtype;
+  size_t step_bytes = w.lm_head.rows * w.lm_head.cols * dtype_size(w.lm_head.dtype) + fnorm.nbytes;
+
+  w.layers.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerWeights& lw = w.layers[l];
+    std::string pre = "model.layers." + std::to_string(l) + ".";
+    for (int p = 0; p < kNumProj; ++p) {
+      Proj pr = static_cast<Proj>(p);
+      auto [in, out] = proj_shape(c, pr);
+      std::string base = pre + proj_parent(pr) + "." + proj_name(pr);
+      const auto& t = need(ts, base + ".weight", {out, in});
+      lw.proj[p] = mat(t);
+      step_bytes += t.nbytes;
+      bool has_bias = (p < 3 && c.attention_bias) || (p == 3 && c.o_bias) || (p >= 4 && c.mlp_bias);
+      if (has_bias) {
+        const auto& b = need(ts, base + ".bias", {out});
+        Buffer<float> f(out);
+        to_f32(b.dtype, b.data, f.data(), out);
+        lw.bias[p] = f.data();
+        w.bias_storage.push_back(std::move(f));
+        step_bytes += b.nbytes;
+      }
+    }
+    const auto& an = need(ts, pre + "input_layernorm.weight", {H});
+    const auto& mn = need(ts, pre + "post_attention_layernorm.weight", {H});
+    if (an.dtype != mn.dtype) fail("layer {} norm weights have different dtypes", l);
+    lw.attn_norm = an.data;
+    lw.mlp_norm = mn.data;
+    lw.norm_dtype = an.dtype;
+    step_bytes += an.nbytes + mn.nbytes;
+  }
+  w.bytes_per_decode_step = step_bytes;
+  w.total_bytes = ts.total_bytes();
+  return w;
+}
+
+}  // namespace lp::model

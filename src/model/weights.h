@@ -1,0 +1,50 @@
+// ModelWeights: views of every tensor a Llama-family forward needs, validated against the config.
+// The data stays in the memory-mapped safetensors files in its file dtype (zero-copy); only the small
+// bias vectors are converted to f32 at load. A missing tensor or a wrong shape is an lp::Error naming the
+// tensor, its shape and the expected shape.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "io/safetensors.h"
+#include "kernels/kernels.h"
+#include "model/config.h"
+
+namespace lp::model {
+
+// The seven projections LoRA can target, in a fixed order used for slot layouts.
+enum class Proj : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr int kNumProj = 7;
+const char* proj_name(Proj p);          // "q_proj", ...
+const char* proj_parent(Proj p);        // "self_attn" or "mlp"
+
+struct LayerWeights {
+  kernels::MatView proj[kNumProj];       // [out][in] each: q (q_dim, H), k/v (kv_dim, H), o (H, q_dim),
+                                         // gate/up (I, H), down (H, I)
+  const float* bias[kNumProj] = {};      // (out) f32, or null
+  const void* attn_norm = nullptr;       // (H) in norm_dtype
+  const void* mlp_norm = nullptr;        // (H)
+  DType norm_dtype = DType::kF32;
+};
+
+struct ModelWeights {
+  io::TensorSet tensors;
+  kernels::MatView embed;    // (vocab, H)
+  kernels::MatView lm_head;  // (vocab, H); == embed when tied
+  const void* final_norm = nullptr;  // (H)
+  DType final_norm_dtype = DType::kF32;
+  std::vector<LayerWeights> layers;
+  std::vector<Buffer<float>> bias_storage;
+  size_t bytes_per_decode_step = 0;  // bytes of all weights a decode step reads (layers + lm_head + norms)
+  size_t total_bytes = 0;
+
+  static ModelWeights load(const std::filesystem::path& dir, const ModelConfig& config);
+};
+
+// (in, out) of projection p in a model of this config.
+std::pair<int, int> proj_shape(const ModelConfig& c, Proj p);
+
+}  // namespace lp::model

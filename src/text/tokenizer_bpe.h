@@ -1,0 +1,104 @@
+// The BPE model of tokenizer.json ("model": {"type": "BPE", ...}): vocab, ranked merges, and the options
+// real checkpoints use (byte_fallback with <0xNN> tokens, unk_token + fuse_unk, ignore_merges,
+// continuing_subword_prefix, end_of_word_suffix). tokenize() turns one pre-tokenized word into ids by
+// starting from its characters and repeatedly applying the lowest-ranked merge (leftmost on ties), as
+// Hugging Face tokenizers does. Results for words under 256 bytes are cached (sharded, thread-safe).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "text/tokenizer_json_util.h"
+
+namespace lp::text {
+
+// Transparent string hash so maps keyed by std::string can be probed with a string_view.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+};
+using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+
+// Open-addressing map from a pair of token ids to (rank, merged id); built once, read-only after.
+class MergeTable {
+ public:
+  void reserve(size_t n);
+  // Returns false if the pair was already present (the first rank is kept).
+  bool insert(int32_t a, int32_t b, int32_t rank, int32_t merged);
+  // Packed (rank << 32 | merged) or -1 when the pair does not merge.
+  int64_t find(int32_t a, int32_t b) const {
+    if (slots_.empty()) return -1;
+    const uint64_t key = pack(a, b);
+    for (size_t i = slot_of(key);; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key == key) return static_cast<int64_t>(s.value);
+      if (s.key == kEmpty) return -1;
+    }
+  }
+  size_t size() const { return size_; }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+  struct Slot {
+    uint64_t key = kEmpty;
+    uint64_t value = 0;
+  };
+  static uint64_t pack(int32_t a, int32_t b) {
+    return (uint64_t{static_cast<uint32_t>(a)} << 32) | static_cast<uint32_t>(b);
+  }
+  size_t slot_of(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  int shift_ = 64;
+  size_t size_ = 0;
+};
+
+class BpeModel {
+ public:
+  // Parses a "model" object of type BPE. Throws lp::Error for anything malformed or unsupported.
+  static std::unique_ptr<BpeModel> from_json(const Json& model);
+
+  // Appends the ids of one pre-tokenized word to *out. Characters that are neither in the vocab nor
+  // byte-fallback encodable become the unk token (fused when fuse_unk), or are dropped without one.
+  void tokenize(std::string_view word, std::vector<int32_t>* out) const;
+
+  std::optional<int32_t> token_to_id(std::string_view token) const;
+  // Token text of `id`, or nullptr when the vocab has no such id.
+  const std::string* id_to_token(int32_t id) const;
+  // One past the largest id in the vocab.
+  int32_t id_limit() const { return static_cast<int32_t>(tokens_.size()); }
+  size_t merge_count() const { return merges_.size(); }
+
+ private:
+  BpeModel() = default;
+  void merge_word(std::string_view word, std::vector<int32_t>* out) const;
+
+  TokenMap vocab_;
+  std::vector<std::string> tokens_;  // id → text ("" for ids the vocab skips)
+  std::vector<bool> has_id_;
+  MergeTable merges_;
+  std::optional<int32_t> unk_id_;
+  bool fuse_unk_ = false;
+  bool byte_fallback_ = false;
+  bool ignore_merges_ = false;
+  std::string prefix_;  // continuing_subword_prefix
+  std::string suffix_;  // end_of_word_suffix
+  int32_t byte_ids_[256];  // <0xNN> ids, -1 where missing
+
+  struct CacheShard {
+    std::mutex mu;  // guards map
+    std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> map;
+  };
+  static constexpr size_t kCacheShards = 16;
+  static constexpr size_t kCacheShardCapacity = 8192;
+  static constexpr size_t kMaxCachedWordBytes = 256;
+  mutable std::unique_ptr<CacheShard[]> cache_;
+};
+
+}  // namespace lp::text

@@ -1,0 +1,180 @@
+// matmul on every ISA the CPU supports vs the scalar reference (awkward shapes, every dtype, bias and
+// accumulate, padded strides), and its batch invariance: a token's output row is bit-identical whatever T
+// is, whichever tile shape computed it, and however many threads split the rows.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/kernels_test_util.h"
+#include "kernels/reference.h"
+
+namespace lp::kernels::test {
+namespace {
+
+constexpr DType kDTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
+
+struct Case {
+  int64_t T, K, N;
+  bool bias, accumulate;
+  int64_t pad = 0;  // extra elements per row of x, y and W (filled with NaN in x and W)
+};
+
+// Bound on |y - ref| for one element: rounding x to bf16 (relative 2^-8 per product) where the ISA does,
+// f32 accumulation over ceil(K/8)+3 levels (at most 8 lanes per accumulator), and the final bias/accumulate
+// adds.
+double matmul_tolerance(const detail::IsaKernels& k, DType w, int64_t K, double abs_sum, double out_mag) {
+  double x_round = k.wants_bf16_x(w) ? kBf16Eps : 0.0;
+  double acc = (static_cast<double>(K) / 8 + 8) * kF32Eps;
+  return (x_round + acc) * abs_sum + 4 * kF32Eps * out_mag;
+}
+
+// Runs one case on one ISA and checks every element against the reference; returns the number outside
+// tolerance. `perturb` changes one weight of the optimized run (to prove the check can fail).
+int64_t run_case(ComputePool& pool, const detail::IsaKernels& k, DType dt, const Case& c, std::mt19937& rng,
+                 bool perturb = false) {
+  const int64_t ldx = c.K + c.pad, ldy = c.N + c.pad;
+  TestMatrix W(dt, c.N, c.K, c.K + c.pad, rng);
+  std::vector<float> x = random_floats(rng, c.T * ldx);  // (T, ldx)
+  for (int64_t t = 0; t < c.T; ++t)
+    for (int64_t i = c.K; i < ldx; ++i) x[t * ldx + i] = NAN;
+  std::vector<float> bias = random_floats(rng, c.N);
+  std::vector<float> y0 = random_floats(rng, c.T * ldy);  // (T, ldy) initial y for accumulate
+  std::vector<float> want = y0, got = y0;
+  const float* b = c.bias ? bias.data() : nullptr;
+  ref::matmul(x.data(), c.T, ldx, W.view, b, want.data(), ldy, c.accumulate);
+  if (perturb) W.set(c.N / 2, c.K / 2, ref::mat_at(W.view, c.N / 2, c.K / 2) + 0.25f);
+  detail::matmul_with(k, pool, x.data(), c.T, ldx, W.view, b, got.data(), ldy, c.accumulate);
+
+  std::vector<double> tol(want.size(), 0.0);
+  for (int64_t t = 0; t < c.T; ++t) {
+    for (int64_t n = 0; n < c.N; ++n) {
+      double abs_sum = 0;
+      for (int64_t i = 0; i < c.K; ++i) abs_sum += std::fabs(x[t * ldx + i] * ref::mat_at(W.view, n, i));
+      double mag = std::fabs(want[t * ldy + n]) + (c.bias ? std::fabs(bias[n]) : 0.0) +
+                   (c.accumulate ? std::fabs(y0[t * ldy + n]) : 0.0);
+      tol[t * ldy + n] = matmul_tolerance(k, dt, c.K, abs_sum, mag);
+    }
+  }
+  // Padding columns of y must be untouched.
+  int64_t bad = 0;
+  for (int64_t t = 0; t < c.T; ++t)
+    for (int64_t n = c.N; n < ldy; ++n)
+      if (!same_bits(&got[t * ldy + n], &y0[t * ldy + n], 1)) ++bad;
+  return bad + count_outside(got.data(), want.data(), tol, got.size(), !perturb);
+}
+
+TEST(Matmul, MatchesReferenceOnAwkwardShapesEveryDtypeEveryIsa) {
+  ComputePool pool(2);
+  std::mt19937 rng(1);
+  int i = 0;
+  for (const detail::IsaKernels* k : cpu_isas()) {
+    for (DType dt : kDTypes) {
+      for (int64_t K : {1, 7, 31, 33, 64, 100, 577}) {
+        for (int64_t N : {1, 3, 5, 17, 130}) {
+          for (int64_t T : {1, 3, 7, 33}) {
+            Case c{T, K, N, i % 2 == 0, i / 2 % 2 == 0, i % 3 == 0 ? 5 : 0};
+            ++i;
+            SCOPED_TRACE(testing::Message() << k->name << " " << dtype_name(dt) << " T=" << T << " K=" << K
+                                            << " N=" << N << " bias=" << c.bias << " acc=" << c.accumulate);
+            EXPECT_EQ(run_case(pool, *k, dt, c, rng), 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Matmul, ToleranceCheckRejectsAWrongWeight) {
+  ComputePool pool(2);
+  std::mt19937 rng(2);
+  for (const detail::IsaKernels* k : cpu_isas()) {
+    SCOPED_TRACE(k->name);
+    EXPECT_GT(run_case(pool, *k, DType::kBF16, Case{3, 100, 17, true, false}, rng, /*perturb=*/true), 0);
+  }
+}
+
+// y rows of a T-token call, computed with a given pool.
+std::vector<float> run_rows(ComputePool& pool, const detail::IsaKernels& k, const float* x, int64_t T,
+                            int64_t K, const MatView& W, const float* bias, const float* y0) {
+  std::vector<float> y = y0 ? std::vector<float>(y0, y0 + T * W.rows) : std::vector<float>(T * W.rows, 0.f);
+  detail::matmul_with(k, pool, x, T, K, W, bias, y.data(), W.rows, y0 != nullptr);
+  return y;
+}
+
+TEST(Matmul, TokenRowIsBitIdenticalAloneAndInAnyBatch) {
+  ComputePool pool2(2), pool1(1);
+  std::mt19937 rng(3);
+  const int64_t T = 33;
+  for (const detail::IsaKernels* k : cpu_isas()) {
+    for (DType dt : kDTypes) {
+      for (int64_t K : {33, 100, 577}) {
+        for (int64_t N : {17, 130}) {
+          SCOPED_TRACE(testing::Message() << k->name << " " << dtype_name(dt) << " K=" << K << " N=" << N);
+          TestMatrix W(dt, N, K, K, rng);
+          std::vector<float> x = random_floats(rng, T * K), bias = random_floats(rng, N);
+          std::vector<float> y0 = random_floats(rng, T * N);
+          for (const float* b :
+               {static_cast<const float*>(nullptr), static_cast<const float*>(bias.data())}) {
+            for (const float* acc :
+                 {static_cast<const float*>(nullptr), static_cast<const float*>(y0.data())}) {
+              std::vector<float> full = run_rows(pool2, *k, x.data(), T, K, W.view, b, acc);
+              EXPECT_TRUE(same_bits(full.data(), run_rows(pool1, *k, x.data(), T, K, W.view, b, acc).data(),
+                                    full.size()))
+                  << "one thread vs two";
+              for (int64_t t = 0; t < T; ++t) {
+                const float* a0 = acc ? acc + t * N : nullptr;
+                std::vector<float> one = run_rows(pool2, *k, x.data() + t * K, 1, K, W.view, b, a0);
+                ASSERT_TRUE(same_bits(one.data(), full.data() + t * N, N)) << "T=1 vs T=33, token " << t;
+              }
+              for (int64_t sub : {2, 4, 5}) {
+                for (int64_t t0 = 0; t0 + sub <= T; t0 += 3) {
+                  const float* a0 = acc ? acc + t0 * N : nullptr;
+                  std::vector<float> part = run_rows(pool2, *k, x.data() + t0 * K, sub, K, W.view, b, a0);
+                  ASSERT_TRUE(same_bits(part.data(), full.data() + t0 * N, sub * N))
+                      << "T=" << sub << " at token " << t0 << " vs T=33";
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Matmul, BitCompareDetectsAOneUlpWeightChange) {
+  ComputePool pool(2);
+  std::mt19937 rng(4);
+  for (const detail::IsaKernels* k : cpu_isas()) {
+    SCOPED_TRACE(k->name);
+    const int64_t K = 64, N = 4;
+    TestMatrix W(DType::kF32, N, K, K, rng);
+    std::vector<float> x(K, 0.f);
+    x[3] = 1.f;  // the sum is then exactly W[1][3], so a one-ulp change must show
+    float w = ref::mat_at(W.view, 1, 3);
+    W.set(1, 3, std::nextafter(w, 2.f));
+    std::vector<float> a2 = run_rows(pool, *k, x.data(), 1, K, W.view, nullptr, nullptr);
+    W.set(1, 3, w);
+    std::vector<float> b = run_rows(pool, *k, x.data(), 1, K, W.view, nullptr, nullptr);
+    EXPECT_FALSE(same_bits(a2.data(), b.data(), N));
+  }
+}
+
+TEST(Matmul, LargeShapesMatchReferenceWithGemmAndGemvPaths) {
+  // Enough rows and tokens for several row panels and token blocks on the GEMM path.
+  ComputePool pool(2);
+  std::mt19937 rng(5);
+  for (const detail::IsaKernels* k : cpu_isas()) {
+    if (k->isa == detail::Isa::kScalar) continue;
+    for (int64_t T : {2, 16, 300}) {
+      SCOPED_TRACE(testing::Message() << k->name << " T=" << T);
+      EXPECT_EQ(run_case(pool, *k, DType::kBF16, Case{T, 1536, 150, true, true}, rng), 0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lp::kernels::test

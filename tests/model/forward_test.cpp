@@ -1,0 +1,197 @@
+// The model forward against an independent reference, and the paging/batching invariants:
+// decode through the paged cache == prefill, and a batch gives each sequence what it gets alone.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "model/demo_model.h"
+#include "model/runner.h"
+#include "util/reference_forward.h"
+#include "util/test_util.h"
+
+namespace lp::model {
+namespace {
+
+using test::TempDir;
+
+std::vector<int32_t> some_ids(int n, int vocab, uint64_t seed) {
+  DemoRng rng(seed, "ids");
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = static_cast<int32_t>(rng.next() % vocab);
+  return ids;
+}
+
+// Rewrites config.json of `dir` with `patch` merged in.
+void patch_config(const std::filesystem::path& dir, const nlohmann::json& patch) {
+  auto p = dir / "config.json";
+  nlohmann::json j = nlohmann::json::parse(test::read_file(p));
+  j.merge_patch(patch);
+  test::write_file(p, j.dump(2));
+}
+
+std::vector<float> model_logits(const std::filesystem::path& dir, const std::vector<int32_t>& ids, int threads) {
+  auto m = Model::load(dir);
+  ComputePool pool(threads);
+  Runner r(*m, pool, static_cast<int64_t>(ids.size()) + 16);
+  Runner::Item it{r.add_sequence(), ids, true};
+  const auto& l = r.step({&it, 1});
+  return std::vector<float>(l.begin(), l.end());
+}
+
+double normalized_error(const std::vector<float>& a, const std::vector<double>& b) {
+  std::vector<float> bf(b.begin(), b.end());
+  return test::normalized_error(a.data(), bf.data(), a.size());
+}
+
+struct ArchCase {
+  std::string arch;
+  nlohmann::json patch;
+  std::string label;
+};
+
+class ForwardVsReference : public ::testing::TestWithParam<ArchCase> {};
+
+TEST_P(ForwardVsReference, F32WeightsMatchWithin1e4) {
+  TempDir dir("fwd");
+  DemoSpec spec;
+  spec.shape = "tiny";
+  spec.dtype = DType::kF32;
+  spec.arch = GetParam().arch;
+  spec.seed = 3;
+  write_demo_model(dir.path(), spec);
+  if (!GetParam().patch.is_null()) patch_config(dir.path(), GetParam().patch);
+  auto ids = some_ids(37, 512, 5);
+  auto ref = test::reference_logits(dir.path(), ids);
+  for (int threads : {1, 2}) {
+    auto got = model_logits(dir.path(), ids, threads);
+    ASSERT_EQ(got.size(), ref.size());
+    double err = normalized_error(got, ref);
+    EXPECT_LT(err, 1e-4) << GetParam().label << " threads=" << threads;
+    // The check can fail: a perturbed reference is far off.
+    std::vector<double> bad = ref;
+    bad[bad.size() / 2] += 1.0;
+    bad[7] -= 1.0;
+    EXPECT_GT(normalized_error(got, bad), 1e-4);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Archs, ForwardVsReference,
+    ::testing::Values(
+        ArchCase{"llama", nullptr, "llama"}, ArchCase{"qwen2", nullptr, "qwen2_bias"},
+        ArchCase{"mistral", nullptr, "mistral"},
+        ArchCase{"llama",
+                 {{"rope_scaling",
+                   {{"rope_type", "llama3"},
+                    {"factor", 8.0},
+                    {"low_freq_factor", 1.0},
+                    {"high_freq_factor", 4.0},
+                    {"original_max_position_embeddings", 16}}}},
+                 "llama3_rope"},
+        ArchCase{"llama", {{"tie_word_embeddings", false}}, "untied"}),
+    [](const auto& info) { return info.param.label; });
+
+class PagedInvariants : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    DemoSpec spec;
+    spec.shape = "small";
+    spec.dtype = GetParam();
+    spec.seed = 11;
+    write_demo_model(dir_.path(), spec);
+    model_ = Model::load(dir_.path());
+    vocab_ = model_->config().vocab_size;
+  }
+  TempDir dir_{"paged"};
+  std::unique_ptr<Model> model_;
+  int vocab_ = 0;
+};
+
+// Prefill of the whole sequence vs. a short prefill then one decode step per token: every position's
+// logits are bit-identical (same kernels, same per-token arithmetic, KV read through the block table).
+TEST_P(PagedInvariants, DecodeStepsEqualPrefill) {
+  ComputePool pool(2);
+  auto ids = some_ids(41, vocab_, 1);  // crosses two block boundaries (block size 16)
+  std::vector<float> want;
+  {
+    Runner full(*model_, pool, 64);
+    Runner::Item it{full.add_sequence(), ids, true};
+    const auto& l = full.step({&it, 1});
+    want.assign(l.begin(), l.end());
+  }
+  for (size_t first : {size_t{1}, size_t{5}, size_t{16}}) {
+    Runner r(*model_, pool, 128);
+    // Occupy some blocks first so this sequence's blocks are not 0, 1, 2.
+    int other = r.add_sequence();
+    auto filler = some_ids(20, vocab_, 9);
+    Runner::Item f{other, filler, false};
+    r.step({&f, 1});
+    int s = r.add_sequence();
+    Runner::Item pre{s, std::span<const int32_t>(ids.data(), first), true};
+    const auto& l0 = r.step({&pre, 1});
+    ASSERT_EQ(0, std::memcmp(l0.data(), want.data(), first * vocab_ * sizeof(float))) << "prefill " << first;
+    for (size_t t = first; t < ids.size(); ++t) {
+      Runner::Item d{s, std::span<const int32_t>(ids.data() + t, 1), false};
+      const auto& l = r.step({&d, 1});
+      ASSERT_EQ(0, std::memcmp(l.data(), want.data() + t * vocab_, vocab_ * sizeof(float)))
+          << "first=" << first << " position " << t;
+    }
+  }
+}
+
+// Sequences of different lengths in ONE forward call (prefill chunks and decode tokens mixed) get exactly
+// the logits they get alone.
+TEST_P(PagedInvariants, BatchEqualsSolo) {
+  ComputePool pool(2);
+  std::vector<std::vector<int32_t>> seqs;
+  for (int n : {1, 7, 16, 33, 3}) seqs.push_back(some_ids(n, vocab_, 100 + n));
+  std::vector<std::vector<float>> solo;
+  for (const auto& s : seqs) {
+    Runner r(*model_, pool, 64);
+    Runner::Item it{r.add_sequence(), s, true};
+    const auto& l = r.step({&it, 1});
+    solo.emplace_back(l.begin(), l.end());
+  }
+  // All five as prefills in one call.
+  {
+    Runner r(*model_, pool, 512);
+    std::vector<Runner::Item> items;
+    for (const auto& s : seqs) items.push_back({r.add_sequence(), s, true});
+    const auto& l = r.step(items);
+    size_t row = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      ASSERT_EQ(0, std::memcmp(l.data() + row * vocab_, solo[i].data(), solo[i].size() * sizeof(float)))
+          << "sequence " << i;
+      row += seqs[i].size();
+    }
+  }
+  // Mixed step: sequence 3 decodes its last token while the others prefill whole.
+  {
+    Runner r(*model_, pool, 512);
+    int s3 = r.add_sequence();
+    Runner::Item head{s3, std::span<const int32_t>(seqs[3].data(), seqs[3].size() - 1), false};
+    r.step({&head, 1});
+    std::vector<Runner::Item> items;
+    std::vector<size_t> order;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      if (i == 3) {
+        items.push_back({s3, std::span<const int32_t>(&seqs[3].back(), 1), false});
+      } else {
+        items.push_back({r.add_sequence(), seqs[i], false});
+      }
+    }
+    const auto& l = r.step(items);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const float* want = solo[i].data() + (seqs[i].size() - 1) * vocab_;
+      ASSERT_EQ(0, std::memcmp(l.data() + i * vocab_, want, vocab_ * sizeof(float))) << "sequence " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, PagedInvariants, ::testing::Values(DType::kBF16, DType::kF32, DType::kF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+}  // namespace
+}  // namespace lp::model
