@@ -1,13 +1,23 @@
-// `loraplex bench`: prefill and decode throughput at batch B, against the memory-bandwidth bound measured
-// in the same run (decode of a batch reads every weight once per step: bound = weight bytes / bandwidth).
+// `loraplex bench`: prefill and decode throughput at batch B, against bounds measured in the same run.
+//   - the memory-bandwidth bound of decode: a step reads every weight once (bound = weight bytes / bandwidth);
+//   - with --adapters K: the B requests are spread over K distinct adapters (request b uses adapter b % K);
+//     base-only, fused (SGMV/BGMV) and naive (per token, no grouping) runs are interleaved, and the LoRA
+//     overhead (step with K adapters / base-only step) is printed next to the byte bound
+//     ((base bytes + K x adapter bytes) / base bytes).
+#include <unistd.h>
+
 #include <algorithm>
+#include <map>
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/check.h"
 #include "core/clock.h"
+#include "lora/adapter.h"
+#include "lora/demo_adapter.h"
 #include "model/demo_model.h"
 #include "model/runner.h"
 #include "sched/sampler.h"
@@ -22,6 +32,9 @@ struct BenchArgs {
   int prompt_len = 256;
   int gen = 32;
   int repeats = 3;
+  int adapters = 0;
+  int rank = 16;
+  std::string lora_dtype = "bf16";
   bool json = false;
   int threads = 0;
 };
@@ -33,21 +46,51 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+enum class Mode { kBase, kFused, kNaive };
+const char* mode_name(Mode m) { return m == Mode::kBase ? "base" : m == Mode::kFused ? "fused" : "naive"; }
+
+struct Timings {
+  std::vector<double> prefill, steps;
+};
+
+// One cycle: B prompts prefilled in one call, then `gen` decode steps of B tokens.
+void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts, int gen,
+               const std::vector<int32_t>& slots, Timings& t) {
+  const int B = static_cast<int>(prompts.size());
+  const int V = m.config().vocab_size;
+  std::vector<int> seqs(B);
+  std::vector<model::Runner::Item> items(B);
+  std::vector<int32_t> next(B);
+  for (int b = 0; b < B; ++b) {
+    seqs[b] = runner.add_sequence();
+    items[b] = {seqs[b], prompts[b], false, slots[b]};
+  }
+  double t0 = now_seconds();
+  const Buffer<float>* logits = &runner.step(items);
+  t.prefill.push_back(now_seconds() - t0);
+  for (int g = 0; g < gen; ++g) {
+    for (int b = 0; b < B; ++b)
+      next[b] = sched::argmax({logits->data() + static_cast<size_t>(b) * V, static_cast<size_t>(V)});
+    for (int b = 0; b < B; ++b) items[b] = {seqs[b], {&next[b], 1}, false, slots[b]};
+    double s0 = now_seconds();
+    logits = &runner.step(items);
+    t.steps.push_back(now_seconds() - s0);
+  }
+  for (int s : seqs) runner.release_sequence(s);
+}
+
 void run_bench(const BenchArgs& a) {
-  if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1)
-    fail("--batch, --prompt-len, --gen and --repeats must be at least 1");
+  if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1 || a.adapters < 0 || a.rank < 1)
+    fail("--batch, --prompt-len, --gen, --repeats, --rank must be at least 1 and --adapters at least 0");
   auto model = model::Model::load(a.model);
   const auto& cfg = model->config();
   if (a.prompt_len + a.gen > cfg.max_model_len)
     fail("--prompt-len + --gen = {} exceeds the context length {}", a.prompt_len + a.gen, cfg.max_model_len);
   ComputePool pool(pool_threads(a.threads));
-
-  // Bandwidth first, on a buffer far larger than the caches.
   double bw = kernels::measure_read_bandwidth(pool, size_t{512} << 20, 5);
 
-  const int B = a.batch;
-  const int64_t per_seq = a.prompt_len + a.gen + 16;
-  model::Runner runner(*model, pool, per_seq * B);
+  const int B = a.batch, K = a.adapters;
+  model::Runner runner(*model, pool, static_cast<int64_t>(a.prompt_len + a.gen + 16) * B);
   model::DemoRng rng(7, "bench-prompts");
   std::vector<std::vector<int32_t>> prompts(B);
   for (auto& p : prompts) {
@@ -55,37 +98,46 @@ void run_bench(const BenchArgs& a) {
     for (auto& id : p) id = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(cfg.vocab_size));
   }
 
-  std::vector<double> prefill_times, step_times;
-  std::vector<int32_t> next(B);
-  for (int rep = 0; rep < a.repeats; ++rep) {
-    std::vector<int> seqs(B);
-    std::vector<model::Runner::Item> items(B);
-    for (int b = 0; b < B; ++b) {
-      seqs[b] = runner.add_sequence();
-      items[b] = {seqs[b], prompts[b], false};
+  // K synthetic adapters, rank R on all seven projections, written in PEFT layout and loaded like any other.
+  CliAdapters adapters;
+  size_t adapter_bytes = 0;
+  std::filesystem::path tmp;
+  if (K > 0) {
+    tmp = std::filesystem::temp_directory_path() / ("loraplex-bench-" + std::to_string(::getpid()));
+    std::vector<std::string> dirs;
+    for (int i = 0; i < K; ++i) {
+      lora::DemoAdapterSpec s = lora::demo_adapter_spec(i, a.rank, false, 99, DType::kBF16);
+      dirs.push_back((tmp / ("a" + std::to_string(i))).string());
+      lora::write_demo_adapter(dirs.back(), cfg, s);
     }
-    double t0 = now_seconds();
-    const Buffer<float>* logits = &runner.step(items);
-    prefill_times.push_back(now_seconds() - t0);
-    for (int g = 0; g < a.gen; ++g) {
-      for (int b = 0; b < B; ++b)
-        next[b] = sched::argmax({logits->data() + static_cast<size_t>(b) * cfg.vocab_size,
-                                 static_cast<size_t>(cfg.vocab_size)});
-      for (int b = 0; b < B; ++b) items[b] = {seqs[b], {&next[b], 1}, false};
-      double s0 = now_seconds();
-      logits = &runner.step(items);
-      step_times.push_back(now_seconds() - s0);
-    }
-    for (int s : seqs) runner.release_sequence(s);
+    adapters = load_cli_adapters(*model, dirs, a.lora_dtype);
+    std::filesystem::remove_all(tmp);
+    adapter_bytes = lora::slot_bytes(cfg, a.rank, adapters.bank->dtype(), lora::kAllModules);
+    runner.set_lora(&adapters.bank->view());
   }
+  std::vector<int32_t> no_slots(B, -1), slots(B, -1);
+  for (int b = 0; b < B && K > 0; ++b) slots[b] = b % K;
+
+  std::vector<Mode> modes = {Mode::kBase};
+  if (K > 0) modes = {Mode::kBase, Mode::kFused, Mode::kNaive};
+  std::map<Mode, Timings> t;
+  for (int rep = 0; rep < a.repeats; ++rep) {
+    for (size_t i = 0; i < modes.size(); ++i) {
+      Mode m = modes[(i + rep) % modes.size()];  // rotate the order so drift hits every mode alike
+      model->set_lora_grouping(m != Mode::kNaive);
+      run_cycle(*model, runner, prompts, a.gen, m == Mode::kBase ? no_slots : slots, t[m]);
+    }
+  }
+  model->set_lora_grouping(true);
 
   const auto& w = model->weights();
-  double prefill_s = median(prefill_times);
-  double step_s = median(step_times);
-  double bound_s = static_cast<double>(w.bytes_per_decode_step) / bw;
+  const double base_bytes = static_cast<double>(w.bytes_per_decode_step);
+  double prefill_s = median(t[Mode::kBase].prefill);
+  double step_s = median(t[Mode::kBase].steps);
+  double bound_s = base_bytes / bw;
   int64_t rss = resident_bytes();
   int64_t kv_bytes = runner.cache().bytes();
-  nlohmann::json out = {
+  nlohmann::ordered_json out = {
       {"model", a.model},
       {"isa", kernels::isa_name()},
       {"threads", pool.size()},
@@ -105,23 +157,53 @@ void run_bench(const BenchArgs& a) {
       {"rss_bytes", rss},
       {"rss_over_weights_plus_kv", static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes)},
   };
+  if (K > 0) {
+    double fused = median(t[Mode::kFused].steps), naive = median(t[Mode::kNaive].steps);
+    out["lora_adapters"] = K;
+    out["lora_rank"] = a.rank;
+    out["lora_dtype"] = dtype_name(adapters.bank->dtype());
+    out["adapter_bytes"] = adapter_bytes;
+    out["decode_step_ms_lora"] = fused * 1e3;
+    out["decode_step_ms_naive"] = naive * 1e3;
+    out["decode_tokens_per_s_lora"] = B / fused;
+    out["lora_overhead"] = fused / step_s;
+    out["lora_byte_bound"] = (base_bytes + K * static_cast<double>(adapter_bytes)) / base_bytes;
+    out["lora_overhead_over_byte_bound"] = (fused / step_s) / out["lora_byte_bound"].get<double>();
+    out["lora_part_ms_fused"] = (fused - step_s) * 1e3;
+    out["lora_part_ms_naive"] = (naive - step_s) * 1e3;
+    out["lora_part_speedup_fused_vs_naive"] = (naive - step_s) / std::max(fused - step_s, 1e-9);
+    out["prefill_s_lora"] = median(t[Mode::kFused].prefill);
+    out["prefill_lora_over_base"] = median(t[Mode::kFused].prefill) / prefill_s;
+  }
   if (a.json) {
     std::printf("%s\n", out.dump(2).c_str());
     return;
   }
-  std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(),
-              kernels::isa_name(), pool.size(), B, a.prompt_len, a.gen);
+  std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(), kernels::isa_name(),
+              pool.size(), B, a.prompt_len, a.gen);
   std::printf("memory read bandwidth     %8.2f GB/s\n", bw / 1e9);
   std::printf("prefill                   %8.1f tokens/s  (%.3f s for %d x %d tokens, median of %d)\n",
               B * a.prompt_len / prefill_s, prefill_s, B, a.prompt_len, a.repeats);
   std::printf("decode                    %8.1f tokens/s  (step %.2f ms, median of %zu steps)\n", B / step_s,
-              step_s * 1e3, step_times.size());
+              step_s * 1e3, t[Mode::kBase].steps.size());
   std::printf("decode bandwidth bound    %8.2f ms/step  (%.1f MB of weights per step)\n", bound_s * 1e3,
-              w.bytes_per_decode_step / 1e6);
+              base_bytes / 1e6);
   std::printf("decode roofline ratio     %8.3f  (bound / measured step; 1.0 = at the bound)\n", bound_s / step_s);
   std::printf("resident memory           %8.1f MB  = %.3f x (weights %.1f MB + KV %.1f MB)\n", rss / 1e6,
               static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes), w.total_bytes / 1e6,
               kv_bytes / 1e6);
+  if (K > 0) {
+    std::printf("LoRA: %d adapters, rank %d, %s, %.1f MB each; request b uses adapter b %% %d\n", K, a.rank,
+                out["lora_dtype"].get<std::string>().c_str(), adapter_bytes / 1e6, K);
+    std::printf("  decode step  base %.2f ms  fused %.2f ms  naive %.2f ms\n", step_s * 1e3,
+                out["decode_step_ms_lora"].get<double>(), out["decode_step_ms_naive"].get<double>());
+    std::printf("  LoRA overhead %.3f x  vs byte bound %.3f x  (ratio %.3f)\n", out["lora_overhead"].get<double>(),
+                out["lora_byte_bound"].get<double>(), out["lora_overhead_over_byte_bound"].get<double>());
+    std::printf("  LoRA part of a step: fused %.2f ms, naive %.2f ms (fused %.2f x faster)\n",
+                out["lora_part_ms_fused"].get<double>(), out["lora_part_ms_naive"].get<double>(),
+                out["lora_part_speedup_fused_vs_naive"].get<double>());
+    std::printf("  prefill with adapters / base-only prefill: %.3f\n", out["prefill_lora_over_base"].get<double>());
+  }
 }
 
 }  // namespace
@@ -134,6 +216,9 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--prompt-len", args->prompt_len, "Prompt tokens per sequence");
   c->add_option("--gen", args->gen, "Decode steps");
   c->add_option("--repeats", args->repeats, "Repetitions (medians are reported)");
+  c->add_option("--adapters", args->adapters, "Spread the batch over K distinct synthetic adapters (0: base only)");
+  c->add_option("--rank", args->rank, "Adapter rank (all seven projections)");
+  c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_flag("--json", args->json, "Print one JSON object");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->callback([args] { run_bench(*args); });

@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/clock.h"
+#include "lora/demo_adapter.h"
 #include "model/demo_model.h"
 #include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
@@ -19,6 +20,9 @@ struct DemoArgs {
   uint64_t seed = 1;
   std::string dtype = "bf16";
   std::string arch = "llama";
+  int adapters = 0;
+  int rank = 16;
+  bool mixed = false;
 };
 
 DType parse_dtype(const std::string& s) {
@@ -48,6 +52,18 @@ void run_demo_model(const DemoArgs& a) {
   spec.bos_ids = {*bos};
   spec.eos_ids = {*eot, *im_end};
   model::write_demo_model(dir, spec);
+  if (a.adapters > 0) {
+    if (a.rank < 1) fail("--rank must be at least 1");
+    model::ModelConfig cfg = model::ModelConfig::from_dir(dir);
+    auto names = lora::demo_adapter_names(a.adapters);
+    for (int i = 0; i < a.adapters; ++i) {
+      lora::DemoAdapterSpec s = lora::demo_adapter_spec(i, a.rank, a.mixed, a.seed, spec.dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
+      s.base_model = "loraplex-demo-" + a.shape;
+      lora::write_demo_adapter(dir / "adapters" / names[i], cfg, s);
+    }
+    std::printf("wrote %d adapters (rank %d%s) to %s\n", a.adapters, a.rank, a.mixed ? ", mixed" : "",
+                (dir / "adapters").c_str());
+  }
   std::printf("wrote %s model (%s, %s, seed %llu) to %s in %.1f s\n", a.shape.c_str(), a.arch.c_str(),
               a.dtype.c_str(), static_cast<unsigned long long>(a.seed), dir.c_str(), now_seconds() - t0);
 }
@@ -63,6 +79,9 @@ void add_demo_model_command(CLI::App& app) {
   c->add_option("--seed", args->seed, "Random seed");
   c->add_option("--dtype", args->dtype, "Weight dtype: bf16 | f16 | f32")->check(CLI::IsMember({"bf16", "f16", "f32"}));
   c->add_option("--arch", args->arch, "llama | mistral | qwen2")->check(CLI::IsMember({"llama", "mistral", "qwen2"}));
+  c->add_option("--adapters", args->adapters, "Also write N PEFT adapters under OUT/adapters/");
+  c->add_option("--rank", args->rank, "Adapter rank");
+  c->add_flag("--mixed", args->mixed, "Vary ranks, target modules, rsLoRA and rank patterns across adapters");
   c->callback([args] { run_demo_model(*args); });
 }
 

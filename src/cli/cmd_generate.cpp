@@ -26,6 +26,8 @@ struct GenerateArgs {
   float min_p = 0.0f;
   int64_t seed = 0;
   bool ignore_eos = false;
+  std::string adapter;
+  std::string lora_dtype = "auto";
   int threads = 0;
 };
 
@@ -57,12 +59,19 @@ void run_generate(const GenerateArgs& a) {
   sp.min_p = a.min_p;
   sp.seed = a.seed;
   sched::Sampler sampler(sp);
+  CliAdapters adapters =
+      load_cli_adapters(*model, a.adapter.empty() ? std::vector<std::string>{} : std::vector{a.adapter}, a.lora_dtype);
+  int32_t slot = -1;
+  if (adapters.bank) {
+    runner.set_lora(&adapters.bank->view());
+    slot = 0;
+  }
   int seq = runner.add_sequence();
   std::vector<int32_t> out;
   std::vector<float> row(cfg.vocab_size);
 
   double t0 = now_seconds();
-  model::Runner::Item item{seq, prompt, false};
+  model::Runner::Item item{seq, prompt, false, slot};
   const Buffer<float>* logits = &runner.step({&item, 1});
   double t_prefill = now_seconds() - t0;
   double t1 = now_seconds();
@@ -74,7 +83,7 @@ void run_generate(const GenerateArgs& a) {
     bool eos = std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), next) != cfg.eos_token_ids.end();
     if ((eos && !a.ignore_eos) || i + 1 == a.n) break;
     if (runner.length(seq) + 1 > cfg.max_model_len) break;
-    model::Runner::Item d{seq, {&out.back(), 1}, false};
+    model::Runner::Item d{seq, {&out.back(), 1}, false, slot};
     logits = &runner.step({&d, 1});
   }
   double t_decode = now_seconds() - t1;
@@ -103,6 +112,8 @@ void add_generate_command(CLI::App& app) {
   c->add_option("--min-p", args->min_p, "Min-p sampling");
   c->add_option("--seed", args->seed, "Sampling seed");
   c->add_flag("--ignore-eos", args->ignore_eos, "Keep generating after EOS");
+  c->add_option("--adapter", args->adapter, "PEFT LoRA adapter folder");
+  c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->callback([args] { run_generate(*args); });
 }

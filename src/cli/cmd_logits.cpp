@@ -1,6 +1,7 @@
 // `loraplex logits`: raw little-endian f32 logits for every position, through the same Model::forward the
 // server uses. Single sequence (--ids → --out FILE, [T, vocab]) or a batch spec (--batch SPEC.json →
-// --out-dir DIR/seq<i>.f32), the whole batch evaluated in ONE forward call.
+// --out-dir DIR/seq<i>.f32, each entry with its own "adapter" folder or null), the whole batch evaluated in
+// ONE forward call.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -21,7 +22,14 @@ struct LogitsArgs {
   std::string out;
   std::string batch;
   std::string out_dir;
+  std::string adapter;
+  std::string lora_dtype = "auto";
   int threads = 0;
+};
+
+struct SeqSpec {
+  std::vector<int32_t> ids;
+  std::string adapter;  // "" = base model
 };
 
 void write_f32(const std::filesystem::path& p, const float* data, size_t n) {
@@ -31,7 +39,7 @@ void write_f32(const std::filesystem::path& p, const float* data, size_t n) {
   if (!f) fail("error writing {}", p.string());
 }
 
-std::vector<std::vector<int32_t>> read_batch_spec(const std::string& path) {
+std::vector<SeqSpec> read_batch_spec(const std::string& path) {
   std::ifstream f(path);
   if (!f) fail("cannot open batch spec {}", path);
   nlohmann::json j;
@@ -41,7 +49,7 @@ std::vector<std::vector<int32_t>> read_batch_spec(const std::string& path) {
     fail("{}: invalid JSON: {}", path, e.what());
   }
   if (!j.is_array() || j.empty()) fail("{}: expected a non-empty JSON list of {{\"ids\": [...]}}", path);
-  std::vector<std::vector<int32_t>> seqs;
+  std::vector<SeqSpec> seqs;
   for (size_t i = 0; i < j.size(); ++i) {
     const auto& e = j[i];
     if (!e.is_object() || !e.contains("ids") || !e["ids"].is_array() || e["ids"].empty())
@@ -51,7 +59,12 @@ std::vector<std::vector<int32_t>> read_batch_spec(const std::string& path) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0) fail("{}: entry {} has a bad id {}", path, i, v.dump());
       ids.push_back(v.get<int32_t>());
     }
-    seqs.push_back(std::move(ids));
+    std::string adapter;
+    if (auto a = e.find("adapter"); a != e.end() && !a->is_null()) {
+      if (!a->is_string()) fail("{}: entry {} has a non-string \"adapter\"", path, i);
+      adapter = a->get<std::string>();
+    }
+    seqs.push_back({std::move(ids), std::move(adapter)});
   }
   return seqs;
 }
@@ -60,34 +73,40 @@ void run_logits(const LogitsArgs& a) {
   if (a.ids.empty() == a.batch.empty()) fail("give exactly one of --ids or --batch");
   if (!a.ids.empty() && a.out.empty()) fail("--ids needs --out FILE");
   if (!a.batch.empty() && a.out_dir.empty()) fail("--batch needs --out-dir DIR");
-  std::vector<std::vector<int32_t>> seqs =
-      a.ids.empty() ? read_batch_spec(a.batch) : std::vector<std::vector<int32_t>>{parse_ids(a.ids)};
+  std::vector<SeqSpec> seqs =
+      a.ids.empty() ? read_batch_spec(a.batch) : std::vector<SeqSpec>{{parse_ids(a.ids), a.adapter}};
 
   auto model = model::Model::load(a.model);
   const int V = model->config().vocab_size;
   int64_t total = 0;
+  std::vector<std::string> adapter_dirs;
   for (const auto& s : seqs) {
-    for (int32_t id : s)
+    for (int32_t id : s.ids)
       if (id >= V) fail("token id {} is out of range for vocab size {}", id, V);
-    total += static_cast<int64_t>(s.size());
+    total += static_cast<int64_t>(s.ids.size());
+    if (!s.adapter.empty()) adapter_dirs.push_back(s.adapter);
   }
+  CliAdapters adapters = load_cli_adapters(*model, adapter_dirs, a.lora_dtype);
   ComputePool pool(pool_threads(a.threads));
   // Each sequence needs its own whole blocks.
   model::Runner runner(*model, pool, total + 16 * static_cast<int64_t>(seqs.size()));
+  if (adapters.bank) runner.set_lora(&adapters.bank->view());
   std::vector<model::Runner::Item> items;
-  for (const auto& s : seqs) items.push_back({runner.add_sequence(), s, /*want_all_logits=*/true});
+  for (const auto& s : seqs)
+    items.push_back({runner.add_sequence(), s.ids, /*want_all_logits=*/true,
+                     s.adapter.empty() ? -1 : adapters.slot_of.at(s.adapter)});
   const Buffer<float>& logits = runner.step(items);
 
   if (!a.ids.empty()) {
-    write_f32(a.out, logits.data(), seqs[0].size() * V);
+    write_f32(a.out, logits.data(), seqs[0].ids.size() * V);
     return;
   }
   std::filesystem::create_directories(a.out_dir);
   size_t row = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
     write_f32(std::filesystem::path(a.out_dir) / ("seq" + std::to_string(i) + ".f32"),
-              logits.data() + row * V, seqs[i].size() * V);
-    row += seqs[i].size();
+              logits.data() + row * V, seqs[i].ids.size() * V);
+    row += seqs[i].ids.size();
   }
 }
 
@@ -101,6 +120,8 @@ void add_logits_command(CLI::App& app) {
   c->add_option("--out", args->out, "Output file for --ids: [T, vocab] little-endian f32");
   c->add_option("--batch", args->batch, "JSON list of {\"ids\": [...]} evaluated in one forward call");
   c->add_option("--out-dir", args->out_dir, "Output folder for --batch: seq<i>.f32");
+  c->add_option("--adapter", args->adapter, "PEFT adapter folder for --ids (batch entries use \"adapter\")");
+  c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto (= base dtype)");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->callback([args] { run_logits(*args); });
 }

@@ -11,5 +11,8 @@ void add_demo_model_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_merge_command(CLI::App& app);
+void add_tokenize_commands(CLI::App& app);
+void add_chat_template_command(CLI::App& app);
 
 }  // namespace lp::cli

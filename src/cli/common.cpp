@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/check.h"
+#include "lora/adapter.h"
 
 namespace lp::cli {
 
@@ -44,6 +45,39 @@ int pool_threads(int requested) {
     if (n > 0) return n;
   }
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace lp::cli
+
+namespace lp::cli {
+
+DType parse_lora_dtype(const std::string& s, DType base) {
+  if (s == "bf16") return DType::kBF16;
+  if (s == "f32") return DType::kF32;
+  if (s == "auto") return base == DType::kF32 ? DType::kF32 : DType::kBF16;
+  fail("unknown --lora-dtype '{}' (bf16, f32, auto)", s);
+}
+
+CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::string>& dirs,
+                              const std::string& lora_dtype) {
+  CliAdapters out;
+  std::vector<std::string> uniq;
+  for (const auto& d : dirs)
+    if (std::find(uniq.begin(), uniq.end(), d) == uniq.end()) uniq.push_back(d);
+  if (uniq.empty()) return out;
+  DType dt = parse_lora_dtype(lora_dtype, m.weights().embed.dtype);
+  std::vector<lora::PackedAdapter> packed;
+  int max_rank = 1;
+  for (const auto& d : uniq) {
+    packed.push_back(lora::pack_adapter(lora::load_adapter(d, lora::base_shapes(m.config())), dt));
+    max_rank = std::max(max_rank, packed.back().max_rank);
+  }
+  out.bank = std::make_unique<lora::SlotBank>(m.config(), static_cast<int>(uniq.size()), max_rank, dt);
+  for (size_t i = 0; i < uniq.size(); ++i) {
+    out.bank->load(static_cast<int>(i), packed[i]);
+    out.slot_of[uniq[i]] = static_cast<int>(i);
+  }
+  return out;
 }
 
 }  // namespace lp::cli

@@ -2,10 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "lora/slot_bank.h"
+#include "model/model.h"
 
 namespace lp::cli {
 
@@ -15,5 +19,15 @@ std::vector<int32_t> parse_ids(const std::string& s);
 int64_t resident_bytes();
 // Threads for the compute pool: `requested` if > 0, else LORAPLEX_THREADS, else all cores.
 int pool_threads(int requested);
+
+// Adapters given on the command line (distinct folders), loaded into a slot bank of exactly that many
+// slots. `lora_dtype`: bf16 | f32 | auto (= f32 for an f32 base model, else bf16).
+struct CliAdapters {
+  std::unique_ptr<lora::SlotBank> bank;
+  std::map<std::string, int> slot_of;  // folder → slot
+};
+CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::string>& dirs,
+                              const std::string& lora_dtype);
+DType parse_lora_dtype(const std::string& s, DType base);
 
 }  // namespace lp::cli

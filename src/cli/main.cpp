@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   lp::cli::add_logits_command(app);
   lp::cli::add_generate_command(app);
   lp::cli::add_bench_command(app);
+  lp::cli::add_merge_command(app);
+  lp::cli::add_tokenize_commands(app);
+  lp::cli::add_chat_template_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -8,31 +8,52 @@ namespace lp {
 namespace {
 constexpr int kSpinIterations = 1 << 14;  // ~50-100 us of spinning before sleeping
 inline void cpu_relax() { _mm_pause(); }
+constexpr uint64_t kLow = 0xffffffffull;
 }  // namespace
 
 ComputePool::ComputePool(int n_threads) {
   if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   n_threads_ = n_threads;
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ComputePool::~ComputePool() {
-  stop_.store(true, std::memory_order_release);
-  gen_.fetch_add(1, std::memory_order_acq_rel);
-  gen_.notify_all();
+  stop_.store(true);
+  state_.fetch_add(uint64_t{1} << 32);  // any change wakes the sleepers
+  state_.notify_all();
   for (auto& w : workers_) w.join();
 }
 
-void ComputePool::run_erased(Trampoline fn, void* ctx) {
-  LP_CHECK(pending_.load(std::memory_order_relaxed) == 0, "ComputePool::run is not reentrant");
-  job_fn_ = fn;
-  job_ctx_ = ctx;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  gen_.fetch_add(1, std::memory_order_release);
-  gen_.notify_all();
-  fn(ctx, 0, n_threads_);
+bool ComputePool::try_work(uint64_t s) {
+  const uint64_t j = job_.load();
+  if ((j >> 32) != (s >> 32) || (s & kLow) >= (j & kLow)) return false;
+  // The fields belong to generation s >> 32 as long as the claim below succeeds: they are rewritten only
+  // after every chunk of that job has been claimed and finished.
+  Trampoline fn = fn_.load();
+  void* ctx = ctx_.load();
+  if (!state_.compare_exchange_strong(s, s + 1)) return true;  // someone else moved; look again
+  fn(ctx, static_cast<int64_t>(s & kLow), static_cast<int64_t>(j & kLow));
+  done_.fetch_add(1);
+  return true;
+}
+
+void ComputePool::run_erased(Trampoline fn, void* ctx, int64_t n_chunks) {
+  LP_CHECK(n_chunks > 0 && static_cast<uint64_t>(n_chunks) < kLow);
+  const uint64_t g = ++gen_;
+  fn_.store(fn);
+  ctx_.store(ctx);
+  done_.store(0);
+  job_.store(g << 32 | static_cast<uint64_t>(n_chunks));
+  state_.store(g << 32);
+  state_.notify_all();
+  // Take chunks until none is left, then wait only for chunks that workers are running right now.
+  for (;;) {
+    uint64_t s = state_.load();
+    if ((s & kLow) >= static_cast<uint64_t>(n_chunks)) break;
+    try_work(s);
+  }
   int spins = 0;
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  while (done_.load() != static_cast<uint64_t>(n_chunks)) {
     if (++spins < kSpinIterations) {
       cpu_relax();
     } else {
@@ -41,22 +62,21 @@ void ComputePool::run_erased(Trampoline fn, void* ctx) {
   }
 }
 
-void ComputePool::worker_loop(int index) {
-  uint64_t seen = 0;
+void ComputePool::worker_loop() {
+  int spins = 0;
   for (;;) {
-    uint64_t g;
-    int spins = 0;
-    while ((g = gen_.load(std::memory_order_acquire)) == seen) {
-      if (++spins < kSpinIterations) {
-        cpu_relax();
-      } else {
-        gen_.wait(seen, std::memory_order_acquire);
-      }
+    uint64_t s = state_.load();
+    if (stop_.load()) return;
+    if (try_work(s)) {
+      spins = 0;
+      continue;
     }
-    seen = g;
-    if (stop_.load(std::memory_order_acquire)) return;
-    job_fn_(job_ctx_, index, n_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (++spins < kSpinIterations) {
+      cpu_relax();
+    } else {
+      state_.wait(s);  // until the state changes (a new job, or shutdown)
+      spins = 0;
+    }
   }
 }
 

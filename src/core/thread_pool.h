@@ -1,8 +1,12 @@
 // ComputePool: a fixed set of worker threads that kernels split work across (rows of a matmul, heads of
-// attention). The calling thread takes part as thread 0, so a pool of N threads starts N-1 workers.
-// Dispatch costs a few microseconds: workers spin briefly after each job before sleeping, because a
-// forward step issues hundreds of small parallel jobs back to back. One pool per engine, passed
-// explicitly (no singleton). run() is not reentrant and must be called from one thread at a time.
+// attention). The calling thread takes part, so a pool of N threads starts N-1 workers.
+//
+// A job is a set of chunks [0, n) that threads claim one at a time from a shared counter; the caller returns
+// once every chunk has finished. Because chunks are claimed dynamically, the caller never waits for a worker
+// that the OS has not scheduled yet: it takes that worker's chunks itself (this matters on a busy machine,
+// where a statically split job would wait for the slowest thread). Workers spin briefly after a job before
+// sleeping, because a forward step issues hundreds of small jobs back to back.
+// One pool per engine, passed explicitly (no singleton). run() must be called from one thread at a time.
 #pragma once
 
 #include <algorithm>
@@ -23,49 +27,64 @@ class ComputePool {
 
   int size() const { return n_threads_; }
 
-  // Calls fn(thread_index, n_threads) once on each thread, and returns when all have finished.
+  // Calls fn(i, n) exactly once for every i in [0, n) with n = size(), in parallel, and returns when all
+  // calls have finished. Two indices may run on the same thread one after the other, so fn must not wait
+  // for another index (no barriers inside).
   template <class F>
   void run(F&& fn) {
-    if (n_threads_ == 1) {
-      fn(0, 1);
-      return;
-    }
-    using Fn = std::remove_reference_t<F>;
-    run_erased([](void* ctx, int t, int n) { (*static_cast<Fn*>(ctx))(t, n); }, &fn);
+    run_chunks(n_threads_, [&](int64_t i, int64_t n) { fn(static_cast<int>(i), static_cast<int>(n)); });
   }
 
-  // Splits [0, n) into contiguous chunks (multiples of `grain`, except the last) and calls
-  // fn(begin, end) for each non-empty chunk, one chunk per thread.
+  // Splits [0, n) into contiguous chunks (multiples of `grain`, except the last) and calls fn(begin, end)
+  // for each, in parallel. Which thread runs which chunk is not fixed.
   template <class F>
   void parallel_for(int64_t n, int64_t grain, F&& fn) {
     if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
-    int64_t units = (n + grain - 1) / grain;
+    const int64_t units = (n + grain - 1) / grain;
     if (n_threads_ == 1 || units == 1) {
       fn(int64_t{0}, n);
       return;
     }
-    run([&](int t, int nt) {
-      int64_t per = units / nt, extra = units % nt;
-      int64_t ub = t * per + std::min<int64_t>(t, extra);
-      int64_t ue = ub + per + (t < extra ? 1 : 0);
+    // A few chunks per thread: enough to balance, few enough to keep each chunk long.
+    const int64_t chunks = std::min<int64_t>(units, int64_t{4} * n_threads_);
+    run_chunks(chunks, [&](int64_t c, int64_t nc) {
+      int64_t per = units / nc, extra = units % nc;
+      int64_t ub = c * per + std::min(c, extra);
+      int64_t ue = ub + per + (c < extra ? 1 : 0);
       int64_t b = std::min(n, ub * grain), e = std::min(n, ue * grain);
       if (b < e) fn(b, e);
     });
   }
 
+  // Calls fn(c, n_chunks) for every chunk c in [0, n_chunks), in parallel.
+  template <class F>
+  void run_chunks(int64_t n_chunks, F&& fn) {
+    if (n_chunks <= 0) return;
+    if (n_threads_ == 1 || n_chunks == 1) {
+      for (int64_t c = 0; c < n_chunks; ++c) fn(c, n_chunks);
+      return;
+    }
+    using Fn = std::remove_reference_t<F>;
+    run_erased([](void* ctx, int64_t c, int64_t n) { (*static_cast<Fn*>(ctx))(c, n); }, &fn, n_chunks);
+  }
+
  private:
-  using Trampoline = void (*)(void*, int, int);
-  void run_erased(Trampoline fn, void* ctx);
-  void worker_loop(int index);
+  using Trampoline = void (*)(void*, int64_t, int64_t);
+  void run_erased(Trampoline fn, void* ctx, int64_t n_chunks);
+  // Claims and runs chunks of the job published in state s; returns false if there was none to claim.
+  bool try_work(uint64_t s);
+  void worker_loop();
 
   int n_threads_;
   std::vector<std::thread> workers_;
-  // Job published by the caller: guarded by the generation counter (written before gen_ is bumped).
-  Trampoline job_fn_ = nullptr;
-  void* job_ctx_ = nullptr;
-  alignas(64) std::atomic<uint64_t> gen_{0};
-  alignas(64) std::atomic<int> pending_{0};
+  uint32_t gen_ = 0;  // caller-side job counter
+  // The current job: its generation tags every field so a late worker can tell an old job from the new one.
+  std::atomic<Trampoline> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<uint64_t> job_{0};                // gen << 32 | n_chunks
+  alignas(64) std::atomic<uint64_t> state_{0};  // gen << 32 | next unclaimed chunk
+  alignas(64) std::atomic<uint64_t> done_{0};   // chunks finished in the current job
   std::atomic<bool> stop_{false};
 };
 

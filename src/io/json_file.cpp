@@ -82,8 +82,12 @@ std::string_view json_type_name(nlohmann::detail::value_t t) {
   }
 }
 
-std::string_view json_type_name(const json& j) { return json_type_name(j.type()); }
-std::string_view json_type_name(const nlohmann::ordered_json& j) { return json_type_name(j.type()); }
+std::string_view json_type_name(const json& j) {
+  return json_type_name(j.type());
+}
+std::string_view json_type_name(const nlohmann::ordered_json& j) {
+  return json_type_name(j.type());
+}
 
 namespace {
 

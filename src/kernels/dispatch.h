@@ -40,6 +40,27 @@ struct AttnQuery {
   float scale = 1.f;
 };
 
+// Walks key positions 0, 1, 2, ... of one sequence and kv head through its block table, giving each
+// position's row offset in PagedKV::k / ::v without a division per key.
+class KeyWalker {
+ public:
+  KeyWalker(const PagedKV& c, const AttnQuery& q)
+      : table_(q.block_table),
+        block_stride_(static_cast<int64_t>(c.n_kv_heads) * c.block_size * c.head_dim),
+        head_offset_(static_cast<int64_t>(q.kv_head) * c.block_size * c.head_dim),
+        hd_(c.head_dim),
+        bs_(c.block_size) {}
+  int64_t offset() const { return table_[block_] * block_stride_ + head_offset_ + slot_ * hd_; }
+  void next() {
+    if (++slot_ == bs_) slot_ = 0, ++block_;
+  }
+
+ private:
+  const int32_t* table_;
+  int64_t block_stride_, head_offset_, hd_;
+  int bs_, block_ = 0, slot_ = 0;
+};
+
 struct IsaKernels {
   Isa isa;
   const char* name;

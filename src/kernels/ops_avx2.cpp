@@ -105,25 +105,24 @@ inline __m256 dot_acc(const float* q, const float* k, int hd) {
 }
 
 void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
-  const int hd = c.head_dim, bs = c.block_size;
+  const int hd = c.head_dim;
   const int64_t n = aq.n_keys;
-  auto key_offset = [&](int64_t j) {
-    return ((static_cast<int64_t>(aq.block_table[j / bs]) * c.n_kv_heads + aq.kv_head) * bs + j % bs) * hd;
-  };
+  detail::KeyWalker keys(c, aq);
   const __m256 scale = _mm256_set1_ps(aq.scale);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     __m256 acc[8];
-    for (int i = 0; i < 8; ++i) acc[i] = dot_acc(aq.q, c.k + key_offset(j + i), hd);
+    for (int i = 0; i < 8; ++i, keys.next()) acc[i] = dot_acc(aq.q, c.k + keys.offset(), hd);
     _mm256_storeu_ps(s + j, _mm256_mul_ps(reduce8x8(acc), scale));
   }
-  for (; j < n; ++j) s[j] = reduce8(dot_acc(aq.q, c.k + key_offset(j), hd)) * aq.scale;
+  for (; j < n; ++j, keys.next()) s[j] = reduce8(dot_acc(aq.q, c.k + keys.offset(), hd)) * aq.scale;
   const float inv = 1.f / exp_shifted(s, n);
   const int nc = (hd + 7) / 8;
   __m256 acc[detail::kMaxHeadDim / 8];
   for (int i = 0; i < nc; ++i) acc[i] = _mm256_setzero_ps();
-  for (j = 0; j < n; ++j) {
-    const float* v = c.v + key_offset(j);
+  keys = detail::KeyWalker(c, aq);
+  for (j = 0; j < n; ++j, keys.next()) {
+    const float* v = c.v + keys.offset();
     __m256 e = _mm256_set1_ps(s[j]);
     for (int i = 0; i < nc; ++i) acc[i] = _mm256_fmadd_ps(e, maskz_load(v + i * 8, hd - i * 8), acc[i]);
   }

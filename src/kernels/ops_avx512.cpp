@@ -115,27 +115,26 @@ inline __m512 dot_acc(const float* q, const float* k, int hd) {
 }
 
 void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
-  const int hd = c.head_dim, bs = c.block_size;
+  const int hd = c.head_dim;
   const int64_t n = aq.n_keys;
-  auto key_offset = [&](int64_t j) {
-    return ((static_cast<int64_t>(aq.block_table[j / bs]) * c.n_kv_heads + aq.kv_head) * bs + j % bs) * hd;
-  };
+  detail::KeyWalker keys(c, aq);
   // Scores, 16 keys per transpose-add tree (bit-identical to one reduce16 per key).
   const __m512 scale = _mm512_set1_ps(aq.scale);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     __m512 acc[16];
-    for (int i = 0; i < 16; ++i) acc[i] = dot_acc(aq.q, c.k + key_offset(j + i), hd);
+    for (int i = 0; i < 16; ++i, keys.next()) acc[i] = dot_acc(aq.q, c.k + keys.offset(), hd);
     _mm512_storeu_ps(s + j, _mm512_mul_ps(reduce16x16(acc), scale));
   }
-  for (; j < n; ++j) s[j] = reduce16(dot_acc(aq.q, c.k + key_offset(j), hd)) * aq.scale;
+  for (; j < n; ++j, keys.next()) s[j] = reduce16(dot_acc(aq.q, c.k + keys.offset(), hd)) * aq.scale;
   // Probabilities (unnormalized), then out = (sum_j e_j V_j) / sum_j e_j, keys in ascending order.
   const float inv = 1.f / exp_shifted(s, n);
   const int nc = (hd + 15) / 16;
   __m512 acc[detail::kMaxHeadDim / 16];
   for (int i = 0; i < nc; ++i) acc[i] = _mm512_setzero_ps();
-  for (j = 0; j < n; ++j) {
-    const float* v = c.v + key_offset(j);
+  keys = detail::KeyWalker(c, aq);
+  for (j = 0; j < n; ++j, keys.next()) {
+    const float* v = c.v + keys.offset();
     __m512 e = _mm512_set1_ps(s[j]);
     for (int i = 0; i < nc; ++i)
       acc[i] = _mm512_fmadd_ps(e, _mm512_maskz_loadu_ps(tail_mask16(hd - i * 16), v + i * 16), acc[i]);

@@ -17,6 +17,7 @@ struct Batch {
   std::vector<int32_t> slots;      // (T) KV cache slot: block * block_size + offset
   std::vector<kernels::AttnSeq> seqs;  // one per sequence, rows [q_begin, q_begin + q_len)
   std::vector<int32_t> logit_rows;     // rows whose logits are wanted, in output order
+  std::vector<int32_t> lora_slots;     // (T) adapter slot of each token, -1 = base model; empty = all -1
 
   int64_t size() const { return static_cast<int64_t>(tokens.size()); }
   void clear() {
@@ -25,6 +26,7 @@ struct Batch {
     slots.clear();
     seqs.clear();
     logit_rows.clear();
+    lora_slots.clear();
   }
 };
 

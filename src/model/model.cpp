@@ -52,44 +52,49 @@ void Model::ensure_scratch(int64_t T, int64_t R) {
   }
 }
 
+void Model::project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y, bool accumulate) {
+  const LayerWeights& lw = weights_.layers[layer];
+  const int i = static_cast<int>(p);
+  const kernels::MatView& W = lw.proj[i];
+  kernels::matmul(pool, x, T, W.cols, W, lw.bias[i], y, W.rows, accumulate);
+  if (lora_ == nullptr || lora_plan_.empty()) return;
+  if (const kernels::LoraWeights* lw_lora = lora_->get(layer, p))
+    kernels::lora_apply(pool, lora_plan_, x, W.cols, *lw_lora, y, W.rows, lora_scratch_);
+}
+
 void Model::attention_block(ComputePool& pool, const Batch& b, kv::KvCache& cache, int layer) {
   const auto& c = config_;
   const LayerWeights& lw = weights_.layers[layer];
   const int64_t T = b.size(), H = c.hidden_size;
-  using kernels::matmul;
   kernels::rmsnorm(pool, x_.data(), T, H, lw.attn_norm, lw.norm_dtype, static_cast<float>(c.rms_norm_eps),
                    xn_.data());
-  const int q = static_cast<int>(Proj::kQ), k = static_cast<int>(Proj::kK), v = static_cast<int>(Proj::kV);
-  matmul(pool, xn_.data(), T, H, lw.proj[q], lw.bias[q], q_.data(), c.q_dim());
-  matmul(pool, xn_.data(), T, H, lw.proj[k], lw.bias[k], k_.data(), c.kv_dim());
-  matmul(pool, xn_.data(), T, H, lw.proj[v], lw.bias[v], v_.data(), c.kv_dim());
+  project(pool, layer, Proj::kQ, xn_.data(), T, q_.data(), false);
+  project(pool, layer, Proj::kK, xn_.data(), T, k_.data(), false);
+  project(pool, layer, Proj::kV, xn_.data(), T, v_.data(), false);
   kernels::rope(q_.data(), T, c.n_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
   kernels::rope(k_.data(), T, c.n_kv_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
   kernels::PagedKV kv{cache.k(layer), cache.v(layer), cache.shape().block_size, c.n_kv_heads, c.head_dim};
   kernels::kv_write(kv, k_.data(), v_.data(), b.slots.data(), T);
   kernels::attention(pool, q_.data(), kv, b.seqs, c.n_heads, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
                      attn_.data());
-  const int o = static_cast<int>(Proj::kO);
   // Residual add fused into the output projection: x += attn · Woᵀ (+ bias).
-  matmul(pool, attn_.data(), T, c.q_dim(), lw.proj[o], lw.bias[o], x_.data(), H, /*accumulate=*/true);
+  project(pool, layer, Proj::kO, attn_.data(), T, x_.data(), /*accumulate=*/true);
 }
 
 void Model::mlp_block(ComputePool& pool, int64_t T, int layer) {
   const auto& c = config_;
   const LayerWeights& lw = weights_.layers[layer];
   const int64_t H = c.hidden_size, I = c.intermediate_size;
-  using kernels::matmul;
   kernels::rmsnorm(pool, x_.data(), T, H, lw.mlp_norm, lw.norm_dtype, static_cast<float>(c.rms_norm_eps),
                    xn_.data());
-  const int g = static_cast<int>(Proj::kGate), u = static_cast<int>(Proj::kUp),
-            d = static_cast<int>(Proj::kDown);
-  matmul(pool, xn_.data(), T, H, lw.proj[g], lw.bias[g], gate_.data(), I);
-  matmul(pool, xn_.data(), T, H, lw.proj[u], lw.bias[u], up_.data(), I);
+  project(pool, layer, Proj::kGate, xn_.data(), T, gate_.data(), false);
+  project(pool, layer, Proj::kUp, xn_.data(), T, up_.data(), false);
   kernels::silu_mul(pool, gate_.data(), up_.data(), gate_.data(), T * I);
-  matmul(pool, gate_.data(), T, I, lw.proj[d], lw.bias[d], x_.data(), H, /*accumulate=*/true);
+  project(pool, layer, Proj::kDown, gate_.data(), T, x_.data(), /*accumulate=*/true);
 }
 
-void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float* logits) {
+void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float* logits,
+                    const LoraBankView* lora) {
   const auto& c = config_;
   const int64_t T = b.size(), H = c.hidden_size;
   const int64_t R = static_cast<int64_t>(b.logit_rows.size());
@@ -101,6 +106,14 @@ void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float
              b.positions[t]);
   }
   ensure_scratch(T, R);
+  lora_ = nullptr;
+  lora_plan_.rows.clear();
+  lora_plan_.groups.clear();
+  if (lora != nullptr && !b.lora_slots.empty()) {
+    LP_CHECK(b.lora_slots.size() == b.tokens.size() && static_cast<int>(lora->layers.size()) == c.n_layers);
+    lora_ = lora;
+    kernels::lora_plan_build(b.lora_slots, lora_plan_, lora_merge_);
+  }
 
   kernels::embed(weights_.embed, b.tokens.data(), T, x_.data());
   for (int l = 0; l < c.n_layers; ++l) {

@@ -13,6 +13,7 @@
 #include "kv/kv_cache.h"
 #include "model/batch.h"
 #include "model/config.h"
+#include "model/lora_view.h"
 #include "model/weights.h"
 
 namespace lp::model {
@@ -23,18 +24,25 @@ class Model {
   Model(ModelConfig config, ModelWeights weights);
 
   const ModelConfig& config() const { return config_; }
+  // Benchmarks only: false makes every LoRA token its own group (weights re-read per token, "naive").
+  void set_lora_grouping(bool merge) { lora_merge_ = merge; }
   const ModelWeights& weights() const { return weights_; }
 
   // KV shape this model needs, for sizing a kv::KvCache.
   kv::KvShape kv_shape(int block_size = 16) const;
 
-  // Runs the batch; writes logits (batch.logit_rows.size(), vocab) row-major to `logits`.
-  void forward(ComputePool& pool, const Batch& batch, kv::KvCache& cache, float* logits);
+  // Runs the batch; writes logits (batch.logit_rows.size(), vocab) row-major to `logits`. With `lora`, every
+  // projection adds the LoRA term of the slot in batch.lora_slots for each token (one fused pass for all
+  // adapters); tokens with slot -1, or a null `lora`, run the base model only.
+  void forward(ComputePool& pool, const Batch& batch, kv::KvCache& cache, float* logits,
+               const LoraBankView* lora = nullptr);
 
  private:
   void ensure_scratch(int64_t T, int64_t R);
   void attention_block(ComputePool& pool, const Batch& batch, kv::KvCache& cache, int layer);
   void mlp_block(ComputePool& pool, int64_t T, int layer);
+  // y (+)= x · Wᵀ (+ bias) for projection p of `layer`, then the LoRA term of each token's adapter.
+  void project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y, bool accumulate);
 
   ModelConfig config_;
   ModelWeights weights_;
@@ -51,6 +59,11 @@ class Model {
   Buffer<float> gate_;  // (T, I)
   Buffer<float> up_;    // (T, I)
   Buffer<float> last_;  // (R, H) final-normed rows that need logits
+  // LoRA state of the current forward call:
+  const LoraBankView* lora_ = nullptr;
+  bool lora_merge_ = true;
+  kernels::LoraPlan lora_plan_;
+  kernels::LoraScratch lora_scratch_;
 };
 
 }  // namespace lp::model

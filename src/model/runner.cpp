@@ -29,6 +29,9 @@ const Buffer<float>& Runner::step(std::span<const Item> items) {
   for (size_t a = 0; a < items.size(); ++a)
     for (size_t b = a + 1; b < items.size(); ++b)
       LP_CHECK(items[a].seq != items[b].seq, "sequence {} appears twice in one step", items[a].seq);
+  bool any_lora = false;
+  for (const Item& it : items) any_lora |= it.lora_slot >= 0;
+  LP_CHECK(!any_lora || lora_ != nullptr, "an item names an adapter slot but no bank is set");
   for (const Item& it : items) {
     LP_CHECK(it.seq >= 0 && it.seq < static_cast<int>(seqs_.size()) && seqs_[it.seq].live);
     LP_CHECK(!it.tokens.empty(), "empty item");
@@ -51,11 +54,12 @@ const Buffer<float>& Runner::step(std::span<const Item> items) {
       batch_.tokens.push_back(it.tokens[i]);
       batch_.positions.push_back(static_cast<int32_t>(pos));
       batch_.slots.push_back(s.blocks.slot(pos, bs));
+      if (any_lora) batch_.lora_slots.push_back(it.lora_slot);
     }
     s.len = new_len;
   }
   logits_.resize(batch_.logit_rows.size() * static_cast<size_t>(model_.config().vocab_size));
-  model_.forward(pool_, batch_, cache_, logits_.data());
+  model_.forward(pool_, batch_, cache_, logits_.data(), any_lora ? lora_ : nullptr);
   return logits_;
 }
 

@@ -31,12 +31,15 @@ class Runner {
     int seq;
     std::span<const int32_t> tokens;
     bool want_all_logits = false;
+    int32_t lora_slot = -1;  // adapter slot in the bank given to set_lora(), -1 = base model
   };
   // Runs ONE forward call over all items and returns the logits rows, in item order
   // (rows × vocab, row-major). Throws lp::Error if the KV cache or the context length is exhausted.
   const Buffer<float>& step(std::span<const Item> items);
 
   kv::KvCache& cache() { return cache_; }
+  // Adapter slots the items' lora_slot refer to (must outlive the runner's steps); null = none.
+  void set_lora(const LoraBankView* lora) { lora_ = lora; }
 
  private:
   struct Seq {
@@ -50,6 +53,7 @@ class Runner {
   std::vector<Seq> seqs_;
   Batch batch_;
   Buffer<float> logits_;
+  const LoraBankView* lora_ = nullptr;
 };
 
 }  // namespace lp::model

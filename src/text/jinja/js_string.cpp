@@ -156,7 +156,7 @@ size_t space_len_before(std::string_view s, size_t end) {
   for (size_t len = 1; len <= 3 && len <= end; ++len) {
     const size_t start = end - len;
     const auto b = static_cast<unsigned char>(s[start]);
-    if (len > 1 && (b & 0xC0) == 0x80) continue;  // keep walking back to the lead byte
+    if ((b & 0xC0) == 0x80) continue;  // keep walking back to the lead byte
     size_t got;
     const char32_t c = decode_at(s, start, &got);
     return got == len && is_space(c) ? len : 0;

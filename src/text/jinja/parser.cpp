@@ -221,10 +221,11 @@ class Parser {
     expect_identifier(name);
     expect(Tok::kCloseStatement, "Expected %} token");
   }
-  // Parses statements until one of `ends` opens; fails at the end of the template.
+  // Parses statements until one of `ends` opens; fails at the end of the template (naming the last of
+  // `ends`, the tag that closes the block).
   void parse_block_until(std::vector<NodePtr>* out, std::initializer_list<std::string_view> ends) {
     while (!is_statement(ends)) {
-      if (cur_ >= t_.size()) fail("jinja: unexpected end of template: missing {{% {} %}}", *ends.begin());
+      if (cur_ >= t_.size()) fail("jinja: unexpected end of template: missing {{% {} %}}", *(ends.end() - 1));
       out->push_back(parse_any());
     }
   }
@@ -385,7 +386,7 @@ class Parser {
     ++cur_;
     n->b = parse_expression();
     expect(Tok::kCloseStatement, "Expected closing statement token");
-    parse_block_until(&n->body, {"endfor", "else"});
+    parse_block_until(&n->body, {"else", "endfor"});
     if (is_statement({"else"})) {
       cur_ += 2;
       expect(Tok::kCloseStatement, "Expected closing statement token");

@@ -282,7 +282,8 @@ struct JsonWriter {
       case Type::kFloat: out += std::isfinite(v.as_num()) ? js::number_to_string(v.as_num()) : "null"; return;
       case Type::kBool: out += v.as_bool() ? "true" : "false"; return;
       case Type::kString: out += js::json_quote(v.as_str(), opt.ensure_ascii); return;
-      case Type::kFunction: fail("jinja: Cannot convert to JSON: FunctionValue");
+      case Type::kFunction:
+      case Type::kTuple: fail("jinja: Cannot convert to JSON: {}", type_name(v.type()));
       default: break;
     }
     auto pad = [&](int d) {

@@ -1,0 +1,124 @@
+#include "lora/slot_bank.h"
+
+#include <cstring>
+
+#include "core/check.h"
+#include "model/weights.h"
+
+namespace lp::lora {
+
+size_t PackedAdapter::bytes() const {
+  size_t n = 0;
+  for (const auto& m : modules) n += m.a.size() + m.b.size();
+  return n;
+}
+
+PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype) {
+  PackedAdapter p;
+  p.dtype = dtype;
+  const size_t es = dtype_size(dtype);
+  std::vector<float> tmp;
+  for (const LoraWeights& w : adapter.weights) {
+    PackedModule m;
+    m.layer = w.layer;
+    m.module = w.module;
+    m.rank = w.rank;
+    m.a.resize(w.a.size() * es);
+    from_f32(dtype, w.a.data(), m.a.data(), w.a.size());
+    tmp.resize(w.b.size());
+    for (size_t i = 0; i < w.b.size(); ++i) tmp[i] = w.b[i] * w.scale;
+    m.b.resize(tmp.size() * es);
+    from_f32(dtype, tmp.data(), m.b.data(), tmp.size());
+    p.max_rank = std::max(p.max_rank, w.rank);
+    p.modules.push_back(std::move(m));
+  }
+  return p;
+}
+
+BaseShapes base_shapes(const model::ModelConfig& c) {
+  BaseShapes s;
+  s.n_layers = c.n_layers;
+  for (int i = 0; i < kNumModules; ++i) {
+    auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
+    s.dims[i] = {in, out};
+  }
+  return s;
+}
+
+size_t slot_bytes(const model::ModelConfig& c, int max_rank, DType dtype, const ModuleSet& modules) {
+  size_t per_layer = 0;
+  for (int i = 0; i < kNumModules; ++i) {
+    if (!modules[i]) continue;
+    auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
+    per_layer += static_cast<size_t>(max_rank) * static_cast<size_t>(in + out) * dtype_size(dtype);
+  }
+  return per_layer * static_cast<size_t>(c.n_layers);
+}
+
+SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DType dtype, const ModuleSet& modules)
+    : n_layers_(c.n_layers), max_loras_(max_loras), max_rank_(max_rank), dtype_(dtype), modules_(modules) {
+  LP_CHECK(max_loras > 0 && max_rank > 0, "max_loras {} max_rank {}", max_loras, max_rank);
+  const size_t es = dtype_size(dtype);
+  parts_.resize(static_cast<size_t>(n_layers_) * kNumModules);
+  view_.layers.resize(n_layers_);
+  for (int l = 0; l < n_layers_; ++l) {
+    for (int i = 0; i < kNumModules; ++i) {
+      if (!modules[i]) continue;
+      Part& p = part(l, static_cast<Module>(i));
+      auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
+      p.in = in;
+      p.out = out;
+      p.a.resize(static_cast<size_t>(max_loras) * max_rank * in * es);
+      p.b.resize(static_cast<size_t>(max_loras) * out * max_rank * es);
+      p.a.zero();  // also makes the pages resident now, not at the first load
+      p.b.zero();
+      p.ranks.assign(max_loras, 0);
+      bytes_ += p.a.size() + p.b.size();
+      view_.layers[l][i] = kernels::LoraWeights{p.a.data(), p.b.data(), dtype, max_loras, max_rank, in, out,
+                                                p.ranks.data()};
+    }
+  }
+}
+
+void SlotBank::check_fits(const PackedAdapter& a) const {
+  if (a.dtype != dtype_)
+    fail("adapter packed as {} but the slots hold {}", dtype_name(a.dtype), dtype_name(dtype_));
+  for (const PackedModule& m : a.modules) {
+    if (m.rank > max_rank_) fail("adapter rank {} exceeds --max-lora-rank {}", m.rank, max_rank_);
+    if (m.layer < 0 || m.layer >= n_layers_) fail("adapter layer {} out of range", m.layer);
+    if (!modules_[static_cast<int>(m.module)])
+      fail("adapter targets {}, which has no LoRA slot memory (not in --lora-target-modules)",
+           module_name(m.module));
+  }
+}
+
+void SlotBank::clear(int slot) {
+  LP_CHECK(slot >= 0 && slot < max_loras_, "slot {} out of range", slot);
+  for (Part& p : parts_)
+    if (!p.ranks.empty()) p.ranks[slot] = 0;
+}
+
+void SlotBank::load(int slot, const PackedAdapter& a) {
+  LP_CHECK(slot >= 0 && slot < max_loras_, "slot {} out of range", slot);
+  clear(slot);
+  check_fits(a);
+  const size_t es = dtype_size(dtype_);
+  for (const PackedModule& m : a.modules) {
+    Part& p = part(m.layer, m.module);
+    // A: the adapter's rank rows, then zeros up to max_rank.
+    uint8_t* a_dst = p.a.data() + static_cast<size_t>(slot) * max_rank_ * p.in * es;
+    std::memcpy(a_dst, m.a.data(), m.a.size());
+    std::memset(a_dst + m.a.size(), 0, (static_cast<size_t>(max_rank_ - m.rank)) * p.in * es);
+    // B: each output row's rank entries, then zeros up to max_rank.
+    uint8_t* b_dst = p.b.data() + static_cast<size_t>(slot) * p.out * max_rank_ * es;
+    const size_t row = static_cast<size_t>(m.rank) * es, pad = static_cast<size_t>(max_rank_ - m.rank) * es;
+    for (int64_t n = 0; n < p.out; ++n) {
+      std::memcpy(b_dst + n * (row + pad), m.b.data() + n * row, row);
+      std::memset(b_dst + n * (row + pad) + row, 0, pad);
+    }
+  }
+  // Ranks last: a slot is adapted only once all its data is in place.
+  for (const PackedModule& m : a.modules) part(m.layer, m.module).ranks[slot] = m.rank;
+}
+
+}  // namespace lp::lora

@@ -1,0 +1,85 @@
+// The two compute-side forms of an adapter:
+//   PackedAdapter — the host tier's form: per adapted (layer, module), A (rank, in) and B·scale (out, rank)
+//                   already converted to the slot dtype, so host → slot is a plain copy.
+//   SlotBank      — `max_loras` slots pre-allocated at start-up in the kernels' stacked layout, per layer and
+//                   target module: A[max_loras][max_rank][in], B[max_loras][out][max_rank], zero-padded.
+// The bank exposes a model::LoraBankView that the forward pass reads. Owned by the engine thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/dtype.h"
+#include "lora/adapter.h"
+#include "model/config.h"
+#include "model/lora_view.h"
+
+namespace lp::lora {
+
+struct PackedModule {
+  int layer = 0;
+  Module module = Module::kQ;
+  int rank = 0;
+  Buffer<uint8_t> a;  // (rank, in) in dtype
+  Buffer<uint8_t> b;  // (out, rank) in dtype, scale folded in
+};
+
+struct PackedAdapter {
+  DType dtype = DType::kF32;
+  int max_rank = 0;
+  std::vector<PackedModule> modules;  // sorted by (layer, module)
+  size_t bytes() const;
+};
+
+// Converts a loaded adapter to `dtype` with the scale folded into B.
+PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype);
+
+// BaseShapes of a model config (what LoRA may target, and the shapes).
+BaseShapes base_shapes(const model::ModelConfig& c);
+
+// Which of the seven projections get slot memory (an adapter targeting another one is refused).
+using ModuleSet = std::array<bool, kNumModules>;
+inline constexpr ModuleSet kAllModules = {true, true, true, true, true, true, true};
+
+// Bytes of one slot: Σ layers × modules × max_rank × (in + out) × dtype bytes.
+size_t slot_bytes(const model::ModelConfig& c, int max_rank, DType dtype, const ModuleSet& modules);
+
+class SlotBank {
+ public:
+  SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DType dtype,
+           const ModuleSet& modules = kAllModules);
+  SlotBank(const SlotBank&) = delete;
+  SlotBank& operator=(const SlotBank&) = delete;
+
+  int max_loras() const { return max_loras_; }
+  int max_rank() const { return max_rank_; }
+  DType dtype() const { return dtype_; }
+  size_t bytes() const { return bytes_; }
+  const model::LoraBankView& view() const { return view_; }
+
+  // Throws lp::Error when the adapter does not fit this bank (rank > max_rank, a module without slot
+  // memory, another dtype); the slot is left cleared then.
+  void load(int slot, const PackedAdapter& adapter);
+  void clear(int slot);  // the slot adapts nothing (ranks 0)
+  // Checks that `adapter` would load, without touching any slot.
+  void check_fits(const PackedAdapter& adapter) const;
+
+ private:
+  struct Part {
+    int64_t in = 0, out = 0;
+    Buffer<uint8_t> a, b;        // (max_loras, max_rank, in), (max_loras, out, max_rank)
+    std::vector<int32_t> ranks;  // (max_loras)
+  };
+  Part& part(int layer, Module m) { return parts_[static_cast<size_t>(layer) * kNumModules + static_cast<int>(m)]; }
+
+  int n_layers_, max_loras_, max_rank_;
+  DType dtype_;
+  ModuleSet modules_;
+  size_t bytes_ = 0;
+  std::vector<Part> parts_;  // (n_layers, kNumModules); unallocated modules have empty buffers
+  model::LoraBankView view_;
+};
+
+}  // namespace lp::lora

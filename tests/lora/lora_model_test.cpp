@@ -1,0 +1,167 @@
+// LoRA in the model: adapter output == base with merged weights; a mixed-adapter batch gives every
+// sequence exactly what it gets alone; slot -1 is bit-identical to no adapter machinery at all.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "lora/adapter.h"
+#include "lora/demo_adapter.h"
+#include "lora/merge.h"
+#include "lora/slot_bank.h"
+#include "model/demo_model.h"
+#include "model/runner.h"
+#include "util/test_util.h"
+
+namespace lp::lora {
+namespace {
+
+using model::Model;
+using model::Runner;
+
+std::vector<int32_t> some_ids(int n, int vocab, uint64_t seed) {
+  model::DemoRng rng(seed, "ids");
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = static_cast<int32_t>(rng.next() % vocab);
+  return ids;
+}
+
+// All-position logits of one sequence, optionally through adapter slot `slot` of `bank`.
+std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids, const SlotBank* bank, int slot) {
+  ComputePool pool(2);
+  Runner r(m, pool, static_cast<int64_t>(ids.size()) + 16);
+  if (bank) r.set_lora(&bank->view());
+  Runner::Item it{r.add_sequence(), ids, true, slot};
+  const auto& l = r.step({&it, 1});
+  return std::vector<float>(l.begin(), l.end());
+}
+
+class LoraModel : public ::testing::Test {
+ protected:
+  void make(DType base_dtype, const std::string& shape) {
+    model::DemoSpec spec;
+    spec.shape = shape;
+    spec.dtype = base_dtype;
+    spec.seed = 21;
+    model::write_demo_model(dir_.path() / "base", spec);
+    model_ = Model::load(dir_.path() / "base");
+  }
+  std::filesystem::path adapter(int i, int rank, DType dt) {
+    auto p = dir_.path() / ("a" + std::to_string(i));
+    if (!std::filesystem::exists(p)) write_demo_adapter(p, model_->config(), demo_adapter_spec(i, rank, true, 5, dt));
+    return p;
+  }
+  test::TempDir dir_{"lora"};
+  std::unique_ptr<Model> model_;
+};
+
+// For each of the four mixed specs (all modules; attention-only rsLoRA; q/v with rank and alpha patterns;
+// MLP-only with the ".default" infix): F32 weights, F32 slots, normalized error < 1e-4 vs the merged model.
+TEST_F(LoraModel, AdapterEqualsMergedF32) {
+  make(DType::kF32, "tiny");
+  auto ids = some_ids(29, model_->config().vocab_size, 3);
+  auto base = logits_of(*model_, ids, nullptr, -1);
+  for (int i = 0; i < 4; ++i) {
+    auto ad = adapter(i, 8, DType::kF32);
+    LoraAdapter la = load_adapter(ad, base_shapes(model_->config()));
+    SlotBank bank(model_->config(), 3, 16, DType::kF32);
+    bank.load(2, pack_adapter(la, DType::kF32));
+    auto got = logits_of(*model_, ids, &bank, 2);
+    auto merged_dir = dir_.path() / ("merged" + std::to_string(i));
+    merge_adapter(dir_.path() / "base", ad, merged_dir);
+    auto merged = Model::load(merged_dir);
+    auto want = logits_of(*merged, ids, nullptr, -1);
+    double err = test::normalized_error(got.data(), want.data(), got.size());
+    EXPECT_LT(err, 1e-4) << "adapter " << i;
+    // ... and the adapter really changes the output (so the comparison can fail).
+    EXPECT_GT(test::normalized_error(base.data(), want.data(), got.size()), 1e-2) << "adapter " << i;
+  }
+}
+
+// Mixed batch == solo, bit for bit (tolerance 0: every kernel is batch invariant), for BF16 base + BF16
+// slots, in prefill and in decode: 4 adapters of ranks 16/8/4(+16 via pattern)/16 and different target sets,
+// plus base-only sequences, one forward call.
+TEST_F(LoraModel, MixedBatchEqualsSolo) {
+  make(DType::kBF16, "small");
+  const int V = model_->config().vocab_size;
+  SlotBank bank(model_->config(), 4, 16, DType::kBF16);
+  for (int i = 0; i < 4; ++i)
+    bank.load(i, pack_adapter(load_adapter(adapter(i, 16, DType::kBF16), base_shapes(model_->config())),
+                              DType::kBF16));
+  struct Seq {
+    std::vector<int32_t> ids;
+    int slot;
+  };
+  std::vector<Seq> seqs;
+  const int slots[] = {0, -1, 1, 2, 3, -1, 2, 0};
+  for (int i = 0; i < 8; ++i) seqs.push_back({some_ids(5 + 4 * i, V, 50 + i), slots[i]});
+  std::vector<std::vector<float>> solo;
+  for (const auto& s : seqs) solo.push_back(logits_of(*model_, s.ids, &bank, s.slot));
+  ComputePool pool(2);
+  // Prefill: all eight in one call.
+  {
+    Runner r(*model_, pool, 1024);
+    r.set_lora(&bank.view());
+    std::vector<Runner::Item> items;
+    for (const auto& s : seqs) items.push_back({r.add_sequence(), s.ids, true, s.slot});
+    const auto& l = r.step(items);
+    size_t row = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      ASSERT_EQ(0, std::memcmp(l.data() + row * V, solo[i].data(), solo[i].size() * 4)) << "prefill seq " << i;
+      row += seqs[i].ids.size();
+    }
+  }
+  // Decode: every sequence prefilled alone but for its last token; then one step decodes all eight.
+  {
+    Runner r(*model_, pool, 1024);
+    r.set_lora(&bank.view());
+    std::vector<int> ids;
+    for (const auto& s : seqs) {
+      ids.push_back(r.add_sequence());
+      Runner::Item it{ids.back(), std::span<const int32_t>(s.ids.data(), s.ids.size() - 1), false, s.slot};
+      r.step({&it, 1});
+    }
+    std::vector<Runner::Item> items;
+    for (size_t i = 0; i < seqs.size(); ++i)
+      items.push_back({ids[i], std::span<const int32_t>(&seqs[i].ids.back(), 1), false, seqs[i].slot});
+    const auto& l = r.step(items);
+    for (size_t i = 0; i < seqs.size(); ++i)
+      ASSERT_EQ(0, std::memcmp(l.data() + i * V, solo[i].data() + (seqs[i].ids.size() - 1) * V, V * 4))
+          << "decode seq " << i;
+  }
+  // The adapters differ from each other and from the base (so equality above is not vacuous).
+  for (size_t i = 1; i < 5; ++i)
+    EXPECT_NE(0, std::memcmp(solo[0].data(), solo[i].data(), V * 4)) << i;
+}
+
+// Slot -1 with a bank full of adapters == no bank at all, bit for bit.
+TEST_F(LoraModel, SlotMinusOneEqualsBase) {
+  make(DType::kBF16, "tiny");
+  SlotBank bank(model_->config(), 2, 8, DType::kBF16);
+  bank.load(0, pack_adapter(load_adapter(adapter(0, 8, DType::kBF16), base_shapes(model_->config())), DType::kBF16));
+  bank.load(1, pack_adapter(load_adapter(adapter(1, 8, DType::kBF16), base_shapes(model_->config())), DType::kBF16));
+  auto ids = some_ids(33, model_->config().vocab_size, 8);
+  auto plain = logits_of(*model_, ids, nullptr, -1);
+  auto minus_one = logits_of(*model_, ids, &bank, -1);
+  ASSERT_EQ(0, std::memcmp(plain.data(), minus_one.data(), plain.size() * 4));
+  auto adapted = logits_of(*model_, ids, &bank, 0);
+  EXPECT_NE(0, std::memcmp(plain.data(), adapted.data(), plain.size() * 4));
+}
+
+TEST_F(LoraModel, BankRefusesWhatDoesNotFit) {
+  make(DType::kBF16, "tiny");
+  auto la = load_adapter(adapter(0, 16, DType::kBF16), base_shapes(model_->config()));
+  SlotBank small(model_->config(), 2, 8, DType::kBF16);
+  try {
+    small.load(0, pack_adapter(la, DType::kBF16));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "adapter rank 16 exceeds --max-lora-rank 8");
+  }
+  ModuleSet attn_only = {true, true, true, true, false, false, false};
+  SlotBank partial(model_->config(), 2, 16, DType::kBF16, attn_only);
+  EXPECT_THROW(partial.load(0, pack_adapter(la, DType::kBF16)), Error);
+  EXPECT_EQ(2 * slot_bytes(model_->config(), 8, DType::kBF16, kAllModules), small.bytes());
+}
+
+}  // namespace
+}  // namespace lp::lora
