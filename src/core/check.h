@@ -12,16 +12,36 @@
 
 namespace lp {
 
+// What kind of outside mistake an Error is; the HTTP layer maps it to a status code (in parentheses).
+enum class ErrorKind {
+  kInvalid,      // malformed or unsupported input (400)
+  kNotFound,     // unknown model/adapter name, missing path (404)
+  kForbidden,    // path outside the allowed root (403)
+  kTooLarge,     // body or prompt over a limit (413; context_length_exceeded is kInvalid)
+  kUnavailable,  // overloaded or shutting down; retry later (503/429)
+};
+
 // Expected error from outside input. The message names what was wrong (file, tensor, field...).
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
+  explicit Error(const std::string& msg, ErrorKind kind = ErrorKind::kInvalid)
+      : std::runtime_error(msg), kind_(kind) {}
+  ErrorKind kind() const { return kind_; }
+
+ private:
+  ErrorKind kind_;
 };
 
-// Throws lp::Error with a formatted message.
+// Throws lp::Error (kind kInvalid) with a formatted message.
 template <class... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
   throw Error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Throws lp::Error of the given kind with a formatted message.
+template <class... Args>
+[[noreturn]] void fail_as(ErrorKind kind, fmt::format_string<Args...> f, Args&&... args) {
+  throw Error(fmt::format(f, std::forward<Args>(args)...), kind);
 }
 
 [[noreturn]] void check_failed(const char* file, int line, const char* cond, const std::string& msg);

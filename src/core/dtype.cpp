@@ -57,6 +57,7 @@ uint16_t f32_to_f16(float f) {
 }
 
 void to_f32(DType t, const void* src, float* dst, size_t n) {
+  if (n == 0) return;  // src/dst may be null for empty tensors
   switch (t) {
     case DType::kF32: std::memcpy(dst, src, n * 4); return;
     case DType::kBF16: {
@@ -73,6 +74,7 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
 }
 
 void from_f32(DType t, const float* src, void* dst, size_t n) {
+  if (n == 0) return;
   switch (t) {
     case DType::kF32: std::memcpy(dst, src, n * 4); return;
     case DType::kBF16: {

@@ -1,0 +1,76 @@
+// Engine: the one thread that owns the model, the KV cache, the adapter slots and the running batch.
+// Other threads (HTTP handlers) submit requests and read their channels; nothing else touches engine state.
+//
+// Every step: admit waiting requests (adapter resident in a slot or its load started, KV blocks available,
+// max_num_seqs / max_num_batched_tokens / max_loras limits), build one flat batch of prefill chunks and decode
+// tokens of all running requests, run one forward, sample, push outputs, retire finished or aborted requests
+// (freeing KV blocks and adapter holds).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sched/request.h"
+
+namespace lp::model { class Model; }
+namespace lp::text { class Tokenizer; }
+namespace lp::lora { class AdapterManager; }
+
+namespace lp::sched {
+
+struct EngineConfig {
+  int max_num_seqs = 64;               // running requests at most
+  int max_num_batched_tokens = 2048;   // tokens in one forward step at most (prefill chunks are cut to fit)
+  int max_waiting = 1024;              // queue length over which submit() refuses (kUnavailable)
+  int64_t kv_cache_tokens = 0;         // 0: from memory budget; else exact capacity
+  int block_size = 16;
+  bool enable_prefix_caching = true;
+  int threads = 0;                     // compute pool (0 = all cores)
+};
+
+// A consistent snapshot for /metrics and /health (cheap; any thread).
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  double kv_usage = 0;  // fraction of KV blocks in use
+  int64_t kv_blocks_total = 0;
+  int64_t prompt_tokens_total = 0;
+  int64_t generation_tokens_total = 0;
+  int64_t preemptions_total = 0;
+  int64_t prefix_cache_hit_tokens = 0;
+  int64_t prefix_cache_queried_tokens = 0;
+  std::vector<std::string> running_adapters;  // distinct adapter names in the running batch
+  std::vector<std::string> waiting_adapters;  // distinct adapter names of waiting requests
+  int max_loras = 0;
+  bool ready = false;  // the engine thread is running and admitting
+};
+
+class Engine {
+ public:
+  // `adapters` may be null (no LoRA). The engine does not own the model, tokenizer or adapter manager.
+  Engine(model::Model& model, const text::Tokenizer& tokenizer, lora::AdapterManager* adapters,
+         const EngineConfig& config);
+  ~Engine();  // stops the thread; running requests finish with kAbort
+
+  void start();
+  // Stops admitting (submit() throws kUnavailable); waits up to timeout for in-flight requests, then aborts.
+  void shutdown(std::chrono::milliseconds timeout);
+
+  // Any thread. Validates (prompt non-empty, fits the context, adapter known to the manager) and enqueues.
+  // Throws lp::Error: kInvalid (bad request, context_length_exceeded), kNotFound (unknown adapter),
+  // kUnavailable (queue over max_waiting, or shutting down).
+  std::shared_ptr<RequestChannel> submit(Request req);
+
+  EngineStats stats() const;
+  int64_t max_model_len() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lp::sched

@@ -1,0 +1,57 @@
+#include "sched/output_text.h"
+
+#include <algorithm>
+
+namespace lp::sched {
+
+OutputText::OutputText(const text::Tokenizer& tok, bool skip_special_tokens, std::vector<std::string> stop,
+                       bool include_stop)
+    : decoder_(tok, skip_special_tokens), stop_(std::move(stop)), include_stop_(include_stop) {
+  stop_.erase(std::remove(stop_.begin(), stop_.end(), std::string()), stop_.end());
+  for (const auto& s : stop_) hold_ = std::max(hold_, s.size() - 1);
+}
+
+std::string OutputText::emit_upto(size_t end) {
+  if (end <= emitted_) return {};
+  std::string out = text_.substr(emitted_, end - emitted_);
+  emitted_ = end;
+  return out;
+}
+
+std::string OutputText::add(int32_t token, bool* stopped) {
+  *stopped = false;
+  if (stopped_) return {};
+  size_t old_len = text_.size();
+  text_ += decoder_.step(token);
+  if (!stop_.empty()) {
+    // A match can only involve the new text: start looking `hold_` bytes before it.
+    size_t from = old_len > hold_ ? old_len - hold_ : 0;
+    size_t best = std::string::npos, best_len = 0;
+    for (const auto& s : stop_) {
+      size_t p = text_.find(s, from);
+      if (p != std::string::npos && p < best) {
+        best = p;
+        best_len = s.size();
+      }
+    }
+    if (best != std::string::npos) {
+      stopped_ = true;
+      *stopped = true;
+      size_t end = include_stop_ ? best + best_len : best;
+      text_.resize(end);
+      return emit_upto(end);
+    }
+  }
+  size_t end = text_.size() > hold_ ? text_.size() - hold_ : 0;
+  // Never split a UTF-8 character: back up to a character boundary.
+  while (end > emitted_ && end < text_.size() && (static_cast<unsigned char>(text_[end]) & 0xC0) == 0x80) --end;
+  return emit_upto(std::max(end, emitted_));
+}
+
+std::string OutputText::finish() {
+  if (stopped_) return {};
+  text_ += decoder_.flush();
+  return emit_upto(text_.size());
+}
+
+}  // namespace lp::sched

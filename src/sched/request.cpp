@@ -1,0 +1,32 @@
+#include "sched/request.h"
+
+namespace lp::sched {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kNone: return "";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kAbort: return "abort";
+    case FinishReason::kError: return "error";
+  }
+  return "";
+}
+
+void RequestChannel::push(Output out) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    q_.push_back(std::move(out));
+  }
+  cv_.notify_one();
+}
+
+std::optional<Output> RequestChannel::pop(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !q_.empty(); })) return std::nullopt;
+  Output o = std::move(q_.front());
+  q_.pop_front();
+  return o;
+}
+
+}  // namespace lp::sched

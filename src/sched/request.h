@@ -1,0 +1,71 @@
+// A generation request as the engine sees it, and what flows back to the caller.
+// The HTTP layer builds Requests (already tokenized, adapter named) and reads Outputs from the request's
+// channel; one OpenAI "choice" is one Request (n > 1 submits n Requests with seeds seed, seed+1, ...).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sched/sampler.h"
+
+namespace lp::sched {
+
+struct Request {
+  std::vector<int32_t> prompt;          // token ids (already templated and tokenized)
+  std::string adapter;                  // registered adapter name, "" = base model
+  SamplingParams sampling;
+  int max_tokens = 16;                  // generated tokens at most (clamped to the context left)
+  bool ignore_eos = false;
+  std::vector<int32_t> stop_token_ids;  // finish ("stop") when one is generated; it is not emitted as text
+  std::vector<std::string> stop;        // finish ("stop") when the text contains one; text is cut before it
+  bool include_stop_str_in_output = false;
+  bool skip_special_tokens = true;
+  int logprobs = -1;                    // -1: none; k >= 0: the sampled token's logprob + top-k alternatives
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // (token, logprob), best first, `logprobs` entries
+};
+
+enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "abort", "error"
+
+// One update of a request: the tokens and text produced since the previous update.
+struct Output {
+  std::vector<int32_t> tokens;
+  std::string text;  // UTF-8, never a partial character
+  std::vector<TokenLogprob> logprobs;  // one per token when requested
+  FinishReason finish = FinishReason::kNone;
+  std::string error;  // when finish == kError
+  int prompt_tokens = 0;
+  int completion_tokens = 0;  // total so far
+  double first_token_time = 0;  // seconds since submit (set on the update carrying the first token)
+};
+
+// The output channel of one request: the engine pushes, one consumer pops. Thread-safe.
+// Dropping every reference to the channel, or calling abort(), aborts the request at the next engine step.
+class RequestChannel {
+ public:
+  void push(Output out);
+  // Waits up to `timeout` for the next update; nullopt on timeout.
+  std::optional<Output> pop(std::chrono::milliseconds timeout);
+  void abort() { aborted_.store(true); }
+  bool aborted() const { return aborted_.load(); }
+
+ private:
+  std::mutex mu_;  // guards q_
+  std::condition_variable cv_;
+  std::deque<Output> q_;
+  std::atomic<bool> aborted_{false};
+};
+
+}  // namespace lp::sched

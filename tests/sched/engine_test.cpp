@@ -1,0 +1,249 @@
+// The engine: continuous batching gives every request exactly the tokens it gets alone (greedy), through
+// chunked prefill, preemption and mixed adapters; stop conditions; aborts free everything.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "lora/adapter_manager.h"
+#include "lora/demo_adapter.h"
+#include "model/demo_model.h"
+#include "model/runner.h"
+#include "sched/engine.h"
+#include "text/demo_tokenizer.h"
+#include "text/tokenizer.h"
+#include "util/test_util.h"
+
+namespace lp::sched {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Result {
+  std::vector<int32_t> tokens;
+  std::string text;
+  FinishReason finish = FinishReason::kNone;
+  std::string error;
+};
+
+Result collect(const std::shared_ptr<RequestChannel>& ch) {
+  Result r;
+  for (;;) {
+    auto o = ch->pop(30s);
+    if (!o) {
+      r.error = "timeout";
+      return r;
+    }
+    r.tokens.insert(r.tokens.end(), o->tokens.begin(), o->tokens.end());
+    r.text += o->text;
+    if (o->finish != FinishReason::kNone) {
+      r.finish = o->finish;
+      r.error = o->error;
+      return r;
+    }
+  }
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir("engine");
+    text::write_demo_tokenizer(dir_->path(), 512, 1);
+    model::DemoSpec spec;
+    spec.shape = "tiny";
+    spec.seed = 4;
+    model::write_demo_model(dir_->path(), spec);
+    auto cfg = model::ModelConfig::from_dir(dir_->path());
+    for (int i = 0; i < 6; ++i)
+      lora::write_demo_adapter(dir_->path() / "adapters" / ("a" + std::to_string(i)), cfg,
+                               lora::demo_adapter_spec(i, 8, true, 3, DType::kBF16));
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  void SetUp() override {
+    model_ = model::Model::load(dir_->path());
+    tok_ = std::make_unique<text::Tokenizer>(text::Tokenizer::from_dir(dir_->path()));
+  }
+
+  std::unique_ptr<lora::AdapterManager> make_manager(int max_loras, int max_cpu) {
+    lora::ManagerOptions o;
+    o.max_loras = max_loras;
+    o.max_cpu_loras = max_cpu;
+    o.max_lora_rank = 8;
+    o.lora_dtype = DType::kBF16;
+    auto m = std::make_unique<lora::AdapterManager>(model_->config(), o);
+    for (int i = 0; i < 6; ++i)
+      m->register_adapter("a" + std::to_string(i), dir_->path() / "adapters" / ("a" + std::to_string(i)));
+    return m;
+  }
+
+  // Greedy tokens of one request run alone through the plain Runner (no engine).
+  std::vector<int32_t> alone(const std::vector<int32_t>& prompt, int n, const std::string& adapter) {
+    ComputePool pool(2);
+    model::Runner r(*model_, pool, 512);
+    std::unique_ptr<lora::SlotBank> bank;
+    int32_t slot = -1;
+    if (!adapter.empty()) {
+      bank = std::make_unique<lora::SlotBank>(model_->config(), 1, 8, DType::kBF16);
+      bank->load(0, lora::pack_adapter(lora::load_adapter(dir_->path() / "adapters" / adapter,
+                                                          lora::base_shapes(model_->config())),
+                                       DType::kBF16));
+      r.set_lora(&bank->view());
+      slot = 0;
+    }
+    int s = r.add_sequence();
+    std::vector<int32_t> out;
+    model::Runner::Item it{s, prompt, false, slot};
+    const Buffer<float>* l = &r.step({&it, 1});
+    for (int i = 0; i < n; ++i) {
+      out.push_back(argmax({l->data(), static_cast<size_t>(model_->config().vocab_size)}));
+      if (i + 1 == n) break;
+      model::Runner::Item d{s, {&out.back(), 1}, false, slot};
+      l = &r.step({&d, 1});
+    }
+    return out;
+  }
+
+  Request greedy(std::vector<int32_t> prompt, int n, std::string adapter = "") {
+    Request r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = n;
+    r.ignore_eos = true;
+    r.sampling.temperature = 0;
+    r.adapter = std::move(adapter);
+    return r;
+  }
+
+  std::vector<int32_t> prompt(int n, uint64_t seed) {
+    model::DemoRng rng(seed, "p");
+    std::vector<int32_t> p(n);
+    for (auto& t : p) t = static_cast<int32_t>(rng.next() % 400);  // ordinary tokens (specials are at the end)
+    return p;
+  }
+
+  static test::TempDir* dir_;
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<text::Tokenizer> tok_;
+};
+test::TempDir* EngineTest::dir_ = nullptr;
+
+// 32 concurrent greedy requests over 6 adapters and the base model, with a small token budget (chunked
+// prefill) and a KV cache too small for all of them (preemption): each gets exactly what it gets alone.
+TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAlone) {
+  auto mgr = make_manager(4, 6);
+  EngineConfig cfg;
+  cfg.max_num_batched_tokens = 48;
+  cfg.max_num_seqs = 12;
+  cfg.kv_cache_tokens = 16 * 24;  // 24 blocks: not enough for all at once
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  engine.start();
+  struct Job {
+    std::vector<int32_t> prompt;
+    std::string adapter;
+    std::shared_ptr<RequestChannel> ch;
+  };
+  std::vector<Job> jobs;
+  for (int i = 0; i < 32; ++i) {
+    std::string ad = i % 7 == 6 ? "" : "a" + std::to_string(i % 7);
+    jobs.push_back({prompt(3 + (i * 5) % 40, 100 + i), ad, nullptr});
+  }
+  for (auto& j : jobs) j.ch = engine.submit(greedy(j.prompt, 12, j.adapter));
+  for (auto& j : jobs) {
+    Result r = collect(j.ch);
+    ASSERT_EQ(r.finish, FinishReason::kLength) << r.error;
+    EXPECT_EQ(r.tokens, alone(j.prompt, 12, j.adapter)) << "adapter '" << j.adapter << "'";
+  }
+  auto st = engine.stats();
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(st.waiting, 0);
+  EXPECT_EQ(st.kv_usage, 0.0);
+}
+
+TEST_F(EngineTest, StopStringsStopTokensAndLength) {
+  EngineConfig cfg;
+  Engine engine(*model_, *tok_, nullptr, cfg);
+  engine.start();
+  auto p = prompt(10, 7);
+  Result full = collect(engine.submit(greedy(p, 24)));
+  ASSERT_EQ(full.finish, FinishReason::kLength);
+  ASSERT_EQ(full.tokens.size(), 24u);
+  EXPECT_EQ(full.text, tok_->decode(full.tokens, true));
+  // Stop token id: finishes at its first occurrence; the token is returned but not rendered.
+  {
+    Request r = greedy(p, 24);
+    r.stop_token_ids = {full.tokens[5]};
+    Result got = collect(engine.submit(r));
+    EXPECT_EQ(got.finish, FinishReason::kStop);
+    size_t first = std::find(full.tokens.begin(), full.tokens.end(), full.tokens[5]) - full.tokens.begin();
+    EXPECT_EQ(got.tokens.size(), first + 1);
+  }
+  // Stop string: a piece of the full text; output is cut right before its first occurrence.
+  {
+    std::string piece = full.text.substr(full.text.size() / 2, 3);
+    Request r = greedy(p, 24);
+    r.stop = {piece};
+    Result got = collect(engine.submit(r));
+    EXPECT_EQ(got.finish, FinishReason::kStop);
+    EXPECT_EQ(got.text, full.text.substr(0, full.text.find(piece)));
+    r.include_stop_str_in_output = true;
+    got = collect(engine.submit(r));
+    EXPECT_EQ(got.text, full.text.substr(0, full.text.find(piece) + piece.size()));
+  }
+}
+
+TEST_F(EngineTest, AbortFreesKvAndAdapterHolds) {
+  auto mgr = make_manager(2, 2);
+  EngineConfig cfg;
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  engine.start();
+  {
+    auto ch = engine.submit(greedy(prompt(20, 1), 400, "a1"));
+    auto first = ch->pop(10s);
+    ASSERT_TRUE(first.has_value());
+    ch->abort();
+    Result r = collect(ch);
+    EXPECT_EQ(r.finish, FinishReason::kAbort);
+  }
+  {
+    auto ch = engine.submit(greedy(prompt(20, 2), 400, "a2"));
+    ch.reset();  // the client went away before its first token
+  }
+  for (int i = 0; i < 200; ++i) {
+    auto st = engine.stats();
+    if (st.running == 0 && st.waiting == 0 && st.kv_usage == 0.0) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  auto st = engine.stats();
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(st.waiting, 0);
+  EXPECT_EQ(st.kv_usage, 0.0);
+  // Both slots are free again: two other adapters can run at the same time.
+  auto c3 = engine.submit(greedy(prompt(5, 3), 4, "a3"));
+  auto c4 = engine.submit(greedy(prompt(5, 4), 4, "a4"));
+  EXPECT_EQ(collect(c3).finish, FinishReason::kLength);
+  EXPECT_EQ(collect(c4).finish, FinishReason::kLength);
+}
+
+TEST_F(EngineTest, SubmitRefusals) {
+  EngineConfig cfg;
+  cfg.max_waiting = 2;
+  Engine engine(*model_, *tok_, nullptr, cfg);
+  auto code = [&](Request r) {
+    try {
+      engine.submit(std::move(r));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("ok");
+  };
+  EXPECT_EQ(code(greedy({}, 4)), "the prompt is empty");
+  EXPECT_NE(code(greedy(std::vector<int32_t>(1024, 5), 4)).find("maximum context length is 1024"), std::string::npos);
+  EXPECT_EQ(code(greedy({1, 2}, 4, "nope")), "The model `nope` does not exist.");
+  EXPECT_NE(code(greedy({1, 99999}, 4)).find("out of range"), std::string::npos);
+  // Not started: the queue fills up.
+  EXPECT_EQ(code(greedy({1, 2}, 4)), "ok");
+  EXPECT_EQ(code(greedy({1, 2}, 4)), "ok");
+  EXPECT_NE(code(greedy({1, 2}, 4)).find("too many waiting requests"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace lp::sched
