@@ -5,10 +5,9 @@
 // --vars adds template variables (e.g. {"enable_thinking": false}).
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "core/check.h"
@@ -64,8 +63,10 @@ void run_chat_template(const ChatTemplateArgs& a) {
 void add_chat_template_command(CLI::App& app) {
   auto args = std::make_shared<ChatTemplateArgs>();
   CLI::App* cmd = app.add_subcommand("chat-template", "render a model's chat template for a conversation");
-  cmd->add_option("--tokenizer", args->tokenizer, "model or tokenizer folder (tokenizer_config.json)")->required();
-  cmd->add_option("--messages", args->messages, "JSON file: array of {role, content, ...} messages")->required();
+  cmd->add_option("--tokenizer", args->tokenizer, "model or tokenizer folder (tokenizer_config.json)")
+      ->required();
+  cmd->add_option("--messages", args->messages, "JSON file: array of {role, content, ...} messages")
+      ->required();
   cmd->add_flag("--add-generation-prompt", args->add_generation_prompt, "open an assistant turn at the end");
   cmd->add_option("--tools", args->tools, "JSON file: array of tool (function) schemas");
   cmd->add_option("--vars", args->vars, "JSON file: object of extra template variables");

@@ -12,6 +12,7 @@ void add_logits_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);
 void add_chat_template_command(CLI::App& app);
 

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   lp::cli::add_generate_command(app);
   lp::cli::add_bench_command(app);
   lp::cli::add_merge_command(app);
+  lp::cli::add_plan_command(app);
   lp::cli::add_tokenize_commands(app);
   lp::cli::add_chat_template_command(app);
   try {

@@ -457,7 +457,8 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
          "Please reduce the length of the input messages.", max_len, req.prompt.size());
   if (req.max_tokens < 1) fail("max_tokens must be at least 1, got {}", req.max_tokens);
   req.max_tokens = static_cast<int>(std::min<int64_t>(req.max_tokens, max_len - static_cast<int64_t>(req.prompt.size())));
-  if (!req.adapter.empty() && (!im.adapters || !im.adapters->is_registered(req.adapter)))
+  // Counts the request for the per-adapter counter; false when the name is not registered.
+  if (!req.adapter.empty() && (!im.adapters || !im.adapters->count_request(req.adapter)))
     fail_as(ErrorKind::kNotFound, "The model `{}` does not exist.", req.adapter);
   if (int64_t need = (static_cast<int64_t>(req.prompt.size()) + im.cfg.block_size) / im.cfg.block_size;
       need > im.cache->num_blocks())

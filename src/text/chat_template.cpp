@@ -12,7 +12,7 @@ namespace lp::text {
 namespace {
 
 // The special tokens transformers.js hands to templates (SPECIAL_TOKEN_ATTRIBUTES).
-constexpr const char* kSpecialTokenKeys[] = {"bos_token", "eos_token",  "unk_token", "sep_token",
+constexpr const char* kSpecialTokenKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
                                              "pad_token", "cls_token", "mask_token"};
 
 nlohmann::ordered_json special_tokens_from_config(const nlohmann::ordered_json& config) {
@@ -55,8 +55,8 @@ std::string read_text(const std::filesystem::path& p) {
 
 }  // namespace
 
-ChatTemplate ChatTemplate::from_tokenizer_config(const nlohmann::ordered_json& config, const std::string& name,
-                                                 jinja::TemplateOptions options) {
+ChatTemplate ChatTemplate::from_tokenizer_config(const nlohmann::ordered_json& config,
+                                                 const std::string& name, jinja::TemplateOptions options) {
   if (!config.is_object()) fail("tokenizer_config.json must be a JSON object");
   ChatTemplate ct;
   ct.forced_name_ = name;
@@ -125,7 +125,9 @@ const ChatTemplate::Named& ChatTemplate::pick(bool with_tools) const {
   return templates_.at("default");
 }
 
-const std::string& ChatTemplate::source(bool with_tools) const { return pick(with_tools).source; }
+const std::string& ChatTemplate::source(bool with_tools) const {
+  return pick(with_tools).source;
+}
 
 std::string ChatTemplate::render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                  const nlohmann::ordered_json& tools,

@@ -8,11 +8,10 @@
 // Templates are parsed once at construction; render() is const and thread-safe.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "text/jinja/template.h"
@@ -23,7 +22,8 @@ class ChatTemplate {
  public:
   // `config` is the parsed tokenizer_config.json. `name` forces a named template ("" = pick as
   // transformers does). Throws lp::Error when there is no template or one fails to parse.
-  static ChatTemplate from_tokenizer_config(const nlohmann::ordered_json& config, const std::string& name = "",
+  static ChatTemplate from_tokenizer_config(const nlohmann::ordered_json& config,
+                                            const std::string& name = "",
                                             jinja::TemplateOptions options = {});
   // Reads DIR/tokenizer_config.json (and DIR/chat_template.jinja or .json when the config has no template).
   static ChatTemplate from_dir(const std::filesystem::path& dir, const std::string& name = "",

@@ -10,6 +10,7 @@
 #include "text/tokenizer_added_vocab.h"
 #include "text/tokenizer_bpe.h"
 #include "text/tokenizer_decoders.h"
+#include "text/tokenizer_json_sax.h"
 #include "text/tokenizer_normalizers.h"
 #include "text/tokenizer_postprocessors.h"
 #include "text/tokenizer_pretokenizers.h"
@@ -31,9 +32,9 @@ struct Tokenizer::Impl {
   int32_t vocab_size = 0;
   Json config = Json::object();
 
-  const std::string* token_of(int32_t id) const {
-    if (id < 0 || id >= vocab_size) return nullptr;
-    if (added_index[id] >= 0) return &added.tokens()[added_index[id]].content;
+  std::optional<std::string_view> token_of(int32_t id) const {
+    if (id < 0 || id >= vocab_size) return std::nullopt;
+    if (added_index[id] >= 0) return added.tokens()[added_index[id]].content;
     return model->id_to_token(id);
   }
 
@@ -74,11 +75,18 @@ std::vector<AddedToken> parse_added_tokens(const Json& j) {
   return out;
 }
 
-std::unique_ptr<BpeModel> make_model(const Json& j) {
+// The model from the DOM, or from the vocab / merges a SAX load streamed out (`parts` may be null).
+std::unique_ptr<BpeModel> make_model(const Json& j, TokenizerJsonParts* parts) {
   const std::string type = json_type_of(j);
-  if (type == "BPE" || (type.empty() && j.is_object() && j.contains("merges"))) return BpeModel::from_json(j);
-  fail("unsupported model type '{}' (supported: BPE)", type.empty() ? "(none)" : type);
+  if (type != "BPE" && !(type.empty() && j.is_object() && j.contains("merges")))
+    fail("unsupported model type '{}' (supported: BPE)", type.empty() ? "(none)" : type);
+  if (parts && parts->streamed_vocab && parts->streamed_merges)
+    return BpeModel::from_parts(j, std::move(parts->vocab), std::move(parts->merges));
+  if (parts && (parts->streamed_vocab || parts->streamed_merges))
+    fail("{}: model.vocab and model.merges must both be present", kWhat);
+  return BpeModel::from_json(j);
 }
+
 
 }  // namespace
 
@@ -98,13 +106,15 @@ std::optional<int32_t> Tokenizer::Impl::config_token_id(const char* key) const {
   return model->token_to_id(content);
 }
 
-Tokenizer Tokenizer::from_json(const Json& tj, const Json& config) {
+Tokenizer Tokenizer::from_json(const Json& tj, const Json& config) { return build(tj, config, nullptr); }
+
+Tokenizer Tokenizer::build(const Json& tj, const Json& config, TokenizerJsonParts* parts) {
   if (!tj.is_object()) fail("{}: expected a JSON object", kWhat);
   auto impl = std::make_shared<Impl>();
   if (config.is_object()) impl->config = config;
   impl->normalizer = make_normalizer(tj.value("normalizer", Json()));
   impl->pre_tokenizer = make_pre_tokenizer(tj.value("pre_tokenizer", Json()));
-  impl->model = make_model(json_field(tj, "model", kWhat));
+  impl->model = make_model(json_field(tj, "model", kWhat), parts);
   impl->post_processor = make_post_processor(tj.value("post_processor", Json()));
   impl->decoder = make_decoder(tj.value("decoder", Json()));
 
@@ -128,17 +138,10 @@ Tokenizer Tokenizer::from_json(const Json& tj, const Json& config) {
 
 Tokenizer Tokenizer::from_json_text(std::string_view tokenizer_json, std::string_view config_json,
                                     std::string_view label) {
-  Json tj;
-  try {
-    // Plain (non-strict) parse: the strict duplicate-key check costs ~40% more on a 10 MB vocab, and the
-    // BPE loader already refuses two tokens sharing one id.
-    tj = Json::parse(tokenizer_json);
-  } catch (const Json::exception& e) {
-    fail("invalid JSON in {}: {}", label, e.what());
-  }
+  TokenizerJsonParts parts = parse_tokenizer_json(tokenizer_json, label);
   Json config = Json::object();
   if (!config_json.empty()) config = io::parse_json_strict(config_json, std::string(label) + " (config)");
-  return from_json(tj, config);
+  return build(parts.rest, config, &parts);
 }
 
 Tokenizer Tokenizer::from_dir(const fs::path& dir) {
@@ -154,19 +157,14 @@ Tokenizer Tokenizer::from_dir(const fs::path& dir) {
     f.read(text.data(), static_cast<std::streamsize>(size));
     if (static_cast<size_t>(f.gcount()) != size) fail("short read on {}", tj_path.string());
   }
-  Json tj;
-  try {
-    tj = Json::parse(text);
-  } catch (const Json::exception& e) {
-    fail("invalid JSON in {}: {}", tj_path.string(), e.what());
-  }
+  TokenizerJsonParts parts = parse_tokenizer_json(text, tj_path.string());
   text.clear();
   text.shrink_to_fit();
   Json config = Json::object();
   const fs::path cfg_path = dir / "tokenizer_config.json";
   if (fs::exists(cfg_path)) config = io::read_json_file(cfg_path);
   try {
-    return from_json(tj, config);
+    return build(parts.rest, config, &parts);
   } catch (const Error& e) {
     fail("{}: {}", tj_path.string(), e.what());
   }
@@ -216,10 +214,10 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions&
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
-    const std::string* t = im.token_of(id);
+    const auto t = im.token_of(id);
     if (!t) continue;
     if (options.skip_special_tokens && im.special[id]) continue;
-    tokens.push_back(*t);
+    tokens.emplace_back(*t);
   }
   std::string text;
   if (im.decoder) {
@@ -236,9 +234,9 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions&
 }
 
 std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
-  const std::string* t = impl_->token_of(id);
+  const auto t = impl_->token_of(id);
   if (!t) return std::nullopt;
-  return *t;
+  return std::string(*t);
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {

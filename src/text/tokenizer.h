@@ -22,6 +22,8 @@
 
 namespace lp::text {
 
+struct TokenizerJsonParts;  // tokenizer_json_sax.h
+
 struct DecodeOptions {
   // Drop added tokens marked special (<s>, <|eot_id|>...). Non-special added tokens (<think>) stay.
   bool skip_special_tokens = false;
@@ -69,6 +71,9 @@ class Tokenizer {
   struct Impl;
 
  private:
+  // Shared by the constructors; `parts` (may be null) carries the vocab / merges a SAX load streamed out.
+  static Tokenizer build(const nlohmann::json& tokenizer_json, const nlohmann::json& config,
+                         TokenizerJsonParts* parts);
   explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
   std::shared_ptr<const Impl> impl_;
 };

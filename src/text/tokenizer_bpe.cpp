@@ -35,22 +35,46 @@ bool MergeTable::insert(int32_t a, int32_t b, int32_t rank, int32_t merged) {
   }
 }
 
+void StringIdTable::reserve(size_t count, size_t total_bytes) {
+  size_t cap = 16;
+  while (cap < count * 2) cap <<= 1;
+  slots_.assign(cap, Slot{});
+  mask_ = cap - 1;
+  size_ = 0;
+  arena_.clear();
+  arena_.reserve(total_bytes);
+}
+
+bool StringIdTable::insert(std::string_view s, int32_t id) {
+  LP_CHECK(id >= 0 && !slots_.empty() && (size_ + 1) * 2 <= slots_.size(), "StringIdTable::insert beyond reserve()");
+  LP_CHECK(arena_.size() + s.size() < UINT32_MAX, "StringIdTable arena overflow");
+  const size_t h = StringHash{}(s);
+  const auto tag = static_cast<uint32_t>(h >> 32);
+  for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+    Slot& slot = slots_[i];
+    if (slot.id < 0) {
+      slot = Slot{tag, id, static_cast<uint32_t>(arena_.size()), static_cast<uint32_t>(s.size())};
+      arena_.append(s);
+      ++size_;
+      return true;
+    }
+    if (slot.tag == tag && slot.len == s.size() && std::string_view(arena_.data() + slot.offset, slot.len) == s)
+      return false;
+  }
+}
+
 namespace {
 
 constexpr std::string_view kWhat = "BPE model";
 
-// One merge in a "merges" list: "a b" (before tokenizers 0.20) or ["a", "b"].
-std::pair<std::string_view, std::string_view> merge_parts(const Json& m, size_t rank) {
-  if (m.is_string()) {
-    const std::string& s = m.get_ref<const std::string&>();
-    const size_t sp = s.find(' ');
-    if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
-      fail("{}: merge #{} '{}' is not two tokens separated by one space", kWhat, rank, s);
-    return {std::string_view(s).substr(0, sp), std::string_view(s).substr(sp + 1)};
-  }
-  if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string())
-    return {m[0].get_ref<const std::string&>(), m[1].get_ref<const std::string&>()};
-  fail("{}: merge #{} must be \"a b\" or [\"a\", \"b\"], got {}", kWhat, rank, io::json_type_name(m));
+// One merge as two tokens; the joined "a b" form must have exactly one space.
+std::pair<std::string_view, std::string_view> merge_parts(const MergeSpec& m, size_t rank) {
+  if (!m.joined) return {m.a, m.b};
+  const std::string& s = m.a;
+  const size_t sp = s.find(' ');
+  if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
+    fail("{}: merge #{} '{}' is not two tokens separated by one space", kWhat, rank, s);
+  return {std::string_view(s).substr(0, sp), std::string_view(s).substr(sp + 1)};
 }
 
 // A symbol of the word being merged: a token id in a doubly linked list over the initial characters.
@@ -72,25 +96,53 @@ struct Candidate {
 }  // namespace
 
 std::unique_ptr<BpeModel> BpeModel::from_json(const Json& model) {
-  std::unique_ptr<BpeModel> m(new BpeModel());
-  const Json& vocab = json_field(model, "vocab", kWhat);
-  if (!vocab.is_object()) fail("{}: 'vocab' must be an object of token → id", kWhat);
-  m->vocab_.reserve(vocab.size());
-  int64_t max_id = -1;
-  for (const auto& [token, id] : vocab.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX - 1)
-      fail("{}: vocab id of '{}' must be a non-negative 32-bit integer", kWhat, token);
-    m->vocab_.emplace(token, static_cast<int32_t>(id.get<int64_t>()));
-    max_id = std::max<int64_t>(max_id, id.get<int64_t>());
+  const Json& vocab_json = json_field(model, "vocab", kWhat);
+  if (!vocab_json.is_object()) fail("{}: 'vocab' must be an object of token → id", kWhat);
+  std::vector<std::pair<std::string, int64_t>> vocab;
+  vocab.reserve(vocab_json.size());
+  for (const auto& [token, id] : vocab_json.items()) {
+    if (!id.is_number_integer()) fail("{}: vocab id of '{}' must be an integer", kWhat, token);
+    vocab.emplace_back(token, id.get<int64_t>());
   }
-  if (max_id > int64_t{64} * 1024 * 1024) fail("{}: vocab id {} is implausibly large", kWhat, max_id);
+  const Json& merges_json = json_field(model, "merges", kWhat);
+  if (!merges_json.is_array()) fail("{}: 'merges' must be an array", kWhat);
+  std::vector<MergeSpec> merges;
+  merges.reserve(merges_json.size());
+  for (const Json& m : merges_json) {
+    if (m.is_string()) {
+      merges.push_back(MergeSpec{m.get<std::string>(), {}, true});
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      merges.push_back(MergeSpec{m[0].get<std::string>(), m[1].get<std::string>(), false});
+    } else {
+      fail("{}: merge #{} must be \"a b\" or [\"a\", \"b\"], got {}", kWhat, merges.size(), io::json_type_name(m));
+    }
+  }
+  return from_parts(model, std::move(vocab), std::move(merges));
+}
+
+std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model, std::vector<std::pair<std::string, int64_t>> vocab,
+                                               std::vector<MergeSpec> merges) {
+  std::unique_ptr<BpeModel> m(new BpeModel());
+  size_t total_bytes = 0;
+  for (const auto& [token, id] : vocab) total_bytes += token.size();
+  m->vocab_.reserve(vocab.size(), total_bytes);
+  int64_t max_id = -1;
+  for (const auto& [token, id] : vocab) {
+    if (id < 0 || id > int64_t{64} * 1024 * 1024)
+      fail("{}: vocab id of '{}' must be a non-negative integer below 2^26", kWhat, token);
+    // A JSON object read by the DOM has unique keys; a streamed one may repeat a key (HF keeps the last).
+    if (!m->vocab_.insert(token, static_cast<int32_t>(id))) fail("{}: token '{}' appears twice in the vocab", kWhat, token);
+    max_id = std::max(max_id, id);
+  }
+  vocab.clear();
+  vocab.shrink_to_fit();
   m->tokens_.resize(static_cast<size_t>(max_id + 1));
   m->has_id_.assign(static_cast<size_t>(max_id + 1), false);
-  for (const auto& [token, id] : m->vocab_) {
+  m->vocab_.for_each([&](std::string_view token, int32_t id) {
     if (m->has_id_[id]) fail("{}: tokens '{}' and '{}' share id {}", kWhat, m->tokens_[id], token, id);
     m->has_id_[id] = true;
     m->tokens_[id] = token;
-  }
+  });
 
   if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
     if (!it->is_number() || it->get<double>() != 0.0)
@@ -98,9 +150,9 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const Json& model) {
   }
   if (auto it = model.find("unk_token"); it != model.end() && !it->is_null()) {
     const std::string unk = json_string(model, "unk_token", kWhat);
-    auto v = m->vocab_.find(unk);
-    if (v == m->vocab_.end()) fail("{}: unk_token '{}' is not in the vocab", kWhat, unk);
-    m->unk_id_ = v->second;
+    const int32_t id = m->vocab_.find(unk);
+    if (id < 0) fail("{}: unk_token '{}' is not in the vocab", kWhat, unk);
+    m->unk_id_ = id;
   }
   m->fuse_unk_ = json_bool_or(model, "fuse_unk", false, kWhat);
   m->byte_fallback_ = json_bool_or(model, "byte_fallback", false, kWhat);
@@ -109,48 +161,41 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const Json& model) {
     m->prefix_ = json_string(model, "continuing_subword_prefix", kWhat);
   if (auto it = model.find("end_of_word_suffix"); it != model.end() && !it->is_null())
     m->suffix_ = json_string(model, "end_of_word_suffix", kWhat);
-  for (int b = 0; b < 256; ++b) {
-    auto v = m->vocab_.find(fmt::format("<0x{:02X}>", b));
-    m->byte_ids_[b] = v == m->vocab_.end() ? -1 : v->second;
-  }
+  for (int b = 0; b < 256; ++b) m->byte_ids_[b] = m->vocab_.find(fmt::format("<0x{:02X}>", b));
 
-  const Json& merges = json_field(model, "merges", kWhat);
-  if (!merges.is_array()) fail("{}: 'merges' must be an array", kWhat);
   m->merges_.reserve(merges.size());
   std::string joined;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto [a, b] = merge_parts(merges[rank], rank);
-    auto ia = m->vocab_.find(a);
-    auto ib = m->vocab_.find(b);
-    if (ia == m->vocab_.end() || ib == m->vocab_.end())
-      fail("{}: merge #{} '{} {}' uses a token that is not in the vocab", kWhat, rank, a, b);
+    const int32_t ia = m->vocab_.find(a);
+    const int32_t ib = m->vocab_.find(b);
+    if (ia < 0 || ib < 0) fail("{}: merge #{} '{} {}' uses a token that is not in the vocab", kWhat, rank, a, b);
     joined.assign(a);
     joined.append(!m->prefix_.empty() && b.starts_with(m->prefix_) ? b.substr(m->prefix_.size()) : b);
-    auto im = m->vocab_.find(joined);
-    if (im == m->vocab_.end())
-      fail("{}: merge #{} '{} {}' makes '{}', which is not in the vocab", kWhat, rank, a, b, joined);
-    m->merges_.insert(ia->second, ib->second, static_cast<int32_t>(rank), im->second);
+    const int32_t im = m->vocab_.find(joined);
+    if (im < 0) fail("{}: merge #{} '{} {}' makes '{}', which is not in the vocab", kWhat, rank, a, b, joined);
+    m->merges_.insert(ia, ib, static_cast<int32_t>(rank), im);
   }
   m->cache_ = std::make_unique<CacheShard[]>(kCacheShards);
   return m;
 }
 
 std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
-  auto it = vocab_.find(token);
-  if (it == vocab_.end()) return std::nullopt;
-  return it->second;
+  const int32_t id = vocab_.find(token);
+  if (id < 0) return std::nullopt;
+  return id;
 }
 
-const std::string* BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || id >= id_limit() || !has_id_[id]) return nullptr;
-  return &tokens_[id];
+std::optional<std::string_view> BpeModel::id_to_token(int32_t id) const {
+  if (id < 0 || id >= id_limit() || !has_id_[id]) return std::nullopt;
+  return tokens_[id];
 }
 
 void BpeModel::tokenize(std::string_view word, std::vector<int32_t>* out) const {
   if (word.empty()) return;
   if (ignore_merges_) {
-    if (auto it = vocab_.find(word); it != vocab_.end()) {
-      out->push_back(it->second);
+    if (const int32_t id = vocab_.find(word); id >= 0) {
+      out->push_back(id);
       return;
     }
   }
@@ -200,9 +245,9 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>* out) cons
       if (pos == word.size()) piece.append(suffix_);
       key = piece;
     }
-    if (auto it = vocab_.find(key); it != vocab_.end()) {
+    if (const int32_t id = vocab_.find(key); id >= 0) {
       if (pending_unk >= 0) add(pending_unk), pending_unk = -1;
-      add(it->second);
+      add(id);
       continue;
     }
     if (byte_fallback_) {

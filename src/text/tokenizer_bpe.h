@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "text/tokenizer_json_sax.h"
 #include "text/tokenizer_json_util.h"
 
 namespace lp::text {
@@ -23,7 +24,46 @@ struct StringHash {
   using is_transparent = void;
   size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
 };
-using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+
+// Token text → id, built once and read-only after: an open-addressing table over one byte arena (a
+// node-based unordered_map spends most of a 128k-vocab load in allocation and cache misses).
+class StringIdTable {
+ public:
+  void reserve(size_t count, size_t total_bytes);
+  // Adds s → id; returns false (and changes nothing) when s is already present.
+  bool insert(std::string_view s, int32_t id);
+  // The id of s, or -1.
+  int32_t find(std::string_view s) const {
+    if (slots_.empty()) return -1;
+    const size_t h = StringHash{}(s);
+    const auto tag = static_cast<uint32_t>(h >> 32);
+    for (size_t i = h & mask_;; i = (i + 1) & mask_) {
+      const Slot& slot = slots_[i];
+      if (slot.id < 0) return -1;
+      if (slot.tag == tag && slot.len == s.size() && std::string_view(arena_.data() + slot.offset, slot.len) == s)
+        return slot.id;
+    }
+  }
+  size_t size() const { return size_; }
+  // Calls f(text, id) for every entry.
+  template <class F>
+  void for_each(F&& f) const {
+    for (const Slot& slot : slots_)
+      if (slot.id >= 0) f(std::string_view(arena_.data() + slot.offset, slot.len), slot.id);
+  }
+
+ private:
+  struct Slot {
+    uint32_t tag = 0;  // high hash bits, to skip most string compares
+    int32_t id = -1;   // -1: empty slot
+    uint32_t offset = 0;
+    uint32_t len = 0;
+  };
+  std::string arena_;
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
 
 // Open-addressing map from a pair of token ids to (rank, merged id); built once, read-only after.
 class MergeTable {
@@ -63,14 +103,17 @@ class BpeModel {
  public:
   // Parses a "model" object of type BPE. Throws lp::Error for anything malformed or unsupported.
   static std::unique_ptr<BpeModel> from_json(const Json& model);
+  // The same from a "model" object whose vocab / merges were streamed out by parse_tokenizer_json().
+  static std::unique_ptr<BpeModel> from_parts(const Json& model, std::vector<std::pair<std::string, int64_t>> vocab,
+                                              std::vector<MergeSpec> merges);
 
   // Appends the ids of one pre-tokenized word to *out. Characters that are neither in the vocab nor
   // byte-fallback encodable become the unk token (fused when fuse_unk), or are dropped without one.
   void tokenize(std::string_view word, std::vector<int32_t>* out) const;
 
   std::optional<int32_t> token_to_id(std::string_view token) const;
-  // Token text of `id`, or nullptr when the vocab has no such id.
-  const std::string* id_to_token(int32_t id) const;
+  // Token text of `id`, or nullopt when the vocab has no such id.
+  std::optional<std::string_view> id_to_token(int32_t id) const;
   // One past the largest id in the vocab.
   int32_t id_limit() const { return static_cast<int32_t>(tokens_.size()); }
   size_t merge_count() const { return merges_.size(); }
@@ -79,8 +122,8 @@ class BpeModel {
   BpeModel() = default;
   void merge_word(std::string_view word, std::vector<int32_t>* out) const;
 
-  TokenMap vocab_;
-  std::vector<std::string> tokens_;  // id → text ("" for ids the vocab skips)
+  StringIdTable vocab_;
+  std::vector<std::string_view> tokens_;  // id → text (into vocab_'s arena)
   std::vector<bool> has_id_;
   MergeTable merges_;
   std::optional<int32_t> unk_id_;

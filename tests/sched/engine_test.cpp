@@ -25,6 +25,16 @@ struct Result {
   std::string error;
 };
 
+// Stats are published after each step, a moment after the outputs of that step: wait for them to settle.
+EngineStats idle_stats(const Engine& e) {
+  for (int i = 0; i < 500; ++i) {
+    auto st = e.stats();
+    if (st.running == 0 && st.waiting == 0 && st.kv_usage == 0.0) return st;
+    std::this_thread::sleep_for(10ms);
+  }
+  return e.stats();
+}
+
 Result collect(const std::shared_ptr<RequestChannel>& ch) {
   Result r;
   for (;;) {
@@ -129,6 +139,18 @@ test::TempDir* EngineTest::dir_ = nullptr;
 // 32 concurrent greedy requests over 6 adapters and the base model, with a small token budget (chunked
 // prefill) and a KV cache too small for all of them (preemption): each gets exactly what it gets alone.
 TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAlone) {
+  struct Job {
+    std::vector<int32_t> prompt;
+    std::string adapter;
+    std::vector<int32_t> want;
+    std::shared_ptr<RequestChannel> ch;
+  };
+  std::vector<Job> jobs;
+  for (int i = 0; i < 32; ++i) {
+    std::string ad = i % 7 == 6 ? "" : "a" + std::to_string(i % 7);
+    auto p = prompt(3 + (i * 5) % 40, 100 + i);
+    jobs.push_back({p, ad, alone(p, 12, ad), nullptr});  // before the engine runs: one model, one thread
+  }
   auto mgr = make_manager(4, 6);
   EngineConfig cfg;
   cfg.max_num_batched_tokens = 48;
@@ -136,26 +158,18 @@ TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAlone) {
   cfg.kv_cache_tokens = 16 * 24;  // 24 blocks: not enough for all at once
   Engine engine(*model_, *tok_, mgr.get(), cfg);
   engine.start();
-  struct Job {
-    std::vector<int32_t> prompt;
-    std::string adapter;
-    std::shared_ptr<RequestChannel> ch;
-  };
-  std::vector<Job> jobs;
-  for (int i = 0; i < 32; ++i) {
-    std::string ad = i % 7 == 6 ? "" : "a" + std::to_string(i % 7);
-    jobs.push_back({prompt(3 + (i * 5) % 40, 100 + i), ad, nullptr});
-  }
   for (auto& j : jobs) j.ch = engine.submit(greedy(j.prompt, 12, j.adapter));
   for (auto& j : jobs) {
     Result r = collect(j.ch);
     ASSERT_EQ(r.finish, FinishReason::kLength) << r.error;
-    EXPECT_EQ(r.tokens, alone(j.prompt, 12, j.adapter)) << "adapter '" << j.adapter << "'";
+    EXPECT_EQ(r.tokens, j.want) << "adapter '" << j.adapter << "'";
   }
-  auto st = engine.stats();
+  auto st = idle_stats(engine);
   EXPECT_EQ(st.running, 0);
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.kv_usage, 0.0);
+  EXPECT_GT(st.preemptions_total, 0) << "the KV cache was meant to be too small for all requests";
+  EXPECT_EQ(st.generation_tokens_total, 32 * 12 + 0 * st.preemptions_total);
 }
 
 TEST_F(EngineTest, StopStringsStopTokensAndLength) {
@@ -207,12 +221,7 @@ TEST_F(EngineTest, AbortFreesKvAndAdapterHolds) {
     auto ch = engine.submit(greedy(prompt(20, 2), 400, "a2"));
     ch.reset();  // the client went away before its first token
   }
-  for (int i = 0; i < 200; ++i) {
-    auto st = engine.stats();
-    if (st.running == 0 && st.waiting == 0 && st.kv_usage == 0.0) break;
-    std::this_thread::sleep_for(10ms);
-  }
-  auto st = engine.stats();
+  auto st = idle_stats(engine);
   EXPECT_EQ(st.running, 0);
   EXPECT_EQ(st.waiting, 0);
   EXPECT_EQ(st.kv_usage, 0.0);

@@ -24,7 +24,9 @@ namespace {
 using json = nlohmann::ordered_json;
 namespace fs = std::filesystem;
 
-fs::path fixtures() { return lp::test::source_dir() / "tests" / "fixtures"; }
+fs::path fixtures() {
+  return lp::test::source_dir() / "tests" / "fixtures";
+}
 
 std::tm fixed_now() {
   std::tm t{};
@@ -58,7 +60,8 @@ bool load_templates(std::vector<LoadedTemplate>* out) {
       t.ours = std::make_unique<ChatTemplate>(ChatTemplate::from_tokenizer_config(config, "", opt));
       t.source = config["chat_template"].get<std::string>();
       t.special_tokens = json::object();
-      for (const char* k : {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
+      for (const char* k :
+           {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"}) {
         if (config.contains(k)) t.special_tokens[k] = config[k];
       }
     } else {
@@ -103,8 +106,8 @@ TEST(ChatTemplateReference, real_templates_render_conversations_byte_identically
   lp::test::write_file(dir / "cases.json", batch.dump());
   std::string out;
   const auto script = fixtures() / "chat" / "reference.mjs";
-  ASSERT_EQ(lp::test::run_command("TZ=UTC LP_FIXED_NOW=2024-07-26T10:20:00Z node '" + script.string() + "' '" +
-                                      (dir / "cases.json").string() + "'",
+  ASSERT_EQ(lp::test::run_command("TZ=UTC LP_FIXED_NOW=2024-07-26T10:20:00Z node '" + script.string() +
+                                      "' '" + (dir / "cases.json").string() + "'",
                                   &out),
             0)
       << out;
@@ -131,13 +134,15 @@ TEST(ChatTemplateReference, real_templates_render_conversations_byte_identically
       ASSERT_EQ(ours, ref["output"].get<std::string>()) << what;
       ++per_template[k.tpl->name].first;
     } else {
-      ASSERT_FALSE(ok) << what << ": reference threw '" << ref["error"].get<std::string>() << "' but we rendered:\n"
+      ASSERT_FALSE(ok) << what << ": reference threw '" << ref["error"].get<std::string>()
+                       << "' but we rendered:\n"
                        << ours;
       ++per_template[k.tpl->name].second;
     }
   }
   for (const auto& [name, counts] : per_template) {
-    std::printf("  %-20s %3d identical renders, %3d matching errors\n", name.c_str(), counts.first, counts.second);
+    std::printf("  %-20s %3d identical renders, %3d matching errors\n", name.c_str(), counts.first,
+                counts.second);
   }
   // Every template must actually render most conversations (guards against a vacuous pass).
   for (const auto& [name, counts] : per_template) EXPECT_GE(counts.first, 8) << name;

@@ -37,25 +37,29 @@ std::string render_error(const std::string& tpl, const json& vars = json::object
 }
 
 TEST(Jinja, expressions_follow_huggingface_jinja_semantics) {
-  EXPECT_EQ(render("{{ 1 + 2 * 3 }}|{{ 7 // 2 }}|{{ 7 / 2 }}|{{ 2 ** 10 }}|{{ 1.0 }}|{{ -7 % 3 }}"), "7|3|3.5|1024|1.0|-1");
+  EXPECT_EQ(render("{{ 1 + 2 * 3 }}|{{ 7 // 2 }}|{{ 7 / 2 }}|{{ 2 ** 10 }}|{{ 1.0 }}|{{ -7 % 3 }}"),
+            "7|3|3.5|1024|1.0|-1");
   EXPECT_EQ(render("{{ 'a' ~ 1 ~ 2.0 }}|{{ 'a' + 'b' }}|{{ true }}|{{ none }}|{{ [1, 'x', none] }}"),
             "a12|ab|true||[1, \"x\", null]");
   EXPECT_EQ(render("{{ 'y' if x else 'n' }}{{ 'b' in 'abc' }}{{ 3 not in [1] }}{{ not [] }}", {{"x", 0}}),
             "ntruetruetrue");
   EXPECT_EQ(render("{{ s[::-1] }}|{{ l[1:] }}|{{ l[-1] }}|{{ s[0] }}", {{"s", "abc"}, {"l", {1, 2, 3}}}),
             "cba|[2, 3]|3|a");
-  EXPECT_EQ(render("{{ m.missing }}|{{ m.missing.deeper }}|{{ m['role'] }}", {{"m", {{"role", "user"}}}}), "||user");
+  EXPECT_EQ(render("{{ m.missing }}|{{ m.missing.deeper }}|{{ m['role'] }}", {{"m", {{"role", "user"}}}}),
+            "||user");
 }
 
 TEST(Jinja, filters_and_methods) {
   const json vars = {{"s", "  Hello World  "}, {"l", {3, 1, 2}}, {"d", {{"b", 1}, {"a", 2}}}};
-  EXPECT_EQ(render("{{ s|trim|upper }}|{{ s|length }}|{{ l|sort|join(',') }}|{{ l|first }}|{{ l|last }}", vars),
-            "HELLO WORLD|15|1,2,3|3|2");
+  EXPECT_EQ(
+      render("{{ s|trim|upper }}|{{ s|length }}|{{ l|sort|join(',') }}|{{ l|first }}|{{ l|last }}", vars),
+      "HELLO WORLD|15|1,2,3|3|2");
   EXPECT_EQ(render("{{ d|tojson }}|{{ d|dictsort }}|{{ d.get('a') }}|{{ d.get('z', 9) }}", vars),
             "{\"b\": 1, \"a\": 2}|[[\"a\", 2], [\"b\", 1]]|2|9");
   EXPECT_EQ(render("{{ d|tojson(indent=2) }}", vars), "{\n  \"b\": 1,\n  \"a\": 2\n}");
-  EXPECT_EQ(render("{{ s.strip().split(' ') }}|{{ 'a-b'.replace('-', '+') }}|{{ 'ab'.startswith('a') }}", vars),
-            "[\"Hello\", \"World\"]|a+b|true");
+  EXPECT_EQ(
+      render("{{ s.strip().split(' ') }}|{{ 'a-b'.replace('-', '+') }}|{{ 'ab'.startswith('a') }}", vars),
+      "[\"Hello\", \"World\"]|a+b|true");
   EXPECT_EQ(render("{{ ms|selectattr('role', 'equalto', 'user')|map(attribute='c')|join }}",
                    {{"ms", {{{"role", "user"}, {"c", "x"}}, {{"role", "bot"}, {"c", "y"}}}}}),
             "x");
@@ -64,19 +68,22 @@ TEST(Jinja, filters_and_methods) {
 }
 
 TEST(Jinja, loops_scopes_namespace_and_macros) {
-  EXPECT_EQ(render("{% for x in l %}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.length }};{% endfor %}",
-                   {{"l", {"a", "b"}}}),
-            "1truefalse2;2falsetrue2;");
+  EXPECT_EQ(
+      render("{% for x in l %}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.length }};{% endfor %}",
+             {{"l", {"a", "b"}}}),
+      "1truefalse2;2falsetrue2;");
   EXPECT_EQ(render("{% for x in l if x > 1 %}{{ x }}{% else %}none{% endfor %}", {{"l", {1, 2, 3}}}), "23");
   EXPECT_EQ(render("{% for x in [] %}x{% else %}empty{% endfor %}"), "empty");
   EXPECT_EQ(render("{% for k, v in d.items() %}{{ k }}={{ v }} {% endfor %}", {{"d", {{"a", 1}, {"b", 2}}}}),
             "a=1 b=2 ");
   EXPECT_EQ(render("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}"), "1");
-  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"),
+  EXPECT_EQ(render("{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor "
+                   "%}{{ ns.n }}"),
             "6");
   EXPECT_EQ(render("{% macro m(a, b='B') %}{{ a }}{{ b }}{% endmacro %}{{ m(1) }}{{ m(2, b=3) }}"), "1B23");
   EXPECT_EQ(render("{% macro w() %}[{{ caller() }}]{% endmacro %}{% call w() %}in{% endcall %}"), "[in]");
-  EXPECT_EQ(render("{% for i in range(5) %}{% if i == 1 %}{% continue %}{% endif %}{% if i == 3 %}{% break %}{% endif %}"
+  EXPECT_EQ(render("{% for i in range(5) %}{% if i == 1 %}{% continue %}{% endif %}{% if i == 3 %}{% break "
+                   "%}{% endif %}"
                    "{{ i }}{% endfor %}"),
             "02");
   EXPECT_EQ(render("{% set b %}x{{ 1 }}{% endset %}{{ b }}{% filter upper %}up{% endfilter %}"), "x1UP");
@@ -110,7 +117,8 @@ TEST(Jinja, strftime_now_uses_the_injected_clock) {
     t.tm_min = 3;
     return t;
   };
-  EXPECT_EQ(render("{{ strftime_now('%d %b %Y, %B %H:%M %%') }}", json::object(), opt), "05 Jan 2025, January 07:03 %");
+  EXPECT_EQ(render("{{ strftime_now('%d %b %Y, %B %H:%M %%') }}", json::object(), opt),
+            "05 Jan 2025, January 07:03 %");
 }
 
 TEST(Jinja, js_number_and_string_helpers) {
@@ -123,7 +131,10 @@ TEST(Jinja, js_number_and_string_helpers) {
   EXPECT_EQ(js::json_quote("é😀\x01", true), "\"\\u00e9\\ud83d\\ude00\\u0001\"");
   EXPECT_EQ(js::trim("\xC2\xA0 x \xE2\x80\xA8"), "x");
   EXPECT_EQ(js::title_case("hello-world it's"), "Hello-World It'S");
-  EXPECT_EQ(js::sanitize_utf8("a\xFF" "b\xE2\x82"), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_EQ(js::sanitize_utf8("a\xFF"
+                              "b\xE2\x82"),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
 }
 
 // --- sandbox -----------------------------------------------------------------------------------------
@@ -134,7 +145,8 @@ TEST(JinjaSandbox, dunder_attributes_are_refused) {
   EXPECT_NE(render_error("{{ messages.__init__ }}", vars).find("__init__"), std::string::npos);
   EXPECT_NE(render_error("{{ cycler.__init__.__globals__ }}", vars).find("__init__"), std::string::npos);
   EXPECT_NE(render_error("{{ ''['__class__'] }}", vars).find("__class__"), std::string::npos);
-  EXPECT_NE(render_error("{% set ns = namespace() %}{% set ns.__dict__ = 1 %}").find("__dict__"), std::string::npos);
+  EXPECT_NE(render_error("{% set ns = namespace() %}{% set ns.__dict__ = 1 %}").find("__dict__"),
+            std::string::npos);
   // Data keys that happen to start with "__" stay readable.
   EXPECT_EQ(render("{{ d.__x }}", {{"d", {{"__x", "ok"}}}}), "ok");
 }
@@ -153,25 +165,32 @@ TEST(JinjaHostile, huge_range_fails_fast) {
 
 TEST(JinjaHostile, nested_loops_hit_the_iteration_limit) {
   const std::string msg = render_error(
-      "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x{% endfor %}{% endfor %}{% endfor %}");
+      "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x{% endfor %}{% endfor "
+      "%}{% endfor %}");
   EXPECT_NE(msg.find("iterations"), std::string::npos) << msg;
 }
 
 TEST(JinjaHostile, deep_macro_recursion_is_cut_off) {
-  EXPECT_NE(render_error("{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}").find("nested"), std::string::npos);
+  EXPECT_NE(render_error("{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}").find("nested"),
+            std::string::npos);
   EXPECT_NE(render_error("{% macro r() %}{% call r() %}x{% endcall %}{% endmacro %}{{ r() }}").find("nested"),
             std::string::npos);
 }
 
 TEST(JinjaHostile, huge_output_is_cut_off) {
   render_error("{{ 'x' * 10**9 }}");  // string repetition is not supported at all (as in the reference)
-  EXPECT_NE(render_error("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}")
+  EXPECT_NE(
+      render_error(
+          "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}")
+          .find("limit"),
+      std::string::npos);
+  EXPECT_NE(
+      render_error(
+          "{% set ns = namespace(a=[1]) %}{% for i in range(64) %}{% set ns.a = ns.a + ns.a %}{% endfor %}")
+          .find("items"),
+      std::string::npos);
+  EXPECT_NE(render_error("{% for i in range(1000000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}")
                 .find("limit"),
-            std::string::npos);
-  EXPECT_NE(render_error("{% set ns = namespace(a=[1]) %}{% for i in range(64) %}{% set ns.a = ns.a + ns.a %}{% endfor %}")
-                .find("items"),
-            std::string::npos);
-  EXPECT_NE(render_error("{% for i in range(1000000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}").find("limit"),
             std::string::npos);
   render_error("{{ {'a': 1}|tojson(indent=100000000) }}");
   render_error("{{ 'x'|indent(100000000, true) }}");
@@ -193,10 +212,13 @@ TEST(JinjaHostile, deep_syntax_nesting_fails_to_parse) {
 
 TEST(JinjaHostile, deep_and_cyclic_values_do_not_crash) {
   // 100k-deep nested lists are built and destroyed without recursion; printing them hits the depth limit.
-  EXPECT_EQ(render("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"
-                   "{{ ns.x|length }}"),
-            "1");
-  render_error("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}");
+  EXPECT_EQ(
+      render("{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+             "{{ ns.x|length }}"),
+      "1");
+  render_error(
+      "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x "
+      "}}");
   // A namespace that contains itself: printing fails cleanly, and the cycle is broken after the render.
   render_error("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}");
   EXPECT_EQ(render("{% set ns = namespace() %}{% set ns.me = [ns] %}{{ ns.me|length }}"), "1");
@@ -213,7 +235,8 @@ TEST(JinjaHostile, work_limit_stops_quadratic_templates) {
 }
 
 TEST(JinjaHostile, caller_escaping_its_call_block_is_refused) {
-  const std::string keep = "{% set ns = namespace() %}{% macro keep() %}{% set ns.c = caller %}{% endmacro %}";
+  const std::string keep =
+      "{% set ns = namespace() %}{% macro keep() %}{% set ns.c = caller %}{% endmacro %}";
   // The call block's scope (the template's top level) is still alive: the reference renders it too.
   EXPECT_EQ(render(keep + "{% call keep() %}x{% endcall %}{{ ns.c() }}"), "x");
   // Its scope (a loop body) has ended: refused instead of touching freed memory.

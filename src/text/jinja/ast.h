@@ -36,9 +36,35 @@
 namespace lp::text::jinja {
 
 enum class NodeKind : uint8_t {
-  kText, kStringLit, kIntLit, kFloatLit, kIdentifier, kArrayLit, kTupleLit, kObjectLit, kMember, kCall,
-  kBinary, kUnary, kFilter, kSelect, kTest, kSlice, kKwArg, kSpread, kKwSpread, kTernary,
-  kIf, kFor, kSet, kMacro, kCallBlock, kFilterBlock, kBreak, kContinue, kComment,
+  kText,
+  kStringLit,
+  kIntLit,
+  kFloatLit,
+  kIdentifier,
+  kArrayLit,
+  kTupleLit,
+  kObjectLit,
+  kMember,
+  kCall,
+  kBinary,
+  kUnary,
+  kFilter,
+  kSelect,
+  kTest,
+  kSlice,
+  kKwArg,
+  kSpread,
+  kKwSpread,
+  kTernary,
+  kIf,
+  kFor,
+  kSet,
+  kMacro,
+  kCallBlock,
+  kFilterBlock,
+  kBreak,
+  kContinue,
+  kComment,
 };
 const char* node_kind_name(NodeKind k);  // @huggingface/jinja's type names ("MemberExpression", ...)
 
@@ -64,5 +90,9 @@ struct Node {
 struct Program {
   std::vector<NodePtr> body;
 };
+
+// findAccessedSpecialMacroArguments: sets def->uses_kwargs / uses_varargs (Macro or CallBlock node) when its
+// body reads `kwargs` / `varargs` before declaring them, following Jinja's visit order.
+void find_special_macro_args(Node* def);
 
 }  // namespace lp::text::jinja

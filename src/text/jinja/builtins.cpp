@@ -28,13 +28,16 @@ Object take_kwargs(Args& args) {
   return {};
 }
 
-const Value* kwarg(const Object& kw, const char* name) { return kw.find(name); }
+const Value* kwarg(const Object& kw, const char* name) {
+  return kw.find(name);
+}
 
 Value string_prefix_test(const std::string& self, const Args& args, bool starts, const char* fn) {
   if (args.empty()) fail("jinja: {}() requires at least one argument", fn);
   auto match = [&](const std::string& p) {
     if (p.size() > self.size()) return false;
-    return starts ? self.compare(0, p.size(), p) == 0 : self.compare(self.size() - p.size(), p.size(), p) == 0;
+    return starts ? self.compare(0, p.size(), p) == 0
+                  : self.compare(self.size() - p.size(), p.size(), p) == 0;
   };
   const Value& pattern = args[0];
   if (pattern.is_string()) return Value::boolean(match(pattern.as_str()));
@@ -115,7 +118,8 @@ Value string_replace(Interpreter& in, const std::string& self, const Args& args)
       count = args[2];
     }
   }
-  if (!count.is(Type::kInt) && !count.is_null()) fail("jinja: replace() count argument must be a number or null");
+  if (!count.is(Type::kInt) && !count.is_null())
+    fail("jinja: replace() count argument must be a number or null");
   const int64_t n = count.is_null() || count.as_num() < 0 ? -1 : static_cast<int64_t>(count.as_num());
   return in.make_string(replace_all(in, self, args[0].as_str(), args[1].as_str(), n));
 }
@@ -138,7 +142,8 @@ Value range_function(Interpreter& in, Args& args) {
   if (step == 0) fail("jinja: range() step must not be zero");
   const double count = step > 0 ? std::ceil((stop - start) / step) : std::ceil((start - stop) / -step);
   if (std::isnan(count) || count > static_cast<double>(in.limits().max_items)) {
-    fail("jinja: range() of {} items exceeds the limit of {}", js::number_to_string(count), in.limits().max_items);
+    fail("jinja: range() of {} items exceeds the limit of {}", js::number_to_string(count),
+         in.limits().max_items);
   }
   Array out;
   for (double i = start; step > 0 ? i < stop : i > stop; i += step) {
@@ -150,8 +155,9 @@ Value range_function(Interpreter& in, Args& args) {
 
 // strftime for the %Y %m %d %b %B %H %M %% directives @huggingface/jinja knows (others stay as is).
 std::string strftime_js(const std::tm& t, const std::string& format) {
-  static constexpr const char* kMonths[] = {"January", "February", "March",     "April",   "May",      "June",
-                                            "July",    "August",   "September", "October", "November", "December"};
+  static constexpr const char* kMonths[] = {"January",   "February", "March",    "April",
+                                            "May",       "June",     "July",     "August",
+                                            "September", "October",  "November", "December"};
   std::string out;
   for (size_t i = 0; i < format.size(); ++i) {
     if (format[i] != '%' || i + 1 >= format.size()) {
@@ -161,14 +167,30 @@ std::string strftime_js(const std::tm& t, const std::string& format) {
     const char d = format[i + 1];
     const int month = std::clamp(t.tm_mon, 0, 11);
     switch (d) {
-      case 'Y': out += std::to_string(t.tm_year + 1900); break;
-      case 'm': out += fmt::format("{:02d}", t.tm_mon + 1); break;
-      case 'd': out += fmt::format("{:02d}", t.tm_mday); break;
-      case 'b': out += std::string(kMonths[month]).substr(0, 3); break;
-      case 'B': out += kMonths[month]; break;
-      case 'H': out += fmt::format("{:02d}", t.tm_hour); break;
-      case 'M': out += fmt::format("{:02d}", t.tm_min); break;
-      case '%': out += '%'; break;
+      case 'Y':
+        out += std::to_string(t.tm_year + 1900);
+        break;
+      case 'm':
+        out += fmt::format("{:02d}", t.tm_mon + 1);
+        break;
+      case 'd':
+        out += fmt::format("{:02d}", t.tm_mday);
+        break;
+      case 'b':
+        out += std::string(kMonths[month]).substr(0, 3);
+        break;
+      case 'B':
+        out += kMonths[month];
+        break;
+      case 'H':
+        out += fmt::format("{:02d}", t.tm_hour);
+        break;
+      case 'M':
+        out += fmt::format("{:02d}", t.tm_min);
+        break;
+      case '%':
+        out += '%';
+        break;
       default:
         out.push_back('%');
         continue;  // the next character is copied on its own
@@ -278,12 +300,17 @@ std::optional<Value> string_member(Interpreter& in, const Value& self, const std
     return bound([self, f = std::move(f)](Args& args) { return f(self.as_str(), args); });
   };
   if (name == "length") return Value::integer(static_cast<double>(js::utf16_length(s)));
-  if (name == "upper") return method([ip](const std::string& x, Args&) { return ip->make_string(js::to_upper(x)); });
-  if (name == "lower") return method([ip](const std::string& x, Args&) { return ip->make_string(js::to_lower(x)); });
+  if (name == "upper")
+    return method([ip](const std::string& x, Args&) { return ip->make_string(js::to_upper(x)); });
+  if (name == "lower")
+    return method([ip](const std::string& x, Args&) { return ip->make_string(js::to_lower(x)); });
   if (name == "strip") return method([](const std::string& x, Args&) { return Value::string(js::trim(x)); });
-  if (name == "lstrip") return method([](const std::string& x, Args&) { return Value::string(js::trim_start(x)); });
-  if (name == "rstrip") return method([](const std::string& x, Args&) { return Value::string(js::trim_end(x)); });
-  if (name == "title") return method([](const std::string& x, Args&) { return Value::string(js::title_case(x)); });
+  if (name == "lstrip")
+    return method([](const std::string& x, Args&) { return Value::string(js::trim_start(x)); });
+  if (name == "rstrip")
+    return method([](const std::string& x, Args&) { return Value::string(js::trim_end(x)); });
+  if (name == "title")
+    return method([](const std::string& x, Args&) { return Value::string(js::title_case(x)); });
   if (name == "capitalize") {
     return method([ip](const std::string& x, Args&) { return ip->make_string(js::capitalize(x)); });
   }
@@ -294,7 +321,8 @@ std::optional<Value> string_member(Interpreter& in, const Value& self, const std
     return method([](const std::string& x, Args& a) { return string_prefix_test(x, a, false, "endswith"); });
   }
   if (name == "split") return method([ip](const std::string& x, Args& a) { return string_split(*ip, x, a); });
-  if (name == "replace") return method([ip](const std::string& x, Args& a) { return string_replace(*ip, x, a); });
+  if (name == "replace")
+    return method([ip](const std::string& x, Args& a) { return string_replace(*ip, x, a); });
   return std::nullopt;
 }
 
@@ -303,7 +331,8 @@ std::optional<Value> object_member(Interpreter& in, const Value& self, const std
   if (name == "get") {
     return bound([self](Args& args) {
       if (args.empty() || !args[0].is_string()) {
-        fail("jinja: Object key must be a string: got {}", args.empty() ? "undefined" : type_name(args[0].type()));
+        fail("jinja: Object key must be a string: got {}",
+             args.empty() ? "undefined" : type_name(args[0].type()));
       }
       if (const Value* v = self.as_object().find(args[0].as_str())) return *v;
       return args.size() > 1 ? args[1] : Value::null();
@@ -353,9 +382,10 @@ std::optional<Value> object_member(Interpreter& in, const Value& self, const std
 }
 
 bool has_test(const std::string& name) {
-  static const char* kTests[] = {"boolean", "callable", "odd",     "even",     "false",     "true",    "none",
-                                 "string",  "number",   "integer", "iterable", "mapping",   "sequence", "lower",
-                                 "upper",   "defined",  "undefined", "equalto", "eq",       "float"};
+  static const char* kTests[] = {"boolean",  "callable",  "odd",      "even",   "false",
+                                 "true",     "none",      "string",   "number", "integer",
+                                 "iterable", "mapping",   "sequence", "lower",  "upper",
+                                 "defined",  "undefined", "equalto",  "eq",     "float"};
   for (const char* t : kTests) {
     if (name == t) return true;
   }
@@ -412,7 +442,8 @@ void install_globals(Interpreter& in, Env& env) {
   env.declare("True", Value::boolean(true));
   env.declare("False", Value::boolean(false));
   env.declare("None", Value::null());
-  env.set(kNamespaceBuiltin, Value::function([ip](Args& args, Env&) { return namespace_builtin(*ip, args); }));
+  env.set(kNamespaceBuiltin,
+          Value::function([ip](Args& args, Env&) { return namespace_builtin(*ip, args); }));
 }
 
 }  // namespace lp::text::jinja

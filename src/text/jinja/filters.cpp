@@ -50,14 +50,16 @@ Value attribute_path(const Value& item, const std::string& path) {
 
 std::string indent_lines(Interpreter& in, const std::string& s, const Value& width, bool first, bool blank) {
   if (!width.is(Type::kInt)) fail("jinja: width must be a number");
-  if (width.as_num() < 0) fail("jinja: indent: Invalid count value: {}", js::number_to_string(width.as_num()));
+  if (width.as_num() < 0)
+    fail("jinja: indent: Invalid count value: {}", js::number_to_string(width.as_num()));
   in.check_string(static_cast<size_t>(std::min(width.as_num(), 1e12)));
   const std::string pad(static_cast<size_t>(width.as_num()), ' ');
   std::string out;
   size_t start = 0, line = 0;
   while (true) {
     const size_t nl = s.find('\n', start);
-    const std::string_view x = std::string_view(s).substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+    const std::string_view x =
+        std::string_view(s).substr(start, nl == std::string::npos ? std::string::npos : nl - start);
     if (!((!first && line == 0) || (!blank && x.empty()))) out += pad;
     out += x;
     in.check_string(out.size());
@@ -94,12 +96,23 @@ std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -180,12 +193,14 @@ Value plain_filter(Interpreter& in, const Value& v, const std::string& name, Env
     if (name == "join" || name == "string") return v;
     if (name == "int") return Value::integer(js::parse_int(s).value_or(0));
     if (name == "float") return Value::floating(js::parse_float(s).value_or(0));
-    if (name == "e" || name == "escape") return in.make_string(html_escape(s));  // extension
+    if (name == "e" || name == "escape") return in.make_string(html_escape(s));          // extension
     if (name == "wordcount") return Value::integer(static_cast<double>(word_count(s)));  // extension
     fail("jinja: Unknown StringValue filter: {}", name);
   }
   if (v.is_number()) {
-    if (name == "abs") return v.is(Type::kInt) ? Value::integer(std::fabs(v.as_num())) : Value::floating(std::fabs(v.as_num()));
+    if (name == "abs")
+      return v.is(Type::kInt) ? Value::integer(std::fabs(v.as_num()))
+                              : Value::floating(std::fabs(v.as_num()));
     if (name == "int") return Value::integer(std::floor(v.as_num()));
     if (name == "float") return Value::floating(v.as_num());
     if (name == "string") return Value::string(to_output(v, max));
@@ -311,7 +326,8 @@ Value call_filter(Interpreter& in, const Value& v, const std::string& name, cons
   if (name == "default" || name == "d") {  // "d" is an extension
     eval_args(&args, &kw);
     const Value dflt = !args.empty() ? args[0] : Value::string("");
-    const Value flag = args.size() > 1 ? args[1] : (kw.find("boolean") ? *kw.find("boolean") : Value::boolean(false));
+    const Value flag =
+        args.size() > 1 ? args[1] : (kw.find("boolean") ? *kw.find("boolean") : Value::boolean(false));
     if (!flag.is(Type::kBool)) fail("jinja: `default` filter flag must be a boolean");
     if (v.is_undefined() || (flag.as_bool() && !v.truthy())) return dflt;
     return v;
@@ -332,7 +348,9 @@ Value call_filter(Interpreter& in, const Value& v, const std::string& name, cons
       if (!attr.is_string() && !attr.is(Type::kInt) && !attr.is_null()) {
         fail("jinja: attribute must be a string, integer, or null");
       }
-      const std::string path = attr.is_null() ? "" : attr.is_string() ? attr.as_str() : js::number_to_string(attr.as_num());
+      const std::string path = attr.is_null()     ? ""
+                               : attr.is_string() ? attr.as_str()
+                                                  : js::number_to_string(attr.as_num());
       auto key = [&](const Value& x) { return attr.is_null() ? x : attribute_path(x, path); };
       Array out = v.as_array();
       in.charge(static_cast<int64_t>(out.size()) * 8);
@@ -401,7 +419,8 @@ Value call_filter(Interpreter& in, const Value& v, const std::string& name, cons
 Value Interpreter::apply_filter(const Value& operand, const Node* filter, Env& env) {
   if (filter->kind == NodeKind::kIdentifier) return plain_filter(*this, operand, filter->str, env);
   if (filter->kind == NodeKind::kCall) {
-    if (filter->a->kind != NodeKind::kIdentifier) fail("jinja: Unknown filter: {}", node_kind_name(filter->a->kind));
+    if (filter->a->kind != NodeKind::kIdentifier)
+      fail("jinja: Unknown filter: {}", node_kind_name(filter->a->kind));
     return call_filter(*this, operand, filter->a->str, filter, env);
   }
   fail("jinja: Unknown filter: {}", node_kind_name(filter->kind));

@@ -17,7 +17,9 @@ namespace {
 struct BreakSignal {};
 struct ContinueSignal {};
 
-bool is_reserved_name(std::string_view name) { return name.size() >= 2 && name[0] == '_' && name[1] == '_'; }
+bool is_reserved_name(std::string_view name) {
+  return name.size() >= 2 && name[0] == '_' && name[1] == '_';
+}
 
 }  // namespace
 
@@ -134,10 +136,14 @@ Value Interpreter::eval(const Node* n, Env& env) {
   charge(1);
   switch (n->kind) {
     case NodeKind::kText:
-    case NodeKind::kStringLit: return Value::string(n->str);
-    case NodeKind::kIntLit: return Value::integer(n->num);
-    case NodeKind::kFloatLit: return Value::floating(n->num);
-    case NodeKind::kIdentifier: return env.lookup(n->str);
+    case NodeKind::kStringLit:
+      return Value::string(n->str);
+    case NodeKind::kIntLit:
+      return Value::integer(n->num);
+    case NodeKind::kFloatLit:
+      return Value::floating(n->num);
+    case NodeKind::kIdentifier:
+      return env.lookup(n->str);
     case NodeKind::kArrayLit:
     case NodeKind::kTupleLit: {
       Array items;
@@ -154,10 +160,14 @@ Value Interpreter::eval(const Node* n, Env& env) {
       }
       return Value::object(std::move(o));
     }
-    case NodeKind::kMember: return eval_member(n, env);
-    case NodeKind::kCall: return eval_call(n, env);
-    case NodeKind::kBinary: return eval_binary(n, env);
-    case NodeKind::kUnary: return eval_unary(n, env);
+    case NodeKind::kMember:
+      return eval_member(n, env);
+    case NodeKind::kCall:
+      return eval_call(n, env);
+    case NodeKind::kBinary:
+      return eval_binary(n, env);
+    case NodeKind::kUnary:
+      return eval_unary(n, env);
     case NodeKind::kFilter: {
       Value operand = eval(n->a.get(), env);
       return apply_filter(operand, n->b.get(), env);
@@ -166,25 +176,35 @@ Value Interpreter::eval(const Node* n, Env& env) {
       Value rendered = make_string(eval_block(n->body, env));
       return apply_filter(rendered, n->b.get(), env);
     }
-    case NodeKind::kTest: return eval_test(n, env);
+    case NodeKind::kTest:
+      return eval_test(n, env);
     case NodeKind::kSelect: {
       if (!eval(n->b.get(), env).truthy()) return Value();
       return eval(n->a.get(), env);
     }
     case NodeKind::kTernary:
       return eval(n->a.get(), env).truthy() ? eval(n->b.get(), env) : eval(n->c.get(), env);
-    case NodeKind::kIf: return Value::string(eval_block(eval(n->a.get(), env).truthy() ? n->body : n->alt, env));
-    case NodeKind::kFor: return eval_for(n, env);
-    case NodeKind::kSet: return eval_set(n, env);
-    case NodeKind::kMacro: return eval_macro(n, env);
-    case NodeKind::kCallBlock: return eval_call_block(n, env);
-    case NodeKind::kBreak: throw BreakSignal{};
-    case NodeKind::kContinue: throw ContinueSignal{};
-    case NodeKind::kComment: return Value::null();
+    case NodeKind::kIf:
+      return Value::string(eval_block(eval(n->a.get(), env).truthy() ? n->body : n->alt, env));
+    case NodeKind::kFor:
+      return eval_for(n, env);
+    case NodeKind::kSet:
+      return eval_set(n, env);
+    case NodeKind::kMacro:
+      return eval_macro(n, env);
+    case NodeKind::kCallBlock:
+      return eval_call_block(n, env);
+    case NodeKind::kBreak:
+      throw BreakSignal{};
+    case NodeKind::kContinue:
+      throw ContinueSignal{};
+    case NodeKind::kComment:
+      return Value::null();
     case NodeKind::kSlice:
     case NodeKind::kKwArg:
     case NodeKind::kSpread:
-    case NodeKind::kKwSpread: break;
+    case NodeKind::kKwSpread:
+      break;
   }
   fail("jinja: Unknown node type: {}", node_kind_name(n->kind));
 }
@@ -281,7 +301,8 @@ Value Interpreter::eval_binary(const Node* n, Env& env) {
     const bool found = right.as_object().find(left.as_str()) != nullptr;
     return Value::boolean(op == "in" ? found : !found);
   }
-  fail("jinja: Unknown operator \"{}\" between {} and {}", op, type_name(left.type()), type_name(right.type()));
+  fail("jinja: Unknown operator \"{}\" between {} and {}", op, type_name(left.type()),
+       type_name(right.type()));
 }
 
 Value get_member(Interpreter& in, const Value& object, const Value& property) {
@@ -318,7 +339,8 @@ Value get_member(Interpreter& in, const Value& object, const Value& property) {
     }
     fail("jinja: Cannot access property with non-string/non-number: got {}", type_name(property.type()));
   }
-  if (!property.is_string()) fail("jinja: Cannot access property with non-string: got {}", type_name(property.type()));
+  if (!property.is_string())
+    fail("jinja: Cannot access property with non-string: got {}", type_name(property.type()));
   return Value();
 }
 
@@ -338,15 +360,16 @@ Value Interpreter::eval_member(const Node* n, Env& env) {
 
 Value Interpreter::eval_slice(const Value& object, const Node* slice, Env& env) {
   if (!object.is_array() && !object.is_string()) fail("jinja: Slice object must be an array or string");
-  const Value start = eval(slice->a.get(), env), stop = eval(slice->b.get(), env), step = eval(slice->c.get(), env);
+  const Value start = eval(slice->a.get(), env), stop = eval(slice->b.get(), env),
+              step = eval(slice->c.get(), env);
   for (const Value* v : {&start, &stop, &step}) {
     if (!v->is(Type::kInt) && !v->is_undefined()) fail("jinja: Slice start, stop and step must be integers");
   }
   // utils.ts slice(), in JS number arithmetic.
   std::vector<char32_t> chars;
   if (object.is_string()) chars = js::decode(object.as_str());
-  const double len = object.is_string() ? static_cast<double>(chars.size())
-                                        : static_cast<double>(object.as_array().size());
+  const double len =
+      object.is_string() ? static_cast<double>(chars.size()) : static_cast<double>(object.as_array().size());
   const double st = step.is_undefined() ? 1 : step.as_num();
   const double dir = st > 0 ? 1 : st < 0 ? -1 : 0;
   double b, e;
@@ -405,7 +428,8 @@ void Interpreter::eval_args(const std::vector<NodePtr>& args, Env& env, std::vec
 }
 
 Value Interpreter::call_function(const Value& fn, std::vector<Value>& args, Env& scope) {
-  if (!fn.is_function()) fail("jinja: Cannot call something that is not a function: got {}", type_name(fn.type()));
+  if (!fn.is_function())
+    fail("jinja: Cannot call something that is not a function: got {}", type_name(fn.type()));
   return fn.as_function()(args, scope);
 }
 
@@ -439,8 +463,10 @@ Value Interpreter::eval_set(const Node* n, Env& env) {
   } else if (target->kind == NodeKind::kMember) {
     Value object = eval(target->a.get(), env);
     if (!object.is(Type::kNamespace)) fail("jinja: cannot assign attribute on non-namespace object");
-    if (target->b->kind != NodeKind::kIdentifier) fail("jinja: Cannot assign to member with non-identifier property");
-    if (is_reserved_name(target->b->str)) fail("jinja: access to attribute '{}' is not allowed", target->b->str);
+    if (target->b->kind != NodeKind::kIdentifier)
+      fail("jinja: Cannot assign to member with non-identifier property");
+    if (is_reserved_name(target->b->str))
+      fail("jinja: access to attribute '{}' is not allowed", target->b->str);
     object.as_object().set(target->b->str, std::move(rhs));
   } else {
     fail("jinja: Invalid LHS inside assignment expression: {}", node_kind_name(target->kind));
@@ -488,7 +514,8 @@ Value Interpreter::eval_for(const Node* n, Env& env) {
       fail("jinja: loops exceed the limit of {} iterations", limits_.max_loop_iterations);
     }
     if (loopvar->kind == NodeKind::kTupleLit) {
-      if (!current.is(Type::kArray)) fail("jinja: Cannot unpack non-iterable type: {}", type_name(current.type()));
+      if (!current.is(Type::kArray))
+        fail("jinja: Cannot unpack non-iterable type: {}", type_name(current.type()));
       const size_t want = loopvar->list.size(), got = current.as_array().size();
       if (want != got) fail("jinja: Too {} items to unpack", want > got ? "few" : "many");
     }
@@ -530,8 +557,8 @@ Value Interpreter::eval_for(const Node* n, Env& env) {
   return make_string(std::move(out));
 }
 
-void Interpreter::bind_macro_args(const std::string& display, const Node* def, const std::vector<NodePtr>& params,
-                                  std::vector<Value>& args, Env& scope) {
+void Interpreter::bind_macro_args(const std::string& display, const Node* def,
+                                  const std::vector<NodePtr>& params, std::vector<Value>& args, Env& scope) {
   Object kwargs;
   if (!args.empty() && args.back().is(Type::kKwargs)) {
     kwargs = args.back().as_object();
@@ -575,18 +602,18 @@ void Interpreter::bind_macro_args(const std::string& display, const Node* def, c
 
 Value Interpreter::eval_macro(const Node* n, Env& env) {
   env.set(n->str, Value::function([this, n](std::vector<Value>& args, Env& caller_scope) {
-    if (++call_depth_ > limits_.max_call_depth) {
-      --call_depth_;
-      fail("jinja: macro calls nested deeper than {}", limits_.max_call_depth);
-    }
-    struct Unwind {
-      int* d;
-      ~Unwind() { --*d; }
-    } unwind{&call_depth_};
-    Env scope(&caller_scope);
-    bind_macro_args("'" + n->str + "'", n, n->list, args, scope);
-    return make_string(eval_block(n->body, scope));
-  }));
+            if (++call_depth_ > limits_.max_call_depth) {
+              --call_depth_;
+              fail("jinja: macro calls nested deeper than {}", limits_.max_call_depth);
+            }
+            struct Unwind {
+              int* d;
+              ~Unwind() { --*d; }
+            } unwind{&call_depth_};
+            Env scope(&caller_scope);
+            bind_macro_args("'" + n->str + "'", n, n->list, args, scope);
+            return make_string(eval_block(n->body, scope));
+          }));
   return Value::null();
 }
 

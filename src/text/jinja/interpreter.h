@@ -21,12 +21,12 @@
 namespace lp::text::jinja {
 
 struct Limits {
-  size_t max_string_bytes = 8u << 20;        // any string value, the rendered output included
-  int64_t max_loop_iterations = 1'000'000;   // items visited by all for-loops of one render
-  int64_t max_items = 1'000'000;             // elements of one array (range(), concatenation)
-  int max_call_depth = 200;                  // nested macro / caller() calls
-  int max_eval_depth = 1500;                 // nested evaluation frames (bounds stack use)
-  int64_t max_work = 300'000'000;            // evaluated nodes + copied items + copied bytes / 16
+  size_t max_string_bytes = 8u << 20;       // any string value, the rendered output included
+  int64_t max_loop_iterations = 1'000'000;  // items visited by all for-loops of one render
+  int64_t max_items = 1'000'000;            // elements of one array (range(), concatenation)
+  int max_call_depth = 200;                 // nested macro / caller() calls
+  int max_eval_depth = 1500;                // nested evaluation frames (bounds stack use)
+  int64_t max_work = 300'000'000;           // evaluated nodes + copied items + copied bytes / 16
 };
 
 // Local time for strftime_now(); injectable so tests are deterministic.
@@ -71,7 +71,8 @@ class Interpreter {
   // --- used by filters.cpp and builtins.cpp ---
   Value eval(const Node* n, Env& env);
   // evaluateArguments: positional values (with * unpacking) then keyword values, in that order.
-  void eval_args(const std::vector<NodePtr>& args, Env& env, std::vector<Value>* positional, Object* keywords);
+  void eval_args(const std::vector<NodePtr>& args, Env& env, std::vector<Value>* positional,
+                 Object* keywords);
   Value apply_filter(const Value& operand, const Node* filter, Env& env);
   // Counts work units; throws lp::Error past Limits::max_work.
   void charge(int64_t units);

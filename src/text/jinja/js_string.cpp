@@ -80,7 +80,9 @@ char32_t decode_step(std::string_view s, size_t* i) {
   return cp;
 }
 
-size_t utf16_units(char32_t cp) { return cp >= 0x10000 ? 2 : 1; }
+size_t utf16_units(char32_t cp) {
+  return cp >= 0x10000 ? 2 : 1;
+}
 
 // Primary collation weight of an ASCII character for locale_compare; later in the string = larger.
 int primary_weight(char32_t c) {
@@ -137,8 +139,20 @@ char32_t decode_at(std::string_view s, size_t i, size_t* len) {
 
 bool is_space(char32_t c) {
   switch (c) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x20: case 0xA0: case 0x1680:
-    case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000: case 0xFEFF:
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x20:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000:
+    case 0xFEFF:
       return true;
     default:
       return c >= 0x2000 && c <= 0x200A;
@@ -176,7 +190,9 @@ std::string trim_end(std::string_view s) {
   return std::string(s.substr(0, end));
 }
 
-std::string trim(std::string_view s) { return trim_end(trim_start(s)); }
+std::string trim(std::string_view s) {
+  return trim_end(trim_start(s));
+}
 
 std::string to_upper(std::string_view s) {
   std::string out;
@@ -341,13 +357,27 @@ std::string json_quote(std::string_view s, bool ensure_ascii) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
+        case '"':
+          out += "\\\"";
+          break;
+        case '\\':
+          out += "\\\\";
+          break;
+        case '\b':
+          out += "\\b";
+          break;
+        case '\f':
+          out += "\\f";
+          break;
+        case '\n':
+          out += "\\n";
+          break;
+        case '\r':
+          out += "\\r";
+          break;
+        case '\t':
+          out += "\\t";
+          break;
         default:
           if (c < 0x20 || (ensure_ascii && c == 0x7F)) {
             out += "\\u00";
@@ -388,7 +418,9 @@ size_t skip_spaces(std::string_view s, size_t i) {
   return i;
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 // Length of the longest StrDecimalLiteral prefix of s (sign handled by the caller), 0 if none.
 size_t decimal_prefix(std::string_view s) {
@@ -410,7 +442,9 @@ size_t decimal_prefix(std::string_view s) {
   return i;
 }
 
-double strtod_view(std::string_view s) { return std::strtod(std::string(s).c_str(), nullptr); }
+double strtod_view(std::string_view s) {
+  return std::strtod(std::string(s).c_str(), nullptr);
+}
 
 }  // namespace
 

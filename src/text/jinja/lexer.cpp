@@ -11,13 +11,31 @@
 namespace lp::text::jinja {
 
 const char* tok_name(Tok t) {
-  static constexpr std::array<const char*, 25> kNames = {
-      "Text",        "NumericLiteral",     "StringLiteral",     "Identifier",       "Equals",
-      "OpenParen",   "CloseParen",         "OpenStatement",     "CloseStatement",   "OpenExpression",
-      "CloseExpression", "OpenSquareBracket", "CloseSquareBracket", "OpenCurlyBracket", "CloseCurlyBracket",
-      "Comma",       "Dot",                "Colon",             "Pipe",             "AdditiveBinaryOperator",
-      "MultiplicativeBinaryOperator", "ExponentiationBinaryOperator", "ComparisonBinaryOperator",
-      "UnaryOperator", "Comment"};
+  static constexpr std::array<const char*, 25> kNames = {"Text",
+                                                         "NumericLiteral",
+                                                         "StringLiteral",
+                                                         "Identifier",
+                                                         "Equals",
+                                                         "OpenParen",
+                                                         "CloseParen",
+                                                         "OpenStatement",
+                                                         "CloseStatement",
+                                                         "OpenExpression",
+                                                         "CloseExpression",
+                                                         "OpenSquareBracket",
+                                                         "CloseSquareBracket",
+                                                         "OpenCurlyBracket",
+                                                         "CloseCurlyBracket",
+                                                         "Comma",
+                                                         "Dot",
+                                                         "Colon",
+                                                         "Pipe",
+                                                         "AdditiveBinaryOperator",
+                                                         "MultiplicativeBinaryOperator",
+                                                         "ExponentiationBinaryOperator",
+                                                         "ComparisonBinaryOperator",
+                                                         "UnaryOperator",
+                                                         "Comment"};
   return kNames[static_cast<size_t>(t)];
 }
 
@@ -57,7 +75,8 @@ std::string trim_blocks(std::string_view s) {
   out.reserve(s.size());
   size_t i = 0;
   while (i < s.size()) {
-    if (i + 2 < s.size() && (s[i] == '#' || s[i] == '%' || s[i] == '-') && s[i + 1] == '}' && s[i + 2] == '\n') {
+    if (i + 2 < s.size() && (s[i] == '#' || s[i] == '%' || s[i] == '-') && s[i + 1] == '}' &&
+        s[i + 2] == '\n') {
       out.append(s.substr(i, 2));
       i += 3;
       continue;
@@ -117,8 +136,12 @@ std::string strip_generation_tags(std::string_view s) {
   return out;
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_word(char c) { return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_word(char c) {
+  return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
 
 int hex_value(char c) {
   if (is_digit(c)) return c - '0';
@@ -128,14 +151,21 @@ int hex_value(char c) {
 
 // The mapping table of lexer.ts, in its order (longer operators first where it matters).
 constexpr std::array<std::pair<std::string_view, Tok>, 30> kTable = {{
-    {"{%", Tok::kOpenStatement}, {"%}", Tok::kCloseStatement}, {"{{", Tok::kOpenExpression},
-    {"}}", Tok::kCloseExpression}, {"(", Tok::kOpenParen}, {")", Tok::kCloseParen}, {"{", Tok::kOpenCurly},
-    {"}", Tok::kCloseCurly}, {"[", Tok::kOpenSquare}, {"]", Tok::kCloseSquare}, {",", Tok::kComma},
-    {".", Tok::kDot}, {":", Tok::kColon}, {"|", Tok::kPipe}, {"<=", Tok::kComparison},
-    {">=", Tok::kComparison}, {"==", Tok::kComparison}, {"!=", Tok::kComparison}, {"<", Tok::kComparison},
-    {">", Tok::kComparison}, {"+", Tok::kAdditive}, {"-", Tok::kAdditive}, {"~", Tok::kAdditive},
-    {"**", Tok::kPower}, {"*", Tok::kMultiplicative}, {"//", Tok::kMultiplicative}, {"/", Tok::kMultiplicative},
-    {"%", Tok::kMultiplicative}, {"=", Tok::kEquals}, {"", Tok::kText},
+    {"{%", Tok::kOpenStatement},  {"%}", Tok::kCloseStatement},
+    {"{{", Tok::kOpenExpression}, {"}}", Tok::kCloseExpression},
+    {"(", Tok::kOpenParen},       {")", Tok::kCloseParen},
+    {"{", Tok::kOpenCurly},       {"}", Tok::kCloseCurly},
+    {"[", Tok::kOpenSquare},      {"]", Tok::kCloseSquare},
+    {",", Tok::kComma},           {".", Tok::kDot},
+    {":", Tok::kColon},           {"|", Tok::kPipe},
+    {"<=", Tok::kComparison},     {">=", Tok::kComparison},
+    {"==", Tok::kComparison},     {"!=", Tok::kComparison},
+    {"<", Tok::kComparison},      {">", Tok::kComparison},
+    {"+", Tok::kAdditive},        {"-", Tok::kAdditive},
+    {"~", Tok::kAdditive},        {"**", Tok::kPower},
+    {"*", Tok::kMultiplicative},  {"//", Tok::kMultiplicative},
+    {"/", Tok::kMultiplicative},  {"%", Tok::kMultiplicative},
+    {"=", Tok::kEquals},          {"", Tok::kText},
 }};
 
 class Lexer {
@@ -206,16 +236,35 @@ class Lexer {
         }
         flush_high();
         switch (e) {
-          case 'n': out.push_back('\n'); break;
-          case 't': out.push_back('\t'); break;
-          case 'r': out.push_back('\r'); break;
-          case 'b': out.push_back('\b'); break;
-          case 'f': out.push_back('\f'); break;
-          case 'v': out.push_back('\v'); break;
-          case '\'': out.push_back('\''); break;
-          case '"': out.push_back('"'); break;
-          case '\\': out.push_back('\\'); break;
-          default: fail("jinja: Unexpected escaped character: {}", e);
+          case 'n':
+            out.push_back('\n');
+            break;
+          case 't':
+            out.push_back('\t');
+            break;
+          case 'r':
+            out.push_back('\r');
+            break;
+          case 'b':
+            out.push_back('\b');
+            break;
+          case 'f':
+            out.push_back('\f');
+            break;
+          case 'v':
+            out.push_back('\v');
+            break;
+          case '\'':
+            out.push_back('\'');
+            break;
+          case '"':
+            out.push_back('"');
+            break;
+          case '\\':
+            out.push_back('\\');
+            break;
+          default:
+            fail("jinja: Unexpected escaped character: {}", e);
         }
         continue;
       }
@@ -249,7 +298,8 @@ class Lexer {
 
   void step() {
     const Tok last = last_type();
-    if (tokens_.empty() || last == Tok::kCloseStatement || last == Tok::kCloseExpression || last == Tok::kComment) {
+    if (tokens_.empty() || last == Tok::kCloseStatement || last == Tok::kCloseExpression ||
+        last == Tok::kComment) {
       const size_t start = pos_;
       while (pos_ < src_.size() &&
              !(src_[pos_] == '{' && (at(pos_ + 1) == '%' || at(pos_ + 1) == '{' || at(pos_ + 1) == '#'))) {

@@ -32,16 +32,20 @@ bool is_array_index(const std::string& k, uint64_t* out) {
 Value from_json(const nlohmann::ordered_json& j, int depth) {
   if (depth > kMaxJsonDepth) fail("jinja: template variables nest deeper than {}", kMaxJsonDepth);
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return Value::null();
-    case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return Value::integer(static_cast<double>(j.get<int64_t>()));
+    case nlohmann::ordered_json::value_t::null:
+      return Value::null();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value::boolean(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return Value::integer(static_cast<double>(j.get<int64_t>()));
     case nlohmann::ordered_json::value_t::number_unsigned:
       return Value::integer(static_cast<double>(j.get<uint64_t>()));
     case nlohmann::ordered_json::value_t::number_float: {
       const double d = j.get<double>();
       return std::isfinite(d) && std::trunc(d) == d ? Value::integer(d) : Value::floating(d);
     }
-    case nlohmann::ordered_json::value_t::string: return Value::string(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value::string(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       Array a;
       a.reserve(j.size());
@@ -63,13 +67,16 @@ Value from_json(const nlohmann::ordered_json& j, int depth) {
       }
       return Value::object(std::move(o));
     }
-    default: fail("jinja: unsupported JSON value in template variables");
+    default:
+      fail("jinja: unsupported JSON value in template variables");
   }
 }
 
 }  // namespace
 
-Value value_from_json(const nlohmann::ordered_json& j) { return from_json(j, 0); }
+Value value_from_json(const nlohmann::ordered_json& j) {
+  return from_json(j, 0);
+}
 
 Template::Template(std::string_view source, TemplateOptions options) : options_(std::move(options)) {
   program_.body = parse(tokenize(js::sanitize_utf8(source))).body;

@@ -26,13 +26,19 @@ enum class JsKind { kUndefined, kNull, kBool, kNumber, kString, kObject };
 
 JsKind js_kind(const Value& v) {
   switch (v.type()) {
-    case Type::kUndefined: return JsKind::kUndefined;
-    case Type::kNull: return JsKind::kNull;
-    case Type::kBool: return JsKind::kBool;
+    case Type::kUndefined:
+      return JsKind::kUndefined;
+    case Type::kNull:
+      return JsKind::kNull;
+    case Type::kBool:
+      return JsKind::kBool;
     case Type::kInt:
-    case Type::kFloat: return JsKind::kNumber;
-    case Type::kString: return JsKind::kString;
-    default: return JsKind::kObject;
+    case Type::kFloat:
+      return JsKind::kNumber;
+    case Type::kString:
+      return JsKind::kString;
+    default:
+      return JsKind::kObject;
   }
 }
 
@@ -48,18 +54,30 @@ bool same_object(const Value& a, const Value& b) {
 
 const char* type_name(Type t) {
   switch (t) {
-    case Type::kUndefined: return "UndefinedValue";
-    case Type::kNull: return "NullValue";
-    case Type::kBool: return "BooleanValue";
-    case Type::kInt: return "IntegerValue";
-    case Type::kFloat: return "FloatValue";
-    case Type::kString: return "StringValue";
-    case Type::kArray: return "ArrayValue";
-    case Type::kTuple: return "TupleValue";
-    case Type::kObject: return "ObjectValue";
-    case Type::kKwargs: return "KeywordArgumentsValue";
-    case Type::kNamespace: return "NamespaceValue";
-    case Type::kFunction: return "FunctionValue";
+    case Type::kUndefined:
+      return "UndefinedValue";
+    case Type::kNull:
+      return "NullValue";
+    case Type::kBool:
+      return "BooleanValue";
+    case Type::kInt:
+      return "IntegerValue";
+    case Type::kFloat:
+      return "FloatValue";
+    case Type::kString:
+      return "StringValue";
+    case Type::kArray:
+      return "ArrayValue";
+    case Type::kTuple:
+      return "TupleValue";
+    case Type::kObject:
+      return "ObjectValue";
+    case Type::kKwargs:
+      return "KeywordArgumentsValue";
+    case Type::kNamespace:
+      return "NamespaceValue";
+    case Type::kFunction:
+      return "FunctionValue";
   }
   return "?";
 }
@@ -171,17 +189,24 @@ const NativeFn& Value::as_function() const {
 bool Value::truthy() const {
   switch (type_) {
     case Type::kUndefined:
-    case Type::kNull: return false;
-    case Type::kBool: return b_;
+    case Type::kNull:
+      return false;
+    case Type::kBool:
+      return b_;
     case Type::kInt:
-    case Type::kFloat: return num_ != 0 && !std::isnan(num_);
-    case Type::kString: return !as_str().empty();
+    case Type::kFloat:
+      return num_ != 0 && !std::isnan(num_);
+    case Type::kString:
+      return !as_str().empty();
     case Type::kArray:
-    case Type::kTuple: return !as_array().empty();
+    case Type::kTuple:
+      return !as_array().empty();
     case Type::kObject:
-    case Type::kKwargs: return as_object().size() > 0;
+    case Type::kKwargs:
+      return as_object().size() > 0;
     case Type::kNamespace:
-    case Type::kFunction: return true;
+    case Type::kFunction:
+      return true;
   }
   return false;
 }
@@ -217,10 +242,14 @@ void Object::clear() {
 
 std::string to_output(const Value& v, size_t max_bytes) {
   switch (v.type()) {
-    case Type::kUndefined: return "undefined";
-    case Type::kNull: return "null";
-    case Type::kBool: return v.as_bool() ? "true" : "false";
-    case Type::kInt: return js::number_to_string(v.as_num());
+    case Type::kUndefined:
+      return "undefined";
+    case Type::kNull:
+      return "null";
+    case Type::kBool:
+      return v.as_bool() ? "true" : "false";
+    case Type::kInt:
+      return js::number_to_string(v.as_num());
     case Type::kFloat: {
       const double x = v.as_num();
       if (x == 0 && std::signbit(x)) return "-0.0";
@@ -229,13 +258,16 @@ std::string to_output(const Value& v, size_t max_bytes) {
       }
       return js::number_to_string(x);
     }
-    case Type::kString: return v.as_str();
+    case Type::kString:
+      return v.as_str();
     case Type::kArray:
     case Type::kTuple:
     case Type::kObject:
     case Type::kKwargs:
-    case Type::kNamespace: return to_json(v, {}, /*undefined_as_null=*/false, max_bytes);
-    case Type::kFunction: fail("jinja: cannot print a function");
+    case Type::kNamespace:
+      return to_json(v, {}, /*undefined_as_null=*/false, max_bytes);
+    case Type::kFunction:
+      fail("jinja: cannot print a function");
   }
   return {};
 }
@@ -243,7 +275,8 @@ std::string to_output(const Value& v, size_t max_bytes) {
 std::string to_js_string(const Value& v, size_t max_bytes) {
   switch (v.type()) {
     case Type::kInt:
-    case Type::kFloat: return js::number_to_string(v.as_num());
+    case Type::kFloat:
+      return js::number_to_string(v.as_num());
     case Type::kArray:
     case Type::kTuple: {
       std::string out;
@@ -258,8 +291,10 @@ std::string to_js_string(const Value& v, size_t max_bytes) {
     }
     case Type::kObject:
     case Type::kKwargs:
-    case Type::kNamespace: return "[object Map]";
-    default: return to_output(v, max_bytes);
+    case Type::kNamespace:
+      return "[object Map]";
+    default:
+      return to_output(v, max_bytes);
   }
 }
 
@@ -276,15 +311,27 @@ struct JsonWriter {
     if (depth > kMaxJsonDepth) fail("jinja: tojson: nesting deeper than {}", kMaxJsonDepth);
     check_size(out.size(), max_bytes);
     switch (v.type()) {
-      case Type::kNull: out += "null"; return;
-      case Type::kUndefined: out += undefined_as_null ? "null" : "undefined"; return;
+      case Type::kNull:
+        out += "null";
+        return;
+      case Type::kUndefined:
+        out += undefined_as_null ? "null" : "undefined";
+        return;
       case Type::kInt:
-      case Type::kFloat: out += std::isfinite(v.as_num()) ? js::number_to_string(v.as_num()) : "null"; return;
-      case Type::kBool: out += v.as_bool() ? "true" : "false"; return;
-      case Type::kString: out += js::json_quote(v.as_str(), opt.ensure_ascii); return;
+      case Type::kFloat:
+        out += std::isfinite(v.as_num()) ? js::number_to_string(v.as_num()) : "null";
+        return;
+      case Type::kBool:
+        out += v.as_bool() ? "true" : "false";
+        return;
+      case Type::kString:
+        out += js::json_quote(v.as_str(), opt.ensure_ascii);
+        return;
       case Type::kFunction:
-      case Type::kTuple: fail("jinja: Cannot convert to JSON: {}", type_name(v.type()));
-      default: break;
+      case Type::kTuple:
+        fail("jinja: Cannot convert to JSON: {}", type_name(v.type()));
+      default:
+        break;
     }
     auto pad = [&](int d) {
       out.push_back('\n');
@@ -353,15 +400,21 @@ std::string object_primitive(const Value& v) {
 bool loose_primitive(JsKind ka, const Value& a, JsKind kb, const Value& b) {
   if (ka == kb) {
     switch (ka) {
-      case JsKind::kBool: return a.as_bool() == b.as_bool();
-      case JsKind::kNumber: return a.as_num() == b.as_num();
-      case JsKind::kString: return a.as_str() == b.as_str();
-      default: return true;
+      case JsKind::kBool:
+        return a.as_bool() == b.as_bool();
+      case JsKind::kNumber:
+        return a.as_num() == b.as_num();
+      case JsKind::kString:
+        return a.as_str() == b.as_str();
+      default:
+        return true;
     }
   }
   // number/string/bool mixes: everything becomes a number.
   auto num = [](JsKind k, const Value& v) {
-    return k == JsKind::kBool ? (v.as_bool() ? 1.0 : 0.0) : k == JsKind::kNumber ? v.as_num() : js::to_number(v.as_str());
+    return k == JsKind::kBool     ? (v.as_bool() ? 1.0 : 0.0)
+           : k == JsKind::kNumber ? v.as_num()
+                                  : js::to_number(v.as_str());
   };
   return num(ka, a) == num(kb, b);
 }
@@ -377,7 +430,8 @@ bool loose_equal(const Value& a, const Value& b) {
   if (ka == JsKind::kObject || kb == JsKind::kObject) {
     const bool a_obj = ka == JsKind::kObject;
     const Value prim = Value::string(object_primitive(a_obj ? a : b));
-    return a_obj ? loose_primitive(JsKind::kString, prim, kb, b) : loose_primitive(ka, a, JsKind::kString, prim);
+    return a_obj ? loose_primitive(JsKind::kString, prim, kb, b)
+                 : loose_primitive(ka, a, JsKind::kString, prim);
   }
   return loose_primitive(ka, a, kb, b);
 }
@@ -387,11 +441,16 @@ bool strict_equal(const Value& a, const Value& b) {
   if (ka != kb) return false;
   switch (ka) {
     case JsKind::kUndefined:
-    case JsKind::kNull: return true;
-    case JsKind::kBool: return a.as_bool() == b.as_bool();
-    case JsKind::kNumber: return a.as_num() == b.as_num();
-    case JsKind::kString: return a.as_str() == b.as_str();
-    case JsKind::kObject: return same_object(a, b);
+    case JsKind::kNull:
+      return true;
+    case JsKind::kBool:
+      return a.as_bool() == b.as_bool();
+    case JsKind::kNumber:
+      return a.as_num() == b.as_num();
+    case JsKind::kString:
+      return a.as_str() == b.as_str();
+    case JsKind::kObject:
+      return same_object(a, b);
   }
   return false;
 }
@@ -403,7 +462,8 @@ bool same_value_zero(const Value& a, const Value& b) {
 
 int compare_values(const Value& a, const Value& b, bool case_sensitive) {
   if (a.is_null() && b.is_null()) return 0;
-  if (a.is_null() || b.is_null()) fail("jinja: Cannot compare {} with {}", type_name(a.type()), type_name(b.type()));
+  if (a.is_null() || b.is_null())
+    fail("jinja: Cannot compare {} with {}", type_name(a.type()), type_name(b.type()));
   if (a.is_undefined() && b.is_undefined()) return 0;
   if (a.is_undefined() || b.is_undefined()) {
     fail("jinja: Cannot compare {} with {}", type_name(a.type()), type_name(b.type()));

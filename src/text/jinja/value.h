@@ -64,8 +64,10 @@ class Value {
   bool is_number() const { return type_ == Type::kInt || type_ == Type::kFloat; }
   bool is_numeric_like() const { return is_number() || type_ == Type::kBool; }
   bool is_string() const { return type_ == Type::kString; }
-  bool is_array() const { return type_ == Type::kArray || type_ == Type::kTuple; }    // instanceof ArrayValue
-  bool is_object() const { return type_ == Type::kObject || type_ == Type::kKwargs; }  // instanceof ObjectValue
+  bool is_array() const { return type_ == Type::kArray || type_ == Type::kTuple; }  // instanceof ArrayValue
+  bool is_object() const {
+    return type_ == Type::kObject || type_ == Type::kKwargs;
+  }  // instanceof ObjectValue
   bool is_attr_container() const { return is_object() || type_ == Type::kNamespace; }
   bool is_function() const { return type_ == Type::kFunction; }
 

@@ -1,0 +1,176 @@
+#include "lora/plan.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <nlohmann/json.hpp>
+
+#include "core/check.h"
+#include "model/weights.h"
+
+namespace lp::lora {
+
+int64_t base_param_count(const model::ModelConfig& c) {
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  int64_t per_layer = 2 * H;  // input_layernorm, post_attention_layernorm
+  for (int p = 0; p < model::kNumProj; ++p) {
+    auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(p));
+    per_layer += static_cast<int64_t>(in) * out;
+  }
+  if (c.attention_bias) per_layer += c.q_dim() + 2 * static_cast<int64_t>(c.kv_dim());
+  if (c.o_bias) per_layer += H;
+  if (c.mlp_bias) per_layer += 2 * I + H;
+  int64_t n = V * H + per_layer * c.n_layers + H;  // embed, layers, final norm
+  if (!c.tie_word_embeddings) n += V * H;          // lm_head
+  return n;
+}
+
+MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
+  if (o.max_loras < 1) fail("--max-loras must be at least 1 (got {})", o.max_loras);
+  if (o.max_lora_rank < 1) fail("--max-lora-rank must be at least 1 (got {})", o.max_lora_rank);
+  if (o.memory_budget < 0) fail("--memory-budget must not be negative (got {})", o.memory_budget);
+  MemoryPlan p;
+  p.options = o;
+  if (p.options.max_cpu_loras == 0) p.options.max_cpu_loras = o.max_loras;
+  if (p.options.max_cpu_loras < o.max_loras)
+    fail("--max-cpu-loras {} is smaller than --max-loras {}: the host tier holds every adapter that is in a "
+         "slot",
+         p.options.max_cpu_loras, o.max_loras);
+  const int64_t es = static_cast<int64_t>(dtype_size(o.lora_dtype));
+  for (int i = 0; i < kNumModules; ++i) {
+    auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
+    MemoryPlan::ModuleBytes& m = p.modules[i];
+    m.module = static_cast<Module>(i);
+    m.targeted = o.modules[i];
+    m.in = in;
+    m.out = out;
+    if (m.targeted) m.slot_bytes = static_cast<int64_t>(c.n_layers) * o.max_lora_rank * (in + out) * es;
+    p.slot_bytes += m.slot_bytes;
+  }
+  // The same figure SlotBank allocates (one formula, two places: check they agree).
+  LP_CHECK(static_cast<size_t>(p.slot_bytes) == slot_bytes(c, o.max_lora_rank, o.lora_dtype, o.modules));
+  p.slots_bytes = p.slot_bytes * o.max_loras;
+  p.host_bytes = p.slot_bytes * p.options.max_cpu_loras;
+  p.base_params = base_param_count(c);
+  p.base_bytes = p.base_params * static_cast<int64_t>(dtype_size(c.torch_dtype));
+  p.kv_bytes_per_token = 2LL * c.n_layers * c.n_kv_heads * c.head_dim * 4;
+  if (o.memory_budget > 0) {
+    int64_t left = o.memory_budget - p.base_bytes - p.slots_bytes - p.host_bytes;
+    p.kv_tokens = left > 0 ? left / p.kv_bytes_per_token : 0;
+    p.over_budget_bytes = left < 0 ? -left : 0;
+  }
+  return p;
+}
+
+DType parse_plan_dtype(const std::string& s, DType base) {
+  if (s == "bf16") return DType::kBF16;
+  if (s == "f16") return DType::kF16;
+  if (s == "f32") return DType::kF32;
+  if (s == "auto") return base;
+  fail("unknown --lora-dtype '{}' (bf16, f16, f32, auto)", s);
+}
+
+ModuleSet parse_module_set(const std::vector<std::string>& names) {
+  if (names.empty()) return kAllModules;
+  ModuleSet set{};
+  for (const std::string& n : names) {
+    if (n == "all" || n == "all-linear") return kAllModules;
+    bool found = false;
+    for (int i = 0; i < kNumModules; ++i) {
+      if (module_name(static_cast<Module>(i)) == n) {
+        set[i] = true;
+        found = true;
+      }
+    }
+    if (!found)
+      fail("unknown target module '{}' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all)", n);
+  }
+  return set;
+}
+
+int64_t parse_byte_size(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i > 18) fail("invalid byte size '{}' (e.g. 17179869184, 16GiB, 500MB)", s);
+  const int64_t n = std::stoll(s.substr(0, i));
+  std::string unit = s.substr(i);
+  for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  int64_t mul = 0;
+  if (unit.empty() || unit == "B") mul = 1;
+  else if (unit == "K" || unit == "KIB") mul = 1LL << 10;
+  else if (unit == "M" || unit == "MIB") mul = 1LL << 20;
+  else if (unit == "G" || unit == "GIB") mul = 1LL << 30;
+  else if (unit == "T" || unit == "TIB") mul = 1LL << 40;
+  else if (unit == "KB") mul = 1000;
+  else if (unit == "MB") mul = 1000 * 1000;
+  else if (unit == "GB") mul = 1000 * 1000 * 1000;
+  else if (unit == "TB") mul = 1000LL * 1000 * 1000 * 1000;
+  else fail("invalid byte size '{}': unknown unit '{}' (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)", s, s.substr(i));
+  if (n > INT64_MAX / mul) fail("byte size '{}' is too large", s);
+  return n * mul;
+}
+
+std::string format_bytes(int64_t b) {
+  const double d = static_cast<double>(b);
+  if (b >= 1000LL * 1000 * 1000) return fmt::format("{:.2f} GB ({:.2f} GiB)", d / 1e9, d / (1 << 30));
+  if (b >= 1000 * 1000) return fmt::format("{:.1f} MB ({:.1f} MiB)", d / 1e6, d / (1 << 20));
+  if (b >= 1000) return fmt::format("{:.1f} KB ({:.1f} KiB)", d / 1e3, d / 1024);
+  return fmt::format("{} B", b);
+}
+
+std::string plan_text(const MemoryPlan& p) {
+  const PlanOptions& o = p.options;
+  std::string s = fmt::format("LoRA memory plan: max_loras {}, max_lora_rank {}, lora dtype {}, max_cpu_loras {}\n",
+                              o.max_loras, o.max_lora_rank, dtype_name(o.lora_dtype), o.max_cpu_loras);
+  s += fmt::format("  {:<10} {:>6} {:>6} {:>14}  {}\n", "module", "in", "out", "slot bytes", "");
+  for (const auto& m : p.modules) {
+    if (!m.targeted) {
+      s += fmt::format("  {:<10} {:>6} {:>6} {:>14}  (not targeted)\n", module_name(m.module), m.in, m.out, 0);
+      continue;
+    }
+    s += fmt::format("  {:<10} {:>6} {:>6} {:>14}  {}\n", module_name(m.module), m.in, m.out, m.slot_bytes,
+                     format_bytes(m.slot_bytes));
+  }
+  s += fmt::format("  one slot                    {:>14}  {}\n", p.slot_bytes, format_bytes(p.slot_bytes));
+  s += fmt::format("  all {} slots                {:>14}  {}\n", o.max_loras, p.slots_bytes, format_bytes(p.slots_bytes));
+  s += fmt::format("  host tier ({} at full rank) {:>14}  {}\n", o.max_cpu_loras, p.host_bytes,
+                   format_bytes(p.host_bytes));
+  s += fmt::format("  base weights ({} params)    {:>14}  {}\n", p.base_params, p.base_bytes,
+                   format_bytes(p.base_bytes));
+  s += fmt::format("  KV cache per token (f32)    {:>14}  {}\n", p.kv_bytes_per_token,
+                   format_bytes(p.kv_bytes_per_token));
+  if (o.memory_budget > 0) {
+    s += fmt::format("  memory budget               {:>14}  {}\n", o.memory_budget, format_bytes(o.memory_budget));
+    if (p.over_budget_bytes > 0)
+      s += fmt::format("  OVER BUDGET by {}: base + slots + host tier do not fit; no KV cache left\n",
+                       format_bytes(p.over_budget_bytes));
+    else
+      s += fmt::format("  KV cache left               {:>14} tokens\n", p.kv_tokens);
+  }
+  return s;
+}
+
+nlohmann::json plan_json(const MemoryPlan& p) {
+  const PlanOptions& o = p.options;
+  nlohmann::json mods = nlohmann::json::object();
+  for (const auto& m : p.modules)
+    if (m.targeted) mods[std::string(module_name(m.module))] = {{"in", m.in}, {"out", m.out}, {"slot_bytes", m.slot_bytes}};
+  return {
+      {"max_loras", o.max_loras},
+      {"max_lora_rank", o.max_lora_rank},
+      {"lora_dtype", dtype_name(o.lora_dtype)},
+      {"max_cpu_loras", o.max_cpu_loras},
+      {"modules", mods},
+      {"slot_bytes", p.slot_bytes},
+      {"slots_bytes", p.slots_bytes},
+      {"host_bytes", p.host_bytes},
+      {"base_params", p.base_params},
+      {"base_bytes", p.base_bytes},
+      {"kv_bytes_per_token", p.kv_bytes_per_token},
+      {"memory_budget", o.memory_budget},
+      {"kv_tokens", p.kv_tokens},
+      {"over_budget_bytes", p.over_budget_bytes},
+  };
+}
+
+}  // namespace lp::lora

@@ -1,0 +1,75 @@
+// The memory plan of a LoRA server, from the base model's config.json alone (no weights): bytes of one
+// adapter slot per target module and in total, of all slots, of the host tier at full rank, of the base
+// weights, and the KV-cache tokens that fit in what is left of a memory budget. `loraplex plan` prints it;
+// `serve` logs the same plan, and AdapterManager allocates exactly `slots_bytes` (it checks).
+//
+//   slot_bytes  = Σ layers × target modules × max_lora_rank × (in + out) × bytes(lora dtype)
+//   slots_bytes = max_loras × slot_bytes
+//   host_bytes  = max_cpu_loras × slot_bytes       (every host adapter at full rank, all target modules)
+//   base_bytes  = params(embed, layers (7 projections, their biases, 2 norms), final norm, lm_head unless
+//                 tied) × bytes(torch_dtype)
+//   kv_bytes_per_token = 2 (K, V) × layers × kv_heads × head_dim × 4 (KV is f32 in loraplex)
+//   kv_tokens   = (budget − base − slots − host) / kv_bytes_per_token, 0 when nothing is left; −1 without budget
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/dtype.h"
+#include "lora/adapter.h"
+#include "lora/slot_bank.h"
+#include "model/config.h"
+
+namespace lp::lora {
+
+struct PlanOptions {
+  int max_loras = 1;
+  int max_lora_rank = 16;
+  DType lora_dtype = DType::kBF16;
+  ModuleSet modules = kAllModules;
+  int max_cpu_loras = 0;      // 0: = max_loras
+  int64_t memory_budget = 0;  // bytes; 0: no budget (kv_tokens = -1)
+};
+
+struct MemoryPlan {
+  PlanOptions options;  // with max_cpu_loras resolved
+  struct ModuleBytes {
+    Module module = Module::kQ;
+    bool targeted = false;
+    int64_t in = 0, out = 0;  // of the base projection
+    int64_t slot_bytes = 0;   // this module's part of one slot, over all layers
+  };
+  std::array<ModuleBytes, kNumModules> modules{};
+  int64_t slot_bytes = 0;
+  int64_t slots_bytes = 0;
+  int64_t host_bytes = 0;
+  int64_t base_params = 0;
+  int64_t base_bytes = 0;
+  int64_t kv_bytes_per_token = 0;
+  int64_t kv_tokens = -1;        // -1: no budget given
+  int64_t over_budget_bytes = 0; // > 0 when base + slots + host alone exceed the budget
+};
+
+// Throws lp::Error (kInvalid) for max_loras / max_lora_rank < 1 or max_cpu_loras < max_loras.
+MemoryPlan plan_memory(const model::ModelConfig& config, const PlanOptions& options);
+
+// Parameters of the base model's weights (what base_bytes counts).
+int64_t base_param_count(const model::ModelConfig& config);
+
+// "bf16" | "f16" | "f32" | "auto" (= the base model's torch_dtype). Throws lp::Error otherwise.
+DType parse_plan_dtype(const std::string& s, DType base);
+// Module names ("q_proj", ...) to a set; "all" or "all-linear" (or an empty list) is every module.
+ModuleSet parse_module_set(const std::vector<std::string>& names);
+// "17179869184", "16GiB", "16G" (= GiB), "500MB" (10^6), "64KiB"... Throws lp::Error on anything else.
+int64_t parse_byte_size(const std::string& s);
+// "83.9 MB (80.0 MiB)".
+std::string format_bytes(int64_t bytes);
+
+std::string plan_text(const MemoryPlan& plan);  // a human-readable table, one line per module
+nlohmann::json plan_json(const MemoryPlan& plan);  // slot_bytes, slots_bytes, host_bytes, base_bytes, kv_tokens, ...
+
+}  // namespace lp::lora

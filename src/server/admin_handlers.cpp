@@ -1,0 +1,121 @@
+// GET /v1/models, POST /v1/load_lora_adapter, POST /v1/unload_lora_adapter, and the mapping from a request's
+// `model` to an adapter (with the on-demand resolver). Answers follow vLLM: the admin endpoints reply 200 with
+// a plain-text "Success: ..." message, 400 for a missing field, a duplicate name or an invalid adapter, 404 for
+// an unknown name or a missing folder, 403 for a folder outside --lora-root.
+#include <httplib.h>
+
+#include "core/log.h"
+#include "server/backend.h"
+#include "server/handlers.h"
+#include "server/lora_paths.h"
+#include "server/openai_request.h"
+
+namespace lp::server {
+
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+std::string string_field(const ojson& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return {};
+  if (!it->is_string()) fail_param(name, "'{}' must be a string", name);
+  return it->get<std::string>();
+}
+
+bool bool_field(const ojson& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return false;
+  if (!it->is_boolean()) fail_param(name, "'{}' must be a boolean", name);
+  return it->get<bool>();
+}
+
+void require_admitting(ServerState& st) {
+  if (st.draining.load()) throw Error("the server is shutting down", ErrorKind::kUnavailable);
+}
+
+}  // namespace
+
+std::string resolve_model(ServerState& st, const std::string& model) {
+  if (model.empty() || model == st.options.served_model_name) return "";
+  Backend& b = *st.backend;
+  if (b.is_registered(model)) return model;
+  if (st.options.enable_lora_resolver && st.options.lora_root && b.lora_enabled()) {
+    if (auto dir = find_adapter_under_root(*st.options.lora_root, model)) {
+      try {
+        b.register_adapter(model, *dir, /*pinned=*/false);
+        log_info("resolver: registered adapter '{}' from {}", model, dir->string());
+      } catch (const Error&) {
+        if (!b.is_registered(model)) throw;  // a concurrent request registered it first: fine
+      }
+      return model;
+    }
+  }
+  throw ApiError(fmt::format("The model `{}` does not exist.", model), ErrorKind::kNotFound, "model",
+                 "model_not_found");
+}
+
+void handle_models(ServerState& st, const httplib::Request&, httplib::Response& res) {
+  const int64_t max_len = st.backend->max_model_len();
+  ojson data = ojson::array();
+  data.push_back({{"id", st.options.served_model_name},
+                  {"object", "model"},
+                  {"created", st.created},
+                  {"owned_by", "loraplex"},
+                  {"root", st.options.model_dir},
+                  {"parent", nullptr},
+                  {"max_model_len", max_len}});
+  for (const AdapterListing& a : st.backend->list_adapters()) {
+    data.push_back({{"id", a.name},
+                    {"object", "model"},
+                    {"created", st.created},
+                    {"owned_by", "loraplex"},
+                    {"root", a.path},
+                    {"parent", st.options.served_model_name},
+                    {"max_model_len", max_len},
+                    {"lora", {{"tier", a.tier}, {"pinned", a.pinned}, {"rank", a.rank}}}});
+  }
+  write_json(res, dump_json(ojson{{"object", "list"}, {"data", std::move(data)}}));
+}
+
+void handle_load_adapter(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+  require_admitting(st);
+  ojson body = parse_body(req.body);
+  std::string name = string_field(body, "lora_name");
+  std::string path = string_field(body, "lora_path");
+  bool inplace = bool_field(body, "load_inplace");
+  bool pinned = bool_field(body, "pinned");
+  if (name.empty() || path.empty())
+    throw ApiError("Both 'lora_name' and 'lora_path' must be provided.", ErrorKind::kInvalid,
+                   name.empty() ? "lora_name" : "lora_path");
+  if (name == st.options.served_model_name)
+    fail_param("lora_name", "'{}' is the base model's name; choose another adapter name", name);
+  if (!st.backend->lora_enabled()) fail("LoRA is not enabled on this server (start it with --max-loras >= 1)");
+  std::filesystem::path dir = resolve_adapter_path(st.options.lora_root, path);
+  if (st.backend->is_registered(name)) {
+    if (!inplace)
+      throw ApiError(fmt::format("The lora adapter '{}' has already been loaded.", name), ErrorKind::kInvalid,
+                     "lora_name");
+    st.backend->unregister_adapter(name);  // load_inplace: replace it
+  }
+  st.backend->register_adapter(name, dir, pinned);
+  log_info("loaded LoRA adapter '{}' from {}{}", name, dir.string(), pinned ? " (pinned)" : "");
+  res.status = 200;
+  res.set_content(fmt::format("Success: LoRA adapter '{}' added successfully.", name), "text/plain");
+}
+
+void handle_unload_adapter(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+  require_admitting(st);
+  ojson body = parse_body(req.body);
+  std::string name = string_field(body, "lora_name");
+  if (name.empty())
+    throw ApiError("'lora_name' needs to be provided to unload a LoRA adapter.", ErrorKind::kInvalid, "lora_name");
+  if (!st.backend->is_registered(name))
+    throw ApiError(fmt::format("The lora adapter '{}' cannot be found.", name), ErrorKind::kNotFound, "lora_name");
+  st.backend->unregister_adapter(name);
+  log_info("unloaded LoRA adapter '{}'", name);
+  res.status = 200;
+  res.set_content(fmt::format("Success: LoRA adapter '{}' removed successfully.", name), "text/plain");
+}
+
+}  // namespace lp::server

@@ -1,0 +1,67 @@
+// What the HTTP layer needs from the rest of the server: submit generation requests and read stats (the
+// engine), and register / list / unregister adapters (the adapter manager). An interface so the HTTP layer
+// is tested against a scripted fake (tests/server) as well as the real engine (EngineBackend, and the e2e
+// tests). Every method is called from HTTP threads concurrently and throws lp::Error for client mistakes.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lora/cache_counters.h"
+#include "sched/engine.h"
+#include "sched/request.h"
+
+namespace lp::lora { class AdapterManager; }
+
+namespace lp::server {
+
+struct AdapterListing {
+  std::string name;
+  std::string path;  // the resolved folder
+  bool pinned = false;
+  std::string tier;  // "slot" | "host" | "loading" | "disk"
+  int rank = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Throws lp::Error: kInvalid, kNotFound (unknown adapter), kUnavailable (queue full, shutting down).
+  virtual std::shared_ptr<sched::RequestChannel> submit(sched::Request req) = 0;
+  virtual sched::EngineStats stats() const = 0;
+  virtual int64_t max_model_len() const = 0;
+
+  virtual bool lora_enabled() const = 0;
+  virtual bool is_registered(const std::string& name) const = 0;
+  // Throws lp::Error with the kind the HTTP status follows (see lora::AdapterManager::register_adapter).
+  virtual void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) = 0;
+  virtual void unregister_adapter(const std::string& name) = 0;
+  virtual std::vector<AdapterListing> list_adapters() const = 0;
+  virtual void count_request(const std::string& adapter) = 0;
+  virtual std::optional<lora::CacheCounters> lora_counters() const = 0;  // nullopt without LoRA
+};
+
+// The real thing: an Engine and (optionally) the AdapterManager it serves from. Neither is owned.
+class EngineBackend : public Backend {
+ public:
+  EngineBackend(sched::Engine& engine, lora::AdapterManager* adapters) : engine_(engine), adapters_(adapters) {}
+  std::shared_ptr<sched::RequestChannel> submit(sched::Request req) override;
+  sched::EngineStats stats() const override;
+  int64_t max_model_len() const override;
+  bool lora_enabled() const override { return adapters_ != nullptr; }
+  bool is_registered(const std::string& name) const override;
+  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) override;
+  void unregister_adapter(const std::string& name) override;
+  std::vector<AdapterListing> list_adapters() const override;
+  void count_request(const std::string& adapter) override;
+  std::optional<lora::CacheCounters> lora_counters() const override;
+
+ private:
+  sched::Engine& engine_;
+  lora::AdapterManager* adapters_;
+};
+
+}  // namespace lp::server

@@ -1,0 +1,47 @@
+// EngineBackend: the Backend interface over sched::Engine and lora::AdapterManager (plain forwarding; the
+// only policy here is what "LoRA disabled" answers).
+#include "core/check.h"
+#include "lora/adapter_manager.h"
+#include "server/backend.h"
+
+namespace lp::server {
+
+std::shared_ptr<sched::RequestChannel> EngineBackend::submit(sched::Request req) {
+  return engine_.submit(std::move(req));
+}
+
+sched::EngineStats EngineBackend::stats() const { return engine_.stats(); }
+
+int64_t EngineBackend::max_model_len() const { return engine_.max_model_len(); }
+
+bool EngineBackend::is_registered(const std::string& name) const {
+  return adapters_ && adapters_->is_registered(name);
+}
+
+void EngineBackend::register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) {
+  if (!adapters_) fail("LoRA is not enabled on this server (start it with --max-loras >= 1)");
+  adapters_->register_adapter(name, path, pinned);
+}
+
+void EngineBackend::unregister_adapter(const std::string& name) {
+  if (!adapters_) fail_as(ErrorKind::kNotFound, "The lora adapter '{}' cannot be found.", name);
+  adapters_->unregister_adapter(name);
+}
+
+std::vector<AdapterListing> EngineBackend::list_adapters() const {
+  std::vector<AdapterListing> out;
+  if (!adapters_) return out;
+  for (const auto& i : adapters_->list()) out.push_back({i.name, i.path.string(), i.pinned, i.tier, i.rank});
+  return out;
+}
+
+void EngineBackend::count_request(const std::string& adapter) {
+  if (adapters_ && !adapter.empty()) adapters_->count_request(adapter);
+}
+
+std::optional<lora::CacheCounters> EngineBackend::lora_counters() const {
+  if (!adapters_) return std::nullopt;
+  return adapters_->counters();
+}
+
+}  // namespace lp::server

@@ -1,0 +1,294 @@
+#include "server/openai_request.h"
+
+#include <cmath>
+#include <limits>
+
+#include "server/api_error.h"
+
+namespace lp::server {
+
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+const char* json_type(const ojson& v) { return v.type_name(); }
+
+// A field that is present and not null.
+const ojson* field(const ojson& body, const char* name) {
+  auto it = body.find(name);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+double get_number(const ojson& v, const char* name) {
+  if (!v.is_number()) fail_param(name, "'{}' must be a number, got {}", name, json_type(v));
+  double d = v.get<double>();
+  if (!std::isfinite(d)) fail_param(name, "'{}' must be finite", name);
+  return d;
+}
+
+// An integer; 3.0 is accepted as 3 (as pydantic does), 3.5 is not.
+int64_t get_int(const ojson& v, const char* name) {
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  fail_param(name, "'{}' must be an integer, got {}", name, v.is_number() ? "a fraction" : json_type(v));
+}
+
+int get_int32(const ojson& v, const char* name) {
+  int64_t x = get_int(v, name);
+  if (x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max())
+    fail_param(name, "'{}' is out of range", name);
+  return static_cast<int>(x);
+}
+
+bool get_bool(const ojson& v, const char* name) {
+  if (!v.is_boolean()) fail_param(name, "'{}' must be a boolean, got {}", name, json_type(v));
+  return v.get<bool>();
+}
+
+std::string get_string(const ojson& v, const char* name) {
+  if (!v.is_string()) fail_param(name, "'{}' must be a string, got {}", name, json_type(v));
+  return v.get<std::string>();
+}
+
+std::vector<int32_t> get_token_ids(const ojson& v, const char* name) {
+  if (!v.is_array()) fail_param(name, "'{}' must be a list of token ids", name);
+  std::vector<int32_t> ids;
+  ids.reserve(v.size());
+  for (const auto& x : v) {
+    int64_t id = get_int(x, name);
+    if (id < 0 || id > std::numeric_limits<int32_t>::max()) fail_param(name, "'{}' holds an invalid token id {}", name, id);
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
+void parse_common(const ojson& b, GenerateParams& p) {
+  if (const ojson* v = field(b, "model")) p.model = get_string(*v, "model");
+  auto& s = p.sampling;
+  if (const ojson* v = field(b, "temperature")) {
+    s.temperature = static_cast<float>(get_number(*v, "temperature"));
+    if (s.temperature < 0) fail_param("temperature", "temperature must be non-negative, got {}", s.temperature);
+  }
+  if (const ojson* v = field(b, "top_p")) {
+    s.top_p = static_cast<float>(get_number(*v, "top_p"));
+    if (!(s.top_p > 0 && s.top_p <= 1)) fail_param("top_p", "top_p must be in (0, 1], got {}", s.top_p);
+  }
+  if (const ojson* v = field(b, "top_k")) {
+    s.top_k = get_int32(*v, "top_k");
+    if (s.top_k < -1) fail_param("top_k", "top_k must be -1 (disable), or at least 1, got {}", s.top_k);
+  }
+  if (const ojson* v = field(b, "min_p")) {
+    s.min_p = static_cast<float>(get_number(*v, "min_p"));
+    if (!(s.min_p >= 0 && s.min_p <= 1)) fail_param("min_p", "min_p must be in [0, 1], got {}", s.min_p);
+  }
+  if (const ojson* v = field(b, "presence_penalty")) {
+    s.presence_penalty = static_cast<float>(get_number(*v, "presence_penalty"));
+    if (!(s.presence_penalty >= -2 && s.presence_penalty <= 2))
+      fail_param("presence_penalty", "presence_penalty must be in [-2, 2], got {}", s.presence_penalty);
+  }
+  if (const ojson* v = field(b, "frequency_penalty")) {
+    s.frequency_penalty = static_cast<float>(get_number(*v, "frequency_penalty"));
+    if (!(s.frequency_penalty >= -2 && s.frequency_penalty <= 2))
+      fail_param("frequency_penalty", "frequency_penalty must be in [-2, 2], got {}", s.frequency_penalty);
+  }
+  if (const ojson* v = field(b, "repetition_penalty")) {
+    s.repetition_penalty = static_cast<float>(get_number(*v, "repetition_penalty"));
+    if (!(s.repetition_penalty > 0))
+      fail_param("repetition_penalty", "repetition_penalty must be greater than zero, got {}", s.repetition_penalty);
+  }
+  if (const ojson* v = field(b, "seed")) s.seed = get_int(*v, "seed");
+  if (const ojson* v = field(b, "n")) {
+    int64_t n = get_int(*v, "n");
+    if (n < 1 || n > kMaxN) fail_param("n", "n must be between 1 and {}, got {}", kMaxN, n);
+    p.n = static_cast<int>(n);
+  }
+  // max_completion_tokens (the newer OpenAI name) wins over max_tokens, as in vLLM.
+  for (const char* name : {"max_tokens", "max_completion_tokens"}) {
+    if (const ojson* v = field(b, name)) {
+      int64_t m = get_int(*v, name);
+      if (m < 1) fail_param(name, "{} must be at least 1, got {}", name, m);
+      p.max_tokens = static_cast<int>(std::min<int64_t>(m, std::numeric_limits<int32_t>::max()));
+    }
+  }
+  if (const ojson* v = field(b, "ignore_eos")) p.ignore_eos = get_bool(*v, "ignore_eos");
+  if (const ojson* v = field(b, "stop_token_ids")) p.stop_token_ids = get_token_ids(*v, "stop_token_ids");
+  if (const ojson* v = field(b, "stop")) {
+    if (v->is_string()) {
+      p.stop.push_back(v->get<std::string>());
+    } else if (v->is_array()) {
+      for (const auto& x : *v) p.stop.push_back(get_string(x, "stop"));
+    } else {
+      fail_param("stop", "'stop' must be a string or a list of strings, got {}", json_type(*v));
+    }
+    for (const auto& st : p.stop)
+      if (st.empty()) fail_param("stop", "stop strings must not be empty");
+  }
+  if (const ojson* v = field(b, "include_stop_str_in_output"))
+    p.include_stop_str_in_output = get_bool(*v, "include_stop_str_in_output");
+  if (const ojson* v = field(b, "skip_special_tokens")) p.skip_special_tokens = get_bool(*v, "skip_special_tokens");
+  if (const ojson* v = field(b, "stream")) p.stream = get_bool(*v, "stream");
+  if (const ojson* v = field(b, "stream_options")) {
+    if (!v->is_object()) fail_param("stream_options", "'stream_options' must be an object");
+    if (!p.stream) fail_param("stream_options", "Stream options can only be defined when `stream=True`.");
+    if (const ojson* u = field(*v, "include_usage")) p.include_usage = get_bool(*u, "stream_options.include_usage");
+  }
+  if (const ojson* v = field(b, "echo"))
+    if (get_bool(*v, "echo")) fail_param("echo", "'echo' is not supported");
+  if (const ojson* v = field(b, "best_of"))
+    if (get_int(*v, "best_of") != p.n) fail_param("best_of", "'best_of' other than n is not supported");
+  if (const ojson* v = field(b, "suffix"))
+    if (!get_string(*v, "suffix").empty()) fail_param("suffix", "'suffix' is not supported");
+}
+
+// Chat content: a string, or a list of parts of which only text parts are supported (joined by "\n", as
+// vLLM's "string" content format does).
+void normalize_content(ojson& msg, size_t index) {
+  auto it = msg.find("content");
+  if (it == msg.end() || it->is_null() || it->is_string()) return;
+  if (!it->is_array()) fail_param("messages", "messages[{}].content must be a string or a list of parts", index);
+  std::string text;
+  bool first = true;
+  for (const auto& part : *it) {
+    if (!part.is_object()) fail_param("messages", "messages[{}].content parts must be objects", index);
+    auto type = part.find("type");
+    if (type == part.end() || !type->is_string() || *type != "text")
+      fail_param("messages", "messages[{}]: only text content parts are supported", index);
+    auto t = part.find("text");
+    if (t == part.end() || !t->is_string()) fail_param("messages", "messages[{}]: a text part needs 'text'", index);
+    if (!first) text += "\n";
+    text += t->get<std::string>();
+    first = false;
+  }
+  *it = text;
+}
+
+}  // namespace
+
+ojson parse_body(const std::string& body) {
+  ojson j = ojson::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw ApiError("the request body is not valid JSON", ErrorKind::kInvalid);
+  if (!j.is_object()) throw ApiError("the request body must be a JSON object", ErrorKind::kInvalid);
+  return j;
+}
+
+CompletionRequest parse_completion_request(const ojson& b) {
+  CompletionRequest r;
+  parse_common(b, r);
+  if (const ojson* v = field(b, "logprobs")) {
+    if (v->is_boolean()) fail_param("logprobs", "'logprobs' must be an integer for completions");
+    int64_t k = get_int(*v, "logprobs");
+    if (k < 0 || k > kMaxLogprobs) fail_param("logprobs", "logprobs must be between 0 and {}, got {}", kMaxLogprobs, k);
+    r.logprobs = static_cast<int>(k);
+  }
+  const ojson* pr = field(b, "prompt");
+  if (!pr) fail_param("prompt", "'prompt' is required");
+  if (pr->is_string()) {
+    r.prompt_text = pr->get<std::string>();
+  } else if (pr->is_array()) {
+    if (pr->empty()) fail_param("prompt", "the prompt is empty");
+    const ojson& first = (*pr)[0];
+    if (first.is_number()) {
+      r.prompt_ids = get_token_ids(*pr, "prompt");
+    } else if (pr->size() == 1 && first.is_string()) {
+      r.prompt_text = first.get<std::string>();
+    } else if (pr->size() == 1 && first.is_array()) {
+      r.prompt_ids = get_token_ids(first, "prompt");
+    } else if (first.is_string() || first.is_array()) {
+      fail_param("prompt", "batched prompts (a list of {} prompts) are not supported; send one prompt per request",
+                 pr->size());
+    } else {
+      fail_param("prompt", "'prompt' must be a string, a list of token ids or a list of one string");
+    }
+  } else {
+    fail_param("prompt", "'prompt' must be a string or a list of token ids, got {}", json_type(*pr));
+  }
+  if ((r.prompt_text && r.prompt_text->empty()) || (!r.prompt_text && r.prompt_ids.empty()))
+    fail_param("prompt", "the prompt is empty");
+  return r;
+}
+
+ChatRequest parse_chat_request(const ojson& b) {
+  ChatRequest r;
+  parse_common(b, r);
+  bool want_logprobs = false;
+  if (const ojson* v = field(b, "logprobs")) want_logprobs = get_bool(*v, "logprobs");
+  if (const ojson* v = field(b, "top_logprobs")) {
+    int64_t k = get_int(*v, "top_logprobs");
+    if (k < 0 || k > kMaxLogprobs)
+      fail_param("top_logprobs", "top_logprobs must be between 0 and {}, got {}", kMaxLogprobs, k);
+    if (!want_logprobs) fail_param("top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true");
+    r.logprobs = static_cast<int>(k);
+  } else if (want_logprobs) {
+    r.logprobs = 0;
+  }
+  const ojson* m = field(b, "messages");
+  if (!m) fail_param("messages", "'messages' is required");
+  if (!m->is_array()) fail_param("messages", "'messages' must be a list, got {}", json_type(*m));
+  if (m->empty()) fail_param("messages", "'messages' must not be empty");
+  r.messages = *m;
+  for (size_t i = 0; i < r.messages.size(); ++i) {
+    ojson& msg = r.messages[i];
+    if (!msg.is_object()) fail_param("messages", "messages[{}] must be an object", i);
+    auto role = msg.find("role");
+    if (role == msg.end() || !role->is_string())
+      fail_param("messages", "messages[{}] needs a 'role' string", i);
+    normalize_content(msg, i);
+  }
+  if (const ojson* v = field(b, "tools")) {
+    if (!v->is_array()) fail_param("tools", "'tools' must be a list");
+    if (!v->empty()) r.tools = *v;
+  }
+  if (const ojson* v = field(b, "chat_template_kwargs")) {
+    if (!v->is_object()) fail_param("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    r.chat_template_kwargs = *v;
+  }
+  if (const ojson* v = field(b, "add_generation_prompt"))
+    r.add_generation_prompt = get_bool(*v, "add_generation_prompt");
+  return r;
+}
+
+std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::vector<int32_t> prompt,
+                                                 const std::string& adapter, int64_t max_model_len,
+                                                 int default_max_tokens) {
+  const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+  if (n_prompt == 0) fail_param("prompt", "the prompt is empty");
+  if (n_prompt >= max_model_len)
+    throw ApiError(fmt::format("This model's maximum context length is {} tokens. However, your request has {} input "
+                               "tokens. Please reduce the length of the input messages.",
+                               max_model_len, n_prompt),
+                   ErrorKind::kInvalid, "messages", "context_length_exceeded");
+  int64_t left = max_model_len - n_prompt;
+  int64_t max_tokens;
+  if (p.max_tokens) {
+    max_tokens = *p.max_tokens;
+    if (max_tokens > left)
+      throw ApiError(fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens "
+                                 "({} in the messages, {} in the completion). Please reduce the length of the "
+                                 "messages or completion.",
+                                 max_model_len, n_prompt + max_tokens, n_prompt, max_tokens),
+                     ErrorKind::kInvalid, "max_tokens", "context_length_exceeded");
+  } else {
+    max_tokens = default_max_tokens < 0 ? left : std::min<int64_t>(default_max_tokens, left);
+  }
+  sched::Request base;
+  base.prompt = std::move(prompt);
+  base.adapter = adapter;
+  base.sampling = p.sampling;
+  base.max_tokens = static_cast<int>(max_tokens);
+  base.ignore_eos = p.ignore_eos;
+  base.stop_token_ids = p.stop_token_ids;
+  base.stop = p.stop;
+  base.include_stop_str_in_output = p.include_stop_str_in_output;
+  base.skip_special_tokens = p.skip_special_tokens;
+  base.logprobs = p.logprobs;
+  std::vector<sched::Request> out(p.n, base);
+  for (int i = 0; i < p.n; ++i)
+    if (p.sampling.seed >= 0) out[i].sampling.seed = p.sampling.seed + i;
+  return out;
+}
+
+}  // namespace lp::server

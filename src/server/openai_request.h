@@ -1,0 +1,64 @@
+// Parsing and validation of OpenAI request bodies (/v1/completions, /v1/chat/completions) into plain structs,
+// with the checks vLLM and OpenAI make: wrong JSON types, empty prompts or messages and out-of-range sampling
+// parameters are ApiError(kInvalid) naming the field. Nothing here touches the tokenizer or the engine, so
+// every rule is unit-tested on JSON alone. Unknown fields are ignored (as vLLM does).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sched/request.h"
+
+namespace lp::server {
+
+inline constexpr int kMaxLogprobs = 20;  // vLLM's default max_logprobs
+inline constexpr int kMaxN = 128;
+
+// What both endpoints share.
+struct GenerateParams {
+  std::string model;                 // "" when absent (= the base model)
+  sched::SamplingParams sampling;    // temperature defaults to 1, as in OpenAI
+  int n = 1;
+  std::optional<int> max_tokens;     // unset: completions 16, chat the context left
+  bool ignore_eos = false;
+  std::vector<int32_t> stop_token_ids;
+  std::vector<std::string> stop;
+  bool include_stop_str_in_output = false;
+  bool skip_special_tokens = true;
+  bool stream = false;
+  bool include_usage = false;        // stream_options.include_usage
+  int logprobs = -1;                 // -1: none; k: sampled token + top k alternatives
+};
+
+struct CompletionRequest : GenerateParams {
+  std::optional<std::string> prompt_text;  // a string (or a list of one string)
+  std::vector<int32_t> prompt_ids;         // or token ids (used when prompt_text is unset)
+};
+
+struct ChatRequest : GenerateParams {
+  nlohmann::ordered_json messages;  // array; text content parts joined into one string
+  nlohmann::ordered_json tools;     // null or array, passed to the template
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
+  bool add_generation_prompt = true;
+};
+
+// Both throw ApiError(kInvalid) naming the field at fault.
+CompletionRequest parse_completion_request(const nlohmann::ordered_json& body);
+ChatRequest parse_chat_request(const nlohmann::ordered_json& body);
+
+// The body of a POST parsed as JSON (an object), or ApiError(kInvalid) saying why not.
+nlohmann::ordered_json parse_body(const std::string& body);
+
+// The engine requests of one API call: n copies with seeds seed, seed+1, ... (when seeded), max_tokens
+// defaulted and checked against the context (400 context_length_exceeded when the prompt does not fit or the
+// prompt plus an explicit max_tokens exceeds max_model_len). `default_max_tokens` < 0 means "the rest of the
+// context".
+std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::vector<int32_t> prompt,
+                                                 const std::string& adapter, int64_t max_model_len,
+                                                 int default_max_tokens);
+
+}  // namespace lp::server

@@ -1,0 +1,79 @@
+// The OpenAI-compatible HTTP server: routes, authentication, the never-throw wrapper, /health and /metrics,
+// and the lifecycle `loraplex serve` drives:
+//
+//   Server s(options);  s.bind();            // port open: /health answers 503 while the model loads
+//   std::thread t([&] { s.listen(); });
+//   ... load model, start engine ...
+//   s.attach(backend, tokenizer, template);  // ready: /v1/* served, /health 200
+//   ... SIGTERM ...
+//   s.drain();                               // new generation requests 503; in-flight ones continue
+//   s.wait_idle(timeout);  s.stop();  t.join();
+//
+// Threads: cpp-httplib runs each connection on a pool thread (`http_threads`, sized for hundreds of
+// concurrent streams, since a streaming response occupies its thread until it ends). Everything shared is in
+// ServerState (server_state.h).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace lp::text {
+class Tokenizer;
+class ChatTemplate;
+}  // namespace lp::text
+
+namespace lp::server {
+
+class Backend;
+class MetricsRegistry;
+struct ServerState;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;                       // 0: any free port (bind() returns it)
+  std::string api_key;                   // "": no authentication
+  std::string served_model_name;         // the base model's id in the API
+  std::string model_dir;                 // the base model's folder ("root" in /v1/models)
+  size_t max_request_bytes = 16u << 20;  // bodies over this: 413
+  bool allow_runtime_lora_updating = false;
+  std::optional<std::filesystem::path> lora_root;
+  bool enable_lora_resolver = false;     // with lora_root: load unknown adapter names from lora_root/<name>
+  int http_threads = 512;                // connection threads (each open stream holds one)
+  int keep_alive_timeout_s = 10;
+  int read_timeout_s = 60;
+  int write_timeout_s = 60;
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port (port 0: a free one) and returns the port. Throws lp::Error when it cannot.
+  int bind();
+  // Accepts connections until stop(). Call once, on its own thread, after bind().
+  void listen();
+  // The model is ready: /v1/* are served from `backend` from now on. `chat_template` may be null (then chat
+  // completions answer 400). Nothing is owned; all must outlive the server.
+  void attach(Backend* backend, const text::Tokenizer* tokenizer, const text::ChatTemplate* chat_template);
+  // Stop admitting: generation and adapter endpoints answer 503, /health 503; in-flight requests continue.
+  void drain();
+  // Waits until no generation request is in flight (or the timeout passes); true when idle.
+  bool wait_idle(double timeout_s);
+  void stop();
+
+  MetricsRegistry& metrics();
+  int in_flight() const;  // generation requests being answered now
+  const ServerOptions& options() const;
+
+ private:
+  std::unique_ptr<ServerState> st_;
+  struct Http;
+  std::unique_ptr<Http> http_;
+};
+
+}  // namespace lp::server
