@@ -4,25 +4,72 @@
 
 namespace lp::kv {
 
-BlockAllocator::BlockAllocator(int num_blocks) : num_blocks_(num_blocks), in_use_(num_blocks, 0) {
+uint64_t block_hash(uint64_t prev, uint64_t adapter_key, std::span<const int32_t> tokens) {
+  // FNV-1a over (prev, adapter, tokens) then a splitmix finalizer; 0 is reserved for "no hash".
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](uint64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+  };
+  mix(prev);
+  mix(adapter_key);
+  for (int32_t t : tokens) mix(static_cast<uint32_t>(t));
+  h ^= h >> 31;
+  h *= 0x7fb5d329728ea185ull;
+  h ^= h >> 27;
+  return h == 0 ? 1 : h;
+}
+
+BlockAllocator::BlockAllocator(int num_blocks)
+    : num_blocks_(num_blocks), cached_pos_(num_blocks), refs_(num_blocks, 0), hash_(num_blocks, 0) {
   LP_CHECK(num_blocks >= 0);
   free_.reserve(num_blocks);
   for (int32_t b = num_blocks - 1; b >= 0; --b) free_.push_back(b);  // block 0 handed out first
 }
 
 int32_t BlockAllocator::allocate() {
-  if (free_.empty()) return -1;
-  int32_t b = free_.back();
-  free_.pop_back();
-  in_use_[b] = 1;
+  int32_t b;
+  if (!free_.empty()) {
+    b = free_.back();
+    free_.pop_back();
+  } else if (!cached_.empty()) {
+    b = cached_.front();  // least recently used cached block: forget its hash
+    cached_.pop_front();
+    index_.erase(hash_[b]);
+    hash_[b] = 0;
+  } else {
+    return -1;
+  }
+  LP_CHECK(refs_[b] == 0);
+  refs_[b] = 1;
   return b;
 }
 
 void BlockAllocator::release(int32_t block) {
   LP_CHECK(block >= 0 && block < num_blocks_, "block {} out of range", block);
-  LP_CHECK(in_use_[block], "double free of block {}", block);
-  in_use_[block] = 0;
-  free_.push_back(block);
+  LP_CHECK(refs_[block] > 0, "double free of block {}", block);
+  if (--refs_[block] > 0) return;
+  if (hash_[block] != 0) {
+    cached_.push_back(block);
+    cached_pos_[block] = std::prev(cached_.end());
+  } else {
+    free_.push_back(block);
+  }
+}
+
+int32_t BlockAllocator::lookup(uint64_t hash) {
+  auto it = index_.find(hash);
+  if (it == index_.end()) return -1;
+  int32_t b = it->second;
+  if (refs_[b] == 0) cached_.erase(cached_pos_[b]);
+  ++refs_[b];
+  return b;
+}
+
+void BlockAllocator::set_hash(int32_t block, uint64_t hash) {
+  LP_CHECK(block >= 0 && block < num_blocks_ && refs_[block] > 0 && hash != 0);
+  if (hash_[block] != 0 || index_.count(hash)) return;
+  hash_[block] = hash;
+  index_[hash] = block;
 }
 
 KvCache::KvCache(const KvShape& shape, int num_blocks)

@@ -1,13 +1,21 @@
-// Paged KV cache storage and its block allocator.
+// Paged KV cache storage, its block allocator, and the prefix-cache index.
 // The cache is `num_blocks` fixed-size blocks per layer; a sequence owns a list of blocks (its block table)
-// and grows one block at a time, so a growing sequence's KV is never copied. Blocks are handed out from a
-// free list. Layout of one layer (f32):
+// and grows one block at a time, so a growing sequence's KV is never copied. Layout of one layer (f32):
 //   k[block][kv_head][slot_in_block][head_dim]     (v likewise)
 // so one head's keys of one block are contiguous (what attention streams).
+//
+// Prefix caching: a full block can be registered under a hash of (adapter identity, every token up to and
+// including this block). A later sequence with the same adapter and the same leading tokens adopts those
+// blocks instead of recomputing them (blocks are reference-counted and shared read-only). A block whose last
+// user is gone stays cached (LRU) until its memory is needed. Two adapters never share KV: the adapter
+// identity is part of every hash.
 // Owned by the engine thread; not thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <list>
+#include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "core/buffer.h"
@@ -23,19 +31,34 @@ struct KvShape {
   int64_t bytes_per_block() const { return bytes_per_token() * block_size; }
 };
 
+// Hash of one full block given the hash of the block before it (0 for the first) and the adapter identity.
+uint64_t block_hash(uint64_t prev, uint64_t adapter_key, std::span<const int32_t> tokens);
+
 class BlockAllocator {
  public:
   explicit BlockAllocator(int num_blocks);
-  // Returns a free block id, or -1 when none is left.
+  // A block with one reference: a never-used one if any, else the least recently used cached block (whose
+  // hash is forgotten). -1 when every block is referenced.
   int32_t allocate();
+  // Drops one reference; at zero the block becomes free (cached if it has a hash).
   void release(int32_t block);
-  int num_free() const { return static_cast<int>(free_.size()); }
+  // The cached block registered under `hash`, with one more reference; -1 if none.
+  int32_t lookup(uint64_t hash);
+  // Registers a full, computed block under `hash` (no-op if another block already holds that hash).
+  void set_hash(int32_t block, uint64_t hash);
+
+  int num_free() const { return static_cast<int>(free_.size() + cached_.size()); }  // allocatable now
   int num_blocks() const { return num_blocks_; }
+  int num_cached() const { return static_cast<int>(index_.size()); }
 
  private:
   int num_blocks_;
-  std::vector<int32_t> free_;      // LIFO: recently freed blocks are warm in cache
-  std::vector<uint8_t> in_use_;    // (num_blocks) guards double free
+  std::vector<int32_t> free_;                // unreferenced blocks without a hash (LIFO: warm first)
+  std::list<int32_t> cached_;                // unreferenced blocks with a hash, least recently used first
+  std::vector<std::list<int32_t>::iterator> cached_pos_;  // (num_blocks) valid while in cached_
+  std::vector<int32_t> refs_;                // (num_blocks)
+  std::vector<uint64_t> hash_;               // (num_blocks) 0 = none
+  std::unordered_map<uint64_t, int32_t> index_;  // hash -> block
 };
 
 class KvCache {
@@ -60,13 +83,15 @@ class KvCache {
   BlockAllocator alloc_;
 };
 
-// The blocks of one sequence. Grows on demand; returns its blocks to the allocator on release().
+// The blocks of one sequence. Grows on demand; drops its references on release().
 class SeqBlocks {
  public:
   SeqBlocks() = default;
   // Makes room for `n_tokens` tokens in total. Returns false (and allocates nothing) if the allocator
   // does not have enough free blocks.
   bool reserve(BlockAllocator& alloc, int block_size, int64_t n_tokens);
+  // Appends a shared block found by BlockAllocator::lookup (its reference is now ours).
+  void adopt(int32_t block) { table_.push_back(block); }
   // Physical cache slot of token position `pos` (which must be reserved).
   int32_t slot(int64_t pos, int block_size) const;
   void release(BlockAllocator& alloc);

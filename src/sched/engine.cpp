@@ -33,6 +33,9 @@ struct Seq {
   int64_t computed = 0;  // tokens whose K/V are in the cache
   kv::SeqBlocks blocks;
   int32_t slot = -1;     // adapter slot held while running, -1 none
+  uint64_t adapter_key = 0;      // adapter identity for prefix-cache hashes (0 = base model)
+  std::vector<uint64_t> hashes;  // hashes of the full blocks of `tokens` known so far
+  size_t registered = 0;         // blocks of the table registered in the prefix cache
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<OutputText> text;
   double submit_time = 0;
@@ -49,6 +52,9 @@ struct Engine::Impl {
   void step();
   void admit(int64_t& budget, std::vector<std::pair<Seq*, int64_t>>& sched);
   bool reserve(Seq& s, int64_t n_tokens);
+  uint64_t hash_of_block(Seq& s, size_t i);
+  void match_prefix(Seq& s);
+  void register_full_blocks(Seq& s);
   void preempt(Seq& s);
   void finish(Seq& s, FinishReason why, const std::string& error = "");
   void free_resources(Seq& s);
@@ -83,6 +89,7 @@ struct Engine::Impl {
   mutable std::mutex stats_mu;
   EngineStats stats;
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0, preemptions_total = 0;
+  int64_t prefix_hit_tokens = 0, prefix_queried_tokens = 0;
 
   std::thread thread;
 };
@@ -115,6 +122,7 @@ bool Engine::Impl::is_aborted(const Seq& s) const {
 void Engine::Impl::free_resources(Seq& s) {
   s.blocks.release(cache->allocator());
   s.computed = 0;
+  s.registered = 0;
   if (s.slot >= 0) {
     adapters->release(s.slot);
     s.slot = -1;
@@ -141,6 +149,45 @@ void Engine::Impl::preempt(Seq& s) {
 
 bool Engine::Impl::reserve(Seq& s, int64_t n_tokens) {
   return s.blocks.reserve(cache->allocator(), cfg.block_size, n_tokens);
+}
+
+uint64_t Engine::Impl::hash_of_block(Seq& s, size_t i) {
+  const size_t bs = static_cast<size_t>(cfg.block_size);
+  while (s.hashes.size() <= i) {
+    size_t j = s.hashes.size();
+    LP_CHECK((j + 1) * bs <= s.tokens.size());
+    s.hashes.push_back(kv::block_hash(j ? s.hashes[j - 1] : 0, s.adapter_key,
+                                      std::span<const int32_t>(s.tokens.data() + j * bs, bs)));
+  }
+  return s.hashes[i];
+}
+
+// A sequence starting from nothing adopts the cached blocks of its longest cached prefix (whole blocks, and
+// never its last token: that one must be computed to get logits).
+void Engine::Impl::match_prefix(Seq& s) {
+  if (!cfg.enable_prefix_caching || s.computed != 0 || !s.blocks.table().empty()) return;
+  const size_t full = (s.tokens.size() - 1) / static_cast<size_t>(cfg.block_size);
+  size_t i = 0;
+  for (; i < full; ++i) {
+    int32_t b = cache->allocator().lookup(hash_of_block(s, i));
+    if (b < 0) break;
+    s.blocks.adopt(b);
+  }
+  s.computed = static_cast<int64_t>(i) * cfg.block_size;
+  s.registered = i;
+  prefix_hit_tokens += s.computed;
+  prefix_queried_tokens += static_cast<int64_t>(s.tokens.size());
+}
+
+// After a step: blocks that are now full and computed become findable by later sequences.
+void Engine::Impl::register_full_blocks(Seq& s) {
+  if (!cfg.enable_prefix_caching) return;
+  const auto& table = s.blocks.table();
+  while ((s.registered + 1) * static_cast<size_t>(cfg.block_size) <= static_cast<size_t>(s.computed) &&
+         s.registered < table.size()) {
+    cache->allocator().set_hash(table[s.registered], hash_of_block(s, s.registered));
+    ++s.registered;
+  }
 }
 
 // Admits waiting requests while the step has token budget, sequences and KV blocks left. A request whose
@@ -172,13 +219,12 @@ void Engine::Impl::admit(int64_t& budget, std::vector<std::pair<Seq*, int64_t>>&
       }
       s.slot = a.slot;
     }
-    // KV for the whole known sequence (a preempted request recomputes its generated tokens too).
+    // KV for the known sequence (a preempted request recomputes its generated tokens too), minus the
+    // blocks found in the prefix cache.
+    match_prefix(s);
     int64_t chunk = std::min<int64_t>(budget, static_cast<int64_t>(s.tokens.size()) - s.computed);
     if (!reserve(s, s.computed + chunk)) {
-      if (s.slot >= 0) {
-        adapters->release(s.slot);
-        s.slot = -1;
-      }
+      free_resources(s);
       if (s.blocked_since == 0) s.blocked_since = now;
       break;  // out of KV: nobody else fits either
     }
@@ -273,7 +319,8 @@ void Engine::Impl::step() {
   logits.resize(with_logits.size() * static_cast<size_t>(V));
   model.forward(pool, batch, *cache, logits.data(), any_lora && adapters ? &adapters->view() : nullptr);
 
-  // 6. Sample, stream, retire.
+  // 6. Register newly full blocks, sample, stream, retire.
+  for (auto& [s, chunk] : sched) register_full_blocks(*s);
   for (size_t i = 0; i < with_logits.size(); ++i) handle_logits(*with_logits[i], logits.data() + i * V);
   for (size_t i = 0; i < running.size();) {
     if (running[i]->sampler == nullptr) {  // finished (handle_logits clears the sampler)
@@ -356,6 +403,8 @@ void Engine::Impl::publish_stats() {
   st.prompt_tokens_total = prompt_tokens_total;
   st.generation_tokens_total = generation_tokens_total;
   st.preemptions_total = preemptions_total;
+  st.prefix_cache_hit_tokens = prefix_hit_tokens;
+  st.prefix_cache_queried_tokens = prefix_queried_tokens;
   std::set<std::string> ra, wa;
   for (const auto& s : running)
     if (!s->req.adapter.empty()) ra.insert(s->req.adapter);
@@ -472,6 +521,14 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   seq->sampler = std::make_unique<Sampler>(req.sampling);
   seq->text = std::make_unique<OutputText>(im.tok, req.skip_special_tokens, req.stop, req.include_stop_str_in_output);
   seq->submit_time = now_seconds();
+  if (!req.adapter.empty()) {
+    // Adapter identity = name + resolved folder, so two adapters (or a name re-registered elsewhere) never
+    // share cached KV.
+    auto info = im.adapters->info(req.adapter);
+    std::string ident = req.adapter + '\0' + (info ? info->path.string() : std::string());
+    seq->adapter_key = kv::block_hash(0x5eed, 0, {}) ^ std::hash<std::string>{}(ident);
+    if (seq->adapter_key == 0) seq->adapter_key = 1;
+  }
   seq->req = std::move(req);
   {
     std::lock_guard<std::mutex> lock(im.mu);

@@ -45,9 +45,12 @@ class Backend {
 };
 
 // The real thing: an Engine and (optionally) the AdapterManager it serves from. Neither is owned.
+// `max_model_len` > 0 caps the context below the model's (--max-model-len): the HTTP layer validates and
+// clamps every request's prompt + max_tokens against max_model_len().
 class EngineBackend : public Backend {
  public:
-  EngineBackend(sched::Engine& engine, lora::AdapterManager* adapters) : engine_(engine), adapters_(adapters) {}
+  EngineBackend(sched::Engine& engine, lora::AdapterManager* adapters, int64_t max_model_len = 0)
+      : engine_(engine), adapters_(adapters), max_model_len_(max_model_len) {}
   std::shared_ptr<sched::RequestChannel> submit(sched::Request req) override;
   sched::EngineStats stats() const override;
   int64_t max_model_len() const override;
@@ -62,6 +65,7 @@ class EngineBackend : public Backend {
  private:
   sched::Engine& engine_;
   lora::AdapterManager* adapters_;
+  int64_t max_model_len_;
 };
 
 }  // namespace lp::server

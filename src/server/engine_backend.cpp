@@ -1,5 +1,7 @@
 // EngineBackend: the Backend interface over sched::Engine and lora::AdapterManager (plain forwarding; the
 // only policy here is what "LoRA disabled" answers).
+#include <algorithm>
+
 #include "core/check.h"
 #include "lora/adapter_manager.h"
 #include "server/backend.h"
@@ -12,7 +14,10 @@ std::shared_ptr<sched::RequestChannel> EngineBackend::submit(sched::Request req)
 
 sched::EngineStats EngineBackend::stats() const { return engine_.stats(); }
 
-int64_t EngineBackend::max_model_len() const { return engine_.max_model_len(); }
+int64_t EngineBackend::max_model_len() const {
+  int64_t m = engine_.max_model_len();
+  return max_model_len_ > 0 ? std::min(m, max_model_len_) : m;
+}
 
 bool EngineBackend::is_registered(const std::string& name) const {
   return adapters_ && adapters_->is_registered(name);

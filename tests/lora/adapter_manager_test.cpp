@@ -272,15 +272,16 @@ TEST_F(ManagerTest, InProgressLoadIsNeverEvictedAndUnregisterDiscardsIt) {
 TEST_F(ManagerTest, FailedLoadTellsEveryWaiterWhyAndLeavesTiersConsistent) {
   ManagerOptions o = opts(1, 2);
   o.failed_retry_after = std::chrono::hours(1);
-  std::atomic<int> calls{0};
-  o.on_load = [&](const std::string& name) {
-    ++calls;
+  auto gate = std::make_shared<Gate>();
+  o.on_load = [gate](const std::string& name) {
+    gate->wait();
     if (name == "a") fail("disk on fire");
   };
   AdapterManager m(cfg_, o);
   m.register_adapter("a", adapter("a"));
   m.register_adapter("b", adapter("b"));
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(m.acquire("a").status, Status::kLoading);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(m.acquire("a").status, Status::kLoading);  // three waiters
+  gate->open();
   m.wait_for_loads();
   std::string first;
   for (int i = 0; i < 3; ++i) {
@@ -291,7 +292,7 @@ TEST_F(ManagerTest, FailedLoadTellsEveryWaiterWhyAndLeavesTiersConsistent) {
     if (i == 0) first = r.error;
     EXPECT_EQ(r.error, first);
   }
-  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(gate->calls.load(), 1);
   auto c = m.counters();
   EXPECT_EQ(c.load_failures, 1);
   EXPECT_EQ(c.loading, 0);

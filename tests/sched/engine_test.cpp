@@ -232,6 +232,29 @@ TEST_F(EngineTest, AbortFreesKvAndAdapterHolds) {
   EXPECT_EQ(collect(c4).finish, FinishReason::kLength);
 }
 
+// A repeated prompt reuses the cached full blocks (and gets the same tokens); the same prompt under another
+// adapter does not (two adapters never share KV) and still gets exactly its own output.
+TEST_F(EngineTest, PrefixCacheReusesBlocksPerAdapter) {
+  auto p = prompt(50, 77);  // 3 full blocks of 16 before the last token
+  auto want_base = alone(p, 6, "");
+  auto want_a1 = alone(p, 6, "a1");
+  auto mgr = make_manager(2, 2);
+  EngineConfig cfg;
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  engine.start();
+  EXPECT_EQ(collect(engine.submit(greedy(p, 6))).tokens, want_base);
+  auto st0 = idle_stats(engine);
+  EXPECT_EQ(st0.prefix_cache_hit_tokens, 0);
+  EXPECT_EQ(collect(engine.submit(greedy(p, 6))).tokens, want_base);
+  auto st1 = idle_stats(engine);
+  EXPECT_EQ(st1.prefix_cache_hit_tokens, 48);
+  EXPECT_EQ(collect(engine.submit(greedy(p, 6, "a1"))).tokens, want_a1);
+  auto st2 = idle_stats(engine);
+  EXPECT_EQ(st2.prefix_cache_hit_tokens, 48) << "an adapter must not reuse the base model's KV";
+  EXPECT_EQ(collect(engine.submit(greedy(p, 6, "a1"))).tokens, want_a1);
+  EXPECT_EQ(idle_stats(engine).prefix_cache_hit_tokens, 96);
+}
+
 TEST_F(EngineTest, SubmitRefusals) {
   EngineConfig cfg;
   cfg.max_waiting = 2;

@@ -1,0 +1,238 @@
+// `loraplex serve MODEL_DIR [--lora-modules name=path ...] --max-loras N ...`: the OpenAI-compatible server,
+// flags named like `vllm serve`'s. Start-up order: bind the port first (so /health answers 503 while the
+// model loads), load model + tokenizer + chat template, create the adapter manager (its memory plan is
+// logged) and register --lora-modules, start the engine, attach. SIGTERM / SIGINT: stop admitting (503),
+// let in-flight requests finish within --shutdown-timeout (then abort them), close, exit 0.
+#include <signal.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/check.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "lora/adapter_manager.h"
+#include "lora/plan.h"
+#include "model/model.h"
+#include "sched/engine.h"
+#include "server/backend.h"
+#include "server/server.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+
+namespace lp::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string model_dir;
+  std::vector<std::string> lora_modules;
+  bool enable_lora = false;
+  int max_loras = 1;
+  int max_cpu_loras = 0;
+  int max_lora_rank = 16;
+  std::string lora_dtype = "auto";
+  std::vector<std::string> pin;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string api_key;
+  std::string served_model_name;
+  int max_num_seqs = 64;
+  int max_num_batched_tokens = 2048;
+  int64_t max_model_len = 0;
+  int max_waiting = 1024;
+  int64_t kv_cache_tokens = 0;
+  size_t max_request_bytes = 16u << 20;
+  double shutdown_timeout = 30;
+  bool allow_runtime_lora_updating = false;
+  std::string lora_root;
+  bool enable_lora_resolver = false;
+  bool strict_base = false;
+  int threads = 0;
+  int http_threads = 512;
+};
+
+struct LoraModule {
+  std::string name, path, base_model_name;
+};
+
+// "name=path" or vLLM's JSON form {"name": ..., "path": ..., "base_model_name": ...}.
+LoraModule parse_lora_module(const std::string& s) {
+  LoraModule m;
+  if (!s.empty() && s.front() == '{') {
+    nlohmann::json j = nlohmann::json::parse(s, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("name") || !j.contains("path") || !j["name"].is_string() ||
+        !j["path"].is_string())
+      fail("--lora-modules: '{}' is not {{\"name\": ..., \"path\": ...}}", s);
+    m.name = j["name"];
+    m.path = j["path"];
+    if (j.contains("base_model_name") && j["base_model_name"].is_string()) m.base_model_name = j["base_model_name"];
+  } else {
+    size_t eq = s.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) fail("--lora-modules: expected name=path, got '{}'", s);
+    m.name = s.substr(0, eq);
+    m.path = s.substr(eq + 1);
+  }
+  return m;
+}
+
+std::string default_served_name(const std::string& dir) {
+  std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::absolute(dir));
+  std::string name = p.filename().string();
+  return name.empty() ? dir : name;
+}
+
+bool env_true(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return false;
+  std::string s(v);
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s == "1" || s == "true" || s == "yes";
+}
+
+void run_serve(ServeArgs a) {
+  if (a.api_key.empty())
+    if (const char* k = std::getenv("LORAPLEX_API_KEY")) a.api_key = k;
+  if (env_true("VLLM_ALLOW_RUNTIME_LORA_UPDATING")) a.allow_runtime_lora_updating = true;
+  if (a.enable_lora_resolver && a.lora_root.empty()) fail("--enable-lora-resolver needs --lora-root");
+  if (!a.lora_root.empty() && !std::filesystem::is_directory(a.lora_root))
+    fail("--lora-root '{}' is not a folder", a.lora_root);
+  std::vector<LoraModule> modules;
+  for (const auto& s : a.lora_modules) modules.push_back(parse_lora_module(s));
+  const bool lora = a.enable_lora || !modules.empty() || a.allow_runtime_lora_updating || a.enable_lora_resolver;
+  if (a.served_model_name.empty()) a.served_model_name = default_served_name(a.model_dir);
+
+  // Signals: blocked in every thread (they inherit this mask), taken with sigwait() below.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a client that went away must not kill the server
+
+  server::ServerOptions so;
+  so.host = a.host;
+  so.port = a.port;
+  so.api_key = a.api_key;
+  so.served_model_name = a.served_model_name;
+  so.model_dir = std::filesystem::absolute(a.model_dir).lexically_normal().string();
+  so.max_request_bytes = a.max_request_bytes;
+  so.allow_runtime_lora_updating = a.allow_runtime_lora_updating;
+  if (!a.lora_root.empty()) so.lora_root = std::filesystem::canonical(a.lora_root);
+  so.enable_lora_resolver = a.enable_lora_resolver;
+  so.http_threads = a.http_threads;
+  server::Server srv(so);
+  int port = srv.bind();
+  std::thread http([&] { srv.listen(); });
+  struct Joiner {
+    server::Server& s;
+    std::thread& t;
+    ~Joiner() {
+      s.stop();
+      if (t.joinable()) t.join();
+    }
+  } joiner{srv, http};
+  log_info("listening on http://{}:{} (loading {})", a.host, port, a.model_dir);
+
+  double t0 = now_seconds();
+  auto model = model::Model::load(a.model_dir);
+  text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
+  std::optional<text::ChatTemplate> tmpl;
+  try {
+    tmpl.emplace(text::ChatTemplate::from_dir(a.model_dir));
+  } catch (const Error& e) {
+    log_warn("no chat template ({}); /v1/chat/completions will answer 400", e.what());
+  }
+  log_info("loaded {} ({} layers, max_model_len {}) in {:.1f} s", a.served_model_name, model->config().n_layers,
+           model->config().max_model_len, now_seconds() - t0);
+
+  std::unique_ptr<lora::AdapterManager> adapters;
+  if (lora) {
+    lora::ManagerOptions mo;
+    mo.max_loras = a.max_loras;
+    mo.max_cpu_loras = a.max_cpu_loras;
+    mo.max_lora_rank = a.max_lora_rank;
+    mo.lora_dtype = parse_lora_dtype(a.lora_dtype, model->weights().embed.dtype);
+    mo.strict_base = a.strict_base;
+    mo.base_model_name = a.served_model_name;
+    adapters = std::make_unique<lora::AdapterManager>(model->config(), mo);
+    log_info("LoRA memory plan:\n{}", lora::plan_text(adapters->plan()));
+    for (const auto& m : modules) {
+      if (!m.base_model_name.empty() && m.base_model_name != a.served_model_name)
+        log_warn("--lora-modules {}: base_model_name '{}' is not the served model '{}'", m.name, m.base_model_name,
+                 a.served_model_name);
+      bool pinned = std::find(a.pin.begin(), a.pin.end(), m.name) != a.pin.end();
+      adapters->register_adapter(m.name, m.path, pinned);
+      log_info("registered adapter '{}' from {}{}", m.name, m.path, pinned ? " (pinned)" : "");
+    }
+    for (const auto& p : a.pin)
+      if (!adapters->is_registered(p)) fail("--pin {}: no such adapter in --lora-modules", p);
+  } else if (!a.pin.empty()) {
+    fail("--pin needs --lora-modules");
+  }
+
+  sched::EngineConfig ec;
+  ec.max_num_seqs = a.max_num_seqs;
+  ec.max_num_batched_tokens = a.max_num_batched_tokens;
+  ec.max_waiting = a.max_waiting;
+  ec.kv_cache_tokens = a.kv_cache_tokens;
+  ec.threads = pool_threads(a.threads);
+  sched::Engine engine(*model, tok, adapters.get(), ec);
+  engine.start();
+  server::EngineBackend backend(engine, adapters.get(), a.max_model_len);
+  srv.attach(&backend, &tok, tmpl ? &*tmpl : nullptr);
+  log_info("ready: serving '{}'{} on http://{}:{} (max_model_len {})", a.served_model_name,
+           adapters ? fmt::format(" + {} adapters", adapters->list().size()) : "", a.host, port,
+           backend.max_model_len());
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  log_info("{}: draining (in flight: {}); shutdown timeout {:.0f} s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+           srv.in_flight(), a.shutdown_timeout);
+  srv.drain();
+  double t1 = now_seconds();
+  engine.shutdown(std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_timeout * 1000)));
+  srv.wait_idle(std::max(1.0, a.shutdown_timeout - (now_seconds() - t1)));
+  log_info("shut down cleanly in {:.2f} s", now_seconds() - t1);
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  CLI::App* c = app.add_subcommand("serve", "Serve the model and its LoRA adapters over the OpenAI API");
+  c->add_option("model", a->model_dir, "Model folder (Hugging Face layout)")->required();
+  c->add_option("--lora-modules", a->lora_modules,
+                "Adapters: name=path or '{\"name\": ..., \"path\": ..., \"base_model_name\": ...}'");
+  c->add_flag("--enable-lora", a->enable_lora, "Enable LoRA (implied by --lora-modules and the adapter flags)");
+  c->add_option("--max-loras", a->max_loras, "Adapter slots (adapters in one batch)");
+  c->add_option("--max-cpu-loras", a->max_cpu_loras, "Host-tier adapters (default = --max-loras)");
+  c->add_option("--max-lora-rank", a->max_lora_rank, "Largest adapter rank");
+  c->add_option("--lora-dtype", a->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
+  c->add_option("--pin", a->pin, "Adapters (by name) kept in a slot, never evicted");
+  c->add_option("--host", a->host, "Address to bind");
+  c->add_option("--port", a->port, "Port (0 = any free port)");
+  c->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/* (or LORAPLEX_API_KEY)");
+  c->add_option("--served-model-name", a->served_model_name, "The base model's name in the API (default: folder name)");
+  c->add_option("--max-num-seqs", a->max_num_seqs, "Running requests at most");
+  c->add_option("--max-num-batched-tokens", a->max_num_batched_tokens, "Tokens per engine step at most");
+  c->add_option("--max-model-len", a->max_model_len, "Context length cap (default: the model's)");
+  c->add_option("--max-waiting", a->max_waiting, "Waiting requests over which new ones get 503");
+  c->add_option("--kv-cache-tokens", a->kv_cache_tokens, "KV-cache capacity in tokens (default: from memory)");
+  c->add_option("--max-request-bytes", a->max_request_bytes, "Request bodies over this get 413");
+  c->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds in-flight requests get after SIGTERM");
+  c->add_flag("--allow-runtime-lora-updating", a->allow_runtime_lora_updating,
+              "Enable /v1/load_lora_adapter and /v1/unload_lora_adapter (or VLLM_ALLOW_RUNTIME_LORA_UPDATING=true)");
+  c->add_option("--lora-root", a->lora_root, "Adapter paths from HTTP must resolve inside this folder");
+  c->add_flag("--enable-lora-resolver", a->enable_lora_resolver,
+              "Load an unknown adapter name from --lora-root/<name> on first use");
+  c->add_flag("--strict-base", a->strict_base, "Refuse adapters trained on another base model");
+  c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
+  c->add_option("--http-threads", a->http_threads, "HTTP connection threads (each open stream holds one)");
+  c->callback([a] { run_serve(*a); });
+}
+
+}  // namespace lp::cli
