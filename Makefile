@@ -41,7 +41,11 @@ demo: build
 	@[ -f $(DEMO)/config.json ] || $(BUILD)/loraplex demo-model $(DEMO) --shape smol --seed 1
 
 serve: demo
-	$(BUILD)/loraplex generate --model $(DEMO) --ids 1,2,3,4 -n 32
+	@[ -d $(DEMO)/adapters/medical-qa ] || $(BUILD)/loraplex demo-model $(DEMO) --shape smol --seed 1 --adapters 4 --rank 16 --mixed
+	@echo "try:  curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \"medical-qa\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], \"max_tokens\": 32}'"
+	$(BUILD)/loraplex serve $(DEMO) --port $(PORT) --max-loras 4 --max-lora-rank 16 \
+	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(DEMO)/adapters/$(a)) \
+	  --allow-runtime-lora-updating --lora-root $(DEMO)/adapters
 
 bench: build demo
 	$(BUILD)/loraplex bench --model $(DEMO) --batch 1 --prompt-len 256 --gen 32

@@ -49,7 +49,8 @@ AdapterManager::Acquire must_ready(AdapterManager& m, const std::string& name) {
     r = m.acquire(name);
   }
   if (r.status != AdapterManager::Status::kReady) {
-    std::fprintf(stderr, "acquire %s: status %d %s\n", name.c_str(), static_cast<int>(r.status), r.error.c_str());
+    std::fprintf(stderr, "acquire %s: status %d %s\n", name.c_str(), static_cast<int>(r.status),
+                 r.error.c_str());
     std::exit(1);
   }
   return r;
@@ -76,14 +77,16 @@ void loader_breakdown(const fs::path& dir, const model::ModelConfig& cfg, int re
     pw.push_back((w2 - w1) * 1e3);
     pc.push_back(c2 - c1);
   }
-  std::printf("      loader work: load_adapter %.2f ms wall / %.2f ms cpu, pack_adapter %.2f ms wall / %.2f ms cpu\n",
-              median(lw), median(lc), median(pw), median(pc));
+  std::printf(
+      "      loader work: load_adapter %.2f ms wall / %.2f ms cpu, pack_adapter %.2f ms wall / %.2f ms cpu\n",
+      median(lw), median(lc), median(pw), median(pc));
 }
 
 bool run_shape(const std::string& shape, int reps, const fs::path& root) {
   model::DemoSpec spec;
   spec.shape = shape;
-  const model::ModelConfig cfg = model::ModelConfig::from_json(nlohmann::json::parse(model::demo_config_json(spec)), shape);
+  const model::ModelConfig cfg =
+      model::ModelConfig::from_json(nlohmann::json::parse(model::demo_config_json(spec)), shape);
   const fs::path dx = root / (shape + "-x"), dy = root / (shape + "-y");
   lora::write_demo_adapter(dx, cfg, lora::demo_adapter_spec(0, 16, false, 1, DType::kBF16));
   lora::write_demo_adapter(dy, cfg, lora::demo_adapter_spec(1, 16, false, 1, DType::kBF16));
@@ -139,16 +142,20 @@ bool run_shape(const std::string& shape, int reps, const fs::path& root) {
   const double hit_ms = (now_seconds() - t0) * 1e3 / hits;
 
   const double disk = median(warm), h = median(host);
-  std::printf("%-5s slot %6.1f MB, file %6.1f MB | disk->slot warm %7.2f ms (loader %6.2f + copy %5.2f), cold %7.2f ms"
-              " | host->slot %6.2f ms (%4.1f%% of disk) | hit %.5f ms\n",
-              shape.c_str(), m.plan().slot_bytes / 1e6, file_bytes / 1e6, disk, median(loader_ms), median(copy_ms),
-              median(cold), h, 100 * h / disk, hit_ms);
+  std::printf(
+      "%-5s slot %6.1f MB, file %6.1f MB | disk->slot warm %7.2f ms (loader %6.2f + copy %5.2f), cold %7.2f "
+      "ms"
+      " | host->slot %6.2f ms (%4.1f%% of disk) | hit %.5f ms\n",
+      shape.c_str(), m.plan().slot_bytes / 1e6, file_bytes / 1e6, disk, median(loader_ms), median(copy_ms),
+      median(cold), h, 100 * h / disk, hit_ms);
   loader_breakdown(dx, cfg, reps);
   bool ok = h <= 0.1 * disk && hit_ms <= 0.1;
   if (shape == "1b") ok = ok && disk <= 100;
   std::printf("      targets: host->slot <= 10%% of disk->slot %s, hit <= 0.1 ms %s%s\n",
               h <= 0.1 * disk ? "PASS" : "FAIL", hit_ms <= 0.1 ? "PASS" : "FAIL",
-              shape == "1b" ? (disk <= 100 ? ", 1b disk->slot <= 100 ms PASS" : ", 1b disk->slot <= 100 ms FAIL") : "");
+              shape == "1b"
+                  ? (disk <= 100 ? ", 1b disk->slot <= 100 ms PASS" : ", 1b disk->slot <= 100 ms FAIL")
+                  : "");
   return ok;
 }
 
@@ -158,8 +165,10 @@ int main(int argc, char** argv) {
   std::string shape = "all";
   int reps = 7;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--shape")) shape = argv[i + 1];
-    else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
+    if (!std::strcmp(argv[i], "--shape"))
+      shape = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--reps"))
+      reps = std::max(1, std::atoi(argv[i + 1]));
   }
   const fs::path root = fs::temp_directory_path() / ("lora_cache_bench-" + std::to_string(::getpid()));
   fs::create_directories(root);

@@ -27,7 +27,8 @@ void add_plan_command(CLI::App& app) {
   c->add_option("--target-modules", args->target_modules,
                 "Projections with slot memory (q_proj ... down_proj, or all; default all)");
   c->add_option("--max-cpu-loras", args->max_cpu_loras, "Host-tier adapters (default = --max-loras)");
-  c->add_option("--memory-budget", args->memory_budget, "Bytes for weights + adapters + KV cache (e.g. 16GiB)");
+  c->add_option("--memory-budget", args->memory_budget,
+                "Bytes for weights + adapters + KV cache (e.g. 16GiB)");
   c->add_flag("--json", args->json, "Print one JSON object");
   c->callback([args] {
     model::ModelConfig cfg = model::ModelConfig::from_dir(args->model);

@@ -196,6 +196,8 @@ void run_serve(ServeArgs a) {
   double t1 = now_seconds();
   engine.shutdown(std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_timeout * 1000)));
   srv.wait_idle(std::max(1.0, a.shutdown_timeout - (now_seconds() - t1)));
+  srv.stop();  // before the engine, backend and model go out of scope: no handler may reach them after this
+  http.join();
   log_info("shut down cleanly in {:.2f} s", now_seconds() - t1);
 }
 

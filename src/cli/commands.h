@@ -11,6 +11,8 @@ void add_demo_model_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_bench_serve_command(CLI::App& app);  // after add_bench_command: adds `bench serve`
+void add_serve_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);

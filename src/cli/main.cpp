@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   lp::cli::add_logits_command(app);
   lp::cli::add_generate_command(app);
   lp::cli::add_bench_command(app);
+  lp::cli::add_bench_serve_command(app);
+  lp::cli::add_serve_command(app);
   lp::cli::add_merge_command(app);
   lp::cli::add_plan_command(app);
   lp::cli::add_tokenize_commands(app);

@@ -28,6 +28,7 @@ struct AdapterManager::Entry {
   int slot = -1;                              // >= 0: in that slot (host stays set: the tier is inclusive)
   std::string failed;                         // the last load's error, reported until failed_at + retry
   Clock::time_point failed_at{};
+  Clock::time_point fresh_until{};  // loaded for a waiter, not in a slot yet: another load may not evict it
   int64_t requests = 0;
 
   Entry(uint64_t id_, std::string name_, fs::path dir_, bool pinned_, int rank_)
@@ -56,7 +57,9 @@ bool same_model(const std::string& a, const std::string& b) {
   return a == b || last(a) == last(b);
 }
 
-double ms_since(double t0) { return (now_seconds() - t0) * 1e3; }
+double ms_since(double t0) {
+  return (now_seconds() - t0) * 1e3;
+}
 
 }  // namespace
 
@@ -67,27 +70,31 @@ AdapterManager::AdapterManager(const model::ModelConfig& base, ManagerOptions op
       plan_(plan_memory(base_, plan_options(options_))),
       bank_(base_, options_.max_loras, options_.max_lora_rank, options_.lora_dtype, options_.modules) {
   options_.max_cpu_loras = plan_.options.max_cpu_loras;
-  LP_CHECK(static_cast<int64_t>(bank_.bytes()) == plan_.slots_bytes, "slot bank {} bytes, plan {}", bank_.bytes(),
-           plan_.slots_bytes);
+  LP_CHECK(static_cast<int64_t>(bank_.bytes()) == plan_.slots_bytes, "slot bank {} bytes, plan {}",
+           bank_.bytes(), plan_.slots_bytes);
   if (options_.lora_root) {
     std::error_code ec;
     fs::path root = fs::canonical(*options_.lora_root, ec);
     if (ec || !fs::is_directory(root))
-      fail_as(ErrorKind::kNotFound, "--lora-root {} does not exist or is not a folder", options_.lora_root->string());
+      fail_as(ErrorKind::kNotFound, "--lora-root {} does not exist or is not a folder",
+              options_.lora_root->string());
     options_.lora_root = root;
   }
   slots_.resize(options_.max_loras);
   loader_ = std::make_unique<LoaderThread>();
 }
 
-AdapterManager::~AdapterManager() { loader_.reset(); }
+AdapterManager::~AdapterManager() {
+  loader_.reset();
+}
 
 fs::path AdapterManager::resolve_path(const fs::path& path) const {
   fs::path p = path;
   if (options_.lora_root && p.is_relative()) p = *options_.lora_root / p;
   std::error_code ec;
   fs::path canon = fs::weakly_canonical(fs::absolute(p, ec), ec);
-  if (ec) fail_as(ErrorKind::kNotFound, "adapter path {} cannot be resolved: {}", path.string(), ec.message());
+  if (ec)
+    fail_as(ErrorKind::kNotFound, "adapter path {} cannot be resolved: {}", path.string(), ec.message());
   if (options_.lora_root) {
     fs::path rel = canon.lexically_relative(*options_.lora_root);
     if (rel.empty() || *rel.begin() == "..")
@@ -136,8 +143,8 @@ void AdapterManager::register_adapter(const std::string& name, const fs::path& p
   if (pinned) pinned_.push_back(e);
   // Keep the validated result when a host place is free (a pinned adapter may evict an unpinned host-only
   // one for it; slots are never touched here: that is the engine thread's business).
-  bool room = n_host_ + n_loading_ < options_.max_cpu_loras || (pinned && make_host_room_locked(false));
-  if (options_.keep_validated && room) {
+  if (options_.keep_validated && (n_host_ + n_loading_ < options_.max_cpu_loras ||
+                                  (pinned && make_host_room_locked(/*evict_slots=*/false)))) {
     e->host = std::move(data);
     ++n_host_;
     host_lru_.touch(e.get());
@@ -153,7 +160,7 @@ void AdapterManager::unregister_adapter(const std::string& name) {
   e->registered = false;
   std::erase(pinned_, e);
   if (e->slot >= 0 && slots_[e->slot].holders > 0) return;  // the last release() removes it
-  remove_locked(e);  // a load in flight is discarded when it finishes
+  remove_locked(e);                                         // a load in flight is discarded when it finishes
 }
 
 bool AdapterManager::is_registered(const std::string& name) const {
@@ -179,7 +186,8 @@ std::string AdapterManager::tier_locked(const Entry& e) const {
 std::vector<AdapterManager::Info> AdapterManager::list() const {
   std::lock_guard lk(mu_);
   std::vector<Info> out;
-  for (const auto& [name, e] : by_name_) out.push_back({name, e->dir, e->pinned, tier_locked(*e), e->slot, e->rank});
+  for (const auto& [name, e] : by_name_)
+    out.push_back({name, e->dir, e->pinned, tier_locked(*e), e->slot, e->rank});
   std::sort(out.begin(), out.end(), [](const Info& a, const Info& b) { return a.name < b.name; });
   return out;
 }
@@ -201,7 +209,8 @@ AdapterManager::Acquire AdapterManager::acquire(const std::string& name) {
   {
     std::lock_guard lk(mu_);
     auto it = by_name_.find(name);
-    if (it == by_name_.end()) return {Status::kUnknown, -1, fmt::format("adapter '{}' is not registered", name)};
+    if (it == by_name_.end())
+      return {Status::kUnknown, -1, fmt::format("adapter '{}' is not registered", name)};
     e = it->second;
     r = place_locked(e, /*hold=*/true, &copy);
     if (!copy) return r;
@@ -224,13 +233,15 @@ AdapterManager::Acquire AdapterManager::place_locked(const EntryPtr& e, bool hol
     if (Clock::now() - e->failed_at < options_.failed_retry_after) return {Status::kFailed, -1, e->failed};
     e->failed.clear();  // retry from disk
   }
-  if (!e->host) return start_load_locked(e) ? Acquire{Status::kLoading, -1, {}} : Acquire{Status::kNoSlot, -1, {}};
+  if (!e->host)
+    return start_load_locked(e) ? Acquire{Status::kLoading, -1, {}} : Acquire{Status::kNoSlot, -1, {}};
   const int s = free_slot_locked();
   if (s < 0) return {Status::kNoSlot, -1, {}};
   if (slots_[s].entry) evict_slot_locked(s);
   slots_[s].entry = e;
   slots_[s].holders = hold ? 1 : 0;
   e->slot = s;
+  e->fresh_until = {};
   slot_lru_.touch(s);
   *copy = e->host;
   return {Status::kReady, s, {}};
@@ -238,7 +249,8 @@ AdapterManager::Acquire AdapterManager::place_locked(const EntryPtr& e, bool hol
 
 // The host → slot copy, on the engine thread without the lock: slot `s` is claimed by `e`, and no token
 // reads it (its previous occupant had no holders), so nothing else touches its memory meanwhile.
-AdapterManager::Acquire AdapterManager::fill_slot(const EntryPtr& e, int s, std::shared_ptr<const PackedAdapter> data) {
+AdapterManager::Acquire AdapterManager::fill_slot(const EntryPtr& e, int s,
+                                                  std::shared_ptr<const PackedAdapter> data) {
   const double t0 = now_seconds();
   std::string error;
   try {
@@ -267,7 +279,8 @@ AdapterManager::Acquire AdapterManager::fill_slot(const EntryPtr& e, int s, std:
 
 void AdapterManager::release(int slot) {
   std::lock_guard lk(mu_);
-  LP_CHECK(slot >= 0 && slot < options_.max_loras, "release of slot {} (max_loras {})", slot, options_.max_loras);
+  LP_CHECK(slot >= 0 && slot < options_.max_loras, "release of slot {} (max_loras {})", slot,
+           options_.max_loras);
   SlotState& st = slots_[slot];
   LP_CHECK(st.entry && st.holders > 0, "release of slot {} that has no holder", slot);
   if (--st.holders == 0 && !st.entry->registered) remove_locked(st.entry);
@@ -292,7 +305,8 @@ void AdapterManager::poll() {
   for (Fill& f : fills) fill_slot(f.e, f.slot, std::move(f.data));
 }
 
-// ---- tiers (mu_ held) ---------------------------------------------------------------------------------------
+// ---- tiers (mu_ held)
+// ---------------------------------------------------------------------------------------
 
 // Takes a host place for `e` and queues its disk → host load; false when the host tier has no place that
 // may be freed (every place is in a held or pinned slot, or loading).
@@ -328,6 +342,7 @@ void AdapterManager::finish_load(const EntryPtr& e, std::shared_ptr<const Packed
       // unregistered meanwhile: the result is dropped and with it the host place
     } else if (data) {
       e->host = std::move(data);
+      e->fresh_until = Clock::now() + options_.fresh_protect;
       ++n_host_;
       host_lru_.touch(e.get());
       ++counters_.loads_from_disk;
@@ -342,12 +357,15 @@ void AdapterManager::finish_load(const EntryPtr& e, std::shared_ptr<const Packed
   loads_done_.notify_all();
 }
 
-// Makes sure the host tier has a free place: evicts the least recently used host-only adapter (HOST → DISK);
+// Makes sure the host tier has a free place: evicts the least recently used host-only adapter (HOST → DISK)
+// that is not fresh (loaded for a waiting request that has not had it in a slot yet, for `fresh_protect`);
 // with evict_slots, when every host adapter is in a slot, the least recently used unheld unpinned slot
 // (SLOT → HOST → DISK).
 bool AdapterManager::make_host_room_locked(bool evict_slots) {
   if (n_host_ + n_loading_ < options_.max_cpu_loras) return true;
-  auto victim = host_lru_.victim([](Entry* x) { return x->slot < 0 && !x->pinned; });
+  const Clock::time_point now = Clock::now();
+  auto victim =
+      host_lru_.victim([&](Entry* x) { return x->slot < 0 && !x->pinned && now >= x->fresh_until; });
   if (victim) {
     drop_host_locked(**victim);
     ++counters_.evictions_host;
@@ -402,7 +420,8 @@ void AdapterManager::remove_locked(EntryPtr e) {
   if (e->host) drop_host_locked(*e);
 }
 
-// ---- observation --------------------------------------------------------------------------------------------
+// ---- observation
+// --------------------------------------------------------------------------------------------
 
 CacheCounters AdapterManager::counters() const {
   std::lock_guard lk(mu_);
@@ -455,7 +474,8 @@ std::string AdapterManager::consistency_errors() const {
     if (e.slot != i) bad(fmt::format("slot {} holds '{}', which says slot {}", i, e.name, e.slot));
     if (!e.host) bad(fmt::format("slot {} holds '{}' without a host copy", i, e.name));
     if (s.holders < 0) bad(fmt::format("slot {} has {} holders", i, s.holders));
-    if (!e.registered && s.holders == 0) bad(fmt::format("unregistered '{}' kept in unheld slot {}", e.name, i));
+    if (!e.registered && s.holders == 0)
+      bad(fmt::format("unregistered '{}' kept in unheld slot {}", e.name, i));
     if (!slot_lru_.contains(i)) bad(fmt::format("slot {} missing from the slot LRU", i));
     if (e.registered && (by_name_.find(e.name) == by_name_.end() || by_name_.at(e.name).get() != &e))
       bad(fmt::format("slot {} holds '{}', which is not the registered entry", i, e.name));
@@ -464,19 +484,23 @@ std::string AdapterManager::consistency_errors() const {
   int with_host = 0, loading = 0;
   for (const auto& [name, e] : by_name_) {
     if (!e->registered) bad(fmt::format("'{}' in the registry but marked unregistered", name));
-    if (e->slot >= 0 && slots_[e->slot].entry != e) bad(fmt::format("'{}' says slot {} but is not there", name, e->slot));
+    if (e->slot >= 0 && slots_[e->slot].entry != e)
+      bad(fmt::format("'{}' says slot {} but is not there", name, e->slot));
     if (e->host && e->loading) bad(fmt::format("'{}' is in the host tier and loading", name));
-    if (static_cast<bool>(e->host) != host_lru_.contains(e.get())) bad(fmt::format("'{}' host LRU mismatch", name));
+    if (static_cast<bool>(e->host) != host_lru_.contains(e.get()))
+      bad(fmt::format("'{}' host LRU mismatch", name));
     with_host += e->host ? 1 : 0;
     loading += e->loading ? 1 : 0;
   }
   for (const SlotState& s : slots_)  // unregistered adapters still held in a slot
     if (s.entry && !s.entry->registered) ++with_host;
-  if (with_host != n_host_) bad(fmt::format("host tier count {} but {} adapters have host data", n_host_, with_host));
+  if (with_host != n_host_)
+    bad(fmt::format("host tier count {} but {} adapters have host data", n_host_, with_host));
   if (static_cast<int>(host_lru_.size()) != n_host_) bad("host LRU size differs from the host tier count");
   if (loading > n_loading_) bad(fmt::format("{} adapters loading but n_loading {}", loading, n_loading_));
   if (n_host_ + n_loading_ > options_.max_cpu_loras)
-    bad(fmt::format("host tier over capacity: {} + {} loading > {}", n_host_, n_loading_, options_.max_cpu_loras));
+    bad(fmt::format("host tier over capacity: {} + {} loading > {}", n_host_, n_loading_,
+                    options_.max_cpu_loras));
   for (const EntryPtr& e : pinned_)
     if (!e->registered || !e->pinned) bad(fmt::format("pinned list holds '{}' wrongly", e->name));
   return err;

@@ -5,13 +5,18 @@
 //
 // State machine of one registered adapter (the tier list() reports in brackets):
 //
-//   register ──▶ DISK ["disk"] ──acquire (miss)──▶ LOADING ["loading"] ──loader ok──▶ HOST ["host"]
-//                  ▲                                   │ loader fails: back to DISK, the error is kept for
-//                  │                                   │ `failed_retry_after`; acquire() answers kFailed
-//                  └──────────── evict (host LRU) ─────┘  with that same message meanwhile
-//   HOST ──acquire (a slot is free or evictable)──▶ SLOT ["slot"] ──evict (slot LRU)──▶ HOST
-//   unregister: removed at once when no request holds it; otherwise it disappears from the registry at
-//   once (new requests: kUnknown / kNotFound) and its slot and host place are freed by the last release().
+//   register ──▶ DISK ["disk"]  (or HOST at once: see "Registration" below)
+//   DISK    ──acquire() miss, a host place is free or evictable──▶ LOADING ["loading"]  (else kNoSlot)
+//   LOADING ──loader succeeds──▶ HOST ["host"]
+//   LOADING ──loader fails──▶ DISK; for `failed_retry_after` acquire() answers kFailed with that error
+//   HOST    ──acquire(), a slot is empty or evictable──▶ SLOT ["slot"]  (host → slot copy; else kNoSlot)
+//   SLOT    ──evicted (slot LRU: no holders, not pinned)──▶ HOST
+//   HOST    ──evicted (host LRU: not in a slot, not pinned, not fresh)──▶ DISK
+//   any     ──unregister──▶ gone: at once when no request holds it; otherwise it leaves the registry at once
+//                           (new requests: kUnknown / kNotFound) and the last release() frees its slot and
+//                           host place
+//   Never: evicting a slot with holders or a pinned adapter, evicting a LOADING adapter, a second load of
+//   the same adapter, activating an unregistered name.
 //
 // Rules (what the tests check):
 //   - The host tier is inclusive: an adapter in a slot keeps its host copy (so SLOT → HOST is free), which is
@@ -21,7 +26,8 @@
 //     slot or from the host tier. When nothing can be evicted, acquire() answers kNoSlot — "cache full" is an
 //     expected, typed result (the scheduler lets the request wait), never an exception.
 //   - Eviction is least-recently-used per tier: the slot tier orders by acquire() hits, the host tier by
-//     every acquire() of the adapter (a waiting request keeps its adapter warm).
+//     every acquire() of the adapter (a waiting request keeps its adapter warm). An adapter just loaded for a
+//     waiting request is not evicted by another load until it has been in a slot (or `fresh_protect` passed).
 //   - One load per adapter at a time: every acquire() of a LOADING adapter waits on the same load.
 //   - Registration validates fully (load_adapter + pack_adapter + SlotBank::check_fits) so that errors
 //     surface at once. The validated result is kept in the host tier when a host place is free (no
@@ -56,18 +62,23 @@ namespace lp::lora {
 class LoaderThread;
 
 struct ManagerOptions {
-  int max_loras = 1;       // --max-loras: slots
-  int max_cpu_loras = 0;   // --max-cpu-loras: host tier places (0: = max_loras; smaller is an error)
-  int max_lora_rank = 16;  // --max-lora-rank
+  int max_loras = 1;                // --max-loras: slots
+  int max_cpu_loras = 0;            // --max-cpu-loras: host tier places (0: = max_loras; smaller is an error)
+  int max_lora_rank = 16;           // --max-lora-rank
   DType lora_dtype = DType::kBF16;  // the slot dtype, already resolved from --lora-dtype
   ModuleSet modules = kAllModules;  // which projections get slot memory
   std::optional<std::filesystem::path> lora_root;  // when set, adapter folders must resolve inside it
-  bool strict_base = false;      // refuse adapters whose base_model_name_or_path names another model
-  std::string base_model_name;   // the served model's name or path (for strict_base)
-  bool keep_validated = true;    // keep the result of registration's validation in the host tier if room
+  bool strict_base = false;     // refuse adapters whose base_model_name_or_path names another model
+  std::string base_model_name;  // the served model's name or path (for strict_base)
+  bool keep_validated = true;   // keep the result of registration's validation in the host tier if room
   // How long a failed load's error is reported to acquire() before the next acquire() tries the disk again.
   // Must be longer than one engine step, so that every request waiting on the load sees the failure.
   std::chrono::milliseconds failed_retry_after{10000};
+  // How long an adapter loaded for a waiting request, and not yet in a slot, is safe from being evicted by
+  // another adapter's load. Without it, requests that wait for a slot evict each other's loads (a load storm
+  // when more distinct adapters wait than the host tier holds); after it, an adapter whose requests went
+  // away cannot keep its host place forever.
+  std::chrono::milliseconds fresh_protect{2000};
   // Testing hook: called on the loader thread before each disk → host load with the adapter's name; it may
   // throw lp::Error (a failing disk) or block (a slow one).
   std::function<void(const std::string&)> on_load;
@@ -100,7 +111,7 @@ class AdapterManager {
     bool pinned = false;
     std::string tier;  // "slot" | "host" | "loading" | "disk"
     int slot = -1;
-    int rank = 0;      // the adapter's largest rank
+    int rank = 0;  // the adapter's largest rank
   };
   std::vector<Info> list() const;  // registered adapters, in name order
   std::optional<Info> info(const std::string& name) const;
@@ -153,7 +164,7 @@ class AdapterManager {
   bool start_load_locked(const EntryPtr& e);
   void finish_load(const EntryPtr& e, std::shared_ptr<const PackedAdapter> data, const std::string& error,
                    double ms);
-  bool make_host_room_locked(bool for_pinned);
+  bool make_host_room_locked(bool evict_slots);
   int free_slot_locked();
   void evict_slot_locked(int slot);
   void drop_host_locked(Entry& e);
@@ -171,14 +182,14 @@ class AdapterManager {
   // table, both LRU orders and the counters. It does not guard slot contents (bank_, engine thread only) or
   // the PackedAdapter data (immutable once published, kept alive by shared_ptr).
   mutable std::mutex mu_;
-  mutable std::condition_variable loads_done_;  // signalled when n_loading_ drops
+  mutable std::condition_variable loads_done_;         // signalled when n_loading_ drops
   std::unordered_map<std::string, EntryPtr> by_name_;  // registered adapters
   std::vector<SlotState> slots_;                       // (max_loras)
   LruList<int> slot_lru_;                              // occupied slots
   LruList<Entry*> host_lru_;                           // entries with host data
   std::vector<EntryPtr> pinned_;                       // registered pinned adapters
-  int n_host_ = 0;     // entries with host data (in the host tier)
-  int n_loading_ = 0;  // loads in flight (each holds a host place)
+  int n_host_ = 0;                                     // entries with host data (in the host tier)
+  int n_loading_ = 0;                                  // loads in flight (each holds a host place)
   uint64_t next_id_ = 1;
   CacheCounters counters_;
 

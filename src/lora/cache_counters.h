@@ -28,7 +28,9 @@ struct Histogram {
 };
 
 // Bucket bounds of the load-duration histograms, in milliseconds.
-inline std::vector<double> load_ms_bounds() { return {0.1, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}; }
+inline std::vector<double> load_ms_bounds() {
+  return {0.1, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500};
+}
 
 struct CacheCounters {
   // Completed loads by source tier: "disk" = disk → host (read, validate, convert on the loader thread),

@@ -33,9 +33,10 @@ MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
   p.options = o;
   if (p.options.max_cpu_loras == 0) p.options.max_cpu_loras = o.max_loras;
   if (p.options.max_cpu_loras < o.max_loras)
-    fail("--max-cpu-loras {} is smaller than --max-loras {}: the host tier holds every adapter that is in a "
-         "slot",
-         p.options.max_cpu_loras, o.max_loras);
+    fail(
+        "--max-cpu-loras {} is smaller than --max-loras {}: the host tier holds every adapter that is in a "
+        "slot",
+        p.options.max_cpu_loras, o.max_loras);
   const int64_t es = static_cast<int64_t>(dtype_size(o.lora_dtype));
   for (int i = 0; i < kNumModules; ++i) {
     auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
@@ -83,7 +84,8 @@ ModuleSet parse_module_set(const std::vector<std::string>& names) {
       }
     }
     if (!found)
-      fail("unknown target module '{}' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all)", n);
+      fail("unknown target module '{}' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all)",
+           n);
   }
   return set;
 }
@@ -96,16 +98,26 @@ int64_t parse_byte_size(const std::string& s) {
   std::string unit = s.substr(i);
   for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   int64_t mul = 0;
-  if (unit.empty() || unit == "B") mul = 1;
-  else if (unit == "K" || unit == "KIB") mul = 1LL << 10;
-  else if (unit == "M" || unit == "MIB") mul = 1LL << 20;
-  else if (unit == "G" || unit == "GIB") mul = 1LL << 30;
-  else if (unit == "T" || unit == "TIB") mul = 1LL << 40;
-  else if (unit == "KB") mul = 1000;
-  else if (unit == "MB") mul = 1000 * 1000;
-  else if (unit == "GB") mul = 1000 * 1000 * 1000;
-  else if (unit == "TB") mul = 1000LL * 1000 * 1000 * 1000;
-  else fail("invalid byte size '{}': unknown unit '{}' (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)", s, s.substr(i));
+  if (unit.empty() || unit == "B")
+    mul = 1;
+  else if (unit == "K" || unit == "KIB")
+    mul = 1LL << 10;
+  else if (unit == "M" || unit == "MIB")
+    mul = 1LL << 20;
+  else if (unit == "G" || unit == "GIB")
+    mul = 1LL << 30;
+  else if (unit == "T" || unit == "TIB")
+    mul = 1LL << 40;
+  else if (unit == "KB")
+    mul = 1000;
+  else if (unit == "MB")
+    mul = 1000 * 1000;
+  else if (unit == "GB")
+    mul = 1000 * 1000 * 1000;
+  else if (unit == "TB")
+    mul = 1000LL * 1000 * 1000 * 1000;
+  else
+    fail("invalid byte size '{}': unknown unit '{}' (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)", s, s.substr(i));
   if (n > INT64_MAX / mul) fail("byte size '{}' is too large", s);
   return n * mul;
 }
@@ -120,32 +132,31 @@ std::string format_bytes(int64_t b) {
 
 std::string plan_text(const MemoryPlan& p) {
   const PlanOptions& o = p.options;
-  std::string s = fmt::format("LoRA memory plan: max_loras {}, max_lora_rank {}, lora dtype {}, max_cpu_loras {}\n",
-                              o.max_loras, o.max_lora_rank, dtype_name(o.lora_dtype), o.max_cpu_loras);
-  s += fmt::format("  {:<10} {:>6} {:>6} {:>14}  {}\n", "module", "in", "out", "slot bytes", "");
+  std::string s =
+      fmt::format("LoRA memory plan: max_loras {}, max_lora_rank {}, lora dtype {}, max_cpu_loras {}\n",
+                  o.max_loras, o.max_lora_rank, dtype_name(o.lora_dtype), o.max_cpu_loras);
+  auto row = [&](const std::string& label, int64_t bytes) {
+    s += fmt::format("  {:<38} {:>14}  {}\n", label, bytes, format_bytes(bytes));
+  };
   for (const auto& m : p.modules) {
-    if (!m.targeted) {
-      s += fmt::format("  {:<10} {:>6} {:>6} {:>14}  (not targeted)\n", module_name(m.module), m.in, m.out, 0);
-      continue;
-    }
-    s += fmt::format("  {:<10} {:>6} {:>6} {:>14}  {}\n", module_name(m.module), m.in, m.out, m.slot_bytes,
-                     format_bytes(m.slot_bytes));
+    std::string label = fmt::format("{} (in {}, out {})", module_name(m.module), m.in, m.out);
+    if (m.targeted)
+      row(label, m.slot_bytes);
+    else
+      s += fmt::format("  {:<38} {:>14}  (not targeted)\n", label, 0);
   }
-  s += fmt::format("  one slot                    {:>14}  {}\n", p.slot_bytes, format_bytes(p.slot_bytes));
-  s += fmt::format("  all {} slots                {:>14}  {}\n", o.max_loras, p.slots_bytes, format_bytes(p.slots_bytes));
-  s += fmt::format("  host tier ({} at full rank) {:>14}  {}\n", o.max_cpu_loras, p.host_bytes,
-                   format_bytes(p.host_bytes));
-  s += fmt::format("  base weights ({} params)    {:>14}  {}\n", p.base_params, p.base_bytes,
-                   format_bytes(p.base_bytes));
-  s += fmt::format("  KV cache per token (f32)    {:>14}  {}\n", p.kv_bytes_per_token,
-                   format_bytes(p.kv_bytes_per_token));
+  row("one slot", p.slot_bytes);
+  row(fmt::format("all {} slots", o.max_loras), p.slots_bytes);
+  row(fmt::format("host tier ({} adapters at full rank)", o.max_cpu_loras), p.host_bytes);
+  row(fmt::format("base weights ({} params)", p.base_params), p.base_bytes);
+  row("KV cache per token (f32)", p.kv_bytes_per_token);
   if (o.memory_budget > 0) {
-    s += fmt::format("  memory budget               {:>14}  {}\n", o.memory_budget, format_bytes(o.memory_budget));
+    row("memory budget", o.memory_budget);
     if (p.over_budget_bytes > 0)
       s += fmt::format("  OVER BUDGET by {}: base + slots + host tier do not fit; no KV cache left\n",
                        format_bytes(p.over_budget_bytes));
     else
-      s += fmt::format("  KV cache left               {:>14} tokens\n", p.kv_tokens);
+      s += fmt::format("  {:<38} {:>14} tokens\n", "KV cache left", p.kv_tokens);
   }
   return s;
 }
@@ -154,7 +165,8 @@ nlohmann::json plan_json(const MemoryPlan& p) {
   const PlanOptions& o = p.options;
   nlohmann::json mods = nlohmann::json::object();
   for (const auto& m : p.modules)
-    if (m.targeted) mods[std::string(module_name(m.module))] = {{"in", m.in}, {"out", m.out}, {"slot_bytes", m.slot_bytes}};
+    if (m.targeted)
+      mods[std::string(module_name(m.module))] = {{"in", m.in}, {"out", m.out}, {"slot_bytes", m.slot_bytes}};
   return {
       {"max_loras", o.max_loras},
       {"max_lora_rank", o.max_lora_rank},

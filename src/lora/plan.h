@@ -9,15 +9,15 @@
 //   base_bytes  = params(embed, layers (7 projections, their biases, 2 norms), final norm, lm_head unless
 //                 tied) × bytes(torch_dtype)
 //   kv_bytes_per_token = 2 (K, V) × layers × kv_heads × head_dim × 4 (KV is f32 in loraplex)
-//   kv_tokens   = (budget − base − slots − host) / kv_bytes_per_token, 0 when nothing is left; −1 without budget
+//   kv_tokens   = (budget − base − slots − host) / kv_bytes_per_token, 0 when nothing is left; −1 without
+//   budget
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "core/dtype.h"
 #include "lora/adapter.h"
@@ -50,8 +50,8 @@ struct MemoryPlan {
   int64_t base_params = 0;
   int64_t base_bytes = 0;
   int64_t kv_bytes_per_token = 0;
-  int64_t kv_tokens = -1;        // -1: no budget given
-  int64_t over_budget_bytes = 0; // > 0 when base + slots + host alone exceed the budget
+  int64_t kv_tokens = -1;         // -1: no budget given
+  int64_t over_budget_bytes = 0;  // > 0 when base + slots + host alone exceed the budget
 };
 
 // Throws lp::Error (kInvalid) for max_loras / max_lora_rank < 1 or max_cpu_loras < max_loras.
@@ -70,6 +70,7 @@ int64_t parse_byte_size(const std::string& s);
 std::string format_bytes(int64_t bytes);
 
 std::string plan_text(const MemoryPlan& plan);  // a human-readable table, one line per module
-nlohmann::json plan_json(const MemoryPlan& plan);  // slot_bytes, slots_bytes, host_bytes, base_bytes, kv_tokens, ...
+nlohmann::json plan_json(
+    const MemoryPlan& plan);  // slot_bytes, slots_bytes, host_bytes, base_bytes, kv_tokens, ...
 
 }  // namespace lp::lora

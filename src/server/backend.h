@@ -30,6 +30,7 @@ class Backend {
  public:
   virtual ~Backend() = default;
   // Throws lp::Error: kInvalid, kNotFound (unknown adapter), kUnavailable (queue full, shutting down).
+  // Counts the request for its adapter (the engine does, through AdapterManager::count_request).
   virtual std::shared_ptr<sched::RequestChannel> submit(sched::Request req) = 0;
   virtual sched::EngineStats stats() const = 0;
   virtual int64_t max_model_len() const = 0;
@@ -40,7 +41,6 @@ class Backend {
   virtual void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) = 0;
   virtual void unregister_adapter(const std::string& name) = 0;
   virtual std::vector<AdapterListing> list_adapters() const = 0;
-  virtual void count_request(const std::string& adapter) = 0;
   virtual std::optional<lora::CacheCounters> lora_counters() const = 0;  // nullopt without LoRA
 };
 
@@ -59,7 +59,6 @@ class EngineBackend : public Backend {
   void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) override;
   void unregister_adapter(const std::string& name) override;
   std::vector<AdapterListing> list_adapters() const override;
-  void count_request(const std::string& adapter) override;
   std::optional<lora::CacheCounters> lora_counters() const override;
 
  private:

@@ -40,10 +40,6 @@ std::vector<AdapterListing> EngineBackend::list_adapters() const {
   return out;
 }
 
-void EngineBackend::count_request(const std::string& adapter) {
-  if (adapters_ && !adapter.empty()) adapters_->count_request(adapter);
-}
-
 std::optional<lora::CacheCounters> EngineBackend::lora_counters() const {
   if (!adapters_) return std::nullopt;
   return adapters_->counters();

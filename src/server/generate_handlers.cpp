@@ -122,10 +122,7 @@ std::vector<int32_t> prepare(Call& c, Api api, const ojson& body, int* default_m
 void submit_all(Call& c, std::vector<int32_t> prompt, int default_max_tokens) {
   auto reqs = make_engine_requests(c.params, std::move(prompt), c.adapter, c.st.backend->max_model_len(),
                                    default_max_tokens);
-  for (auto& r : reqs) {
-    c.chans.push_back(c.st.backend->submit(std::move(r)));  // on a throw, ~Call aborts the ones submitted
-    c.st.backend->count_request(c.adapter);
-  }
+  for (auto& r : reqs) c.chans.push_back(c.st.backend->submit(std::move(r)));  // on a throw, ~Call aborts the rest
 }
 
 // Non-streaming: wait for every choice, answer one object.

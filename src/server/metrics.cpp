@@ -145,6 +145,7 @@ double MetricsRegistry::value(const std::string& name, const Labels& labels) {
 }
 
 std::string MetricsRegistry::render() {
+  std::lock_guard<std::mutex> render_lock(render_mu_);
   for (auto& c : collectors_) c(*this);
   std::lock_guard<std::mutex> lock(mu_);
   std::string o;

@@ -60,6 +60,7 @@ class MetricsRegistry {
   };
   Family& family(const std::string& name);  // LP_CHECKs it was described
 
+  std::mutex render_mu_;  // serializes render(): concurrent scrapes must not interleave collectors' clear/set
   std::mutex mu_;  // guards families_ and order_ (not collectors_, which are set up before serving)
   std::map<std::string, Family> families_;
   std::vector<std::string> order_;  // declaration order, the render order

@@ -41,7 +41,7 @@ struct ServerOptions {
   std::optional<std::filesystem::path> lora_root;
   bool enable_lora_resolver = false;     // with lora_root: load unknown adapter names from lora_root/<name>
   int http_threads = 512;                // connection threads (each open stream holds one)
-  int keep_alive_timeout_s = 10;
+  int keep_alive_timeout_s = 2;          // idle keep-alive connections hold a thread (and delay shutdown) this long
   int read_timeout_s = 60;
   int write_timeout_s = 60;
 };

@@ -28,21 +28,42 @@ std::string StreamDecoder::step(int32_t id) {
   window_.push_back(id);
   const std::string text = tokenizer_.decode(window_, skip_special_);
   const size_t pending = window_.size() - context_;
-  if (pending < kMaxPending) {
-    if (text.size() <= context_text_.size()) return {};             // nothing new yet
-    if (std::string_view(text).ends_with(kReplacementUtf8)) return {};  // maybe an incomplete character
+  const bool incomplete = std::string_view(text).ends_with(kReplacementUtf8);
+  if (pending < kMaxPending && (text.size() <= context_text_.size() || incomplete)) return {};
+  if (!incomplete) {
+    std::string fresh = take_new_text(text);
+    // The ids just emitted become the context for the next step.
+    window_.erase(window_.begin(), window_.begin() + static_cast<ptrdiff_t>(context_));
+    context_ = window_.size();
+    context_text_ = tokenizer_.decode(window_, skip_special_);
+    return fresh;
   }
-  std::string fresh = take_new_text(text);
-  // The ids just emitted become the context for the next step.
-  window_.erase(window_.begin(), window_.begin() + static_cast<ptrdiff_t>(context_));
-  context_ = window_.size();
+  // Many ids and still a U+FFFD at the end: the input holds invalid sequences. Emit all but the last
+  // (at most 3) U+FFFD, which may still be an incomplete character, and keep only the last few ids.
+  size_t held = 0;
+  while (held < 3 && std::string_view(text).substr(0, text.size() - held * kReplacementUtf8.size())
+                         .ends_with(kReplacementUtf8))
+    ++held;
+  const std::string head = text.substr(0, text.size() - held * kReplacementUtf8.size());
+  std::string fresh = head.size() > context_text_.size() ? take_new_text(head) : std::string();
+  const size_t keep = std::min<size_t>(window_.size(), 4);
+  window_.erase(window_.begin(), window_.end() - static_cast<ptrdiff_t>(keep));
+  // The kept ids may end inside a character; they stay in the window (not context) so that the next
+  // emission keeps them as context and a byte run is never cut.
+  context_ = 0;
   context_text_ = tokenizer_.decode(window_, skip_special_);
+  // What is held back is not emitted yet: leave it out of the context text so it comes out later.
+  for (size_t i = 0; i < held && std::string_view(context_text_).ends_with(kReplacementUtf8); ++i)
+    context_text_.resize(context_text_.size() - kReplacementUtf8.size());
   return fresh;
 }
 
 std::string StreamDecoder::flush() {
   std::string fresh;
-  if (window_.size() > context_) fresh = take_new_text(tokenizer_.decode(window_, skip_special_));
+  if (!window_.empty()) {
+    const std::string text = tokenizer_.decode(window_, skip_special_);
+    if (text.size() > context_text_.size()) fresh = take_new_text(text);
+  }
   reset();
   return fresh;
 }

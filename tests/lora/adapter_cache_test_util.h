@@ -69,7 +69,8 @@ inline std::string slot_mismatch(const SlotBank& bank, int slot, const PackedAda
       const auto* b = static_cast<const uint8_t*>(w.b) + static_cast<size_t>(slot) * w.out * R * es;
       const size_t row = static_cast<size_t>(rank) * es, full = static_cast<size_t>(R) * es;
       for (int64_t n = 0; n < w.out; ++n) {
-        if (std::memcmp(b + n * full, pm->b.data() + n * row, row) != 0) return "B differs at layer " + std::to_string(l);
+        if (std::memcmp(b + n * full, pm->b.data() + n * row, row) != 0)
+          return "B differs at layer " + std::to_string(l);
         for (size_t k = row; k < full; ++k)
           if (b[n * full + k] != 0) return "B padding not zero";
       }

@@ -48,7 +48,9 @@ TEST(AdapterCacheZipf, ThousandAdaptersFourSlotsEveryServedAdapterIsTheRightOne)
   auto want = [&](int a) -> const PackedAdapter& {
     auto it = expected.find(a);
     if (it == expected.end())
-      it = expected.emplace(a, pack_adapter(load_adapter(tmp.path() / names[a], base_shapes(cfg)), DType::kBF16)).first;
+      it = expected
+               .emplace(a, pack_adapter(load_adapter(tmp.path() / names[a], base_shapes(cfg)), DType::kBF16))
+               .first;
     return it->second;
   };
 
@@ -118,10 +120,11 @@ TEST(AdapterCacheZipf, ThousandAdaptersFourSlotsEveryServedAdapterIsTheRightOne)
   // The cache works: fewer disk loads than requests (without it every request would be one; ~1,900 here,
   // as ~46% of Zipf(1.1) requests fall outside the 16 most popular adapters).
   EXPECT_LT(c.loads_from_disk, kRequests * 4 / 5);
-  std::printf("zipf: %d requests, %d steps, disk loads %lld, host->slot %lld, slot evictions %lld, host evictions "
-              "%lld\n",
-              kRequests, steps, static_cast<long long>(c.loads_from_disk), static_cast<long long>(c.loads_from_host),
-              static_cast<long long>(c.evictions_slot), static_cast<long long>(c.evictions_host));
+  std::printf(
+      "zipf: %d requests, %d steps, disk loads %lld, host->slot %lld, slot evictions %lld, host evictions "
+      "%lld\n",
+      kRequests, steps, static_cast<long long>(c.loads_from_disk), static_cast<long long>(c.loads_from_host),
+      static_cast<long long>(c.evictions_slot), static_cast<long long>(c.evictions_host));
 }
 
 }  // namespace

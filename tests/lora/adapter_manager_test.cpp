@@ -49,7 +49,8 @@ class ManagerTest : public ::testing::Test {
   const PackedAdapter& expected(const std::string& name) {
     auto it = packed_.find(name);
     if (it == packed_.end())
-      it = packed_.emplace(name, pack_adapter(load_adapter(dirs_.at(name), base_shapes(cfg_)), DType::kBF16)).first;
+      it = packed_.emplace(name, pack_adapter(load_adapter(dirs_.at(name), base_shapes(cfg_)), DType::kBF16))
+               .first;
     return it->second;
   }
   std::string tier(const AdapterManager& m, const std::string& name) {
@@ -185,6 +186,32 @@ TEST_F(ManagerTest, HostTierFullOfHeldSlotsMakesNewAdaptersWait) {
   EXPECT_EQ(use(m, "b"), 0);
   EXPECT_EQ(tier(m, "a"), "disk");
   EXPECT_EQ(m.consistency_errors(), "");
+}
+
+// Requests waiting for a slot must not evict each other's freshly loaded adapters (a load storm); once the
+// protection lapses (here: 0 ms) plain LRU applies.
+TEST_F(ManagerTest, FreshLoadIsNotEvictedByAnotherLoadBeforeItGetsASlot) {
+  for (int protect_ms : {60000, 0}) {
+    ManagerOptions o = opts(1, 2);
+    o.fresh_protect = std::chrono::milliseconds(protect_ms);
+    AdapterManager m(cfg_, o);
+    for (const char* n : {"a", "b", "c"}) m.register_adapter(n, adapter(n));
+    int s = use(m, "a", /*keep_hold=*/true);
+    EXPECT_EQ(acquire_ready(m, "b").status, Status::kNoSlot);  // loaded, waits for the held slot
+    AdapterManager::Acquire r = m.acquire("c");
+    if (protect_ms > 0) {
+      EXPECT_EQ(r.status, Status::kNoSlot);  // b keeps its place: c waits instead
+      EXPECT_EQ(tier(m, "b"), "host");
+    } else {
+      EXPECT_EQ(r.status, Status::kLoading);  // b is evicted for c
+      EXPECT_EQ(tier(m, "b"), "disk");
+    }
+    m.release(s);
+    m.wait_for_loads();
+    use(m, "b");
+    EXPECT_EQ(m.counters().loads_from_disk, protect_ms > 0 ? 2 : 4);  // a b | a b c b
+    EXPECT_EQ(m.consistency_errors(), "");
+  }
 }
 
 TEST_F(ManagerTest, UnregisterInUseWaitsForTheLastHolder) {
@@ -378,7 +405,7 @@ TEST_F(ManagerTest, LruOrderOfBothTiersWithPinsAndHolders) {
   EXPECT_THAT(m.slot_names(), ElementsAre("P", "A", "C"));
   EXPECT_THAT(m.host_lru_names(), ElementsAre("P", "B", "A", "C"));
   int a = use(m, "A", /*keep_hold=*/true);  // A held from now on
-  use(m, "D");  // slot victim: C (A is held); host now full (5)
+  use(m, "D");                              // slot victim: C (A is held); host now full (5)
   EXPECT_THAT(m.slot_names(), ElementsAre("P", "A", "D"));
   EXPECT_THAT(m.host_lru_names(), ElementsAre("P", "B", "C", "A", "D"));
   use(m, "E");  // host victim: B (P pinned); slot victim: D
@@ -396,8 +423,8 @@ TEST_F(ManagerTest, LruOrderOfBothTiersWithPinsAndHolders) {
   EXPECT_EQ(tier(m, "C"), "disk");
   EXPECT_EQ(tier(m, "D"), "disk");
   auto c = m.counters();
-  EXPECT_EQ(c.evictions_slot, 5);  // B, C, D, E, A
-  EXPECT_EQ(c.evictions_host, 3);  // B, C, D
+  EXPECT_EQ(c.evictions_slot, 5);   // B, C, D, E, A
+  EXPECT_EQ(c.evictions_host, 3);   // B, C, D
   EXPECT_EQ(c.loads_from_disk, 8);  // P A B C D E B F
   EXPECT_EQ(m.consistency_errors(), "");
 }
@@ -427,7 +454,8 @@ TEST_F(ManagerTest, RequestCountsPerAdapter) {
   EXPECT_EQ(c.requests[1], (std::pair<std::string, int64_t>{"b", 1}));
 }
 
-// ---- registration refusals ----------------------------------------------------------------------------------
+// ---- registration refusals
+// ----------------------------------------------------------------------------------
 
 class RefusalTest : public ManagerTest {
  protected:

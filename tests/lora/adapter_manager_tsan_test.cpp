@@ -56,7 +56,7 @@ TEST(AdapterManagerTsan, ConcurrentRegistryEngineAndLoaderStayConsistent) {
   std::atomic<int64_t> counted{0};
   std::atomic<int> engine_failures{0};
   std::vector<std::string> errors;  // engine thread only until joined
-  std::array<int, 5> statuses{};     // engine thread only until joined: acquire() answers by Status
+  std::array<int, 5> statuses{};    // engine thread only until joined: acquire() answers by Status
 
   std::thread engine([&] {
     std::mt19937 rng(1);
@@ -81,7 +81,8 @@ TEST(AdapterManagerTsan, ConcurrentRegistryEngineAndLoaderStayConsistent) {
           holds.push_back({n, r.slot, 1 + static_cast<int>(rng() % 2)});
         } else if (r.status == Status::kFailed) {
           ++engine_failures;
-          if (r.error.find("injected failure") == std::string::npos) errors.push_back("unexpected error: " + r.error);
+          if (r.error.find("injected failure") == std::string::npos)
+            errors.push_back("unexpected error: " + r.error);
         }
       }
       for (size_t i = 0; i < holds.size();) {
@@ -124,7 +125,8 @@ TEST(AdapterManagerTsan, ConcurrentRegistryEngineAndLoaderStayConsistent) {
               break;
             case 4:
               for (const auto& info : m.list())
-                if (info.tier != "slot" && info.tier != "host" && info.tier != "loading" && info.tier != "disk")
+                if (info.tier != "slot" && info.tier != "host" && info.tier != "loading" &&
+                    info.tier != "disk")
                   std::abort();
               break;
             case 5:
@@ -134,8 +136,9 @@ TEST(AdapterManagerTsan, ConcurrentRegistryEngineAndLoaderStayConsistent) {
           }
         } catch (const Error& e) {
           const std::string w = e.what();
-          const bool expected = (e.kind() == ErrorKind::kInvalid && w.find("already exists") != std::string::npos) ||
-                                (e.kind() == ErrorKind::kNotFound && w.find("not registered") != std::string::npos);
+          const bool expected =
+              (e.kind() == ErrorKind::kInvalid && w.find("already exists") != std::string::npos) ||
+              (e.kind() == ErrorKind::kNotFound && w.find("not registered") != std::string::npos);
           if (!expected) std::abort();
         }
       }
@@ -173,12 +176,13 @@ TEST(AdapterManagerTsan, ConcurrentRegistryEngineAndLoaderStayConsistent) {
     int i = slots[s] == "pinned" ? 0 : index_of(slots[s]);
     EXPECT_EQ(slot_mismatch(m.bank(), s, want[i]), "") << slots[s];
   }
-  std::printf("tsan: disk loads %lld, failures %lld (hook %d/%d), host->slot %lld, evictions slot %lld host %lld, "
-              "engine saw %d failures; acquire: ready %d loading %d no-slot %d failed %d unknown %d\n",
-              static_cast<long long>(c.loads_from_disk), static_cast<long long>(c.load_failures), hook_failures.load(),
-              hook_calls.load(), static_cast<long long>(c.loads_from_host), static_cast<long long>(c.evictions_slot),
-              static_cast<long long>(c.evictions_host), engine_failures.load(), statuses[0], statuses[1], statuses[2],
-              statuses[3], statuses[4]);
+  std::printf(
+      "tsan: disk loads %lld, failures %lld (hook %d/%d), host->slot %lld, evictions slot %lld host %lld, "
+      "engine saw %d failures; acquire: ready %d loading %d no-slot %d failed %d unknown %d\n",
+      static_cast<long long>(c.loads_from_disk), static_cast<long long>(c.load_failures),
+      hook_failures.load(), hook_calls.load(), static_cast<long long>(c.loads_from_host),
+      static_cast<long long>(c.evictions_slot), static_cast<long long>(c.evictions_host),
+      engine_failures.load(), statuses[0], statuses[1], statuses[2], statuses[3], statuses[4]);
 }
 
 }  // namespace

@@ -1,13 +1,12 @@
 // The memory plan against figures computed by hand for two real configs (Llama-3.1-8B and SmolLM2-135M,
 // written out below), the option parsers, and `loraplex plan` from a folder that holds only config.json.
-#include "lora/plan.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "lora/plan.h"
 #include "util/test_util.h"
 
 namespace lp::lora {
@@ -78,7 +77,7 @@ TEST(LoraPlan, SmolLM2_135M_DefaultsAndSubsets) {
   EXPECT_EQ(p.base_params, 134'515'008);  // tied: no lm_head
   EXPECT_EQ(p.base_bytes, 269'030'016);
   EXPECT_EQ(p.kv_bytes_per_token, 2 * 30 * 3 * 64 * 4);  // 46,080
-  EXPECT_EQ(p.kv_tokens, 35'868);  // (2e9 − 269,030,016 − 8 × 9,768,960) / 46,080
+  EXPECT_EQ(p.kv_tokens, 35'868);                        // (2e9 − 269,030,016 − 8 × 9,768,960) / 46,080
 
   o.lora_dtype = DType::kF32;
   o.max_lora_rank = 8;
@@ -141,10 +140,11 @@ TEST(LoraPlan, CliPrintsJsonFromConfigAlone) {
   test::TempDir dir("plan");
   test::write_file(dir / "config.json", kLlama31_8B);
   std::string out;
-  int rc = test::run_command(fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --lora-dtype f16 "
-                                         "--max-cpu-loras 8 --memory-budget 32GiB --json",
-                                         test::loraplex_binary().string(), dir.path().string()),
-                             &out);
+  int rc = test::run_command(
+      fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --lora-dtype f16 "
+                  "--max-cpu-loras 8 --memory-budget 32GiB --json",
+                  test::loraplex_binary().string(), dir.path().string()),
+      &out);
   ASSERT_EQ(rc, 0) << out;
   nlohmann::json j = nlohmann::json::parse(out);
   EXPECT_EQ(j["slot_bytes"], 83'886'080);
@@ -154,18 +154,20 @@ TEST(LoraPlan, CliPrintsJsonFromConfigAlone) {
   EXPECT_EQ(j["kv_tokens"], 65'965);
   EXPECT_EQ(j["modules"]["gate_proj"]["slot_bytes"], 18'874'368);
 
-  rc = test::run_command(fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --target-modules q_proj "
-                                     "v_proj",
-                                     test::loraplex_binary().string(), dir.path().string()),
-                         &out);
+  rc = test::run_command(
+      fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --target-modules q_proj "
+                  "v_proj",
+                  test::loraplex_binary().string(), dir.path().string()),
+      &out);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_THAT(out, HasSubstr("k_proj"));
   EXPECT_THAT(out, HasSubstr("(not targeted)"));
   EXPECT_THAT(out, HasSubstr("13631488"));  // one slot: q (8,388,608) + v (5,242,880)
 
-  rc = test::run_command(fmt::format("'{}' plan --model '{}' --max-loras 4 --max-cpu-loras 2 --max-lora-rank 16 2>&1",
-                                     test::loraplex_binary().string(), dir.path().string()),
-                         &out);
+  rc = test::run_command(
+      fmt::format("'{}' plan --model '{}' --max-loras 4 --max-cpu-loras 2 --max-lora-rank 16 2>&1",
+                  test::loraplex_binary().string(), dir.path().string()),
+      &out);
   EXPECT_NE(rc, 0);
   EXPECT_THAT(out, HasSubstr("--max-cpu-loras 2 is smaller than --max-loras 4"));
 }

@@ -80,7 +80,6 @@ class FakeBackend : public server::Backend {
     for (const auto& [n, p] : adapters_) out.push_back({n, p, false, "disk", 8});
     return out;
   }
-  void count_request(const std::string&) override {}
   std::optional<lora::CacheCounters> lora_counters() const override { return lora::CacheCounters{}; }
 
  private:

@@ -293,6 +293,35 @@ TEST(AddedVocabulary, normalized_tokens_match_the_normalized_text) {
   EXPECT_EQ(tok.decode(std::vector<int32_t>{0, 5, 6}, true), "x \u00e9");  // no decoder: joined with spaces
 }
 
+TEST(TokenizerJson, streamed_load_equals_dom_load_and_reports_bad_shapes) {
+  const json vocab = {{"a", 0}, {"b", 1}, {"ab", 2}, {"c", 3}};
+  // A "vocab" key outside the model must stay in the DOM (the decoder ignores it).
+  const json tj = bpe_tokenizer(vocab, {"a b"}, {}, {{"decoder", {{"type", "Fuse"}, {"vocab", {{"x", "y"}}}}}});
+  const Tokenizer dom = Tokenizer::from_json(tj, json::object());
+  const Tokenizer sax = Tokenizer::from_json_text(tj.dump());
+  EXPECT_EQ(sax.encode("abcab", false), dom.encode("abcab", false));
+  EXPECT_THAT(sax.encode("abcab", false), ElementsAre(2, 3, 2));
+  EXPECT_EQ(sax.decode(std::vector<int32_t>{2, 3}), "abc");
+  const json pairs = bpe_tokenizer(vocab, json::array({json::array({"a", "b"})}));
+  EXPECT_THAT(Tokenizer::from_json_text(pairs.dump()).encode("ab", false), ElementsAre(2));
+  auto text_error = [](const std::string& text) {
+    try {
+      Tokenizer::from_json_text(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})"), HasSubstr("integer ids"));
+  EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [1]}})"),
+              HasSubstr("merges entry #0"));
+  EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a"]]}})"),
+              HasSubstr("merges entry #0"));
+  EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "a": 1}, "merges": []}})"),
+              HasSubstr("appears twice"));
+  EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": 0})"), HasSubstr("invalid JSON"));
+}
+
 TEST(PostProcessor, template_adds_bos_eos_only_with_special_tokens) {
   const json tp = {{"type", "TemplateProcessing"},
                    {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},

@@ -241,6 +241,9 @@ TEST(StreamDecoder, sentencepiece_first_token_space_is_stripped_once) {
   const Tokenizer l2 = Tokenizer::from_dir(npm_models("llama2"));
   const auto ids = l2.encode("  two leading spaces, then 你好 and \U0001F9EC", false);
   expect_stream_matches(l2, ids, false);
+  // Found by the fuzzer: literal U+FFFD tokens long enough to force an early emission, then byte-fallback
+  // characters whose <0xNN> run must not be cut.
+  expect_stream_matches(l2, l2.encode("\ufffd\ufffd\ufffd\ufffd\ufffd\U0001D52B\U0001D526\U0001D520 x", false), false);
   StreamDecoder stream(l2);
   EXPECT_EQ(stream.step(*l2.token_to_id("▁Hello")), "Hello");
   EXPECT_EQ(stream.step(*l2.token_to_id("▁world")), " world");
