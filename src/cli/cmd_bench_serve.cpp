@@ -165,7 +165,8 @@ class Bench {
       }
       ++sent;
       json body = {{"model", model}, {"prompt", prompt}, {"max_tokens", n_out}, {"temperature", 0},
-                   {"ignore_eos", true}, {"stream", true}};
+                   {"ignore_eos", true}, {"stream", true},
+                   {"stream_options", {{"include_usage", true}}}};
       workers.emplace_back([&, i, body] {
         results[i] = one(body.dump());
         std::lock_guard<std::mutex> lock(mu);
@@ -188,6 +189,7 @@ class Bench {
   Result one(const std::string& body) const {
     Result r;
     double t0 = now_seconds(), last = 0;
+    bool done = false;
     std::string buf;
     httplib::Request req;
     req.method = "POST";
@@ -201,18 +203,21 @@ class Bench {
       while ((end = buf.find("\n\n")) != std::string::npos) {
         std::string ev = buf.substr(0, end);
         buf.erase(0, end + 2);
-        if (ev.rfind("data: ", 0) != 0 || ev == "data: [DONE]") continue;
+        if (ev == "data: [DONE]") done = true;
+        if (ev.rfind("data: ", 0) != 0 || done) continue;
         json j = json::parse(ev.substr(6), nullptr, false);
         if (j.is_discarded() || j.contains("error")) {
           r.error = j.is_discarded() ? "bad chunk" : j["error"].value("message", "error");
           continue;
         }
-        if (j["choices"].empty() || j["choices"][0]["text"].get<std::string>().empty()) continue;
+        if (j.contains("usage") && j["usage"].is_object()) r.out_tokens = j["usage"].value("completion_tokens", 0);
+        // A choice chunk is one engine update (usually one token; its text may be empty while a UTF-8
+        // character is incomplete).
+        if (j["choices"].empty()) continue;
         double now = now_seconds();
         if (last == 0) r.ttft = now - t0;
         else r.itl.push_back(now - last);
         last = now;
-        ++r.out_tokens;  // one chunk per engine update; with a fast server that is one token
       }
       return true;
     };
@@ -220,8 +225,8 @@ class Bench {
     r.e2e = now_seconds() - t0;
     if (!res) r.error = httplib::to_string(res.error());
     else if (res->status != 200) r.error = fmt::format("HTTP {}", res->status);
-    r.ok = r.error.empty() && last > 0;
-    if (!r.ok && r.error.empty()) r.error = "no tokens";
+    r.ok = r.error.empty() && done && last > 0;
+    if (!r.ok && r.error.empty()) r.error = done ? "no tokens" : "stream ended before [DONE]";
     return r;
   }
 

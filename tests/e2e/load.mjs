@@ -2,8 +2,11 @@
 //   - 32 concurrent greedy requests over 8 adapters + the base give exactly the text each gets alone;
 //   - 256 concurrent streaming clients all complete;
 //   - churn: max_loras 2, max_cpu_loras 3, 10 adapters, interleaved concurrent requests all succeed with each
-//     adapter's solo output, and /metrics shows the loads (disk and host) and evictions (slot and host).
-import { makeModel, startServer, scrape, metric, assert, assertEq, run, greedy, ADAPTERS } from './lib.mjs';
+//     adapter's solo output, and /metrics shows the loads (disk and host) and evictions (slot and host);
+//   - `loraplex bench serve` (power-law popularity, Poisson arrivals) against the churn server reports every
+//     request as succeeded and counts the adapter requests it made from /metrics.
+import { execFileSync } from 'node:child_process';
+import { makeModel, startServer, scrape, metric, assert, assertEq, run, greedy, ADAPTERS, BIN } from './lib.mjs';
 
 const m = makeModel(10);
 const mods = (names) => names.map((n) => `${n}=${m.adapterDir(n)}`);
@@ -68,5 +71,15 @@ await run([
     assert(metric(f1, 'loraplex_lora_adapters_active', { tier: 'host' }) <= 3, 'at most 3 on the host');
     assertEq(metric(f1, 'loraplex_lora_adapter_load_failures_total'), 0, 'no failed loads');
     assertEq(metric(f1, 'loraplex_lora_slots_held'), 0, 'no holds left');
+  }],
+  ['bench serve: an S-LoRA workload completes and its report adds up', async () => {
+    const out = execFileSync(BIN, ['bench', 'serve', '--url', churn.url, '--num-requests', '40', '--rate', '200',
+      '--alpha', '1.2', '--input-len', '4:12', '--output-len', '2:6', '--json'], { encoding: 'utf8' });
+    const r = JSON.parse(out);
+    assertEq([r.requests, r.succeeded, r.failed], [40, 40, 0], `all requests succeed: ${out}`);
+    assertEq(r.adapters, 10, 'every listed adapter is in the workload');
+    assertEq(r.adapter_requests, 40, 'adapter requests counted by the server');
+    assert(r.adapter_slot_hit_rate >= 0 && r.adapter_slot_hit_rate <= 1, 'hit rate is a fraction');
+    assert(r.ttft_p50_s > 0 && r.ttft_p99_s >= r.ttft_p50_s && r.output_token_throughput > 0, `latencies: ${out}`);
   }],
 ], async () => { await wide.stop(); await churn.stop(); m.cleanup(); });

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "core/check.h"
+#include "core/clock.h"
 #include "lora/adapter_cache_test_util.h"
 #include "util/test_util.h"
 
@@ -70,7 +71,8 @@ TEST(AdapterManagerTsan, ConcurrentRegistryEngineAndLoaderStayConsistent) {
       std::string d = slot_mismatch(m.bank(), slot, want[i]);
       if (!d.empty()) errors.push_back(name + " in slot " + std::to_string(slot) + ": " + d);
     };
-    for (int step = 0; step < kEngineSteps; ++step) {
+    const double t0 = now_seconds();  // at least kEngineSteps, and at least 0.5 s however fast the build
+    for (int step = 0; step < kEngineSteps || now_seconds() - t0 < 0.5; ++step) {
       m.poll();
       for (int k = 0; k < 2; ++k) {
         std::string n = rng() % 8 == 0 ? "pinned" : names[rng() % kNames];

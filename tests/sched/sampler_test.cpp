@@ -1,0 +1,125 @@
+// Sampling semantics: greedy ties, seeded reproducibility, the support of top-k / top-p / min-p, and the
+// penalties, checked against distributions computed by hand.
+#include "sched/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+namespace lp::sched {
+namespace {
+
+std::vector<float> logits_of(std::vector<double> probs) {
+  std::vector<float> l;
+  for (double p : probs) l.push_back(static_cast<float>(std::log(p)));
+  return l;
+}
+
+std::set<int32_t> support(SamplingParams p, const std::vector<float>& logits, int draws = 3000) {
+  std::set<int32_t> seen;
+  p.seed = 123;
+  Sampler s(p);
+  for (int i = 0; i < draws; ++i) {
+    auto l = logits;
+    seen.insert(s.sample(l, {}));
+  }
+  return seen;
+}
+
+TEST(Sampler, GreedyPicksArgmaxLowestIdOnTies) {
+  SamplingParams p;
+  p.temperature = 0;
+  Sampler s(p);
+  std::vector<float> l = {0.5f, 2.0f, 2.0f, -1.0f};
+  EXPECT_EQ(s.sample(l, {}), 1);
+  p.temperature = 1.0f;
+  p.top_k = 1;
+  Sampler k1(p);
+  l = {0.5f, 2.0f, 2.0f, -1.0f};
+  EXPECT_EQ(k1.sample(l, {}), 1);
+}
+
+TEST(Sampler, SameSeedSameSequence) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.seed = 7;
+  Sampler a(p), b(p);
+  auto base = logits_of({0.1, 0.2, 0.3, 0.4});
+  std::vector<int32_t> xa, xb;
+  for (int i = 0; i < 50; ++i) {
+    auto l1 = base, l2 = base;
+    xa.push_back(a.sample(l1, {}));
+    xb.push_back(b.sample(l2, {}));
+  }
+  EXPECT_EQ(xa, xb);
+  p.seed = 8;
+  Sampler c(p);
+  std::vector<int32_t> xc;
+  for (int i = 0; i < 50; ++i) {
+    auto l = base;
+    xc.push_back(c.sample(l, {}));
+  }
+  EXPECT_NE(xa, xc);
+}
+
+TEST(Sampler, FrequenciesFollowTheDistribution) {
+  SamplingParams p;
+  p.seed = 1;
+  Sampler s(p);
+  auto base = logits_of({0.1, 0.2, 0.3, 0.4});
+  std::map<int, int> n;
+  const int draws = 20000;
+  for (int i = 0; i < draws; ++i) {
+    auto l = base;
+    n[s.sample(l, {})]++;
+  }
+  for (int t = 0; t < 4; ++t) EXPECT_NEAR(n[t] / double(draws), 0.1 * (t + 1), 0.015) << t;
+}
+
+TEST(Sampler, TopKTopPMinPRestrictTheSupport) {
+  auto l = logits_of({0.05, 0.15, 0.30, 0.50});
+  SamplingParams p;
+  p.top_k = 2;
+  EXPECT_EQ(support(p, l), (std::set<int32_t>{2, 3}));
+  p = {};
+  p.top_p = 0.75f;  // 0.50 + 0.30 >= 0.75
+  EXPECT_EQ(support(p, l), (std::set<int32_t>{2, 3}));
+  p.top_p = 0.5f;  // 0.50 alone is enough
+  EXPECT_EQ(support(p, l), (std::set<int32_t>{3}));
+  p = {};
+  p.min_p = 0.25f;  // keep p >= 0.125
+  EXPECT_EQ(support(p, l), (std::set<int32_t>{1, 2, 3}));
+  p = {};
+  EXPECT_EQ(support(p, l), (std::set<int32_t>{0, 1, 2, 3}));
+}
+
+TEST(Sampler, PenaltiesFollowVllmFormulas) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.frequency_penalty = 1.0f;
+  p.presence_penalty = 0.5f;
+  Sampler s(p);
+  s.accept(2);
+  s.accept(2);
+  s.accept(0);
+  std::vector<float> l = {3.0f, 1.0f, 4.0f, -1.0f};
+  s.sample(l, {});
+  EXPECT_FLOAT_EQ(l[2], 4.0f - 2 * 1.0f - 0.5f);
+  EXPECT_FLOAT_EQ(l[0], 3.0f - 1.0f - 0.5f);
+  EXPECT_FLOAT_EQ(l[1], 1.0f);
+  SamplingParams r;
+  r.temperature = 0;
+  r.repetition_penalty = 2.0f;
+  Sampler rs(r);
+  std::vector<int32_t> prompt = {1, 3};
+  std::vector<float> l2 = {3.0f, 1.0f, 4.0f, -1.0f};
+  rs.sample(l2, prompt);
+  EXPECT_FLOAT_EQ(l2[1], 0.5f);   // positive: divided
+  EXPECT_FLOAT_EQ(l2[3], -2.0f);  // negative: multiplied
+  EXPECT_FLOAT_EQ(l2[0], 3.0f);
+}
+
+}  // namespace
+}  // namespace lp::sched
