@@ -158,7 +158,26 @@ class StreamJob {
       : c_(std::move(call)), in_flight_(st), prog_(c_->chans.size()), last_write_(now_seconds()) {}
 
   // One bounded unit of work: gather outputs (waiting up to ~100 ms), write them. false ends the response.
-  bool pump(httplib::DataSink& sink) {
+  // Runs outside the route wrapper (cpp-httplib calls it while writing), so nothing may escape it: an
+  // exception here would end the connection thread, and the process with it.
+  bool pump(httplib::DataSink& sink) noexcept {
+    try {
+      return pump_once(sink);
+    } catch (const std::exception& e) {
+      log_warn("streaming response failed: {}", e.what());
+    } catch (...) {
+      log_warn("streaming response failed");
+    }
+    return disconnected();
+  }
+
+  // Called by cpp-httplib when the response ends, however it ends.
+  void release() noexcept {
+    if (!tail_sent_) disconnected();
+  }
+
+ private:
+  bool pump_once(httplib::DataSink& sink) {
     std::string out;
     size_t n = c_->chans.size();
     for (size_t i = 0; i < n && !failed_; ++i)
@@ -188,12 +207,6 @@ class StreamJob {
     return true;
   }
 
-  // Called by cpp-httplib when the response ends, however it ends.
-  void release(bool success) {
-    if (!tail_sent_) disconnected();
-  }
-
- private:
   bool all_done() const {
     for (const auto& p : prog_)
       if (!p.done) return false;
@@ -209,11 +222,14 @@ class StreamJob {
     for (const auto& p : prog_) t += p.completion_tokens;
     return t;
   }
-  bool disconnected() {
+  bool disconnected() noexcept {
     if (!aborted_) {
       aborted_ = true;
       c_->abort();
-      if (!tail_sent_) c_->st.metrics.add("loraplex_request_aborted_total", {});
+      try {
+        if (!tail_sent_) c_->st.metrics.add("loraplex_request_aborted_total", {});
+      } catch (...) {
+      }
     }
     return false;
   }
@@ -279,7 +295,7 @@ void handle_generate(ServerState& st, Api api, const httplib::Request& req, http
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
       "text/event-stream", [job](size_t, httplib::DataSink& sink) { return job->pump(sink); },
-      [job](bool success) { job->release(success); });
+      [job](bool) { job->release(); });
 }
 
 }  // namespace

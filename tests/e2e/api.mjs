@@ -21,7 +21,7 @@ symlinkSync(path.join(m.dir, 'outside', 'edu'), path.join(root, 'escape'));
 const srv = await startServer(m.model, [
   '--served-model-name', 'tiny', '--lora-modules', `medical-qa=${m.adapterDir('medical-qa')}`,
   JSON.stringify({ name: 'legal-summary', path: m.adapterDir('legal-summary'), base_model_name: 'tiny' }),
-  '--max-loras', '2', '--max-cpu-loras', '4', '--max-lora-rank', '16', '--allow-runtime-lora-updating',
+  '--pin', 'medical-qa', '--max-loras', '2', '--max-cpu-loras', '4', '--max-lora-rank', '16', '--allow-runtime-lora-updating',
   '--lora-root', root, '--enable-lora-resolver', '--max-request-bytes', '65536', '--max-model-len', '256']);
 const client = srv.client();
 const post = (p, body) => fetch(`${srv.url}${p}`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -50,6 +50,8 @@ await run([
     assertEq(list.data[0].max_model_len, 256, 'max_model_len honours --max-model-len');
     assertEq(list.data[2].parent, 'tiny', 'adapter parent');
     assertEq(list.data[2].root, m.adapterDir('medical-qa'), 'adapter root');
+    assertEq(list.data[2].lora.pinned, true, '--pin');
+    assertEq(list.data[1].lora.pinned, false, 'not pinned');
   }],
   ['completion: usage, finish reason, streaming equals non-streaming', async () => {
     const r = await client.completions.create({ model: 'tiny', prompt: 'Hello world', max_tokens: 10, temperature: 0, ignore_eos: true });

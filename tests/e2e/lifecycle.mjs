@@ -8,7 +8,8 @@ const m = makeModel(2);
 const srv = await startServer(m.model, ['--max-num-seqs', '1', '--max-waiting', '1', '--lora-modules',
   `medical-qa=${m.adapterDir('medical-qa')}`], { env: { LORAPLEX_API_KEY: 'sekret' } });
 // One running request at a time, so queued requests wait long enough to be abandoned before their first token.
-const open = await startServer(m.model, ['--max-num-seqs', '1', '--lora-modules', `medical-qa=${m.adapterDir('medical-qa')}`]);
+const open = await startServer(m.model, ['--max-num-seqs', '1', '--lora-modules', `medical-qa=${m.adapterDir('medical-qa')}`],
+  { env: { VLLM_ALLOW_RUNTIME_LORA_UPDATING: 'true' } });
 
 function streamRequest(url, body) {
   const ctl = new AbortController();
@@ -43,6 +44,10 @@ await run([
   ['auth off: no key needed', async () => {
     const list = await open.client().models.list();
     assertEq(list.data[0].id, 'model', 'served name defaults to the folder name');
+    const load = (url, headers = {}) => fetch(`${url}/v1/load_lora_adapter`, { method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ lora_name: 'x' }) });
+    assertEq((await load(open.url)).status, 400, 'VLLM_ALLOW_RUNTIME_LORA_UPDATING=true enables the admin endpoints');
+    assertEq((await load(srv.url, { Authorization: 'Bearer sekret' })).status, 404, 'off without the flag');
   }],
   ['a full waiting queue answers 503 with Retry-After', async () => {
     const c = srv.client({ apiKey: 'sekret' });
