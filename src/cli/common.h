@@ -21,7 +21,7 @@ int64_t resident_bytes();
 int pool_threads(int requested);
 
 // Adapters given on the command line (distinct folders), loaded into a slot bank of exactly that many
-// slots. `lora_dtype`: bf16 | f32 | auto (= f32 for an f32 base model, else bf16).
+// slots. `lora_dtype`: bf16 | f16 | f32 | auto (= the base model's dtype).
 struct CliAdapters {
   std::unique_ptr<lora::SlotBank> bank;
   std::map<std::string, int> slot_of;  // folder → slot

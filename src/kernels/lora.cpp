@@ -50,124 +50,146 @@ void lora_plan_build(std::span<const int32_t> slot, LoraPlan& plan, bool merge) 
 
 namespace detail {
 
-void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& plan, const float* x,
-                     int64_t ldx, const LoraWeights& w, float* y, int64_t ldy, LoraScratch& s) {
-  if (plan.empty()) return;
-  LP_CHECK(w.a && w.b && w.ranks && w.max_rank > 0 && w.in > 0 && w.out > 0, "lora: bad weights");
+void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
+                     std::span<const LoraTarget> targets, LoraScratch& s) {
+  if (plan.empty() || targets.empty()) return;
+  const LoraWeights& w0 = *targets[0].w;
+  const int64_t in = w0.in;
+  const bool bf16x = k.wants_bf16_x(w0.dtype);
+  for (const LoraTarget& t : targets) {
+    LP_CHECK(t.w && t.w->a && t.w->b && t.w->ranks && t.w->max_rank > 0 && t.w->out > 0, "lora: bad weights");
+    LP_CHECK(t.w->in == in && t.w->dtype == w0.dtype, "lora: targets must share the input and the dtype");
+  }
   const int64_t R = static_cast<int64_t>(plan.rows.size());
-  const int64_t in = w.in, out = w.out, mr = w.max_rank;
-  const size_t esz = dtype_size(w.dtype);
-  const bool bf16x = k.wants_bf16_x(w.dtype);
-  const int64_t ldxb = (in + 31) / 32 * 32, ldvb = (mr + 31) / 32 * 32;
+  const int64_t ldxb = (in + 31) / 32 * 32;
+  const size_t esz = dtype_size(w0.dtype);
 
-  // Active groups (slot has this module) and where each group's x rows live.
-  struct Work {
-    const LoraGroup* g;
-    int rank;
-    const float* x;  // (count, in) stride ldx_g
-    int64_t ldx_g;
-  };
-  std::vector<Work> work;
-  work.reserve(plan.groups.size());
+  // 1. x of every group, once for all targets: contiguous groups are read in place, others gathered.
+  const size_t G = plan.groups.size();
+  std::vector<const float*> gx(G);
+  std::vector<int64_t> gld(G);
   int64_t gathered = 0;
   for (const LoraGroup& g : plan.groups) {
-    LP_CHECK(g.slot >= 0 && g.slot < w.max_loras, "lora: slot {} out of range", g.slot);
-    int r = w.ranks[g.slot];
-    LP_CHECK(r >= 0 && r <= w.max_rank, "lora: rank {} > max_rank {}", r, w.max_rank);
-    if (r == 0) continue;
+    LP_CHECK(g.slot >= 0 && g.slot < w0.max_loras, "lora: slot {} out of range", g.slot);
     if (!g.contiguous) gathered += g.count;
-    work.push_back({&g, r, nullptr, 0});
   }
-  if (work.empty()) return;
   if (s.xg.size() < static_cast<size_t>(gathered * in)) s.xg.resize(gathered * in);
-  if (s.v.size() < static_cast<size_t>(R * mr)) s.v.resize(R * mr);
-  if (s.yg.size() < static_cast<size_t>(gathered * out)) s.yg.resize(gathered * out);
-  if (bf16x) {
-    if (s.xb.size() < static_cast<size_t>(R * ldxb)) s.xb.resize(R * ldxb);
-    if (s.vb.size() < static_cast<size_t>(R * ldvb)) s.vb.resize(R * ldvb);
-  }
-  int64_t goff = 0;
-  for (Work& wk : work) {
-    const LoraGroup& g = *wk.g;
+  if (bf16x && s.xb.size() < static_cast<size_t>(R * ldxb)) s.xb.resize(R * ldxb);
+  for (size_t gi = 0, goff = 0; gi < G; ++gi) {
+    const LoraGroup& g = plan.groups[gi];
     if (g.contiguous) {
-      wk.x = x + plan.rows[g.first] * ldx;
-      wk.ldx_g = ldx;
+      gx[gi] = x + plan.rows[g.first] * ldx;
+      gld[gi] = ldx;
     } else {
       float* dst = s.xg.data() + goff * in;
       for (int32_t i = 0; i < g.count; ++i) std::copy_n(x + plan.rows[g.first + i] * ldx, in, dst + i * in);
-      wk.x = dst;
-      wk.ldx_g = in;
+      gx[gi] = dst;
+      gld[gi] = in;
       goff += g.count;
     }
-    if (bf16x) k.convert_x_bf16(wk.x, g.count, wk.ldx_g, in, s.xb.data() + g.first * ldxb, ldxb);
+    if (bf16x) k.convert_x_bf16(gx[gi], g.count, gld[gi], in, s.xb.data() + g.first * ldxb, ldxb);
   }
 
-  // Shrink: work items (group, chunk of rank rows); v rows are the plan's row indices.
+  // 2. Work of every (target, group) whose slot adapts that target; v and yg regions per target.
+  struct Work {
+    int32_t t, g, rank;
+    int64_t yg_off;  // rows into this target's yg region (gathered groups only)
+  };
+  std::vector<Work> work;
+  std::vector<int64_t> v_base(targets.size()), vb_base(targets.size()), yg_base(targets.size());
+  int64_t v_total = 0, vb_total = 0, yg_total = 0;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    const LoraWeights& w = *targets[t].w;
+    v_base[t] = v_total;
+    vb_base[t] = vb_total;
+    yg_base[t] = yg_total;
+    int64_t yrows = 0;
+    for (size_t gi = 0; gi < G; ++gi) {
+      const LoraGroup& g = plan.groups[gi];
+      int r = w.ranks[g.slot];
+      LP_CHECK(r >= 0 && r <= w.max_rank, "lora: rank {} > max_rank {}", r, w.max_rank);
+      if (r == 0) continue;
+      work.push_back({static_cast<int32_t>(t), static_cast<int32_t>(gi), r, yrows});
+      if (!g.contiguous) yrows += g.count;
+    }
+    v_total += R * w.max_rank;
+    vb_total += R * ((w.max_rank + 31) / 32 * 32);
+    yg_total += yrows * w.out;
+  }
+  if (work.empty()) return;
+  if (s.v.size() < static_cast<size_t>(v_total)) s.v.resize(v_total);
+  if (bf16x && s.vb.size() < static_cast<size_t>(vb_total)) s.vb.resize(vb_total);
+  if (s.yg.size() < static_cast<size_t>(yg_total)) s.yg.resize(yg_total);
+
+  // 3. Shrink, one parallel pass over (work, chunk of rank rows): v[t][row] = A[slot] x[row].
   const int64_t grain = std::max(1, k.row_grain);
-  std::vector<std::pair<int32_t, int32_t>> items;  // (work index, first rank row)
+  std::vector<std::pair<int32_t, int32_t>> items;  // (work index, first row)
   for (size_t i = 0; i < work.size(); ++i)
-    for (int r0 = 0; r0 < work[i].rank; r0 += static_cast<int>(grain))
-      items.emplace_back(static_cast<int32_t>(i), r0);
+    for (int r0 = 0; r0 < work[i].rank; r0 += static_cast<int>(grain)) items.emplace_back(static_cast<int32_t>(i), r0);
   auto shrink_item = [&](const std::pair<int32_t, int32_t>& it) {
     const Work& wk = work[it.first];
-    const LoraGroup& g = *wk.g;
+    const LoraWeights& w = *targets[wk.t].w;
+    const LoraGroup& g = plan.groups[wk.g];
+    const int64_t mr = w.max_rank;
     MatmulArgs a;
-    a.x = wk.x;
-    a.ldx = wk.ldx_g;
+    a.x = gx[wk.g];
+    a.ldx = gld[wk.g];
     a.xb = bf16x ? s.xb.data() + g.first * ldxb : nullptr;
     a.ldxb = ldxb;
     a.T = g.count;
-    a.W = MatView{static_cast<const char*>(w.a) + static_cast<int64_t>(g.slot) * mr * in * esz, w.dtype,
-                  wk.rank, in, in};
-    a.y = s.v.data() + g.first * mr;
+    a.W = MatView{static_cast<const char*>(w.a) + static_cast<int64_t>(g.slot) * mr * in * esz, w.dtype, wk.rank, in, in};
+    a.y = s.v.data() + v_base[wk.t] + g.first * mr;
     a.ldy = mr;
     k.matmul_rows(a, it.second, std::min<int64_t>(it.second + grain, wk.rank));
   };
   pool.parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) shrink_item(items[i]);
   });
+  if (bf16x) {
+    for (const Work& wk : work) {
+      const LoraWeights& w = *targets[wk.t].w;
+      const LoraGroup& g = plan.groups[wk.g];
+      const int64_t mr = w.max_rank, ldvb = (mr + 31) / 32 * 32;
+      k.convert_x_bf16(s.v.data() + v_base[wk.t] + g.first * mr, g.count, mr, wk.rank,
+                       s.vb.data() + vb_base[wk.t] + g.first * ldvb, ldvb);
+    }
+  }
 
-  // Expand: work items (group, chunk of output rows); gathered groups write yg, then scatter-add.
-  if (bf16x)
-    for (const Work& wk : work)
-      k.convert_x_bf16(s.v.data() + wk.g->first * mr, wk.g->count, mr, wk.rank,
-                       s.vb.data() + wk.g->first * ldvb, ldvb);
+  // 4. Expand, one parallel pass over (work, chunk of output rows): y[row] += B[slot] v[row]. Gathered groups
+  //    compute into yg first and then add into their scattered rows (same value as adding in place).
   const int64_t ochunk = std::max<int64_t>(grain, 64 / grain * grain);
   items.clear();
-  std::vector<int64_t> yg_off(work.size());
-  int64_t yoff = 0;
-  for (size_t i = 0; i < work.size(); ++i) {
-    yg_off[i] = yoff;
-    if (!work[i].g->contiguous) yoff += work[i].g->count;
-    for (int64_t n0 = 0; n0 < out; n0 += ochunk)
+  for (size_t i = 0; i < work.size(); ++i)
+    for (int64_t n0 = 0; n0 < targets[work[i].t].w->out; n0 += ochunk)
       items.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(n0));
-  }
   auto expand_item = [&](const std::pair<int32_t, int32_t>& it) {
     const Work& wk = work[it.first];
-    const LoraGroup& g = *wk.g;
+    const LoraTarget& tg = targets[wk.t];
+    const LoraWeights& w = *tg.w;
+    const LoraGroup& g = plan.groups[wk.g];
+    const int64_t mr = w.max_rank, out = w.out, ldvb = (mr + 31) / 32 * 32;
     int64_t n0 = it.second, n1 = std::min<int64_t>(n0 + ochunk, out);
     MatmulArgs a;
-    a.x = s.v.data() + g.first * mr;
+    a.x = s.v.data() + v_base[wk.t] + g.first * mr;
     a.ldx = mr;
-    a.xb = bf16x ? s.vb.data() + g.first * ldvb : nullptr;
+    a.xb = bf16x ? s.vb.data() + vb_base[wk.t] + g.first * ldvb : nullptr;
     a.ldxb = ldvb;
     a.T = g.count;
-    a.W = MatView{static_cast<const char*>(w.b) + static_cast<int64_t>(g.slot) * out * mr * esz, w.dtype, out,
-                  wk.rank, mr};
+    a.W = MatView{static_cast<const char*>(w.b) + static_cast<int64_t>(g.slot) * out * mr * esz, w.dtype, out, wk.rank, mr};
     if (g.contiguous) {
-      a.y = y + plan.rows[g.first] * ldy;
-      a.ldy = ldy;
+      a.y = tg.y + plan.rows[g.first] * tg.ldy;
+      a.ldy = tg.ldy;
       a.accumulate = true;
       k.matmul_rows(a, n0, n1);
       return;
     }
-    float* yg = s.yg.data() + yg_off[it.first] * out;
+    float* yg = s.yg.data() + yg_base[wk.t] + wk.yg_off * out;
     a.y = yg;
     a.ldy = out;
     a.accumulate = false;
     k.matmul_rows(a, n0, n1);
     for (int32_t i = 0; i < g.count; ++i) {
-      float* dst = y + plan.rows[g.first + i] * ldy;
+      float* dst = tg.y + plan.rows[g.first + i] * tg.ldy;
       const float* src = yg + i * out;
       for (int64_t n = n0; n < n1; ++n) dst[n] += src[n];
     }
@@ -177,11 +199,22 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
   });
 }
 
+void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
+                     const LoraWeights& w, float* y, int64_t ldy, LoraScratch& scratch) {
+  LoraTarget t{&w, y, ldy};
+  lora_apply_with(k, pool, plan, x, ldx, std::span<const LoraTarget>(&t, 1), scratch);
+}
+
 }  // namespace detail
 
 void lora_apply(ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx, const LoraWeights& w,
                 float* y, int64_t ldy, LoraScratch& scratch) {
   detail::lora_apply_with(detail::active(), pool, plan, x, ldx, w, y, ldy, scratch);
+}
+
+void lora_apply(ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
+                std::span<const LoraTarget> targets, LoraScratch& scratch) {
+  detail::lora_apply_with(detail::active(), pool, plan, x, ldx, targets, scratch);
 }
 
 }  // namespace lp::kernels

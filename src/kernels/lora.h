@@ -69,4 +69,14 @@ struct LoraScratch {
 void lora_apply(ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx, const LoraWeights& w,
                 float* y, int64_t ldy, LoraScratch& scratch);
 
+// Several projections of the same input (q/k/v, or gate/up) in one pass: x is gathered and rounded once, and
+// the shrinks of all targets share one parallel dispatch, the expands another.
+struct LoraTarget {
+  const LoraWeights* w;  // all targets share w->in and w->dtype
+  float* y;              // (T, w->out) stride ldy
+  int64_t ldy;
+};
+void lora_apply(ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
+                std::span<const LoraTarget> targets, LoraScratch& scratch);
+
 }  // namespace lp::kernels

@@ -8,6 +8,8 @@ namespace lp::kernels::detail {
 
 void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
                      const LoraWeights& w, float* y, int64_t ldy, LoraScratch& scratch);
+void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
+                     std::span<const LoraTarget> targets, LoraScratch& scratch);
 
 }  // namespace lp::kernels::detail
 

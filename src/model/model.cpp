@@ -57,9 +57,19 @@ void Model::project(ComputePool& pool, int layer, Proj p, const float* x, int64_
   const int i = static_cast<int>(p);
   const kernels::MatView& W = lw.proj[i];
   kernels::matmul(pool, x, T, W.cols, W, lw.bias[i], y, W.rows, accumulate);
+}
+
+void Model::add_lora(ComputePool& pool, int layer, const float* x, std::initializer_list<std::pair<Proj, float*>> outs) {
   if (lora_ == nullptr || lora_plan_.empty()) return;
-  if (const kernels::LoraWeights* lw_lora = lora_->get(layer, p))
-    kernels::lora_apply(pool, lora_plan_, x, W.cols, *lw_lora, y, W.rows, lora_scratch_);
+  kernels::LoraTarget targets[kNumProj];
+  size_t n = 0;
+  int64_t ldx = 0;
+  for (auto [p, y] : outs) {
+    const kernels::MatView& W = weights_.layers[layer].proj[static_cast<int>(p)];
+    ldx = W.cols;
+    if (const kernels::LoraWeights* w = lora_->get(layer, p)) targets[n++] = {w, y, W.rows};
+  }
+  if (n > 0) kernels::lora_apply(pool, lora_plan_, x, ldx, std::span<const kernels::LoraTarget>(targets, n), lora_scratch_);
 }
 
 void Model::attention_block(ComputePool& pool, const Batch& b, kv::KvCache& cache, int layer) {
@@ -71,14 +81,16 @@ void Model::attention_block(ComputePool& pool, const Batch& b, kv::KvCache& cach
   project(pool, layer, Proj::kQ, xn_.data(), T, q_.data(), false);
   project(pool, layer, Proj::kK, xn_.data(), T, k_.data(), false);
   project(pool, layer, Proj::kV, xn_.data(), T, v_.data(), false);
+  add_lora(pool, layer, xn_.data(), {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
   kernels::rope(q_.data(), T, c.n_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
   kernels::rope(k_.data(), T, c.n_kv_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
   kernels::PagedKV kv{cache.k(layer), cache.v(layer), cache.shape().block_size, c.n_kv_heads, c.head_dim};
   kernels::kv_write(kv, k_.data(), v_.data(), b.slots.data(), T);
   kernels::attention(pool, q_.data(), kv, b.seqs, c.n_heads, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
                      attn_.data());
-  // Residual add fused into the output projection: x += attn · Woᵀ (+ bias).
+  // Residual add fused into the output projection: x += attn · Woᵀ (+ bias) (+ LoRA).
   project(pool, layer, Proj::kO, attn_.data(), T, x_.data(), /*accumulate=*/true);
+  add_lora(pool, layer, attn_.data(), {{Proj::kO, x_.data()}});
 }
 
 void Model::mlp_block(ComputePool& pool, int64_t T, int layer) {
@@ -89,8 +101,10 @@ void Model::mlp_block(ComputePool& pool, int64_t T, int layer) {
                    xn_.data());
   project(pool, layer, Proj::kGate, xn_.data(), T, gate_.data(), false);
   project(pool, layer, Proj::kUp, xn_.data(), T, up_.data(), false);
+  add_lora(pool, layer, xn_.data(), {{Proj::kGate, gate_.data()}, {Proj::kUp, up_.data()}});
   kernels::silu_mul(pool, gate_.data(), up_.data(), gate_.data(), T * I);
   project(pool, layer, Proj::kDown, gate_.data(), T, x_.data(), /*accumulate=*/true);
+  add_lora(pool, layer, gate_.data(), {{Proj::kDown, x_.data()}});
 }
 
 void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float* logits,

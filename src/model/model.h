@@ -6,6 +6,7 @@
 #pragma once
 
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
 
 #include "core/buffer.h"
@@ -41,8 +42,10 @@ class Model {
   void ensure_scratch(int64_t T, int64_t R);
   void attention_block(ComputePool& pool, const Batch& batch, kv::KvCache& cache, int layer);
   void mlp_block(ComputePool& pool, int64_t T, int layer);
-  // y (+)= x · Wᵀ (+ bias) for projection p of `layer`, then the LoRA term of each token's adapter.
+  // y (+)= x · Wᵀ (+ bias) for projection p of `layer` (base weights, all tokens).
   void project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y, bool accumulate);
+  // Adds the LoRA term of each token's adapter to the outputs of projections that share the input x.
+  void add_lora(ComputePool& pool, int layer, const float* x, std::initializer_list<std::pair<Proj, float*>> outs);
 
   ModelConfig config_;
   ModelWeights weights_;

@@ -3,12 +3,11 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/check.h"
 #include "text/tokenizer_regex.h"
@@ -201,7 +200,8 @@ void fill_merges(Vocab& v, size_t target, uint64_t seed) {
 
 constexpr std::string_view kChatTemplate =
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% "
+    "endif %}";
 
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary);
@@ -249,13 +249,14 @@ void write_demo_tokenizer(const fs::path& dir, int vocab_size, uint64_t seed) {
       {"normalizer", nullptr},
       {"pre_tokenizer",
        {{"type", "Sequence"},
-        {"pretokenizers",
-         json::array({{{"type", "Split"},
-                       {"pattern", {{"Regex", std::string(kSplitRegex)}}},
-                       {"behavior", "Isolated"},
-                       {"invert", false}},
-                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                       {"use_regex", false}}})}}},
+        {"pretokenizers", json::array({{{"type", "Split"},
+                                        {"pattern", {{"Regex", std::string(kSplitRegex)}}},
+                                        {"behavior", "Isolated"},
+                                        {"invert", false}},
+                                       {{"type", "ByteLevel"},
+                                        {"add_prefix_space", false},
+                                        {"trim_offsets", true},
+                                        {"use_regex", false}}})}}},
       {"post_processor",
        {{"type", "TemplateProcessing"},
         {"single", json::array({{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}},
@@ -264,8 +265,10 @@ void write_demo_tokenizer(const fs::path& dir, int vocab_size, uint64_t seed) {
                               {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
                               {{"SpecialToken", {{"id", bos}, {"type_id", 1}}}},
                               {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
-        {"special_tokens", {{bos, {{"id", bos}, {"ids", json::array({first_special})}, {"tokens", {bos}}}}}}}},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+        {"special_tokens",
+         {{bos, {{"id", bos}, {"ids", json::array({first_special})}, {"tokens", {bos}}}}}}}},
+      {"decoder",
+       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
       {"model",
        {{"type", "BPE"},
         {"dropout", nullptr},

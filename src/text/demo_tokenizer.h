@@ -13,7 +13,7 @@ namespace lp::text {
 
 // The special tokens, in id order at the end of the vocab.
 inline constexpr std::string_view kDemoSpecialTokens[] = {
-    "<|begin_of_text|>", "<|end_of_text|>",   "<|im_start|>",    "<|im_end|>",
+    "<|begin_of_text|>", "<|end_of_text|>",     "<|im_start|>",      "<|im_end|>",
     "<|eot_id|>",        "<|start_header_id|>", "<|end_header_id|>",
 };
 

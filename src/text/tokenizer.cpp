@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
@@ -87,7 +86,6 @@ std::unique_ptr<BpeModel> make_model(const Json& j, TokenizerJsonParts* parts) {
   return BpeModel::from_json(j);
 }
 
-
 }  // namespace
 
 std::optional<int32_t> Tokenizer::Impl::config_token_id(const char* key) const {
@@ -106,7 +104,9 @@ std::optional<int32_t> Tokenizer::Impl::config_token_id(const char* key) const {
   return model->token_to_id(content);
 }
 
-Tokenizer Tokenizer::from_json(const Json& tj, const Json& config) { return build(tj, config, nullptr); }
+Tokenizer Tokenizer::from_json(const Json& tj, const Json& config) {
+  return build(tj, config, nullptr);
+}
 
 Tokenizer Tokenizer::build(const Json& tj, const Json& config, TokenizerJsonParts* parts) {
   if (!tj.is_object()) fail("{}: expected a JSON object", kWhat);
@@ -196,8 +196,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
       if (q.id >= 0) {
         ids.push_back(q.id);
       } else {
-        im.encode_piece(std::string_view(normalized).substr(q.start, q.end - q.start), at_start && q.start == 0,
-                        &ids);
+        im.encode_piece(std::string_view(normalized).substr(q.start, q.end - q.start),
+                        at_start && q.start == 0, &ids);
       }
     }
   }
@@ -245,12 +245,20 @@ std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
   return impl_->model->token_to_id(token);
 }
 
-int32_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
+int32_t Tokenizer::vocab_size() const {
+  return impl_->vocab_size;
+}
 
-bool Tokenizer::is_special(int32_t id) const { return id >= 0 && id < impl_->vocab_size && impl_->special[id]; }
+bool Tokenizer::is_special(int32_t id) const {
+  return id >= 0 && id < impl_->vocab_size && impl_->special[id];
+}
 
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->config_token_id("bos_token"); }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->config_token_id("eos_token"); }
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->config_token_id("bos_token");
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->config_token_id("eos_token");
+}
 
 std::optional<bool> Tokenizer::add_bos_token() const {
   auto it = impl_->config.find("add_bos_token");
@@ -277,12 +285,14 @@ std::optional<std::string> Tokenizer::chat_template() const {
   return std::nullopt;
 }
 
-const nlohmann::json& Tokenizer::config() const { return impl_->config; }
+const nlohmann::json& Tokenizer::config() const {
+  return impl_->config;
+}
 
 std::string clean_up_tokenization(std::string text) {
   static const std::pair<std::string_view, std::string_view> kRules[] = {
-      {" .", "."},     {" ?", "?"},     {" !", "!"},       {" ,", ","},       {" ' ", "'"},
-      {" n't", "n't"}, {" 'm", "'m"},   {" 's", "'s"},     {" 've", "'ve"},   {" 're", "'re"},
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"},
   };
   for (const auto& [from, to] : kRules) {
     std::string out;

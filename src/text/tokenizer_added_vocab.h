@@ -49,7 +49,7 @@ class AddedVocabulary {
   struct Trie {
     struct Node {
       std::vector<std::pair<uint8_t, int32_t>> children;  // sorted by byte
-      int32_t token = -1;                                  // index into tokens_ when a content ends here
+      int32_t token = -1;                                 // index into tokens_ when a content ends here
     };
     std::vector<Node> nodes;
     bool first_byte[256] = {};

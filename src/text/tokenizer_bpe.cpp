@@ -46,7 +46,8 @@ void StringIdTable::reserve(size_t count, size_t total_bytes) {
 }
 
 bool StringIdTable::insert(std::string_view s, int32_t id) {
-  LP_CHECK(id >= 0 && !slots_.empty() && (size_ + 1) * 2 <= slots_.size(), "StringIdTable::insert beyond reserve()");
+  LP_CHECK(id >= 0 && !slots_.empty() && (size_ + 1) * 2 <= slots_.size(),
+           "StringIdTable::insert beyond reserve()");
   LP_CHECK(arena_.size() + s.size() < UINT32_MAX, "StringIdTable arena overflow");
   const size_t h = StringHash{}(s);
   const auto tag = static_cast<uint32_t>(h >> 32);
@@ -58,7 +59,8 @@ bool StringIdTable::insert(std::string_view s, int32_t id) {
       ++size_;
       return true;
     }
-    if (slot.tag == tag && slot.len == s.size() && std::string_view(arena_.data() + slot.offset, slot.len) == s)
+    if (slot.tag == tag && slot.len == s.size() &&
+        std::string_view(arena_.data() + slot.offset, slot.len) == s)
       return false;
   }
 }
@@ -66,6 +68,7 @@ bool StringIdTable::insert(std::string_view s, int32_t id) {
 namespace {
 
 constexpr std::string_view kWhat = "BPE model";
+constexpr std::string_view kMetaspace = "\u2581";  // "▁"
 
 // One merge as two tokens; the joined "a b" form must have exactly one space.
 std::pair<std::string_view, std::string_view> merge_parts(const MergeSpec& m, size_t rank) {
@@ -114,13 +117,15 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const Json& model) {
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       merges.push_back(MergeSpec{m[0].get<std::string>(), m[1].get<std::string>(), false});
     } else {
-      fail("{}: merge #{} must be \"a b\" or [\"a\", \"b\"], got {}", kWhat, merges.size(), io::json_type_name(m));
+      fail("{}: merge #{} must be \"a b\" or [\"a\", \"b\"], got {}", kWhat, merges.size(),
+           io::json_type_name(m));
     }
   }
   return from_parts(model, std::move(vocab), std::move(merges));
 }
 
-std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model, std::vector<std::pair<std::string, int64_t>> vocab,
+std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model,
+                                               std::vector<std::pair<std::string, int64_t>> vocab,
                                                std::vector<MergeSpec> merges) {
   std::unique_ptr<BpeModel> m(new BpeModel());
   size_t total_bytes = 0;
@@ -131,7 +136,8 @@ std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model, std::vector<st
     if (id < 0 || id > int64_t{64} * 1024 * 1024)
       fail("{}: vocab id of '{}' must be a non-negative integer below 2^26", kWhat, token);
     // A JSON object read by the DOM has unique keys; a streamed one may repeat a key (HF keeps the last).
-    if (!m->vocab_.insert(token, static_cast<int32_t>(id))) fail("{}: token '{}' appears twice in the vocab", kWhat, token);
+    if (!m->vocab_.insert(token, static_cast<int32_t>(id)))
+      fail("{}: token '{}' appears twice in the vocab", kWhat, token);
     max_id = std::max(max_id, id);
   }
   vocab.clear();
@@ -169,14 +175,25 @@ std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model, std::vector<st
     const auto [a, b] = merge_parts(merges[rank], rank);
     const int32_t ia = m->vocab_.find(a);
     const int32_t ib = m->vocab_.find(b);
-    if (ia < 0 || ib < 0) fail("{}: merge #{} '{} {}' uses a token that is not in the vocab", kWhat, rank, a, b);
+    if (ia < 0 || ib < 0)
+      fail("{}: merge #{} '{} {}' uses a token that is not in the vocab", kWhat, rank, a, b);
     joined.assign(a);
     joined.append(!m->prefix_.empty() && b.starts_with(m->prefix_) ? b.substr(m->prefix_.size()) : b);
     const int32_t im = m->vocab_.find(joined);
-    if (im < 0) fail("{}: merge #{} '{} {}' makes '{}', which is not in the vocab", kWhat, rank, a, b, joined);
+    if (im < 0)
+      fail("{}: merge #{} '{} {}' makes '{}', which is not in the vocab", kWhat, rank, a, b, joined);
     m->merges_.insert(ia, ib, static_cast<int32_t>(rank), im);
   }
   m->cache_ = std::make_unique<CacheShard[]>(kCacheShards);
+  if (m->prefix_.empty() && m->suffix_.empty() && !m->ignore_merges_ && m->vocab_.find(kMetaspace) >= 0) {
+    bool inner = false;  // some token has "▁" after another character
+    m->vocab_.for_each([&](std::string_view token, int32_t) {
+      size_t pos = 0;
+      while (token.substr(pos, kMetaspace.size()) == kMetaspace) pos += kMetaspace.size();
+      if (token.find(kMetaspace, pos) != std::string_view::npos) inner = true;
+    });
+    m->split_at_metaspace_ = !inner;
+  }
   return m;
 }
 
@@ -192,6 +209,23 @@ std::optional<std::string_view> BpeModel::id_to_token(int32_t id) const {
 }
 
 void BpeModel::tokenize(std::string_view word, std::vector<int32_t>* out) const {
+  if (!split_at_metaspace_) {
+    tokenize_word(word, out);
+    return;
+  }
+  // Cut before every "▁" run that follows another character (see split_at_metaspace_).
+  size_t start = 0;
+  for (size_t pos = word.find(kMetaspace, 1); pos != std::string_view::npos;
+       pos = word.find(kMetaspace, pos + kMetaspace.size())) {
+    if (pos >= kMetaspace.size() && word.substr(pos - kMetaspace.size(), kMetaspace.size()) == kMetaspace)
+      continue;
+    tokenize_word(word.substr(start, pos - start), out);
+    start = pos;
+  }
+  tokenize_word(word.substr(start), out);
+}
+
+void BpeModel::tokenize_word(std::string_view word, std::vector<int32_t>* out) const {
   if (word.empty()) return;
   if (ignore_merges_) {
     if (const int32_t id = vocab_.find(word); id >= 0) {
@@ -272,7 +306,8 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>* out) cons
   const auto count = static_cast<int32_t>(symbols.size());
   for (int32_t i = 0; i + 1 < count; ++i) {
     const int64_t m = merges_.find(symbols[i].id, symbols[i + 1].id);
-    if (m >= 0) heap.push_back(Candidate{static_cast<int32_t>(m >> 32), i, static_cast<int32_t>(m & 0xFFFFFFFF)});
+    if (m >= 0)
+      heap.push_back(Candidate{static_cast<int32_t>(m >> 32), i, static_cast<int32_t>(m & 0xFFFFFFFF)});
   }
   std::make_heap(heap.begin(), heap.end(), std::greater<>());
   while (!heap.empty()) {
@@ -292,14 +327,16 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>* out) cons
     if (left.prev >= 0) {
       const int64_t pm = merges_.find(symbols[left.prev].id, left.id);
       if (pm >= 0) {
-        heap.push_back(Candidate{static_cast<int32_t>(pm >> 32), left.prev, static_cast<int32_t>(pm & 0xFFFFFFFF)});
+        heap.push_back(
+            Candidate{static_cast<int32_t>(pm >> 32), left.prev, static_cast<int32_t>(pm & 0xFFFFFFFF)});
         std::push_heap(heap.begin(), heap.end(), std::greater<>());
       }
     }
     if (left.next >= 0) {
       const int64_t nm = merges_.find(left.id, symbols[left.next].id);
       if (nm >= 0) {
-        heap.push_back(Candidate{static_cast<int32_t>(nm >> 32), c.pos, static_cast<int32_t>(nm & 0xFFFFFFFF)});
+        heap.push_back(
+            Candidate{static_cast<int32_t>(nm >> 32), c.pos, static_cast<int32_t>(nm & 0xFFFFFFFF)});
         std::push_heap(heap.begin(), heap.end(), std::greater<>());
       }
     }

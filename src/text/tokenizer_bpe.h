@@ -40,7 +40,8 @@ class StringIdTable {
     for (size_t i = h & mask_;; i = (i + 1) & mask_) {
       const Slot& slot = slots_[i];
       if (slot.id < 0) return -1;
-      if (slot.tag == tag && slot.len == s.size() && std::string_view(arena_.data() + slot.offset, slot.len) == s)
+      if (slot.tag == tag && slot.len == s.size() &&
+          std::string_view(arena_.data() + slot.offset, slot.len) == s)
         return slot.id;
     }
   }
@@ -104,7 +105,8 @@ class BpeModel {
   // Parses a "model" object of type BPE. Throws lp::Error for anything malformed or unsupported.
   static std::unique_ptr<BpeModel> from_json(const Json& model);
   // The same from a "model" object whose vocab / merges were streamed out by parse_tokenizer_json().
-  static std::unique_ptr<BpeModel> from_parts(const Json& model, std::vector<std::pair<std::string, int64_t>> vocab,
+  static std::unique_ptr<BpeModel> from_parts(const Json& model,
+                                              std::vector<std::pair<std::string, int64_t>> vocab,
                                               std::vector<MergeSpec> merges);
 
   // Appends the ids of one pre-tokenized word to *out. Characters that are neither in the vocab nor
@@ -120,6 +122,8 @@ class BpeModel {
 
  private:
   BpeModel() = default;
+  // One word that needs no further cutting: cache lookup, then merge_word.
+  void tokenize_word(std::string_view word, std::vector<int32_t>* out) const;
   void merge_word(std::string_view word, std::vector<int32_t>* out) const;
 
   StringIdTable vocab_;
@@ -130,8 +134,13 @@ class BpeModel {
   bool fuse_unk_ = false;
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
-  std::string prefix_;  // continuing_subword_prefix
-  std::string suffix_;  // end_of_word_suffix
+  // SentencePiece-style models encode the whole text as one word. When "▁" is in the vocab and no token
+  // has a "▁" after another character, no merge can span the start of a "▁" run, so such a word may be
+  // cut there into independent (and cacheable) pieces with the same result: O(n log n) on the text
+  // becomes O(n log w) on its words.
+  bool split_at_metaspace_ = false;
+  std::string prefix_;     // continuing_subword_prefix
+  std::string suffix_;     // end_of_word_suffix
   int32_t byte_ids_[256];  // <0xNN> ids, -1 where missing
 
   struct CacheShard {

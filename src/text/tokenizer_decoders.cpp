@@ -38,7 +38,8 @@ class ByteLevelDecoder final : public Decoder {
 
 class ReplaceDecoder final : public Decoder {
  public:
-  ReplaceDecoder(Regex pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceDecoder(Regex pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (std::string& t : tokens) t = pattern_.replace_all(t, content_);
   }
@@ -142,7 +143,8 @@ class StripDecoder final : public Decoder {
 // dropped (unless prepend_scheme is "never").
 class MetaspaceDecoder final : public Decoder {
  public:
-  MetaspaceDecoder(char32_t replacement, bool strip_first) : replacement_(replacement), strip_first_(strip_first) {}
+  MetaspaceDecoder(char32_t replacement, bool strip_first)
+      : replacement_(replacement), strip_first_(strip_first) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       const std::string& t = tokens[i];
@@ -192,7 +194,8 @@ std::unique_ptr<Decoder> make_decoder(const Json& j) {
   const std::string what = fmt::format("decoder '{}'", type);
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Replace")
-    return std::make_unique<ReplaceDecoder>(json_pattern(j, "pattern", what), json_string(j, "content", what));
+    return std::make_unique<ReplaceDecoder>(json_pattern(j, "pattern", what),
+                                            json_string(j, "content", what));
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Strip")
@@ -216,9 +219,10 @@ std::unique_ptr<Decoder> make_decoder(const Json& j) {
     }
     return std::make_unique<SequenceDecoder>(std::move(parts));
   }
-  fail("unsupported decoder type '{}' (supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, "
-       "Sequence)",
-       type);
+  fail(
+      "unsupported decoder type '{}' (supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, "
+      "Sequence)",
+      type);
 }
 
 }  // namespace lp::text

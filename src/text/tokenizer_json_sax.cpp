@@ -18,12 +18,17 @@ class Sax {
 
   bool null() { return in_mode() ? bad("null") : dom_.null(); }
   bool boolean(bool v) { return in_mode() ? bad("a boolean") : dom_.boolean(v); }
-  bool number_integer(int64_t v) { return mode_ == Mode::kVocab ? vocab_id(v) : in_mode() ? bad("a number") : dom_.number_integer(v); }
+  bool number_integer(int64_t v) {
+    return mode_ == Mode::kVocab ? vocab_id(v) : in_mode() ? bad("a number") : dom_.number_integer(v);
+  }
   bool number_unsigned(uint64_t v) {
-    if (mode_ == Mode::kVocab) return v > uint64_t{INT64_MAX} ? bad("a huge id") : vocab_id(static_cast<int64_t>(v));
+    if (mode_ == Mode::kVocab)
+      return v > uint64_t{INT64_MAX} ? bad("a huge id") : vocab_id(static_cast<int64_t>(v));
     return in_mode() ? bad("a number") : dom_.number_unsigned(v);
   }
-  bool number_float(double v, const std::string& s) { return in_mode() ? bad("a float") : dom_.number_float(v, s); }
+  bool number_float(double v, const std::string& s) {
+    return in_mode() ? bad("a float") : dom_.number_float(v, s);
+  }
   bool binary(Json::binary_t& v) { return in_mode() ? bad("binary") : dom_.binary(v); }
 
   bool string(std::string& v) {

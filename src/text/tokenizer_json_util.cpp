@@ -36,7 +36,8 @@ bool json_bool_or(const Json& j, std::string_view key, bool fallback, std::strin
 int64_t json_int_or(const Json& j, std::string_view key, int64_t fallback, std::string_view what) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_number_integer()) fail("{}: field '{}' must be an integer, got {}", what, key, io::json_type_name(*it));
+  if (!it->is_number_integer())
+    fail("{}: field '{}' must be an integer, got {}", what, key, io::json_type_name(*it));
   return it->get<int64_t>();
 }
 
@@ -53,7 +54,8 @@ Regex json_pattern(const Json& j, std::string_view key, std::string_view what) {
   if (p.is_object() && p.size() == 1) {
     if (auto it = p.find("String"); it != p.end() && it->is_string())
       return Regex::literal(it->get<std::string>(), what);
-    if (auto it = p.find("Regex"); it != p.end() && it->is_string()) return Regex(it->get<std::string>(), what);
+    if (auto it = p.find("Regex"); it != p.end() && it->is_string())
+      return Regex(it->get<std::string>(), what);
   }
   fail("{}: field '{}' must be {{\"String\": ...}} or {{\"Regex\": ...}}", what, key);
 }

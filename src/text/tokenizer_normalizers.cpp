@@ -1,9 +1,9 @@
 #include "text/tokenizer_normalizers.h"
 
+#include <utf8proc.h>
+
 #include <cstdlib>
 #include <vector>
-
-#include <utf8proc.h>
 
 #include "core/check.h"
 #include "text/tokenizer_utf8.h"
@@ -51,7 +51,8 @@ class PrependNormalizer final : public Normalizer {
 
 class ReplaceNormalizer final : public Normalizer {
  public:
-  ReplaceNormalizer(Regex pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceNormalizer(Regex pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void normalize(std::string& text) const override { text = pattern_.replace_all(text, content_); }
 
  private:
@@ -113,7 +114,8 @@ std::unique_ptr<Normalizer> make_normalizer(const Json& j) {
     return std::make_unique<UnicodeNormalizer>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
   if (type == "Prepend") return std::make_unique<PrependNormalizer>(json_string(j, "prepend", what));
   if (type == "Replace")
-    return std::make_unique<ReplaceNormalizer>(json_pattern(j, "pattern", what), json_string(j, "content", what));
+    return std::make_unique<ReplaceNormalizer>(json_pattern(j, "pattern", what),
+                                               json_string(j, "content", what));
   if (type == "Strip")
     return std::make_unique<StripNormalizer>(json_bool_or(j, "strip_left", true, what),
                                              json_bool_or(j, "strip_right", true, what));
@@ -127,8 +129,9 @@ std::unique_ptr<Normalizer> make_normalizer(const Json& j) {
     }
     return std::make_unique<SequenceNormalizer>(std::move(parts));
   }
-  fail("unsupported normalizer type '{}' (supported: NFC, NFD, NFKC, NFKD, Prepend, Replace, Strip, Sequence)",
-       type);
+  fail(
+      "unsupported normalizer type '{}' (supported: NFC, NFD, NFKC, NFKD, Prepend, Replace, Strip, Sequence)",
+      type);
 }
 
 }  // namespace lp::text

@@ -40,7 +40,8 @@ class NoopPostProcessor final : public PostProcessor {
 
 class SequencePostProcessor final : public PostProcessor {
  public:
-  explicit SequencePostProcessor(std::vector<std::unique_ptr<PostProcessor>> parts) : parts_(std::move(parts)) {}
+  explicit SequencePostProcessor(std::vector<std::unique_ptr<PostProcessor>> parts)
+      : parts_(std::move(parts)) {}
   void process(std::vector<int32_t>& ids, bool add_special_tokens) const override {
     for (const auto& p : parts_) p->process(ids, add_special_tokens);
   }
@@ -113,9 +114,10 @@ std::unique_ptr<PostProcessor> make_post_processor(const Json& j) {
     }
     return std::make_unique<SequencePostProcessor>(std::move(parts));
   }
-  fail("unsupported post-processor type '{}' (supported: TemplateProcessing, ByteLevel, RobertaProcessing, "
-       "BertProcessing, Sequence)",
-       type);
+  fail(
+      "unsupported post-processor type '{}' (supported: TemplateProcessing, ByteLevel, RobertaProcessing, "
+      "BertProcessing, Sequence)",
+      type);
 }
 
 }  // namespace lp::text

@@ -72,8 +72,7 @@ void split_pieces(std::vector<PreToken>& pieces, const Regex& re, SplitBehavior 
   out.reserve(pieces.size() * 4);
   for (PreToken& p : pieces) {
     const auto ranges = split_by_behavior(re.spans(p.text), behavior, invert);
-    for (const auto& [s, e] : ranges)
-      out.push_back(PreToken{p.text.substr(s, e - s), p.at_start && s == 0});
+    for (const auto& [s, e] : ranges) out.push_back(PreToken{p.text.substr(s, e - s), p.at_start && s == 0});
   }
   pieces.swap(out);
 }
@@ -138,7 +137,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
           out.push_back(c);
         }
       }
-      const bool prepend = scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && p.at_start);
+      const bool prepend =
+          scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && p.at_start);
       if (prepend && !out.starts_with(rep_)) out.insert(0, rep_);
       p.text.swap(out);
     }
@@ -160,7 +160,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
 
 class SequencePreTokenizer final : public PreTokenizer {
  public:
-  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts) : parts_(std::move(parts)) {}
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts)
+      : parts_(std::move(parts)) {}
   void pre_tokenize(std::vector<PreToken>& pieces) const override {
     for (const auto& p : parts_) p->pre_tokenize(pieces);
   }
@@ -211,7 +212,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& j) {
                                                parse_behavior(json_string(j, "behavior", what), what),
                                                json_bool_or(j, "invert", false, what));
   if (type == "Metaspace")
-    return std::make_unique<MetaspacePreTokenizer>(json_char(j, "replacement", what), parse_prepend_scheme(j, what),
+    return std::make_unique<MetaspacePreTokenizer>(json_char(j, "replacement", what),
+                                                   parse_prepend_scheme(j, what),
                                                    json_bool_or(j, "split", true, what));
   if (type == "Sequence") {
     const Json& list = json_field(j, "pretokenizers", what);

@@ -74,7 +74,8 @@ Regex::Regex(std::string_view pattern, std::string_view what) : pattern_(pattern
   PCRE2_SIZE err_off = 0;
   auto* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                              PCRE2_UTF | PCRE2_UCP, &err, &err_off, nullptr);
-  if (!code) fail("{}: regex '{}' does not compile at offset {}: {}", what, pattern, err_off, pcre2_message(err));
+  if (!code)
+    fail("{}: regex '{}' does not compile at offset {}: {}", what, pattern, err_off, pcre2_message(err));
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter when JIT is unavailable
   code_ = code;
 }
@@ -93,7 +94,9 @@ Regex::~Regex() {
   if (code_) pcre2_code_free(static_cast<pcre2_code*>(code_));
 }
 
-Regex::Regex(Regex&& o) noexcept : pattern_(std::move(o.pattern_)), code_(o.code_) { o.code_ = nullptr; }
+Regex::Regex(Regex&& o) noexcept : pattern_(std::move(o.pattern_)), code_(o.code_) {
+  o.code_ = nullptr;
+}
 
 Regex& Regex::operator=(Regex&& o) noexcept {
   if (this != &o) {

@@ -41,7 +41,8 @@ std::string StreamDecoder::step(int32_t id) {
   // Many ids and still a U+FFFD at the end: the input holds invalid sequences. Emit all but the last
   // (at most 3) U+FFFD, which may still be an incomplete character, and keep only the last few ids.
   size_t held = 0;
-  while (held < 3 && std::string_view(text).substr(0, text.size() - held * kReplacementUtf8.size())
+  while (held < 3 && std::string_view(text)
+                         .substr(0, text.size() - held * kReplacementUtf8.size())
                          .ends_with(kReplacementUtf8))
     ++held;
   const std::string head = text.substr(0, text.size() - held * kReplacementUtf8.size());

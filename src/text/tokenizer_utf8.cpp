@@ -6,7 +6,9 @@ namespace lp::text {
 
 namespace {
 
-inline bool is_cont(unsigned char c) { return (c & 0xC0) == 0x80; }
+inline bool is_cont(unsigned char c) {
+  return (c & 0xC0) == 0x80;
+}
 
 // Allowed range of the second byte for each lead byte (Unicode Table 3-7); the rest are 80..BF.
 inline bool second_ok(unsigned char lead, unsigned char b) {
@@ -146,7 +148,9 @@ const ByteLevelTables& tables() {
 
 }  // namespace
 
-const std::array<std::string, 256>& byte_level_alphabet() { return tables().byte_to_str; }
+const std::array<std::string, 256>& byte_level_alphabet() {
+  return tables().byte_to_str;
+}
 
 int byte_level_char_to_byte(char32_t cp) {
   if (cp >= tables().cp_to_byte.size()) return -1;

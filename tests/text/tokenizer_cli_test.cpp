@@ -1,12 +1,11 @@
 // `loraplex tokenize` / `loraplex detokenize`: ids as JSON arrays (one per line with --jsonl), special
 // tokens on or off, text back from ids, and lp::Error messages (exit 1) for bad input.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <string>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
@@ -41,9 +40,10 @@ TEST_F(TokenizeCli, tokenize_prints_the_ids_of_encode) {
   EXPECT_EQ(run(fmt::format("tokenize --tokenizer '{}' --text 'Hello, world!'", dir_.path().string()), &rc),
             ids_json(tok.encode("Hello, world!", true)));
   EXPECT_EQ(rc, 0);
-  EXPECT_EQ(run(fmt::format("tokenize --tokenizer '{}' --text 'Hi <|im_end|>' --no-special", dir_.path().string()),
-                &rc),
-            ids_json(tok.encode("Hi <|im_end|>", false)));
+  EXPECT_EQ(
+      run(fmt::format("tokenize --tokenizer '{}' --text 'Hi <|im_end|>' --no-special", dir_.path().string()),
+          &rc),
+      ids_json(tok.encode("Hi <|im_end|>", false)));
   EXPECT_EQ(run(fmt::format("tokenize --tokenizer '{}' --text ''", dir_.path().string()), &rc),
             ids_json(tok.encode("", true)));
   EXPECT_EQ(rc, 0);
@@ -53,13 +53,14 @@ TEST_F(TokenizeCli, jsonl_gives_one_line_per_string_and_file_reads_bytes) {
   const Tokenizer tok = Tokenizer::from_dir(dir_.path());
   test::write_file(dir_ / "in.jsonl", "\"a\\nb\"\n\"\\u00e9t\\u00e9\"\n\"\"\n");
   int rc = -1;
-  EXPECT_EQ(run(fmt::format("tokenize --tokenizer '{}' --file '{}' --jsonl --no-special", dir_.path().string(),
-                            (dir_ / "in.jsonl").string()),
+  EXPECT_EQ(run(fmt::format("tokenize --tokenizer '{}' --file '{}' --jsonl --no-special",
+                            dir_.path().string(), (dir_ / "in.jsonl").string()),
                 &rc),
             ids_json(tok.encode("a\nb", false)) + ids_json(tok.encode("été", false)) + ids_json({}));
   EXPECT_EQ(rc, 0);
   test::write_file(dir_ / "in.txt", "line one\nline two\n");
-  EXPECT_EQ(run(fmt::format("tokenize --tokenizer '{}' --file '{}'", dir_.path().string(), (dir_ / "in.txt").string()),
+  EXPECT_EQ(run(fmt::format("tokenize --tokenizer '{}' --file '{}'", dir_.path().string(),
+                            (dir_ / "in.txt").string()),
                 &rc),
             ids_json(tok.encode("line one\nline two\n", true)));
 }
@@ -68,8 +69,10 @@ TEST_F(TokenizeCli, detokenize_prints_the_text) {
   const Tokenizer tok = Tokenizer::from_dir(dir_.path());
   const auto ids = tok.encode("Grüße <|im_start|>", true);
   int rc = -1;
-  EXPECT_EQ(run(fmt::format("detokenize --tokenizer '{}' --ids {}", dir_.path().string(), fmt::join(ids, ",")), &rc),
-            "<|begin_of_text|>Grüße <|im_start|>\n");
+  EXPECT_EQ(
+      run(fmt::format("detokenize --tokenizer '{}' --ids {}", dir_.path().string(), fmt::join(ids, ",")),
+          &rc),
+      "<|begin_of_text|>Grüße <|im_start|>\n");
   EXPECT_EQ(rc, 0);
   EXPECT_EQ(run(fmt::format("detokenize --tokenizer '{}' --ids {} --skip-special", dir_.path().string(),
                             fmt::join(ids, ",")),

