@@ -46,8 +46,7 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-enum class Mode { kBase, kFused, kNaive };
-const char* mode_name(Mode m) { return m == Mode::kBase ? "base" : m == Mode::kFused ? "fused" : "naive"; }
+enum class Mode { kBase, kFused, kNaive };  // base only; SGMV/BGMV grouped; one group per token
 
 struct Timings {
   std::vector<double> prefill, steps;

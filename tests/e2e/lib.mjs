@@ -62,9 +62,11 @@ export async function startServer(model, args = [], { env = {} } = {}) {
     proc, port, url, exited,
     log: () => log,
     client: (opts = {}) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0, timeout: 60000, ...opts }),
+    // SIGTERM, then the exit status must be 0 (a crash or a sanitizer report fails the test).
     async stop() {
       if (proc.exitCode === null) proc.kill('SIGTERM');
       const r = await exited;
+      if (r.code !== 0) throw new Error(`server exited with ${JSON.stringify(r)}:\n${log.slice(-4000)}`);
       return r;
     },
   };
@@ -138,7 +140,12 @@ export async function run(tests, cleanup = async () => {}) {
       break;
     }
   }
-  await cleanup();
+  try {
+    await cleanup();
+  } catch (e) {
+    console.log(`FAIL cleanup: ${e.stack || e}`);
+    failed = true;
+  }
   process.exit(failed ? 1 : 0);
 }
 

@@ -121,4 +121,4 @@ await run([
     const { code, signal } = await open.exited;
     assertEq([code, signal], [0, null], `exit status\n${open.log()}`);
   }],
-], async () => { await srv.stop(); await open.stop(); m.cleanup(); });
+], async () => { await srv.stop(); if (open.proc.exitCode === null) await open.stop(); m.cleanup(); });

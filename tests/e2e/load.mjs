@@ -65,7 +65,10 @@ await run([
     const loads = { disk: d('loraplex_lora_adapter_load_total', { source: 'disk' }), host: d('loraplex_lora_adapter_load_total', { source: 'host' }) };
     const evicts = { slot: d('loraplex_lora_adapter_evict_total', { tier: 'slot' }), host: d('loraplex_lora_adapter_evict_total', { tier: 'host' }) };
     console.log(`     interleaved: loads ${JSON.stringify(loads)}, evictions ${JSON.stringify(evicts)}`);
-    assert(loads.disk >= 7 && loads.host >= 10, `loads from disk and host: ${JSON.stringify(loads)}`);
+    // The lower bounds: the phase starts with 2 adapters in slots and 3 on the host (the last ones used alone),
+    // and needs all 10, so at least 8 host -> slot copies (each evicting a slot) and 7 disk loads (each
+    // evicting a host place).
+    assert(loads.disk >= 7 && loads.host >= 8, `loads from disk and host: ${JSON.stringify(loads)}`);
     assert(evicts.slot >= 8 && evicts.host >= 7, `evictions from slots and host: ${JSON.stringify(evicts)}`);
     assert(metric(f1, 'loraplex_lora_adapters_active', { tier: 'slot' }) <= 2, 'at most 2 in slots');
     assert(metric(f1, 'loraplex_lora_adapters_active', { tier: 'host' }) <= 3, 'at most 3 on the host');
@@ -73,8 +76,13 @@ await run([
     assertEq(metric(f1, 'loraplex_lora_slots_held'), 0, 'no holds left');
   }],
   ['bench serve: an S-LoRA workload completes and its report adds up', async () => {
-    const out = execFileSync(BIN, ['bench', 'serve', '--url', churn.url, '--num-requests', '40', '--rate', '200',
-      '--alpha', '1.2', '--input-len', '4:12', '--output-len', '2:6', '--json'], { encoding: 'utf8' });
+    let out;
+    try {
+      out = execFileSync(BIN, ['bench', 'serve', '--url', churn.url, '--num-requests', '40', '--rate', '200',
+        '--alpha', '1.2', '--input-len', '4:12', '--output-len', '2:6', '--json'], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (e) {
+      throw new Error(`bench serve failed (${e.status}):\n${e.stdout}\n${e.stderr}`);
+    }
     const r = JSON.parse(out);
     assertEq([r.requests, r.succeeded, r.failed], [40, 40, 0], `all requests succeed: ${out}`);
     assertEq(r.adapters, 10, 'every listed adapter is in the workload');
