@@ -97,6 +97,8 @@ const IsaKernels& kernels_for(Isa isa);
 const IsaKernels& active();
 
 // The public kernels, on an explicit table (the public functions call these with active()).
+void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
+                       std::span<const MatmulOut> outs);
 void matmul_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
                  const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate);
 void rmsnorm_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w,

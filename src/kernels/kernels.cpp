@@ -130,22 +130,51 @@ const IsaKernels& active() {
   return k;
 }
 
+void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
+                       std::span<const MatmulOut> outs) {
+  if (T == 0 || outs.empty()) return;
+  const int64_t K = outs[0].W.cols;
+  bool bf16x = false;
+  int64_t total_rows = 0;
+  for (const MatmulOut& o : outs) {
+    const MatView& W = o.W;
+    LP_CHECK(T >= 0 && W.rows >= 0 && W.cols == K, "matmul: bad shape T={} W=({}, {}) K={}", T, W.rows, W.cols, K);
+    LP_CHECK(W.row_stride >= W.cols && ldx >= W.cols && o.ldy >= W.rows, "matmul: strides too small");
+    bf16x |= k.wants_bf16_x(W.dtype);
+    total_rows += (W.rows + k.row_grain - 1) / k.row_grain * k.row_grain;  // each matrix starts on a grain
+  }
+  if (total_rows == 0) return;
+  // x rounded to bf16 once per call for all outputs (per token, so still batch invariant).
+  thread_local Buffer<uint16_t> xb;  // (T, ldxb), the calling thread's; workers only read it
+  int64_t ldxb = 0;
+  if (bf16x) {
+    ldxb = (std::max<int64_t>(K, 1) + 31) / 32 * 32;
+    size_t need = static_cast<size_t>(T * ldxb);
+    if (xb.size() < need) xb.resize(need);
+    k.convert_x_bf16(x, T, ldx, K, xb.data(), ldxb);
+  }
+  const uint16_t* xbp = bf16x ? xb.data() : nullptr;
+  // One dispatch over the concatenated (grain-aligned) rows of every output; a chunk may span two matrices.
+  pool.parallel_for(total_rows, k.row_grain, [&](int64_t b, int64_t e) {
+    int64_t base = 0;
+    for (const MatmulOut& o : outs) {
+      const int64_t padded = (o.W.rows + k.row_grain - 1) / k.row_grain * k.row_grain;
+      const int64_t lo = std::max(b, base), hi = std::min({e, base + padded, base + o.W.rows});
+      if (lo < hi) {
+        MatmulArgs a{x, k.wants_bf16_x(o.W.dtype) ? xbp : nullptr, T, ldx, ldxb, o.W, o.bias, o.y, o.ldy,
+                     o.accumulate};
+        k.matmul_rows(a, lo - base, hi - base);
+      }
+      base += padded;
+      if (base >= e) break;
+    }
+  });
+}
+
 void matmul_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
                  const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate) {
-  LP_CHECK(T >= 0 && W.rows >= 0 && W.cols >= 0, "matmul: bad shape T={} W=({}, {})", T, W.rows, W.cols);
-  LP_CHECK(W.row_stride >= W.cols && ldx >= W.cols && ldy >= W.rows, "matmul: strides too small");
-  if (T == 0 || W.rows == 0) return;
-  MatmulArgs a{x, nullptr, T, ldx, 0, W, bias, y, ldy, accumulate};
-  // x rounded to bf16 once per call (per token, so still batch invariant); grown, never shrunk.
-  thread_local Buffer<uint16_t> xb;  // (T, ldxb)
-  if (k.wants_bf16_x(W.dtype)) {
-    a.ldxb = (std::max<int64_t>(W.cols, 1) + 31) / 32 * 32;
-    size_t need = static_cast<size_t>(T * a.ldxb);
-    if (xb.size() < need) xb.resize(need);
-    k.convert_x_bf16(x, T, ldx, W.cols, xb.data(), a.ldxb);
-    a.xb = xb.data();
-  }
-  pool.parallel_for(W.rows, k.row_grain, [&](int64_t b, int64_t e) { k.matmul_rows(a, b, e); });
+  MatmulOut o{W, bias, y, ldy, accumulate};
+  matmul_multi_with(k, pool, x, T, ldx, std::span<const MatmulOut>(&o, 1));
 }
 
 void rmsnorm_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w,
@@ -214,6 +243,10 @@ void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, cons
 
 const char* isa_name() {
   return detail::active().name;
+}
+
+void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx, std::span<const MatmulOut> outs) {
+  detail::matmul_multi_with(detail::active(), pool, x, T, ldx, outs);
 }
 
 void matmul(ComputePool& pool, const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias,

@@ -39,6 +39,17 @@ const char* isa_name();
 void matmul(ComputePool& pool, const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias,
             float* y, int64_t ldy, bool accumulate = false);
 
+// Several matmuls of the same x (q/k/v, gate/up) in ONE parallel dispatch: x is rounded once, and the rows
+// of all outputs are split over the pool together. Each output gets exactly what matmul() gives it.
+struct MatmulOut {
+  MatView W;                    // all share W.cols
+  const float* bias = nullptr;  // (W.rows) or null
+  float* y = nullptr;           // (T, W.rows) stride ldy
+  int64_t ldy = 0;
+  bool accumulate = false;
+};
+void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx, std::span<const MatmulOut> outs);
+
 // y[t][i] = x[t][i] / sqrt(mean_i(x[t][i]^2) + eps) * w[i]        x, y: (T, D) f32; w: (D) in w_dtype
 // (y may alias x)
 void rmsnorm(ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w, DType w_dtype,

@@ -148,8 +148,12 @@ float read_sum(const float* p, size_t n) {
   __m512 a[8];
   for (auto& v : a) v = _mm512_setzero_ps();
   size_t i = 0;
-  for (; i + 128 <= n; i += 128)
+  // Software prefetch ~4 KB ahead, like the GEMV kernel, so the probe is not slower than the code it bounds.
+  for (; i + 128 <= n; i += 128) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 1024), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 1024 + 64), _MM_HINT_T0);
     for (int u = 0; u < 8; ++u) a[u] = _mm512_add_ps(a[u], _mm512_loadu_ps(p + i + 16 * u));
+  }
   for (int u = 1; u < 8; ++u) a[0] = _mm512_add_ps(a[0], a[u]);
   float s = reduce16(a[0]);
   for (; i < n; ++i) s += p[i];

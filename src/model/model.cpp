@@ -59,6 +59,18 @@ void Model::project(ComputePool& pool, int layer, Proj p, const float* x, int64_
   kernels::matmul(pool, x, T, W.cols, W, lw.bias[i], y, W.rows, accumulate);
 }
 
+void Model::project_multi(ComputePool& pool, int layer, const float* x, int64_t T,
+                          std::initializer_list<std::pair<Proj, float*>> outs) {
+  const LayerWeights& lw = weights_.layers[layer];
+  kernels::MatmulOut mo[kNumProj];
+  size_t n = 0;
+  for (auto [p, y] : outs) {
+    const int i = static_cast<int>(p);
+    mo[n++] = {lw.proj[i], lw.bias[i], y, lw.proj[i].rows, false};
+  }
+  kernels::matmul_multi(pool, x, T, mo[0].W.cols, std::span<const kernels::MatmulOut>(mo, n));
+}
+
 void Model::add_lora(ComputePool& pool, int layer, const float* x, std::initializer_list<std::pair<Proj, float*>> outs) {
   if (lora_ == nullptr || lora_plan_.empty()) return;
   kernels::LoraTarget targets[kNumProj];
@@ -78,9 +90,7 @@ void Model::attention_block(ComputePool& pool, const Batch& b, kv::KvCache& cach
   const int64_t T = b.size(), H = c.hidden_size;
   kernels::rmsnorm(pool, x_.data(), T, H, lw.attn_norm, lw.norm_dtype, static_cast<float>(c.rms_norm_eps),
                    xn_.data());
-  project(pool, layer, Proj::kQ, xn_.data(), T, q_.data(), false);
-  project(pool, layer, Proj::kK, xn_.data(), T, k_.data(), false);
-  project(pool, layer, Proj::kV, xn_.data(), T, v_.data(), false);
+  project_multi(pool, layer, xn_.data(), T, {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
   add_lora(pool, layer, xn_.data(), {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
   kernels::rope(q_.data(), T, c.n_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
   kernels::rope(k_.data(), T, c.n_kv_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
@@ -99,8 +109,7 @@ void Model::mlp_block(ComputePool& pool, int64_t T, int layer) {
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   kernels::rmsnorm(pool, x_.data(), T, H, lw.mlp_norm, lw.norm_dtype, static_cast<float>(c.rms_norm_eps),
                    xn_.data());
-  project(pool, layer, Proj::kGate, xn_.data(), T, gate_.data(), false);
-  project(pool, layer, Proj::kUp, xn_.data(), T, up_.data(), false);
+  project_multi(pool, layer, xn_.data(), T, {{Proj::kGate, gate_.data()}, {Proj::kUp, up_.data()}});
   add_lora(pool, layer, xn_.data(), {{Proj::kGate, gate_.data()}, {Proj::kUp, up_.data()}});
   kernels::silu_mul(pool, gate_.data(), up_.data(), gate_.data(), T * I);
   project(pool, layer, Proj::kDown, gate_.data(), T, x_.data(), /*accumulate=*/true);

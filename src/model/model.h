@@ -44,6 +44,9 @@ class Model {
   void mlp_block(ComputePool& pool, int64_t T, int layer);
   // y (+)= x · Wᵀ (+ bias) for projection p of `layer` (base weights, all tokens).
   void project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y, bool accumulate);
+  // Several projections of the same input (q/k/v, gate/up) in one dispatch; outputs are overwritten.
+  void project_multi(ComputePool& pool, int layer, const float* x, int64_t T,
+                     std::initializer_list<std::pair<Proj, float*>> outs);
   // Adds the LoRA term of each token's adapter to the outputs of projections that share the input x.
   void add_lora(ComputePool& pool, int layer, const float* x, std::initializer_list<std::pair<Proj, float*>> outs);
 
