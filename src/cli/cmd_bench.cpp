@@ -86,7 +86,9 @@ void run_bench(const BenchArgs& a) {
   if (a.prompt_len + a.gen > cfg.max_model_len)
     fail("--prompt-len + --gen = {} exceeds the context length {}", a.prompt_len + a.gen, cfg.max_model_len);
   ComputePool pool(pool_threads(a.threads));
-  double bw = kernels::measure_read_bandwidth(pool, size_t{512} << 20, 5);
+  // The machine's bandwidth drifts (shared hosts): probe it before every cycle and use the median, so the
+  // roofline ratio compares numbers taken in the same minutes.
+  std::vector<double> bws;
 
   const int B = a.batch, K = a.adapters;
   model::Runner runner(*model, pool, static_cast<int64_t>(a.prompt_len + a.gen + 16) * B);
@@ -121,6 +123,7 @@ void run_bench(const BenchArgs& a) {
   if (K > 0) modes = {Mode::kBase, Mode::kFused, Mode::kNaive};
   std::map<Mode, Timings> t;
   for (int rep = 0; rep < a.repeats; ++rep) {
+    bws.push_back(kernels::measure_read_bandwidth(pool, size_t{512} << 20, 3));
     for (size_t i = 0; i < modes.size(); ++i) {
       Mode m = modes[(i + rep) % modes.size()];  // rotate the order so drift hits every mode alike
       model->set_lora_grouping(m != Mode::kNaive);
@@ -128,6 +131,8 @@ void run_bench(const BenchArgs& a) {
     }
   }
   model->set_lora_grouping(true);
+  bws.push_back(kernels::measure_read_bandwidth(pool, size_t{512} << 20, 3));
+  const double bw = median(bws);
 
   const auto& w = model->weights();
   const double base_bytes = static_cast<double>(w.bytes_per_decode_step);
@@ -180,7 +185,8 @@ void run_bench(const BenchArgs& a) {
   }
   std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(), kernels::isa_name(),
               pool.size(), B, a.prompt_len, a.gen);
-  std::printf("memory read bandwidth     %8.2f GB/s\n", bw / 1e9);
+  std::printf("memory read bandwidth     %8.2f GB/s  (median of %zu probes between cycles)\n", bw / 1e9,
+              bws.size());
   std::printf("prefill                   %8.1f tokens/s  (%.3f s for %d x %d tokens, median of %d)\n",
               B * a.prompt_len / prefill_s, prefill_s, B, a.prompt_len, a.repeats);
   std::printf("decode                    %8.1f tokens/s  (step %.2f ms, median of %zu steps)\n", B / step_s,
