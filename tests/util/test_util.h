@@ -34,6 +34,16 @@ int run_command(const std::string& cmd, std::string* out = nullptr);
 void write_file(const std::filesystem::path& p, const std::string& data);
 std::string read_file(const std::filesystem::path& p);
 
+// How much slower this build runs than an optimized one: time bounds in tests are multiplied by it
+// (sanitizer builds are unoptimized and instrumented).
+inline double time_scale() {
+#ifdef LP_SANITIZED_BUILD
+  return 10.0;
+#else
+  return 1.0;
+#endif
+}
+
 // ||a - b|| / max(||b||, tiny) over the whole vectors.
 double normalized_error(const float* a, const float* b, size_t n);
 double max_abs_diff(const float* a, const float* b, size_t n);
