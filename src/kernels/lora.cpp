@@ -1,9 +1,11 @@
 #include "kernels/lora.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/check.h"
 #include "kernels/dispatch.h"
+#include "kernels/lora_expand.h"
 #include "kernels/lora_internal.h"
 
 namespace lp::kernels {
@@ -49,6 +51,35 @@ void lora_plan_build(std::span<const int32_t> slot, LoraPlan& plan, bool merge) 
 }
 
 namespace detail {
+
+void lora_expand_scalar(const ExpandArgs& a, int64_t n0, int64_t n1) {
+  for (int64_t t = 0; t < a.T; ++t) {
+    const float* v = a.v + t * a.ldv;
+    float* y = a.y + t * a.ldy;
+    for (int64_t n = n0; n < n1; ++n) {
+      float acc = 0.f;
+      for (int j = 0; j < a.rank; ++j) {
+        float b;
+        to_f32(a.dtype, static_cast<const char*>(a.bt) + (j * a.out + n) * static_cast<int64_t>(dtype_size(a.dtype)), &b, 1);
+        acc = std::fma(v[j], b, acc);
+      }
+      y[n] = a.accumulate ? y[n] + acc : acc;
+    }
+  }
+}
+
+namespace {
+using ExpandFn = void (*)(const ExpandArgs&, int64_t, int64_t);
+ExpandFn expand_for(const IsaKernels& k) {
+  switch (k.isa) {
+    case Isa::kScalar: return lora_expand_scalar;
+    case Isa::kAvx2: return lora_expand_avx2;
+    case Isa::kAvx512:
+    case Isa::kAvx512Bf16: return lora_expand_avx512;
+  }
+  return lora_expand_scalar;
+}
+}  // namespace
 
 void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& plan, const float* x, int64_t ldx,
                      std::span<const LoraTarget> targets, LoraScratch& s) {
@@ -96,12 +127,11 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
     int64_t yg_off;  // rows into this target's yg region (gathered groups only)
   };
   std::vector<Work> work;
-  std::vector<int64_t> v_base(targets.size()), vb_base(targets.size()), yg_base(targets.size());
-  int64_t v_total = 0, vb_total = 0, yg_total = 0;
+  std::vector<int64_t> v_base(targets.size()), yg_base(targets.size());
+  int64_t v_total = 0, yg_total = 0;
   for (size_t t = 0; t < targets.size(); ++t) {
     const LoraWeights& w = *targets[t].w;
     v_base[t] = v_total;
-    vb_base[t] = vb_total;
     yg_base[t] = yg_total;
     int64_t yrows = 0;
     for (size_t gi = 0; gi < G; ++gi) {
@@ -113,12 +143,10 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
       if (!g.contiguous) yrows += g.count;
     }
     v_total += R * w.max_rank;
-    vb_total += R * ((w.max_rank + 31) / 32 * 32);
     yg_total += yrows * w.out;
   }
   if (work.empty()) return;
   if (s.v.size() < static_cast<size_t>(v_total)) s.v.resize(v_total);
-  if (bf16x && s.vb.size() < static_cast<size_t>(vb_total)) s.vb.resize(vb_total);
   if (s.yg.size() < static_cast<size_t>(yg_total)) s.yg.resize(yg_total);
 
   // 3. Shrink, one parallel pass over (work, chunk of rank rows): v[t][row] = A[slot] x[row].
@@ -145,49 +173,42 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
   pool.parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) shrink_item(items[i]);
   });
-  if (bf16x) {
-    for (const Work& wk : work) {
-      const LoraWeights& w = *targets[wk.t].w;
-      const LoraGroup& g = plan.groups[wk.g];
-      const int64_t mr = w.max_rank, ldvb = (mr + 31) / 32 * 32;
-      k.convert_x_bf16(s.v.data() + v_base[wk.t] + g.first * mr, g.count, mr, wk.rank,
-                       s.vb.data() + vb_base[wk.t] + g.first * ldvb, ldvb);
-    }
-  }
-
-  // 4. Expand, one parallel pass over (work, chunk of output rows): y[row] += B[slot] v[row]. Gathered groups
-  //    compute into yg first and then add into their scattered rows (same value as adding in place).
-  const int64_t ochunk = std::max<int64_t>(grain, 64 / grain * grain);
+  // 4. Expand, one parallel pass over (work, chunk of output columns): y[row] += Bᵀ[slot]ᵀ v[row], vectorized
+  //    over the outputs (B is stored transposed in the slots). Gathered groups compute into yg first and then
+  //    add into their scattered rows (the same value as adding in place: y + acc).
+  const ExpandFn expand = expand_for(k);
+  constexpr int64_t kColChunk = 256;
   items.clear();
   for (size_t i = 0; i < work.size(); ++i)
-    for (int64_t n0 = 0; n0 < targets[work[i].t].w->out; n0 += ochunk)
+    for (int64_t n0 = 0; n0 < targets[work[i].t].w->out; n0 += kColChunk)
       items.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(n0));
   auto expand_item = [&](const std::pair<int32_t, int32_t>& it) {
     const Work& wk = work[it.first];
     const LoraTarget& tg = targets[wk.t];
     const LoraWeights& w = *tg.w;
     const LoraGroup& g = plan.groups[wk.g];
-    const int64_t mr = w.max_rank, out = w.out, ldvb = (mr + 31) / 32 * 32;
-    int64_t n0 = it.second, n1 = std::min<int64_t>(n0 + ochunk, out);
-    MatmulArgs a;
-    a.x = s.v.data() + v_base[wk.t] + g.first * mr;
-    a.ldx = mr;
-    a.xb = bf16x ? s.vb.data() + vb_base[wk.t] + g.first * ldvb : nullptr;
-    a.ldxb = ldvb;
+    const int64_t mr = w.max_rank, out = w.out;
+    const int64_t n0 = it.second, n1 = std::min<int64_t>(n0 + kColChunk, out);
+    ExpandArgs a;
+    a.v = s.v.data() + v_base[wk.t] + g.first * mr;
+    a.ldv = mr;
     a.T = g.count;
-    a.W = MatView{static_cast<const char*>(w.b) + static_cast<int64_t>(g.slot) * out * mr * esz, w.dtype, out, wk.rank, mr};
+    a.rank = wk.rank;
+    a.bt = static_cast<const char*>(w.b) + static_cast<int64_t>(g.slot) * mr * out * esz;
+    a.dtype = w.dtype;
+    a.out = out;
     if (g.contiguous) {
       a.y = tg.y + plan.rows[g.first] * tg.ldy;
       a.ldy = tg.ldy;
       a.accumulate = true;
-      k.matmul_rows(a, n0, n1);
+      expand(a, n0, n1);
       return;
     }
     float* yg = s.yg.data() + yg_base[wk.t] + wk.yg_off * out;
     a.y = yg;
     a.ldy = out;
     a.accumulate = false;
-    k.matmul_rows(a, n0, n1);
+    expand(a, n0, n1);
     for (int32_t i = 0; i < g.count; ++i) {
       float* dst = tg.y + plan.rows[g.first + i] * tg.ldy;
       const float* src = yg + i * out;

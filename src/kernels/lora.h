@@ -3,7 +3,8 @@
 // Semantics (the scalar loop; kernels/lora_reference.cpp is exactly this):
 //   for each token t with s = slot[t] >= 0 and r = ranks[s] > 0:
 //     v[j]     = sum_k A[s][j][k] * x[t][k]          for j < r        (shrink)
-//     y[t][n] += sum_j B[s][n][j] * v[j]             for n < out      (expand; the scale is folded into B)
+//     y[t][n] += sum_j Bt[s][j][n] * v[j]            for n < out      (expand; B stored transposed, the
+//                                                                        scale folded into it)
 //   tokens with slot -1 (base model only) are not touched and cost nothing.
 //
 // The plan groups tokens by slot. A run of >= kSgmvMinRun consecutive tokens with one slot (a prefill
@@ -24,7 +25,8 @@
 namespace lp::kernels {
 
 // One (layer, target module) of the slot bank, all slots stacked, zero-padded to max_rank:
-//   A: (max_loras, max_rank, in)    B: (max_loras, out, max_rank)     ranks: (max_loras), 0 = not targeted
+//   A: (max_loras, max_rank, in)    Bt: (max_loras, max_rank, out)    ranks: (max_loras), 0 = not targeted
+// B is stored transposed (PEFT's lora_B is (out, r)) so the expand is vectorized over the outputs.
 struct LoraWeights {
   const void* a = nullptr;
   const void* b = nullptr;
@@ -61,7 +63,6 @@ struct LoraScratch {
   Buffer<float> xg;      // (rows, in) gathered x
   Buffer<uint16_t> xb;   // (rows, ldxb) bf16 x
   Buffer<float> v;       // (rows, max_rank)
-  Buffer<uint16_t> vb;   // (rows, ldvb) bf16 v
   Buffer<float> yg;      // (rows, out) expand output of gathered groups
 };
 

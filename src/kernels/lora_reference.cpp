@@ -29,7 +29,7 @@ void lora_apply(const float* x, int64_t T, int64_t ldx, const int32_t* slot, con
     }
     for (int64_t n = 0; n < out; ++n) {
       double acc = 0;
-      for (int j = 0; j < r; ++j) acc += load(w.b, w.dtype, (s * out + n) * mr + j) * v[j];
+      for (int j = 0; j < r; ++j) acc += load(w.b, w.dtype, (s * mr + j) * out + n) * v[j];
       y[t * ldy + n] = static_cast<float>(y[t * ldy + n] + acc);
     }
   }

@@ -25,8 +25,10 @@ PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype) {
     m.rank = w.rank;
     m.a.resize(w.a.size() * es);
     from_f32(dtype, w.a.data(), m.a.data(), w.a.size());
+    // lora_B is (out, rank): store it transposed, (rank, out), with the scale folded in.
     tmp.resize(w.b.size());
-    for (size_t i = 0; i < w.b.size(); ++i) tmp[i] = w.b[i] * w.scale;
+    for (int64_t n = 0; n < w.out; ++n)
+      for (int j = 0; j < w.rank; ++j) tmp[static_cast<size_t>(j) * w.out + n] = w.b[n * w.rank + j] * w.scale;
     m.b.resize(tmp.size() * es);
     from_f32(dtype, tmp.data(), m.b.data(), tmp.size());
     p.max_rank = std::max(p.max_rank, w.rank);
@@ -109,13 +111,10 @@ void SlotBank::load(int slot, const PackedAdapter& a) {
     uint8_t* a_dst = p.a.data() + static_cast<size_t>(slot) * max_rank_ * p.in * es;
     std::memcpy(a_dst, m.a.data(), m.a.size());
     std::memset(a_dst + m.a.size(), 0, (static_cast<size_t>(max_rank_ - m.rank)) * p.in * es);
-    // B: each output row's rank entries, then zeros up to max_rank.
-    uint8_t* b_dst = p.b.data() + static_cast<size_t>(slot) * p.out * max_rank_ * es;
-    const size_t row = static_cast<size_t>(m.rank) * es, pad = static_cast<size_t>(max_rank_ - m.rank) * es;
-    for (int64_t n = 0; n < p.out; ++n) {
-      std::memcpy(b_dst + n * (row + pad), m.b.data() + n * row, row);
-      std::memset(b_dst + n * (row + pad) + row, 0, pad);
-    }
+    // Bᵀ: the adapter's rank rows of length out, then zero rows up to max_rank.
+    uint8_t* b_dst = p.b.data() + static_cast<size_t>(slot) * max_rank_ * p.out * es;
+    std::memcpy(b_dst, m.b.data(), m.b.size());
+    std::memset(b_dst + m.b.size(), 0, (static_cast<size_t>(max_rank_ - m.rank)) * p.out * es);
   }
   // Ranks last: a slot is adapted only once all its data is in place.
   for (const PackedModule& m : a.modules) part(m.layer, m.module).ranks[slot] = m.rank;

@@ -1,8 +1,9 @@
 // The two compute-side forms of an adapter:
-//   PackedAdapter — the host tier's form: per adapted (layer, module), A (rank, in) and B·scale (out, rank)
-//                   already converted to the slot dtype, so host → slot is a plain copy.
+//   PackedAdapter — the host tier's form: per adapted (layer, module), A (rank, in) and (B·scale)ᵀ (rank, out)
+//                   already converted to the slot dtype, so host → slot is two plain copies.
 //   SlotBank      — `max_loras` slots pre-allocated at start-up in the kernels' stacked layout, per layer and
-//                   target module: A[max_loras][max_rank][in], B[max_loras][out][max_rank], zero-padded.
+//                   target module: A[max_loras][max_rank][in], Bᵀ[max_loras][max_rank][out], zero-padded.
+//                   (B is kept transposed so the expand kernel is vectorized over the outputs.)
 // The bank exposes a model::LoraBankView that the forward pass reads. Owned by the engine thread.
 #pragma once
 
@@ -23,7 +24,7 @@ struct PackedModule {
   Module module = Module::kQ;
   int rank = 0;
   Buffer<uint8_t> a;  // (rank, in) in dtype
-  Buffer<uint8_t> b;  // (out, rank) in dtype, scale folded in
+  Buffer<uint8_t> b;  // (rank, out) in dtype: lora_B transposed, scale folded in
 };
 
 struct PackedAdapter {
@@ -69,7 +70,7 @@ class SlotBank {
  private:
   struct Part {
     int64_t in = 0, out = 0;
-    Buffer<uint8_t> a, b;        // (max_loras, max_rank, in), (max_loras, out, max_rank)
+    Buffer<uint8_t> a, b;        // (max_loras, max_rank, in), (max_loras, max_rank, out)
     std::vector<int32_t> ranks;  // (max_loras)
   };
   Part& part(int layer, Module m) { return parts_[static_cast<size_t>(layer) * kNumModules + static_cast<int>(m)]; }

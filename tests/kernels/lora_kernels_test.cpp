@@ -30,12 +30,12 @@ Bank make_bank(int max_loras, int max_rank, int64_t in, int64_t out, DType dt, s
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   k.af.assign(static_cast<size_t>(max_loras) * max_rank * in, 0.f);
-  k.bf.assign(static_cast<size_t>(max_loras) * out * max_rank, 0.f);
+  k.bf.assign(static_cast<size_t>(max_loras) * max_rank * out, 0.f);  // transposed: (slot, rank, out)
   for (int s = 0; s < max_loras; ++s) {
     for (int j = 0; j < k.ranks[s]; ++j)
       for (int64_t i = 0; i < in; ++i) k.af[(s * max_rank + j) * in + i] = u(rng) / std::sqrt(float(in));
     for (int64_t n = 0; n < out; ++n)
-      for (int j = 0; j < k.ranks[s]; ++j) k.bf[(s * out + n) * max_rank + j] = u(rng);
+      for (int j = 0; j < k.ranks[s]; ++j) k.bf[(s * max_rank + j) * out + n] = u(rng);
   }
   size_t es = dtype_size(dt);
   k.a.resize(k.af.size() * es);
@@ -53,7 +53,7 @@ double magnitude(const Bank& k, const float* x, int s, int64_t n) {
   for (int j = 0; j < k.ranks[s]; ++j) {
     double va = 0;
     for (int64_t i = 0; i < k.in; ++i) va += std::fabs(k.af[(s * k.max_rank + j) * k.in + i] * x[i]);
-    m += std::fabs(k.bf[(s * k.out + n) * k.max_rank + j]) * va;
+    m += std::fabs(k.bf[(s * k.max_rank + j) * k.out + n]) * va;
   }
   return m;
 }

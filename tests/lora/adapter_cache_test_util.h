@@ -66,14 +66,11 @@ inline std::string slot_mismatch(const SlotBank& bank, int slot, const PackedAda
       if (std::memcmp(a, pm->a.data(), pm->a.size()) != 0) return "A differs at layer " + std::to_string(l);
       for (size_t k = pm->a.size(); k < static_cast<size_t>(R) * w.in * es; ++k)
         if (a[k] != 0) return "A padding not zero";
-      const auto* b = static_cast<const uint8_t*>(w.b) + static_cast<size_t>(slot) * w.out * R * es;
-      const size_t row = static_cast<size_t>(rank) * es, full = static_cast<size_t>(R) * es;
-      for (int64_t n = 0; n < w.out; ++n) {
-        if (std::memcmp(b + n * full, pm->b.data() + n * row, row) != 0)
-          return "B differs at layer " + std::to_string(l);
-        for (size_t k = row; k < full; ++k)
-          if (b[n * full + k] != 0) return "B padding not zero";
-      }
+      // Bᵀ: (max_rank, out) per slot; the adapter's rank rows, then zero rows.
+      const auto* b = static_cast<const uint8_t*>(w.b) + static_cast<size_t>(slot) * R * w.out * es;
+      if (std::memcmp(b, pm->b.data(), pm->b.size()) != 0) return "B differs at layer " + std::to_string(l);
+      for (size_t k = pm->b.size(); k < static_cast<size_t>(R) * w.out * es; ++k)
+        if (b[k] != 0) return "B padding not zero";
     }
   }
   return "";

@@ -1,0 +1,32 @@
+// Internal to kernels/: the LoRA expand over a transposed B, per ISA.
+//   for t < T, n in [n0, n1):  acc = 0;  for j < rank: acc = fma(v[t][j], bt[j][n], acc)
+//                              y[t][n] = accumulate ? y[t][n] + acc : acc
+// bt: (rank, out) rows of length `out` (a slot's Bᵀ, scale folded), in its dtype; v: (T, ldv) f32.
+// Vectorized over n (no horizontal sums), so a rank-16 expand costs 16 FMAs per 16 outputs. Every ISA does the
+// same fused multiply-adds in the same order, so the result does not depend on the batch or the split.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace lp::kernels::detail {
+
+struct ExpandArgs {
+  const float* v = nullptr;  // (T, ldv)
+  int64_t ldv = 0;
+  int64_t T = 0;
+  int rank = 0;
+  const void* bt = nullptr;  // (rank, out)
+  DType dtype = DType::kF32;
+  int64_t out = 0;
+  float* y = nullptr;  // (T, ldy)
+  int64_t ldy = 0;
+  bool accumulate = true;
+};
+
+void lora_expand_scalar(const ExpandArgs& a, int64_t n0, int64_t n1);
+void lora_expand_avx2(const ExpandArgs& a, int64_t n0, int64_t n1);
+void lora_expand_avx512(const ExpandArgs& a, int64_t n0, int64_t n1);
+
+}  // namespace lp::kernels::detail

@@ -1,0 +1,55 @@
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/lora_expand.h"
+#include "kernels/simd_avx2.h"
+
+namespace lp::kernels::detail {
+
+namespace {
+template <DType D>
+inline __m256 load8(const void* base, int64_t i, int64_t n) {
+  if constexpr (D == DType::kF32) {
+    if (n >= 8) return _mm256_loadu_ps(static_cast<const float*>(base) + i);
+    float tmp[8] = {};
+    std::memcpy(tmp, static_cast<const float*>(base) + i, static_cast<size_t>(n) * 4);
+    return _mm256_loadu_ps(tmp);
+  }
+  if constexpr (D == DType::kBF16) {
+    const auto* p = static_cast<const uint16_t*>(base) + i;
+    return n >= 8 ? avx2::load_bf16x8(p) : avx2::load_bf16x8(p, n);
+  }
+  if constexpr (D == DType::kF16) {
+    const auto* p = static_cast<const uint16_t*>(base) + i;
+    return n >= 8 ? avx2::load_f16x8(p) : avx2::load_f16x8(p, n);
+  }
+}
+
+template <DType D>
+void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; n += 8) {
+    const int64_t w = std::min<int64_t>(8, n1 - n);
+    for (int64_t t = 0; t < a.T; ++t) {
+      const float* v = a.v + t * a.ldv;
+      __m256 acc = _mm256_setzero_ps();
+      for (int j = 0; j < a.rank; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(v[j]), load8<D>(a.bt, j * a.out + n, w), acc);
+      float* y = a.y + t * a.ldy + n;
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc);
+      for (int64_t i = 0; i < w; ++i) y[i] = a.accumulate ? y[i] + tmp[i] : tmp[i];
+    }
+  }
+}
+}  // namespace
+
+void lora_expand_avx2(const ExpandArgs& a, int64_t n0, int64_t n1) {
+  switch (a.dtype) {
+    case DType::kF32: return expand<DType::kF32>(a, n0, n1);
+    case DType::kBF16: return expand<DType::kBF16>(a, n0, n1);
+    case DType::kF16: return expand<DType::kF16>(a, n0, n1);
+  }
+}
+
+}  // namespace lp::kernels::detail
