@@ -121,33 +121,27 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
     if (bf16x) k.convert_x_bf16(gx[gi], g.count, gld[gi], in, s.xb.data() + g.first * ldxb, ldxb);
   }
 
-  // 2. Work of every (target, group) whose slot adapts that target; v and yg regions per target.
+  // 2. Work of every (target, group) whose slot adapts that target, and its v region.
   struct Work {
     int32_t t, g, rank;
-    int64_t yg_off;  // rows into this target's yg region (gathered groups only)
   };
   std::vector<Work> work;
-  std::vector<int64_t> v_base(targets.size()), yg_base(targets.size());
-  int64_t v_total = 0, yg_total = 0;
+  std::vector<int64_t> v_base(targets.size());
+  int64_t v_total = 0;
   for (size_t t = 0; t < targets.size(); ++t) {
     const LoraWeights& w = *targets[t].w;
     v_base[t] = v_total;
-    yg_base[t] = yg_total;
-    int64_t yrows = 0;
     for (size_t gi = 0; gi < G; ++gi) {
       const LoraGroup& g = plan.groups[gi];
       int r = w.ranks[g.slot];
       LP_CHECK(r >= 0 && r <= w.max_rank, "lora: rank {} > max_rank {}", r, w.max_rank);
       if (r == 0) continue;
-      work.push_back({static_cast<int32_t>(t), static_cast<int32_t>(gi), r, yrows});
-      if (!g.contiguous) yrows += g.count;
+      work.push_back({static_cast<int32_t>(t), static_cast<int32_t>(gi), r});
     }
     v_total += R * w.max_rank;
-    yg_total += yrows * w.out;
   }
   if (work.empty()) return;
   if (s.v.size() < static_cast<size_t>(v_total)) s.v.resize(v_total);
-  if (s.yg.size() < static_cast<size_t>(yg_total)) s.yg.resize(yg_total);
 
   // 3. Shrink, one parallel pass over (work, chunk of rank rows): v[t][row] = A[slot] x[row].
   const int64_t grain = std::max(1, k.row_grain);
@@ -174,8 +168,8 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
     for (int64_t i = b; i < e; ++i) shrink_item(items[i]);
   });
   // 4. Expand, one parallel pass over (work, chunk of output columns): y[row] += Bᵀ[slot]ᵀ v[row], vectorized
-  //    over the outputs (B is stored transposed in the slots). Gathered groups compute into yg first and then
-  //    add into their scattered rows (the same value as adding in place: y + acc).
+  //    over the outputs (B is stored transposed in the slots) and added straight into each token's row, so
+  //    gathered groups need no scatter step.
   const ExpandFn expand = expand_for(k);
   constexpr int64_t kColChunk = 256;
   items.clear();
@@ -190,29 +184,26 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
     const int64_t mr = w.max_rank, out = w.out;
     const int64_t n0 = it.second, n1 = std::min<int64_t>(n0 + kColChunk, out);
     ExpandArgs a;
-    a.v = s.v.data() + v_base[wk.t] + g.first * mr;
     a.ldv = mr;
-    a.T = g.count;
     a.rank = wk.rank;
     a.bt = static_cast<const char*>(w.b) + static_cast<int64_t>(g.slot) * mr * out * esz;
     a.dtype = w.dtype;
     a.out = out;
+    a.accumulate = true;
     if (g.contiguous) {
+      a.v = s.v.data() + v_base[wk.t] + g.first * mr;
+      a.T = g.count;
       a.y = tg.y + plan.rows[g.first] * tg.ldy;
       a.ldy = tg.ldy;
-      a.accumulate = true;
       expand(a, n0, n1);
       return;
     }
-    float* yg = s.yg.data() + yg_base[wk.t] + wk.yg_off * out;
-    a.y = yg;
-    a.ldy = out;
-    a.accumulate = false;
-    expand(a, n0, n1);
+    a.T = 1;
+    a.ldy = tg.ldy;
     for (int32_t i = 0; i < g.count; ++i) {
-      float* dst = tg.y + plan.rows[g.first + i] * tg.ldy;
-      const float* src = yg + i * out;
-      for (int64_t n = n0; n < n1; ++n) dst[n] += src[n];
+      a.v = s.v.data() + v_base[wk.t] + (g.first + i) * mr;
+      a.y = tg.y + plan.rows[g.first + i] * tg.ldy;
+      expand(a, n0, n1);
     }
   };
   pool.parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {

@@ -63,7 +63,6 @@ struct LoraScratch {
   Buffer<float> xg;      // (rows, in) gathered x
   Buffer<uint16_t> xb;   // (rows, ldxb) bf16 x
   Buffer<float> v;       // (rows, max_rank)
-  Buffer<float> yg;      // (rows, out) expand output of gathered groups
 };
 
 // y (+)= the LoRA term for every token in the plan.   x: (T, w.in) stride ldx;  y: (T, w.out) stride ldy.
