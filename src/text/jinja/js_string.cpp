@@ -1,5 +1,6 @@
 // JavaScript string semantics over UTF-8 (see js_string.h).
 #include "text/jinja/js_string.h"
+#include "text/tokenizer_utf8.h"
 
 #include <utf8proc.h>
 
@@ -11,22 +12,9 @@
 namespace lp::text::jinja::js {
 
 void append_utf8(std::string& out, char32_t cp) {
+  // JS strings can hold lone surrogates; UTF-8 cannot: they (and out-of-range values) become U+FFFD.
   if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) cp = 0xFFFD;
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
+  text::utf8_append(out, cp);
 }
 
 namespace {
