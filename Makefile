@@ -1,11 +1,15 @@
 # loraplex — the two set-up commands are `make serve` and `make test` (see README.md).
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_TSAN ?= build-tsan
+# The tests with threads of their own (adapter manager + loader thread, engine thread, compute pool), run under
+# ThreadSanitizer. Only these targets are built in the TSan tree.
+TSAN_TESTS ?= adapter_manager_tsan_test adapter_manager_test engine_test thread_pool_test
 JOBS       ?= $(shell nproc)
 DEMO       ?= demo/smol
 PORT       ?= 8000
 
-.PHONY: deps fixtures build build-asan test test-unit test-asan fuzz serve demo bench clean format
+.PHONY: deps fixtures build build-asan test test-unit test-asan test-tsan fuzz serve demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -25,10 +29,19 @@ $(BUILD_ASAN)/build.ninja: | deps
 build-asan: deps $(BUILD_ASAN)/build.ninja
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 
-# Every test: unit + integration tests on the release build, then the unit tests under ASan + UBSan.
+# Every test: unit + integration tests on the release build, then the unit tests under ASan + UBSan, then the
+# threaded tests under TSan.
 test: fixtures build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) -LE slow
+	$(MAKE) test-tsan
+
+$(BUILD_TSAN)/build.ninja: | deps
+	cmake -S . -B $(BUILD_TSAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DLP_TSAN=ON -DLP_BUILD_BENCH=OFF
+
+test-tsan: deps $(BUILD_TSAN)/build.ninja
+	cmake --build $(BUILD_TSAN) -j $(JOBS) --target $(TSAN_TESTS)
+	cd $(BUILD_TSAN) && TSAN_OPTIONS=halt_on_error=1 LORAPLEX_LOG=error ctest --output-on-failure -j $(JOBS) -E _NOT_BUILT
 
 test-unit: fixtures build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -54,4 +67,4 @@ format:
 	find src tests bench fuzz -name '*.cpp' -o -name '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN) build-fuzz
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN) build-fuzz
