@@ -29,11 +29,11 @@ $(BUILD_ASAN)/build.ninja: | deps
 build-asan: deps $(BUILD_ASAN)/build.ninja
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 
-# Every test: unit + integration tests on the release build, then the unit tests under ASan + UBSan, then the
-# threaded tests under TSan.
+# Every test: all tests on the release build, then all of them again under ASan + UBSan (the end-to-end
+# suites too: they start the sanitized server), then the threaded tests under TSan.
 test: fixtures build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) -LE slow
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
 	$(MAKE) test-tsan
 
 $(BUILD_TSAN)/build.ninja: | deps

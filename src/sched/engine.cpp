@@ -526,8 +526,7 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
     // share cached KV.
     auto info = im.adapters->info(req.adapter);
     std::string ident = req.adapter + '\0' + (info ? info->path.string() : std::string());
-    seq->adapter_key = kv::block_hash(0x5eed, 0, {}) ^ std::hash<std::string>{}(ident);
-    if (seq->adapter_key == 0) seq->adapter_key = 1;
+    seq->adapter_key = std::hash<std::string>{}(ident) | 1;  // never 0, which means the base model
   }
   seq->req = std::move(req);
   {
