@@ -2,11 +2,11 @@
 //
 // Every output element is one 16-lane f32 accumulator that walks K in fixed chunks (32 bf16 pairs with
 // vdpbf16ps, or 16 f32 with FMA), the K tail through masked zero loads, then one canonical horizontal sum
-// (simd_avx512.h). Tiles of different shapes (4 tokens x 4 rows for GEMM, 1 x 16 for GEMV, smaller ones
-// for remainders) only change which accumulators live side by side, never the arithmetic of one, so the
-// result is bit-identical whatever T and whichever tile computed it.
+// (simd_avx512.h). Tiles of different shapes (4 tokens x 4 rows for GEMM, one row at a time for GEMV,
+// smaller ones for remainders) only change which accumulators live side by side, never the arithmetic of
+// one, so the result is bit-identical whatever T and whichever tile computed it.
 //
-// Cost: GEMV streams W once (16 rows at a time, bandwidth-bound); GEMM keeps a 4-row W tile in L1 while
+// Cost: GEMV streams W once, in address order (bandwidth-bound); GEMM keeps a 4-row W tile in L1 while
 // the tokens of a block (x in L2) stream past it: 8 loads per 16 vdpbf16ps, compute-bound.
 // GCC 12 flags its own _mm512_undefined_*() inside the intrinsics headers (a known false positive).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -22,6 +22,16 @@ namespace lp::kernels::avx512 {
 namespace {
 
 using detail::MatmulArgs;
+
+// GEMV streams W in address order; a software prefetch this far ahead keeps enough lines in flight (4 KB
+// and less left the stream latency-bound; 8 KB with the non-temporal hint measured best on Zen 4, whose
+// hardware prefetcher alone reached ~60% of the read bandwidth). Lines past the caller's range are not
+// fetched: the next range usually belongs to the other thread.
+constexpr int64_t kStreamAhead = 8192;
+inline void stream_prefetch(const void* p, const char* end) {
+  const char* q = static_cast<const char*>(p) + kStreamAhead;
+  if (q < end) _mm_prefetch(q, _MM_HINT_NTA);
+}
 
 // BF16 weights with x pre-rounded to bf16 (args.xb, zero-padded to a multiple of 32): vdpbf16ps.
 struct Bf16Dot {
@@ -55,6 +65,29 @@ struct Bf16Dot {
       }
     }
     reduce_accumulators<TT * RN>(acc, res);
+  }
+
+  // Row n for tokens [t0, t0 + TT): acc[t] gets the same sequence of vdpbf16ps as tile() gives that element.
+  // W is read in address order, prefetching kStreamAhead bytes ahead (up to pf_end).
+  template <int TT>
+  static void row(const MatmulArgs& a, int64_t t0, int64_t n, __m512* acc, const char* pf_end) {
+    const int64_t K = a.W.cols;
+    const uint16_t* w = static_cast<const uint16_t*>(a.W.data) + n * a.W.row_stride;
+    const uint16_t* x = a.xb + t0 * a.ldxb;
+    for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      stream_prefetch(w + k, pf_end);
+      __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);
+      for (int t = 0; t < TT; ++t)
+        acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)_mm512_loadu_si512(x + t * a.ldxb + k), wv);
+    }
+    if (k < K) {
+      stream_prefetch(w + k, pf_end);
+      __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(tail_mask32(K - k), w + k);
+      for (int t = 0; t < TT; ++t)
+        acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)_mm512_loadu_si512(x + t * a.ldxb + k), wv);
+    }
   }
 };
 
@@ -104,6 +137,28 @@ struct F32Fma {
     }
     reduce_accumulators<TT * RN>(acc, res);
   }
+
+  template <int TT>
+  static void row(const MatmulArgs& a, int64_t t0, int64_t n, __m512* acc, const char* pf_end) {
+    const int64_t K = a.W.cols;
+    constexpr int64_t kSize = D == DType::kF32 ? 4 : 2;
+    const char* w = static_cast<const char*>(a.W.data) + n * a.W.row_stride * kSize;
+    const float* x = a.x + t0 * a.ldx;
+    for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      stream_prefetch(w + k * kSize, pf_end);
+      __m512 wv = load_w(w, k);
+      for (int t = 0; t < TT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(x + t * a.ldx + k), wv, acc[t]);
+    }
+    if (k < K) {
+      stream_prefetch(w + k * kSize, pf_end);
+      __mmask16 m = tail_mask16(K - k);
+      __m512 wv = load_w(w, k, m);
+      for (int t = 0; t < TT; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + t * a.ldx + k), wv, acc[t]);
+    }
+  }
 };
 
 // y = y + (dot + bias) (or y = dot + bias) for a TT x RN tile at (t0, n0); the one epilogue of every tile.
@@ -146,22 +201,57 @@ inline void token_tiles(const MatmulArgs& a, int64_t t0, int64_t t1, int64_t n0)
   }
 }
 
-constexpr int64_t kGemmMinTokens = 4;  // below this, GEMV tiles (1 token x 16 rows)
+constexpr int64_t kGemmMinTokens = 4;  // below this, gemv_rows
 constexpr int64_t kRowPanel = 64;      // rows whose W panel stays in L2 while a token block passes
 constexpr int64_t kXBlockBytes = 384 << 10;
+
+// GEMV (few tokens): the rows of W one after another, so each thread reads ONE address-ordered stream.
+// (Walking 16 rows side by side by K chunks made 16 streams and reached about half the bandwidth.) Rows
+// are grouped by 16 only for the reduction; every element still gets tile()'s arithmetic.
+template <class P, int TT>
+void gemv_rows(const MatmulArgs& a, int64_t t0, int64_t n0, int64_t n1) {
+  const int64_t esize = a.W.dtype == DType::kF32 ? 4 : 2;
+  const char* pf_end = static_cast<const char*>(a.W.data) + n1 * a.W.row_stride * esize;
+  // Prime the stream: the loop below prefetches kStreamAhead bytes ahead, so the first lines would
+  // otherwise arrive one latency at a time (every call starts here; a step makes hundreds of them).
+  const char* first = static_cast<const char*>(a.W.data) + n0 * a.W.row_stride * esize;
+  for (const char* q = first; q < std::min(pf_end, first + kStreamAhead); q += 64) _mm_prefetch(q, _MM_HINT_NTA);
+  for (int64_t nb = n0; nb < n1; nb += 16) {
+    const int rn = static_cast<int>(std::min<int64_t>(16, n1 - nb));
+    __m512 acc[TT][16];
+    __m512 one[TT];
+    for (int r = 0; r < rn; ++r) {
+      P::template row<TT>(a, t0, nb + r, one, pf_end);
+      for (int t = 0; t < TT; ++t) acc[t][r] = one[t];
+    }
+    for (int t = 0; t < TT; ++t) {
+      for (int r = rn; r < 16; ++r) acc[t][r] = _mm512_setzero_ps();
+      float res[16];
+      reduce_accumulators<16>(acc[t], res);
+      float* yr = a.y + (t0 + t) * a.ldy + nb;
+      for (int r = 0; r < rn; ++r) {
+        float v = res[r];
+        if (a.bias) v += a.bias[nb + r];
+        yr[r] = a.accumulate ? yr[r] + v : v;
+      }
+    }
+  }
+}
 
 template <class P>
 void matmul_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const int64_t T = a.T;
   if (T < kGemmMinTokens) {
-    int64_t n = n0;
-    for (; n + 16 <= n1; n += 16)
-      for (int64_t t = 0; t < T; ++t) do_tile<P, 1, 16>(a, t, n, t == 0);
-    for (; n + 4 <= n1; n += 4)
-      for (int64_t t = 0; t < T; ++t) do_tile<P, 1, 4>(a, t, n, t == 0);
-    for (; n < n1; ++n)
-      for (int64_t t = 0; t < T; ++t) do_tile<P, 1, 1>(a, t, n);
-    return;
+    switch (T) {
+      case 1:
+        return gemv_rows<P, 1>(a, 0, n0, n1);
+      case 2:
+        return gemv_rows<P, 2>(a, 0, n0, n1);
+      case 3:
+        return gemv_rows<P, 3>(a, 0, n0, n1);
+      default:
+        return;
+    }
   }
   // Token block: the x rows of one block (bf16 or f32) stay in L2 while a row panel passes over them.
   int64_t x_row_bytes = std::max<int64_t>(a.W.cols, 1) * (a.xb ? 2 : 4);

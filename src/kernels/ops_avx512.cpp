@@ -114,19 +114,47 @@ inline __m512 dot_acc(const float* q, const float* k, int hd) {
   return acc;
 }
 
+// Software prefetch of the K (or V) row kKeysAhead positions ahead: a sequence's rows are contiguous only
+// within one KV block, so the hardware prefetcher loses the stream at every block boundary.
+constexpr int kKeysAhead = 16;
+class RowPrefetcher {
+ public:
+  RowPrefetcher(const PagedKV& c, const detail::AttnQuery& aq, const float* base)
+      : walk_(c, aq), base_(base), hd_(c.head_dim), n_(aq.n_keys) {
+    for (int i = 0; i < kKeysAhead; ++i) step();
+  }
+  void step() {
+    if (next_ >= n_) return;
+    const char* row = reinterpret_cast<const char*>(base_ + walk_.offset());
+    for (int64_t b = 0; b < hd_ * 4; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+    walk_.next();
+    ++next_;
+  }
+
+ private:
+  detail::KeyWalker walk_;
+  const float* base_;
+  int64_t hd_, n_, next_ = 0;
+};
+
 void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   const int hd = c.head_dim;
   const int64_t n = aq.n_keys;
   detail::KeyWalker keys(c, aq);
+  RowPrefetcher kpf(c, aq, c.k);
   // Scores, 16 keys per transpose-add tree (bit-identical to one reduce16 per key).
   const __m512 scale = _mm512_set1_ps(aq.scale);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     __m512 acc[16];
-    for (int i = 0; i < 16; ++i, keys.next()) acc[i] = dot_acc(aq.q, c.k + keys.offset(), hd);
+    for (int i = 0; i < 16; ++i, keys.next()) {
+      kpf.step();
+      acc[i] = dot_acc(aq.q, c.k + keys.offset(), hd);
+    }
     _mm512_storeu_ps(s + j, _mm512_mul_ps(reduce16x16(acc), scale));
   }
   for (; j < n; ++j, keys.next()) s[j] = reduce16(dot_acc(aq.q, c.k + keys.offset(), hd)) * aq.scale;
+  RowPrefetcher vpf(c, aq, c.v);  // V rows start arriving while the exponentials are computed
   // Probabilities (unnormalized), then out = (sum_j e_j V_j) / sum_j e_j, keys in ascending order.
   const float inv = 1.f / exp_shifted(s, n);
   const int nc = (hd + 15) / 16;
@@ -134,6 +162,7 @@ void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   for (int i = 0; i < nc; ++i) acc[i] = _mm512_setzero_ps();
   keys = detail::KeyWalker(c, aq);
   for (j = 0; j < n; ++j, keys.next()) {
+    vpf.step();
     const float* v = c.v + keys.offset();
     __m512 e = _mm512_set1_ps(s[j]);
     for (int i = 0; i < nc; ++i)
