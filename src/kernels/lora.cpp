@@ -55,7 +55,7 @@ namespace detail {
 void lora_expand_scalar(const ExpandArgs& a, int64_t n0, int64_t n1) {
   for (int64_t t = 0; t < a.T; ++t) {
     const float* v = a.v + t * a.ldv;
-    float* y = a.y + t * a.ldy;
+    float* y = a.y_row(t);
     for (int64_t n = n0; n < n1; ++n) {
       float acc = 0.f;
       for (int j = 0; j < a.rank; ++j) {
@@ -198,13 +198,12 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
       expand(a, n0, n1);
       return;
     }
-    a.T = 1;
+    a.v = s.v.data() + v_base[wk.t] + g.first * mr;
+    a.T = g.count;
+    a.y = tg.y;
     a.ldy = tg.ldy;
-    for (int32_t i = 0; i < g.count; ++i) {
-      a.v = s.v.data() + v_base[wk.t] + (g.first + i) * mr;
-      a.y = tg.y + plan.rows[g.first + i] * tg.ldy;
-      expand(a, n0, n1);
-    }
+    a.rows = plan.rows.data() + g.first;  // each token's own row: no scatter step
+    expand(a, n0, n1);
   };
   pool.parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) expand_item(items[i]);

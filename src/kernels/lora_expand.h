@@ -1,6 +1,7 @@
 // Internal to kernels/: the LoRA expand over a transposed B, per ISA.
 //   for t < T, n in [n0, n1):  acc = 0;  for j < rank: acc = fma(v[t][j], bt[j][n], acc)
-//                              y[t][n] = accumulate ? y[t][n] + acc : acc
+//                              Y[t][n] = accumulate ? Y[t][n] + acc : acc
+//   where Y[t] is row rows[t] of y (row t when rows is null), so gathered tokens are written in place.
 // bt: (rank, out) rows of length `out` (a slot's Bᵀ, scale folded), in its dtype; v: (T, ldv) f32.
 // Vectorized over n (no horizontal sums), so a rank-16 expand costs 16 FMAs per 16 outputs. Every ISA does the
 // same fused multiply-adds in the same order, so the result does not depend on the batch or the split.
@@ -13,6 +14,8 @@
 namespace lp::kernels::detail {
 
 struct ExpandArgs {
+  float* y_row(int64_t t) const { return y + (rows ? rows[t] : t) * ldy; }
+
   const float* v = nullptr;  // (T, ldv)
   int64_t ldv = 0;
   int64_t T = 0;
@@ -20,8 +23,9 @@ struct ExpandArgs {
   const void* bt = nullptr;  // (rank, out)
   DType dtype = DType::kF32;
   int64_t out = 0;
-  float* y = nullptr;  // (T, ldy)
+  float* y = nullptr;  // rows of length >= n1, stride ldy
   int64_t ldy = 0;
+  const int32_t* rows = nullptr;  // (T) row of y for each token, or null for 0, 1, ..., T-1
   bool accumulate = true;
 };
 

@@ -32,7 +32,7 @@ template <DType D>
 void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
   for (int64_t t = 0; t < a.T; ++t) {
     const float* v = a.v + t * a.ldv;
-    float* y = a.y + t * a.ldy;
+    float* y = a.y_row(t);
     int64_t n = n0;
     for (; n + 32 <= n1; n += 32) {
       __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;

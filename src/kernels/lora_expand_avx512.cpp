@@ -13,42 +13,67 @@ inline __m512 load16(const void* base, int64_t i, __mmask16 m) {
   if constexpr (D == DType::kF16) return avx512::load_f16x16(static_cast<const uint16_t*>(base) + i, m);
 }
 
-// Four independent 16-wide accumulators per step (4 x 16 outputs): the FMA chains over j overlap instead of
-// waiting on each other's latency. Each output still sums its j terms in order, so results are batch invariant.
+// A block of TT tokens x 64 outputs: each 64-wide row chunk of Bᵀ is loaded (and widened) once for the TT
+// tokens, and the 4 x TT accumulators are independent FMA chains. Each output still sums its j terms in
+// order from zero, so the result does not depend on how tokens are blocked (batch invariant).
+template <DType D, int TT>
+inline void block64(const ExpandArgs& a, int64_t t0, int64_t n) {
+  __m512 acc[TT][4];
+  for (int t = 0; t < TT; ++t)
+    for (int c = 0; c < 4; ++c) acc[t][c] = _mm512_setzero_ps();
+  for (int j = 0; j < a.rank; ++j) {
+    const int64_t base = j * a.out + n;
+    __m512 b[4];
+    for (int c = 0; c < 4; ++c) b[c] = load16<D>(a.bt, base + 16 * c, 0xffff);
+    for (int t = 0; t < TT; ++t) {
+      const __m512 vj = _mm512_set1_ps(a.v[(t0 + t) * a.ldv + j]);
+      for (int c = 0; c < 4; ++c) acc[t][c] = _mm512_fmadd_ps(vj, b[c], acc[t][c]);
+    }
+  }
+  for (int t = 0; t < TT; ++t) {
+    float* y = a.y_row(t0 + t) + n;
+    for (int c = 0; c < 4; ++c) {
+      __m512 r = acc[t][c];
+      if (a.accumulate) r = _mm512_add_ps(_mm512_loadu_ps(y + 16 * c), r);
+      _mm512_storeu_ps(y + 16 * c, r);
+    }
+  }
+}
+
+// TT tokens x up to 16 outputs (masked), for the column tail.
+template <DType D, int TT>
+inline void block16(const ExpandArgs& a, int64_t t0, int64_t n, int64_t n1) {
+  const __mmask16 m = avx512::tail_mask16(n1 - n);
+  __m512 acc[TT];
+  for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int j = 0; j < a.rank; ++j) {
+    const __m512 b = load16<D>(a.bt, j * a.out + n, m);
+    for (int t = 0; t < TT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(a.v[(t0 + t) * a.ldv + j]), b, acc[t]);
+  }
+  for (int t = 0; t < TT; ++t) {
+    float* y = a.y_row(t0 + t) + n;
+    __m512 r = acc[t];
+    if (a.accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), r);
+    _mm512_mask_storeu_ps(y, m, r);
+  }
+}
+
+template <DType D, int TT>
+void expand_tokens(const ExpandArgs& a, int64_t t0, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 64 <= n1; n += 64) block64<D, TT>(a, t0, n);
+  for (; n < n1; n += 16) block16<D, TT>(a, t0, n, n1);
+}
+
 template <DType D>
 void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
-  for (int64_t t = 0; t < a.T; ++t) {
-    const float* v = a.v + t * a.ldv;
-    float* y = a.y + t * a.ldy;
-    int64_t n = n0;
-    for (; n + 64 <= n1; n += 64) {
-      __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-      for (int j = 0; j < a.rank; ++j) {
-        const __m512 vj = _mm512_set1_ps(v[j]);
-        const int64_t base = j * a.out + n;
-        acc0 = _mm512_fmadd_ps(vj, load16<D>(a.bt, base, 0xffff), acc0);
-        acc1 = _mm512_fmadd_ps(vj, load16<D>(a.bt, base + 16, 0xffff), acc1);
-        acc2 = _mm512_fmadd_ps(vj, load16<D>(a.bt, base + 32, 0xffff), acc2);
-        acc3 = _mm512_fmadd_ps(vj, load16<D>(a.bt, base + 48, 0xffff), acc3);
-      }
-      if (a.accumulate) {
-        acc0 = _mm512_add_ps(_mm512_loadu_ps(y + n), acc0);
-        acc1 = _mm512_add_ps(_mm512_loadu_ps(y + n + 16), acc1);
-        acc2 = _mm512_add_ps(_mm512_loadu_ps(y + n + 32), acc2);
-        acc3 = _mm512_add_ps(_mm512_loadu_ps(y + n + 48), acc3);
-      }
-      _mm512_storeu_ps(y + n, acc0);
-      _mm512_storeu_ps(y + n + 16, acc1);
-      _mm512_storeu_ps(y + n + 32, acc2);
-      _mm512_storeu_ps(y + n + 48, acc3);
-    }
-    for (; n < n1; n += 16) {
-      const __mmask16 m = avx512::tail_mask16(n1 - n);
-      __m512 acc = _mm512_setzero_ps();
-      for (int j = 0; j < a.rank; ++j) acc = _mm512_fmadd_ps(_mm512_set1_ps(v[j]), load16<D>(a.bt, j * a.out + n, m), acc);
-      if (a.accumulate) acc = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + n), acc);
-      _mm512_mask_storeu_ps(y + n, m, acc);
-    }
+  int64_t t = 0;
+  for (; t + 4 <= a.T; t += 4) expand_tokens<D, 4>(a, t, n0, n1);
+  switch (a.T - t) {
+    case 3: return expand_tokens<D, 3>(a, t, n0, n1);
+    case 2: return expand_tokens<D, 2>(a, t, n0, n1);
+    case 1: return expand_tokens<D, 1>(a, t, n0, n1);
+    default: return;
   }
 }
 }  // namespace
