@@ -213,9 +213,12 @@ AdapterManager::Acquire AdapterManager::acquire(const std::string& name) {
       return {Status::kUnknown, -1, fmt::format("adapter '{}' is not registered", name)};
     e = it->second;
     r = place_locked(e, /*hold=*/true, &copy);
+    r.id = e->id;
     if (!copy) return r;
   }
-  return fill_slot(e, r.slot, std::move(copy));
+  r = fill_slot(e, r.slot, std::move(copy));
+  r.id = e->id;
+  return r;
 }
 
 // Decides what acquire()/poll() do for `e`; on a host → slot move it claims the slot (and the hold) and

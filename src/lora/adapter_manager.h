@@ -127,6 +127,7 @@ class AdapterManager {
     Status status = Status::kUnknown;
     int slot = -1;
     std::string error;
+    uint64_t id = 0;  // the registration (new for every register(), never 0): keys caches of adapter output
   };
   // Engine thread. Never blocks on disk I/O; a host → slot copy (a few ms for a 1B model) happens here.
   Acquire acquire(const std::string& name);

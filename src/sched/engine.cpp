@@ -33,7 +33,7 @@ struct Seq {
   int64_t computed = 0;  // tokens whose K/V are in the cache
   kv::SeqBlocks blocks;
   int32_t slot = -1;     // adapter slot held while running, -1 none
-  uint64_t adapter_key = 0;      // adapter identity for prefix-cache hashes (0 = base model)
+  uint64_t adapter_key = 0;      // adapter registration id for prefix-cache hashes (0 = base model)
   std::vector<uint64_t> hashes;  // hashes of the full blocks of `tokens` known so far
   size_t registered = 0;         // blocks of the table registered in the prefix cache
   std::unique_ptr<Sampler> sampler;
@@ -53,7 +53,7 @@ struct Engine::Impl {
   void admit(int64_t& budget, std::vector<std::pair<Seq*, int64_t>>& sched);
   bool reserve(Seq& s, int64_t n_tokens);
   uint64_t hash_of_block(Seq& s, size_t i);
-  void match_prefix(Seq& s);
+  bool match_prefix(Seq& s);
   void register_full_blocks(Seq& s);
   void preempt(Seq& s);
   void finish(Seq& s, FinishReason why, const std::string& error = "");
@@ -68,6 +68,7 @@ struct Engine::Impl {
   EngineConfig cfg;
   ComputePool pool;
   std::unique_ptr<kv::KvCache> cache;
+  int64_t max_len = 0;  // context cap: the model's, and no more than the whole KV cache holds
   std::vector<int32_t> eos_ids;
 
   // Submission queue: guarded by mu. Everything below `running` is engine-thread only.
@@ -106,6 +107,10 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
   }
   int blocks = static_cast<int>((kv_tokens + cfg.block_size - 1) / cfg.block_size);
   cache = std::make_unique<kv::KvCache>(model.kv_shape(cfg.block_size), blocks);
+  // A sequence longer than the cache could never run, even alone: it would preempt itself forever.
+  max_len = std::min<int64_t>(mc.max_model_len, int64_t{blocks} * cfg.block_size);
+  if (max_len < mc.max_model_len)
+    log_info("engine: context capped at {} tokens (the KV cache), model allows {}", max_len, mc.max_model_len);
   eos_ids = mc.eos_token_ids;
   if (auto e = tok.eos_id(); e && std::find(eos_ids.begin(), eos_ids.end(), *e) == eos_ids.end()) eos_ids.push_back(*e);
   stats.kv_blocks_total = blocks;
@@ -163,9 +168,9 @@ uint64_t Engine::Impl::hash_of_block(Seq& s, size_t i) {
 }
 
 // A sequence starting from nothing adopts the cached blocks of its longest cached prefix (whole blocks, and
-// never its last token: that one must be computed to get logits).
-void Engine::Impl::match_prefix(Seq& s) {
-  if (!cfg.enable_prefix_caching || s.computed != 0 || !s.blocks.table().empty()) return;
+// never its last token: that one must be computed to get logits). Returns whether it looked.
+bool Engine::Impl::match_prefix(Seq& s) {
+  if (!cfg.enable_prefix_caching || s.computed != 0 || !s.blocks.table().empty()) return false;
   const size_t full = (s.tokens.size() - 1) / static_cast<size_t>(cfg.block_size);
   size_t i = 0;
   for (; i < full; ++i) {
@@ -175,8 +180,7 @@ void Engine::Impl::match_prefix(Seq& s) {
   }
   s.computed = static_cast<int64_t>(i) * cfg.block_size;
   s.registered = i;
-  prefix_hit_tokens += s.computed;
-  prefix_queried_tokens += static_cast<int64_t>(s.tokens.size());
+  return true;
 }
 
 // After a step: blocks that are now full and computed become findable by later sequences.
@@ -218,15 +222,23 @@ void Engine::Impl::admit(int64_t& budget, std::vector<std::pair<Seq*, int64_t>>&
         continue;
       }
       s.slot = a.slot;
+      if (s.adapter_key != a.id) {  // first admission, or the name was registered again since
+        s.adapter_key = a.id;
+        s.hashes.clear();
+      }
     }
     // KV for the known sequence (a preempted request recomputes its generated tokens too), minus the
     // blocks found in the prefix cache.
-    match_prefix(s);
+    const bool looked = match_prefix(s);
     int64_t chunk = std::min<int64_t>(budget, static_cast<int64_t>(s.tokens.size()) - s.computed);
     if (!reserve(s, s.computed + chunk)) {
       free_resources(s);
       if (s.blocked_since == 0) s.blocked_since = now;
       break;  // out of KV: nobody else fits either
+    }
+    if (looked) {  // counted once per admission, not per attempt
+      prefix_hit_tokens += s.computed;
+      prefix_queried_tokens += static_cast<int64_t>(s.tokens.size());
     }
     s.blocked_since = 0;
     budget -= chunk;
@@ -374,7 +386,7 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
     if (stopped) why = FinishReason::kStop;
   }
   if (why == FinishReason::kNone &&
-      (s.generated >= s.req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= model.config().max_model_len))
+      (s.generated >= s.req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= max_len))
     why = FinishReason::kLength;
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.generated;
@@ -487,7 +499,7 @@ void Engine::shutdown(std::chrono::milliseconds timeout) {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-int64_t Engine::max_model_len() const { return impl_->model.config().max_model_len; }
+int64_t Engine::max_model_len() const { return impl_->max_len; }
 
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lock(impl_->stats_mu);
@@ -496,7 +508,7 @@ EngineStats Engine::stats() const {
 
 std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   Impl& im = *impl_;
-  const int64_t max_len = im.model.config().max_model_len;
+  const int64_t max_len = im.max_len;
   const int V = im.model.config().vocab_size;
   if (req.prompt.empty()) fail("the prompt is empty");
   for (int32_t t : req.prompt)
@@ -506,12 +518,8 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
          "Please reduce the length of the input messages.", max_len, req.prompt.size());
   if (req.max_tokens < 1) fail("max_tokens must be at least 1, got {}", req.max_tokens);
   req.max_tokens = static_cast<int>(std::min<int64_t>(req.max_tokens, max_len - static_cast<int64_t>(req.prompt.size())));
-  // Counts the request for the per-adapter counter; false when the name is not registered.
-  if (!req.adapter.empty() && (!im.adapters || !im.adapters->count_request(req.adapter)))
+  if (!req.adapter.empty() && (!im.adapters || !im.adapters->is_registered(req.adapter)))
     fail_as(ErrorKind::kNotFound, "The model `{}` does not exist.", req.adapter);
-  if (int64_t need = (static_cast<int64_t>(req.prompt.size()) + im.cfg.block_size) / im.cfg.block_size;
-      need > im.cache->num_blocks())
-    fail("the prompt needs {} KV blocks but the cache has {}", need, im.cache->num_blocks());
 
   auto seq = std::make_unique<Seq>();
   auto ch = std::make_shared<RequestChannel>();
@@ -521,13 +529,7 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   seq->sampler = std::make_unique<Sampler>(req.sampling);
   seq->text = std::make_unique<OutputText>(im.tok, req.skip_special_tokens, req.stop, req.include_stop_str_in_output);
   seq->submit_time = now_seconds();
-  if (!req.adapter.empty()) {
-    // Adapter identity = name + resolved folder, so two adapters (or a name re-registered elsewhere) never
-    // share cached KV.
-    auto info = im.adapters->info(req.adapter);
-    std::string ident = req.adapter + '\0' + (info ? info->path.string() : std::string());
-    seq->adapter_key = std::hash<std::string>{}(ident) | 1;  // never 0, which means the base model
-  }
+  const std::string adapter = req.adapter;
   seq->req = std::move(req);
   {
     std::lock_guard<std::mutex> lock(im.mu);
@@ -539,6 +541,8 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
     ++im.queued;
   }
   im.cv.notify_one();
+  // Counted once accepted (requests refused above are not); unregistered meanwhile: admission reports it.
+  if (!adapter.empty()) im.adapters->count_request(adapter);
   return ch;
 }
 

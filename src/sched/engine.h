@@ -66,7 +66,7 @@ class Engine {
   std::shared_ptr<RequestChannel> submit(Request req);
 
   EngineStats stats() const;
-  int64_t max_model_len() const;
+  int64_t max_model_len() const;  // the model's context length, capped at what the whole KV cache holds
 
  private:
   struct Impl;
