@@ -16,6 +16,7 @@
 
 #include "core/check.h"
 #include "text/chat_template.h"
+#include "text/reference_clock.h"
 #include "util/test_util.h"
 
 namespace lp::text {
@@ -26,16 +27,6 @@ namespace fs = std::filesystem;
 
 fs::path fixtures() {
   return lp::test::source_dir() / "tests" / "fixtures";
-}
-
-std::tm fixed_now() {
-  std::tm t{};
-  t.tm_year = 2024 - 1900;
-  t.tm_mon = 6;
-  t.tm_mday = 26;
-  t.tm_hour = 10;
-  t.tm_min = 20;
-  return t;
 }
 
 struct LoadedTemplate {
@@ -49,7 +40,7 @@ struct LoadedTemplate {
 bool load_templates(std::vector<LoadedTemplate>* out) {
   const json manifest = json::parse(lp::test::read_file(fixtures() / "chat" / "templates.json"));
   jinja::TemplateOptions opt;
-  opt.now = fixed_now;
+  opt.now = lp::test::reference_now;
   for (const json& m : manifest) {
     LoadedTemplate t;
     t.name = m["name"].get<std::string>();
@@ -106,7 +97,7 @@ TEST(ChatTemplateReference, real_templates_render_conversations_byte_identically
   lp::test::write_file(dir / "cases.json", batch.dump());
   std::string out;
   const auto script = fixtures() / "chat" / "reference.mjs";
-  ASSERT_EQ(lp::test::run_command("TZ=UTC LP_FIXED_NOW=2024-07-26T10:20:00Z node '" + script.string() +
+  ASSERT_EQ(lp::test::run_command(std::string(lp::test::kReferenceNowEnv) + " node '" + script.string() +
                                       "' '" + (dir / "cases.json").string() + "'",
                                   &out),
             0)

@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "text/jinja/template.h"
+#include "text/reference_clock.h"
 #include "util/test_util.h"
 
 namespace lp::text::jinja {
@@ -242,21 +243,11 @@ std::optional<json> run_reference(const json& batch) {
   lp::test::write_file(dir / "cases.json", batch.dump());
   const auto script = lp::test::source_dir() / "tests" / "fixtures" / "chat" / "reference.mjs";
   std::string out;
-  const int rc = lp::test::run_command("TZ=UTC LP_FIXED_NOW=2024-07-26T10:20:00Z node '" + script.string() +
+  const int rc = lp::test::run_command(std::string(lp::test::kReferenceNowEnv) + " node '" + script.string() +
                                            "' '" + (dir / "cases.json").string() + "'",
                                        &out);
   if (rc != 0) throw std::runtime_error("reference.mjs failed: " + out);
   return json::parse(out);
-}
-
-std::tm fixed_now() {
-  std::tm t{};
-  t.tm_year = 2024 - 1900;
-  t.tm_mon = 6;
-  t.tm_mday = 26;
-  t.tm_hour = 10;
-  t.tm_min = 20;
-  return t;
 }
 
 TEST(JinjaReference, every_case_renders_byte_identically_to_huggingface_jinja) {
@@ -267,8 +258,7 @@ TEST(JinjaReference, every_case_renders_byte_identically_to_huggingface_jinja) {
     GTEST_SKIP() << "tests/fixtures/npm/node_modules/@huggingface/jinja is missing (run npm ci there)";
   ASSERT_EQ(results->size(), cases().size());
   TemplateOptions opt;
-  opt.now = fixed_now;
-  int checked = 0;
+  opt.now = lp::test::reference_now;
   for (size_t i = 0; i < cases().size(); ++i) {
     const Case& c = cases()[i];
     const json& ref = (*results)[i];
@@ -291,9 +281,7 @@ TEST(JinjaReference, every_case_renders_byte_identically_to_huggingface_jinja) {
                        << "\nreference threw: " << ref["error"].get<std::string>()
                        << "\nwe rendered: " << ours;
     }
-    ++checked;
   }
-  EXPECT_EQ(checked, static_cast<int>(cases().size()));
 }
 
 }  // namespace

@@ -163,6 +163,9 @@ TEST(JinjaSandbox, templates_only_see_the_given_variables) {
 TEST(JinjaHostile, huge_range_fails_fast) {
   EXPECT_NE(render_error("{% for i in range(10**9) %}x{% endfor %}").find("range"), std::string::npos);
   EXPECT_NE(render_error("{{ range(0, 10**12, 2)|length }}").find("range"), std::string::npos);
+  // 2**53 + 1 == 2**53 in doubles: the loop would never end (and the item count check passes).
+  EXPECT_NE(render_error("{{ range(2**53, 2**53 + 4)|length }}").find("does not advance"), std::string::npos);
+  EXPECT_NE(render_error("{{ range(10**17, 10**17 + 16)|length }}").find("does not advance"), std::string::npos);
 }
 
 TEST(JinjaHostile, nested_loops_hit_the_iteration_limit) {

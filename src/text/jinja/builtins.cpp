@@ -147,6 +147,10 @@ Value range_function(Interpreter& in, Args& args) {
   }
   Array out;
   for (double i = start; step > 0 ? i < stop : i > stop; i += step) {
+    // Accumulated float steps may give one item more than `count`; a step lost to rounding (|i| >= 2^53)
+    // would never reach stop.
+    if (static_cast<double>(out.size()) > count + 1)
+      fail("jinja: range() step {} does not advance from {}", js::number_to_string(step), js::number_to_string(i));
     out.push_back(std::trunc(i) == i ? Value::integer(i) : Value::floating(i));
   }
   in.charge(static_cast<int64_t>(out.size()));
