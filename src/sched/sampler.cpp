@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_set>
 
 #include "core/check.h"
 
@@ -27,16 +26,24 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
 
 void Sampler::accept(int32_t token) { counts_[token]++; }
 
-void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> prompt) const {
+void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> prompt) {
   const int64_t V = static_cast<int64_t>(logits.size());
   if (p_.repetition_penalty != 1.0f) {
-    std::unordered_set<int32_t> seen(prompt.begin(), prompt.end());
-    for (const auto& kv : counts_) seen.insert(kv.first);
-    for (int32_t t : seen) {
-      if (t < 0 || t >= V) continue;
+    // Every distinct token of prompt + output once. The prompt's distinct tokens are found on the first call
+    // (the prompt does not change), not on every token.
+    if (prompt_set_.empty() && !prompt.empty()) {
+      prompt_set_.assign(prompt.begin(), prompt.end());
+      std::sort(prompt_set_.begin(), prompt_set_.end());
+      prompt_set_.erase(std::unique(prompt_set_.begin(), prompt_set_.end()), prompt_set_.end());
+    }
+    auto penalize = [&](int32_t t) {
+      if (t < 0 || t >= V) return;
       float& l = logits[t];
       l = l > 0 ? l / p_.repetition_penalty : l * p_.repetition_penalty;
-    }
+    };
+    for (int32_t t : prompt_set_) penalize(t);
+    for (const auto& kv : counts_)
+      if (!std::binary_search(prompt_set_.begin(), prompt_set_.end(), kv.first)) penalize(kv.first);
   }
   if (p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f) {
     for (const auto& [t, n] : counts_) {
@@ -54,42 +61,55 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   cand_.clear();
   cand_.reserve(V);
   for (int64_t i = 0; i < V; ++i) cand_.emplace_back(logits[i] * inv_t, static_cast<int32_t>(i));
-  // Order: highest logit first, lowest id on ties (deterministic).
+  // Order where one is needed: highest logit first, lowest id on ties (a strict total order, so any sorted
+  // prefix is the prefix of the full sort).
   auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
-  size_t keep = cand_.size();
-  if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < keep) {
-    keep = static_cast<size_t>(p_.top_k);
-    std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), better);
-  } else {
-    std::sort(cand_.begin(), cand_.end(), better);
+  if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < cand_.size()) {
+    std::partial_sort(cand_.begin(), cand_.begin() + p_.top_k, cand_.end(), better);
+    cand_.resize(static_cast<size_t>(p_.top_k));
   }
-  cand_.resize(keep);
-  // Softmax over the kept candidates.
+  // Softmax over the candidates (no order needed).
   float mx = cand_[0].first;
+  for (const auto& c : cand_) mx = std::max(mx, c.first);
+  prob_.resize(cand_.size());
   double sum = 0;
-  std::vector<double> prob(keep);
-  for (size_t i = 0; i < keep; ++i) sum += prob[i] = std::exp(static_cast<double>(cand_[i].first - mx));
-  for (double& p : prob) p /= sum;
+  for (size_t i = 0; i < cand_.size(); ++i) sum += prob_[i] = std::exp(static_cast<double>(cand_[i].first - mx));
+  size_t keep = cand_.size();
   if (p_.top_p < 1.0f) {
+    // The smallest most-probable set reaching top_p: sort a prefix of growing length until it gets there,
+    // instead of the whole vocabulary (a full sort of 128K entries costs ~10 ms per token); a flat
+    // distribution gets to the full sort after two cheap tries.
+    const double target = p_.top_p * sum;
+    size_t sorted = 0, n = 0;
     double cum = 0;
-    size_t n = 0;
-    while (n < keep) {
-      cum += prob[n++];
-      if (cum >= p_.top_p) break;
+    for (size_t want = 64;; want = want < 1024 ? 1024 : cand_.size()) {
+      const size_t k = std::min(want, cand_.size());
+      if (k == cand_.size())
+        std::sort(cand_.begin() + static_cast<long>(sorted), cand_.end(), better);
+      else
+        std::partial_sort(cand_.begin() + static_cast<long>(sorted), cand_.begin() + static_cast<long>(k), cand_.end(), better);
+      sorted = k;
+      while (n < sorted && cum < target) cum += std::exp(static_cast<double>(cand_[n++].first - mx));
+      if (cum >= target || sorted == cand_.size()) break;
     }
     keep = std::max<size_t>(n, 1);
+    for (size_t i = 0; i < keep; ++i) prob_[i] = std::exp(static_cast<double>(cand_[i].first - mx));
   }
-  if (p_.min_p > 0.0f) {
-    double thr = p_.min_p * prob[0];
-    size_t n = 1;
-    while (n < keep && prob[n] >= thr) ++n;
+  if (p_.min_p > 0.0f) {  // drop p < min_p * p_max, keeping the order; prob_ is relative to p_max (= 1)
+    const double thr = std::min(1.0, static_cast<double>(p_.min_p));  // the most probable token always stays
+    size_t n = 0;
+    for (size_t i = 0; i < keep; ++i)
+      if (prob_[i] >= thr) {
+        cand_[n] = cand_[i];
+        prob_[n++] = prob_[i];
+      }
     keep = n;
   }
   double total = 0;
-  for (size_t i = 0; i < keep; ++i) total += prob[i];
+  for (size_t i = 0; i < keep; ++i) total += prob_[i];
   double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
   for (size_t i = 0; i < keep; ++i) {
-    r -= prob[i];
+    r -= prob_[i];
     if (r < 0) return cand_[i].second;
   }
   return cand_[keep - 1].second;

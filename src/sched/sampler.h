@@ -39,11 +39,13 @@ class Sampler {
   static void log_softmax(std::span<const float> logits, std::vector<float>& out);
 
  private:
-  void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt) const;
+  void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt);
   SamplingParams p_;
   std::mt19937_64 rng_;
   std::unordered_map<int32_t, int> counts_;  // generated token -> times generated
-  std::vector<std::pair<float, int32_t>> cand_;  // scratch
+  std::vector<int32_t> prompt_set_;              // the prompt's distinct tokens, sorted (repetition penalty)
+  std::vector<std::pair<float, int32_t>> cand_;  // scratch: (logit / temperature, id)
+  std::vector<double> prob_;                     // scratch: unnormalized probabilities of cand_
 };
 
 int32_t argmax(std::span<const float> logits);

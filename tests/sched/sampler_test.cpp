@@ -95,6 +95,18 @@ TEST(Sampler, TopKTopPMinPRestrictTheSupport) {
   EXPECT_EQ(support(p, l), (std::set<int32_t>{0, 1, 2, 3}));
 }
 
+// A top-p set larger than the first sorted prefix (64) the sampler looks at: 200 equally likely tokens hold
+// 80% of the mass, so top_p 0.75 keeps exactly the first 188 of them (ties go to the lowest id).
+TEST(Sampler, TopPSetLargerThanTheFirstSortedPrefix) {
+  std::vector<double> probs(3000, 0.2 / 2800);
+  for (int i = 0; i < 200; ++i) probs[100 + i] = 0.8 / 200;  // ids 100..299
+  SamplingParams p;
+  p.top_p = 0.75f;
+  std::set<int32_t> want;
+  for (int32_t i = 100; i < 100 + 188; ++i) want.insert(i);
+  EXPECT_EQ(support(p, logits_of(probs), 20000), want);
+}
+
 TEST(Sampler, PenaltiesFollowVllmFormulas) {
   SamplingParams p;
   p.temperature = 0;
