@@ -41,7 +41,7 @@ struct WeightSet {
     std::mt19937 rng(7);
     std::uniform_real_distribution<float> d(-0.05f, 0.05f);
     for (int64_t i = 0; i < per; ++i) data[i] = f32_to_bf16(d(rng));
-    // Each copy is touched by the pool threads in the same row split the kernel uses, later.
+    // The copies hold the same values at different addresses, so consecutive calls stream different memory.
     for (int64_t c = 1; c < copies; ++c) std::memcpy(data.data() + c * per, data.data(), per * 2);
   }
   MatView view(int64_t c) const { return MatView{data.data() + (c % copies) * N * K, DType::kBF16, N, K, K}; }

@@ -56,20 +56,27 @@ uint16_t f32_to_f16(float f) {
   return sign | static_cast<uint16_t>((mant_round - 0x38000000u) >> 13);
 }
 
+namespace {
+// Element i of a uint16 buffer with no alignment promise (tensors in a safetensors file need not be
+// aligned); the memcpy compiles to a plain load.
+inline uint16_t load_u16(const void* p, size_t i) {
+  uint16_t v;
+  std::memcpy(&v, static_cast<const char*>(p) + 2 * i, 2);
+  return v;
+}
+inline void store_u16(void* p, size_t i, uint16_t v) { std::memcpy(static_cast<char*>(p) + 2 * i, &v, 2); }
+}  // namespace
+
 void to_f32(DType t, const void* src, float* dst, size_t n) {
   if (n == 0) return;  // src/dst may be null for empty tensors
   switch (t) {
     case DType::kF32: std::memcpy(dst, src, n * 4); return;
-    case DType::kBF16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src, i));
       return;
-    }
-    case DType::kF16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+    case DType::kF16:
+      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(src, i));
       return;
-    }
   }
 }
 
@@ -77,16 +84,12 @@ void from_f32(DType t, const float* src, void* dst, size_t n) {
   if (n == 0) return;
   switch (t) {
     case DType::kF32: std::memcpy(dst, src, n * 4); return;
-    case DType::kBF16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
+    case DType::kBF16:
+      for (size_t i = 0; i < n; ++i) store_u16(dst, i, f32_to_bf16(src[i]));
       return;
-    }
-    case DType::kF16: {
-      auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
+    case DType::kF16:
+      for (size_t i = 0; i < n; ++i) store_u16(dst, i, f32_to_f16(src[i]));
       return;
-    }
   }
 }
 

@@ -34,7 +34,7 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);  // round to nearest even, overflow to inf
 
-// Converts n elements of type `t` at `src` to float.
+// Converts n elements of type `t` at `src` to float (src and dst need no alignment).
 void to_f32(DType t, const void* src, float* dst, size_t n);
 // Converts n floats to type `t` at `dst`.
 void from_f32(DType t, const float* src, void* dst, size_t n);

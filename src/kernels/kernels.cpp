@@ -213,8 +213,9 @@ void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, cons
     for (int32_t i0 = 0; i0 < sq.q_len; i0 += kQueryBlock)
       for (int h = 0; h < n_heads; ++h) items.push_back({s, h, i0, std::min(sq.q_len, i0 + kQueryBlock)});
   }
-  // Longest contexts first, for balance (causal prefill: later query blocks cost more).
-  std::stable_sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {
+  // Longest contexts first, for balance (causal prefill: later query blocks cost more). The order only
+  // decides who computes what first, never a result, so a plain (allocation-free) sort will do.
+  std::sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {
     return seqs[x.seq].ctx_len - seqs[x.seq].q_len + x.i1 > seqs[y.seq].ctx_len - seqs[y.seq].q_len + y.i1;
   });
   std::atomic<size_t> next{0};

@@ -63,7 +63,7 @@ void lora_expand_scalar(const ExpandArgs& a, int64_t n0, int64_t n1) {
         to_f32(a.dtype, static_cast<const char*>(a.bt) + (j * a.out + n) * static_cast<int64_t>(dtype_size(a.dtype)), &b, 1);
         acc = std::fma(v[j], b, acc);
       }
-      y[n] = a.accumulate ? y[n] + acc : acc;
+      y[n] += acc;
     }
   }
 }
@@ -95,118 +95,108 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
   const int64_t ldxb = (in + 31) / 32 * 32;
   const size_t esz = dtype_size(w0.dtype);
 
-  // 1. x of every group, once for all targets: contiguous groups are read in place, others gathered.
   const size_t G = plan.groups.size();
-  std::vector<const float*> gx(G);
-  std::vector<int64_t> gld(G);
-  int64_t gathered = 0;
-  for (const LoraGroup& g : plan.groups) {
+  for (const LoraGroup& g : plan.groups)
     LP_CHECK(g.slot >= 0 && g.slot < w0.max_loras, "lora: slot {} out of range", g.slot);
-    if (!g.contiguous) gathered += g.count;
-  }
-  if (s.xg.size() < static_cast<size_t>(gathered * in)) s.xg.resize(gathered * in);
-  if (bf16x && s.xb.size() < static_cast<size_t>(R * ldxb)) s.xb.resize(R * ldxb);
-  for (size_t gi = 0, goff = 0; gi < G; ++gi) {
-    const LoraGroup& g = plan.groups[gi];
-    if (g.contiguous) {
-      gx[gi] = x + plan.rows[g.first] * ldx;
-      gld[gi] = ldx;
-    } else {
-      float* dst = s.xg.data() + goff * in;
-      for (int32_t i = 0; i < g.count; ++i) std::copy_n(x + plan.rows[g.first + i] * ldx, in, dst + i * in);
-      gx[gi] = dst;
-      gld[gi] = in;
-      goff += g.count;
-    }
-    if (bf16x) k.convert_x_bf16(gx[gi], g.count, gld[gi], in, s.xb.data() + g.first * ldxb, ldxb);
-  }
 
-  // 2. Work of every (target, group) whose slot adapts that target, and its v region.
-  struct Work {
-    int32_t t, g, rank;
-  };
-  std::vector<Work> work;
-  std::vector<int64_t> v_base(targets.size());
+  // 1. Work: every (target, group) whose slot adapts that target, and the target's v region.
+  s.work.clear();
+  s.v_base.resize(targets.size());
   int64_t v_total = 0;
   for (size_t t = 0; t < targets.size(); ++t) {
     const LoraWeights& w = *targets[t].w;
-    v_base[t] = v_total;
+    s.v_base[t] = v_total;
     for (size_t gi = 0; gi < G; ++gi) {
-      const LoraGroup& g = plan.groups[gi];
-      int r = w.ranks[g.slot];
+      const int r = w.ranks[plan.groups[gi].slot];
       LP_CHECK(r >= 0 && r <= w.max_rank, "lora: rank {} > max_rank {}", r, w.max_rank);
-      if (r == 0) continue;
-      work.push_back({static_cast<int32_t>(t), static_cast<int32_t>(gi), r});
+      if (r > 0) s.work.push_back({static_cast<int32_t>(t), static_cast<int32_t>(gi), r});
     }
     v_total += R * w.max_rank;
   }
-  if (work.empty()) return;
+  if (s.work.empty()) return;
   if (s.v.size() < static_cast<size_t>(v_total)) s.v.resize(v_total);
 
+  // 2. x of every group, once for all targets: rounded to bf16 straight from its rows (bf16 path), or, for
+  //    the f32 kernels, read in place (contiguous groups) or gathered.
+  s.gx.assign(G, nullptr);
+  s.gld.assign(G, 0);
+  if (bf16x) {
+    if (s.xb.size() < static_cast<size_t>(R * ldxb)) s.xb.resize(R * ldxb);
+    for (int64_t i = 0; i < R; ++i) k.convert_x_bf16(x + plan.rows[i] * ldx, 1, ldx, in, s.xb.data() + i * ldxb, ldxb);
+  } else {
+    int64_t gathered = 0;
+    for (const LoraGroup& g : plan.groups)
+      if (!g.contiguous) gathered += g.count;
+    if (s.xg.size() < static_cast<size_t>(gathered * in)) s.xg.resize(gathered * in);
+    for (size_t gi = 0, goff = 0; gi < G; ++gi) {
+      const LoraGroup& g = plan.groups[gi];
+      if (g.contiguous) {
+        s.gx[gi] = x + plan.rows[g.first] * ldx;
+        s.gld[gi] = ldx;
+      } else {
+        float* dst = s.xg.data() + goff * in;
+        for (int32_t i = 0; i < g.count; ++i) std::copy_n(x + plan.rows[g.first + i] * ldx, in, dst + i * in);
+        s.gx[gi] = dst;
+        s.gld[gi] = in;
+        goff += g.count;
+      }
+    }
+  }
+
   // 3. Shrink, one parallel pass over (work, chunk of rank rows): v[t][row] = A[slot] x[row].
-  const int64_t grain = std::max(1, k.row_grain);
-  std::vector<std::pair<int32_t, int32_t>> items;  // (work index, first row)
-  for (size_t i = 0; i < work.size(); ++i)
-    for (int r0 = 0; r0 < work[i].rank; r0 += static_cast<int>(grain)) items.emplace_back(static_cast<int32_t>(i), r0);
+  const int64_t grain = k.row_grain;
+  s.items.clear();
+  for (size_t i = 0; i < s.work.size(); ++i)
+    for (int r0 = 0; r0 < s.work[i].rank; r0 += static_cast<int>(grain)) s.items.emplace_back(static_cast<int32_t>(i), r0);
   auto shrink_item = [&](const std::pair<int32_t, int32_t>& it) {
-    const Work& wk = work[it.first];
+    const LoraScratch::Work& wk = s.work[it.first];
     const LoraWeights& w = *targets[wk.t].w;
     const LoraGroup& g = plan.groups[wk.g];
     const int64_t mr = w.max_rank;
     MatmulArgs a;
-    a.x = gx[wk.g];
-    a.ldx = gld[wk.g];
+    a.x = s.gx[wk.g];
+    a.ldx = s.gld[wk.g];
     a.xb = bf16x ? s.xb.data() + g.first * ldxb : nullptr;
     a.ldxb = ldxb;
     a.T = g.count;
     a.W = MatView{static_cast<const char*>(w.a) + static_cast<int64_t>(g.slot) * mr * in * esz, w.dtype, wk.rank, in, in};
-    a.y = s.v.data() + v_base[wk.t] + g.first * mr;
+    a.y = s.v.data() + s.v_base[wk.t] + g.first * mr;
     a.ldy = mr;
     k.matmul_rows(a, it.second, std::min<int64_t>(it.second + grain, wk.rank));
   };
-  pool.parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) shrink_item(items[i]);
+  pool.parallel_for(static_cast<int64_t>(s.items.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) shrink_item(s.items[i]);
   });
   // 4. Expand, one parallel pass over (work, chunk of output columns): y[row] += Bᵀ[slot]ᵀ v[row], vectorized
   //    over the outputs (B is stored transposed in the slots) and added straight into each token's row, so
   //    gathered groups need no scatter step.
   const ExpandFn expand = expand_for(k);
   constexpr int64_t kColChunk = 256;
-  items.clear();
-  for (size_t i = 0; i < work.size(); ++i)
-    for (int64_t n0 = 0; n0 < targets[work[i].t].w->out; n0 += kColChunk)
-      items.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(n0));
+  s.items.clear();
+  for (size_t i = 0; i < s.work.size(); ++i)
+    for (int64_t n0 = 0; n0 < targets[s.work[i].t].w->out; n0 += kColChunk)
+      s.items.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(n0));
   auto expand_item = [&](const std::pair<int32_t, int32_t>& it) {
-    const Work& wk = work[it.first];
+    const LoraScratch::Work& wk = s.work[it.first];
     const LoraTarget& tg = targets[wk.t];
     const LoraWeights& w = *tg.w;
     const LoraGroup& g = plan.groups[wk.g];
     const int64_t mr = w.max_rank, out = w.out;
-    const int64_t n0 = it.second, n1 = std::min<int64_t>(n0 + kColChunk, out);
     ExpandArgs a;
+    a.v = s.v.data() + s.v_base[wk.t] + g.first * mr;
     a.ldv = mr;
+    a.T = g.count;
     a.rank = wk.rank;
     a.bt = static_cast<const char*>(w.b) + static_cast<int64_t>(g.slot) * mr * out * esz;
     a.dtype = w.dtype;
     a.out = out;
-    a.accumulate = true;
-    if (g.contiguous) {
-      a.v = s.v.data() + v_base[wk.t] + g.first * mr;
-      a.T = g.count;
-      a.y = tg.y + plan.rows[g.first] * tg.ldy;
-      a.ldy = tg.ldy;
-      expand(a, n0, n1);
-      return;
-    }
-    a.v = s.v.data() + v_base[wk.t] + g.first * mr;
-    a.T = g.count;
     a.y = tg.y;
     a.ldy = tg.ldy;
-    a.rows = plan.rows.data() + g.first;  // each token's own row: no scatter step
-    expand(a, n0, n1);
+    a.rows = plan.rows.data() + g.first;
+    expand(a, it.second, std::min<int64_t>(it.second + kColChunk, out));
   };
-  pool.parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) expand_item(items[i]);
+  pool.parallel_for(static_cast<int64_t>(s.items.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) expand_item(s.items[i]);
   });
 }
 

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/buffer.h"
@@ -44,7 +45,7 @@ struct LoraGroup {
   int32_t slot = -1;
   int32_t first = 0;      // index of the group's first row in LoraPlan::rows
   int32_t count = 0;      // number of tokens
-  bool contiguous = false;  // rows are first_row, first_row+1, ... (read/written in place)
+  bool contiguous = false;  // rows[first], rows[first] + 1, ... (x read in place)
 };
 
 // Which tokens use which slot; built once per forward step, used for every layer and module.
@@ -60,9 +61,17 @@ void lora_plan_build(std::span<const int32_t> slot_of_token, LoraPlan& plan, boo
 
 // Scratch reused across calls (grown, never shrunk). One per caller thread.
 struct LoraScratch {
-  Buffer<float> xg;      // (rows, in) gathered x
+  Buffer<float> xg;      // (rows, in) gathered x (f32 path only)
   Buffer<uint16_t> xb;   // (rows, ldxb) bf16 x
   Buffer<float> v;       // (rows, max_rank)
+  // The per-call bookkeeping of lora_apply, kept so a call allocates nothing once warm.
+  struct Work {
+    int32_t t, g, rank;  // target, group, the slot's rank for that target
+  };
+  std::vector<Work> work;
+  std::vector<std::pair<int32_t, int32_t>> items;  // (work index, first rank row or output column)
+  std::vector<const float*> gx;                    // per group: its f32 x rows
+  std::vector<int64_t> gld, v_base;                // per group: their stride; per target: its v offset
 };
 
 // y (+)= the LoRA term for every token in the plan.   x: (T, w.in) stride ldx;  y: (T, w.out) stride ldy.

@@ -1,7 +1,7 @@
 // Internal to kernels/: the LoRA expand over a transposed B, per ISA.
 //   for t < T, n in [n0, n1):  acc = 0;  for j < rank: acc = fma(v[t][j], bt[j][n], acc)
-//                              Y[t][n] = accumulate ? Y[t][n] + acc : acc
-//   where Y[t] is row rows[t] of y (row t when rows is null), so gathered tokens are written in place.
+//                              y[rows[t]][n] += acc
+//   rows names each token's row of y, so gathered tokens are written in place.
 // bt: (rank, out) rows of length `out` (a slot's Bᵀ, scale folded), in its dtype; v: (T, ldv) f32.
 // Vectorized over n (no horizontal sums), so a rank-16 expand costs 16 FMAs per 16 outputs. Every ISA does the
 // same fused multiply-adds in the same order, so the result does not depend on the batch or the split.
@@ -14,7 +14,7 @@
 namespace lp::kernels::detail {
 
 struct ExpandArgs {
-  float* y_row(int64_t t) const { return y + (rows ? rows[t] : t) * ldy; }
+  float* y_row(int64_t t) const { return y + rows[t] * ldy; }
 
   const float* v = nullptr;  // (T, ldv)
   int64_t ldv = 0;
@@ -25,8 +25,7 @@ struct ExpandArgs {
   int64_t out = 0;
   float* y = nullptr;  // rows of length >= n1, stride ldy
   int64_t ldy = 0;
-  const int32_t* rows = nullptr;  // (T) row of y for each token, or null for 0, 1, ..., T-1
-  bool accumulate = true;
+  const int32_t* rows = nullptr;  // (T) row of y for each token
 };
 
 void lora_expand_scalar(const ExpandArgs& a, int64_t n0, int64_t n1);

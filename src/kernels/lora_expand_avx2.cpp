@@ -27,7 +27,8 @@ inline __m256 load8(const void* base, int64_t i, int64_t n) {
   }
 }
 
-// Four independent 8-wide accumulators per step (4 x 8 outputs), as in the AVX-512 version.
+// Four independent 8-wide accumulators per step (4 x 8 outputs), token by token (the AVX-512 version also
+// shares each Bᵀ load between tokens); the same FMAs in the same order.
 template <DType D>
 void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
   for (int64_t t = 0; t < a.T; ++t) {
@@ -44,12 +45,10 @@ void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
         acc2 = _mm256_fmadd_ps(vj, load8<D>(a.bt, base + 16, 8), acc2);
         acc3 = _mm256_fmadd_ps(vj, load8<D>(a.bt, base + 24, 8), acc3);
       }
-      if (a.accumulate) {
-        acc0 = _mm256_add_ps(_mm256_loadu_ps(y + n), acc0);
-        acc1 = _mm256_add_ps(_mm256_loadu_ps(y + n + 8), acc1);
-        acc2 = _mm256_add_ps(_mm256_loadu_ps(y + n + 16), acc2);
-        acc3 = _mm256_add_ps(_mm256_loadu_ps(y + n + 24), acc3);
-      }
+      acc0 = _mm256_add_ps(_mm256_loadu_ps(y + n), acc0);
+      acc1 = _mm256_add_ps(_mm256_loadu_ps(y + n + 8), acc1);
+      acc2 = _mm256_add_ps(_mm256_loadu_ps(y + n + 16), acc2);
+      acc3 = _mm256_add_ps(_mm256_loadu_ps(y + n + 24), acc3);
       _mm256_storeu_ps(y + n, acc0);
       _mm256_storeu_ps(y + n + 8, acc1);
       _mm256_storeu_ps(y + n + 16, acc2);
@@ -61,7 +60,7 @@ void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
       for (int j = 0; j < a.rank; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(v[j]), load8<D>(a.bt, j * a.out + n, w), acc);
       alignas(32) float tmp[8];
       _mm256_store_ps(tmp, acc);
-      for (int64_t i = 0; i < w; ++i) y[n + i] = a.accumulate ? y[n + i] + tmp[i] : tmp[i];
+      for (int64_t i = 0; i < w; ++i) y[n + i] += tmp[i];
     }
   }
 }

@@ -32,11 +32,7 @@ inline void block64(const ExpandArgs& a, int64_t t0, int64_t n) {
   }
   for (int t = 0; t < TT; ++t) {
     float* y = a.y_row(t0 + t) + n;
-    for (int c = 0; c < 4; ++c) {
-      __m512 r = acc[t][c];
-      if (a.accumulate) r = _mm512_add_ps(_mm512_loadu_ps(y + 16 * c), r);
-      _mm512_storeu_ps(y + 16 * c, r);
-    }
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y + 16 * c, _mm512_add_ps(_mm512_loadu_ps(y + 16 * c), acc[t][c]));
   }
 }
 
@@ -52,9 +48,7 @@ inline void block16(const ExpandArgs& a, int64_t t0, int64_t n, int64_t n1) {
   }
   for (int t = 0; t < TT; ++t) {
     float* y = a.y_row(t0 + t) + n;
-    __m512 r = acc[t];
-    if (a.accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), r);
-    _mm512_mask_storeu_ps(y, m, r);
+    _mm512_mask_storeu_ps(y, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), acc[t]));
   }
 }
 

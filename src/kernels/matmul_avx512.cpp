@@ -45,7 +45,7 @@ struct Bf16Dot {
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
       __m512bh wv[RN];
-      if (prefetch) {  // the same chunk of the next RN rows: the hardware prefetcher misses 16 streams
+      if (prefetch) {  // the same chunk of the next RN rows (GEMM: the W tile after this one)
         for (int r = 0; r < RN; ++r)
           _mm_prefetch(reinterpret_cast<const char*>(w + (r + RN) * ldw + k), _MM_HINT_T0);
       }
@@ -67,13 +67,13 @@ struct Bf16Dot {
     reduce_accumulators<TT * RN>(acc, res);
   }
 
-  // Row n for tokens [t0, t0 + TT): acc[t] gets the same sequence of vdpbf16ps as tile() gives that element.
+  // Row n for tokens [0, TT): acc[t] gets the same sequence of vdpbf16ps as tile() gives that element.
   // W is read in address order, prefetching kStreamAhead bytes ahead (up to pf_end).
   template <int TT>
-  static void row(const MatmulArgs& a, int64_t t0, int64_t n, __m512* acc, const char* pf_end) {
+  static void row(const MatmulArgs& a, int64_t n, __m512* acc, const char* pf_end) {
     const int64_t K = a.W.cols;
     const uint16_t* w = static_cast<const uint16_t*>(a.W.data) + n * a.W.row_stride;
-    const uint16_t* x = a.xb + t0 * a.ldxb;
+    const uint16_t* x = a.xb;
     for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
@@ -139,11 +139,11 @@ struct F32Fma {
   }
 
   template <int TT>
-  static void row(const MatmulArgs& a, int64_t t0, int64_t n, __m512* acc, const char* pf_end) {
+  static void row(const MatmulArgs& a, int64_t n, __m512* acc, const char* pf_end) {
     const int64_t K = a.W.cols;
     constexpr int64_t kSize = D == DType::kF32 ? 4 : 2;
     const char* w = static_cast<const char*>(a.W.data) + n * a.W.row_stride * kSize;
-    const float* x = a.x + t0 * a.ldx;
+    const float* x = a.x;
     for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
@@ -161,24 +161,22 @@ struct F32Fma {
   }
 };
 
-// y = y + (dot + bias) (or y = dot + bias) for a TT x RN tile at (t0, n0); the one epilogue of every tile.
-template <int TT, int RN>
-inline void store_tile(const MatmulArgs& a, int64_t t0, int64_t n0, const float* res) {
-  for (int t = 0; t < TT; ++t) {
-    float* yr = a.y + (t0 + t) * a.ldy + n0;
-    for (int r = 0; r < RN; ++r) {
-      float v = res[t * RN + r];
-      if (a.bias) v += a.bias[n0 + r];
-      yr[r] = a.accumulate ? yr[r] + v : v;
-    }
+// y = y + (dot + bias) (or y = dot + bias) for rn outputs of token t from row n0; the one epilogue of
+// every tile and of the GEMV.
+inline void store_row(const MatmulArgs& a, int64_t t, int64_t n0, const float* res, int rn) {
+  float* yr = a.y + t * a.ldy + n0;
+  for (int r = 0; r < rn; ++r) {
+    float v = res[r];
+    if (a.bias) v += a.bias[n0 + r];
+    yr[r] = a.accumulate ? yr[r] + v : v;
   }
 }
 
 template <class P, int TT, int RN>
-inline void do_tile(const MatmulArgs& a, int64_t t0, int64_t n0, bool prefetch = false) {
+inline void do_tile(const MatmulArgs& a, int64_t t0, int64_t n0, bool prefetch) {
   float res[16];
   P::template tile<TT, RN>(a, t0, n0, res, prefetch);
-  store_tile<TT, RN>(a, t0, n0, res);
+  for (int t = 0; t < TT; ++t) store_row(a, t0 + t, n0, res + t * RN, RN);
 }
 
 // Tokens [t0, t1) x RN rows at n0, in 4-token tiles plus one remainder tile.
@@ -209,8 +207,8 @@ constexpr int64_t kXBlockBytes = 384 << 10;
 // (Walking 16 rows side by side by K chunks made 16 streams and reached about half the bandwidth.) Rows
 // are grouped by 16 only for the reduction; every element still gets tile()'s arithmetic.
 template <class P, int TT>
-void gemv_rows(const MatmulArgs& a, int64_t t0, int64_t n0, int64_t n1) {
-  const int64_t esize = a.W.dtype == DType::kF32 ? 4 : 2;
+void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  const int64_t esize = static_cast<int64_t>(dtype_size(a.W.dtype));
   const char* pf_end = static_cast<const char*>(a.W.data) + n1 * a.W.row_stride * esize;
   // Prime the stream: the loop below prefetches kStreamAhead bytes ahead, so the first lines would
   // otherwise arrive one latency at a time (every call starts here; a step makes hundreds of them).
@@ -221,19 +219,14 @@ void gemv_rows(const MatmulArgs& a, int64_t t0, int64_t n0, int64_t n1) {
     __m512 acc[TT][16];
     __m512 one[TT];
     for (int r = 0; r < rn; ++r) {
-      P::template row<TT>(a, t0, nb + r, one, pf_end);
+      P::template row<TT>(a, nb + r, one, pf_end);
       for (int t = 0; t < TT; ++t) acc[t][r] = one[t];
     }
     for (int t = 0; t < TT; ++t) {
       for (int r = rn; r < 16; ++r) acc[t][r] = _mm512_setzero_ps();
       float res[16];
       reduce_accumulators<16>(acc[t], res);
-      float* yr = a.y + (t0 + t) * a.ldy + nb;
-      for (int r = 0; r < rn; ++r) {
-        float v = res[r];
-        if (a.bias) v += a.bias[nb + r];
-        yr[r] = a.accumulate ? yr[r] + v : v;
-      }
+      store_row(a, t, nb, res, rn);
     }
   }
 }
@@ -244,11 +237,11 @@ void matmul_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   if (T < kGemmMinTokens) {
     switch (T) {
       case 1:
-        return gemv_rows<P, 1>(a, 0, n0, n1);
+        return gemv_rows<P, 1>(a, n0, n1);
       case 2:
-        return gemv_rows<P, 2>(a, 0, n0, n1);
+        return gemv_rows<P, 2>(a, n0, n1);
       case 3:
-        return gemv_rows<P, 3>(a, 0, n0, n1);
+        return gemv_rows<P, 3>(a, n0, n1);
       default:
         return;
     }

@@ -142,13 +142,7 @@ void check_shape(const io::TensorInfo& t, const std::string& file, const std::st
 std::vector<float> to_floats(const io::TensorInfo& t, const std::string& file) {
   size_t n = static_cast<size_t>(t.numel());
   std::vector<float> out(n);
-  if (t.aligned()) {
-    to_f32(t.dtype, t.data, out.data(), n);
-  } else {  // the format does not promise alignment; convert from an aligned copy
-    std::vector<uint32_t> tmp((t.nbytes + 3) / 4);
-    std::memcpy(tmp.data(), t.data, t.nbytes);
-    to_f32(t.dtype, tmp.data(), out.data(), n);
-  }
+  to_f32(t.dtype, t.data, out.data(), n);  // no alignment needed
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(out[i]))
       fail("tensor {} in {} has a non-finite value ({}) at index {}", t.name, file, out[i], i);

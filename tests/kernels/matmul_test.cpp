@@ -23,8 +23,8 @@ struct Case {
 };
 
 // Bound on |y - ref| for one element: rounding x to bf16 (relative 2^-8 per product) where the ISA does,
-// f32 accumulation over ceil(K/8)+3 levels (at most 8 lanes per accumulator), and the final bias/accumulate
-// adds.
+// f32 accumulation over ceil(K/8)+3 levels (at most 8 lanes per accumulator; the bound allows K/8+8), and
+// the final bias/accumulate adds.
 double matmul_tolerance(const detail::IsaKernels& k, DType w, int64_t K, double abs_sum, double out_mag) {
   double x_round = k.wants_bf16_x(w) ? kBf16Eps : 0.0;
   double acc = (static_cast<double>(K) / 8 + 8) * kF32Eps;
