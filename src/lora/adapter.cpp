@@ -22,8 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::array<std::string_view, kNumModules> kNames = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                                              "gate_proj", "up_proj", "down_proj"};
 constexpr std::string_view kPrefix = "base_model.model.";
 constexpr const char* kSupported =
     "LoRA is supported on q_proj, k_proj, v_proj, o_proj under self_attn and gate_proj, up_proj, down_proj "
@@ -104,7 +102,7 @@ TensorRole classify(const std::string& name, const BaseShapes& base, const std::
   }
   for (int i = 0; i < kNumModules; ++i) {
     Module m = static_cast<Module>(i);
-    if (parts[4] == kNames[i] && parts[3] == module_parent(m) && base.dims[i].in > 0 &&
+    if (parts[4] == module_name(m) && parts[3] == module_parent(m) && base.dims[i].in > 0 &&
         base.dims[i].out > 0) {
       return TensorRole{layer, m, is_b};
     }
@@ -171,14 +169,6 @@ io::TensorSet open_weights(const fs::path& dir) {
 }
 
 }  // namespace
-
-std::string_view module_name(Module m) {
-  return kNames[static_cast<int>(m)];
-}
-
-std::string_view module_parent(Module m) {
-  return static_cast<int>(m) < 4 ? "self_attn" : "mlp";
-}
 
 std::string module_path(int layer, Module m) {
   return fmt::format("model.layers.{}.{}.{}", layer, module_parent(m), module_name(m));

@@ -15,14 +15,15 @@
 
 #include "core/dtype.h"
 #include "lora/adapter_config.h"
+#include "model/weights.h"
 
 namespace lp::lora {
 
-// The seven projections of a Llama-family decoder layer LoRA can target, in the order of model::Proj.
-enum class Module : uint8_t { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
-inline constexpr int kNumModules = 7;
-std::string_view module_name(Module m);    // "q_proj", ...
-std::string_view module_parent(Module m);  // "self_attn" or "mlp"
+// The seven projections of a Llama-family decoder layer LoRA can target: the model's own list.
+using Module = model::Proj;
+inline constexpr int kNumModules = model::kNumProj;
+inline std::string_view module_name(Module m) { return model::proj_name(m); }      // "q_proj", ...
+inline std::string_view module_parent(Module m) { return model::proj_parent(m); }  // "self_attn" or "mlp"
 // PEFT's name for the module in layer `layer`: "model.layers.{layer}.{parent}.{name}".
 std::string module_path(int layer, Module m);
 

@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "kv/kv_cache.h"
+#include "lora/slot_bank.h"
 #include "model/weights.h"
 
 namespace lp::lora {
@@ -37,24 +40,19 @@ MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
         "--max-cpu-loras {} is smaller than --max-loras {}: the host tier holds every adapter that is in a "
         "slot",
         p.options.max_cpu_loras, o.max_loras);
-  const int64_t es = static_cast<int64_t>(dtype_size(o.lora_dtype));
   for (int i = 0; i < kNumModules; ++i) {
-    auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
     MemoryPlan::ModuleBytes& m = p.modules[i];
     m.module = static_cast<Module>(i);
+    std::tie(m.in, m.out) = model::proj_shape(c, m.module);
     m.targeted = o.modules[i];
-    m.in = in;
-    m.out = out;
-    if (m.targeted) m.slot_bytes = static_cast<int64_t>(c.n_layers) * o.max_lora_rank * (in + out) * es;
+    if (m.targeted) m.slot_bytes = module_slot_bytes(c, m.module, o.max_lora_rank, o.lora_dtype);  // as SlotBank
     p.slot_bytes += m.slot_bytes;
   }
-  // The same figure SlotBank allocates (one formula, two places: check they agree).
-  LP_CHECK(static_cast<size_t>(p.slot_bytes) == slot_bytes(c, o.max_lora_rank, o.lora_dtype, o.modules));
   p.slots_bytes = p.slot_bytes * o.max_loras;
   p.host_bytes = p.slot_bytes * p.options.max_cpu_loras;
   p.base_params = base_param_count(c);
   p.base_bytes = p.base_params * static_cast<int64_t>(dtype_size(c.torch_dtype));
-  p.kv_bytes_per_token = 2LL * c.n_layers * c.n_kv_heads * c.head_dim * 4;
+  p.kv_bytes_per_token = kv::KvShape{c.n_layers, c.n_kv_heads, c.head_dim}.bytes_per_token();
   if (o.memory_budget > 0) {
     int64_t left = o.memory_budget - p.base_bytes - p.slots_bytes - p.host_bytes;
     p.kv_tokens = left > 0 ? left / p.kv_bytes_per_token : 0;

@@ -47,14 +47,16 @@ BaseShapes base_shapes(const model::ModelConfig& c) {
   return s;
 }
 
+int64_t module_slot_bytes(const model::ModelConfig& c, Module m, int max_rank, DType dtype) {
+  auto [in, out] = model::proj_shape(c, m);
+  return int64_t{c.n_layers} * max_rank * (int64_t{in} + out) * static_cast<int64_t>(dtype_size(dtype));
+}
+
 size_t slot_bytes(const model::ModelConfig& c, int max_rank, DType dtype, const ModuleSet& modules) {
-  size_t per_layer = 0;
-  for (int i = 0; i < kNumModules; ++i) {
-    if (!modules[i]) continue;
-    auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
-    per_layer += static_cast<size_t>(max_rank) * static_cast<size_t>(in + out) * dtype_size(dtype);
-  }
-  return per_layer * static_cast<size_t>(c.n_layers);
+  int64_t n = 0;
+  for (int i = 0; i < kNumModules; ++i)
+    if (modules[i]) n += module_slot_bytes(c, static_cast<Module>(i), max_rank, dtype);
+  return static_cast<size_t>(n);
 }
 
 SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DType dtype, const ModuleSet& modules)

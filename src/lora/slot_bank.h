@@ -44,7 +44,9 @@ BaseShapes base_shapes(const model::ModelConfig& c);
 using ModuleSet = std::array<bool, kNumModules>;
 inline constexpr ModuleSet kAllModules = {true, true, true, true, true, true, true};
 
-// Bytes of one slot: Σ layers × modules × max_rank × (in + out) × dtype bytes.
+// Bytes of one module's part of a slot, over all layers: layers × max_rank × (in + out) × dtype bytes.
+int64_t module_slot_bytes(const model::ModelConfig& c, Module m, int max_rank, DType dtype);
+// Bytes of one slot: the sum of module_slot_bytes over `modules`.
 size_t slot_bytes(const model::ModelConfig& c, int max_rank, DType dtype, const ModuleSet& modules);
 
 class SlotBank {
