@@ -135,7 +135,9 @@ std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model,
   for (const auto& [token, id] : vocab) {
     if (id < 0 || id > int64_t{64} * 1024 * 1024)
       fail("{}: vocab id of '{}' must be a non-negative integer below 2^26", kWhat, token);
-    // A JSON object read by the DOM has unique keys; a streamed one may repeat a key (HF keeps the last).
+    // A repeated token is refused. Only a streamed vocab can repeat one (a DOM object keeps just the last
+    // value of a repeated key). HF tokenizers would keep the last id, but the files it writes never repeat
+    // a token: a repeat means a malformed file, refused rather than loaded with a guess.
     if (!m->vocab_.insert(token, static_cast<int32_t>(id)))
       fail("{}: token '{}' appears twice in the vocab", kWhat, token);
     max_id = std::max(max_id, id);
@@ -143,10 +145,8 @@ std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model,
   vocab.clear();
   vocab.shrink_to_fit();
   m->tokens_.resize(static_cast<size_t>(max_id + 1));
-  m->has_id_.assign(static_cast<size_t>(max_id + 1), false);
   m->vocab_.for_each([&](std::string_view token, int32_t id) {
-    if (m->has_id_[id]) fail("{}: tokens '{}' and '{}' share id {}", kWhat, m->tokens_[id], token, id);
-    m->has_id_[id] = true;
+    if (m->tokens_[id].data()) fail("{}: tokens '{}' and '{}' share id {}", kWhat, m->tokens_[id], token, id);
     m->tokens_[id] = token;
   });
 
@@ -204,7 +204,7 @@ std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
 }
 
 std::optional<std::string_view> BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || id >= id_limit() || !has_id_[id]) return std::nullopt;
+  if (id < 0 || id >= id_limit() || !tokens_[id].data()) return std::nullopt;
   return tokens_[id];
 }
 

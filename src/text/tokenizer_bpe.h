@@ -118,7 +118,6 @@ class BpeModel {
   std::optional<std::string_view> id_to_token(int32_t id) const;
   // One past the largest id in the vocab.
   int32_t id_limit() const { return static_cast<int32_t>(tokens_.size()); }
-  size_t merge_count() const { return merges_.size(); }
 
  private:
   BpeModel() = default;
@@ -127,8 +126,7 @@ class BpeModel {
   void merge_word(std::string_view word, std::vector<int32_t>* out) const;
 
   StringIdTable vocab_;
-  std::vector<std::string_view> tokens_;  // id → text (into vocab_'s arena)
-  std::vector<bool> has_id_;
+  std::vector<std::string_view> tokens_;  // id → text (into vocab_'s arena); a null view for unused ids
   MergeTable merges_;
   std::optional<int32_t> unk_id_;
   bool fuse_unk_ = false;

@@ -11,7 +11,6 @@
 
 namespace lp::text {
 
-inline constexpr char32_t kReplacementChar = 0xFFFD;
 inline constexpr std::string_view kReplacementUtf8 = "\xEF\xBF\xBD";
 
 // Length of the well-formed UTF-8 sequence starting at s[pos], or 0 when the bytes there are not one

@@ -18,20 +18,6 @@ Value bound(std::function<Value(Args&)> f) {
   return Value::function([f = std::move(f)](Args& args, Env&) { return f(args); });
 }
 
-// Splits the trailing keyword-arguments value off `args`.
-Object take_kwargs(Args& args) {
-  if (!args.empty() && args.back().is(Type::kKwargs)) {
-    Object kw = args.back().as_object();
-    args.pop_back();
-    return kw;
-  }
-  return {};
-}
-
-const Value* kwarg(const Object& kw, const char* name) {
-  return kw.find(name);
-}
-
 Value string_prefix_test(const std::string& self, const Args& args, bool starts, const char* fn) {
   if (args.empty()) fail("jinja: {}() requires at least one argument", fn);
   auto match = [&](const std::string& p) {
@@ -63,7 +49,7 @@ Value string_split(Interpreter& in, const std::string& self, const Args& args) {
     const std::string text = js::trim_start(self);
     size_t i = 0;
     while (i < text.size()) {
-      while (size_t n = js::space_len_at(text, i)) i += n;
+      i = js::skip_space(text, i);
       if (i >= text.size()) break;
       if (max != -1 && static_cast<double>(parts.size()) >= max) {
         parts.push_back(text.substr(i));
@@ -276,6 +262,21 @@ std::string replace_all(Interpreter& in, const std::string& s, const std::string
   return out;
 }
 
+Object take_kwargs(std::vector<Value>& args) {
+  if (!args.empty() && args.back().is(Type::kKwargs)) {
+    Object kw = args.back().as_object();
+    args.pop_back();
+    return kw;
+  }
+  return {};
+}
+
+Value pick_arg(const std::vector<Value>& args, const Object& kw, size_t i, const char* key, Value dflt) {
+  if (i < args.size()) return args[i];
+  const Value* v = kw.find(key);
+  return v ? *v : dflt;
+}
+
 std::vector<Value> dict_items(const Value& obj) {
   std::vector<Value> out;
   for (const auto& [k, v] : obj.as_object().entries()) out.push_back(Value::array({Value::string(k), v}));
@@ -360,17 +361,12 @@ std::optional<Value> object_member(Interpreter& in, const Value& self, const std
   if (name == "dictsort") {
     return bound([self, ip](Args& args) {
       Object kw = take_kwargs(args);
-      auto pick = [&](size_t i, const char* key, Value dflt) {
-        if (i < args.size()) return args[i];
-        const Value* v = kwarg(kw, key);
-        return v ? *v : dflt;
-      };
-      const Value case_sensitive = pick(0, "case_sensitive", Value::boolean(false));
+      const Value case_sensitive = pick_arg(args, kw, 0, "case_sensitive", Value::boolean(false));
       if (!case_sensitive.is(Type::kBool)) fail("jinja: case_sensitive must be a boolean");
-      const Value by = pick(1, "by", Value::string("key"));
+      const Value by = pick_arg(args, kw, 1, "by", Value::string("key"));
       if (!by.is_string()) fail("jinja: by must be a string");
       if (by.as_str() != "key" && by.as_str() != "value") fail("jinja: by must be either 'key' or 'value'");
-      const Value reverse = pick(2, "reverse", Value::boolean(false));
+      const Value reverse = pick_arg(args, kw, 2, "reverse", Value::boolean(false));
       if (!reverse.is(Type::kBool)) fail("jinja: reverse must be a boolean");
       Array items = dict_items(self);
       const size_t idx = by.as_str() == "key" ? 0 : 1;

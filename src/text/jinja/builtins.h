@@ -34,4 +34,10 @@ std::string replace_all(Interpreter& in, const std::string& s, const std::string
                         int64_t count);  // count < 0: all
 std::vector<Value> dict_items(const Value& obj);
 
+// Call arguments: removes the trailing keyword-arguments value (Type::kKwargs) from `args` and returns
+// its entries (none when there is no such value).
+Object take_kwargs(std::vector<Value>& args);
+// Argument `i` when given positionally, else keyword argument `key`, else `dflt`.
+Value pick_arg(const std::vector<Value>& args, const Object& kw, size_t i, const char* key, Value dflt);
+
 }  // namespace lp::text::jinja

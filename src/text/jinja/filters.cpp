@@ -252,7 +252,7 @@ Value tojson_filter(Interpreter& in, const Value& v, const Object& kw) {
   return in.make_string(to_json(v, opt, true, in.limits().max_string_bytes));
 }
 
-Value select_filter(Interpreter& in, const Value& v, const std::string& name, const Node* call, Env& env) {
+Value select_filter(Interpreter& in, const Value& v, const std::string& name, const Node* call) {
   const bool select = name == "selectattr";
   for (const Value& item : v.as_array()) {
     if (!item.is_attr_container()) fail("jinja: `{}` can only be applied to array of objects", name);
@@ -335,16 +335,11 @@ Value call_filter(Interpreter& in, const Value& v, const std::string& name, cons
   if (v.is_array()) {
     if (name == "sort") {
       eval_args(&args, &kw);
-      auto pick = [&](size_t i, const char* key, Value d) {
-        if (i < args.size()) return args[i];
-        const Value* x = kw.find(key);
-        return x ? *x : d;
-      };
-      const Value reverse = pick(0, "reverse", Value::boolean(false));
+      const Value reverse = pick_arg(args, kw, 0, "reverse", Value::boolean(false));
       if (!reverse.is(Type::kBool)) fail("jinja: reverse must be a boolean");
-      const Value cs = pick(1, "case_sensitive", Value::boolean(false));
+      const Value cs = pick_arg(args, kw, 1, "case_sensitive", Value::boolean(false));
       if (!cs.is(Type::kBool)) fail("jinja: case_sensitive must be a boolean");
-      const Value attr = pick(2, "attribute", Value::null());
+      const Value attr = pick_arg(args, kw, 2, "attribute", Value::null());
       if (!attr.is_string() && !attr.is(Type::kInt) && !attr.is_null()) {
         fail("jinja: attribute must be a string, integer, or null");
       }
@@ -360,7 +355,7 @@ Value call_filter(Interpreter& in, const Value& v, const std::string& name, cons
       });
       return Value::array(std::move(out));
     }
-    if (name == "selectattr" || name == "rejectattr") return select_filter(in, v, name, call, env);
+    if (name == "selectattr" || name == "rejectattr") return select_filter(in, v, name, call);
     if (name == "map") {
       eval_args(&args, &kw);
       const Value* attr = kw.find("attribute");
@@ -381,14 +376,9 @@ Value call_filter(Interpreter& in, const Value& v, const std::string& name, cons
   if (v.is_string()) {
     if (name == "indent") {
       eval_args(&args, &kw);
-      auto pick = [&](size_t i, const char* key, Value d) {
-        if (i < args.size()) return args[i];
-        const Value* x = kw.find(key);
-        return x ? *x : d;
-      };
-      const Value width = pick(0, "width", Value::integer(4));
-      const bool first = raw_truthy(pick(1, "first", Value::boolean(false)));
-      const bool blank = raw_truthy(pick(2, "blank", Value::boolean(false)));
+      const Value width = pick_arg(args, kw, 0, "width", Value::integer(4));
+      const bool first = raw_truthy(pick_arg(args, kw, 1, "first", Value::boolean(false)));
+      const bool blank = raw_truthy(pick_arg(args, kw, 2, "blank", Value::boolean(false)));
       return in.make_string(indent_lines(in, v.as_str(), width, first, blank));
     }
     if (name == "replace") {

@@ -64,6 +64,18 @@ struct Interpreter::DepthGuard {
   Interpreter* in;
 };
 
+// One macro or caller() call in progress, counted against Limits::max_call_depth.
+struct Interpreter::CallDepthGuard {
+  explicit CallDepthGuard(Interpreter* in) : in(in) {
+    if (++in->call_depth_ > in->limits_.max_call_depth) {
+      --in->call_depth_;
+      fail("jinja: macro calls nested deeper than {}", in->limits_.max_call_depth);
+    }
+  }
+  ~CallDepthGuard() { --in->call_depth_; }
+  Interpreter* in;
+};
+
 Interpreter::Interpreter(const Limits& limits, NowFn now) : limits_(limits), now_(std::move(now)) {
   if (!now_) now_ = local_now;
 }
@@ -559,11 +571,7 @@ Value Interpreter::eval_for(const Node* n, Env& env) {
 
 void Interpreter::bind_macro_args(const std::string& display, const Node* def,
                                   const std::vector<NodePtr>& params, std::vector<Value>& args, Env& scope) {
-  Object kwargs;
-  if (!args.empty() && args.back().is(Type::kKwargs)) {
-    kwargs = args.back().as_object();
-    args.pop_back();
-  }
+  Object kwargs = take_kwargs(args);
   std::vector<std::string> used;  // keyword arguments bound to named parameters
   std::vector<std::pair<std::string, const Node*>> pending_defaults;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -602,14 +610,7 @@ void Interpreter::bind_macro_args(const std::string& display, const Node* def,
 
 Value Interpreter::eval_macro(const Node* n, Env& env) {
   env.set(n->str, Value::function([this, n](std::vector<Value>& args, Env& caller_scope) {
-            if (++call_depth_ > limits_.max_call_depth) {
-              --call_depth_;
-              fail("jinja: macro calls nested deeper than {}", limits_.max_call_depth);
-            }
-            struct Unwind {
-              int* d;
-              ~Unwind() { --*d; }
-            } unwind{&call_depth_};
+            CallDepthGuard guard(this);
             Env scope(&caller_scope);
             bind_macro_args("'" + n->str + "'", n, n->list, args, scope);
             return make_string(eval_block(n->body, scope));
@@ -622,14 +623,7 @@ Value Interpreter::eval_call_block(const Node* n, Env& env) {
   Env* env_ptr = &env;
   Value caller = Value::function([this, n, env_alive, env_ptr](std::vector<Value>& args, Env&) {
     if (env_alive.expired()) fail("jinja: caller() used after its call block ended");
-    if (++call_depth_ > limits_.max_call_depth) {
-      --call_depth_;
-      fail("jinja: macro calls nested deeper than {}", limits_.max_call_depth);
-    }
-    struct Unwind {
-      int* d;
-      ~Unwind() { --*d; }
-    } unwind{&call_depth_};
+    CallDepthGuard guard(this);
     Env scope(env_ptr);
     bind_macro_args("None", n, n->list, args, scope);
     return make_string(eval_block(n->body, scope));

@@ -87,6 +87,7 @@ class Interpreter {
 
  private:
   struct DepthGuard;
+  struct CallDepthGuard;
   std::string eval_block(const std::vector<NodePtr>& stmts, Env& env);
   Value eval_binary(const Node* n, Env& env);
   Value eval_unary(const Node* n, Env& env);

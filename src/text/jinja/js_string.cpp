@@ -20,52 +20,11 @@ void append_utf8(std::string& out, char32_t cp) {
 namespace {
 
 // One WHATWG decoding step at s[i]: returns the code point (U+FFFD for an invalid subsequence) and
-// advances *i past what was consumed.
+// advances *i past what was consumed (a maximal invalid subpart counts as one, as in text::utf8_lossy).
 char32_t decode_step(std::string_view s, size_t* i) {
-  const size_t n = s.size();
-  const auto b = static_cast<unsigned char>(s[*i]);
-  if (b < 0x80) {
-    ++*i;
-    return b;
-  }
-  int need;
-  unsigned lower = 0x80, upper = 0xBF;
-  char32_t cp;
-  if (b >= 0xC2 && b <= 0xDF) {
-    need = 1;
-    cp = b & 0x1F;
-  } else if (b >= 0xE0 && b <= 0xEF) {
-    need = 2;
-    cp = b & 0x0F;
-    if (b == 0xE0) lower = 0xA0;
-    if (b == 0xED) upper = 0x9F;
-  } else if (b >= 0xF0 && b <= 0xF4) {
-    need = 3;
-    cp = b & 0x07;
-    if (b == 0xF0) lower = 0x90;
-    if (b == 0xF4) upper = 0x8F;
-  } else {
-    ++*i;
-    return 0xFFFD;
-  }
-  size_t j = *i + 1;
-  for (int k = 0; k < need; ++k) {
-    if (j >= n) {
-      *i = j;
-      return 0xFFFD;
-    }
-    const auto c = static_cast<unsigned char>(s[j]);
-    if (c < lower || c > upper) {
-      *i = j;  // the offending byte starts the next sequence
-      return 0xFFFD;
-    }
-    cp = (cp << 6) | (c & 0x3F);
-    ++j;
-    lower = 0x80;
-    upper = 0xBF;
-  }
-  *i = j;
-  return cp;
+  if (text::utf8_valid_len(s, *i) > 0) return text::utf8_next(s, *i);
+  *i += text::utf8_invalid_len(s, *i);
+  return 0xFFFD;
 }
 
 size_t utf16_units(char32_t cp) {
@@ -99,22 +58,6 @@ std::string encode(const std::vector<char32_t>& cps) {
   std::string out;
   out.reserve(cps.size());
   for (char32_t c : cps) append_utf8(out, c);
-  return out;
-}
-
-std::string sanitize_utf8(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const size_t start = i;
-    const char32_t cp = decode_step(s, &i);
-    if (cp == 0xFFFD && !(i - start == 3 && s.substr(start, 3) == "\xEF\xBF\xBD")) {
-      append_utf8(out, cp);
-    } else {
-      out.append(s.substr(start, i - start));
-    }
-  }
   return out;
 }
 
@@ -166,10 +109,13 @@ size_t space_len_before(std::string_view s, size_t end) {
   return 0;
 }
 
-std::string trim_start(std::string_view s) {
-  size_t i = 0;
+size_t skip_space(std::string_view s, size_t i) {
   while (size_t n = space_len_at(s, i)) i += n;
-  return std::string(s.substr(i));
+  return i;
+}
+
+std::string trim_start(std::string_view s) {
+  return std::string(s.substr(skip_space(s, 0)));
 }
 
 std::string trim_end(std::string_view s) {
@@ -401,11 +347,6 @@ std::string json_quote(std::string_view s, bool ensure_ascii) {
 
 namespace {
 
-size_t skip_spaces(std::string_view s, size_t i) {
-  while (size_t n = space_len_at(s, i)) i += n;
-  return i;
-}
-
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
@@ -437,7 +378,7 @@ double strtod_view(std::string_view s) {
 }  // namespace
 
 std::optional<double> parse_int(std::string_view s) {
-  size_t i = skip_spaces(s, 0);
+  size_t i = skip_space(s, 0);
   bool neg = false;
   if (i < s.size() && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
   const size_t start = i;
@@ -448,7 +389,7 @@ std::optional<double> parse_int(std::string_view s) {
 }
 
 std::optional<double> parse_float(std::string_view s) {
-  size_t i = skip_spaces(s, 0);
+  size_t i = skip_space(s, 0);
   bool neg = false;
   if (i < s.size() && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
   const std::string_view rest = s.substr(i);
@@ -460,14 +401,8 @@ std::optional<double> parse_float(std::string_view s) {
 }
 
 double to_number(std::string_view s) {
-  const size_t b = skip_spaces(s, 0);
-  size_t e = s.size();
-  while (e > b) {
-    const size_t n = space_len_before(s, e);
-    if (n == 0) break;
-    e -= n;
-  }
-  std::string_view t = s.substr(b, e - b);
+  const std::string trimmed = trim(s);
+  std::string_view t = trimmed;
   if (t.empty()) return 0;
   if (t.size() > 2 && t[0] == '0' && (t[1] | 0x20) != '.' && std::strchr("xXoObB", t[1]) != nullptr) {
     const int base = (t[1] | 0x20) == 'x' ? 16 : (t[1] | 0x20) == 'o' ? 8 : 2;

@@ -19,9 +19,6 @@ void append_utf8(std::string& out, char32_t cp);
 std::vector<char32_t> decode(std::string_view s);
 std::string encode(const std::vector<char32_t>& cps);
 
-// Replaces invalid UTF-8 with U+FFFD (WHATWG rules); valid input is returned unchanged.
-std::string sanitize_utf8(std::string_view s);
-
 // Decodes the code point starting at s[i] (s must be valid UTF-8); *len receives its byte length.
 char32_t decode_at(std::string_view s, size_t i, size_t* len);
 
@@ -31,6 +28,8 @@ bool is_space(char32_t c);
 size_t space_len_at(std::string_view s, size_t i);
 // Byte length of a JS whitespace character ending just before s[end], 0 when there is none.
 size_t space_len_before(std::string_view s, size_t end);
+// Skips the JS whitespace characters starting at s[i]: the index of the first byte past them.
+size_t skip_space(std::string_view s, size_t i);
 
 std::string trim(std::string_view s);
 std::string trim_start(std::string_view s);

@@ -41,7 +41,7 @@ const char* tok_name(Tok t) {
 
 namespace {
 
-// Byte length of a JS line terminator (\n, \r, U+2028, U+2029) ending just before s[end], 0 if none.
+// Whether s[i] starts a line: i is 0 or follows a JS line terminator (\n, \r, U+2028, U+2029).
 bool line_start(std::string_view s, size_t i) {
   if (i == 0) return true;
   const char c = s[i - 1];
@@ -86,21 +86,16 @@ std::string trim_blocks(std::string_view s) {
   return out;
 }
 
-size_t skip_js_space(std::string_view s, size_t i) {
-  while (size_t n = js::space_len_at(s, i)) i += n;
-  return i;
-}
-
 // Matches `{%(-?)\s*(?:end)?generation\s*(-?)%}` at s[i]; returns the end offset or 0.
 size_t match_generation_tag(std::string_view s, size_t i, bool* lstrip, bool* rstrip) {
   if (s.substr(i, 2) != "{%") return 0;
   size_t j = i + 2;
   *lstrip = j < s.size() && s[j] == '-';
   if (*lstrip) ++j;
-  j = skip_js_space(s, j);
+  j = js::skip_space(s, j);
   if (s.substr(j, 3) == "end") j += 3;
   if (s.substr(j, 10) != "generation") return 0;
-  j = skip_js_space(s, j + 10);
+  j = js::skip_space(s, j + 10);
   *rstrip = j < s.size() && s[j] == '-';
   if (*rstrip) ++j;
   if (s.substr(j, 2) != "%}") return 0;
@@ -126,7 +121,7 @@ std::string strip_generation_tags(std::string_view s) {
       if (n == 0 || ws_begin - n < last) break;
       ws_begin -= n;
     }
-    const size_t ws_end = skip_js_space(s, tag_end);
+    const size_t ws_end = js::skip_space(s, tag_end);
     out.append(s.substr(last, ws_begin - last));
     if (!lstrip) out.append(s.substr(ws_begin, pos - ws_begin));
     if (!rstrip) out.append(s.substr(tag_end, ws_end - tag_end));
@@ -150,7 +145,7 @@ int hex_value(char c) {
 }
 
 // The mapping table of lexer.ts, in its order (longer operators first where it matters).
-constexpr std::array<std::pair<std::string_view, Tok>, 30> kTable = {{
+constexpr std::array<std::pair<std::string_view, Tok>, 29> kTable = {{
     {"{%", Tok::kOpenStatement},  {"%}", Tok::kCloseStatement},
     {"{{", Tok::kOpenExpression}, {"}}", Tok::kCloseExpression},
     {"(", Tok::kOpenParen},       {")", Tok::kCloseParen},
@@ -165,7 +160,7 @@ constexpr std::array<std::pair<std::string_view, Tok>, 30> kTable = {{
     {"~", Tok::kAdditive},        {"**", Tok::kPower},
     {"*", Tok::kMultiplicative},  {"//", Tok::kMultiplicative},
     {"/", Tok::kMultiplicative},  {"%", Tok::kMultiplicative},
-    {"=", Tok::kEquals},          {"", Tok::kText},
+    {"=", Tok::kEquals},
 }};
 
 class Lexer {
@@ -284,7 +279,7 @@ class Lexer {
     }
   }
 
-  void skip_leading_whitespace() { pos_ = skip_js_space(src_, pos_); }
+  void skip_leading_whitespace() { pos_ = js::skip_space(src_, pos_); }
 
   void skip_tag_whitespace() {
     // consumeWhile(isWhitespace): throws when the whitespace runs to the end of the input.
@@ -367,7 +362,6 @@ class Lexer {
       }
     }
     for (const auto& [seq, type] : kTable) {
-      if (seq.empty()) break;
       if (type == Tok::kCloseExpression && curly_depth_ > 0) continue;
       if (!starts(seq)) continue;
       push(type, std::string(seq));

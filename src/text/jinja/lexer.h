@@ -47,7 +47,8 @@ struct Token {
 // The preprocessing step alone (exposed for tests).
 std::string preprocess_template(std::string_view src, bool trim_blocks, bool lstrip_blocks);
 
-// Tokenizes a template (valid UTF-8 expected; see js::sanitize_utf8). Throws lp::Error on bad syntax.
+// Tokenizes a template (valid UTF-8 expected; Template passes it through text::utf8_lossy). Throws
+// lp::Error on bad syntax.
 std::vector<Token> tokenize(std::string_view src, bool trim_blocks = true, bool lstrip_blocks = true);
 
 }  // namespace lp::text::jinja

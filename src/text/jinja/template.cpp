@@ -6,9 +6,9 @@
 
 #include "core/check.h"
 #include "text/jinja/builtins.h"
-#include "text/jinja/js_string.h"
 #include "text/jinja/lexer.h"
 #include "text/jinja/parser.h"
+#include "text/tokenizer_utf8.h"
 
 namespace lp::text::jinja {
 
@@ -79,7 +79,7 @@ Value value_from_json(const nlohmann::ordered_json& j) {
 }
 
 Template::Template(std::string_view source, TemplateOptions options) : options_(std::move(options)) {
-  program_.body = parse(tokenize(js::sanitize_utf8(source))).body;
+  program_.body = parse(tokenize(text::utf8_lossy(source))).body;
 }
 
 std::string Template::render(const nlohmann::ordered_json& vars) const {

@@ -2,8 +2,9 @@
 // truthiness, equality, string conversion and JSON output match it byte for byte.
 // A Value is 32 bytes: a type tag, a bool/number payload, and a shared pointer to the string, array,
 // object or function it refers to. Arrays and objects are never mutated after creation, except namespace
-// objects (`ns.x = ...`); the interpreter keeps every container it creates in an arena and empties them
-// all when a render ends, which breaks reference cycles and bounds destructor recursion.
+// objects (`ns.x = ...`), so only namespaces can close a reference cycle: the interpreter tracks every
+// namespace it creates and empties them all when it is destroyed (after the render), which breaks the
+// cycles. Containers are destroyed iteratively, which bounds destructor recursion.
 #pragma once
 
 #include <cstdint>
