@@ -35,7 +35,7 @@ void add_plan_command(CLI::App& app) {
     lora::PlanOptions o;
     o.max_loras = args->max_loras;
     o.max_lora_rank = args->max_lora_rank;
-    o.lora_dtype = lora::parse_plan_dtype(args->lora_dtype, cfg.torch_dtype);
+    o.lora_dtype = lora::parse_lora_dtype(args->lora_dtype, cfg.torch_dtype);
     o.modules = lora::parse_module_set(args->target_modules);
     o.max_cpu_loras = args->max_cpu_loras;
     if (!args->memory_budget.empty()) o.memory_budget = lora::parse_byte_size(args->memory_budget);

@@ -155,7 +155,7 @@ void run_serve(ServeArgs a) {
     mo.max_loras = a.max_loras;
     mo.max_cpu_loras = a.max_cpu_loras;
     mo.max_lora_rank = a.max_lora_rank;
-    mo.lora_dtype = parse_lora_dtype(a.lora_dtype, model->weights().embed.dtype);
+    mo.lora_dtype = lora::parse_lora_dtype(a.lora_dtype, model->config().torch_dtype);
     mo.strict_base = a.strict_base;
     mo.base_model_name = a.served_model_name;
     adapters = std::make_unique<lora::AdapterManager>(model->config(), mo);

@@ -7,6 +7,7 @@
 
 #include "core/check.h"
 #include "lora/adapter.h"
+#include "lora/plan.h"
 
 namespace lp::cli {
 
@@ -51,14 +52,6 @@ int pool_threads(int requested) {
 
 namespace lp::cli {
 
-DType parse_lora_dtype(const std::string& s, DType base) {
-  if (s == "bf16") return DType::kBF16;
-  if (s == "f16") return DType::kF16;
-  if (s == "f32") return DType::kF32;
-  if (s == "auto") return base;
-  fail("unknown --lora-dtype '{}' (bf16, f16, f32, auto = the base model's dtype)", s);
-}
-
 CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::string>& dirs,
                               const std::string& lora_dtype) {
   CliAdapters out;
@@ -66,7 +59,7 @@ CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::stri
   for (const auto& d : dirs)
     if (std::find(uniq.begin(), uniq.end(), d) == uniq.end()) uniq.push_back(d);
   if (uniq.empty()) return out;
-  DType dt = parse_lora_dtype(lora_dtype, m.weights().embed.dtype);
+  DType dt = lora::parse_lora_dtype(lora_dtype, m.config().torch_dtype);
   std::vector<lora::PackedAdapter> packed;
   int max_rank = 1;
   for (const auto& d : uniq) {

@@ -28,6 +28,5 @@ struct CliAdapters {
 };
 CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::string>& dirs,
                               const std::string& lora_dtype);
-DType parse_lora_dtype(const std::string& s, DType base);
 
 }  // namespace lp::cli

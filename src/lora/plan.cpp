@@ -61,12 +61,12 @@ MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
   return p;
 }
 
-DType parse_plan_dtype(const std::string& s, DType base) {
+DType parse_lora_dtype(const std::string& s, DType torch_dtype) {
   if (s == "bf16") return DType::kBF16;
   if (s == "f16") return DType::kF16;
   if (s == "f32") return DType::kF32;
-  if (s == "auto") return base;
-  fail("unknown --lora-dtype '{}' (bf16, f16, f32, auto)", s);
+  if (s == "auto") return torch_dtype;
+  fail("unknown --lora-dtype '{}' (bf16, f16, f32, auto = the base model's torch_dtype)", s);
 }
 
 ModuleSet parse_module_set(const std::vector<std::string>& names) {

@@ -60,8 +60,9 @@ MemoryPlan plan_memory(const model::ModelConfig& config, const PlanOptions& opti
 // Parameters of the base model's weights (what base_bytes counts).
 int64_t base_param_count(const model::ModelConfig& config);
 
-// "bf16" | "f16" | "f32" | "auto" (= the base model's torch_dtype). Throws lp::Error otherwise.
-DType parse_plan_dtype(const std::string& s, DType base);
+// --lora-dtype: "bf16" | "f16" | "f32" | "auto" (= the base model's torch_dtype, so `plan`, which reads only
+// config.json, and `serve` size the same slots). Throws lp::Error otherwise.
+DType parse_lora_dtype(const std::string& s, DType torch_dtype);
 // Module names ("q_proj", ...) to a set; "all" or "all-linear" (or an empty list) is every module.
 ModuleSet parse_module_set(const std::vector<std::string>& names);
 // "17179869184", "16GiB", "16G" (= GiB), "500MB" (10^6), "64KiB"... Throws lp::Error on anything else.

@@ -117,10 +117,10 @@ TEST(LoraPlan, RefusesBadOptions) {
 }
 
 TEST(LoraPlan, Parsers) {
-  EXPECT_EQ(parse_plan_dtype("auto", DType::kF16), DType::kF16);
-  EXPECT_EQ(parse_plan_dtype("f16", DType::kBF16), DType::kF16);
-  EXPECT_EQ(parse_plan_dtype("f32", DType::kBF16), DType::kF32);
-  EXPECT_THROW(parse_plan_dtype("fp8", DType::kBF16), Error);
+  EXPECT_EQ(parse_lora_dtype("auto", DType::kF16), DType::kF16);
+  EXPECT_EQ(parse_lora_dtype("f16", DType::kBF16), DType::kF16);
+  EXPECT_EQ(parse_lora_dtype("f32", DType::kBF16), DType::kF32);
+  EXPECT_THROW(parse_lora_dtype("fp8", DType::kBF16), Error);
   EXPECT_EQ(parse_module_set({}), kAllModules);
   EXPECT_EQ(parse_module_set({"all-linear"}), kAllModules);
   EXPECT_EQ(parse_module_set({"down_proj"}), (ModuleSet{false, false, false, false, false, false, true}));
