@@ -38,7 +38,6 @@ struct Seq {
   size_t registered = 0;         // blocks of the table registered in the prefix cache
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<OutputText> text;
-  double submit_time = 0;
   double blocked_since = 0;  // when admission first failed for it (0: never)
   bool first_token_sent = false;
 };
@@ -390,10 +389,7 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
     why = FinishReason::kLength;
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.generated;
-  if (!s.first_token_sent) {
-    out.first_token_time = now_seconds() - s.submit_time;
-    s.first_token_sent = true;
-  }
+  s.first_token_sent = true;
   if (why != FinishReason::kNone) {
     out.text += s.text->finish();
     out.finish = why;
@@ -425,7 +421,6 @@ void Engine::Impl::publish_stats() {
   st.running_adapters.assign(ra.begin(), ra.end());
   st.waiting_adapters.assign(wa.begin(), wa.end());
   st.max_loras = adapters ? adapters->max_loras() : 0;
-  st.ready = true;
   std::lock_guard<std::mutex> lock(stats_mu);
   stats = std::move(st);
 }
@@ -528,7 +523,6 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   seq->prompt_len = static_cast<int>(req.prompt.size());
   seq->sampler = std::make_unique<Sampler>(req.sampling);
   seq->text = std::make_unique<OutputText>(im.tok, req.skip_special_tokens, req.stop, req.include_stop_str_in_output);
-  seq->submit_time = now_seconds();
   const std::string adapter = req.adapter;
   seq->req = std::move(req);
   {

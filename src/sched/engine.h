@@ -46,7 +46,6 @@ struct EngineStats {
   std::vector<std::string> running_adapters;  // distinct adapter names in the running batch
   std::vector<std::string> waiting_adapters;  // distinct adapter names of waiting requests
   int max_loras = 0;
-  bool ready = false;  // the engine thread is running and admitting
 };
 
 class Engine {

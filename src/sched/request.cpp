@@ -2,17 +2,6 @@
 
 namespace lp::sched {
 
-const char* finish_reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::kNone: return "";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAbort: return "abort";
-    case FinishReason::kError: return "error";
-  }
-  return "";
-}
-
 void RequestChannel::push(Output out) {
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -37,7 +37,6 @@ struct TokenLogprob {
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
-const char* finish_reason_name(FinishReason r);  // "stop", "length", "abort", "error"
 
 // One update of a request: the tokens and text produced since the previous update.
 struct Output {
@@ -48,7 +47,6 @@ struct Output {
   std::string error;  // when finish == kError
   int prompt_tokens = 0;
   int completion_tokens = 0;  // total so far
-  double first_token_time = 0;  // seconds since submit (set on the update carrying the first token)
 };
 
 // The output channel of one request: the engine pushes, one consumer pops. Thread-safe.

@@ -35,7 +35,7 @@ class Sampler {
   int32_t sample(std::span<float> logits, std::span<const int32_t> prompt);
   // Records an emitted token (for frequency/presence/repetition penalties).
   void accept(int32_t token);
-  // log-softmax of the (penalized, temperature-free) logits, for logprobs.
+  // log-softmax of the model's raw logits (before penalties and temperature, as vLLM reports them).
   static void log_softmax(std::span<const float> logits, std::vector<float>& out);
 
  private:

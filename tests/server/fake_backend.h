@@ -55,7 +55,6 @@ class FakeBackend : public server::Backend {
     s.running = running.load();
     s.kv_usage = running.load() > 0 ? 0.5 : 0.0;
     s.max_loras = 2;
-    s.ready = true;
     return s;
   }
   int64_t max_model_len() const override { return max_len; }

@@ -67,10 +67,4 @@ double normalized_error(const float* a, const float* b, size_t n) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
-double max_abs_diff(const float* a, const float* b, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
-  return m;
-}
-
 }  // namespace lp::test

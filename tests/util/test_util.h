@@ -46,6 +46,5 @@ inline double time_scale() {
 
 // ||a - b|| / max(||b||, tiny) over the whole vectors.
 double normalized_error(const float* a, const float* b, size_t n);
-double max_abs_diff(const float* a, const float* b, size_t n);
 
 }  // namespace lp::test
