@@ -2,9 +2,9 @@
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 BUILD_TSAN ?= build-tsan
-# The tests with threads of their own (adapter manager + loader thread, engine thread, compute pool), run under
-# ThreadSanitizer. Only these targets are built in the TSan tree.
-TSAN_TESTS ?= adapter_manager_tsan_test adapter_manager_test engine_test thread_pool_test
+# The tests with threads of their own (adapter manager + loader thread, engine thread, compute pool, HTTP
+# connection threads), run under ThreadSanitizer. Only these targets are built in the TSan tree.
+TSAN_TESTS ?= adapter_manager_tsan_test adapter_manager_test engine_test thread_pool_test http_server_test
 JOBS       ?= $(shell nproc)
 DEMO       ?= demo/smol
 PORT       ?= 8000
