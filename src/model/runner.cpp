@@ -56,10 +56,12 @@ const Buffer<float>& Runner::step(std::span<const Item> items) {
       batch_.slots.push_back(s.blocks.slot(pos, bs));
       if (any_lora) batch_.lora_slots.push_back(it.lora_slot);
     }
-    s.len = new_len;
   }
   logits_.resize(batch_.logit_rows.size() * static_cast<size_t>(model_.config().vocab_size));
   model_.forward(pool_, batch_, cache_, logits_.data(), any_lora ? lora_ : nullptr);
+  // Lengths advance only once the step has run: an error above leaves every sequence as it was (blocks
+  // reserved for the failed step are reused by the next one).
+  for (const Item& it : items) seqs_[it.seq].len += static_cast<int64_t>(it.tokens.size());
   return logits_;
 }
 

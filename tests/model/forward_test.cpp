@@ -141,6 +141,33 @@ TEST_P(PagedInvariants, DecodeStepsEqualPrefill) {
   }
 }
 
+// A step that fails (one item does not fit the KV cache) leaves every sequence as it was: the next step
+// gives what it would have given without the failed one.
+TEST_P(PagedInvariants, FailedStepChangesNothing) {
+  ComputePool pool(2);
+  auto a = some_ids(10, vocab_, 21), big = some_ids(40, vocab_, 22), next = some_ids(3, vocab_, 23);
+  std::vector<float> want;
+  {
+    Runner r(*model_, pool, 32);
+    int s = r.add_sequence();
+    Runner::Item it{s, a, false};
+    r.step({&it, 1});
+    Runner::Item d{s, next, true};
+    const auto& l = r.step({&d, 1});
+    want.assign(l.begin(), l.end());
+  }
+  Runner r(*model_, pool, 32);  // 2 blocks: 40 tokens never fit
+  int s = r.add_sequence(), t = r.add_sequence();
+  std::vector<Runner::Item> both = {{s, a, false}, {t, big, false}};
+  EXPECT_THROW(r.step(both), Error);
+  EXPECT_EQ(r.length(s), 0);
+  Runner::Item it{s, a, false};
+  r.step({&it, 1});
+  Runner::Item d{s, next, true};
+  const auto& l = r.step({&d, 1});
+  ASSERT_EQ(0, std::memcmp(l.data(), want.data(), want.size() * sizeof(float)));
+}
+
 // Sequences of different lengths in ONE forward call (prefill chunks and decode tokens mixed) get exactly
 // the logits they get alone.
 TEST_P(PagedInvariants, BatchEqualsSolo) {
