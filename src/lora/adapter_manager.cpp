@@ -64,22 +64,13 @@ double ms_since(double t0) {
 }  // namespace
 
 AdapterManager::AdapterManager(const model::ModelConfig& base, ManagerOptions options)
-    : base_(base),
-      shapes_(base_shapes(base)),
+    : shapes_(base_shapes(base)),
       options_(std::move(options)),
-      plan_(plan_memory(base_, plan_options(options_))),
-      bank_(base_, options_.max_loras, options_.max_lora_rank, options_.lora_dtype, options_.modules) {
+      plan_(plan_memory(base, plan_options(options_))),
+      bank_(base, options_.max_loras, options_.max_lora_rank, options_.lora_dtype, options_.modules) {
   options_.max_cpu_loras = plan_.options.max_cpu_loras;
   LP_CHECK(static_cast<int64_t>(bank_.bytes()) == plan_.slots_bytes, "slot bank {} bytes, plan {}",
            bank_.bytes(), plan_.slots_bytes);
-  if (options_.lora_root) {
-    std::error_code ec;
-    fs::path root = fs::canonical(*options_.lora_root, ec);
-    if (ec || !fs::is_directory(root))
-      fail_as(ErrorKind::kNotFound, "--lora-root {} does not exist or is not a folder",
-              options_.lora_root->string());
-    options_.lora_root = root;
-  }
   slots_.resize(options_.max_loras);
   loader_ = std::make_unique<LoaderThread>();
 }
@@ -89,18 +80,10 @@ AdapterManager::~AdapterManager() {
 }
 
 fs::path AdapterManager::resolve_path(const fs::path& path) const {
-  fs::path p = path;
-  if (options_.lora_root && p.is_relative()) p = *options_.lora_root / p;
   std::error_code ec;
-  fs::path canon = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  fs::path canon = fs::weakly_canonical(fs::absolute(path, ec), ec);
   if (ec)
     fail_as(ErrorKind::kNotFound, "adapter path {} cannot be resolved: {}", path.string(), ec.message());
-  if (options_.lora_root) {
-    fs::path rel = canon.lexically_relative(*options_.lora_root);
-    if (rel.empty() || *rel.begin() == "..")
-      fail_as(ErrorKind::kForbidden, "adapter path {} is outside --lora-root {}", path.string(),
-              options_.lora_root->string());
-  }
   if (!fs::exists(canon, ec)) fail_as(ErrorKind::kNotFound, "adapter path {} does not exist", path.string());
   if (!fs::is_directory(canon, ec)) fail("adapter path {} is not a folder", path.string());
   return canon;

@@ -67,7 +67,6 @@ struct ManagerOptions {
   int max_lora_rank = 16;           // --max-lora-rank
   DType lora_dtype = DType::kBF16;  // the slot dtype, already resolved from --lora-dtype
   ModuleSet modules = kAllModules;  // which projections get slot memory
-  std::optional<std::filesystem::path> lora_root;  // when set, adapter folders must resolve inside it
   bool strict_base = false;     // refuse adapters whose base_model_name_or_path names another model
   std::string base_model_name;  // the served model's name or path (for strict_base)
   bool keep_validated = true;   // keep the result of registration's validation in the host tier if room
@@ -95,9 +94,9 @@ class AdapterManager {
   // Any thread. Validates and registers; blocks on disk I/O (the caller is a CLI or HTTP thread).
   // Throws lp::Error: kInvalid (empty name, "adapter 'x' already exists", a bad config/tensor/shape,
   // "adapter rank 64 exceeds --max-lora-rank 16", a base-model mismatch under strict_base, every slot already
-  // pinned), kNotFound (no such folder), kForbidden (the folder resolves outside lora_root). A relative path
-  // is taken relative to lora_root when one is set. pinned: placed in a slot by the next poll() and never
-  // evicted.
+  // pinned), kNotFound (no such folder). Whether a path may be used at all (HTTP paths must stay inside
+  // --lora-root) is the server's decision (server/lora_paths.h). pinned: placed in a slot by the next poll()
+  // and never evicted.
   void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned = false);
   // Any thread. Throws kNotFound when `name` is not registered. See the state machine for holders.
   void unregister_adapter(const std::string& name);
@@ -173,7 +172,6 @@ class AdapterManager {
   std::filesystem::path resolve_path(const std::filesystem::path& path) const;
   std::string tier_locked(const Entry& e) const;
 
-  const model::ModelConfig base_;
   const BaseShapes shapes_;
   ManagerOptions options_;
   MemoryPlan plan_;
