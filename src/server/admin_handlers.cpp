@@ -16,24 +16,6 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-std::string string_field(const ojson& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return {};
-  if (!it->is_string()) fail_param(name, "'{}' must be a string", name);
-  return it->get<std::string>();
-}
-
-bool bool_field(const ojson& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return false;
-  if (!it->is_boolean()) fail_param(name, "'{}' must be a boolean", name);
-  return it->get<bool>();
-}
-
-void require_admitting(ServerState& st) {
-  if (st.draining.load()) throw Error("the server is shutting down", ErrorKind::kUnavailable);
-}
-
 }  // namespace
 
 std::string resolve_model(ServerState& st, const std::string& model) {
@@ -79,7 +61,6 @@ void handle_models(ServerState& st, const httplib::Request&, httplib::Response& 
 }
 
 void handle_load_adapter(ServerState& st, const httplib::Request& req, httplib::Response& res) {
-  require_admitting(st);
   ojson body = parse_body(req.body);
   std::string name = string_field(body, "lora_name");
   std::string path = string_field(body, "lora_path");
@@ -105,7 +86,6 @@ void handle_load_adapter(ServerState& st, const httplib::Request& req, httplib::
 }
 
 void handle_unload_adapter(ServerState& st, const httplib::Request& req, httplib::Response& res) {
-  require_admitting(st);
   ojson body = parse_body(req.body);
   std::string name = string_field(body, "lora_name");
   if (name.empty())

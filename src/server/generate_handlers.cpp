@@ -102,10 +102,7 @@ std::vector<int32_t> prepare(Call& c, Api api, const ojson& body, int* default_m
     if (!st.chat_template)
       fail_param("messages", "this model has no chat template; use /v1/completions");
     std::string text = st.chat_template->render(r.messages, r.add_generation_prompt, r.tools, r.chat_template_kwargs);
-    // As HF and vLLM: the template already writes the special tokens (BOS), so none are added here.
-    bool add_special = false;
-    if (auto it = body.find("add_special_tokens"); it != body.end() && it->is_boolean()) add_special = it->get<bool>();
-    prompt = tok.encode(text, add_special);
+    prompt = tok.encode(text, r.add_special_tokens);
     c.params = r;
     *default_max_tokens = -1;  // the rest of the context
   }

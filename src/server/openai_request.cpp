@@ -168,6 +168,16 @@ void normalize_content(ojson& msg, size_t index) {
 
 }  // namespace
 
+std::string string_field(const ojson& body, const char* name) {
+  const ojson* v = field(body, name);
+  return v ? get_string(*v, name) : std::string();
+}
+
+bool bool_field(const ojson& body, const char* name) {
+  const ojson* v = field(body, name);
+  return v ? get_bool(*v, name) : false;
+}
+
 ojson parse_body(const std::string& body) {
   ojson j = ojson::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw ApiError("the request body is not valid JSON", ErrorKind::kInvalid);
@@ -248,6 +258,7 @@ ChatRequest parse_chat_request(const ojson& b) {
   }
   if (const ojson* v = field(b, "add_generation_prompt"))
     r.add_generation_prompt = get_bool(*v, "add_generation_prompt");
+  if (const ojson* v = field(b, "add_special_tokens")) r.add_special_tokens = get_bool(*v, "add_special_tokens");
   return r;
 }
 

@@ -44,11 +44,17 @@ struct ChatRequest : GenerateParams {
   nlohmann::ordered_json tools;     // null or array, passed to the template
   nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
   bool add_generation_prompt = true;
+  bool add_special_tokens = false;  // as HF and vLLM: the template already writes BOS and friends
 };
 
 // Both throw ApiError(kInvalid) naming the field at fault.
 CompletionRequest parse_completion_request(const nlohmann::ordered_json& body);
 ChatRequest parse_chat_request(const nlohmann::ordered_json& body);
+
+// A string / boolean field of a body: "" / false when absent or null, ApiError(kInvalid) naming it when of
+// another type.
+std::string string_field(const nlohmann::ordered_json& body, const char* name);
+bool bool_field(const nlohmann::ordered_json& body, const char* name);
 
 // The body of a POST parsed as JSON (an object), or ApiError(kInvalid) saying why not.
 nlohmann::ordered_json parse_body(const std::string& body);

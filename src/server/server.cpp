@@ -67,12 +67,12 @@ struct Server::Http {
 namespace {
 
 // Wraps a route: readiness and draining checks, then the handler; nothing escapes.
-httplib::Server::Handler route(ServerState& st, RouteFn fn, bool generation) {
-  return [&st, fn, generation](const httplib::Request& req, httplib::Response& res) {
+httplib::Server::Handler route(ServerState& st, RouteFn fn, bool refused_when_draining) {
+  return [&st, fn, refused_when_draining](const httplib::Request& req, httplib::Response& res) {
     try {
       if (!st.ready.load(std::memory_order_acquire))
         throw Error("the model is still loading; retry later", ErrorKind::kUnavailable);
-      if (generation && st.draining.load())
+      if (refused_when_draining && st.draining.load())
         throw Error("the server is shutting down", ErrorKind::kUnavailable);
       fn(st, req, res);
     } catch (...) {
@@ -151,8 +151,8 @@ Server::Server(ServerOptions options) : st_(std::make_unique<ServerState>()), ht
   svr.Post("/v1/completions", route(st, handle_completions, true));
   svr.Post("/v1/chat/completions", route(st, handle_chat_completions, true));
   if (st.options.allow_runtime_lora_updating) {
-    svr.Post("/v1/load_lora_adapter", route(st, handle_load_adapter, false));
-    svr.Post("/v1/unload_lora_adapter", route(st, handle_unload_adapter, false));
+    svr.Post("/v1/load_lora_adapter", route(st, handle_load_adapter, true));
+    svr.Post("/v1/unload_lora_adapter", route(st, handle_unload_adapter, true));
   }
 }
 

@@ -114,6 +114,11 @@ TEST(OpenAIRequest, ChatMessagesAndLogprobs) {
   EXPECT_EQ(refused_param(R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})", true), "top_logprobs");
   EXPECT_EQ(refused_param(R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":30})", true),
             "top_logprobs");
+  EXPECT_FALSE(parse_chat_request(ojson::parse(R"({"messages":[{"role":"user","content":"x"}]})")).add_special_tokens);
+  EXPECT_TRUE(parse_chat_request(ojson::parse(R"({"messages":[{"role":"user","content":"x"}],"add_special_tokens":true})"))
+                  .add_special_tokens);
+  EXPECT_EQ(refused_param(R"({"messages":[{"role":"user","content":"x"}],"add_special_tokens":"yes"})", true),
+            "add_special_tokens");  // was silently ignored
 }
 
 TEST(OpenAIRequest, BodyMustBeAJsonObject) {
