@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/stats.h"
 #include "lora/adapter_manager.h"
 #include "lora/demo_adapter.h"
 #include "model/demo_model.h"
@@ -28,11 +29,6 @@ using namespace lp;
 using lp::lora::AdapterManager;
 
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 void drop_page_cache(const fs::path& file) {
   int fd = ::open(file.c_str(), O_RDONLY);
@@ -54,12 +50,6 @@ AdapterManager::Acquire must_ready(AdapterManager& m, const std::string& name) {
     std::exit(1);
   }
   return r;
-}
-
-double thread_cpu_ms() {
-  timespec ts;
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 // What the loader thread does for one load (read + validate, convert + fold the scale), timed on this

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "text/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -33,13 +34,6 @@ fs::path source_root() {
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// CPU time of this thread in ms: on a busy machine wall time mostly measures the other processes.
-double thread_cpu_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 std::string read_file(const fs::path& p) {
@@ -104,23 +98,23 @@ int main(int argc, char** argv) {
   double load_ms = 1e30, load_cpu = 1e30;
   for (int i = 0; i < 3; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    const double c0 = thread_cpu_ms();
+    const double c0 = lp::thread_cpu_ms();
     const lp::text::Tokenizer tok = lp::text::Tokenizer::from_dir(dir);
     load_ms = std::min(load_ms, ms_since(t0));
-    load_cpu = std::min(load_cpu, thread_cpu_ms() - c0);
+    load_cpu = std::min(load_cpu, lp::thread_cpu_ms() - c0);
   }
   const lp::text::Tokenizer tok = lp::text::Tokenizer::from_dir(dir);
   auto t0 = std::chrono::steady_clock::now();
-  double c0 = thread_cpu_ms();
+  double c0 = lp::thread_cpu_ms();
   std::vector<int32_t> ids = tok.encode(text, false);
-  const double cold_ms = ms_since(t0), cold_cpu = thread_cpu_ms() - c0;
+  const double cold_ms = ms_since(t0), cold_cpu = lp::thread_cpu_ms() - c0;
   double warm_ms = 1e30, warm_cpu = 1e30;
   for (int i = 0; i < 3; ++i) {
     t0 = std::chrono::steady_clock::now();
-    c0 = thread_cpu_ms();
+    c0 = lp::thread_cpu_ms();
     ids = tok.encode(text, false);
     warm_ms = std::min(warm_ms, ms_since(t0));
-    warm_cpu = std::min(warm_cpu, thread_cpu_ms() - c0);
+    warm_cpu = std::min(warm_cpu, lp::thread_cpu_ms() - c0);
   }
   t0 = std::chrono::steady_clock::now();
   const std::string decoded = tok.decode(ids);

@@ -16,6 +16,7 @@
 #include "cli/common.h"
 #include "core/check.h"
 #include "core/clock.h"
+#include "core/stats.h"
 #include "lora/adapter.h"
 #include "lora/demo_adapter.h"
 #include "model/demo_model.h"
@@ -38,13 +39,6 @@ struct BenchArgs {
   bool json = false;
   int threads = 0;
 };
-
-double median(std::vector<double> v) {
-  LP_CHECK(!v.empty());
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 enum class Mode { kBase, kFused, kNaive };  // base only; SGMV/BGMV grouped; one group per token
 

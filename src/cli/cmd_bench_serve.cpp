@@ -24,6 +24,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/clock.h"
+#include "core/stats.h"
 
 namespace lp::cli {
 
@@ -70,13 +71,6 @@ struct Result {
   std::vector<double> itl;
   int out_tokens = 0;
 };
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(std::ceil(p / 100.0 * v.size()));
-  return v[std::min(v.size() - 1, i > 0 ? i - 1 : 0)];
-}
 
 // Sums every sample of `name` (any labels) whose label text contains `label_filter`.
 double scrape_sum(const std::string& text, const std::string& name, const std::string& label_filter = "") {
