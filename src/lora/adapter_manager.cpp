@@ -89,9 +89,9 @@ fs::path AdapterManager::resolve_path(const fs::path& path) const {
   return canon;
 }
 
-void AdapterManager::register_adapter(const std::string& name, const fs::path& path, bool pinned) {
+void AdapterManager::register_adapter(const std::string& name, const fs::path& path, bool pinned, bool replace) {
   if (name.empty()) fail("adapter name must not be empty");
-  {
+  if (!replace) {
     std::lock_guard lk(mu_);
     if (by_name_.count(name)) fail("adapter '{}' already exists", name);
   }
@@ -117,10 +117,13 @@ void AdapterManager::register_adapter(const std::string& name, const fs::path& p
          trained_for, options_.base_model_name);
 
   std::lock_guard lk(mu_);
-  if (by_name_.count(name)) fail("adapter '{}' already exists", name);
-  if (pinned && static_cast<int>(pinned_.size()) >= options_.max_loras)
+  auto old = by_name_.find(name);
+  if (old != by_name_.end() && !replace) fail("adapter '{}' already exists", name);
+  const bool old_pinned = old != by_name_.end() && old->second->pinned;
+  if (pinned && static_cast<int>(pinned_.size()) - (old_pinned ? 1 : 0) >= options_.max_loras)
     fail("cannot pin adapter '{}': all {} slots (--max-loras) already hold pinned adapters", name,
          options_.max_loras);
+  if (old != by_name_.end()) unregister_locked(old);  // only now that the new one is known to be good
   auto e = std::make_shared<Entry>(next_id_++, name, dir, pinned, data->max_rank);
   by_name_.emplace(name, e);
   if (pinned) pinned_.push_back(e);
@@ -138,6 +141,10 @@ void AdapterManager::unregister_adapter(const std::string& name) {
   std::lock_guard lk(mu_);
   auto it = by_name_.find(name);
   if (it == by_name_.end()) fail_as(ErrorKind::kNotFound, "adapter '{}' is not registered", name);
+  unregister_locked(it);
+}
+
+void AdapterManager::unregister_locked(Registry::iterator it) {
   EntryPtr e = it->second;
   by_name_.erase(it);
   e->registered = false;

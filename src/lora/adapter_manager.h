@@ -97,7 +97,10 @@ class AdapterManager {
   // pinned), kNotFound (no such folder). Whether a path may be used at all (HTTP paths must stay inside
   // --lora-root) is the server's decision (server/lora_paths.h). pinned: placed in a slot by the next poll()
   // and never evicted.
-  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned = false);
+  // replace: an adapter already registered under `name` is replaced (load_inplace), but only once the new
+  // folder has passed validation; if it fails, the old registration stays as it was.
+  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned = false,
+                        bool replace = false);
   // Any thread. Throws kNotFound when `name` is not registered. See the state machine for holders.
   void unregister_adapter(const std::string& name);
   bool is_registered(const std::string& name) const;
@@ -154,6 +157,7 @@ class AdapterManager {
  private:
   struct Entry;
   using EntryPtr = std::shared_ptr<Entry>;
+  using Registry = std::unordered_map<std::string, EntryPtr>;  // by name
   struct SlotState {
     EntryPtr entry;   // null: empty
     int holders = 0;  // running requests using it
@@ -169,6 +173,7 @@ class AdapterManager {
   void evict_slot_locked(int slot);
   void drop_host_locked(Entry& e);
   void remove_locked(EntryPtr e);
+  void unregister_locked(Registry::iterator it);
   std::filesystem::path resolve_path(const std::filesystem::path& path) const;
   std::string tier_locked(const Entry& e) const;
 
@@ -182,7 +187,7 @@ class AdapterManager {
   // the PackedAdapter data (immutable once published, kept alive by shared_ptr).
   mutable std::mutex mu_;
   mutable std::condition_variable loads_done_;         // signalled when n_loading_ drops
-  std::unordered_map<std::string, EntryPtr> by_name_;  // registered adapters
+  Registry by_name_;  // registered adapters
   std::vector<SlotState> slots_;                       // (max_loras)
   LruList<int> slot_lru_;                              // occupied slots
   LruList<Entry*> host_lru_;                           // entries with host data

@@ -25,7 +25,7 @@ std::string resolve_model(ServerState& st, const std::string& model) {
   if (st.options.enable_lora_resolver && st.options.lora_root && b.lora_enabled()) {
     if (auto dir = find_adapter_under_root(*st.options.lora_root, model)) {
       try {
-        b.register_adapter(model, *dir, /*pinned=*/false);
+        b.register_adapter(model, *dir, /*pinned=*/false, /*replace=*/false);
         log_info("resolver: registered adapter '{}' from {}", model, dir->string());
       } catch (const Error&) {
         if (!b.is_registered(model)) throw;  // a concurrent request registered it first: fine
@@ -73,13 +73,10 @@ void handle_load_adapter(ServerState& st, const httplib::Request& req, httplib::
     fail_param("lora_name", "'{}' is the base model's name; choose another adapter name", name);
   if (!st.backend->lora_enabled()) fail("LoRA is not enabled on this server (start it with --max-loras >= 1)");
   std::filesystem::path dir = resolve_adapter_path(st.options.lora_root, path);
-  if (st.backend->is_registered(name)) {
-    if (!inplace)
-      throw ApiError(fmt::format("The lora adapter '{}' has already been loaded.", name), ErrorKind::kInvalid,
-                     "lora_name");
-    st.backend->unregister_adapter(name);  // load_inplace: replace it
-  }
-  st.backend->register_adapter(name, dir, pinned);
+  if (!inplace && st.backend->is_registered(name))
+    throw ApiError(fmt::format("The lora adapter '{}' has already been loaded.", name), ErrorKind::kInvalid,
+                   "lora_name");
+  st.backend->register_adapter(name, dir, pinned, /*replace=*/inplace);  // the old one stays if this throws
   log_info("loaded LoRA adapter '{}' from {}{}", name, dir.string(), pinned ? " (pinned)" : "");
   res.status = 200;
   res.set_content(fmt::format("Success: LoRA adapter '{}' added successfully.", name), "text/plain");

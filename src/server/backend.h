@@ -38,7 +38,10 @@ class Backend {
   virtual bool lora_enabled() const = 0;
   virtual bool is_registered(const std::string& name) const = 0;
   // Throws lp::Error with the kind the HTTP status follows (see lora::AdapterManager::register_adapter).
-  virtual void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) = 0;
+  // replace: atomically replace a registration of the same name (load_inplace); the old one stays if the
+  // new folder is refused.
+  virtual void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
+                                bool replace) = 0;
   virtual void unregister_adapter(const std::string& name) = 0;
   virtual std::vector<AdapterListing> list_adapters() const = 0;
   virtual std::optional<lora::CacheCounters> lora_counters() const = 0;  // nullopt without LoRA
@@ -56,7 +59,8 @@ class EngineBackend : public Backend {
   int64_t max_model_len() const override;
   bool lora_enabled() const override { return adapters_ != nullptr; }
   bool is_registered(const std::string& name) const override;
-  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) override;
+  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
+                        bool replace) override;
   void unregister_adapter(const std::string& name) override;
   std::vector<AdapterListing> list_adapters() const override;
   std::optional<lora::CacheCounters> lora_counters() const override;

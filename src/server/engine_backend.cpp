@@ -23,9 +23,10 @@ bool EngineBackend::is_registered(const std::string& name) const {
   return adapters_ && adapters_->is_registered(name);
 }
 
-void EngineBackend::register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) {
+void EngineBackend::register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
+                                     bool replace) {
   if (!adapters_) fail("LoRA is not enabled on this server (start it with --max-loras >= 1)");
-  adapters_->register_adapter(name, path, pinned);
+  adapters_->register_adapter(name, path, pinned, replace);
 }
 
 void EngineBackend::unregister_adapter(const std::string& name) {

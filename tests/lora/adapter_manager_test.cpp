@@ -257,6 +257,30 @@ struct Gate {
   }
 };
 
+// load_inplace: the replacement is validated before the old registration goes; a refused folder leaves the
+// old one registered, serving, with its id (so its cached KV stays valid), and a good one gets a new id.
+TEST_F(ManagerTest, ReplaceKeepsTheOldRegistrationWhenTheNewFolderIsRefused) {
+  AdapterManager m(cfg_, opts(2, 2));
+  m.register_adapter("a", adapter("a"));
+  const uint64_t id = m.acquire("a").id;
+  const fs::path bad = tmp_.path() / "not-an-adapter";
+  fs::create_directories(bad);
+  EXPECT_THROW(m.register_adapter("a", bad, false, /*replace=*/true), Error);
+  ASSERT_TRUE(m.is_registered("a"));
+  EXPECT_EQ(m.info("a")->path, fs::canonical(adapter("a")));
+  EXPECT_EQ(m.acquire("a").id, id);
+  EXPECT_THROW(m.register_adapter("a", adapter("b")), Error) << "without replace a name is taken";
+  m.register_adapter("a", adapter("b"), false, /*replace=*/true);
+  EXPECT_EQ(m.info("a")->path, fs::canonical(adapter("b")));
+  m.poll();
+  auto r = m.acquire("a");
+  while (r.status == AdapterManager::Status::kLoading) {
+    m.wait_for_loads();
+    r = m.acquire("a");
+  }
+  EXPECT_NE(r.id, id);
+}
+
 TEST_F(ManagerTest, OneLoadForEveryWaiter) {
   auto gate = std::make_shared<Gate>();
   ManagerOptions o = opts(1, 2);

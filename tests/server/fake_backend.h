@@ -63,9 +63,10 @@ class FakeBackend : public server::Backend {
     std::lock_guard<std::mutex> lock(mu_);
     return adapters_.count(name) > 0;
   }
-  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned) override {
+  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
+                        bool replace) override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (adapters_.count(name)) fail("adapter '{}' already exists", name);
+    if (adapters_.count(name) && !replace) fail("adapter '{}' already exists", name);
     if (path.filename() == "bad") fail("adapter rank 64 exceeds --max-lora-rank 16");
     adapters_[name] = path.string();
   }
