@@ -1,5 +1,6 @@
 #include "io/json_file.h"
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 #include <unordered_set>
@@ -87,6 +88,61 @@ std::string_view json_type_name(const json& j) {
 }
 std::string_view json_type_name(const nlohmann::ordered_json& j) {
   return json_type_name(j.type());
+}
+
+namespace {
+
+template <class Json>
+int64_t get_int(const Json& v, std::string_view what, std::string_view label, int64_t lo, int64_t hi) {
+  bool ok = v.is_number_integer();
+  int64_t x = 0;
+  if (ok && v.is_number_unsigned()) {
+    uint64_t u = v.template get<uint64_t>();
+    ok = u <= static_cast<uint64_t>(hi);
+    x = static_cast<int64_t>(u);
+  } else if (ok) {
+    x = v.template get<int64_t>();
+  }
+  if (!ok || x < lo || x > hi) {
+    fail("{} in {} must be an integer in [{}, {}] (found {})", what, label, lo, hi, v.dump());
+  }
+  return x;
+}
+
+template <class Json>
+double get_number(const Json& v, std::string_view what, std::string_view label) {
+  if (!v.is_number() || !std::isfinite(v.template get<double>())) {
+    fail("{} in {} must be a finite number (found {})", what, label, v.dump());
+  }
+  return v.template get<double>();
+}
+
+template <class Json>
+bool get_bool(const Json& v, std::string_view what, std::string_view label) {
+  if (!v.is_boolean()) fail("{} in {} must be true or false (found {})", what, label, v.dump());
+  return v.template get<bool>();
+}
+
+}  // namespace
+
+int64_t json_int(const json& v, std::string_view what, std::string_view label, int64_t lo, int64_t hi) {
+  return get_int(v, what, label, lo, hi);
+}
+int64_t json_int(const nlohmann::ordered_json& v, std::string_view what, std::string_view label, int64_t lo,
+                 int64_t hi) {
+  return get_int(v, what, label, lo, hi);
+}
+double json_number(const json& v, std::string_view what, std::string_view label) {
+  return get_number(v, what, label);
+}
+double json_number(const nlohmann::ordered_json& v, std::string_view what, std::string_view label) {
+  return get_number(v, what, label);
+}
+bool json_bool(const json& v, std::string_view what, std::string_view label) {
+  return get_bool(v, what, label);
+}
+bool json_bool(const nlohmann::ordered_json& v, std::string_view what, std::string_view label) {
+  return get_bool(v, what, label);
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -32,5 +33,18 @@ nlohmann::ordered_json read_ordered_json_file(const std::filesystem::path& path,
 std::string_view json_type_name(nlohmann::detail::value_t t);
 std::string_view json_type_name(const nlohmann::json& j);
 std::string_view json_type_name(const nlohmann::ordered_json& j);
+
+// Bounded reads of one value of a config file: json_int takes an integer in [lo, hi] (never narrowed: an
+// integer outside the range is refused, and so is 2.0), json_number a finite number, json_bool true or false.
+// Anything else throws lp::Error "{what} in {label} must be ... (found {value})", where `what` names the
+// field ("r", "hidden_size", "rank_pattern key \"q_proj\"") and `label` the file.
+int64_t json_int(const nlohmann::json& v, std::string_view what, std::string_view label, int64_t lo,
+                 int64_t hi);
+int64_t json_int(const nlohmann::ordered_json& v, std::string_view what, std::string_view label, int64_t lo,
+                 int64_t hi);
+double json_number(const nlohmann::json& v, std::string_view what, std::string_view label);
+double json_number(const nlohmann::ordered_json& v, std::string_view what, std::string_view label);
+bool json_bool(const nlohmann::json& v, std::string_view what, std::string_view label);
+bool json_bool(const nlohmann::ordered_json& v, std::string_view what, std::string_view label);
 
 }  // namespace lp::io

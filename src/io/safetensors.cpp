@@ -29,8 +29,12 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-std::string TensorInfo::shape_str() const {
+std::string shape_str(std::span<const int64_t> shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+std::string TensorInfo::shape_str() const {
+  return io::shape_str(shape);
 }
 
 bool TensorInfo::aligned() const {

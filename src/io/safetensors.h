@@ -13,12 +13,16 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "core/dtype.h"
 
 namespace lp::io {
+
+// A tensor shape for messages: "[576, 1536]", "[]".
+std::string shape_str(std::span<const int64_t> shape);
 
 struct TensorInfo {
   std::string name;

@@ -26,35 +26,9 @@ std::string_view type_of(const ordered_json& v) {
   return io::json_type_name(v);
 }
 
-int64_t get_int(const ordered_json& v, const std::string& what, const std::string& label, int64_t lo,
-                int64_t hi) {
-  bool ok = v.is_number_integer();
-  int64_t x = 0;
-  if (ok && v.is_number_unsigned()) {
-    uint64_t u = v.get<uint64_t>();
-    ok = u <= static_cast<uint64_t>(hi);
-    x = static_cast<int64_t>(u);
-  } else if (ok) {
-    x = v.get<int64_t>();
-  }
-  if (!ok || x < lo || x > hi) {
-    fail("{} in {} must be an integer in [{}, {}] (found {})", what, label, lo, hi, v.dump());
-  }
-  return x;
-}
-
-double get_number(const ordered_json& v, const std::string& what, const std::string& label) {
-  if (!v.is_number() || !std::isfinite(v.get<double>())) {
-    fail("{} in {} must be a finite number (found {})", what, label, v.dump());
-  }
-  return v.get<double>();
-}
-
 bool get_bool(const ordered_json& j, const char* key, const std::string& label) {
   const ordered_json* v = field(j, key);
-  if (!v) return false;
-  if (!v->is_boolean()) fail("{} in {} must be true or false (found {})", key, label, v->dump());
-  return v->get<bool>();
+  return v && io::json_bool(*v, key, label);
 }
 
 bool is_empty_value(const ordered_json* v) {
@@ -156,8 +130,9 @@ AdapterConfig parse_adapter_config(const ordered_json& j, const std::string& lab
     fail("peft_type {} in {} is not supported: only LORA adapters can be served", pt->dump(), label);
   }
 
-  if (const ordered_json* v = field(j, "r")) c.r = static_cast<int>(get_int(*v, "r", label, 1, kMaxRank));
-  if (const ordered_json* v = field(j, "lora_alpha")) c.lora_alpha = get_number(*v, "lora_alpha", label);
+  if (const ordered_json* v = field(j, "r"))
+    c.r = static_cast<int>(io::json_int(*v, "r", label, 1, kMaxRank));
+  if (const ordered_json* v = field(j, "lora_alpha")) c.lora_alpha = io::json_number(*v, "lora_alpha", label);
   c.use_rslora = get_bool(j, "use_rslora", label);
   if (const ordered_json* v = field(j, "base_model_name_or_path")) {
     if (!v->is_string())
@@ -229,10 +204,10 @@ AdapterConfig parse_adapter_config(const ordered_json& j, const std::string& lab
     if (v->is_array()) {
       for (const auto& e : *v)
         c.layers_to_transform.push_back(
-            static_cast<int>(get_int(e, "layers_to_transform", label, 0, 1 << 20)));
+            static_cast<int>(io::json_int(e, "layers_to_transform", label, 0, 1 << 20)));
     } else {
       c.layers_to_transform.push_back(
-          static_cast<int>(get_int(*v, "layers_to_transform", label, 0, 1 << 20)));
+          static_cast<int>(io::json_int(*v, "layers_to_transform", label, 0, 1 << 20)));
     }
   }
   if (const ordered_json* v = field(j, "layers_pattern"); !is_empty_value(v)) {
@@ -254,17 +229,13 @@ AdapterConfig parse_adapter_config(const ordered_json& j, const std::string& lab
       PyRegex re("(.*\\.)?(" + it.key() + ")$", what + " of " + label);
       if (key[0] == 'r') {
         c.rank_pattern.emplace_back(std::move(re),
-                                    static_cast<int>(get_int(it.value(), what, label, 1, kMaxRank)));
+                                    static_cast<int>(io::json_int(it.value(), what, label, 1, kMaxRank)));
       } else {
-        c.alpha_pattern.emplace_back(std::move(re), get_number(it.value(), what, label));
+        c.alpha_pattern.emplace_back(std::move(re), io::json_number(it.value(), what, label));
       }
     }
   }
   return c;
-}
-
-AdapterConfig parse_adapter_config(const nlohmann::json& j, const std::string& label) {
-  return parse_adapter_config(ordered_json::parse(j.dump()), label);
 }
 
 AdapterConfig read_adapter_config(const std::string& path) {

@@ -47,10 +47,8 @@ struct AdapterConfig {
 
 // Validates a parsed adapter_config.json. Throws lp::Error naming `label` and the field on anything
 // unsupported or malformed. Takes ordered_json because the order of rank_pattern/alpha_pattern keys decides
-// which key wins; the nlohmann::json overload sees keys sorted by name (use it only when no two pattern
-// keys can match one module).
+// which key wins.
 AdapterConfig parse_adapter_config(const nlohmann::ordered_json& j, const std::string& label);
-AdapterConfig parse_adapter_config(const nlohmann::json& j, const std::string& label);
 
 // Reads and validates `path` (duplicate keys are refused).
 AdapterConfig read_adapter_config(const std::string& path);

@@ -14,15 +14,14 @@
 namespace lp::lora {
 
 int64_t base_param_count(const model::ModelConfig& c) {
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t H = c.hidden_size, V = c.vocab_size;
   int64_t per_layer = 2 * H;  // input_layernorm, post_attention_layernorm
   for (int p = 0; p < model::kNumProj; ++p) {
-    auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(p));
+    const auto pr = static_cast<model::Proj>(p);
+    auto [in, out] = model::proj_shape(c, pr);
     per_layer += static_cast<int64_t>(in) * out;
+    if (model::has_bias(c, pr)) per_layer += out;
   }
-  if (c.attention_bias) per_layer += c.q_dim() + 2 * static_cast<int64_t>(c.kv_dim());
-  if (c.o_bias) per_layer += H;
-  if (c.mlp_bias) per_layer += 2 * I + H;
   int64_t n = V * H + per_layer * c.n_layers + H;  // embed, layers, final norm
   if (!c.tie_word_embeddings) n += V * H;          // lm_head
   return n;

@@ -1,11 +1,13 @@
 #include "model/config.h"
 
 #include <cmath>
-#include <fstream>
+#include <cstdint>
 #include <numbers>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/check.h"
+#include "io/json_file.h"
 
 namespace lp::model {
 
@@ -19,28 +21,58 @@ const std::vector<std::string>& ModelConfig::supported_architectures() {
 
 namespace {
 
-template <class T>
-T get_num(const json& j, const char* key, const std::string& label, bool required, T def) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) {
-    if (required) fail("{}: missing required field '{}'", label, key);
-    return def;
-  }
-  if (!it->is_number()) fail("{}: field '{}' must be a number, got {}", label, key, it->dump());
-  if constexpr (std::is_integral_v<T>) {
-    if (!it->is_number_integer()) fail("{}: field '{}' must be an integer, got {}", label, key, it->dump());
-  }
-  return it->get<T>();
-}
+// Bounds on the sizes a config may give: far above any supported model, and small enough that no product
+// the model computes overflows (q_dim() and kv_dim() are heads x head_dim <= 2^24 in int; vocab x hidden and
+// the like are computed in int64).
+constexpr int64_t kMaxSize = int64_t{1} << 20;       // hidden_size, intermediate_size
+constexpr int64_t kMaxVocab = int64_t{1} << 24;      // vocab_size
+constexpr int64_t kMaxCount = int64_t{1} << 12;      // num_hidden_layers, attention heads, head_dim
+constexpr int64_t kMaxPositions = int64_t{1} << 32;  // max_position_embeddings and the like
 
-std::vector<int32_t> id_list(const json& j, const char* key) {
+// The fields of one object of config.json. An absent or null field takes its default; without a default it
+// is required. Wrong types and out-of-range values are lp::Errors naming the file, the field and the value.
+struct Fields {
+  const json& j;
+  const std::string& label;
+  std::string prefix;  // "rope_scaling." for the nested object
+
+  const json* find(const char* key, bool required) const {
+    auto it = j.find(key);
+    if (it != j.end() && !it->is_null()) return &*it;
+    if (required) fail("{}: missing required field '{}{}'", label, prefix, key);
+    return nullptr;
+  }
+  int64_t integer(const char* key, int64_t lo, int64_t hi, std::optional<int64_t> def = {}) const {
+    const json* v = find(key, !def);
+    return v ? io::json_int(*v, prefix + key, label, lo, hi) : *def;
+  }
+  double number(const char* key, std::optional<double> def = {}) const {
+    const json* v = find(key, !def);
+    return v ? io::json_number(*v, prefix + key, label) : *def;
+  }
+  bool flag(const char* key, bool def) const {
+    const json* v = find(key, false);
+    return v ? io::json_bool(*v, prefix + key, label) : def;
+  }
+  std::string string(const char* key, std::string def) const {
+    const json* v = find(key, false);
+    if (!v) return def;
+    if (!v->is_string()) fail("{}{} in {} must be a string (found {})", prefix, key, label, v->dump());
+    return v->get<std::string>();
+  }
+};
+
+std::vector<int32_t> id_list(const json& j, const char* key, const std::string& label) {
   std::vector<int32_t> out;
+  auto id = [&](const json& v) {
+    out.push_back(static_cast<int32_t>(io::json_int(v, key, label, INT32_MIN, INT32_MAX)));
+  };
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return out;
-  if (it->is_number_integer()) out.push_back(it->get<int32_t>());
+  if (it->is_number_integer()) id(*it);
   if (it->is_array())
     for (const auto& v : *it)
-      if (v.is_number_integer()) out.push_back(v.get<int32_t>());
+      if (v.is_number_integer()) id(v);
   return out;
 }
 
@@ -70,55 +102,51 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& label) {
     for (const auto& a : sup) list += (list.empty() ? "" : ", ") + a;
     fail("{}: unsupported architecture '{}' (supported: {})", label, c.architecture, list);
   }
-  c.model_type = j.value("model_type", "");
-  c.hidden_size = get_num<int>(j, "hidden_size", label, true, 0);
-  c.intermediate_size = get_num<int>(j, "intermediate_size", label, true, 0);
-  c.n_layers = get_num<int>(j, "num_hidden_layers", label, true, 0);
-  c.n_heads = get_num<int>(j, "num_attention_heads", label, true, 0);
-  c.n_kv_heads = get_num<int>(j, "num_key_value_heads", label, false, c.n_heads);
-  c.vocab_size = get_num<int>(j, "vocab_size", label, true, 0);
-  if (c.hidden_size <= 0 || c.intermediate_size <= 0 || c.n_layers <= 0 || c.n_heads <= 0 ||
-      c.n_kv_heads <= 0 || c.vocab_size <= 0)
-    fail("{}: sizes must be positive (hidden_size {}, intermediate_size {}, num_hidden_layers {}, "
-         "num_attention_heads {}, num_key_value_heads {}, vocab_size {})",
-         label, c.hidden_size, c.intermediate_size, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size);
+  const Fields f{j, label, ""};
+  c.model_type = f.string("model_type", "");
+  c.hidden_size = static_cast<int>(f.integer("hidden_size", 1, kMaxSize));
+  c.intermediate_size = static_cast<int>(f.integer("intermediate_size", 1, kMaxSize));
+  c.n_layers = static_cast<int>(f.integer("num_hidden_layers", 1, kMaxCount));
+  c.n_heads = static_cast<int>(f.integer("num_attention_heads", 1, kMaxCount));
+  c.n_kv_heads = static_cast<int>(f.integer("num_key_value_heads", 1, kMaxCount, c.n_heads));
+  c.vocab_size = static_cast<int>(f.integer("vocab_size", 1, kMaxVocab));
   if (c.n_heads % c.n_kv_heads != 0)
     fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", label, c.n_heads,
          c.n_kv_heads);
   int def_hd = c.hidden_size / c.n_heads;
-  c.head_dim = get_num<int>(j, "head_dim", label, false, def_hd);
+  c.head_dim = static_cast<int>(f.integer("head_dim", 1, kMaxCount, def_hd));
   if (c.head_dim <= 0 || c.head_dim % 2 != 0)
     fail("{}: head_dim {} must be positive and even", label, c.head_dim);
   if (!j.contains("head_dim") && c.hidden_size % c.n_heads != 0)
     fail("{}: hidden_size {} not divisible by num_attention_heads {} and no head_dim given", label,
          c.hidden_size, c.n_heads);
-  c.max_position_embeddings = get_num<int64_t>(j, "max_position_embeddings", label, false, 4096);
-  c.rms_norm_eps = get_num<double>(j, "rms_norm_eps", label, false, 1e-6);
-  c.rope_theta = get_num<double>(j, "rope_theta", label, false, 10000.0);
-  c.tie_word_embeddings = j.value("tie_word_embeddings", false);
+  c.max_position_embeddings = f.integer("max_position_embeddings", 1, kMaxPositions, 4096);
+  c.rms_norm_eps = f.number("rms_norm_eps", 1e-6);
+  c.rope_theta = f.number("rope_theta", 10000.0);
+  c.tie_word_embeddings = f.flag("tie_word_embeddings", false);
   c.torch_dtype = parse_torch_dtype(j, label);
-  c.bos_token_ids = id_list(j, "bos_token_id");
-  c.eos_token_ids = id_list(j, "eos_token_id");
+  c.bos_token_ids = id_list(j, "bos_token_id", label);
+  c.eos_token_ids = id_list(j, "eos_token_id", label);
 
   if (c.architecture == "Qwen2ForCausalLM") {
     c.attention_bias = true;  // Qwen2 always has q/k/v bias, o_proj none
   } else {
-    c.attention_bias = j.value("attention_bias", false);
+    c.attention_bias = f.flag("attention_bias", false);
     c.o_bias = c.attention_bias;  // Llama's attention_bias covers o_proj too
-    c.mlp_bias = j.value("mlp_bias", false);
+    c.mlp_bias = f.flag("mlp_bias", false);
   }
 
   if (auto rs = j.find("rope_scaling"); rs != j.end() && !rs->is_null()) {
     if (!rs->is_object()) fail("{}: rope_scaling must be an object", label);
-    std::string type = rs->value("rope_type", rs->value("type", std::string("default")));
+    const Fields r{*rs, label, "rope_scaling."};
+    std::string type = r.string("rope_type", r.string("type", "default"));
     if (type == "llama3") {
       c.rope_scaling.llama3 = true;
-      c.rope_scaling.factor = get_num<double>(*rs, "factor", label + " rope_scaling", true, 1.0);
-      c.rope_scaling.low_freq_factor = get_num<double>(*rs, "low_freq_factor", label + " rope_scaling", true, 1);
-      c.rope_scaling.high_freq_factor =
-          get_num<double>(*rs, "high_freq_factor", label + " rope_scaling", true, 4);
+      c.rope_scaling.factor = r.number("factor");
+      c.rope_scaling.low_freq_factor = r.number("low_freq_factor");
+      c.rope_scaling.high_freq_factor = r.number("high_freq_factor");
       c.rope_scaling.original_max_position_embeddings =
-          get_num<int64_t>(*rs, "original_max_position_embeddings", label + " rope_scaling", true, 8192);
+          r.integer("original_max_position_embeddings", 1, kMaxPositions);
       if (c.rope_scaling.factor <= 0 || c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
         fail("{}: invalid llama3 rope_scaling (factor {}, low_freq_factor {}, high_freq_factor {})", label,
              c.rope_scaling.factor, c.rope_scaling.low_freq_factor, c.rope_scaling.high_freq_factor);
@@ -128,7 +156,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& label) {
   }
 
   c.max_model_len = c.max_position_embeddings;
-  bool sliding = j.value("use_sliding_window", true);
+  bool sliding = f.flag("use_sliding_window", true);
   if (auto sw = j.find("sliding_window"); sliding && sw != j.end() && sw->is_number_integer()) {
     int64_t w = sw->get<int64_t>();
     if (w > 0 && w < c.max_model_len) c.max_model_len = w;
@@ -138,15 +166,10 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& label) {
 
 ModelConfig ModelConfig::from_dir(const std::filesystem::path& dir) {
   auto path = dir / "config.json";
-  std::ifstream f(path);
-  if (!f) fail("cannot open {}: a Hugging Face model folder needs config.json", path.string());
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const json::exception& e) {
-    fail("{}: invalid JSON: {}", path.string(), e.what());
-  }
-  return from_json(j, path.string());
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    fail("cannot open {}: a Hugging Face model folder needs config.json", path.string());
+  return from_json(io::read_json_file(path), path.string());
 }
 
 std::vector<double> rope_inv_freq(const ModelConfig& c) {

@@ -44,6 +44,7 @@ struct ModelConfig {
   std::vector<int32_t> bos_token_ids;
   std::vector<int32_t> eos_token_ids;
 
+  // from_json bounds heads and head_dim so these products fit in int (<= 2^24).
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
   // The context length served: max_position_embeddings, capped by a sliding window when one is active

@@ -92,8 +92,10 @@ std::string demo_config_json(const DemoSpec& spec) {
       {"eos_token_id", ids_json(spec.eos_ids)},
   };
   if (spec.arch == "llama") {
-    j["attention_bias"] = false;
-    j["mlp_bias"] = false;
+    j["attention_bias"] = spec.attention_bias;
+    j["mlp_bias"] = spec.mlp_bias;
+  } else if (spec.attention_bias || spec.mlp_bias) {
+    fail("demo attention_bias and mlp_bias are for the llama architecture only (not {})", spec.arch);
   }
   if (spec.arch == "mistral" || spec.arch == "qwen2") j["sliding_window"] = nullptr;
   if (spec.arch == "qwen2") j["use_sliding_window"] = false;
@@ -149,7 +151,7 @@ void write_demo_model(const std::filesystem::path& dir, const DemoSpec& spec) {
       float sc = lin_scale(in) * ((pr == Proj::kO || pr == Proj::kDown) ? resid : 1.0f);
       std::string base = pre + proj_parent(pr) + "." + proj_name(pr);
       add(base + ".weight", {out, in}, sc, 0.0f);
-      if (c.attention_bias && p < 3) add(base + ".bias", {out}, 0.1f, 0.0f);
+      if (has_bias(c, pr)) add(base + ".bias", {out}, 0.1f, 0.0f);
     }
   }
   add("model.norm.weight", {H}, 0.1f, 1.0f);

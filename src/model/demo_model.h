@@ -18,6 +18,8 @@ struct DemoSpec {
   uint64_t seed = 1;
   DType dtype = DType::kBF16;
   std::string arch = "llama";  // llama | mistral | qwen2 (q/k/v bias)
+  bool attention_bias = false;  // llama only: q/k/v/o biases
+  bool mlp_bias = false;        // llama only: gate/up/down biases
   std::vector<int32_t> bos_ids;
   std::vector<int32_t> eos_ids;
 };

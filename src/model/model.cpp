@@ -129,9 +129,7 @@ void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float
              b.positions[t]);
   }
   ensure_scratch(T, R);
-  lora_ = nullptr;
-  lora_plan_.rows.clear();
-  lora_plan_.groups.clear();
+  lora_ = nullptr;  // add_lora reads lora_plan_ only when lora_ is set, i.e. after lora_plan_build below
   if (lora != nullptr && !b.lora_slots.empty()) {
     LP_CHECK(b.lora_slots.size() == b.tokens.size() && static_cast<int>(lora->layers.size()) == c.n_layers);
     lora_ = lora;

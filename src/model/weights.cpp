@@ -24,19 +24,26 @@ std::pair<int, int> proj_shape(const ModelConfig& c, Proj p) {
   return {0, 0};
 }
 
-namespace {
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
+bool has_bias(const ModelConfig& c, Proj p) {
+  switch (p) {
+    case Proj::kQ:
+    case Proj::kK:
+    case Proj::kV: return c.attention_bias;
+    case Proj::kO: return c.o_bias;
+    case Proj::kGate:
+    case Proj::kUp:
+    case Proj::kDown: return c.mlp_bias;
+  }
+  return false;
 }
+
+namespace {
 
 const io::TensorInfo& need(const io::TensorSet& ts, const std::string& name, std::vector<int64_t> shape) {
   const io::TensorInfo* t = ts.find(name);
-  if (!t) fail("missing tensor '{}' (expected shape {})", name, shape_str(shape));
+  if (!t) fail("missing tensor '{}' (expected shape {})", name, io::shape_str(shape));
   if (t->shape != shape)
-    fail("tensor '{}' has shape {}, expected {}", name, shape_str(t->shape), shape_str(shape));
+    fail("tensor '{}' has shape {}, expected {}", name, t->shape_str(), io::shape_str(shape));
   return *t;
 }
 
@@ -73,8 +80,7 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
       const auto& t = need(ts, base + ".weight", {out, in});
       lw.proj[p] = mat(t);
       step_bytes += t.nbytes;
-      bool has_bias = (p < 3 && c.attention_bias) || (p == 3 && c.o_bias) || (p >= 4 && c.mlp_bias);
-      if (has_bias) {
+      if (has_bias(c, pr)) {
         const auto& b = need(ts, base + ".bias", {out});
         Buffer<float> f(out);
         to_f32(b.dtype, b.data, f.data(), out);

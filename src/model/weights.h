@@ -46,5 +46,8 @@ struct ModelWeights {
 
 // (in, out) of projection p in a model of this config.
 std::pair<int, int> proj_shape(const ModelConfig& c, Proj p);
+// Whether projection p has a bias vector (out) in a model of this config: q/k/v with attention_bias, o with
+// o_bias, gate/up/down with mlp_bias.
+bool has_bias(const ModelConfig& c, Proj p);
 
 }  // namespace lp::model

@@ -64,7 +64,7 @@ TEST(ModelConfig, SpecificErrors) {
   EXPECT_NE(error_of(j).find("not a multiple of num_key_value_heads 3"), std::string::npos);
   j = base_config();
   j["hidden_size"] = "64";
-  EXPECT_NE(error_of(j).find("'hidden_size' must be a number"), std::string::npos);
+  EXPECT_NE(error_of(j).find("hidden_size in cfg must be an integer"), std::string::npos);
   j = base_config();
   j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
   EXPECT_NE(error_of(j).find("unsupported rope_scaling type 'yarn'"), std::string::npos);
@@ -72,6 +72,55 @@ TEST(ModelConfig, SpecificErrors) {
   j["torch_dtype"] = "int8";
   EXPECT_NE(error_of(j).find("unsupported torch_dtype"), std::string::npos);
   EXPECT_EQ(error_of(base_config()), "");
+}
+
+TEST(ModelConfig, DuplicateKeyIsRefused) {
+  test::TempDir dir("cfg");
+  std::string text = base_config().dump(2);
+  text.insert(text.rfind('}'), ",\n  \"hidden_size\": 128\n");  // a second hidden_size, after the first
+  test::write_file(dir / "config.json", text);
+  try {
+    ModelConfig::from_dir(dir.path());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "duplicate key \"hidden_size\" in " + (dir / "config.json").string());
+  }
+}
+
+// A size outside its range is refused, never narrowed to int (4294967360 would wrap to 64).
+TEST(ModelConfig, OutOfRangeSizeIsRefused) {
+  json j = base_config();
+  j["hidden_size"] = 4294967360LL;
+  EXPECT_EQ(error_of(j), "hidden_size in cfg must be an integer in [1, 1048576] (found 4294967360)");
+  j = base_config();
+  j["num_attention_heads"] = 0;
+  EXPECT_EQ(error_of(j), "num_attention_heads in cfg must be an integer in [1, 4096] (found 0)");
+  j = base_config();
+  j["bos_token_id"] = 4294967297LL;
+  EXPECT_EQ(error_of(j),
+            "bos_token_id in cfg must be an integer in [-2147483648, 2147483647] (found 4294967297)");
+}
+
+// Wrong types are lp::Errors naming the field and the value (not nlohmann::type_error).
+TEST(ModelConfig, WrongTypeIsAnError) {
+  json j = base_config();
+  j["tie_word_embeddings"] = "yes";
+  EXPECT_EQ(error_of(j), "tie_word_embeddings in cfg must be true or false (found \"yes\")");
+  j = base_config();
+  j["attention_bias"] = 1;
+  EXPECT_EQ(error_of(j), "attention_bias in cfg must be true or false (found 1)");
+  j = base_config();
+  j["use_sliding_window"] = "no";
+  EXPECT_EQ(error_of(j), "use_sliding_window in cfg must be true or false (found \"no\")");
+  j = base_config();
+  j["rope_scaling"] = {{"rope_type", 3}};
+  EXPECT_EQ(error_of(j), "rope_scaling.rope_type in cfg must be a string (found 3)");
+  j = base_config();
+  j["rms_norm_eps"] = "1e-5";
+  EXPECT_EQ(error_of(j), "rms_norm_eps in cfg must be a finite number (found \"1e-5\")");
+  j = base_config();
+  j["tie_word_embeddings"] = nullptr;  // null reads as absent
+  EXPECT_EQ(error_of(j), "");
 }
 
 TEST(ModelConfig, HeadDimAndSlidingWindow) {

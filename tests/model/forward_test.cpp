@@ -8,6 +8,7 @@
 
 #include "model/demo_model.h"
 #include "model/runner.h"
+#include "model/weights.h"
 #include "util/reference_forward.h"
 #include "util/test_util.h"
 
@@ -49,6 +50,7 @@ struct ArchCase {
   std::string arch;
   nlohmann::json patch;
   std::string label;
+  bool biases = false;  // llama with attention_bias and mlp_bias: every projection has a bias
 };
 
 class ForwardVsReference : public ::testing::TestWithParam<ArchCase> {};
@@ -59,9 +61,16 @@ TEST_P(ForwardVsReference, F32WeightsMatchWithin1e4) {
   spec.shape = "tiny";
   spec.dtype = DType::kF32;
   spec.arch = GetParam().arch;
+  spec.attention_bias = spec.mlp_bias = GetParam().biases;
   spec.seed = 3;
   write_demo_model(dir.path(), spec);
   if (!GetParam().patch.is_null()) patch_config(dir.path(), GetParam().patch);
+  if (GetParam().biases) {  // so the bias of each of the seven projections is compared
+    ModelConfig c = ModelConfig::from_dir(dir.path());
+    for (int p = 0; p < kNumProj; ++p) {
+      EXPECT_TRUE(has_bias(c, static_cast<Proj>(p))) << proj_name(static_cast<Proj>(p));
+    }
+  }
   auto ids = some_ids(37, 512, 5);
   auto ref = test::reference_logits(dir.path(), ids);
   for (int threads : {1, 2}) {
@@ -90,7 +99,8 @@ INSTANTIATE_TEST_SUITE_P(
                     {"high_freq_factor", 4.0},
                     {"original_max_position_embeddings", 16}}}},
                  "llama3_rope"},
-        ArchCase{"llama", {{"tie_word_embeddings", false}}, "untied"}),
+        ArchCase{"llama", {{"tie_word_embeddings", false}}, "untied"},
+        ArchCase{"llama", nullptr, "llama_all_biases", true}),
     [](const auto& info) { return info.param.label; });
 
 class PagedInvariants : public ::testing::TestWithParam<DType> {

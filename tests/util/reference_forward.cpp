@@ -7,6 +7,7 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/weights.h"
 
 namespace lp::test {
 
@@ -30,8 +31,6 @@ Mat load(const io::TensorSet& ts, const std::string& name) {
   m.v.assign(f.begin(), f.end());
   return m;
 }
-
-bool has(const io::TensorSet& ts, const std::string& name) { return ts.find(name) != nullptr; }
 
 // y = W x (+ b)
 std::vector<double> linear(const Mat& w, const std::vector<double>& x, const Mat* b) {
@@ -89,6 +88,7 @@ void rope(double* x, int head_dim, int64_t pos, const std::vector<double>& inv) 
 }  // namespace
 
 std::vector<double> reference_logits(const std::filesystem::path& dir, const std::vector<int32_t>& ids) {
+  using model::Proj;
   model::ModelConfig c = model::ModelConfig::from_dir(dir);
   io::TensorSet ts = io::TensorSet::open_dir(dir);
   const int H = c.hidden_size, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads;
@@ -101,21 +101,25 @@ std::vector<double> reference_logits(const std::filesystem::path& dir, const std
 
   for (int l = 0; l < c.n_layers; ++l) {
     std::string p = "model.layers." + std::to_string(l) + ".";
-    auto opt = [&](const std::string& n) { return has(ts, n) ? load(ts, n) : Mat{}; };
+    // The bias of projection `pr` when the config gives it one (empty otherwise).
+    auto bias = [&](const std::string& n, Proj pr) { return model::has_bias(c, pr) ? load(ts, n) : Mat{}; };
+    auto ptr = [](const Mat& b) { return b.v.empty() ? nullptr : &b; };
     Mat wq = load(ts, p + "self_attn.q_proj.weight"), wk = load(ts, p + "self_attn.k_proj.weight"),
         wv = load(ts, p + "self_attn.v_proj.weight"), wo = load(ts, p + "self_attn.o_proj.weight");
-    Mat bq = opt(p + "self_attn.q_proj.bias"), bk = opt(p + "self_attn.k_proj.bias"),
-        bv = opt(p + "self_attn.v_proj.bias");
+    Mat bq = bias(p + "self_attn.q_proj.bias", Proj::kQ), bk = bias(p + "self_attn.k_proj.bias", Proj::kK),
+        bv = bias(p + "self_attn.v_proj.bias", Proj::kV), bo = bias(p + "self_attn.o_proj.bias", Proj::kO);
     Mat n1 = load(ts, p + "input_layernorm.weight"), n2 = load(ts, p + "post_attention_layernorm.weight");
     Mat wg = load(ts, p + "mlp.gate_proj.weight"), wu = load(ts, p + "mlp.up_proj.weight"),
         wd = load(ts, p + "mlp.down_proj.weight");
+    Mat bg = bias(p + "mlp.gate_proj.bias", Proj::kGate), bu = bias(p + "mlp.up_proj.bias", Proj::kUp),
+        bd = bias(p + "mlp.down_proj.bias", Proj::kDown);
 
     std::vector<std::vector<double>> q(T), k(T), v(T);
     for (int64_t t = 0; t < T; ++t) {
       auto h = rmsnorm(x[t], n1, c.rms_norm_eps);
-      q[t] = linear(wq, h, bq.v.empty() ? nullptr : &bq);
-      k[t] = linear(wk, h, bk.v.empty() ? nullptr : &bk);
-      v[t] = linear(wv, h, bv.v.empty() ? nullptr : &bv);
+      q[t] = linear(wq, h, ptr(bq));
+      k[t] = linear(wk, h, ptr(bk));
+      v[t] = linear(wv, h, ptr(bv));
       for (int hh = 0; hh < nh; ++hh) rope(q[t].data() + hh * hd, hd, t, inv);
       for (int hh = 0; hh < nkv; ++hh) rope(k[t].data() + hh * hd, hd, t, inv);
     }
@@ -136,12 +140,12 @@ std::vector<double> reference_logits(const std::filesystem::path& dir, const std
         for (int64_t j = 0; j <= t; ++j)
           for (int i = 0; i < hd; ++i) att[hh * hd + i] += s[j] / z * v[j][g * hd + i];
       }
-      auto o = linear(wo, att, nullptr);
+      auto o = linear(wo, att, ptr(bo));
       for (int i = 0; i < H; ++i) x[t][i] += o[i];
       auto h = rmsnorm(x[t], n2, c.rms_norm_eps);
-      auto gt = linear(wg, h, nullptr), up = linear(wu, h, nullptr);
+      auto gt = linear(wg, h, ptr(bg)), up = linear(wu, h, ptr(bu));
       for (size_t i = 0; i < gt.size(); ++i) gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
-      auto d = linear(wd, gt, nullptr);
+      auto d = linear(wd, gt, ptr(bd));
       for (int i = 0; i < H; ++i) x[t][i] += d[i];
     }
   }
