@@ -1,5 +1,6 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/check.h"
@@ -13,17 +14,24 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir) {
 }
 
 Model::Model(ModelConfig config, ModelWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)) {
+    : config_(std::move(config)), weights_(std::move(weights)), inv_freq_(rope_inv_freq(config_)) {
+  LP_CHECK(config_.max_model_len > 0);
+}
+
+// The rotary table covers positions [0, n) at least, grown on demand: a Llama 3.1 config allows 131072
+// positions (64 MiB of table for head_dim 128), while what is served is bounded by the KV cache.
+void Model::ensure_rope(int64_t n) {
+  if (n <= rope_positions_) return;
   const int half = config_.head_dim / 2;
-  const int64_t n_pos = config_.max_model_len;
-  LP_CHECK(n_pos > 0);
-  cos_.resize(n_pos * half);
-  sin_.resize(n_pos * half);
-  std::vector<double> inv = rope_inv_freq(config_);
-  // Angles in double, then rounded once: the table is exact to f32 precision for every position.
-  for (int64_t p = 0; p < n_pos; ++p)
+  const int64_t from = rope_positions_;
+  rope_positions_ = std::min<int64_t>(config_.max_model_len, std::max<int64_t>({n, 2 * from, 4096}));
+  cos_.resize(static_cast<size_t>(rope_positions_ * half));
+  sin_.resize(static_cast<size_t>(rope_positions_ * half));
+  // Angles in double, then rounded once: the table is exact to f32 precision for every position (and the
+  // same whenever it is computed).
+  for (int64_t p = from; p < rope_positions_; ++p)
     for (int i = 0; i < half; ++i) {
-      double a = static_cast<double>(p) * inv[i];
+      double a = static_cast<double>(p) * inv_freq_[i];
       cos_[p * half + i] = static_cast<float>(std::cos(a));
       sin_[p * half + i] = static_cast<float>(std::sin(a));
     }
@@ -123,12 +131,15 @@ void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float
   const int64_t R = static_cast<int64_t>(b.logit_rows.size());
   LP_CHECK(T > 0, "empty batch");
   LP_CHECK(b.positions.size() == b.tokens.size() && b.slots.size() == b.tokens.size());
+  int64_t max_pos = 0;
   for (int64_t t = 0; t < T; ++t) {
     LP_CHECK(b.tokens[t] >= 0 && b.tokens[t] < c.vocab_size, "token id {} out of range", b.tokens[t]);
     LP_CHECK(b.positions[t] >= 0 && b.positions[t] < c.max_model_len, "position {} out of range",
              b.positions[t]);
+    max_pos = std::max<int64_t>(max_pos, b.positions[t]);
   }
   ensure_scratch(T, R);
+  ensure_rope(max_pos + 1);
   lora_ = nullptr;  // add_lora reads lora_plan_ only when lora_ is set, i.e. after lora_plan_build below
   if (lora != nullptr && !b.lora_slots.empty()) {
     LP_CHECK(b.lora_slots.size() == b.tokens.size() && static_cast<int>(lora->layers.size()) == c.n_layers);

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
+#include <vector>
 
 #include "core/buffer.h"
 #include "core/thread_pool.h"
@@ -40,6 +41,7 @@ class Model {
 
  private:
   void ensure_scratch(int64_t T, int64_t R);
+  void ensure_rope(int64_t n);
   void attention_block(ComputePool& pool, const Batch& batch, kv::KvCache& cache, int layer);
   void mlp_block(ComputePool& pool, int64_t T, int layer);
   // y (+)= x · Wᵀ (+ bias) for projection p of `layer` (base weights, all tokens).
@@ -52,8 +54,10 @@ class Model {
 
   ModelConfig config_;
   ModelWeights weights_;
-  Buffer<float> cos_;  // (max_model_len, head_dim / 2)
-  Buffer<float> sin_;  // (max_model_len, head_dim / 2)
+  std::vector<double> inv_freq_;  // (head_dim / 2) rotary frequencies (llama3 scaling applied)
+  int64_t rope_positions_ = 0;    // positions the table covers
+  std::vector<float> cos_;        // (rope_positions_, head_dim / 2)
+  std::vector<float> sin_;
   // Scratch, grown on demand:
   int64_t cap_tokens_ = 0, cap_rows_ = 0;
   Buffer<float> x_;     // (T, H) residual stream
