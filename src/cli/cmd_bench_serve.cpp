@@ -15,6 +15,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -136,10 +137,32 @@ class Bench {
     std::string before = metrics_text();
     double t0 = now_seconds(), next = t0;
     std::vector<Result> results(a_.num_requests);
-    std::vector<std::thread> workers;
+    // max_concurrency client threads take requests as this thread releases them at their arrival times.
     std::mutex mu;
     std::condition_variable cv;
-    int active = 0, sent = 0;
+    std::deque<std::pair<int, std::string>> queue;  // (request index, body)
+    bool closed = false;
+    int active = 0, sent = 0;  // active: released and not finished
+    std::vector<std::thread> workers;
+    for (int w = 0; w < a_.max_concurrency; ++w)
+      workers.emplace_back([&] {
+        for (;;) {
+          std::pair<int, std::string> job;
+          {
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait(lock, [&] { return closed || !queue.empty(); });
+            if (queue.empty()) return;
+            job = std::move(queue.front());
+            queue.pop_front();
+          }
+          results[job.first] = one(job.second);
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            --active;
+          }
+          cv.notify_all();
+        }
+      });
     for (int i = 0; i < a_.num_requests; ++i) {
       if (a_.duration > 0 && now_seconds() - t0 > a_.duration) break;
       std::string model = adapters.empty() || u01(rng) < a_.base_fraction ? base : adapters[pick(rng)];
@@ -152,22 +175,23 @@ class Bench {
         double wait = next - now_seconds();
         if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
       }
+      json body = {{"model", model}, {"prompt", prompt}, {"max_tokens", n_out}, {"temperature", 0},
+                   {"ignore_eos", true}, {"stream", true},
+                   {"stream_options", {{"include_usage", true}}}};
       {
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return active < a_.max_concurrency; });
         ++active;
+        queue.emplace_back(i, body.dump());
       }
+      cv.notify_all();
       ++sent;
-      json body = {{"model", model}, {"prompt", prompt}, {"max_tokens", n_out}, {"temperature", 0},
-                   {"ignore_eos", true}, {"stream", true},
-                   {"stream_options", {{"include_usage", true}}}};
-      workers.emplace_back([&, i, body] {
-        results[i] = one(body.dump());
-        std::lock_guard<std::mutex> lock(mu);
-        --active;
-        cv.notify_all();
-      });
     }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      closed = true;
+    }
+    cv.notify_all();
     for (auto& w : workers) w.join();
     double wall = now_seconds() - t0;
     results.resize(sent);
