@@ -34,14 +34,15 @@ inline std::vector<float> random_floats(std::mt19937& rng, size_t n, float lo = 
 }
 
 // A (rows, cols) matrix stored in `dtype` with row_stride >= cols (the padding holds NaN, which a kernel
-// reading past a row's end would propagate).
+// reading past a row's end would propagate). The allocation ends exactly after the last row's padding, with
+// no slack, so that AddressSanitizer sees a read past the end of W.
 struct TestMatrix {
   std::vector<uint8_t> bytes;
   MatView view;
 
   TestMatrix(DType dtype, int64_t rows, int64_t cols, int64_t stride, std::mt19937& rng, float scale = 1.f) {
     view = MatView{nullptr, dtype, rows, cols, stride};
-    bytes.resize(static_cast<size_t>(std::max<int64_t>(rows * stride, 1)) * dtype_size(dtype) + 64);
+    bytes.resize(static_cast<size_t>(std::max<int64_t>(rows * stride, 1)) * dtype_size(dtype));
     std::uniform_real_distribution<float> d(-scale, scale);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < stride; ++c) set(r, c, c < cols ? d(rng) : NAN);

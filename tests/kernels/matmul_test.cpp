@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -172,6 +173,74 @@ TEST(Matmul, LargeShapesMatchReferenceWithGemmAndGemvPaths) {
     for (int64_t T : {2, 16, 300}) {
       SCOPED_TRACE(testing::Message() << k->name << " T=" << T);
       EXPECT_EQ(run_case(pool, *k, DType::kBF16, Case{T, 1536, 150, true, true}, rng), 0);
+    }
+  }
+}
+
+// matmul_multi (the q/k/v and gate/up path): ONE dispatch over the concatenated rows of several outputs,
+// each padded to the ISA's row grain, so a chunk may end in one matrix's padding, span two matrices, or stop
+// early at the chunk's end; x is rounded to bf16 once for the outputs that want it. Each output must get
+// exactly what its own matmul() call gives it, bit for bit, whatever the pool and whichever outputs sit
+// beside it. Row counts are not multiples of any grain, K is odd, x, W and y have padded strides, and bias
+// and accumulate vary per output. Dtype sets: all one dtype, and mixed (on avx512bf16 only the BF16
+// outputs read the rounded x).
+TEST(MatmulMulti, EachOutputIsBitIdenticalToItsOwnMatmulEveryIsaEveryPool) {
+  ComputePool pool1(1), pool2(2), pool3(3);
+  ComputePool* pools[] = {&pool1, &pool2, &pool3};
+  std::mt19937 rng(6);
+  const int64_t K = 77, ldx = K + 3;
+  // The second set repeats the shapes in another order: with more grains than 4 chunks per thread, pools of
+  // 2 and 3 threads then cut chunks that cross from one matrix into the next on every ISA.
+  const std::vector<std::vector<int64_t>> row_sets = {{130, 17, 5}, {5, 130, 17, 130, 17, 5}};
+  const std::vector<std::vector<DType>> dtype_sets = {{DType::kF32},
+                                                      {DType::kF16},
+                                                      {DType::kBF16},
+                                                      {DType::kBF16, DType::kF32, DType::kF16},
+                                                      {DType::kF32, DType::kBF16}};
+  int rep = 0;
+  for (const detail::IsaKernels* k : cpu_isas()) {
+    for (const std::vector<DType>& dts : dtype_sets) {
+      for (const std::vector<int64_t>& rows : row_sets) {
+        for (int64_t T : {1, 3, 7, 33}) {
+          ++rep;
+          const size_t n_out = rows.size();
+          std::vector<float> x = random_floats(rng, T * ldx);  // (T, ldx), NaN past K
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t i = K; i < ldx; ++i) x[t * ldx + i] = NAN;
+          std::vector<TestMatrix> W;
+          W.reserve(n_out);
+          std::vector<std::vector<float>> bias, y0;
+          std::vector<int64_t> ldy;
+          std::vector<MatmulOut> outs(n_out);
+          std::string desc;
+          for (size_t i = 0; i < n_out; ++i) {
+            const int64_t N = rows[i];
+            const DType dt = dts[i % dts.size()];
+            W.emplace_back(dt, N, K, K + (i % 2 ? 0 : 5), rng);
+            bias.push_back(random_floats(rng, N));
+            ldy.push_back(N + 2);
+            y0.push_back(random_floats(rng, T * ldy[i]));  // prefilled, padding included
+            const bool use_bias = (i + rep) % 2 == 0, accumulate = (i + rep) / 2 % 2 == 0;
+            outs[i] = MatmulOut{W[i].view, use_bias ? bias[i].data() : nullptr, nullptr, ldy[i], accumulate};
+            desc += std::to_string(N) + std::string(dtype_name(dt)) + (use_bias ? "+bias" : "") +
+                    (accumulate ? "+acc" : "") + " ";
+          }
+          SCOPED_TRACE(testing::Message() << k->name << " T=" << T << " outputs: " << desc);
+          // Each output alone, on one thread.
+          std::vector<std::vector<float>> want = y0;
+          for (size_t i = 0; i < n_out; ++i)
+            detail::matmul_with(*k, pool1, x.data(), T, ldx, outs[i].W, outs[i].bias, want[i].data(), ldy[i],
+                                outs[i].accumulate);
+          for (ComputePool* pool : pools) {
+            std::vector<std::vector<float>> got = y0;
+            for (size_t i = 0; i < n_out; ++i) outs[i].y = got[i].data();
+            detail::matmul_multi_with(*k, *pool, x.data(), T, ldx, outs);
+            for (size_t i = 0; i < n_out; ++i)
+              EXPECT_TRUE(same_bits(got[i].data(), want[i].data(), got[i].size()))
+                  << "output " << i << " with " << pool->size() << " threads";
+          }
+        }
+      }
     }
   }
 }
