@@ -7,8 +7,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <random>
 #include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/dtype.h"
 #include "kernels/dispatch.h"
@@ -33,16 +37,47 @@ inline std::vector<float> random_floats(std::mt19937& rng, size_t n, float lo = 
   return v;
 }
 
+// n bytes that end exactly where an inaccessible page begins: any read past the end faults, including the
+// masked vector loads that AddressSanitizer does not instrument.
+class GuardedBytes {
+ public:
+  explicit GuardedBytes(size_t n) : n_(n) {
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    len_ = (n + page - 1) / page * page + page;
+    void* p = ::mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    base_ = static_cast<uint8_t*>(p);
+    ::mprotect(base_ + len_ - page, page, PROT_NONE);
+    data_ = base_ + len_ - page - n;
+  }
+  ~GuardedBytes() {
+    if (base_) ::munmap(base_, len_);
+  }
+  GuardedBytes(GuardedBytes&& o) noexcept : n_(o.n_), len_(o.len_), base_(o.base_), data_(o.data_) {
+    o.base_ = nullptr;
+  }
+  GuardedBytes& operator=(GuardedBytes&&) = delete;
+  GuardedBytes(const GuardedBytes&) = delete;
+  GuardedBytes& operator=(const GuardedBytes&) = delete;
+  uint8_t* data() { return data_; }
+  size_t size() const { return n_; }
+
+ private:
+  size_t n_, len_;
+  uint8_t* base_;
+  uint8_t* data_;
+};
+
 // A (rows, cols) matrix stored in `dtype` with row_stride >= cols (the padding holds NaN, which a kernel
-// reading past a row's end would propagate). The allocation ends exactly after the last row's padding, with
-// no slack, so that AddressSanitizer sees a read past the end of W.
+// reading past a row's end would propagate). It ends exactly at a guard page, so a read past the end of W
+// crashes the test.
 struct TestMatrix {
-  std::vector<uint8_t> bytes;
+  GuardedBytes bytes;
   MatView view;
 
-  TestMatrix(DType dtype, int64_t rows, int64_t cols, int64_t stride, std::mt19937& rng, float scale = 1.f) {
+  TestMatrix(DType dtype, int64_t rows, int64_t cols, int64_t stride, std::mt19937& rng, float scale = 1.f)
+      : bytes(static_cast<size_t>(std::max<int64_t>(rows * stride, 1)) * dtype_size(dtype)) {
     view = MatView{nullptr, dtype, rows, cols, stride};
-    bytes.resize(static_cast<size_t>(std::max<int64_t>(rows * stride, 1)) * dtype_size(dtype));
     std::uniform_real_distribution<float> d(-scale, scale);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < stride; ++c) set(r, c, c < cols ? d(rng) : NAN);
