@@ -151,7 +151,9 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
     ldxb = (std::max<int64_t>(K, 1) + 31) / 32 * 32;
     size_t need = static_cast<size_t>(T * ldxb);
     if (xb.size() < need) xb.resize(need);
-    k.convert_x_bf16(x, T, ldx, K, xb.data(), ldxb);
+    // Over the pool for long prompts (the rounding is per element: any split gives the same bits).
+    uint16_t* dst = xb.data();
+    pool.parallel_for(T, 64, [&](int64_t b, int64_t e) { k.convert_x_bf16(x + b * ldx, e - b, ldx, K, dst + b * ldxb, ldxb); });
   }
   const uint16_t* xbp = bf16x ? xb.data() : nullptr;
   // One dispatch over the concatenated (grain-aligned) rows of every output; a chunk may span two matrices.

@@ -122,7 +122,16 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
   s.gld.assign(G, 0);
   if (bf16x) {
     if (s.xb.size() < static_cast<size_t>(R * ldxb)) s.xb.resize(R * ldxb);
-    for (int64_t i = 0; i < R; ++i) k.convert_x_bf16(x + plan.rows[i] * ldx, 1, ldx, in, s.xb.data() + i * ldxb, ldxb);
+    uint16_t* xb = s.xb.data();
+    const int32_t* rows = plan.rows.data();
+    pool.parallel_for(R, 64, [&](int64_t b, int64_t e) {  // per element: any split gives the same bits
+      for (int64_t i = b; i < e;) {  // runs of consecutive token rows in one call
+        int64_t j = i + 1;
+        while (j < e && rows[j] == rows[j - 1] + 1) ++j;
+        k.convert_x_bf16(x + rows[i] * ldx, j - i, ldx, in, xb + i * ldxb, ldxb);
+        i = j;
+      }
+    });
   } else {
     int64_t gathered = 0;
     for (const LoraGroup& g : plan.groups)
