@@ -104,16 +104,6 @@ void softmax(float* x, int64_t n) {
   }
 }
 
-// q . k over head_dim into one 16-lane accumulator (masked tail).
-inline __m512 dot_acc(const float* q, const float* k, int hd) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int d = 0; d < hd; d += 16) {
-    __mmask16 m = tail_mask16(hd - d);
-    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, k + d), acc);
-  }
-  return acc;
-}
-
 // Software prefetch of the K (or V) row kKeysAhead positions ahead: a sequence's rows are contiguous only
 // within one KV block, so the hardware prefetcher loses the stream at every block boundary.
 constexpr int kKeysAhead = 16;
@@ -137,40 +127,68 @@ class RowPrefetcher {
   int64_t hd_, n_, next_ = 0;
 };
 
-void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+// One query of one head. NC > 0: head_dim is at most 16 * NC, so q's chunks and the accumulators stay in
+// registers (with a run-time count GCC kept them on the stack: a store per key per chunk); NC = 0: any
+// head_dim. Every path does the same FMAs in the same order (q . k chunk by chunk into one 16-lane
+// accumulator; V rows summed key by key), so the results are identical.
+template <int NC>
+void attention_query_nc(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+  constexpr int kCap = NC > 0 ? NC : detail::kMaxHeadDim / 16;
   const int hd = c.head_dim;
+  const int nc = NC > 0 ? NC : (hd + 15) / 16;
   const int64_t n = aq.n_keys;
+  __mmask16 mask[kCap];
+  __m512 q[kCap];
+#pragma GCC unroll 8
+  for (int i = 0; i < nc; ++i) {
+    mask[i] = tail_mask16(hd - i * 16);
+    q[i] = _mm512_maskz_loadu_ps(mask[i], aq.q + i * 16);
+  }
+  auto dot = [&](const float* k) {  // q . k over head_dim into one 16-lane accumulator
+    __m512 acc = _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int i = 0; i < nc; ++i) acc = _mm512_fmadd_ps(q[i], _mm512_maskz_loadu_ps(mask[i], k + i * 16), acc);
+    return acc;
+  };
+  // Scores, 16 keys per transpose-add tree (bit-identical to one reduce16 per key).
   detail::KeyWalker keys(c, aq);
   RowPrefetcher kpf(c, aq, c.k);
-  // Scores, 16 keys per transpose-add tree (bit-identical to one reduce16 per key).
   const __m512 scale = _mm512_set1_ps(aq.scale);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     __m512 acc[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; ++i, keys.next()) {
       kpf.step();
-      acc[i] = dot_acc(aq.q, c.k + keys.offset(), hd);
+      acc[i] = dot(c.k + keys.offset());
     }
     _mm512_storeu_ps(s + j, _mm512_mul_ps(reduce16x16(acc), scale));
   }
-  for (; j < n; ++j, keys.next()) s[j] = reduce16(dot_acc(aq.q, c.k + keys.offset(), hd)) * aq.scale;
-  RowPrefetcher vpf(c, aq, c.v);  // V rows start arriving while the exponentials are computed
+  for (; j < n; ++j, keys.next()) s[j] = reduce16(dot(c.k + keys.offset())) * aq.scale;
   // Probabilities (unnormalized), then out = (sum_j e_j V_j) / sum_j e_j, keys in ascending order.
+  RowPrefetcher vpf(c, aq, c.v);
   const float inv = 1.f / exp_shifted(s, n);
-  const int nc = (hd + 15) / 16;
-  __m512 acc[detail::kMaxHeadDim / 16];
+  __m512 acc[kCap];
+#pragma GCC unroll 8
   for (int i = 0; i < nc; ++i) acc[i] = _mm512_setzero_ps();
   keys = detail::KeyWalker(c, aq);
   for (j = 0; j < n; ++j, keys.next()) {
     vpf.step();
     const float* v = c.v + keys.offset();
-    __m512 e = _mm512_set1_ps(s[j]);
-    for (int i = 0; i < nc; ++i)
-      acc[i] = _mm512_fmadd_ps(e, _mm512_maskz_loadu_ps(tail_mask16(hd - i * 16), v + i * 16), acc[i]);
+    const __m512 e = _mm512_set1_ps(s[j]);
+#pragma GCC unroll 8
+    for (int i = 0; i < nc; ++i) acc[i] = _mm512_fmadd_ps(e, _mm512_maskz_loadu_ps(mask[i], v + i * 16), acc[i]);
   }
-  for (int i = 0; i < nc; ++i)
-    _mm512_mask_storeu_ps(aq.out + i * 16, tail_mask16(hd - i * 16),
-                          _mm512_mul_ps(acc[i], _mm512_set1_ps(inv)));
+#pragma GCC unroll 8
+  for (int i = 0; i < nc; ++i) _mm512_mask_storeu_ps(aq.out + i * 16, mask[i], _mm512_mul_ps(acc[i], _mm512_set1_ps(inv)));
+}
+
+void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+  switch ((c.head_dim + 15) / 16) {  // the common head sizes
+    case 4: return attention_query_nc<4>(c, aq, s);  // head_dim 64
+    case 8: return attention_query_nc<8>(c, aq, s);  // head_dim 128
+    default: return attention_query_nc<0>(c, aq, s);
+  }
 }
 
 float read_sum(const float* p, size_t n) {
