@@ -52,6 +52,7 @@ struct ServeArgs {
   bool enable_lora_resolver = false;
   bool strict_base = false;
   int threads = 0;
+  bool mmap_weights = false;
   int http_threads = 512;
 };
 
@@ -138,7 +139,8 @@ void run_serve(ServeArgs a) {
   log_info("listening on http://{}:{} (loading {})", a.host, port, a.model_dir);
 
   double t0 = now_seconds();
-  auto model = model::Model::load(a.model_dir);
+  auto model = model::Model::load(a.model_dir, a.mmap_weights ? model::WeightPlacement::kMapped
+                                                               : model::WeightPlacement::kMemory);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
   std::optional<text::ChatTemplate> tmpl;
   try {
@@ -233,6 +235,8 @@ void add_serve_command(CLI::App& app) {
               "Load an unknown adapter name from --lora-root/<name> on first use");
   c->add_flag("--strict-base", a->strict_base, "Refuse adapters trained on another base model");
   c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
+  c->add_flag("--mmap-weights", a->mmap_weights,
+              "Read the weights in place from the mapped files (default: copy them into huge-page memory)");
   c->add_option("--http-threads", a->http_threads, "HTTP connection threads (each open stream holds one)");
   c->callback([a] { run_serve(*a); });
 }

@@ -215,10 +215,16 @@ void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, cons
     for (int32_t i0 = 0; i0 < sq.q_len; i0 += kQueryBlock)
       for (int h = 0; h < n_heads; ++h) items.push_back({s, h, i0, std::min(sq.q_len, i0 + kQueryBlock)});
   }
-  // Longest contexts first, for balance (causal prefill: later query blocks cost more). The order only
-  // decides who computes what first, never a result, so a plain (allocation-free) sort will do.
+  // Longest contexts first, for balance (causal prefill: later query blocks cost more); among equals, the
+  // heads of different KV heads first (0, g, 2g, ..., then 1, g + 1, ...), so threads starting together
+  // fetch different K/V from memory while the later heads of a group find theirs in cache (batch-1 decode
+  // step at ctx 256: 1-2% faster in per-step A/B runs). The order only decides who computes what first,
+  // never a result, so a plain (allocation-free) sort will do.
   std::sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {
-    return seqs[x.seq].ctx_len - seqs[x.seq].q_len + x.i1 > seqs[y.seq].ctx_len - seqs[y.seq].q_len + y.i1;
+    const int64_t cx = seqs[x.seq].ctx_len - seqs[x.seq].q_len + x.i1;
+    const int64_t cy = seqs[y.seq].ctx_len - seqs[y.seq].q_len + y.i1;
+    if (cx != cy) return cx > cy;
+    return std::pair(x.head % group, x.head / group) < std::pair(y.head % group, y.head / group);
   });
   std::atomic<size_t> next{0};
   auto work = [&](int, int) {

@@ -7,9 +7,9 @@
 
 namespace lp::model {
 
-std::unique_ptr<Model> Model::load(const std::filesystem::path& dir) {
+std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, WeightPlacement placement) {
   ModelConfig c = ModelConfig::from_dir(dir);
-  ModelWeights w = ModelWeights::load(dir, c);
+  ModelWeights w = ModelWeights::load(dir, c, placement);
   return std::make_unique<Model>(std::move(c), std::move(w));
 }
 

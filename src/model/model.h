@@ -22,7 +22,8 @@ namespace lp::model {
 
 class Model {
  public:
-  static std::unique_ptr<Model> load(const std::filesystem::path& dir);
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir,
+                                     WeightPlacement placement = WeightPlacement::kMemory);
   Model(ModelConfig config, ModelWeights weights);
 
   const ModelConfig& config() const { return config_; }

@@ -1,5 +1,10 @@
 #include "model/weights.h"
 
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstring>
+
 #include "core/check.h"
 
 namespace lp::model {
@@ -51,9 +56,40 @@ kernels::MatView mat(const io::TensorInfo& t) {
   return kernels::MatView{t.data, t.dtype, t.shape[0], t.shape[1], t.shape[1]};
 }
 
+size_t mat_bytes(const kernels::MatView& m) {
+  return static_cast<size_t>(m.rows * m.row_stride) * dtype_size(m.dtype);
+}
+
+// Copies the streamed matrices into one huge-page buffer (each on a 4 KiB boundary) and points the views at
+// the copies; then drops the file pages they came from (a private read-only mapping: a later read of the
+// tensor through `tensors` faults the page in again from the file), so the copy does not double the RSS.
+void copy_streamed(ModelWeights& w) {
+  std::vector<kernels::MatView*> mats;
+  for (LayerWeights& lw : w.layers)
+    for (kernels::MatView& m : lw.proj) mats.push_back(&m);
+  const bool tied = w.lm_head.data == w.embed.data;
+  mats.push_back(&w.lm_head);
+  constexpr size_t kPage = 4096;
+  size_t total = 0;
+  for (const kernels::MatView* m : mats) total += (mat_bytes(*m) + kPage - 1) / kPage * kPage;
+  w.streamed.resize(total);
+  size_t off = 0;
+  for (kernels::MatView* m : mats) {
+    const size_t n = mat_bytes(*m);
+    const auto src = reinterpret_cast<uintptr_t>(m->data);
+    std::memcpy(w.streamed.data() + off, m->data, n);
+    m->data = w.streamed.data() + off;
+    off += (n + kPage - 1) / kPage * kPage;
+    const uintptr_t lo = (src + kPage - 1) / kPage * kPage, hi = (src + n) / kPage * kPage;
+    if (lo < hi) (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  }
+  if (tied) w.embed = w.lm_head;
+}
+
 }  // namespace
 
-ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelConfig& c) {
+ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelConfig& c,
+                                WeightPlacement placement) {
   ModelWeights w;
   w.tensors = io::TensorSet::open_dir(dir);
   const auto& ts = w.tensors;
@@ -97,6 +133,7 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
     lw.norm_dtype = an.dtype;
     step_bytes += an.nbytes + mn.nbytes;
   }
+  if (placement == WeightPlacement::kMemory) copy_streamed(w);
   w.bytes_per_decode_step = step_bytes;
   w.total_bytes = ts.total_bytes();
   return w;

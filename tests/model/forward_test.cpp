@@ -255,6 +255,48 @@ TEST(RotaryTable, GrownInStepsEqualsBuiltAtOnce) {
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 }
 
+// Weights copied into huge-page memory (the default) or read in place from the file mapping: the same
+// bytes, so bit-identical logits, for a prefill (GEMM path) and decode steps (GEMV path). The views must
+// point into the copy (or into the mapping), or the test would compare a placement with itself.
+TEST_P(PagedInvariants, WeightPlacementKeepsLogitsBitIdentical) {
+  auto mapped = Model::load(dir_.path(), WeightPlacement::kMapped);
+  auto& copied = *model_;  // loaded with the default placement
+  auto inside = [](const void* p, const Buffer<uint8_t>& b) {
+    auto* c = static_cast<const uint8_t*>(p);
+    return b.size() > 0 && c >= b.data() && c < b.data() + b.size();
+  };
+  EXPECT_EQ(mapped->weights().streamed.size(), 0u);
+  for (const Model* m : {mapped.get(), &copied}) {
+    const bool want = m == &copied;
+    const ModelWeights& w = m->weights();
+    for (const LayerWeights& lw : w.layers)
+      for (const kernels::MatView& v : lw.proj) EXPECT_EQ(inside(v.data, w.streamed), want);
+    EXPECT_EQ(inside(w.lm_head.data, w.streamed), want);
+    if (m->config().tie_word_embeddings) {
+      EXPECT_EQ(w.embed.data, w.lm_head.data);
+    }
+  }
+  auto ids = some_ids(40, vocab_, 5);
+  auto run = [&](Model& m) {
+    ComputePool pool(2);
+    Runner r(m, pool, 64);
+    int s = r.add_sequence();
+    std::vector<float> out;
+    Runner::Item it{s, std::span<const int32_t>(ids.data(), 32), true};
+    const auto& l = r.step({&it, 1});
+    out.insert(out.end(), l.begin(), l.end());
+    for (size_t i = 32; i < ids.size(); ++i) {
+      Runner::Item d{s, std::span<const int32_t>(ids.data() + i, 1), false};
+      const auto& ld = r.step({&d, 1});
+      out.insert(out.end(), ld.begin(), ld.end());
+    }
+    return out;
+  };
+  auto a = run(*mapped), b = run(copied);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, PagedInvariants, ::testing::Values(DType::kBF16, DType::kF32, DType::kF16),
                          [](const auto& info) { return std::string(dtype_name(info.param)); });
 
