@@ -274,11 +274,13 @@ TEST(HttpServer, ClientGoneBeforeFirstTokenAbortsRequest) {
 TEST(HttpServer, MetricsShowLatenciesAndEngineGauges) {
   Fixture f;
   ASSERT_EQ(f.post("/v1/completions", R"({"prompt":"x","max_tokens":3,"stream":true})")->status, 200);
-  // The handler records the request's end after the client has read the last chunk: wait for it.
+  // The handler records the request's end after the client has read the last chunk, and the fake backend
+  // counts the request as no longer running after its last token: wait for both.
   std::string m;
   EXPECT_TRUE(wait_for([&] {
     m = f.client().Get("/metrics")->body;
-    return m.find("loraplex_e2e_request_latency_seconds_count 1\n") != std::string::npos;
+    return m.find("loraplex_e2e_request_latency_seconds_count 1\n") != std::string::npos &&
+           m.find("vllm:num_requests_running{model_name=\"base\"} 0\n") != std::string::npos;
   }, 3.0)) << m;
   EXPECT_NE(m.find("loraplex_time_to_first_token_seconds_count 1\n"), std::string::npos) << m;
   EXPECT_NE(m.find("loraplex_inter_token_latency_seconds_count 2\n"), std::string::npos);
