@@ -76,8 +76,7 @@ void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::ve
 void run_bench(const BenchArgs& a) {
   if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1 || a.adapters < 0 || a.rank < 1)
     fail("--batch, --prompt-len, --gen, --repeats, --rank must be at least 1 and --adapters at least 0");
-  auto model = model::Model::load(a.model, a.mmap_weights ? model::WeightPlacement::kMapped
-                                                           : model::WeightPlacement::kMemory);
+  auto model = load_model(a.model, a.mmap_weights);
   const auto& cfg = model->config();
   if (a.prompt_len + a.gen > cfg.max_model_len)
     fail("--prompt-len + --gen = {} exceeds the context length {}", a.prompt_len + a.gen, cfg.max_model_len);
@@ -222,8 +221,7 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_flag("--json", args->json, "Print one JSON object");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
-  c->add_flag("--mmap-weights", args->mmap_weights,
-              "Read the weights in place from the mapped files (default: copy them into huge-page memory)");
+  c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
   c->callback([args] { run_bench(*args); });
 }
 

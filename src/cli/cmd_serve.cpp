@@ -139,8 +139,7 @@ void run_serve(ServeArgs a) {
   log_info("listening on http://{}:{} (loading {})", a.host, port, a.model_dir);
 
   double t0 = now_seconds();
-  auto model = model::Model::load(a.model_dir, a.mmap_weights ? model::WeightPlacement::kMapped
-                                                               : model::WeightPlacement::kMemory);
+  auto model = load_model(a.model_dir, a.mmap_weights);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
   std::optional<text::ChatTemplate> tmpl;
   try {
@@ -235,8 +234,7 @@ void add_serve_command(CLI::App& app) {
               "Load an unknown adapter name from --lora-root/<name> on first use");
   c->add_flag("--strict-base", a->strict_base, "Refuse adapters trained on another base model");
   c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
-  c->add_flag("--mmap-weights", a->mmap_weights,
-              "Read the weights in place from the mapped files (default: copy them into huge-page memory)");
+  c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
   c->add_option("--http-threads", a->http_threads, "HTTP connection threads (each open stream holds one)");
   c->callback([a] { run_serve(*a); });
 }

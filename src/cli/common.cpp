@@ -39,6 +39,10 @@ int64_t resident_bytes() {
   return 0;
 }
 
+std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights) {
+  return model::Model::load(dir, mmap_weights ? model::WeightPlacement::kMapped : model::WeightPlacement::kMemory);
+}
+
 int pool_threads(int requested) {
   if (requested > 0) return requested;
   if (const char* e = std::getenv("LORAPLEX_THREADS")) {

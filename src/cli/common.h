@@ -19,6 +19,10 @@ std::vector<int32_t> parse_ids(const std::string& s);
 int64_t resident_bytes();
 // Threads for the compute pool: `requested` if > 0, else LORAPLEX_THREADS, else all cores.
 int pool_threads(int requested);
+// The model in `dir`, its streamed weights copied into huge pages unless `mmap_weights` (--mmap-weights).
+std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights);
+inline constexpr const char* kMmapWeightsHelp =
+    "Read the weights in place from the mapped files (default: copy them into huge-page memory)";
 
 // Adapters given on the command line (distinct folders), loaded into a slot bank of exactly that many
 // slots. `lora_dtype`: bf16 | f16 | f32 | auto (= the base model's dtype).

@@ -21,9 +21,9 @@ inline constexpr size_t kAlign = 64;  // cache line; also the AVX-512 vector siz
 // off ("never"), this is a no-op and the buffer simply has 4 KiB pages.
 inline constexpr size_t kHugePage = size_t{2} << 20;
 inline constexpr size_t kHugeMin = size_t{4} << 20;
-inline void advise_huge_pages(void* p, size_t bytes) {
-  (void)::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves ordinary pages
-}
+
+// n rounded up to a multiple of m (m > 0).
+inline constexpr size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
 template <class T>
 class Buffer {
@@ -50,12 +50,12 @@ class Buffer {
     p_ = nullptr;
     n_ = n;
     if (n == 0) return;
-    size_t bytes = (n * sizeof(T) + kAlign - 1) / kAlign * kAlign;
+    size_t bytes = round_up(n * sizeof(T), kAlign);
     const bool huge = bytes >= kHugeMin;
-    if (huge) bytes = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+    if (huge) bytes = round_up(bytes, kHugePage);
     p_ = static_cast<T*>(std::aligned_alloc(huge ? kHugePage : kAlign, bytes));
     LP_CHECK(p_ != nullptr, "out of memory allocating {} bytes", bytes);
-    if (huge) advise_huge_pages(p_, bytes);
+    if (huge) (void)::madvise(p_, bytes, MADV_HUGEPAGE);  // advice only: failure leaves ordinary pages
   }
   void zero() {
     if (n_) std::memset(static_cast<void*>(p_), 0, n_ * sizeof(T));

@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 
+#include "core/buffer.h"
 #include "core/check.h"
 #include "io/json_file.h"
 
@@ -366,6 +367,20 @@ std::vector<const TensorInfo*> TensorSet::all() const {
   out.reserve(by_name_.size());
   for (const auto& [name, t] : by_name_) out.push_back(t);
   return out;
+}
+
+bool SafetensorsFile::maps(const void* p, size_t n) const {
+  const auto a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(map_);
+  return map_ != nullptr && a >= base && n <= map_size_ && a - base <= map_size_ - n;
+}
+
+void TensorSet::drop_resident(const void* data, size_t n) const {
+  const bool mapped = std::any_of(files_.begin(), files_.end(), [&](const auto& f) { return f->maps(data, n); });
+  LP_CHECK(mapped, "drop_resident: range is not inside a file mapping of this set");
+  constexpr uintptr_t kPage = 4096;
+  const auto a = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t lo = round_up(a, kPage), hi = (a + n) / kPage * kPage;  // whole pages only
+  if (lo < hi) (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
 size_t TensorSet::total_bytes() const {

@@ -54,6 +54,8 @@ class SafetensorsFile {
   const TensorInfo* find(const std::string& name) const;  // nullptr when absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::filesystem::path& path() const { return path_; }
+  // Whether [p, p + n) lies inside this file's mapping (false for a parse()d in-memory image).
+  bool maps(const void* p, size_t n) const;
 
  private:
   SafetensorsFile() = default;
@@ -75,6 +77,10 @@ class TensorSet {
   const TensorInfo* find(const std::string& name) const;
   std::vector<const TensorInfo*> all() const;  // sorted by name
   size_t total_bytes() const;
+  // For a caller that copied [data, data + n) (which must lie inside one of this set's file mappings):
+  // gives the whole pages of that range back to the OS. The mappings are private and read-only, so a later
+  // read through a TensorInfo faults the pages in again from the file; nothing is lost but residency.
+  void drop_resident(const void* data, size_t n) const;
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;

@@ -1,8 +1,5 @@
 #include "model/weights.h"
 
-#include <sys/mman.h>
-
-#include <cstdint>
 #include <cstring>
 
 #include "core/check.h"
@@ -61,8 +58,8 @@ size_t mat_bytes(const kernels::MatView& m) {
 }
 
 // Copies the streamed matrices into one huge-page buffer (each on a 4 KiB boundary) and points the views at
-// the copies; then drops the file pages they came from (a private read-only mapping: a later read of the
-// tensor through `tensors` faults the page in again from the file), so the copy does not double the RSS.
+// the copies; then gives the file pages they came from back (TensorSet::drop_resident), so the copy does
+// not double the RSS.
 void copy_streamed(ModelWeights& w) {
   std::vector<kernels::MatView*> mats;
   for (LayerWeights& lw : w.layers)
@@ -71,17 +68,15 @@ void copy_streamed(ModelWeights& w) {
   mats.push_back(&w.lm_head);
   constexpr size_t kPage = 4096;
   size_t total = 0;
-  for (const kernels::MatView* m : mats) total += (mat_bytes(*m) + kPage - 1) / kPage * kPage;
+  for (const kernels::MatView* m : mats) total += round_up(mat_bytes(*m), kPage);
   w.streamed.resize(total);
   size_t off = 0;
   for (kernels::MatView* m : mats) {
     const size_t n = mat_bytes(*m);
-    const auto src = reinterpret_cast<uintptr_t>(m->data);
     std::memcpy(w.streamed.data() + off, m->data, n);
+    w.tensors.drop_resident(m->data, n);
     m->data = w.streamed.data() + off;
-    off += (n + kPage - 1) / kPage * kPage;
-    const uintptr_t lo = (src + kPage - 1) / kPage * kPage, hi = (src + n) / kPage * kPage;
-    if (lo < hi) (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    off += round_up(n, kPage);
   }
   if (tied) w.embed = w.lm_head;
 }
@@ -103,7 +98,7 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
   const auto& fnorm = need(ts, "model.norm.weight", {H});
   w.final_norm = fnorm.data;
   w.final_norm_dtype = fnorm.dtype;
-  size_t step_bytes = w.lm_head.rows * w.lm_head.cols * dtype_size(w.lm_head.dtype) + fnorm.nbytes;
+  size_t step_bytes = mat_bytes(w.lm_head) + fnorm.nbytes;
 
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
