@@ -1,5 +1,6 @@
 // `loraplex bench`: prefill and decode throughput at batch B, against bounds measured in the same run.
-//   - the memory-bandwidth bound of decode: a step reads every weight once (bound = weight bytes / bandwidth);
+//   - the memory-bandwidth bound of decode: a step reads every weight once (bound = weight bytes /
+//   bandwidth);
 //   - with --adapters K: the B requests are spread over K distinct adapters (request b uses adapter b % K);
 //     base-only, fused (SGMV/BGMV) and naive (per token, no grouping) runs are interleaved, and the LoRA
 //     overhead (step with K adapters / base-only step) is printed next to the byte bound
@@ -7,9 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <map>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -39,6 +40,7 @@ struct BenchArgs {
   bool json = false;
   int threads = 0;
   bool mmap_weights = false;
+  std::string kv_cache_dtype = "auto";
 };
 
 enum class Mode { kBase, kFused, kNaive };  // base only; SGMV/BGMV grouped; one group per token
@@ -48,8 +50,8 @@ struct Timings {
 };
 
 // One cycle: B prompts prefilled in one call, then `gen` decode steps of B tokens.
-void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts, int gen,
-               const std::vector<int32_t>& slots, Timings& t) {
+void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
+               int gen, const std::vector<int32_t>& slots, Timings& t) {
   const int B = static_cast<int>(prompts.size());
   const int V = m.config().vocab_size;
   std::vector<int> seqs(B);
@@ -86,7 +88,8 @@ void run_bench(const BenchArgs& a) {
   std::vector<double> bws;
 
   const int B = a.batch, K = a.adapters;
-  model::Runner runner(*model, pool, static_cast<int64_t>(a.prompt_len + a.gen + 16) * B);
+  model::Runner runner(*model, pool, static_cast<int64_t>(a.prompt_len + a.gen + 16) * B, 16,
+                       kv_cache_dtype(a.kv_cache_dtype, *model));
   model::DemoRng rng(7, "bench-prompts");
   std::vector<std::vector<int32_t>> prompts(B);
   for (auto& p : prompts) {
@@ -136,6 +139,10 @@ void run_bench(const BenchArgs& a) {
   double bound_s = base_bytes / bw;
   int64_t rss = resident_bytes();
   int64_t kv_bytes = runner.cache().bytes();
+  // What attention reads per decode step besides the weights (K and V of every cached token), averaged over
+  // the steps; not part of the roofline bound, which counts weight bytes only.
+  const double kv_read_bytes =
+      static_cast<double>(runner.cache().shape().bytes_per_token()) * B * (a.prompt_len + (a.gen + 1) / 2.0);
   nlohmann::ordered_json out = {
       {"model", a.model},
       {"isa", kernels::isa_name()},
@@ -153,6 +160,8 @@ void run_bench(const BenchArgs& a) {
       {"decode_roofline_ratio", bound_s / step_s},
       {"weight_bytes", w.total_bytes},
       {"kv_cache_bytes", kv_bytes},
+      {"kv_cache_dtype", dtype_name(runner.cache().shape().dtype)},
+      {"kv_bytes_read_per_step", kv_read_bytes},
       {"rss_bytes", rss},
       {"rss_over_weights_plus_kv", static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes)},
   };
@@ -178,8 +187,8 @@ void run_bench(const BenchArgs& a) {
     std::printf("%s\n", out.dump(2).c_str());
     return;
   }
-  std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(), kernels::isa_name(),
-              pool.size(), B, a.prompt_len, a.gen);
+  std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(),
+              kernels::isa_name(), pool.size(), B, a.prompt_len, a.gen);
   std::printf("memory read bandwidth     %8.2f GB/s  (median of %zu probes between cycles)\n", bw / 1e9,
               bws.size());
   std::printf("prefill                   %8.1f tokens/s  (%.3f s for %d x %d tokens, median of %d)\n",
@@ -188,7 +197,10 @@ void run_bench(const BenchArgs& a) {
               step_s * 1e3, t[Mode::kBase].steps.size());
   std::printf("decode bandwidth bound    %8.2f ms/step  (%.1f MB of weights per step)\n", bound_s * 1e3,
               base_bytes / 1e6);
-  std::printf("decode roofline ratio     %8.3f  (bound / measured step; 1.0 = at the bound)\n", bound_s / step_s);
+  std::printf("decode roofline ratio     %8.3f  (bound / measured step; 1.0 = at the bound)\n",
+              bound_s / step_s);
+  std::printf("KV cache                  %8s  (attention also reads %.1f MB of K/V per step on average)\n",
+              std::string(dtype_name(runner.cache().shape().dtype)).c_str(), kv_read_bytes / 1e6);
   std::printf("resident memory           %8.1f MB  = %.3f x (weights %.1f MB + KV %.1f MB)\n", rss / 1e6,
               static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes), w.total_bytes / 1e6,
               kv_bytes / 1e6);
@@ -197,12 +209,14 @@ void run_bench(const BenchArgs& a) {
                 out["lora_dtype"].get<std::string>().c_str(), adapter_bytes / 1e6, K);
     std::printf("  decode step  base %.2f ms  fused %.2f ms  naive %.2f ms\n", step_s * 1e3,
                 out["decode_step_ms_lora"].get<double>(), out["decode_step_ms_naive"].get<double>());
-    std::printf("  LoRA overhead %.3f x  vs byte bound %.3f x  (ratio %.3f)\n", out["lora_overhead"].get<double>(),
-                out["lora_byte_bound"].get<double>(), out["lora_overhead_over_byte_bound"].get<double>());
+    std::printf("  LoRA overhead %.3f x  vs byte bound %.3f x  (ratio %.3f)\n",
+                out["lora_overhead"].get<double>(), out["lora_byte_bound"].get<double>(),
+                out["lora_overhead_over_byte_bound"].get<double>());
     std::printf("  LoRA part of a step: fused %.2f ms, naive %.2f ms (fused %.2f x faster)\n",
                 out["lora_part_ms_fused"].get<double>(), out["lora_part_ms_naive"].get<double>(),
                 out["lora_part_speedup_fused_vs_naive"].get<double>());
-    std::printf("  prefill with adapters / base-only prefill: %.3f\n", out["prefill_lora_over_base"].get<double>());
+    std::printf("  prefill with adapters / base-only prefill: %.3f\n",
+                out["prefill_lora_over_base"].get<double>());
   }
 }
 
@@ -210,18 +224,21 @@ void run_bench(const BenchArgs& a) {
 
 void add_bench_command(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
-  CLI::App* c = app.add_subcommand("bench", "Measure prefill and decode throughput against the bandwidth bound");
+  CLI::App* c =
+      app.add_subcommand("bench", "Measure prefill and decode throughput against the bandwidth bound");
   c->add_option("--model", args->model, "Model folder")->required();
   c->add_option("--batch", args->batch, "Concurrent sequences");
   c->add_option("--prompt-len", args->prompt_len, "Prompt tokens per sequence");
   c->add_option("--gen", args->gen, "Decode steps");
   c->add_option("--repeats", args->repeats, "Repetitions (medians are reported)");
-  c->add_option("--adapters", args->adapters, "Spread the batch over K distinct synthetic adapters (0: base only)");
+  c->add_option("--adapters", args->adapters,
+                "Spread the batch over K distinct synthetic adapters (0: base only)");
   c->add_option("--rank", args->rank, "Adapter rank (all seven projections)");
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_flag("--json", args->json, "Print one JSON object");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
   c->callback([args] { run_bench(*args); });
 }
 

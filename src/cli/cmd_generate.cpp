@@ -29,12 +29,14 @@ struct GenerateArgs {
   std::string adapter;
   std::string lora_dtype = "auto";
   int threads = 0;
+  bool mmap_weights = false;
+  std::string kv_cache_dtype = "auto";
 };
 
 void run_generate(const GenerateArgs& a) {
   if (a.ids.empty() == a.prompt.empty()) fail("give exactly one of --ids or --prompt");
   if (a.n < 1) fail("-n must be at least 1");
-  auto model = model::Model::load(a.model);
+  auto model = load_model(a.model, a.mmap_weights);
   const auto& cfg = model->config();
   std::optional<text::Tokenizer> tok;
   if (std::filesystem::exists(std::filesystem::path(a.model) / "tokenizer.json"))
@@ -51,7 +53,8 @@ void run_generate(const GenerateArgs& a) {
     if (id >= cfg.vocab_size) fail("token id {} is out of range for vocab size {}", id, cfg.vocab_size);
 
   ComputePool pool(pool_threads(a.threads));
-  model::Runner runner(*model, pool, static_cast<int64_t>(prompt.size()) + a.n + 16);
+  model::Runner runner(*model, pool, static_cast<int64_t>(prompt.size()) + a.n + 16, 16,
+                       kv_cache_dtype(a.kv_cache_dtype, *model));
   sched::SamplingParams sp;
   sp.temperature = a.temperature;
   sp.top_p = a.top_p;
@@ -115,6 +118,8 @@ void add_generate_command(CLI::App& app) {
   c->add_option("--adapter", args->adapter, "PEFT LoRA adapter folder");
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
+  c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
   c->callback([args] { run_generate(*args); });
 }
 

@@ -25,6 +25,8 @@ struct LogitsArgs {
   std::string adapter;
   std::string lora_dtype = "auto";
   int threads = 0;
+  bool mmap_weights = false;
+  std::string kv_cache_dtype = "auto";
 };
 
 struct SeqSpec {
@@ -76,7 +78,7 @@ void run_logits(const LogitsArgs& a) {
   std::vector<SeqSpec> seqs =
       a.ids.empty() ? read_batch_spec(a.batch) : std::vector<SeqSpec>{{parse_ids(a.ids), a.adapter}};
 
-  auto model = model::Model::load(a.model);
+  auto model = load_model(a.model, a.mmap_weights);
   const int V = model->config().vocab_size;
   int64_t total = 0;
   std::vector<std::string> adapter_dirs;
@@ -89,7 +91,8 @@ void run_logits(const LogitsArgs& a) {
   CliAdapters adapters = load_cli_adapters(*model, adapter_dirs, a.lora_dtype);
   ComputePool pool(pool_threads(a.threads));
   // Each sequence needs its own whole blocks.
-  model::Runner runner(*model, pool, total + 16 * static_cast<int64_t>(seqs.size()));
+  model::Runner runner(*model, pool, total + 16 * static_cast<int64_t>(seqs.size()), 16,
+                       kv_cache_dtype(a.kv_cache_dtype, *model));
   if (adapters.bank) runner.set_lora(&adapters.bank->view());
   std::vector<model::Runner::Item> items;
   for (const auto& s : seqs)
@@ -123,6 +126,8 @@ void add_logits_command(CLI::App& app) {
   c->add_option("--adapter", args->adapter, "PEFT adapter folder for --ids (batch entries use \"adapter\")");
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto (= base dtype)");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
+  c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
   c->callback([args] { run_logits(*args); });
 }
 

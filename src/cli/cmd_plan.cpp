@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "lora/plan.h"
 #include "model/config.h"
 
@@ -14,7 +15,7 @@ void add_plan_command(CLI::App& app) {
   struct Args {
     std::string model;
     int max_loras = 0, max_lora_rank = 0, max_cpu_loras = 0;
-    std::string lora_dtype = "auto", memory_budget;
+    std::string lora_dtype = "auto", memory_budget, kv_cache_dtype = "auto";
     std::vector<std::string> target_modules;
     bool json = false;
   };
@@ -29,6 +30,7 @@ void add_plan_command(CLI::App& app) {
   c->add_option("--max-cpu-loras", args->max_cpu_loras, "Host-tier adapters (default = --max-loras)");
   c->add_option("--memory-budget", args->memory_budget,
                 "Bytes for weights + adapters + KV cache (e.g. 16GiB)");
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
   c->add_flag("--json", args->json, "Print one JSON object");
   c->callback([args] {
     model::ModelConfig cfg = model::ModelConfig::from_dir(args->model);
@@ -38,6 +40,7 @@ void add_plan_command(CLI::App& app) {
     o.lora_dtype = lora::parse_lora_dtype(args->lora_dtype, cfg.torch_dtype);
     o.modules = lora::parse_module_set(args->target_modules);
     o.max_cpu_loras = args->max_cpu_loras;
+    o.kv_dtype = parse_dtype_flag(args->kv_cache_dtype, cfg.torch_dtype, "--kv-cache-dtype");
     if (!args->memory_budget.empty()) o.memory_budget = lora::parse_byte_size(args->memory_budget);
     lora::MemoryPlan p = lora::plan_memory(cfg, o);
     if (args->json)

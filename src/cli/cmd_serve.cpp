@@ -53,6 +53,7 @@ struct ServeArgs {
   bool strict_base = false;
   int threads = 0;
   bool mmap_weights = false;
+  std::string kv_cache_dtype = "auto";
   int http_threads = 512;
 };
 
@@ -180,6 +181,7 @@ void run_serve(ServeArgs a) {
   ec.max_num_batched_tokens = a.max_num_batched_tokens;
   ec.max_waiting = a.max_waiting;
   ec.kv_cache_tokens = a.kv_cache_tokens;
+  ec.kv_cache_dtype = kv_cache_dtype(a.kv_cache_dtype, *model);
   ec.threads = pool_threads(a.threads);
   sched::Engine engine(*model, tok, adapters.get(), ec);
   engine.start();
@@ -225,6 +227,7 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--max-model-len", a->max_model_len, "Context length cap (default: the model's)");
   c->add_option("--max-waiting", a->max_waiting, "Waiting requests over which new ones get 503");
   c->add_option("--kv-cache-tokens", a->kv_cache_tokens, "KV-cache capacity in tokens (default: from memory)");
+  c->add_option("--kv-cache-dtype", a->kv_cache_dtype, kKvCacheDtypeHelp);
   c->add_option("--max-request-bytes", a->max_request_bytes, "Request bodies over this get 413");
   c->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds in-flight requests get after SIGTERM");
   c->add_flag("--allow-runtime-lora-updating", a->allow_runtime_lora_updating,

@@ -23,6 +23,12 @@ int pool_threads(int requested);
 std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights);
 inline constexpr const char* kMmapWeightsHelp =
     "Read the weights in place from the mapped files (default: copy them into huge-page memory)";
+// --kv-cache-dtype: the KV cache's element type (vLLM's flag; "auto" = the model's torch_dtype).
+inline constexpr const char* kKvCacheDtypeHelp =
+    "KV-cache dtype: auto (= the model's torch_dtype) | bf16 | f16 | f32";
+inline DType kv_cache_dtype(const std::string& flag, const model::Model& m) {
+  return parse_dtype_flag(flag, m.config().torch_dtype, "--kv-cache-dtype");
+}
 
 // Adapters given on the command line (distinct folders), loaded into a slot bank of exactly that many
 // slots. `lora_dtype`: bf16 | f16 | f32 | auto (= the base model's dtype).

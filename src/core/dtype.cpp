@@ -2,15 +2,28 @@
 
 #include <cmath>
 
+#include "core/check.h"
+
 namespace lp {
 
 std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
+}
+
+DType parse_dtype_flag(std::string_view value, DType auto_dtype, std::string_view flag) {
+  if (value == "bf16" || value == "bfloat16") return DType::kBF16;
+  if (value == "f16" || value == "float16") return DType::kF16;
+  if (value == "f32" || value == "float32") return DType::kF32;
+  if (value == "auto") return auto_dtype;
+  fail("unknown {} '{}' (bf16, f16, f32, auto = the base model's torch_dtype)", flag, value);
 }
 
 float f16_to_f32(uint16_t h) {
@@ -44,9 +57,9 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520 -> inf
-  if (abs < 0x38800000u) {  // below smallest normal half: subnormal or zero
+  if (abs < 0x38800000u) {                        // below smallest normal half: subnormal or zero
     float a;
     std::memcpy(&a, &abs, 4);
     // Subnormal half has spacing 2^-24; nearbyint rounds half to even in the default mode.
@@ -64,13 +77,17 @@ inline uint16_t load_u16(const void* p, size_t i) {
   std::memcpy(&v, static_cast<const char*>(p) + 2 * i, 2);
   return v;
 }
-inline void store_u16(void* p, size_t i, uint16_t v) { std::memcpy(static_cast<char*>(p) + 2 * i, &v, 2); }
+inline void store_u16(void* p, size_t i, uint16_t v) {
+  std::memcpy(static_cast<char*>(p) + 2 * i, &v, 2);
+}
 }  // namespace
 
 void to_f32(DType t, const void* src, float* dst, size_t n) {
   if (n == 0) return;  // src/dst may be null for empty tensors
   switch (t) {
-    case DType::kF32: std::memcpy(dst, src, n * 4); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
     case DType::kBF16:
       for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src, i));
       return;
@@ -83,7 +100,9 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
 void from_f32(DType t, const float* src, void* dst, size_t n) {
   if (n == 0) return;
   switch (t) {
-    case DType::kF32: std::memcpy(dst, src, n * 4); return;
+    case DType::kF32:
+      std::memcpy(dst, src, n * 4);
+      return;
     case DType::kBF16:
       for (size_t i = 0; i < n; ++i) store_u16(dst, i, f32_to_bf16(src[i]));
       return;

@@ -34,6 +34,10 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);  // round to nearest even, overflow to inf
 
+// A dtype command-line value: "bf16" / "bfloat16", "f16" / "float16", "f32" / "float32", or "auto" (gives
+// `auto_dtype`). Anything else throws lp::Error naming `flag` and the accepted values.
+DType parse_dtype_flag(std::string_view value, DType auto_dtype, std::string_view flag);
+
 // Converts n elements of type `t` at `src` to float (src and dst need no alignment).
 void to_f32(DType t, const void* src, float* dst, size_t n);
 // Converts n floats to type `t` at `dst`.

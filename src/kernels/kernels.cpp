@@ -298,14 +298,15 @@ void embed(const MatView& table, const int32_t* ids, int64_t T, float* out) {
 
 void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T) {
   const int64_t row = static_cast<int64_t>(cache.head_dim);
+  const int64_t esize = static_cast<int64_t>(dtype_size(cache.dtype));
   for (int64_t t = 0; t < T; ++t) {
     LP_CHECK(slot[t] >= 0, "kv_write: negative slot {}", slot[t]);
     int64_t b = slot[t] / cache.block_size, s = slot[t] % cache.block_size;
     for (int g = 0; g < cache.n_kv_heads; ++g) {
-      int64_t dst = ((b * cache.n_kv_heads + g) * cache.block_size + s) * row;
+      int64_t dst = ((b * cache.n_kv_heads + g) * cache.block_size + s) * row * esize;
       int64_t src = (t * cache.n_kv_heads + g) * row;
-      std::memcpy(cache.k + dst, k_new + src, row * sizeof(float));
-      std::memcpy(cache.v + dst, v_new + src, row * sizeof(float));
+      from_f32(cache.dtype, k_new + src, static_cast<char*>(cache.k) + dst, static_cast<size_t>(row));
+      from_f32(cache.dtype, v_new + src, static_cast<char*>(cache.v) + dst, static_cast<size_t>(row));
     }
   }
 }

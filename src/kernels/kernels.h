@@ -75,17 +75,20 @@ void softmax(float* x, int64_t n);
 // out[t][:] = float(table[ids[t]][:])     table: (vocab, D) in its dtype; out: (T, D) f32
 void embed(const MatView& table, const int32_t* ids, int64_t T, float* out);
 
-// Paged KV cache of one layer, f32. Block b holds block_size consecutive token positions of one sequence:
-//   k[b][h][s][d] at k + ((b * n_kv_heads + h) * block_size + s) * head_dim + d   (v likewise)
+// Paged KV cache of one layer, elements of `dtype` (F32, or BF16 / F16 to halve the bytes attention reads).
+// Block b holds block_size consecutive token positions of one sequence:
+//   k[b][h][s][d] is element ((b * n_kv_heads + h) * block_size + s) * head_dim + d of k   (v likewise)
 struct PagedKV {
-  float* k = nullptr;
-  float* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   int block_size = 16;
   int n_kv_heads = 0;
   int head_dim = 0;
+  DType dtype = DType::kF32;
 };
 
-// Writes the new tokens' keys and values into the cache.
+// Writes the new tokens' keys and values into the cache, rounded to the cache's dtype (round to nearest
+// even, as core/dtype.h's from_f32).
 //   k_new, v_new: (T, n_kv_heads, head_dim);  slot[t] = block * block_size + offset where token t goes.
 void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T);
 
@@ -100,7 +103,7 @@ struct AttnSeq {
 // Causal grouped-query attention over the paged cache. Query row r = q_begin + i of a sequence sits at
 // position p = ctx_len - q_len + i and attends to positions 0..p of its own sequence only:
 //   for each head h (kv head g = h / (n_heads / n_kv_heads)):
-//     s[j] = scale * dot(q[r][h], K[j][g])   for j <= p      (K[j] read through block_table)
+//     s[j] = scale * dot(q[r][h], float(K[j][g]))   for j <= p      (K[j] read through block_table)
 //     a = softmax(s);   out[r][h] = sum_j a[j] * V[j][g]
 // q, out: (T, n_heads, head_dim) f32. Work is split over (sequence, head, query block).
 void attention(ComputePool& pool, const float* q, const PagedKV& cache, std::span<const AttnSeq> seqs,

@@ -97,14 +97,28 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; i += 8) mask_store(x + i, n - i, _mm256_mul_ps(maskz_load(x + i, n - i), inv));
 }
 
-inline __m256 dot_acc(const float* q, const float* k, int hd) {
+// 8 cache elements (fewer when n < 8; the rest 0) from element i of a K or V array of dtype KD, as floats.
+template <DType KD>
+inline __m256 load_kv8(const void* base, int64_t i, int64_t n) {
+  if constexpr (KD == DType::kF32) {
+    return maskz_load(static_cast<const float*>(base) + i, n);
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(base) + i;
+    if (n >= 8) return KD == DType::kBF16 ? load_bf16x8(p) : load_f16x8(p);
+    return KD == DType::kBF16 ? load_bf16x8(p, n) : load_f16x8(p, n);
+  }
+}
+
+template <DType KD>
+inline __m256 dot_acc(const float* q, const void* k, int64_t k0, int hd) {
   __m256 acc = _mm256_setzero_ps();
   for (int d = 0; d < hd; d += 8)
-    acc = _mm256_fmadd_ps(maskz_load(q + d, hd - d), maskz_load(k + d, hd - d), acc);
+    acc = _mm256_fmadd_ps(maskz_load(q + d, hd - d), load_kv8<KD>(k, k0 + d, hd - d), acc);
   return acc;
 }
 
-void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+template <DType KD>
+void attention_query_kd(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   const int hd = c.head_dim;
   const int64_t n = aq.n_keys;
   detail::KeyWalker keys(c, aq);
@@ -112,22 +126,34 @@ void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     __m256 acc[8];
-    for (int i = 0; i < 8; ++i, keys.next()) acc[i] = dot_acc(aq.q, c.k + keys.offset(), hd);
+    for (int i = 0; i < 8; ++i, keys.next()) acc[i] = dot_acc<KD>(aq.q, c.k, keys.offset(), hd);
     _mm256_storeu_ps(s + j, _mm256_mul_ps(reduce8x8(acc), scale));
   }
-  for (; j < n; ++j, keys.next()) s[j] = reduce8(dot_acc(aq.q, c.k + keys.offset(), hd)) * aq.scale;
+  for (; j < n; ++j, keys.next()) s[j] = reduce8(dot_acc<KD>(aq.q, c.k, keys.offset(), hd)) * aq.scale;
   const float inv = 1.f / exp_shifted(s, n);
   const int nc = (hd + 7) / 8;
   __m256 acc[detail::kMaxHeadDim / 8];
   for (int i = 0; i < nc; ++i) acc[i] = _mm256_setzero_ps();
   keys = detail::KeyWalker(c, aq);
   for (j = 0; j < n; ++j, keys.next()) {
-    const float* v = c.v + keys.offset();
+    const int64_t v = keys.offset();
     __m256 e = _mm256_set1_ps(s[j]);
-    for (int i = 0; i < nc; ++i) acc[i] = _mm256_fmadd_ps(e, maskz_load(v + i * 8, hd - i * 8), acc[i]);
+    for (int i = 0; i < nc; ++i)
+      acc[i] = _mm256_fmadd_ps(e, load_kv8<KD>(c.v, v + i * 8, hd - i * 8), acc[i]);
   }
   for (int i = 0; i < nc; ++i)
     mask_store(aq.out + i * 8, hd - i * 8, _mm256_mul_ps(acc[i], _mm256_set1_ps(inv)));
+}
+
+void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+  switch (c.dtype) {
+    case DType::kBF16:
+      return attention_query_kd<DType::kBF16>(c, aq, s);
+    case DType::kF16:
+      return attention_query_kd<DType::kF16>(c, aq, s);
+    case DType::kF32:
+      return attention_query_kd<DType::kF32>(c, aq, s);
+  }
 }
 
 float read_sum(const float* p, size_t n) {

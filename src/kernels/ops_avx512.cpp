@@ -109,29 +109,45 @@ void softmax(float* x, int64_t n) {
 constexpr int kKeysAhead = 16;
 class RowPrefetcher {
  public:
-  RowPrefetcher(const PagedKV& c, const detail::AttnQuery& aq, const float* base)
-      : walk_(c, aq), base_(base), hd_(c.head_dim), n_(aq.n_keys) {
+  RowPrefetcher(const PagedKV& c, const detail::AttnQuery& aq, const void* base)
+      : walk_(c, aq),
+        base_(static_cast<const char*>(base)),
+        esize_(static_cast<int64_t>(dtype_size(c.dtype))),
+        row_bytes_(c.head_dim * esize_),
+        n_(aq.n_keys) {
     for (int i = 0; i < kKeysAhead; ++i) step();
   }
   void step() {
     if (next_ >= n_) return;
-    const char* row = reinterpret_cast<const char*>(base_ + walk_.offset());
-    for (int64_t b = 0; b < hd_ * 4; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+    const char* row = base_ + walk_.offset() * esize_;
+    for (int64_t b = 0; b < row_bytes_; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
     walk_.next();
     ++next_;
   }
 
  private:
   detail::KeyWalker walk_;
-  const float* base_;
-  int64_t hd_, n_, next_ = 0;
+  const char* base_;
+  int64_t esize_, row_bytes_, n_, next_ = 0;
 };
 
-// One query of one head. NC > 0: head_dim is at most 16 * NC, so q's chunks and the accumulators stay in
-// registers (with a run-time count GCC kept them on the stack: a store per key per chunk); NC = 0: any
-// head_dim. Every path does the same FMAs in the same order (q . k chunk by chunk into one 16-lane
-// accumulator; V rows summed key by key), so the results are identical.
-template <int NC>
+// 16 cache elements from element i of a K or V array of dtype KD, as floats (masked lanes are 0).
+template <DType KD>
+inline __m512 load_kv16(const void* base, int64_t i, __mmask16 m) {
+  if constexpr (KD == DType::kBF16) {
+    return load_bf16x16(static_cast<const uint16_t*>(base) + i, m);
+  } else if constexpr (KD == DType::kF16) {
+    return load_f16x16(static_cast<const uint16_t*>(base) + i, m);
+  } else {
+    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + i);
+  }
+}
+
+// One query of one head over a cache of dtype KD. NC > 0: head_dim is at most 16 * NC, so q's chunks and
+// the accumulators stay in registers (with a run-time count GCC kept them on the stack: a store per key per
+// chunk); NC = 0: any head_dim. Every path does the same FMAs in the same order (q . k chunk by chunk into
+// one 16-lane accumulator; V rows summed key by key), so the results are identical.
+template <int NC, DType KD>
 void attention_query_nc(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   constexpr int kCap = NC > 0 ? NC : detail::kMaxHeadDim / 16;
   const int hd = c.head_dim;
@@ -144,10 +160,10 @@ void attention_query_nc(const PagedKV& c, const detail::AttnQuery& aq, float* s)
     mask[i] = tail_mask16(hd - i * 16);
     q[i] = _mm512_maskz_loadu_ps(mask[i], aq.q + i * 16);
   }
-  auto dot = [&](const float* k) {  // q . k over head_dim into one 16-lane accumulator
+  auto dot = [&](int64_t k) {  // q . K row at element k, over head_dim, into one 16-lane accumulator
     __m512 acc = _mm512_setzero_ps();
 #pragma GCC unroll 8
-    for (int i = 0; i < nc; ++i) acc = _mm512_fmadd_ps(q[i], _mm512_maskz_loadu_ps(mask[i], k + i * 16), acc);
+    for (int i = 0; i < nc; ++i) acc = _mm512_fmadd_ps(q[i], load_kv16<KD>(c.k, k + i * 16, mask[i]), acc);
     return acc;
   };
   // Scores, 16 keys per transpose-add tree (bit-identical to one reduce16 per key).
@@ -160,11 +176,11 @@ void attention_query_nc(const PagedKV& c, const detail::AttnQuery& aq, float* s)
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i, keys.next()) {
       kpf.step();
-      acc[i] = dot(c.k + keys.offset());
+      acc[i] = dot(keys.offset());
     }
     _mm512_storeu_ps(s + j, _mm512_mul_ps(reduce16x16(acc), scale));
   }
-  for (; j < n; ++j, keys.next()) s[j] = reduce16(dot(c.k + keys.offset())) * aq.scale;
+  for (; j < n; ++j, keys.next()) s[j] = reduce16(dot(keys.offset())) * aq.scale;
   // Probabilities (unnormalized), then out = (sum_j e_j V_j) / sum_j e_j, keys in ascending order.
   RowPrefetcher vpf(c, aq, c.v);
   const float inv = 1.f / exp_shifted(s, n);
@@ -174,20 +190,36 @@ void attention_query_nc(const PagedKV& c, const detail::AttnQuery& aq, float* s)
   keys = detail::KeyWalker(c, aq);
   for (j = 0; j < n; ++j, keys.next()) {
     vpf.step();
-    const float* v = c.v + keys.offset();
+    const int64_t v = keys.offset();
     const __m512 e = _mm512_set1_ps(s[j]);
 #pragma GCC unroll 8
-    for (int i = 0; i < nc; ++i) acc[i] = _mm512_fmadd_ps(e, _mm512_maskz_loadu_ps(mask[i], v + i * 16), acc[i]);
+    for (int i = 0; i < nc; ++i) acc[i] = _mm512_fmadd_ps(e, load_kv16<KD>(c.v, v + i * 16, mask[i]), acc[i]);
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < nc; ++i) _mm512_mask_storeu_ps(aq.out + i * 16, mask[i], _mm512_mul_ps(acc[i], _mm512_set1_ps(inv)));
+  for (int i = 0; i < nc; ++i)
+    _mm512_mask_storeu_ps(aq.out + i * 16, mask[i], _mm512_mul_ps(acc[i], _mm512_set1_ps(inv)));
+}
+
+template <DType KD>
+void attention_query_kd(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
+  switch ((c.head_dim + 15) / 16) {  // the common head sizes
+    case 4:
+      return attention_query_nc<4, KD>(c, aq, s);  // head_dim 64
+    case 8:
+      return attention_query_nc<8, KD>(c, aq, s);  // head_dim 128
+    default:
+      return attention_query_nc<0, KD>(c, aq, s);
+  }
 }
 
 void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
-  switch ((c.head_dim + 15) / 16) {  // the common head sizes
-    case 4: return attention_query_nc<4>(c, aq, s);  // head_dim 64
-    case 8: return attention_query_nc<8>(c, aq, s);  // head_dim 128
-    default: return attention_query_nc<0>(c, aq, s);
+  switch (c.dtype) {
+    case DType::kBF16:
+      return attention_query_kd<DType::kBF16>(c, aq, s);
+    case DType::kF16:
+      return attention_query_kd<DType::kF16>(c, aq, s);
+    case DType::kF32:
+      return attention_query_kd<DType::kF32>(c, aq, s);
   }
 }
 

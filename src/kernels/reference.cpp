@@ -98,14 +98,23 @@ static int64_t kv_offset(const PagedKV& c, int64_t block, int g, int64_t s) {
   return ((block * c.n_kv_heads + g) * c.block_size + s) * c.head_dim;
 }
 
+// Element i of a cache array, as float.
+static double kv_at(const PagedKV& c, const void* base, int64_t i) {
+  float f;
+  to_f32(c.dtype, static_cast<const char*>(base) + i * static_cast<int64_t>(dtype_size(c.dtype)), &f, 1);
+  return f;
+}
+
 void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T) {
+  const int64_t esize = static_cast<int64_t>(dtype_size(cache.dtype));
   for (int64_t t = 0; t < T; ++t) {
     int64_t b = slot[t] / cache.block_size, s = slot[t] % cache.block_size;
     for (int g = 0; g < cache.n_kv_heads; ++g) {
       for (int d = 0; d < cache.head_dim; ++d) {
         int64_t src = (t * cache.n_kv_heads + g) * cache.head_dim + d;
-        cache.k[kv_offset(cache, b, g, s) + d] = k_new[src];
-        cache.v[kv_offset(cache, b, g, s) + d] = v_new[src];
+        int64_t dst = (kv_offset(cache, b, g, s) + d) * esize;
+        from_f32(cache.dtype, k_new + src, static_cast<char*>(cache.k) + dst, 1);
+        from_f32(cache.dtype, v_new + src, static_cast<char*>(cache.v) + dst, 1);
       }
     }
   }
@@ -117,9 +126,9 @@ void attention_query(const PagedKV& cache, const int32_t* block_table, int32_t n
   std::vector<double> s(n_keys);
   double m = -INFINITY;
   for (int32_t j = 0; j < n_keys; ++j) {
-    const float* k = cache.k + kv_offset(cache, block_table[j / bs], g, j % bs);
+    const int64_t k = kv_offset(cache, block_table[j / bs], g, j % bs);
     double dot = 0;
-    for (int d = 0; d < hd; ++d) dot += static_cast<double>(q[d]) * k[d];
+    for (int d = 0; d < hd; ++d) dot += static_cast<double>(q[d]) * kv_at(cache, cache.k, k + d);
     s[j] = dot * scale;
     m = std::max(m, s[j]);
   }
@@ -127,8 +136,8 @@ void attention_query(const PagedKV& cache, const int32_t* block_table, int32_t n
   for (int32_t j = 0; j < n_keys; ++j) sum += s[j] = std::exp(s[j] - m);
   std::vector<double> acc(hd, 0.0);
   for (int32_t j = 0; j < n_keys; ++j) {
-    const float* v = cache.v + kv_offset(cache, block_table[j / bs], g, j % bs);
-    for (int d = 0; d < hd; ++d) acc[d] += s[j] / sum * v[d];
+    const int64_t v = kv_offset(cache, block_table[j / bs], g, j % bs);
+    for (int d = 0; d < hd; ++d) acc[d] += s[j] / sum * kv_at(cache, cache.v, v + d);
   }
   for (int d = 0; d < hd; ++d) out[d] = static_cast<float>(acc[d]);
 }

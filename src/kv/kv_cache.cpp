@@ -75,7 +75,7 @@ void BlockAllocator::set_hash(int32_t block, uint64_t hash) {
 KvCache::KvCache(const KvShape& shape, int num_blocks)
     : shape_(shape), num_blocks_(num_blocks), alloc_(num_blocks) {
   LP_CHECK(shape.n_layers > 0 && shape.n_kv_heads > 0 && shape.head_dim > 0 && shape.block_size > 0);
-  size_t n = static_cast<size_t>(layer_stride()) * shape.n_layers;
+  size_t n = static_cast<size_t>(layer_stride() * shape.n_layers * esize());
   k_.resize(n);
   v_.resize(n);
   // Untouched blocks are never read (attention reads only positions < ctx_len), but zeroing makes the

@@ -1,8 +1,10 @@
 // Paged KV cache storage, its block allocator, and the prefix-cache index.
 // The cache is `num_blocks` fixed-size blocks per layer; a sequence owns a list of blocks (its block table)
-// and grows one block at a time, so a growing sequence's KV is never copied. Layout of one layer (f32):
+// and grows one block at a time, so a growing sequence's KV is never copied. Layout of one layer:
 //   k[block][kv_head][slot_in_block][head_dim]     (v likewise)
-// so one head's keys of one block are contiguous (what attention streams).
+// so one head's keys of one block are contiguous (what attention streams). Elements are F32, BF16 or F16
+// (KvShape::dtype; by default the model's torch_dtype, as vLLM's --kv-cache-dtype auto): a 16-bit cache
+// holds twice the tokens and halves the bytes a decode step's attention reads.
 //
 // Prefix caching: a full block can be registered under a hash of (adapter identity, every token up to and
 // including this block). A later sequence with the same adapter and the same leading tokens adopts those
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/dtype.h"
 
 namespace lp::kv {
 
@@ -27,7 +30,10 @@ struct KvShape {
   int n_kv_heads = 0;
   int head_dim = 0;
   int block_size = 16;
-  int64_t bytes_per_token() const { return int64_t{2} * n_layers * n_kv_heads * head_dim * 4; }
+  DType dtype = DType::kF32;
+  int64_t bytes_per_token() const {
+    return int64_t{2} * n_layers * n_kv_heads * head_dim * static_cast<int64_t>(dtype_size(dtype));
+  }
   int64_t bytes_per_block() const { return bytes_per_token() * block_size; }
 };
 
@@ -53,12 +59,12 @@ class BlockAllocator {
 
  private:
   int num_blocks_;
-  std::vector<int32_t> free_;                // unreferenced blocks without a hash (LIFO: warm first)
-  std::list<int32_t> cached_;                // unreferenced blocks with a hash, least recently used first
+  std::vector<int32_t> free_;  // unreferenced blocks without a hash (LIFO: warm first)
+  std::list<int32_t> cached_;  // unreferenced blocks with a hash, least recently used first
   std::vector<std::list<int32_t>::iterator> cached_pos_;  // (num_blocks) valid while in cached_
-  std::vector<int32_t> refs_;                // (num_blocks)
-  std::vector<uint64_t> hash_;               // (num_blocks) 0 = none
-  std::unordered_map<uint64_t, int32_t> index_;  // hash -> block
+  std::vector<int32_t> refs_;                             // (num_blocks)
+  std::vector<uint64_t> hash_;                            // (num_blocks) 0 = none
+  std::unordered_map<uint64_t, int32_t> index_;           // hash -> block
 };
 
 class KvCache {
@@ -66,20 +72,22 @@ class KvCache {
   KvCache(const KvShape& shape, int num_blocks);
   const KvShape& shape() const { return shape_; }
   int num_blocks() const { return num_blocks_; }
-  float* k(int layer) { return k_.data() + layer_stride() * layer; }
-  float* v(int layer) { return v_.data() + layer_stride() * layer; }
+  // Layer `layer`'s K (V) array: layer_stride() elements of shape().dtype.
+  void* k(int layer) { return k_.data() + layer_stride() * layer * esize(); }
+  void* v(int layer) { return v_.data() + layer_stride() * layer * esize(); }
   BlockAllocator& allocator() { return alloc_; }
   const BlockAllocator& allocator() const { return alloc_; }
-  int64_t bytes() const { return 2 * layer_stride() * shape_.n_layers * 4; }
+  int64_t bytes() const { return 2 * layer_stride() * shape_.n_layers * esize(); }
 
  private:
-  int64_t layer_stride() const {
+  int64_t esize() const { return static_cast<int64_t>(dtype_size(shape_.dtype)); }
+  int64_t layer_stride() const {  // elements
     return int64_t{num_blocks_} * shape_.n_kv_heads * shape_.block_size * shape_.head_dim;
   }
   KvShape shape_;
   int num_blocks_;
-  Buffer<float> k_;  // (n_layers, num_blocks, n_kv_heads, block_size, head_dim)
-  Buffer<float> v_;  // same
+  Buffer<uint8_t> k_;  // (n_layers, num_blocks, n_kv_heads, block_size, head_dim) elements of shape_.dtype
+  Buffer<uint8_t> v_;  // same
   BlockAllocator alloc_;
 };
 

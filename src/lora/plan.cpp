@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <cctype>
-#include <tuple>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "core/check.h"
 #include "kv/kv_cache.h"
@@ -44,14 +44,17 @@ MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
     m.module = static_cast<Module>(i);
     std::tie(m.in, m.out) = model::proj_shape(c, m.module);
     m.targeted = o.modules[i];
-    if (m.targeted) m.slot_bytes = module_slot_bytes(c, m.module, o.max_lora_rank, o.lora_dtype);  // as SlotBank
+    if (m.targeted)
+      m.slot_bytes = module_slot_bytes(c, m.module, o.max_lora_rank, o.lora_dtype);  // as SlotBank
     p.slot_bytes += m.slot_bytes;
   }
   p.slots_bytes = p.slot_bytes * o.max_loras;
   p.host_bytes = p.slot_bytes * p.options.max_cpu_loras;
   p.base_params = base_param_count(c);
   p.base_bytes = p.base_params * static_cast<int64_t>(dtype_size(c.torch_dtype));
-  p.kv_bytes_per_token = kv::KvShape{c.n_layers, c.n_kv_heads, c.head_dim}.bytes_per_token();
+  p.options.kv_dtype = o.kv_dtype.value_or(c.torch_dtype);
+  p.kv_bytes_per_token =
+      kv::KvShape{c.n_layers, c.n_kv_heads, c.head_dim, 16, *p.options.kv_dtype}.bytes_per_token();
   if (o.memory_budget > 0) {
     int64_t left = o.memory_budget - p.base_bytes - p.slots_bytes - p.host_bytes;
     p.kv_tokens = left > 0 ? left / p.kv_bytes_per_token : 0;
@@ -61,11 +64,7 @@ MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
 }
 
 DType parse_lora_dtype(const std::string& s, DType torch_dtype) {
-  if (s == "bf16") return DType::kBF16;
-  if (s == "f16") return DType::kF16;
-  if (s == "f32") return DType::kF32;
-  if (s == "auto") return torch_dtype;
-  fail("unknown --lora-dtype '{}' (bf16, f16, f32, auto = the base model's torch_dtype)", s);
+  return parse_dtype_flag(s, torch_dtype, "--lora-dtype");
 }
 
 ModuleSet parse_module_set(const std::vector<std::string>& names) {
@@ -146,7 +145,7 @@ std::string plan_text(const MemoryPlan& p) {
   row(fmt::format("all {} slots", o.max_loras), p.slots_bytes);
   row(fmt::format("host tier ({} adapters at full rank)", o.max_cpu_loras), p.host_bytes);
   row(fmt::format("base weights ({} params)", p.base_params), p.base_bytes);
-  row("KV cache per token (f32)", p.kv_bytes_per_token);
+  row(fmt::format("KV cache per token ({})", dtype_name(*o.kv_dtype)), p.kv_bytes_per_token);
   if (o.memory_budget > 0) {
     row("memory budget", o.memory_budget);
     if (p.over_budget_bytes > 0)
@@ -175,6 +174,7 @@ nlohmann::json plan_json(const MemoryPlan& p) {
       {"host_bytes", p.host_bytes},
       {"base_params", p.base_params},
       {"base_bytes", p.base_bytes},
+      {"kv_dtype", dtype_name(*o.kv_dtype)},
       {"kv_bytes_per_token", p.kv_bytes_per_token},
       {"memory_budget", o.memory_budget},
       {"kv_tokens", p.kv_tokens},

@@ -8,7 +8,7 @@
 //   host_bytes  = max_cpu_loras × slot_bytes       (every host adapter at full rank, all target modules)
 //   base_bytes  = params(embed, layers (7 projections, their biases, 2 norms), final norm, lm_head unless
 //                 tied) × bytes(torch_dtype)
-//   kv_bytes_per_token = 2 (K, V) × layers × kv_heads × head_dim × 4 (KV is f32 in loraplex)
+//   kv_bytes_per_token = 2 (K, V) × layers × kv_heads × head_dim × bytes(KV dtype, default torch_dtype)
 //   kv_tokens   = (budget − base − slots − host) / kv_bytes_per_token, 0 when nothing is left; −1 without
 //   budget
 #pragma once
@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,7 @@ struct PlanOptions {
   ModuleSet modules = kAllModules;
   int max_cpu_loras = 0;      // 0: = max_loras
   int64_t memory_budget = 0;  // bytes; 0: no budget (kv_tokens = -1)
+  std::optional<DType> kv_dtype;  // unset: the model's torch_dtype (as the engine)
 };
 
 struct MemoryPlan {

@@ -37,8 +37,9 @@ void Model::ensure_rope(int64_t n) {
     }
 }
 
-kv::KvShape Model::kv_shape(int block_size) const {
-  return kv::KvShape{config_.n_layers, config_.n_kv_heads, config_.head_dim, block_size};
+kv::KvShape Model::kv_shape(int block_size, std::optional<DType> dtype) const {
+  return kv::KvShape{config_.n_layers, config_.n_kv_heads, config_.head_dim, block_size,
+                     dtype.value_or(config_.torch_dtype)};
 }
 
 void Model::ensure_scratch(int64_t T, int64_t R) {
@@ -60,7 +61,8 @@ void Model::ensure_scratch(int64_t T, int64_t R) {
   }
 }
 
-void Model::project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y, bool accumulate) {
+void Model::project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y,
+                    bool accumulate) {
   const LayerWeights& lw = weights_.layers[layer];
   const int i = static_cast<int>(p);
   const kernels::MatView& W = lw.proj[i];
@@ -79,7 +81,8 @@ void Model::project_multi(ComputePool& pool, int layer, const float* x, int64_t 
   kernels::matmul_multi(pool, x, T, mo[0].W.cols, std::span<const kernels::MatmulOut>(mo, n));
 }
 
-void Model::add_lora(ComputePool& pool, int layer, const float* x, std::initializer_list<std::pair<Proj, float*>> outs) {
+void Model::add_lora(ComputePool& pool, int layer, const float* x,
+                     std::initializer_list<std::pair<Proj, float*>> outs) {
   if (lora_ == nullptr || lora_plan_.empty()) return;
   kernels::LoraTarget targets[kNumProj];
   size_t n = 0;
@@ -89,7 +92,9 @@ void Model::add_lora(ComputePool& pool, int layer, const float* x, std::initiali
     ldx = W.cols;
     if (const kernels::LoraWeights* w = lora_->get(layer, p)) targets[n++] = {w, y, W.rows};
   }
-  if (n > 0) kernels::lora_apply(pool, lora_plan_, x, ldx, std::span<const kernels::LoraTarget>(targets, n), lora_scratch_);
+  if (n > 0)
+    kernels::lora_apply(pool, lora_plan_, x, ldx, std::span<const kernels::LoraTarget>(targets, n),
+                        lora_scratch_);
 }
 
 void Model::attention_block(ComputePool& pool, const Batch& b, kv::KvCache& cache, int layer) {
@@ -98,11 +103,13 @@ void Model::attention_block(ComputePool& pool, const Batch& b, kv::KvCache& cach
   const int64_t T = b.size(), H = c.hidden_size;
   kernels::rmsnorm(pool, x_.data(), T, H, lw.attn_norm, lw.norm_dtype, static_cast<float>(c.rms_norm_eps),
                    xn_.data());
-  project_multi(pool, layer, xn_.data(), T, {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
+  project_multi(pool, layer, xn_.data(), T,
+                {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
   add_lora(pool, layer, xn_.data(), {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
   kernels::rope(q_.data(), T, c.n_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
   kernels::rope(k_.data(), T, c.n_kv_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
-  kernels::PagedKV kv{cache.k(layer), cache.v(layer), cache.shape().block_size, c.n_kv_heads, c.head_dim};
+  kernels::PagedKV kv{cache.k(layer), cache.v(layer), cache.shape().block_size,
+                      c.n_kv_heads,   c.head_dim,     cache.shape().dtype};
   kernels::kv_write(kv, k_.data(), v_.data(), b.slots.data(), T);
   kernels::attention(pool, q_.data(), kv, b.seqs, c.n_heads, 1.0f / std::sqrt(static_cast<float>(c.head_dim)),
                      attn_.data());
@@ -130,6 +137,10 @@ void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float
   const int64_t T = b.size(), H = c.hidden_size;
   const int64_t R = static_cast<int64_t>(b.logit_rows.size());
   LP_CHECK(T > 0, "empty batch");
+  const kv::KvShape& ks = cache.shape();
+  LP_CHECK(ks.n_layers == c.n_layers && ks.n_kv_heads == c.n_kv_heads && ks.head_dim == c.head_dim,
+           "KV cache shape ({} layers, {} kv heads, head_dim {}) is not this model's", ks.n_layers,
+           ks.n_kv_heads, ks.head_dim);
   LP_CHECK(b.positions.size() == b.tokens.size() && b.slots.size() == b.tokens.size());
   int64_t max_pos = 0;
   for (int64_t t = 0; t < T; ++t) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/buffer.h"
@@ -31,8 +32,8 @@ class Model {
   void set_lora_grouping(bool merge) { lora_merge_ = merge; }
   const ModelWeights& weights() const { return weights_; }
 
-  // KV shape this model needs, for sizing a kv::KvCache.
-  kv::KvShape kv_shape(int block_size = 16) const;
+  // KV shape this model needs, for sizing a kv::KvCache; elements of `dtype` (default: the torch_dtype).
+  kv::KvShape kv_shape(int block_size = 16, std::optional<DType> dtype = std::nullopt) const;
 
   // Runs the batch; writes logits (batch.logit_rows.size(), vocab) row-major to `logits`. With `lora`, every
   // projection adds the LoRA term of the slot in batch.lora_slots for each token (one fused pass for all

@@ -4,10 +4,12 @@
 
 namespace lp::model {
 
-Runner::Runner(Model& model, ComputePool& pool, int64_t kv_tokens, int block_size)
+Runner::Runner(Model& model, ComputePool& pool, int64_t kv_tokens, int block_size,
+               std::optional<DType> kv_dtype)
     : model_(model),
       pool_(pool),
-      cache_(model.kv_shape(block_size), static_cast<int>((kv_tokens + block_size - 1) / block_size)) {}
+      cache_(model.kv_shape(block_size, kv_dtype),
+             static_cast<int>((kv_tokens + block_size - 1) / block_size)) {}
 
 int Runner::add_sequence() {
   seqs_.push_back(Seq{});

@@ -17,8 +17,10 @@ namespace lp::model {
 
 class Runner {
  public:
-  // A KV cache of `kv_tokens` token capacity (rounded up to whole blocks).
-  Runner(Model& model, ComputePool& pool, int64_t kv_tokens, int block_size = 16);
+  // A KV cache of `kv_tokens` token capacity (rounded up to whole blocks), elements of `kv_dtype` (default:
+  // the model's torch_dtype).
+  Runner(Model& model, ComputePool& pool, int64_t kv_tokens, int block_size = 16,
+         std::optional<DType> kv_dtype = std::nullopt);
 
   // Adds a sequence with no tokens yet; returns its id.
   int add_sequence();

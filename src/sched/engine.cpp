@@ -100,12 +100,12 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
   int64_t kv_tokens = cfg.kv_cache_tokens;
   if (kv_tokens <= 0) {
     // Default: room for max_num_seqs sequences of 2048 tokens, at most 1 GiB of KV.
-    int64_t per_token = model.kv_shape(cfg.block_size).bytes_per_token();
+    int64_t per_token = model.kv_shape(cfg.block_size, cfg.kv_cache_dtype).bytes_per_token();
     kv_tokens = std::min<int64_t>(int64_t{cfg.max_num_seqs} * std::min<int64_t>(2048, mc.max_model_len),
                                   (int64_t{1} << 30) / per_token);
   }
   int blocks = static_cast<int>((kv_tokens + cfg.block_size - 1) / cfg.block_size);
-  cache = std::make_unique<kv::KvCache>(model.kv_shape(cfg.block_size), blocks);
+  cache = std::make_unique<kv::KvCache>(model.kv_shape(cfg.block_size, cfg.kv_cache_dtype), blocks);
   // A sequence longer than the cache could never run, even alone: it would preempt itself forever.
   max_len = std::min<int64_t>(mc.max_model_len, int64_t{blocks} * cfg.block_size);
   if (max_len < mc.max_model_len)
@@ -114,8 +114,9 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
   if (auto e = tok.eos_id(); e && std::find(eos_ids.begin(), eos_ids.end(), *e) == eos_ids.end()) eos_ids.push_back(*e);
   stats.kv_blocks_total = blocks;
   stats.max_loras = adapters ? adapters->max_loras() : 0;
-  log_info("engine: KV cache {} blocks x {} tokens ({:.1f} MB), max_num_seqs {}, max_num_batched_tokens {}",
-           blocks, cfg.block_size, cache->bytes() / 1e6, cfg.max_num_seqs, cfg.max_num_batched_tokens);
+  log_info("engine: KV cache {} blocks x {} tokens, {} ({:.1f} MB), max_num_seqs {}, max_num_batched_tokens {}",
+           blocks, cfg.block_size, dtype_name(cache->shape().dtype), cache->bytes() / 1e6, cfg.max_num_seqs,
+           cfg.max_num_batched_tokens);
 }
 
 bool Engine::Impl::is_aborted(const Seq& s) const {

@@ -10,10 +10,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "core/dtype.h"
 #include "sched/request.h"
 
 namespace lp::model { class Model; }
@@ -28,6 +30,7 @@ struct EngineConfig {
   int max_waiting = 1024;              // queue length over which submit() refuses (kUnavailable)
   int64_t kv_cache_tokens = 0;         // 0: from memory budget; else exact capacity
   int block_size = 16;
+  std::optional<DType> kv_cache_dtype;  // KV element type; unset: the model's torch_dtype
   bool enable_prefix_caching = true;
   int threads = 0;                     // compute pool (0 = all cores)
 };

@@ -1,8 +1,9 @@
-// Paged causal GQA attention on every ISA vs the reference (scattered block tables, GQA ratios 1/3/4,
-// head_dim not a multiple of the vector width, chunked prefill over earlier context), and its batch
-// invariance: a sequence's rows are bit-identical alone or packed with others, and a decode step equals the
-// last row of a prefill over the same cache. Cache slots past a sequence's context hold NaN, so reading
-// them (or a block past ceil(ctx_len / block_size)) would show.
+// Paged causal GQA attention on every ISA and every KV dtype (F32, BF16, F16) vs the reference (scattered
+// block tables, GQA ratios 1/3/4, head_dim not a multiple of the vector width, chunked prefill over earlier
+// context), and its batch invariance: a sequence's rows are bit-identical alone or packed with others, and a
+// decode step equals the last row of a prefill over the same cache. Cache slots past a sequence's context
+// hold NaN, so reading them (or a block past ceil(ctx_len / block_size)) would show; the K and V arrays end
+// at a guard page, so a load past the last element faults.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,17 +18,19 @@
 namespace lp::kernels::test {
 namespace {
 
-// A cache of n_blocks physical blocks, all NaN; sequences are written into scattered blocks.
+constexpr DType kKvDtypes[] = {DType::kF32, DType::kBF16, DType::kF16};
+
+// A cache of n_blocks physical blocks of `dtype`, all NaN; sequences are written into scattered blocks.
 struct TestCache {
-  std::vector<float> k, v;
+  GuardedBytes k, v;
   PagedKV view;
   std::vector<int32_t> free_blocks;  // shuffled physical ids not yet used
 
-  TestCache(int n_blocks, int block_size, int n_kv, int hd, std::mt19937& rng) {
-    size_t n = static_cast<size_t>(n_blocks) * n_kv * block_size * hd;
-    k.assign(n, NAN);
-    v.assign(n, NAN);
-    view = PagedKV{k.data(), v.data(), block_size, n_kv, hd};
+  TestCache(int n_blocks, int block_size, int n_kv, int hd, std::mt19937& rng, DType dtype = DType::kF32)
+      : k(static_cast<size_t>(n_blocks) * n_kv * block_size * hd * dtype_size(dtype)), v(k.size()) {
+    view = PagedKV{k.data(), v.data(), block_size, n_kv, hd, dtype};
+    const float nan = NAN;
+    for (size_t i = 0; i < k.size() / dtype_size(dtype); ++i) set(view.k, i, nan), set(view.v, i, nan);
     free_blocks.resize(n_blocks);
     std::iota(free_blocks.begin(), free_blocks.end(), 0);
     std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
@@ -48,22 +51,37 @@ struct TestCache {
     kv_write(view, kn.data(), vn.data(), slot.data(), ctx_len);
     return table;
   }
+  // Element i of the K (or V) array, as float; and its assignment (rounded to the cache dtype).
+  float at(const void* base, int64_t i) const {
+    float f;
+    to_f32(view.dtype, static_cast<const uint8_t*>(base) + i * dtype_size(view.dtype), &f, 1);
+    return f;
+  }
+  void set(void* base, int64_t i, float f) {
+    from_f32(view.dtype, &f, static_cast<uint8_t*>(base) + i * dtype_size(view.dtype), 1);
+  }
+  int64_t row(const AttnSeq& sq, int32_t j, int g) const {  // element offset of position j's row, kv head g
+    const int bs = view.block_size;
+    return ((static_cast<int64_t>(sq.block_table[j / bs]) * view.n_kv_heads + g) * bs + j % bs) *
+           view.head_dim;
+  }
 };
 
 // Per-element bound: score errors (dot over head_dim, relative (hd/8 + 6) eps of sum |q k| * scale) move
 // each weight by at most twice the worst one, plus exp (4 eps) and sum/accumulation over n keys.
 std::vector<double> attention_tolerance(const TestCache& c, const AttnSeq& sq, int32_t qi, int g, float scale,
                                         const float* q) {
-  const int hd = c.view.head_dim, bs = c.view.block_size;
+  const int hd = c.view.head_dim;
   const int32_t n = sq.ctx_len - sq.q_len + qi + 1;
   std::vector<double> s(n), a(n);
   double smax = -INFINITY, abs_score = 0;
   for (int32_t j = 0; j < n; ++j) {
-    const float* k =
-        c.view.k +
-        ((static_cast<int64_t>(sq.block_table[j / bs]) * c.view.n_kv_heads + g) * bs + j % bs) * hd;
+    const int64_t k = c.row(sq, j, g);
     double dot = 0, absd = 0;
-    for (int d = 0; d < hd; ++d) dot += q[d] * k[d], absd += std::fabs(q[d] * k[d]);
+    for (int d = 0; d < hd; ++d) {
+      const double kd = c.at(c.view.k, k + d);
+      dot += q[d] * kd, absd += std::fabs(q[d] * kd);
+    }
     s[j] = dot * scale;
     smax = std::max(smax, s[j]);
     abs_score = std::max(abs_score, absd * scale);
@@ -73,10 +91,8 @@ std::vector<double> attention_tolerance(const TestCache& c, const AttnSeq& sq, i
   double rel = kF32Eps * (4 * (hd / 8.0 + 6) * abs_score + 2 * abs_score + n + 16);
   std::vector<double> tol(hd, 0.0);
   for (int32_t j = 0; j < n; ++j) {
-    const float* v =
-        c.view.v +
-        ((static_cast<int64_t>(sq.block_table[j / bs]) * c.view.n_kv_heads + g) * bs + j % bs) * hd;
-    for (int d = 0; d < hd; ++d) tol[d] += a[j] / sum * std::fabs(v[d]) * rel;
+    const int64_t v = c.row(sq, j, g);
+    for (int d = 0; d < hd; ++d) tol[d] += a[j] / sum * std::fabs(c.at(c.view.v, v + d)) * rel;
   }
   return tol;
 }
@@ -88,8 +104,8 @@ struct Shape {
 // Checks attention of a packed batch against the reference, element by element; returns the count outside.
 int64_t check_vs_reference(ComputePool& pool, const detail::IsaKernels& k, const Shape& sh,
                            const std::vector<std::pair<int32_t, int32_t>>& lens, std::mt19937& rng,
-                           bool perturb = false) {
-  TestCache c(64, sh.bs, sh.n_kv, sh.hd, rng);
+                           DType kv_dtype, bool perturb = false) {
+  TestCache c(64, sh.bs, sh.n_kv, sh.hd, rng, kv_dtype);
   std::vector<std::vector<int32_t>> tables;
   std::vector<AttnSeq> seqs;
   int32_t rows = 0;
@@ -103,9 +119,11 @@ int64_t check_vs_reference(ComputePool& pool, const detail::IsaKernels& k, const
   std::vector<float> q = random_floats(rng, static_cast<size_t>(rows) * sh.n_heads * sh.hd, -2.f, 2.f);
   std::vector<float> want(q.size()), got(q.size());
   ref::attention(q.data(), c.view, seqs, sh.n_heads, scale, want.data());
-  if (perturb) c.v[static_cast<size_t>(tables[0][0]) * sh.n_kv * sh.bs * sh.hd] += 0.5f;
+  const int64_t first_v = int64_t{tables[0][0]} * sh.n_kv * sh.bs * sh.hd;
+  const float saved = c.at(c.view.v, first_v);
+  if (perturb) c.set(c.view.v, first_v, saved + 0.5f);
   detail::attention_with(k, pool, q.data(), c.view, seqs, sh.n_heads, scale, got.data());
-  if (perturb) c.v[static_cast<size_t>(tables[0][0]) * sh.n_kv * sh.bs * sh.hd] -= 0.5f;
+  if (perturb) c.set(c.view.v, first_v, saved);
   std::vector<double> tol(q.size());
   for (const AttnSeq& sq : seqs)
     for (int32_t i = 0; i < sq.q_len; ++i)
@@ -121,22 +139,31 @@ TEST(Attention, MatchesReferenceWithScatteredBlocksAndGqaEveryIsa) {
   ComputePool pool(2);
   std::mt19937 rng(1);
   const std::vector<std::pair<int32_t, int32_t>> lens = {{1, 1}, {37, 37}, {5, 40}, {1, 83}, {16, 16}};
-  for (const detail::IsaKernels* k : cpu_isas()) {
-    for (Shape sh : {Shape{4, 4, 64, 16}, Shape{9, 3, 64, 16}, Shape{8, 2, 40, 5}, Shape{3, 1, 7, 4}}) {
-      SCOPED_TRACE(testing::Message() << k->name << " heads=" << sh.n_heads << "/" << sh.n_kv
-                                      << " hd=" << sh.hd << " bs=" << sh.bs);
-      EXPECT_EQ(check_vs_reference(pool, *k, sh, lens, rng), 0);
-    }
-  }
+  for (const detail::IsaKernels* k : cpu_isas())
+    for (DType kd : kKvDtypes)
+      for (Shape sh : {Shape{4, 4, 64, 16}, Shape{9, 3, 64, 16}, Shape{8, 2, 40, 5}, Shape{3, 1, 7, 4},
+                       Shape{4, 2, 128, 16}, Shape{2, 1, 24, 3}}) {
+        SCOPED_TRACE(testing::Message() << k->name << " kv " << dtype_name(kd) << " heads=" << sh.n_heads
+                                        << "/" << sh.n_kv << " hd=" << sh.hd << " bs=" << sh.bs);
+        EXPECT_EQ(check_vs_reference(pool, *k, sh, lens, rng, kd), 0);
+      }
 }
 
 TEST(Attention, ToleranceCheckRejectsAWrongValue) {
   ComputePool pool(2);
   std::mt19937 rng(2);
-  for (const detail::IsaKernels* k : cpu_isas()) {
-    SCOPED_TRACE(k->name);
-    EXPECT_GT(check_vs_reference(pool, *k, Shape{4, 2, 64, 16}, {{3, 3}}, rng, /*perturb=*/true), 0);
-  }
+  for (const detail::IsaKernels* k : cpu_isas())
+    for (DType kd : kKvDtypes) {
+      SCOPED_TRACE(testing::Message() << k->name << " kv " << dtype_name(kd));
+      EXPECT_GT(check_vs_reference(pool, *k, Shape{4, 2, 64, 16}, {{3, 3}}, rng, kd, /*perturb=*/true), 0);
+    }
+}
+
+std::vector<std::pair<const detail::IsaKernels*, DType>> isa_kv_pairs() {
+  std::vector<std::pair<const detail::IsaKernels*, DType>> out;
+  for (const detail::IsaKernels* k : cpu_isas())
+    for (DType kd : kKvDtypes) out.emplace_back(k, kd);
+  return out;
 }
 
 TEST(Attention, SequenceAloneEqualsPackedAndDecodeEqualsPrefillRow) {
@@ -144,9 +171,9 @@ TEST(Attention, SequenceAloneEqualsPackedAndDecodeEqualsPrefillRow) {
   std::mt19937 rng(3);
   const Shape sh{9, 3, 64, 16};
   const int row = sh.n_heads * sh.hd;
-  for (const detail::IsaKernels* k : cpu_isas()) {
-    SCOPED_TRACE(k->name);
-    TestCache c(64, sh.bs, sh.n_kv, sh.hd, rng);
+  for (auto [k, kd] : isa_kv_pairs()) {
+    SCOPED_TRACE(testing::Message() << k->name << " kv " << dtype_name(kd));
+    TestCache c(64, sh.bs, sh.n_kv, sh.hd, rng, kd);
     const int32_t L = 45;
     std::vector<int32_t> ta = c.add_sequence(L, rng), tb = c.add_sequence(30, rng),
                          tc = c.add_sequence(70, rng);
@@ -182,16 +209,42 @@ TEST(Attention, SequenceAloneEqualsPackedAndDecodeEqualsPrefillRow) {
   }
 }
 
-TEST(Attention, KvWriteMatchesReference) {
+TEST(Attention, KvWriteMatchesReferenceAndRoundsToTheCacheDtype) {
   std::mt19937 rng(4);
   const int bs = 5, n_kv = 3, hd = 7, n_blocks = 6;
-  std::vector<float> k1(n_blocks * n_kv * bs * hd, 0.f), v1(k1), k2(k1), v2(k1);
-  std::vector<int32_t> slot = {17, 3, 29, 0, 11};
-  std::vector<float> kn = random_floats(rng, slot.size() * n_kv * hd), vn = random_floats(rng, kn.size());
-  kv_write(PagedKV{k1.data(), v1.data(), bs, n_kv, hd}, kn.data(), vn.data(), slot.data(), 5);
-  ref::kv_write(PagedKV{k2.data(), v2.data(), bs, n_kv, hd}, kn.data(), vn.data(), slot.data(), 5);
-  EXPECT_TRUE(same_bits(k1.data(), k2.data(), k1.size()));
-  EXPECT_TRUE(same_bits(v1.data(), v2.data(), v1.size()));
+  const std::vector<int32_t> slot = {17, 3, 29, 0, 11};
+  std::vector<float> kn = random_floats(rng, slot.size() * n_kv * hd, -3.f, 3.f),
+                     vn = random_floats(rng, kn.size());
+  kn[0] = 1.f + 1.f / 256;  // exactly halfway between two bf16 values: rounds to even (1.0)
+  kn[1] = 70000.f;          // past f16's range: inf there
+  for (DType kd : kKvDtypes) {
+    SCOPED_TRACE(dtype_name(kd));
+    const size_t bytes = static_cast<size_t>(n_blocks) * n_kv * bs * hd * dtype_size(kd);
+    std::vector<uint8_t> k1(bytes), v1(bytes), k2(bytes), v2(bytes);
+    kv_write(PagedKV{k1.data(), v1.data(), bs, n_kv, hd, kd}, kn.data(), vn.data(), slot.data(), 5);
+    ref::kv_write(PagedKV{k2.data(), v2.data(), bs, n_kv, hd, kd}, kn.data(), vn.data(), slot.data(), 5);
+    EXPECT_EQ(k1, k2);
+    EXPECT_EQ(v1, v2);
+    // Token 0, kv head g, dim d sits at slot 17 = block 3, offset 2; its value is the input rounded once.
+    const double unit = kd == DType::kF32 ? kF32Eps : kd == DType::kBF16 ? kBf16Eps : 1.0 / (1 << 11);
+    for (int g = 0; g < n_kv; ++g)
+      for (int d = 0; d < hd; ++d) {
+        const size_t e = ((3 * n_kv + g) * bs + 2) * hd + d;
+        float got;
+        to_f32(kd, k1.data() + e * dtype_size(kd), &got, 1);
+        const float want = kn[g * hd + d];
+        if (kd == DType::kF16 && std::fabs(want) > 65504.f) {
+          EXPECT_TRUE(std::isinf(got)) << got;
+          continue;
+        }
+        EXPECT_LE(std::fabs(got - want), unit * std::fabs(want)) << "g " << g << " d " << d;
+      }
+    if (kd == DType::kBF16) {
+      float first;
+      to_f32(kd, k1.data() + ((3 * n_kv) * bs + 2) * hd * 2, &first, 1);
+      EXPECT_EQ(first, 1.f);
+    }
+  }
 }
 
 }  // namespace

@@ -58,10 +58,15 @@ TEST(LoraPlan, Llama31_8B_AllModulesRank16Bf16) {
   EXPECT_EQ(p.host_bytes, 8 * 83'886'080LL);
   EXPECT_EQ(p.base_params, 8'030'261'248LL);  // Llama-3.1-8B's parameter count
   EXPECT_EQ(p.base_bytes, 16'060'522'496LL);
-  EXPECT_EQ(p.kv_bytes_per_token, 2 * 32 * 8 * 128 * 4);  // 262,144
-  // (34,359,738,368 − 16,060,522,496 − 335,544,320 − 671,088,640) / 262,144 = 65,965.x
-  EXPECT_EQ(p.kv_tokens, 65'965);
+  EXPECT_EQ(*p.options.kv_dtype, DType::kBF16);           // the KV cache defaults to the torch_dtype
+  EXPECT_EQ(p.kv_bytes_per_token, 2 * 32 * 8 * 128 * 2);  // 131,072
+  // (34,359,738,368 − 16,060,522,496 − 335,544,320 − 671,088,640) / 131,072 = 131,931.x
+  EXPECT_EQ(p.kv_tokens, 131'931);
   EXPECT_EQ(p.over_budget_bytes, 0);
+  o.kv_dtype = DType::kF32;
+  p = plan_memory(config(kLlama31_8B), o);
+  EXPECT_EQ(p.kv_bytes_per_token, 2 * 32 * 8 * 128 * 4);  // 262,144
+  EXPECT_EQ(p.kv_tokens, 65'965);
 }
 
 TEST(LoraPlan, SmolLM2_135M_DefaultsAndSubsets) {
@@ -76,8 +81,8 @@ TEST(LoraPlan, SmolLM2_135M_DefaultsAndSubsets) {
   EXPECT_EQ(p.slot_bytes, 9'768'960);
   EXPECT_EQ(p.base_params, 134'515'008);  // tied: no lm_head
   EXPECT_EQ(p.base_bytes, 269'030'016);
-  EXPECT_EQ(p.kv_bytes_per_token, 2 * 30 * 3 * 64 * 4);  // 46,080
-  EXPECT_EQ(p.kv_tokens, 35'868);                        // (2e9 − 269,030,016 − 8 × 9,768,960) / 46,080
+  EXPECT_EQ(p.kv_bytes_per_token, 2 * 30 * 3 * 64 * 2);  // 23,040 (BF16, the torch_dtype)
+  EXPECT_EQ(p.kv_tokens, 71'736);                        // (2e9 − 269,030,016 − 8 × 9,768,960) / 23,040
 
   o.lora_dtype = DType::kF32;
   o.max_lora_rank = 8;
@@ -150,8 +155,24 @@ TEST(LoraPlan, CliPrintsJsonFromConfigAlone) {
   EXPECT_EQ(j["slots_bytes"], 4 * 83'886'080LL);
   EXPECT_EQ(j["host_bytes"], 8 * 83'886'080LL);
   EXPECT_EQ(j["base_bytes"], 16'060'522'496LL);
-  EXPECT_EQ(j["kv_tokens"], 65'965);
+  EXPECT_EQ(j["kv_dtype"], "BF16");
+  EXPECT_EQ(j["kv_tokens"], 131'931);
   EXPECT_EQ(j["modules"]["gate_proj"]["slot_bytes"], 18'874'368);
+  rc = test::run_command(
+      fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --lora-dtype f16 "
+                  "--max-cpu-loras 8 --memory-budget 32GiB --kv-cache-dtype f32 --json",
+                  test::loraplex_binary().string(), dir.path().string()),
+      &out);
+  ASSERT_EQ(rc, 0) << out;
+  j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["kv_dtype"], "F32");
+  EXPECT_EQ(j["kv_tokens"], 65'965);
+  rc = test::run_command(
+      fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --kv-cache-dtype fp8 2>&1",
+                  test::loraplex_binary().string(), dir.path().string()),
+      &out);
+  EXPECT_NE(rc, 0);
+  EXPECT_THAT(out, HasSubstr("unknown --kv-cache-dtype 'fp8'"));
 
   rc = test::run_command(
       fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --target-modules q_proj "

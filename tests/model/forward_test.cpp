@@ -2,9 +2,11 @@
 // decode through the paged cache == prefill, and a batch gives each sequence what it gets alone.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "model/demo_model.h"
 #include "model/runner.h"
@@ -32,10 +34,12 @@ void patch_config(const std::filesystem::path& dir, const nlohmann::json& patch)
   test::write_file(p, j.dump(2));
 }
 
-std::vector<float> model_logits(const std::filesystem::path& dir, const std::vector<int32_t>& ids, int threads) {
+std::vector<float> model_logits(const std::filesystem::path& dir, const std::vector<int32_t>& ids,
+                                int threads, std::optional<DType> kv_dtype = std::nullopt) {
   auto m = Model::load(dir);
   ComputePool pool(threads);
-  Runner r(*m, pool, static_cast<int64_t>(ids.size()) + 16);
+  Runner r(*m, pool, static_cast<int64_t>(ids.size()) + 16, 16, kv_dtype);
+  EXPECT_EQ(r.cache().shape().dtype, kv_dtype.value_or(m->config().torch_dtype));
   Runner::Item it{r.add_sequence(), ids, true};
   const auto& l = r.step({&it, 1});
   return std::vector<float>(l.begin(), l.end());
@@ -86,22 +90,49 @@ TEST_P(ForwardVsReference, F32WeightsMatchWithin1e4) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Archs, ForwardVsReference,
-    ::testing::Values(
-        ArchCase{"llama", nullptr, "llama"}, ArchCase{"qwen2", nullptr, "qwen2_bias"},
-        ArchCase{"mistral", nullptr, "mistral"},
-        ArchCase{"llama",
-                 {{"rope_scaling",
-                   {{"rope_type", "llama3"},
-                    {"factor", 8.0},
-                    {"low_freq_factor", 1.0},
-                    {"high_freq_factor", 4.0},
-                    {"original_max_position_embeddings", 16}}}},
-                 "llama3_rope"},
-        ArchCase{"llama", {{"tie_word_embeddings", false}}, "untied"},
-        ArchCase{"llama", nullptr, "llama_all_biases", true}),
-    [](const auto& info) { return info.param.label; });
+// A 16-bit KV cache (the default for a BF16 / F16 model, or asked for) rounds each cached key and value
+// once: an F32 model with a BF16 or F16 cache stays close to the f64 reference, and really differs from the
+// F32 cache (so the dtype reaches the kernels). The F32 cache is the one held to 1e-4 above.
+TEST(KvCacheDtype, SixteenBitCacheStaysCloseToTheReference) {
+  TempDir dir("kvdt");
+  DemoSpec spec;
+  spec.shape = "tiny";
+  spec.dtype = DType::kF32;
+  spec.seed = 4;
+  write_demo_model(dir.path(), spec);
+  auto ids = some_ids(37, 512, 6);
+  auto ref = test::reference_logits(dir.path(), ids);
+  auto f32 = model_logits(dir.path(), ids, 2);
+  EXPECT_LT(normalized_error(f32, ref), 1e-4);
+  for (auto [kd, bound] : {std::pair{DType::kBF16, 1e-2}, std::pair{DType::kF16, 2e-3}}) {
+    SCOPED_TRACE(dtype_name(kd));
+    auto got = model_logits(dir.path(), ids, 2, kd);
+    ASSERT_EQ(got.size(), ref.size());
+    const double err = normalized_error(got, ref);
+    EXPECT_LT(err, bound);
+    EXPECT_GT(err, normalized_error(f32, ref));
+    EXPECT_NE(0, std::memcmp(got.data(), f32.data(), got.size() * sizeof(float)));
+    // Rounding K/V to 16 bits is a relative change of <= 2^-9 (BF16) or 2^-12 (F16) per element.
+    std::printf("[ info ] %s KV cache: normalized error %.3g (F32 cache %.3g)\n",
+                std::string(dtype_name(kd)).c_str(), err, normalized_error(f32, ref));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
+                         ::testing::Values(ArchCase{"llama", nullptr, "llama"},
+                                           ArchCase{"qwen2", nullptr, "qwen2_bias"},
+                                           ArchCase{"mistral", nullptr, "mistral"},
+                                           ArchCase{"llama",
+                                                    {{"rope_scaling",
+                                                      {{"rope_type", "llama3"},
+                                                       {"factor", 8.0},
+                                                       {"low_freq_factor", 1.0},
+                                                       {"high_freq_factor", 4.0},
+                                                       {"original_max_position_embeddings", 16}}}},
+                                                    "llama3_rope"},
+                                           ArchCase{"llama", {{"tie_word_embeddings", false}}, "untied"},
+                                           ArchCase{"llama", nullptr, "llama_all_biases", true}),
+                         [](const auto& info) { return info.param.label; });
 
 class PagedInvariants : public ::testing::TestWithParam<DType> {
  protected:
