@@ -81,6 +81,9 @@ struct IsaKernels {
   void (*softmax)(float* x, int64_t n);
   // scratch: at least n_keys floats.
   void (*attention_query)(const PagedKV& cache, const AttnQuery& q, float* scratch);
+  // dst = n floats of src in dtype t, bit for bit what core/dtype.h's from_f32 gives (round to nearest even,
+  // NaN -> its quiet NaN); for kv_write.
+  void (*round_to)(DType t, const float* src, void* dst, int64_t n);
   // Sum of n floats read with wide loads (the value only keeps the reads alive).
   float (*read_sum)(const float* p, size_t n);
 };
@@ -107,6 +110,8 @@ void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, cons
                     std::span<const AttnSeq> seqs, int n_heads, float scale, float* out);
 void silu_mul_with(const IsaKernels& k, ComputePool& pool, const float* gate, const float* up, float* out,
                    int64_t n);
+void kv_write_with(const IsaKernels& k, const PagedKV& cache, const float* k_new, const float* v_new,
+                   const int32_t* slot, int64_t T);
 
 }  // namespace lp::kernels::detail
 

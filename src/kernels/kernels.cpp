@@ -33,6 +33,9 @@ void scalar_rmsnorm_rows(const float* x, int64_t t0, int64_t t1, int64_t D, cons
 void scalar_attention_query(const PagedKV& c, const AttnQuery& q, float*) {
   ref::attention_query(c, q.block_table, q.n_keys, q.kv_head, q.scale, q.q, q.out);
 }
+void scalar_round_to(DType t, const float* src, void* dst, int64_t n) {
+  from_f32(t, src, dst, static_cast<size_t>(n));
+}
 float scalar_read_sum(const float* p, size_t n) {
   float s[8] = {};
   for (size_t i = 0; i < n; ++i) s[i & 7] += p[i];
@@ -82,6 +85,7 @@ const IsaKernels& scalar_kernels() {
                             ref::silu_mul,
                             ref::softmax,
                             scalar_attention_query,
+                            scalar_round_to,
                             scalar_read_sum};
   return k;
 }
@@ -138,7 +142,8 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
   int64_t total_rows = 0;
   for (const MatmulOut& o : outs) {
     const MatView& W = o.W;
-    LP_CHECK(T >= 0 && W.rows >= 0 && W.cols == K, "matmul: bad shape T={} W=({}, {}) K={}", T, W.rows, W.cols, K);
+    LP_CHECK(T >= 0 && W.rows >= 0 && W.cols == K, "matmul: bad shape T={} W=({}, {}) K={}", T, W.rows,
+             W.cols, K);
     LP_CHECK(W.row_stride >= W.cols && ldx >= W.cols && o.ldy >= W.rows, "matmul: strides too small");
     bf16x |= k.wants_bf16_x(W.dtype);
     total_rows += (W.rows + k.row_grain - 1) / k.row_grain * k.row_grain;  // each matrix starts on a grain
@@ -153,7 +158,9 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
     if (xb.size() < need) xb.resize(need);
     // Over the pool for long prompts (the rounding is per element: any split gives the same bits).
     uint16_t* dst = xb.data();
-    pool.parallel_for(T, 64, [&](int64_t b, int64_t e) { k.convert_x_bf16(x + b * ldx, e - b, ldx, K, dst + b * ldxb, ldxb); });
+    pool.parallel_for(T, 64, [&](int64_t b, int64_t e) {
+      k.convert_x_bf16(x + b * ldx, e - b, ldx, K, dst + b * ldxb, ldxb);
+    });
   }
   const uint16_t* xbp = bf16x ? xb.data() : nullptr;
   // One dispatch over the concatenated (grain-aligned) rows of every output; a chunk may span two matrices.
@@ -163,8 +170,9 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
       const int64_t padded = (o.W.rows + k.row_grain - 1) / k.row_grain * k.row_grain;
       const int64_t lo = std::max(b, base), hi = std::min({e, base + padded, base + o.W.rows});
       if (lo < hi) {
-        MatmulArgs a{x, k.wants_bf16_x(o.W.dtype) ? xbp : nullptr, T, ldx, ldxb, o.W, o.bias, o.y, o.ldy,
-                     o.accumulate};
+        MatmulArgs a{
+            x,           k.wants_bf16_x(o.W.dtype) ? xbp : nullptr, T, ldx, ldxb, o.W, o.bias, o.y, o.ldy,
+            o.accumulate};
         k.matmul_rows(a, lo - base, hi - base);
       }
       base += padded;
@@ -254,7 +262,8 @@ const char* isa_name() {
   return detail::active().name;
 }
 
-void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx, std::span<const MatmulOut> outs) {
+void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx,
+                  std::span<const MatmulOut> outs) {
   detail::matmul_multi_with(detail::active(), pool, x, T, ldx, outs);
 }
 
@@ -297,6 +306,11 @@ void embed(const MatView& table, const int32_t* ids, int64_t T, float* out) {
 }
 
 void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T) {
+  detail::kv_write_with(detail::active(), cache, k_new, v_new, slot, T);
+}
+
+void detail::kv_write_with(const IsaKernels& k, const PagedKV& cache, const float* k_new, const float* v_new,
+                           const int32_t* slot, int64_t T) {
   const int64_t row = static_cast<int64_t>(cache.head_dim);
   const int64_t esize = static_cast<int64_t>(dtype_size(cache.dtype));
   for (int64_t t = 0; t < T; ++t) {
@@ -305,8 +319,8 @@ void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, cons
     for (int g = 0; g < cache.n_kv_heads; ++g) {
       int64_t dst = ((b * cache.n_kv_heads + g) * cache.block_size + s) * row * esize;
       int64_t src = (t * cache.n_kv_heads + g) * row;
-      from_f32(cache.dtype, k_new + src, static_cast<char*>(cache.k) + dst, static_cast<size_t>(row));
-      from_f32(cache.dtype, v_new + src, static_cast<char*>(cache.v) + dst, static_cast<size_t>(row));
+      k.round_to(cache.dtype, k_new + src, static_cast<char*>(cache.k) + dst, row);
+      k.round_to(cache.dtype, v_new + src, static_cast<char*>(cache.v) + dst, row);
     }
   }
 }

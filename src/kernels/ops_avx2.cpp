@@ -156,6 +156,39 @@ void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   }
 }
 
+// 8 floats at a time rounded to bf16 or f16 exactly as core/dtype.h does (see ops_avx512.cpp); the tail
+// through the scalar conversions.
+void round_to(DType t, const float* src, void* dst, int64_t n) {
+  if (t == DType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi32(0x7fff);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(src + i);
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    __m256i r;
+    if (t == DType::kBF16) {
+      r = _mm256_add_epi32(_mm256_add_epi32(u, half), _mm256_and_si256(_mm256_srli_epi32(u, 16), one));
+      r = _mm256_srli_epi32(r, 16);
+      const __m256i qnan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+      r = _mm256_blendv_epi8(r, qnan, nan);
+    } else {
+      r = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      const __m256i qnan = _mm256_or_si256(
+          _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)), _mm256_set1_epi32(0x7e00));
+      r = _mm256_blendv_epi8(r, qnan, nan);
+    }
+    // 8 x 32-bit -> 8 x 16-bit (values fit in 16 bits: packus does not saturate them)
+    const __m128i lo = _mm256_castsi256_si128(r), hi = _mm256_extracti128_si256(r, 1);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_packus_epi32(lo, hi));
+  }
+  from_f32(t, src + i, d + i, static_cast<size_t>(n - i));
+}
+
 float read_sum(const float* p, size_t n) {
   __m256 a[8];
   for (auto& v : a) v = _mm256_setzero_ps();
@@ -189,6 +222,7 @@ const IsaKernels& avx2_kernels() {
                             avx2::silu_mul,
                             avx2::softmax,
                             avx2::attention_query,
+                            avx2::round_to,
                             avx2::read_sum};
   return k;
 }

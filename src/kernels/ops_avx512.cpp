@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "core/check.h"
 #include "kernels/dispatch.h"
@@ -223,6 +224,36 @@ void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   }
 }
 
+// 16 floats rounded to bf16 (integer round to nearest even; NaN -> upper half | quiet bit) or f16
+// (vcvtps2ph, round to nearest even, overflow to inf, subnormals kept; NaN -> sign | 0x7e00), as
+// core/dtype.h's scalar conversions.
+void round_to(DType t, const float* src, void* dst, int64_t n) {
+  if (t == DType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask16(n - i);
+    const __m512 x = _mm512_maskz_loadu_ps(m, src + i);
+    const __m512i u = _mm512_castps_si512(x);
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512i r;
+    if (t == DType::kBF16) {
+      r = _mm512_add_epi32(_mm512_add_epi32(u, half), _mm512_and_si512(_mm512_srli_epi32(u, 16), one));
+      r = _mm512_srli_epi32(r, 16);
+      r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    } else {
+      r = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      const __m512i qnan = _mm512_or_si512(
+          _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7e00));
+      r = _mm512_mask_mov_epi32(r, nan, qnan);
+    }
+    _mm256_mask_storeu_epi16(d + i, m, _mm512_cvtepi32_epi16(r));
+  }
+}
+
 float read_sum(const float* p, size_t n) {
   __m512 a[8];
   for (auto& v : a) v = _mm512_setzero_ps();
@@ -266,6 +297,7 @@ const IsaKernels& avx512bf16_kernels() {
                             avx512::silu_mul,
                             avx512::softmax,
                             avx512::attention_query,
+                            avx512::round_to,
                             avx512::read_sum};
   return k;
 }
@@ -282,6 +314,7 @@ const IsaKernels& avx512_kernels() {
                             avx512::silu_mul,
                             avx512::softmax,
                             avx512::attention_query,
+                            avx512::round_to,
                             avx512::read_sum};
   return k;
 }

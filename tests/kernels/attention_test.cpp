@@ -211,40 +211,57 @@ TEST(Attention, SequenceAloneEqualsPackedAndDecodeEqualsPrefillRow) {
 
 TEST(Attention, KvWriteMatchesReferenceAndRoundsToTheCacheDtype) {
   std::mt19937 rng(4);
-  const int bs = 5, n_kv = 3, hd = 7, n_blocks = 6;
+  const int bs = 5, n_kv = 3, hd = 13, n_blocks = 6;  // rows of 13: the vector body and a tail
   const std::vector<int32_t> slot = {17, 3, 29, 0, 11};
   std::vector<float> kn = random_floats(rng, slot.size() * n_kv * hd, -3.f, 3.f),
                      vn = random_floats(rng, kn.size());
-  kn[0] = 1.f + 1.f / 256;  // exactly halfway between two bf16 values: rounds to even (1.0)
-  kn[1] = 70000.f;          // past f16's range: inf there
-  for (DType kd : kKvDtypes) {
-    SCOPED_TRACE(dtype_name(kd));
-    const size_t bytes = static_cast<size_t>(n_blocks) * n_kv * bs * hd * dtype_size(kd);
-    std::vector<uint8_t> k1(bytes), v1(bytes), k2(bytes), v2(bytes);
-    kv_write(PagedKV{k1.data(), v1.data(), bs, n_kv, hd, kd}, kn.data(), vn.data(), slot.data(), 5);
-    ref::kv_write(PagedKV{k2.data(), v2.data(), bs, n_kv, hd, kd}, kn.data(), vn.data(), slot.data(), 5);
-    EXPECT_EQ(k1, k2);
-    EXPECT_EQ(v1, v2);
-    // Token 0, kv head g, dim d sits at slot 17 = block 3, offset 2; its value is the input rounded once.
-    const double unit = kd == DType::kF32 ? kF32Eps : kd == DType::kBF16 ? kBf16Eps : 1.0 / (1 << 11);
-    for (int g = 0; g < n_kv; ++g)
-      for (int d = 0; d < hd; ++d) {
-        const size_t e = ((3 * n_kv + g) * bs + 2) * hd + d;
-        float got;
-        to_f32(kd, k1.data() + e * dtype_size(kd), &got, 1);
-        const float want = kn[g * hd + d];
-        if (kd == DType::kF16 && std::fabs(want) > 65504.f) {
-          EXPECT_TRUE(std::isinf(got)) << got;
-          continue;
+  // Token 0's keys: the awkward values, each rounded by every ISA exactly as by core/dtype.h.
+  uint32_t nan_payload = 0x7f812345u, neg_nan = 0xffc00001u;
+  float nan1, nan2;
+  std::memcpy(&nan1, &nan_payload, 4);
+  std::memcpy(&nan2, &neg_nan, 4);
+  const float special[] = {1.f + 1.f / 256,  // halfway between two bf16 values: to even (1.0)
+                           1.f + 3.f / 256,  // halfway, rounds up
+                           70000.f,          // past f16's range: inf
+                           65519.f,          // f16: just below the rounding-to-inf threshold
+                           -0.f,
+                           1e-40f,  // f32 subnormal
+                           3e-6f,
+                           -6e-8f,  // f16 subnormals
+                           nan1,
+                           nan2,
+                           INFINITY,
+                           -INFINITY,
+                           3.3895314e38f /* bf16 rounds to inf */};
+  std::copy(std::begin(special), std::end(special), kn.begin());
+  for (const detail::IsaKernels* k : cpu_isas())
+    for (DType kd : kKvDtypes) {
+      SCOPED_TRACE(testing::Message() << k->name << " kv " << dtype_name(kd));
+      const size_t bytes = static_cast<size_t>(n_blocks) * n_kv * bs * hd * dtype_size(kd);
+      std::vector<uint8_t> k1(bytes), v1(bytes), k2(bytes), v2(bytes);
+      detail::kv_write_with(*k, PagedKV{k1.data(), v1.data(), bs, n_kv, hd, kd}, kn.data(), vn.data(),
+                            slot.data(), 5);
+      ref::kv_write(PagedKV{k2.data(), v2.data(), bs, n_kv, hd, kd}, kn.data(), vn.data(), slot.data(), 5);
+      EXPECT_EQ(k1, k2);
+      EXPECT_EQ(v1, v2);
+      // Token 0, kv head g, dim d sits at slot 17 = block 3, offset 2; finite values are rounded once.
+      const double unit = kd == DType::kF32 ? kF32Eps : kd == DType::kBF16 ? kBf16Eps : 1.0 / (1 << 11);
+      for (int g = 0; g < n_kv; ++g)
+        for (int d = 0; d < hd; ++d) {
+          const size_t e = ((3 * n_kv + g) * bs + 2) * hd + d;
+          float got;
+          to_f32(kd, k1.data() + e * dtype_size(kd), &got, 1);
+          const float want = kn[g * hd + d];
+          if (std::isnan(want)) {
+            EXPECT_TRUE(std::isnan(got));
+          } else if (std::fabs(want) >= 1e-4f && std::isfinite(got)) {
+            EXPECT_LE(std::fabs(got - want), unit * std::fabs(want)) << "g " << g << " d " << d;
+          }
         }
-        EXPECT_LE(std::fabs(got - want), unit * std::fabs(want)) << "g " << g << " d " << d;
-      }
-    if (kd == DType::kBF16) {
       float first;
-      to_f32(kd, k1.data() + ((3 * n_kv) * bs + 2) * hd * 2, &first, 1);
-      EXPECT_EQ(first, 1.f);
+      to_f32(kd, k1.data() + ((3 * n_kv) * bs + 2) * hd * dtype_size(kd), &first, 1);
+      EXPECT_EQ(first, kd == DType::kF16 ? 1.f + 1.f / 256 : kd == DType::kBF16 ? 1.f : special[0]);
     }
-  }
 }
 
 }  // namespace
