@@ -36,9 +36,10 @@ class ComputePool {
   }
 
   // Splits [0, n) into contiguous chunks (multiples of `grain`, except the last) and calls fn(begin, end)
-  // for each, in parallel. Which thread runs which chunk is not fixed.
+  // for each, in parallel. Which thread runs which chunk is not fixed. At most `chunks_per_thread` chunks
+  // per thread: more balance the load when a thread is slow or descheduled, fewer keep each chunk long.
   template <class F>
-  void parallel_for(int64_t n, int64_t grain, F&& fn) {
+  void parallel_for(int64_t n, int64_t grain, F&& fn, int chunks_per_thread = 4) {
     if (n <= 0) return;
     grain = std::max<int64_t>(grain, 1);
     const int64_t units = (n + grain - 1) / grain;
@@ -46,8 +47,7 @@ class ComputePool {
       fn(int64_t{0}, n);
       return;
     }
-    // A few chunks per thread: enough to balance, few enough to keep each chunk long.
-    const int64_t chunks = std::min<int64_t>(units, int64_t{4} * n_threads_);
+    const int64_t chunks = std::min<int64_t>(units, int64_t{std::max(chunks_per_thread, 1)} * n_threads_);
     run_chunks(chunks, [&](int64_t c, int64_t nc) {
       int64_t per = units / nc, extra = units % nc;
       int64_t ub = c * per + std::min(c, extra);

@@ -4,9 +4,26 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
+
+#include "core/check.h"
 
 namespace lp {
 namespace {
+
+TEST(DType, ParseDtypeFlag) {
+  EXPECT_EQ(parse_dtype_flag("bf16", DType::kF32, "--x"), DType::kBF16);
+  EXPECT_EQ(parse_dtype_flag("bfloat16", DType::kF32, "--x"), DType::kBF16);
+  EXPECT_EQ(parse_dtype_flag("f16", DType::kF32, "--x"), DType::kF16);
+  EXPECT_EQ(parse_dtype_flag("float32", DType::kBF16, "--x"), DType::kF32);
+  EXPECT_EQ(parse_dtype_flag("auto", DType::kF16, "--x"), DType::kF16);
+  try {
+    parse_dtype_flag("fp8", DType::kBF16, "--kv-cache-dtype");
+    ADD_FAILURE() << "fp8 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown --kv-cache-dtype 'fp8'"), std::string::npos) << e.what();
+  }
+}
 
 TEST(DType, Bf16RoundsToNearestEven) {
   EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
@@ -14,8 +31,8 @@ TEST(DType, Bf16RoundsToNearestEven) {
   EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);
   EXPECT_EQ(f32_to_bf16(1.0f + 3.0f / 256), 0x3f82);
   EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::numeric_limits<float>::quiet_NaN()))));
-  for (float f : {0.0f, -2.5f, 3.140625f, 1e30f, -1e-30f}) EXPECT_EQ(bf16_to_f32(f32_to_bf16(f)), 
-      bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(f)))));
+  for (float f : {0.0f, -2.5f, 3.140625f, 1e30f, -1e-30f})
+    EXPECT_EQ(bf16_to_f32(f32_to_bf16(f)), bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(f)))));
 }
 
 TEST(DType, F16RoundTripsEveryHalf) {

@@ -24,6 +24,23 @@ TEST(ComputePool, ParallelForCoversEveryIndexOnce) {
   }
 }
 
+TEST(ComputePool, ParallelForMakesAtMostChunksPerThreadChunks) {
+  ComputePool pool(2);
+  for (int cpt : {1, 2, 4}) {
+    std::atomic<int> calls{0};
+    std::vector<std::atomic<int>> hits(1000);
+    pool.parallel_for(
+        1000, 16,
+        [&](int64_t b, int64_t e) {
+          calls++;
+          for (int64_t i = b; i < e; ++i) hits[i]++;
+        },
+        cpt);
+    EXPECT_EQ(calls.load(), 2 * cpt);
+    for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+  }
+}
+
 TEST(ComputePool, RunCallsEveryIndexOnceManyTimes) {
   ComputePool pool(3);
   std::atomic<int> total{0};
