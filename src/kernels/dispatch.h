@@ -79,6 +79,7 @@ struct IsaKernels {
                const float* sin_tab);
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
   void (*softmax)(float* x, int64_t n);
+  int64_t (*argmax)(const float* x, int64_t n);  // n >= 1
   // scratch: at least n_keys floats.
   void (*attention_query)(const PagedKV& cache, const AttnQuery& q, float* scratch);
   // dst = n floats of src in dtype t, bit for bit what core/dtype.h's from_f32 gives (round to nearest even,
@@ -87,6 +88,22 @@ struct IsaKernels {
   // Sum of n floats read with wide loads (the value only keeps the reads alive).
   float (*read_sum)(const float* p, size_t n);
 };
+
+// Folds per-lane (value, first index) pairs of a vector argmax into the scalar loop's answer for the
+// elements [0, n_done), then scans the rest: lane l saw indices l, l + W, ..., kept its first strictly
+// largest value (index -1: none beat -inf). Shared by the AVX-512 and AVX2 argmax.
+inline int64_t argmax_finish(const float* x, int64_t n, int64_t n_done, const float* lane_val,
+                             const int32_t* lane_idx, int lanes) {
+  float bv = x[0];
+  int64_t bi = 0;
+  for (int l = 0; l < lanes; ++l) {
+    if (lane_idx[l] < 0) continue;
+    if (lane_val[l] > bv || (lane_val[l] == bv && lane_idx[l] < bi)) bv = lane_val[l], bi = lane_idx[l];
+  }
+  for (int64_t i = n_done; i < n; ++i)
+    if (x[i] > bv) bv = x[i], bi = i;
+  return bi;
+}
 
 const IsaKernels& scalar_kernels();
 const IsaKernels& avx2_kernels();

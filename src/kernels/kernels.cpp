@@ -74,19 +74,11 @@ Isa choose_isa() {
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{Isa::kScalar,
-                            "scalar",
-                            4,
-                            wants_nothing,
-                            nullptr,
-                            scalar_matmul_rows,
-                            scalar_rmsnorm_rows,
-                            ref::rope,
-                            ref::silu_mul,
-                            ref::softmax,
-                            scalar_attention_query,
-                            scalar_round_to,
-                            scalar_read_sum};
+  static const IsaKernels k{Isa::kScalar,        "scalar",       4,
+                            wants_nothing,       nullptr,        scalar_matmul_rows,
+                            scalar_rmsnorm_rows, ref::rope,      ref::silu_mul,
+                            ref::softmax,        ref::argmax,    scalar_attention_query,
+                            scalar_round_to,     scalar_read_sum};
   return k;
 }
 
@@ -300,6 +292,11 @@ void add_inplace(float* y, const float* x, int64_t n) {
 
 void softmax(float* x, int64_t n) {
   detail::active().softmax(x, n);
+}
+
+int64_t argmax(const float* x, int64_t n) {
+  LP_CHECK(n >= 1, "argmax of {} elements", n);
+  return detail::active().argmax(x, n);
 }
 
 void embed(const MatView& table, const int32_t* ids, int64_t T, float* out) {

@@ -72,6 +72,10 @@ void add_inplace(float* y, const float* x, int64_t n);
 // In-place numerically stable softmax over x[0..n).
 void softmax(float* x, int64_t n);
 
+// The scalar loop  best = 0; for i in [1, n): if (x[i] > x[best]) best = i;  i.e. the first index of the
+// largest value (NaN never wins; -0 and +0 tie). n >= 1. Greedy decoding calls it on every logits row.
+int64_t argmax(const float* x, int64_t n);
+
 // out[t][:] = float(table[ids[t]][:])     table: (vocab, D) in its dtype; out: (T, D) f32
 void embed(const MatView& table, const int32_t* ids, int64_t T, float* out);
 

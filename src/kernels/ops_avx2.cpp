@@ -97,6 +97,27 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; i += 8) mask_store(x + i, n - i, _mm256_mul_ps(maskz_load(x + i, n - i), inv));
 }
 
+// 8 lanes, each keeping its first strictly largest value and index, then detail::argmax_finish.
+int64_t argmax(const float* x, int64_t n) {
+  __m256 best = _mm256_set1_ps(-INFINITY);
+  __m256i bidx = _mm256_set1_epi32(-1);
+  __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i step = _mm256_set1_epi32(8);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 gt = _mm256_cmp_ps(v, best, _CMP_GT_OQ);
+    best = _mm256_blendv_ps(best, v, gt);
+    bidx = _mm256_blendv_epi8(bidx, idx, _mm256_castps_si256(gt));
+    idx = _mm256_add_epi32(idx, step);
+  }
+  alignas(32) float lane_val[8];
+  alignas(32) int32_t lane_idx[8];
+  _mm256_store_ps(lane_val, best);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lane_idx), bidx);
+  return detail::argmax_finish(x, n, i, lane_val, lane_idx, 8);
+}
+
 // 8 cache elements (fewer when n < 8; the rest 0) from element i of a K or V array of dtype KD, as floats.
 template <DType KD>
 inline __m256 load_kv8(const void* base, int64_t i, int64_t n) {
@@ -211,19 +232,11 @@ bool wants_nothing(DType) {
 namespace lp::kernels::detail {
 
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{Isa::kAvx2,
-                            "avx2",
-                            8,
-                            avx2::wants_nothing,
-                            nullptr,
-                            avx2::matmul_rows_fma,
-                            avx2::rmsnorm_rows,
-                            avx2::rope,
-                            avx2::silu_mul,
-                            avx2::softmax,
-                            avx2::attention_query,
-                            avx2::round_to,
-                            avx2::read_sum};
+  static const IsaKernels k{Isa::kAvx2,          "avx2",        8,
+                            avx2::wants_nothing, nullptr,       avx2::matmul_rows_fma,
+                            avx2::rmsnorm_rows,  avx2::rope,    avx2::silu_mul,
+                            avx2::softmax,       avx2::argmax,  avx2::attention_query,
+                            avx2::round_to,      avx2::read_sum};
   return k;
 }
 

@@ -105,6 +105,28 @@ void softmax(float* x, int64_t n) {
   }
 }
 
+// 16 lanes, each keeping its first strictly largest value and index (a NaN never compares greater), then
+// detail::argmax_finish: the scalar loop's answer.
+int64_t argmax(const float* x, int64_t n) {
+  __m512 best = _mm512_set1_ps(-INFINITY);
+  __m512i bidx = _mm512_set1_epi32(-1);
+  __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __mmask16 gt = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ);
+    best = _mm512_mask_mov_ps(best, gt, v);
+    bidx = _mm512_mask_mov_epi32(bidx, gt, idx);
+    idx = _mm512_add_epi32(idx, step);
+  }
+  alignas(64) float lane_val[16];
+  alignas(64) int32_t lane_idx[16];
+  _mm512_store_ps(lane_val, best);
+  _mm512_store_si512(lane_idx, bidx);
+  return detail::argmax_finish(x, n, i, lane_val, lane_idx, 16);
+}
+
 // Software prefetch of the K (or V) row kKeysAhead positions ahead: a sequence's rows are contiguous only
 // within one KV block, so the hardware prefetcher loses the stream at every block boundary.
 constexpr int kKeysAhead = 16;
@@ -286,36 +308,20 @@ bool wants_nothing(DType) {
 namespace lp::kernels::detail {
 
 const IsaKernels& avx512bf16_kernels() {
-  static const IsaKernels k{Isa::kAvx512Bf16,
-                            "avx512bf16",
-                            16,
-                            avx512::wants_bf16_x,
-                            avx512::convert_x_bf16,
-                            avx512::matmul_rows_bf16dot,
-                            avx512::rmsnorm_rows,
-                            avx512::rope,
-                            avx512::silu_mul,
-                            avx512::softmax,
-                            avx512::attention_query,
-                            avx512::round_to,
-                            avx512::read_sum};
+  static const IsaKernels k{Isa::kAvx512Bf16,     "avx512bf16",           16,
+                            avx512::wants_bf16_x, avx512::convert_x_bf16, avx512::matmul_rows_bf16dot,
+                            avx512::rmsnorm_rows, avx512::rope,           avx512::silu_mul,
+                            avx512::softmax,      avx512::argmax,         avx512::attention_query,
+                            avx512::round_to,     avx512::read_sum};
   return k;
 }
 
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{Isa::kAvx512,
-                            "avx512",
-                            16,
-                            avx512::wants_nothing,
-                            nullptr,
-                            avx512::matmul_rows_fma,
-                            avx512::rmsnorm_rows,
-                            avx512::rope,
-                            avx512::silu_mul,
-                            avx512::softmax,
-                            avx512::attention_query,
-                            avx512::round_to,
-                            avx512::read_sum};
+  static const IsaKernels k{Isa::kAvx512,          "avx512",        16,
+                            avx512::wants_nothing, nullptr,         avx512::matmul_rows_fma,
+                            avx512::rmsnorm_rows,  avx512::rope,    avx512::silu_mul,
+                            avx512::softmax,       avx512::argmax,  avx512::attention_query,
+                            avx512::round_to,      avx512::read_sum};
   return k;
 }
 

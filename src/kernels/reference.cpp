@@ -87,6 +87,13 @@ void softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(e[i] / sum);
 }
 
+int64_t argmax(const float* x, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
 void embed(const MatView& table, const int32_t* ids, int64_t T, float* out) {
   for (int64_t t = 0; t < T; ++t) {
     LP_CHECK(ids[t] >= 0 && ids[t] < table.rows, "token id {} out of range [0, {})", ids[t], table.rows);

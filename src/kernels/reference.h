@@ -21,6 +21,7 @@ void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, co
 void silu_mul(const float* gate, const float* up, float* out, int64_t n);
 void add_inplace(float* y, const float* x, int64_t n);
 void softmax(float* x, int64_t n);
+int64_t argmax(const float* x, int64_t n);
 void embed(const MatView& table, const int32_t* ids, int64_t T, float* out);
 void kv_write(const PagedKV& cache, const float* k_new, const float* v_new, const int32_t* slot, int64_t T);
 // One query of one head: out = softmax(scale * q.K[j]) . V[j] over positions j < n_keys of kv head g.

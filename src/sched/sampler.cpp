@@ -4,15 +4,13 @@
 #include <cmath>
 
 #include "core/check.h"
+#include "kernels/kernels.h"
 
 namespace lp::sched {
 
 int32_t argmax(std::span<const float> logits) {
   LP_CHECK(!logits.empty());
-  int32_t best = 0;
-  for (size_t i = 1; i < logits.size(); ++i)
-    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
-  return best;
+  return static_cast<int32_t>(kernels::argmax(logits.data(), static_cast<int64_t>(logits.size())));
 }
 
 Sampler::Sampler(const SamplingParams& p) : p_(p) {
@@ -24,7 +22,9 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
   }
 }
 
-void Sampler::accept(int32_t token) { counts_[token]++; }
+void Sampler::accept(int32_t token) {
+  counts_[token]++;
+}
 
 void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> prompt) {
   const int64_t V = static_cast<int64_t>(logits.size());
@@ -63,7 +63,9 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   for (int64_t i = 0; i < V; ++i) cand_.emplace_back(logits[i] * inv_t, static_cast<int32_t>(i));
   // Order where one is needed: highest logit first, lowest id on ties (a strict total order, so any sorted
   // prefix is the prefix of the full sort).
-  auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  auto better = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
   if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < cand_.size()) {
     std::partial_sort(cand_.begin(), cand_.begin() + p_.top_k, cand_.end(), better);
     cand_.resize(static_cast<size_t>(p_.top_k));
@@ -73,7 +75,8 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   for (const auto& c : cand_) mx = std::max(mx, c.first);
   prob_.resize(cand_.size());
   double sum = 0;
-  for (size_t i = 0; i < cand_.size(); ++i) sum += prob_[i] = std::exp(static_cast<double>(cand_[i].first - mx));
+  for (size_t i = 0; i < cand_.size(); ++i)
+    sum += prob_[i] = std::exp(static_cast<double>(cand_[i].first - mx));
   size_t keep = cand_.size();
   if (p_.top_p < 1.0f) {
     // The smallest most-probable set reaching top_p: sort a prefix of growing length until it gets there,
@@ -87,7 +90,8 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
       if (k == cand_.size())
         std::sort(cand_.begin() + static_cast<long>(sorted), cand_.end(), better);
       else
-        std::partial_sort(cand_.begin() + static_cast<long>(sorted), cand_.begin() + static_cast<long>(k), cand_.end(), better);
+        std::partial_sort(cand_.begin() + static_cast<long>(sorted), cand_.begin() + static_cast<long>(k),
+                          cand_.end(), better);
       sorted = k;
       while (n < sorted && cum < target) cum += std::exp(static_cast<double>(cand_[n++].first - mx));
       if (cum >= target || sorted == cand_.size()) break;

@@ -1,6 +1,6 @@
-// The small kernels (rmsnorm, rope, silu*mul, softmax, embed, add_inplace) on every ISA vs the reference,
-// with tolerances from f32 epsilon and the magnitudes involved, plus their batch invariance (a token's or
-// an element's result does not depend on its neighbours), and the ISA dispatch itself.
+// The small kernels (rmsnorm, rope, silu*mul, softmax, argmax, embed, add_inplace) on every ISA vs the
+// reference, with tolerances from f32 epsilon and the magnitudes involved, plus their batch invariance (a
+// token's or an element's result does not depend on its neighbours), and the ISA dispatch itself.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -159,6 +159,45 @@ TEST(Softmax, ToleranceCheckRejectsAShiftedInput) {
     for (int i = 0; i < 4; ++i) tol[i] = want[i] * kF32Eps * (16 + 1 + 3);
     EXPECT_GT(count_outside(g.data(), want.data(), tol, 4, false), 0) << k->name;
   }
+}
+
+// argmax is exact: every ISA gives the reference loop's index (first maximum; NaN never wins; -0 and +0 tie;
+// all -inf gives 0) for lengths around the vector widths and the maximum in every position.
+TEST(Argmax, EqualsTheScalarLoopEveryIsa) {
+  std::mt19937 rng(9);
+  const float inf = INFINITY, nan = NAN;
+  std::vector<std::vector<float>> cases = {
+      {1.f},
+      {nan, 5.f, 7.f},                     // x[0] NaN: nothing ever compares greater
+      {-inf, -inf, -inf},                  // nothing beats -inf: 0
+      {-0.f, 0.f, -0.f},                   // ties: the first
+      {-inf, nan, -inf, -3.f, nan, -3.f},  // NaNs skipped, first of the tie
+      {1.f, 2.f, nan, 2.f, 2.f, inf, 0.f, inf},
+  };
+  for (int64_t n : {2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 49152}) {
+    std::vector<float> x = random_floats(rng, static_cast<size_t>(n), -5.f, 5.f);
+    for (int64_t pos : {int64_t{0}, n / 2, n - 1}) {
+      std::vector<float> c = x;
+      c[pos] = 9.f;
+      cases.push_back(c);
+      if (pos + 1 < n) {  // a tie later in another lane, and one in the same lane (16 apart)
+        c[n - 1] = 9.f;
+        if (pos + 16 < n) c[pos + 16] = 9.f;
+        cases.push_back(c);
+      }
+    }
+    std::vector<float> all_same(static_cast<size_t>(n), 2.5f);
+    cases.push_back(all_same);
+  }
+  for (const detail::IsaKernels* k : cpu_isas())
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const auto& c = cases[i];
+      EXPECT_EQ(k->argmax(c.data(), static_cast<int64_t>(c.size())),
+                ref::argmax(c.data(), static_cast<int64_t>(c.size())))
+          << k->name << " case " << i << " n=" << c.size();
+    }
+  EXPECT_EQ(ref::argmax(cases[3].data(), 3), 0);  // the reference itself: -0 and +0 tie
+  EXPECT_EQ(ref::argmax(cases[4].data(), 6), 3);
 }
 
 TEST(Embed, CopiesRowsExactlyEveryDtype) {
