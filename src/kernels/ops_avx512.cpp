@@ -127,9 +127,13 @@ int64_t argmax(const float* x, int64_t n) {
   return detail::argmax_finish(x, n, i, lane_val, lane_idx, 16);
 }
 
-// Software prefetch of the K (or V) row kKeysAhead positions ahead: a sequence's rows are contiguous only
-// within one KV block, so the hardware prefetcher loses the stream at every block boundary.
-constexpr int kKeysAhead = 16;
+// Software prefetch of K (or V) rows about kAheadBytes ahead (at least kMinKeysAhead positions): a
+// sequence's rows are contiguous only within one KV block, so the hardware prefetcher loses the stream at
+// every block boundary. 8 KB rather than a fixed 16 rows (2 KB of BF16 rows at head_dim 64): batch-1
+// decode step 0.972-0.975 x when the box streams ~85 GB/s (neutral at ~50), batch-16 step 0.958-0.961 x,
+// in per-step A/B runs.
+constexpr int64_t kAheadBytes = 8192;
+constexpr int64_t kMinKeysAhead = 16;
 class RowPrefetcher {
  public:
   RowPrefetcher(const PagedKV& c, const detail::AttnQuery& aq, const void* base)
@@ -138,7 +142,8 @@ class RowPrefetcher {
         esize_(static_cast<int64_t>(dtype_size(c.dtype))),
         row_bytes_(c.head_dim * esize_),
         n_(aq.n_keys) {
-    for (int i = 0; i < kKeysAhead; ++i) step();
+    const int64_t ahead = std::max<int64_t>(kMinKeysAhead, kAheadBytes / row_bytes_);
+    for (int64_t i = 0; i < ahead; ++i) step();
   }
   void step() {
     if (next_ >= n_) return;
