@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace lp {
@@ -41,20 +42,27 @@ class ComputePool {
   template <class F>
   void parallel_for(int64_t n, int64_t grain, F&& fn, int chunks_per_thread = 4) {
     if (n <= 0) return;
-    grain = std::max<int64_t>(grain, 1);
-    const int64_t units = (n + grain - 1) / grain;
-    if (n_threads_ == 1 || units == 1) {
-      fn(int64_t{0}, n);
-      return;
-    }
-    const int64_t chunks = std::min<int64_t>(units, int64_t{std::max(chunks_per_thread, 1)} * n_threads_);
+    const int64_t chunks = num_chunks(n, grain, chunks_per_thread);
     run_chunks(chunks, [&](int64_t c, int64_t nc) {
-      int64_t per = units / nc, extra = units % nc;
-      int64_t ub = c * per + std::min(c, extra);
-      int64_t ue = ub + per + (c < extra ? 1 : 0);
-      int64_t b = std::min(n, ub * grain), e = std::min(n, ue * grain);
+      auto [b, e] = chunk_bounds(n, grain, nc, c);
       if (b < e) fn(b, e);
     });
+  }
+  // How parallel_for splits [0, n): the number of chunks, and chunk c's [begin, end). Callers that need to
+  // know where another chunk lies (to prefetch for it) use these.
+  int64_t num_chunks(int64_t n, int64_t grain, int chunks_per_thread = 4) const {
+    if (n <= 0) return 0;
+    const int64_t units = (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1);
+    if (n_threads_ == 1 || units == 1) return 1;
+    return std::min<int64_t>(units, int64_t{std::max(chunks_per_thread, 1)} * n_threads_);
+  }
+  static std::pair<int64_t, int64_t> chunk_bounds(int64_t n, int64_t grain, int64_t chunks, int64_t c) {
+    grain = std::max<int64_t>(grain, 1);
+    const int64_t units = (n + grain - 1) / grain;
+    const int64_t per = units / chunks, extra = units % chunks;
+    const int64_t ub = c * per + std::min(c, extra);
+    const int64_t ue = ub + per + (c < extra ? 1 : 0);
+    return {std::min(n, ub * grain), std::min(n, ue * grain)};
   }
 
   // Calls fn(c, n_chunks) for every chunk c in [0, n_chunks), in parallel.

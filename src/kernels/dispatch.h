@@ -26,6 +26,9 @@ struct MatmulArgs {
   float* y = nullptr;           // (T, N) f32, row stride ldy
   int64_t ldy = 0;
   bool accumulate = false;
+  // Where this thread's weight stream likely continues once rows [n0, n1) are read (the next rows it will
+  // take, in this call or the next one); null if unknown. Only prefetched.
+  const char* pf_next = nullptr;
 };
 
 inline constexpr int kMaxHeadDim = 256;  // attention keeps one head's output in registers
@@ -118,9 +121,10 @@ const IsaKernels& active();
 
 // The public kernels, on an explicit table (the public functions call these with active()).
 void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
-                       std::span<const MatmulOut> outs);
+                       std::span<const MatmulOut> outs, std::span<const MatView> next = {});
 void matmul_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
-                 const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate);
+                 const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate,
+                 std::span<const MatView> next = {});
 void rmsnorm_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w,
                   DType w_dtype, float eps, float* y);
 void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, const PagedKV& cache,

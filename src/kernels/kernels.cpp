@@ -126,20 +126,51 @@ const IsaKernels& active() {
   return k;
 }
 
+namespace {
+
+// Rows of several matrices concatenated, each starting on a multiple of `grain` (the layout of one
+// matmul_multi dispatch). Row r's address, for prefetching; null past the end.
+template <class GetW>
+const char* concat_row_address(size_t n_mats, GetW get, int64_t grain, int64_t r) {
+  int64_t base = 0;
+  for (size_t i = 0; i < n_mats; ++i) {
+    const MatView& W = get(i);
+    const int64_t padded = (W.rows + grain - 1) / grain * grain;
+    if (r < base + padded) {
+      const int64_t row = std::min(r - base, W.rows);  // in the padding: the next matrix's start is close
+      return static_cast<const char*>(W.data) +
+             row * W.row_stride * static_cast<int64_t>(dtype_size(W.dtype));
+    }
+    base += padded;
+  }
+  return nullptr;
+}
+
+template <class GetW>
+int64_t concat_rows(size_t n_mats, GetW get, int64_t grain) {
+  int64_t total = 0;
+  for (size_t i = 0; i < n_mats; ++i) total += (get(i).rows + grain - 1) / grain * grain;
+  return total;
+}
+
+}  // namespace
+
 void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
-                       std::span<const MatmulOut> outs) {
+                       std::span<const MatmulOut> outs, std::span<const MatView> next) {
   if (T == 0 || outs.empty()) return;
   const int64_t K = outs[0].W.cols;
   bool bf16x = false;
-  int64_t total_rows = 0;
   for (const MatmulOut& o : outs) {
     const MatView& W = o.W;
     LP_CHECK(T >= 0 && W.rows >= 0 && W.cols == K, "matmul: bad shape T={} W=({}, {}) K={}", T, W.rows,
              W.cols, K);
     LP_CHECK(W.row_stride >= W.cols && ldx >= W.cols && o.ldy >= W.rows, "matmul: strides too small");
     bf16x |= k.wants_bf16_x(W.dtype);
-    total_rows += (W.rows + k.row_grain - 1) / k.row_grain * k.row_grain;  // each matrix starts on a grain
   }
+  const int64_t grain = k.row_grain;
+  auto out_w = [&](size_t i) -> const MatView& { return outs[i].W; };
+  auto next_w = [&](size_t i) -> const MatView& { return next[i]; };
+  const int64_t total_rows = concat_rows(outs.size(), out_w, grain);
   if (total_rows == 0) return;
   // x rounded to bf16 once per call for all outputs (per token, so still batch invariant).
   thread_local Buffer<uint16_t> xb;  // (T, ldxb), the calling thread's; workers only read it
@@ -159,31 +190,60 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
   // Few tokens (the GEMV path): each chunk restarts a weight stream, so fewer, longer chunks (2 per thread:
   // still some balance when a thread is slow). Batch-1 decode step, smol at ctx 256, per-step A/B against
   // 4 per thread: 0.981-0.985 x (1 per thread: 0.976-0.978 x, but a descheduled worker would hold half).
-  const int chunks_per_thread = T < 4 ? 2 : 4;
-  pool.parallel_for(
-      total_rows, k.row_grain,
-      [&](int64_t b, int64_t e) {
-        int64_t base = 0;
-        for (const MatmulOut& o : outs) {
-          const int64_t padded = (o.W.rows + k.row_grain - 1) / k.row_grain * k.row_grain;
-          const int64_t lo = std::max(b, base), hi = std::min({e, base + padded, base + o.W.rows});
-          if (lo < hi) {
-            MatmulArgs a{
-                x,           k.wants_bf16_x(o.W.dtype) ? xbp : nullptr, T, ldx, ldxb, o.W, o.bias, o.y, o.ldy,
-                o.accumulate};
-            k.matmul_rows(a, lo - base, hi - base);
-          }
-          base += padded;
-          if (base >= e) break;
-        }
-      },
-      chunks_per_thread);
+  const bool gemv = T < 4;
+  const int chunks_per_thread = gemv ? 2 : 4;
+  const int64_t chunks = pool.num_chunks(total_rows, grain, chunks_per_thread);
+  // Where a chunk's stream goes on: threads tend to take chunks round-robin (the caller claims chunk 0 at
+  // once, a spinning worker chunk 1, and so on), so after chunk c a thread likely takes chunk c + threads
+  // here, or chunk c % threads of the next call.
+  const int64_t nt = pool.size();
+  const int64_t next_rows = gemv && !next.empty() ? concat_rows(next.size(), next_w, grain) : 0;
+  const int64_t next_chunks = next_rows > 0 ? pool.num_chunks(next_rows, grain, chunks_per_thread) : 0;
+  auto successor = [&](int64_t c) -> const char* {
+    if (!gemv) return nullptr;
+    if (c + nt < chunks) {
+      return concat_row_address(outs.size(), out_w, grain,
+                                ComputePool::chunk_bounds(total_rows, grain, chunks, c + nt).first);
+    }
+    if (next_chunks == 0) return nullptr;
+    const int64_t nc = c % nt < next_chunks ? c % nt : 0;
+    return concat_row_address(next.size(), next_w, grain,
+                              ComputePool::chunk_bounds(next_rows, grain, next_chunks, nc).first);
+  };
+  pool.run_chunks(chunks, [&](int64_t c, int64_t nc) {
+    const auto [b, e] = ComputePool::chunk_bounds(total_rows, grain, nc, c);
+    const char* after = successor(c);
+    int64_t base = 0;
+    for (size_t i = 0; i < outs.size() && base < e; ++i) {
+      const MatmulOut& o = outs[i];
+      const int64_t padded = (o.W.rows + grain - 1) / grain * grain;
+      const int64_t lo = std::max(b, base), hi = std::min({e, base + padded, base + o.W.rows});
+      if (lo < hi) {
+        // The stream runs on into the next matrix of this chunk, or else into the chunk's successor.
+        const bool more_here = i + 1 < outs.size() && base + padded < e;
+        MatmulArgs a{x,
+                     k.wants_bf16_x(o.W.dtype) ? xbp : nullptr,
+                     T,
+                     ldx,
+                     ldxb,
+                     o.W,
+                     o.bias,
+                     o.y,
+                     o.ldy,
+                     o.accumulate,
+                     more_here ? static_cast<const char*>(outs[i + 1].W.data) : after};
+        k.matmul_rows(a, lo - base, hi - base);
+      }
+      base += padded;
+    }
+  });
 }
 
 void matmul_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t ldx,
-                 const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate) {
+                 const MatView& W, const float* bias, float* y, int64_t ldy, bool accumulate,
+                 std::span<const MatView> next) {
   MatmulOut o{W, bias, y, ldy, accumulate};
-  matmul_multi_with(k, pool, x, T, ldx, std::span<const MatmulOut>(&o, 1));
+  matmul_multi_with(k, pool, x, T, ldx, std::span<const MatmulOut>(&o, 1), next);
 }
 
 void rmsnorm_with(const IsaKernels& k, ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w,
@@ -261,14 +321,14 @@ const char* isa_name() {
   return detail::active().name;
 }
 
-void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx,
-                  std::span<const MatmulOut> outs) {
-  detail::matmul_multi_with(detail::active(), pool, x, T, ldx, outs);
+void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx, std::span<const MatmulOut> outs,
+                  std::span<const MatView> next) {
+  detail::matmul_multi_with(detail::active(), pool, x, T, ldx, outs, next);
 }
 
 void matmul(ComputePool& pool, const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias,
-            float* y, int64_t ldy, bool accumulate) {
-  detail::matmul_with(detail::active(), pool, x, T, ldx, W, bias, y, ldy, accumulate);
+            float* y, int64_t ldy, bool accumulate, std::span<const MatView> next) {
+  detail::matmul_with(detail::active(), pool, x, T, ldx, W, bias, y, ldy, accumulate, next);
 }
 
 void rmsnorm(ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w, DType w_dtype, float eps,

@@ -36,8 +36,12 @@ const char* isa_name();
 // With BF16 weights on AVX-512-BF16, x is rounded to BF16 first (so the tolerance vs the f32 reference is
 // ~ 2^-8 * sum_k |x_k w_k|). W is read once per call for all T tokens (few tokens: bandwidth-bound GEMV;
 // many tokens: register-tiled GEMM). Work is split over the pool by rows of W.
+//
+// `next`: the matrices the next matmul on this pool will read, if known (a hint, never read here). On the
+// GEMV path each thread's weight stream then runs on into the rows it will likely take there, instead of
+// draining at the end of its rows and restarting cold in the next call.
 void matmul(ComputePool& pool, const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias,
-            float* y, int64_t ldy, bool accumulate = false);
+            float* y, int64_t ldy, bool accumulate = false, std::span<const MatView> next = {});
 
 // Several matmuls of the same x (q/k/v, gate/up) in ONE parallel dispatch: x is rounded once, and the rows
 // of all outputs are split over the pool together. Each output gets exactly what matmul() gives it.
@@ -48,12 +52,13 @@ struct MatmulOut {
   int64_t ldy = 0;
   bool accumulate = false;
 };
-void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx, std::span<const MatmulOut> outs);
+void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx, std::span<const MatmulOut> outs,
+                  std::span<const MatView> next = {});
 
 // y[t][i] = x[t][i] / sqrt(mean_i(x[t][i]^2) + eps) * w[i]        x, y: (T, D) f32; w: (D) in w_dtype
 // (y may alias x)
-void rmsnorm(ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w, DType w_dtype,
-             float eps, float* y);
+void rmsnorm(ComputePool& pool, const float* x, int64_t T, int64_t D, const void* w, DType w_dtype, float eps,
+             float* y);
 
 // Rotary embedding, Hugging Face "rotate half" convention, in place on x: (T, n_heads, head_dim) f32.
 //   for i < head_dim/2:  c = cos_tab[pos[t]][i], s = sin_tab[pos[t]][i]

@@ -28,9 +28,14 @@ using detail::MatmulArgs;
 // hardware prefetcher alone reached ~60% of the read bandwidth). Lines past the caller's range are not
 // fetched: the next range usually belongs to the other thread.
 constexpr int64_t kStreamAhead = 8192;
-inline void stream_prefetch(const void* p, const char* end) {
+// Past `end` the stream continues at `next` (MatmulArgs::pf_next), if known.
+inline void stream_prefetch(const void* p, const char* end, const char* next) {
   const char* q = static_cast<const char*>(p) + kStreamAhead;
-  if (q < end) _mm_prefetch(q, _MM_HINT_NTA);
+  if (q < end) {
+    _mm_prefetch(q, _MM_HINT_NTA);
+  } else if (next != nullptr) {
+    _mm_prefetch(next + (q - end), _MM_HINT_NTA);
+  }
 }
 
 // BF16 weights with x pre-rounded to bf16 (args.xb, zero-padded to a multiple of 32): vdpbf16ps.
@@ -77,13 +82,13 @@ struct Bf16Dot {
     for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
-      stream_prefetch(w + k, pf_end);
+      stream_prefetch(w + k, pf_end, a.pf_next);
       __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);
       for (int t = 0; t < TT; ++t)
         acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)_mm512_loadu_si512(x + t * a.ldxb + k), wv);
     }
     if (k < K) {
-      stream_prefetch(w + k, pf_end);
+      stream_prefetch(w + k, pf_end, a.pf_next);
       __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(tail_mask32(K - k), w + k);
       for (int t = 0; t < TT; ++t)
         acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)_mm512_loadu_si512(x + t * a.ldxb + k), wv);
@@ -147,12 +152,12 @@ struct F32Fma {
     for (int t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-      stream_prefetch(w + k * kSize, pf_end);
+      stream_prefetch(w + k * kSize, pf_end, a.pf_next);
       __m512 wv = load_w(w, k);
       for (int t = 0; t < TT; ++t) acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(x + t * a.ldx + k), wv, acc[t]);
     }
     if (k < K) {
-      stream_prefetch(w + k * kSize, pf_end);
+      stream_prefetch(w + k * kSize, pf_end, a.pf_next);
       __mmask16 m = tail_mask16(K - k);
       __m512 wv = load_w(w, k, m);
       for (int t = 0; t < TT; ++t)
@@ -213,7 +218,8 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   // Prime the stream: the loop below prefetches kStreamAhead bytes ahead, so the first lines would
   // otherwise arrive one latency at a time (every call starts here; a step makes hundreds of them).
   const char* first = static_cast<const char*>(a.W.data) + n0 * a.W.row_stride * esize;
-  for (const char* q = first; q < std::min(pf_end, first + kStreamAhead); q += 64) _mm_prefetch(q, _MM_HINT_NTA);
+  for (const char* q = first; q < std::min(pf_end, first + kStreamAhead); q += 64)
+    _mm_prefetch(q, _MM_HINT_NTA);
   for (int64_t nb = n0; nb < n1; nb += 16) {
     const int rn = static_cast<int>(std::min<int64_t>(16, n1 - nb));
     __m512 acc[TT][16];

@@ -61,12 +61,31 @@ void Model::ensure_scratch(int64_t T, int64_t R) {
   }
 }
 
+std::span<const kernels::MatView> Model::weights_after(int layer, Proj p) const {
+  const kernels::MatView* w = weights_.layers[layer].proj;
+  switch (p) {
+    case Proj::kQ:
+    case Proj::kK:
+    case Proj::kV:
+      return {w + static_cast<int>(Proj::kO), 1};
+    case Proj::kO:
+      return {w + static_cast<int>(Proj::kGate), 2};
+    case Proj::kGate:
+    case Proj::kUp:
+      return {w + static_cast<int>(Proj::kDown), 1};
+    case Proj::kDown:
+      if (layer + 1 < config_.n_layers) return {weights_.layers[layer + 1].proj, 3};
+      return {&weights_.lm_head, 1};
+  }
+  return {};
+}
+
 void Model::project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y,
                     bool accumulate) {
   const LayerWeights& lw = weights_.layers[layer];
   const int i = static_cast<int>(p);
   const kernels::MatView& W = lw.proj[i];
-  kernels::matmul(pool, x, T, W.cols, W, lw.bias[i], y, W.rows, accumulate);
+  kernels::matmul(pool, x, T, W.cols, W, lw.bias[i], y, W.rows, accumulate, weights_after(layer, p));
 }
 
 void Model::project_multi(ComputePool& pool, int layer, const float* x, int64_t T,
@@ -78,7 +97,8 @@ void Model::project_multi(ComputePool& pool, int layer, const float* x, int64_t 
     const int i = static_cast<int>(p);
     mo[n++] = {lw.proj[i], lw.bias[i], y, lw.proj[i].rows, false};
   }
-  kernels::matmul_multi(pool, x, T, mo[0].W.cols, std::span<const kernels::MatmulOut>(mo, n));
+  kernels::matmul_multi(pool, x, T, mo[0].W.cols, std::span<const kernels::MatmulOut>(mo, n),
+                        weights_after(layer, outs.begin()->first));
 }
 
 void Model::add_lora(ComputePool& pool, int layer, const float* x,

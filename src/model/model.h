@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "core/buffer.h"
@@ -48,11 +49,15 @@ class Model {
   void mlp_block(ComputePool& pool, int64_t T, int layer);
   // y (+)= x · Wᵀ (+ bias) for projection p of `layer` (base weights, all tokens).
   void project(ComputePool& pool, int layer, Proj p, const float* x, int64_t T, float* y, bool accumulate);
+  // The weights the forward reads right after projection p of `layer` (o after q/k/v, gate/up after o,
+  // down after gate/up, the next layer's q/k/v or lm_head after down): the matmul prefetch hint.
+  std::span<const kernels::MatView> weights_after(int layer, Proj p) const;
   // Several projections of the same input (q/k/v, gate/up) in one dispatch; outputs are overwritten.
   void project_multi(ComputePool& pool, int layer, const float* x, int64_t T,
                      std::initializer_list<std::pair<Proj, float*>> outs);
   // Adds the LoRA term of each token's adapter to the outputs of projections that share the input x.
-  void add_lora(ComputePool& pool, int layer, const float* x, std::initializer_list<std::pair<Proj, float*>> outs);
+  void add_lora(ComputePool& pool, int layer, const float* x,
+                std::initializer_list<std::pair<Proj, float*>> outs);
 
   ModelConfig config_;
   ModelWeights weights_;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -38,6 +39,37 @@ TEST(ComputePool, ParallelForMakesAtMostChunksPerThreadChunks) {
         cpt);
     EXPECT_EQ(calls.load(), 2 * cpt);
     for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+  }
+}
+
+// chunk_bounds / num_chunks (which the matmul uses to know where another chunk starts) tile [0, n) in
+// order with grain-aligned starts, exactly as parallel_for hands the chunks out.
+TEST(ComputePool, ChunkBoundsTileTheRangeAsParallelForDoes) {
+  for (int threads : {1, 2, 3}) {
+    ComputePool pool(threads);
+    for (int64_t n : {1, 15, 16, 17, 960, 1001})
+      for (int64_t grain : {1, 16})
+        for (int cpt : {1, 2, 4}) {
+          const int64_t chunks = pool.num_chunks(n, grain, cpt);
+          ASSERT_GE(chunks, 1);
+          int64_t at = 0;
+          std::vector<std::pair<int64_t, int64_t>> want;
+          for (int64_t c = 0; c < chunks; ++c) {
+            auto [b, e] = ComputePool::chunk_bounds(n, grain, chunks, c);
+            EXPECT_EQ(b, at) << "n=" << n << " grain=" << grain << " chunk " << c;
+            EXPECT_EQ(b % grain, 0);
+            EXPECT_LE(b, e);
+            at = e;
+            if (b < e) want.emplace_back(b, e);
+          }
+          EXPECT_EQ(at, n);
+          std::vector<std::pair<int64_t, int64_t>> seen(want.size());
+          std::atomic<size_t> k{0};
+          pool.parallel_for(
+              n, grain, [&](int64_t b, int64_t e) { seen[k++] = {b, e}; }, cpt);
+          std::sort(seen.begin(), seen.end());
+          EXPECT_EQ(seen, want);
+        }
   }
 }
 
