@@ -41,6 +41,9 @@ struct AttnQuery {
   int32_t n_keys = 0;  // the query attends to positions [0, n_keys)
   int kv_head = 0;
   float scale = 1.f;
+  // Software-prefetch the K/V rows (off when an earlier query of the same work item just read them, so
+  // they are in cache).
+  bool prefetch = true;
 };
 
 // Walks key positions 0, 1, 2, ... of one sequence and kv head through its block table, giving each

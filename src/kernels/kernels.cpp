@@ -302,8 +302,10 @@ void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, cons
       const AttnSeq& sq = seqs[it.seq];
       for (int32_t qi = it.i0; qi < it.i1; ++qi) {
         int64_t off = (static_cast<int64_t>(sq.q_begin + qi) * n_heads + it.head) * hd;
+        // Only the item's first query fetches K/V from memory; the next ones (one more key each) find them
+        // in cache.
         AttnQuery aq{q + off,         out + off, sq.block_table, sq.ctx_len - sq.q_len + qi + 1,
-                     it.head / group, scale};
+                     it.head / group, scale,     qi == it.i0};
         k.attention_query(cache, aq, scores.data());
       }
     }

@@ -141,7 +141,7 @@ class RowPrefetcher {
         base_(static_cast<const char*>(base)),
         esize_(static_cast<int64_t>(dtype_size(c.dtype))),
         row_bytes_(c.head_dim * esize_),
-        n_(aq.n_keys) {
+        n_(aq.prefetch ? aq.n_keys : 0) {
     const int64_t ahead = std::max<int64_t>(kMinKeysAhead, kAheadBytes / row_bytes_);
     for (int64_t i = 0; i < ahead; ++i) step();
   }
