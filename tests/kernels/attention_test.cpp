@@ -209,6 +209,40 @@ TEST(Attention, SequenceAloneEqualsPackedAndDecodeEqualsPrefillRow) {
   }
 }
 
+// A decode step of many sequences (enough that threads claim a KV head's query heads together) matches the
+// reference and gives each sequence exactly what it gets decoded alone.
+TEST(Attention, DecodeOfManySequencesMatchesReferenceAndEachAlone) {
+  std::mt19937 rng(5);
+  ComputePool pool(2);
+  for (auto [k, kd] : isa_kv_pairs()) {
+    for (Shape sh : {Shape{9, 3, 64, 16}, Shape{8, 2, 40, 5}}) {
+      SCOPED_TRACE(testing::Message() << k->name << " kv " << dtype_name(kd) << " heads=" << sh.n_heads);
+      std::vector<std::pair<int32_t, int32_t>> lens;
+      for (int32_t ctx : {37, 5, 50, 16, 41, 1, 33, 20, 12}) lens.push_back({1, ctx});  // 47 blocks of 5
+      EXPECT_EQ(check_vs_reference(pool, *k, sh, lens, rng, kd), 0);
+      TestCache c(128, sh.bs, sh.n_kv, sh.hd, rng, kd);
+      std::vector<std::vector<int32_t>> tables;
+      std::vector<AttnSeq> seqs;
+      for (size_t i = 0; i < lens.size(); ++i) {
+        tables.push_back(c.add_sequence(lens[i].second, rng));
+        seqs.push_back(AttnSeq{static_cast<int32_t>(i), 1, lens[i].second, nullptr});
+      }
+      for (size_t i = 0; i < seqs.size(); ++i) seqs[i].block_table = tables[i].data();
+      const size_t row = static_cast<size_t>(sh.n_heads) * sh.hd;
+      std::vector<float> q = random_floats(rng, seqs.size() * row), all(q.size());
+      detail::attention_with(*k, pool, q.data(), c.view, seqs, sh.n_heads, 0.125f, all.data());
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        AttnSeq alone = seqs[i];
+        alone.q_begin = 0;
+        std::vector<float> one(row);
+        detail::attention_with(*k, pool, q.data() + i * row, c.view, {&alone, 1}, sh.n_heads, 0.125f,
+                               one.data());
+        EXPECT_TRUE(same_bits(one.data(), all.data() + i * row, row)) << "sequence " << i;
+      }
+    }
+  }
+}
+
 TEST(Attention, KvWriteMatchesReferenceAndRoundsToTheCacheDtype) {
   std::mt19937 rng(4);
   const int bs = 5, n_kv = 3, hd = 13, n_blocks = 6;  // rows of 13: the vector body and a tail
