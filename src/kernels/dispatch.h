@@ -92,7 +92,9 @@ struct IsaKernels {
   // NaN -> its quiet NaN); for kv_write.
   void (*round_to)(DType t, const float* src, void* dst, int64_t n);
   // Sum of n floats read with wide loads (the value only keeps the reads alive).
-  float (*read_sum)(const float* p, size_t n);
+  // pattern 0: a T0 prefetch 4 KB ahead for 2 of every 8 lines (mostly the hardware prefetcher); pattern 1:
+  // every line NTA 8 KB ahead (the GEMV's scheme). Which one reads faster depends on the machine's state.
+  float (*read_sum)(const float* p, size_t n, int pattern);
 };
 
 // Folds per-lane (value, first index) pairs of a vector argmax into the scalar loop's answer for the

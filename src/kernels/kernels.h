@@ -118,8 +118,8 @@ struct AttnSeq {
 void attention(ComputePool& pool, const float* q, const PagedKV& cache, std::span<const AttnSeq> seqs,
                int n_heads, float scale, float* out);
 
-// Reads `bytes` of memory with all pool threads, repeatedly, and returns the best read bandwidth in
-// bytes per second (used by `loraplex bench` for the roofline).
+// Reads `bytes` of memory with all pool threads, repeatedly and with two prefetch patterns, and returns the
+// best read bandwidth in bytes per second (used by `loraplex bench` for the roofline).
 double measure_read_bandwidth(ComputePool& pool, size_t bytes, int repeats);
 
 }  // namespace lp::kernels

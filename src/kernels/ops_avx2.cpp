@@ -210,12 +210,20 @@ void round_to(DType t, const float* src, void* dst, int64_t n) {
   from_f32(t, src + i, d + i, static_cast<size_t>(n - i));
 }
 
-float read_sum(const float* p, size_t n) {
+float read_sum(const float* p, size_t n, int pattern) {
   __m256 a[8];
   for (auto& v : a) v = _mm256_setzero_ps();
   size_t i = 0;
-  for (; i + 64 <= n; i += 64)
+  for (; i + 64 <= n; i += 64) {  // 256 bytes: 4 lines
+    const char* c = reinterpret_cast<const char*>(p + i);
+    if (pattern == 0 && (i & 127) == 0) {
+      _mm_prefetch(c + 4096, _MM_HINT_T0);
+      _mm_prefetch(c + 4096 + 64, _MM_HINT_T0);
+    } else if (pattern == 1) {
+      for (int l = 0; l < 4; ++l) _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_NTA);
+    }
     for (int u = 0; u < 8; ++u) a[u] = _mm256_add_ps(a[u], _mm256_loadu_ps(p + i + 8 * u));
+  }
   for (int u = 1; u < 8; ++u) a[0] = _mm256_add_ps(a[0], a[u]);
   float s = reduce8(a[0]);
   for (; i < n; ++i) s += p[i];

@@ -281,16 +281,20 @@ void round_to(DType t, const float* src, void* dst, int64_t n) {
   }
 }
 
-float read_sum(const float* p, size_t n) {
+float read_sum(const float* p, size_t n, int pattern) {
   __m512 a[8];
   for (auto& v : a) v = _mm512_setzero_ps();
   size_t i = 0;
-  // Sequential reads of each thread's half, with two software prefetches ~4 KB ahead per 512 bytes: the
-  // machine's streaming read rate, which the decode roofline divides by. (The GEMV prefetches every line 8 KB
-  // ahead; the probe is left as it was so that ratios measured before and after stay comparable.)
+  // Sequential reads of each thread's part: 512 bytes per iteration, with (pattern 0) two T0 prefetches
+  // 4 KB ahead, or (pattern 1) all eight lines NTA 8 KB ahead as the GEMV does.
   for (; i + 128 <= n; i += 128) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + i + 1024), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(p + i + 1024 + 64), _MM_HINT_T0);
+    const char* c = reinterpret_cast<const char*>(p + i);
+    if (pattern == 0) {
+      _mm_prefetch(c + 4096, _MM_HINT_T0);
+      _mm_prefetch(c + 4096 + 64, _MM_HINT_T0);
+    } else {
+      for (int l = 0; l < 8; ++l) _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_NTA);
+    }
     for (int u = 0; u < 8; ++u) a[u] = _mm512_add_ps(a[u], _mm512_loadu_ps(p + i + 16 * u));
   }
   for (int u = 1; u < 8; ++u) a[0] = _mm512_add_ps(a[0], a[u]);

@@ -231,6 +231,18 @@ TEST(Dispatch, ActiveIsaIsTheBestSupportedUnlessForced) {
   for (detail::Isa i : isas) EXPECT_EQ(detail::kernels_for(i).isa, i);
 }
 
+// The probe's read loop sums every element with either prefetch pattern (the sum keeps the reads alive).
+TEST(Bandwidth, ReadSumReadsEveryElementEveryIsaAndPattern) {
+  for (size_t n : {size_t{1}, size_t{127}, size_t{128}, size_t{4099}, size_t{100000}}) {
+    std::vector<float> x(n, 1.f);
+    x[n - 1] = 2.f;  // the tail counts too
+    for (const detail::IsaKernels* k : cpu_isas())
+      for (int pattern : {0, 1})
+        EXPECT_EQ(k->read_sum(x.data(), n, pattern), static_cast<float>(n + 1))
+            << k->name << " pattern " << pattern << " n=" << n;
+  }
+}
+
 TEST(Bandwidth, MeasuresAPositiveRate) {
   ComputePool pool(2);
   double bw = measure_read_bandwidth(pool, size_t{8} << 20, 2);
