@@ -238,7 +238,7 @@ void add_bench_command(CLI::App& app) {
   c->add_flag("--json", args->json, "Print one JSON object");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
-  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_bench(*args); });
 }
 

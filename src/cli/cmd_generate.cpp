@@ -62,8 +62,8 @@ void run_generate(const GenerateArgs& a) {
   sp.min_p = a.min_p;
   sp.seed = a.seed;
   sched::Sampler sampler(sp);
-  CliAdapters adapters =
-      load_cli_adapters(*model, a.adapter.empty() ? std::vector<std::string>{} : std::vector{a.adapter}, a.lora_dtype);
+  CliAdapters adapters = load_cli_adapters(
+      *model, a.adapter.empty() ? std::vector<std::string>{} : std::vector{a.adapter}, a.lora_dtype);
   int32_t slot = -1;
   if (adapters.bank) {
     runner.set_lora(&adapters.bank->view());
@@ -119,7 +119,7 @@ void add_generate_command(CLI::App& app) {
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
-  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_generate(*args); });
 }
 

@@ -58,7 +58,8 @@ std::vector<SeqSpec> read_batch_spec(const std::string& path) {
       fail("{}: entry {} needs a non-empty \"ids\" list", path, i);
     std::vector<int32_t> ids;
     for (const auto& v : e["ids"]) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0) fail("{}: entry {} has a bad id {}", path, i, v.dump());
+      if (!v.is_number_integer() || v.get<int64_t>() < 0)
+        fail("{}: entry {} has a bad id {}", path, i, v.dump());
       ids.push_back(v.get<int32_t>());
     }
     std::string adapter;
@@ -127,7 +128,7 @@ void add_logits_command(CLI::App& app) {
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto (= base dtype)");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
-  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_logits(*args); });
 }
 

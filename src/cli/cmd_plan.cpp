@@ -30,7 +30,7 @@ void add_plan_command(CLI::App& app) {
   c->add_option("--max-cpu-loras", args->max_cpu_loras, "Host-tier adapters (default = --max-loras)");
   c->add_option("--memory-budget", args->memory_budget,
                 "Bytes for weights + adapters + KV cache (e.g. 16GiB)");
-  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp);
+  c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->add_flag("--json", args->json, "Print one JSON object");
   c->callback([args] {
     model::ModelConfig cfg = model::ModelConfig::from_dir(args->model);

@@ -227,7 +227,7 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--max-model-len", a->max_model_len, "Context length cap (default: the model's)");
   c->add_option("--max-waiting", a->max_waiting, "Waiting requests over which new ones get 503");
   c->add_option("--kv-cache-tokens", a->kv_cache_tokens, "KV-cache capacity in tokens (default: from memory)");
-  c->add_option("--kv-cache-dtype", a->kv_cache_dtype, kKvCacheDtypeHelp);
+  c->add_option("--kv-cache-dtype", a->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->add_option("--max-request-bytes", a->max_request_bytes, "Request bodies over this get 413");
   c->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds in-flight requests get after SIGTERM");
   c->add_flag("--allow-runtime-lora-updating", a->allow_runtime_lora_updating,

@@ -4,8 +4,27 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+
+#include "core/check.h"
+#include "core/dtype.h"
 
 namespace lp::cli {
+
+// Checks a dtype option (bf16 | f16 | f32 | auto, as parse_dtype_flag reads it) while the command line is
+// parsed, so a bad value fails before anything is loaded; "auto" is resolved later against the model.
+inline CLI::Validator dtype_flag_check() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        try {
+          parse_dtype_flag(v, DType::kF32, "value");
+          return {};
+        } catch (const Error&) {
+          return "'" + v + "' is not one of bf16, f16, f32, auto";
+        }
+      },
+      "bf16|f16|f32|auto");
+}
 
 void add_demo_model_command(CLI::App& app);
 void add_logits_command(CLI::App& app);

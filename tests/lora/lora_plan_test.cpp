@@ -172,7 +172,7 @@ TEST(LoraPlan, CliPrintsJsonFromConfigAlone) {
                   test::loraplex_binary().string(), dir.path().string()),
       &out);
   EXPECT_NE(rc, 0);
-  EXPECT_THAT(out, HasSubstr("unknown --kv-cache-dtype 'fp8'"));
+  EXPECT_THAT(out, HasSubstr("--kv-cache-dtype: 'fp8' is not one of bf16, f16, f32, auto"));
 
   rc = test::run_command(
       fmt::format("'{}' plan --model '{}' --max-loras 4 --max-lora-rank 16 --target-modules q_proj "
