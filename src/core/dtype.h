@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <type_traits>
 
 namespace lp {
 
 enum class DType : uint8_t { kF32, kF16, kBF16 };
 
-inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+inline size_t dtype_size(DType t) {
+  return t == DType::kF32 ? 4 : 2;
+}
 std::string_view dtype_name(DType t);  // "F32", "F16", "BF16" (safetensors spelling)
 
 inline float bf16_to_f32(uint16_t h) {
@@ -33,6 +36,21 @@ inline uint16_t f32_to_bf16(float f) {
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);  // round to nearest even, overflow to inf
+
+// Calls f(std::integral_constant<DType, t>{}) for the run-time dtype t: the one switch from a dtype value
+// to code templated on it (per-ISA kernels call `visit_dtype(t, [&](auto d) { return k<d.value>(...); })`).
+template <class F>
+decltype(auto) visit_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::kBF16:
+      return f(std::integral_constant<DType, DType::kBF16>{});
+    case DType::kF16:
+      return f(std::integral_constant<DType, DType::kF16>{});
+    case DType::kF32:
+      break;
+  }
+  return f(std::integral_constant<DType, DType::kF32>{});
+}
 
 // A dtype command-line value: "bf16" / "bfloat16", "f16" / "float16", "f32" / "float32", or "auto" (gives
 // `auto_dtype`). Anything else throws lp::Error naming `flag` and the accepted values.

@@ -67,11 +67,7 @@ void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
 }  // namespace
 
 void lora_expand_avx2(const ExpandArgs& a, int64_t n0, int64_t n1) {
-  switch (a.dtype) {
-    case DType::kF32: return expand<DType::kF32>(a, n0, n1);
-    case DType::kBF16: return expand<DType::kBF16>(a, n0, n1);
-    case DType::kF16: return expand<DType::kF16>(a, n0, n1);
-  }
+  visit_dtype(a.dtype, [&](auto d) { expand<d.value>(a, n0, n1); });
 }
 
 }  // namespace lp::kernels::detail

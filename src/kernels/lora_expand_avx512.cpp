@@ -1,3 +1,7 @@
+// AVX-512 LoRA expand (see lora_expand.h).
+// GCC 12 flags its own _mm512_undefined_*() inside the intrinsics headers (a known false positive).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include "kernels/lora_expand.h"
@@ -87,11 +91,7 @@ void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
 }  // namespace
 
 void lora_expand_avx512(const ExpandArgs& a, int64_t n0, int64_t n1) {
-  switch (a.dtype) {
-    case DType::kF32: return expand<DType::kF32>(a, n0, n1);
-    case DType::kBF16: return expand<DType::kBF16>(a, n0, n1);
-    case DType::kF16: return expand<DType::kF16>(a, n0, n1);
-  }
+  visit_dtype(a.dtype, [&](auto d) { expand<d.value>(a, n0, n1); });
 }
 
 }  // namespace lp::kernels::detail

@@ -123,14 +123,7 @@ void matmul_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
 }  // namespace
 
 void matmul_rows_fma(const MatmulArgs& a, int64_t n0, int64_t n1) {
-  switch (a.W.dtype) {
-    case DType::kF32:
-      return matmul_rows<F32Fma<DType::kF32>>(a, n0, n1);
-    case DType::kF16:
-      return matmul_rows<F32Fma<DType::kF16>>(a, n0, n1);
-    case DType::kBF16:
-      return matmul_rows<F32Fma<DType::kBF16>>(a, n0, n1);
-  }
+  visit_dtype(a.W.dtype, [&](auto d) { matmul_rows<F32Fma<d.value>>(a, n0, n1); });
 }
 
 }  // namespace lp::kernels::avx2

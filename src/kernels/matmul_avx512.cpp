@@ -274,14 +274,7 @@ void matmul_rows_bf16dot(const MatmulArgs& a, int64_t n0, int64_t n1) {
 }
 
 void matmul_rows_fma(const MatmulArgs& a, int64_t n0, int64_t n1) {
-  switch (a.W.dtype) {
-    case DType::kF32:
-      return matmul_rows<F32Fma<DType::kF32>>(a, n0, n1);
-    case DType::kF16:
-      return matmul_rows<F32Fma<DType::kF16>>(a, n0, n1);
-    case DType::kBF16:
-      return matmul_rows<F32Fma<DType::kBF16>>(a, n0, n1);
-  }
+  visit_dtype(a.W.dtype, [&](auto d) { matmul_rows<F32Fma<d.value>>(a, n0, n1); });
 }
 
 void convert_x_bf16(const float* x, int64_t T, int64_t ldx, int64_t K, uint16_t* xb, int64_t ldxb) {

@@ -167,14 +167,7 @@ void attention_query_kd(const PagedKV& c, const detail::AttnQuery& aq, float* s)
 }
 
 void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
-  switch (c.dtype) {
-    case DType::kBF16:
-      return attention_query_kd<DType::kBF16>(c, aq, s);
-    case DType::kF16:
-      return attention_query_kd<DType::kF16>(c, aq, s);
-    case DType::kF32:
-      return attention_query_kd<DType::kF32>(c, aq, s);
-  }
+  visit_dtype(c.dtype, [&](auto d) { attention_query_kd<d.value>(c, aq, s); });
 }
 
 // 8 floats at a time rounded to bf16 or f16 exactly as core/dtype.h does (see ops_avx512.cpp); the tail
