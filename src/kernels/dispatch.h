@@ -31,6 +31,9 @@ struct MatmulArgs {
   const char* pf_next = nullptr;
 };
 
+// Fewer tokens than this take the GEMV path (W streamed once, row after row); more, the register-tiled GEMM.
+inline constexpr int64_t kGemmMinTokens = 4;
+
 inline constexpr int kMaxHeadDim = 256;  // attention keeps one head's output in registers
 
 // One query row of one head, for attention_query.

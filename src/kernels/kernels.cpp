@@ -190,7 +190,7 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
   // Few tokens (the GEMV path): each chunk restarts a weight stream, so fewer, longer chunks (2 per thread:
   // still some balance when a thread is slow). Batch-1 decode step, smol at ctx 256, per-step A/B against
   // 4 per thread: 0.981-0.985 x (1 per thread: 0.976-0.978 x, but a descheduled worker would hold half).
-  const bool gemv = T < 4;
+  const bool gemv = T < kGemmMinTokens;
   const int chunks_per_thread = gemv ? 2 : 4;
   const int64_t chunks = pool.num_chunks(total_rows, grain, chunks_per_thread);
   // Where a chunk's stream goes on: threads tend to take chunks round-robin (the caller claims chunk 0 at

@@ -93,7 +93,7 @@ inline void token_tiles(const MatmulArgs& a, int64_t t0, int64_t t1, int64_t n0)
   }
 }
 
-constexpr int64_t kGemmMinTokens = 4;
+using detail::kGemmMinTokens;
 constexpr int64_t kRowPanel = 64;
 constexpr int64_t kXBlockBytes = 384 << 10;
 

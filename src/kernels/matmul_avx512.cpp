@@ -204,7 +204,7 @@ inline void token_tiles(const MatmulArgs& a, int64_t t0, int64_t t1, int64_t n0)
   }
 }
 
-constexpr int64_t kGemmMinTokens = 4;  // below this, gemv_rows
+using detail::kGemmMinTokens;
 constexpr int64_t kRowPanel = 64;      // rows whose W panel stays in L2 while a token block passes
 constexpr int64_t kXBlockBytes = 384 << 10;
 
