@@ -74,11 +74,22 @@ Isa choose_isa() {
 }  // namespace
 
 const IsaKernels& scalar_kernels() {
-  static const IsaKernels k{Isa::kScalar,        "scalar",       4,
-                            wants_nothing,       nullptr,        scalar_matmul_rows,
-                            scalar_rmsnorm_rows, ref::rope,      ref::silu_mul,
-                            ref::softmax,        ref::argmax,    scalar_attention_query,
-                            scalar_round_to,     scalar_read_sum};
+  static const IsaKernels k{
+      .isa = Isa::kScalar,
+      .name = "scalar",
+      .row_grain = 4,
+      .wants_bf16_x = wants_nothing,
+      .convert_x_bf16 = nullptr,
+      .matmul_rows = scalar_matmul_rows,
+      .rmsnorm_rows = scalar_rmsnorm_rows,
+      .rope = ref::rope,
+      .silu_mul = ref::silu_mul,
+      .softmax = ref::softmax,
+      .argmax = ref::argmax,
+      .attention_query = scalar_attention_query,
+      .round_to = scalar_round_to,
+      .read_sum = scalar_read_sum,
+  };
   return k;
 }
 

@@ -233,11 +233,22 @@ bool wants_nothing(DType) {
 namespace lp::kernels::detail {
 
 const IsaKernels& avx2_kernels() {
-  static const IsaKernels k{Isa::kAvx2,          "avx2",        8,
-                            avx2::wants_nothing, nullptr,       avx2::matmul_rows_fma,
-                            avx2::rmsnorm_rows,  avx2::rope,    avx2::silu_mul,
-                            avx2::softmax,       avx2::argmax,  avx2::attention_query,
-                            avx2::round_to,      avx2::read_sum};
+  static const IsaKernels k{
+      .isa = Isa::kAvx2,
+      .name = "avx2",
+      .row_grain = 8,
+      .wants_bf16_x = avx2::wants_nothing,
+      .convert_x_bf16 = nullptr,
+      .matmul_rows = avx2::matmul_rows_fma,
+      .rmsnorm_rows = avx2::rmsnorm_rows,
+      .rope = avx2::rope,
+      .silu_mul = avx2::silu_mul,
+      .softmax = avx2::softmax,
+      .argmax = avx2::argmax,
+      .attention_query = avx2::attention_query,
+      .round_to = avx2::round_to,
+      .read_sum = avx2::read_sum,
+  };
   return k;
 }
 

@@ -244,8 +244,8 @@ void attention_query(const PagedKV& c, const detail::AttnQuery& aq, float* s) {
   visit_dtype(c.dtype, [&](auto d) { attention_query_kd<d.value>(c, aq, s); });
 }
 
-// 16 floats rounded to bf16 (integer round to nearest even; NaN -> upper half | quiet bit) or f16
-// (vcvtps2ph, round to nearest even, overflow to inf, subnormals kept; NaN -> sign | 0x7e00), as
+// n floats, 16 at a time, rounded to bf16 (integer round to nearest even; NaN -> upper half | quiet bit) or
+// f16 (vcvtps2ph, round to nearest even, overflow to inf, subnormals kept; NaN -> sign | 0x7e00), as
 // core/dtype.h's scalar conversions.
 void round_to(DType t, const float* src, void* dst, int64_t n) {
   if (t == DType::kF32) {
@@ -310,20 +310,42 @@ bool wants_nothing(DType) {
 namespace lp::kernels::detail {
 
 const IsaKernels& avx512bf16_kernels() {
-  static const IsaKernels k{Isa::kAvx512Bf16,     "avx512bf16",           16,
-                            avx512::wants_bf16_x, avx512::convert_x_bf16, avx512::matmul_rows_bf16dot,
-                            avx512::rmsnorm_rows, avx512::rope,           avx512::silu_mul,
-                            avx512::softmax,      avx512::argmax,         avx512::attention_query,
-                            avx512::round_to,     avx512::read_sum};
+  static const IsaKernels k{
+      .isa = Isa::kAvx512Bf16,
+      .name = "avx512bf16",
+      .row_grain = 16,
+      .wants_bf16_x = avx512::wants_bf16_x,
+      .convert_x_bf16 = avx512::convert_x_bf16,
+      .matmul_rows = avx512::matmul_rows_bf16dot,
+      .rmsnorm_rows = avx512::rmsnorm_rows,
+      .rope = avx512::rope,
+      .silu_mul = avx512::silu_mul,
+      .softmax = avx512::softmax,
+      .argmax = avx512::argmax,
+      .attention_query = avx512::attention_query,
+      .round_to = avx512::round_to,
+      .read_sum = avx512::read_sum,
+  };
   return k;
 }
 
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{Isa::kAvx512,          "avx512",        16,
-                            avx512::wants_nothing, nullptr,         avx512::matmul_rows_fma,
-                            avx512::rmsnorm_rows,  avx512::rope,    avx512::silu_mul,
-                            avx512::softmax,       avx512::argmax,  avx512::attention_query,
-                            avx512::round_to,      avx512::read_sum};
+  static const IsaKernels k{
+      .isa = Isa::kAvx512,
+      .name = "avx512",
+      .row_grain = 16,
+      .wants_bf16_x = avx512::wants_nothing,
+      .convert_x_bf16 = nullptr,
+      .matmul_rows = avx512::matmul_rows_fma,
+      .rmsnorm_rows = avx512::rmsnorm_rows,
+      .rope = avx512::rope,
+      .silu_mul = avx512::silu_mul,
+      .softmax = avx512::softmax,
+      .argmax = avx512::argmax,
+      .attention_query = avx512::attention_query,
+      .round_to = avx512::round_to,
+      .read_sum = avx512::read_sum,
+  };
   return k;
 }
 
