@@ -89,7 +89,7 @@ void run_bench(const BenchArgs& a) {
 
   const int B = a.batch, K = a.adapters;
   model::Runner runner(*model, pool, static_cast<int64_t>(a.prompt_len + a.gen + 16) * B, 16,
-                       kv_cache_dtype(a.kv_cache_dtype, *model));
+                       kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype));
   model::DemoRng rng(7, "bench-prompts");
   std::vector<std::vector<int32_t>> prompts(B);
   for (auto& p : prompts) {

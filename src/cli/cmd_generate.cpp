@@ -54,7 +54,7 @@ void run_generate(const GenerateArgs& a) {
 
   ComputePool pool(pool_threads(a.threads));
   model::Runner runner(*model, pool, static_cast<int64_t>(prompt.size()) + a.n + 16, 16,
-                       kv_cache_dtype(a.kv_cache_dtype, *model));
+                       kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype));
   sched::SamplingParams sp;
   sp.temperature = a.temperature;
   sp.top_p = a.top_p;

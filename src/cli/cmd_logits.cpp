@@ -93,7 +93,7 @@ void run_logits(const LogitsArgs& a) {
   ComputePool pool(pool_threads(a.threads));
   // Each sequence needs its own whole blocks.
   model::Runner runner(*model, pool, total + 16 * static_cast<int64_t>(seqs.size()), 16,
-                       kv_cache_dtype(a.kv_cache_dtype, *model));
+                       kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype));
   if (adapters.bank) runner.set_lora(&adapters.bank->view());
   std::vector<model::Runner::Item> items;
   for (const auto& s : seqs)

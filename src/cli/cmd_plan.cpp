@@ -40,7 +40,7 @@ void add_plan_command(CLI::App& app) {
     o.lora_dtype = lora::parse_lora_dtype(args->lora_dtype, cfg.torch_dtype);
     o.modules = lora::parse_module_set(args->target_modules);
     o.max_cpu_loras = args->max_cpu_loras;
-    o.kv_dtype = parse_dtype_flag(args->kv_cache_dtype, cfg.torch_dtype, "--kv-cache-dtype");
+    o.kv_dtype = kv_cache_dtype(args->kv_cache_dtype, cfg.torch_dtype);
     if (!args->memory_budget.empty()) o.memory_budget = lora::parse_byte_size(args->memory_budget);
     lora::MemoryPlan p = lora::plan_memory(cfg, o);
     if (args->json)

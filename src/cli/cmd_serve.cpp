@@ -181,7 +181,7 @@ void run_serve(ServeArgs a) {
   ec.max_num_batched_tokens = a.max_num_batched_tokens;
   ec.max_waiting = a.max_waiting;
   ec.kv_cache_tokens = a.kv_cache_tokens;
-  ec.kv_cache_dtype = kv_cache_dtype(a.kv_cache_dtype, *model);
+  ec.kv_cache_dtype = kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype);
   ec.threads = pool_threads(a.threads);
   sched::Engine engine(*model, tok, adapters.get(), ec);
   engine.start();

@@ -26,8 +26,8 @@ inline constexpr const char* kMmapWeightsHelp =
 // --kv-cache-dtype: the KV cache's element type (vLLM's flag; "auto" = the model's torch_dtype).
 inline constexpr const char* kKvCacheDtypeHelp =
     "KV-cache dtype: auto (= the model's torch_dtype) | bf16 | f16 | f32";
-inline DType kv_cache_dtype(const std::string& flag, const model::Model& m) {
-  return parse_dtype_flag(flag, m.config().torch_dtype, "--kv-cache-dtype");
+inline DType kv_cache_dtype(const std::string& flag, DType torch_dtype) {
+  return parse_dtype_flag(flag, torch_dtype, "--kv-cache-dtype");
 }
 
 // Adapters given on the command line (distinct folders), loaded into a slot bank of exactly that many

@@ -52,7 +52,8 @@ class ComputePool {
   // know where another chunk lies (to prefetch for it) use these.
   int64_t num_chunks(int64_t n, int64_t grain, int chunks_per_thread = 4) const {
     if (n <= 0) return 0;
-    const int64_t units = (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1);
+    grain = std::max<int64_t>(grain, 1);
+    const int64_t units = (n + grain - 1) / grain;
     if (n_threads_ == 1 || units == 1) return 1;
     return std::min<int64_t>(units, int64_t{std::max(chunks_per_thread, 1)} * n_threads_);
   }

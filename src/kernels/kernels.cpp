@@ -139,6 +139,11 @@ const IsaKernels& active() {
 
 namespace {
 
+// Rows W takes in one matmul_multi dispatch: each matrix starts on a multiple of `grain`.
+int64_t padded_rows(const MatView& W, int64_t grain) {
+  return (W.rows + grain - 1) / grain * grain;
+}
+
 // Rows of several matrices concatenated, each starting on a multiple of `grain` (the layout of one
 // matmul_multi dispatch). Row r's address, for prefetching; null past the end.
 template <class GetW>
@@ -146,7 +151,7 @@ const char* concat_row_address(size_t n_mats, GetW get, int64_t grain, int64_t r
   int64_t base = 0;
   for (size_t i = 0; i < n_mats; ++i) {
     const MatView& W = get(i);
-    const int64_t padded = (W.rows + grain - 1) / grain * grain;
+    const int64_t padded = padded_rows(W, grain);
     if (r < base + padded) {
       const int64_t row = std::min(r - base, W.rows);  // in the padding: the next matrix's start is close
       return static_cast<const char*>(W.data) +
@@ -160,7 +165,7 @@ const char* concat_row_address(size_t n_mats, GetW get, int64_t grain, int64_t r
 template <class GetW>
 int64_t concat_rows(size_t n_mats, GetW get, int64_t grain) {
   int64_t total = 0;
-  for (size_t i = 0; i < n_mats; ++i) total += (get(i).rows + grain - 1) / grain * grain;
+  for (size_t i = 0; i < n_mats; ++i) total += padded_rows(get(i), grain);
   return total;
 }
 
@@ -227,7 +232,7 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
     int64_t base = 0;
     for (size_t i = 0; i < outs.size() && base < e; ++i) {
       const MatmulOut& o = outs[i];
-      const int64_t padded = (o.W.rows + grain - 1) / grain * grain;
+      const int64_t padded = padded_rows(o.W, grain);
       const int64_t lo = std::max(b, base), hi = std::min({e, base + padded, base + o.W.rows});
       if (lo < hi) {
         // The stream runs on into the next matrix of this chunk, or else into the chunk's successor.
@@ -286,38 +291,34 @@ void attention_with(const IsaKernels& k, ComputePool& pool, const float* q, cons
   std::vector<Item>& items = items_buf;      // a reference, so the workers see the caller's list
   items.clear();
   int32_t max_ctx = 0;
+  bool all_decode = true;
   for (int32_t s = 0; s < static_cast<int32_t>(seqs.size()); ++s) {
     const AttnSeq& sq = seqs[s];
     LP_CHECK(sq.q_len >= 0 && sq.ctx_len >= sq.q_len, "attention: q_len {} ctx_len {}", sq.q_len, sq.ctx_len);
     max_ctx = std::max(max_ctx, sq.ctx_len);
+    all_decode &= sq.q_len <= 1;
     for (int32_t i0 = 0; i0 < sq.q_len; i0 += kQueryBlock)
       for (int h = 0; h < n_heads; ++h) items.push_back({s, h, i0, std::min(sq.q_len, i0 + kQueryBlock)});
   }
-  // Longest contexts first, for balance (causal prefill: later query blocks cost more); among equals, the
-  // heads of different KV heads first (0, g, 2g, ..., then 1, g + 1, ...), so threads starting together
-  // fetch different K/V from memory while the later heads of a group find theirs in cache (batch-1 decode
-  // step at ctx 256: 1-2% faster in per-step A/B runs). The order only decides who computes what first,
-  // never a result, so a plain (allocation-free) sort will do.
-  std::sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {
-    const int64_t cx = seqs[x.seq].ctx_len - seqs[x.seq].q_len + x.i1;
-    const int64_t cy = seqs[y.seq].ctx_len - seqs[y.seq].q_len + y.i1;
-    if (cx != cy) return cx > cy;
-    return std::pair(x.head % group, x.head / group) < std::pair(y.head % group, y.head / group);
-  });
   // Decode steps of many sequences: a thread claims the `group` heads that share one KV head of one
   // sequence together, so it reads those K/V rows from memory once and then from its own cache (claimed one
   // by one, the heads of a group land on different cores, each fetching the rows again). Batch-16 decode
   // step at ctx 256: 0.939-0.962 x in per-step A/B runs. Too few groups to balance (batch 1: 3 groups on 2
-  // threads) keep the one-head items above.
-  bool all_decode = true;
-  for (const AttnSeq& sq : seqs) all_decode &= sq.q_len <= 1;
+  // threads) keep one-head items.
   const bool by_group = all_decode && items.size() >= static_cast<size_t>(4 * group * pool.size());
-  if (by_group) {
-    std::sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {  // longest first, then in order
-      if (seqs[x.seq].ctx_len != seqs[y.seq].ctx_len) return seqs[x.seq].ctx_len > seqs[y.seq].ctx_len;
-      return std::pair(x.seq, x.head) < std::pair(y.seq, y.head);
-    });
-  }
+  // Longest contexts first, for balance (causal prefill: later query blocks cost more). Among equals: by
+  // group, each sequence's heads in order (a claim of `group` items is then one KV head); else the heads of
+  // different KV heads first (0, g, 2g, ..., then 1, g + 1, ...), so threads starting together fetch
+  // different K/V from memory while the later heads of a group find theirs in cache (batch-1 decode step at
+  // ctx 256: 1-2% faster in per-step A/B runs). The order only decides who computes what first, never a
+  // result, so a plain (allocation-free) sort will do.
+  std::sort(items.begin(), items.end(), [&](const Item& x, const Item& y) {
+    const int64_t cx = seqs[x.seq].ctx_len - seqs[x.seq].q_len + x.i1;
+    const int64_t cy = seqs[y.seq].ctx_len - seqs[y.seq].q_len + y.i1;
+    if (cx != cy) return cx > cy;
+    if (by_group) return std::pair(x.seq, x.head) < std::pair(y.seq, y.head);
+    return std::pair(x.head % group, x.head / group) < std::pair(y.head % group, y.head / group);
+  });
   const size_t unit = by_group ? static_cast<size_t>(group) : 1;  // items per claim
   std::atomic<size_t> next{0};
   auto work = [&](int, int) {

@@ -329,23 +329,17 @@ const IsaKernels& avx512bf16_kernels() {
   return k;
 }
 
+// The same kernels where the CPU lacks AVX512_BF16: BF16 weights are widened to f32 and multiplied by FMA.
 const IsaKernels& avx512_kernels() {
-  static const IsaKernels k{
-      .isa = Isa::kAvx512,
-      .name = "avx512",
-      .row_grain = 16,
-      .wants_bf16_x = avx512::wants_nothing,
-      .convert_x_bf16 = nullptr,
-      .matmul_rows = avx512::matmul_rows_fma,
-      .rmsnorm_rows = avx512::rmsnorm_rows,
-      .rope = avx512::rope,
-      .silu_mul = avx512::silu_mul,
-      .softmax = avx512::softmax,
-      .argmax = avx512::argmax,
-      .attention_query = avx512::attention_query,
-      .round_to = avx512::round_to,
-      .read_sum = avx512::read_sum,
-  };
+  static const IsaKernels k = [] {
+    IsaKernels t = avx512bf16_kernels();
+    t.isa = Isa::kAvx512;
+    t.name = "avx512";
+    t.wants_bf16_x = avx512::wants_nothing;
+    t.convert_x_bf16 = nullptr;
+    t.matmul_rows = avx512::matmul_rows_fma;
+    return t;
+  }();
   return k;
 }
 
