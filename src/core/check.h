@@ -18,7 +18,8 @@ enum class ErrorKind {
   kNotFound,     // unknown model/adapter name, missing path (404)
   kForbidden,    // path outside the allowed root (403)
   kTooLarge,     // body or prompt over a limit (413; context_length_exceeded is kInvalid)
-  kUnavailable,  // overloaded or shutting down; retry later (503/429)
+  kUnavailable,  // shutting down, or a resource did not come in time; retry later (503)
+  kOverloaded,   // a queue is over its cap (429 + Retry-After): this client should slow down
 };
 
 // Expected error from outside input. The message names what was wrong (file, tensor, field...).

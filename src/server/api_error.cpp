@@ -11,6 +11,7 @@ int status_of(ErrorKind kind) {
     case ErrorKind::kForbidden: return 403;
     case ErrorKind::kTooLarge: return 413;
     case ErrorKind::kUnavailable: return 503;
+    case ErrorKind::kOverloaded: return 429;
   }
   return 500;
 }
