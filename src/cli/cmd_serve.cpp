@@ -44,6 +44,8 @@ struct ServeArgs {
   int max_num_batched_tokens = 2048;
   int64_t max_model_len = 0;
   int max_waiting = 1024;
+  int max_waiting_per_adapter = 0;
+  double adapter_wait_timeout = 30;
   int64_t kv_cache_tokens = 0;
   size_t max_request_bytes = 16u << 20;
   double shutdown_timeout = 30;
@@ -59,9 +61,11 @@ struct ServeArgs {
 
 struct LoraModule {
   std::string name, path, base_model_name;
+  double weight = 1;  // admission weight of this tenant (fair scheduling)
 };
 
-// "name=path" or vLLM's JSON form {"name": ..., "path": ..., "base_model_name": ...}.
+// "name=path" or vLLM's JSON form {"name": ..., "path": ..., "base_model_name": ...}, which may also carry
+// loraplex's "weight" (a positive number: this tenant's share of admissions relative to the others).
 LoraModule parse_lora_module(const std::string& s) {
   LoraModule m;
   if (!s.empty() && s.front() == '{') {
@@ -72,6 +76,11 @@ LoraModule parse_lora_module(const std::string& s) {
     m.name = j["name"];
     m.path = j["path"];
     if (j.contains("base_model_name") && j["base_model_name"].is_string()) m.base_model_name = j["base_model_name"];
+    if (j.contains("weight")) {
+      if (!j["weight"].is_number() || !(j["weight"].get<double>() > 0) || !(j["weight"].get<double>() <= 1e6))
+        fail("--lora-modules: 'weight' of '{}' must be a number in (0, 1e6]", m.name);
+      m.weight = j["weight"].get<double>();
+    }
   } else {
     size_t eq = s.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) fail("--lora-modules: expected name=path, got '{}'", s);
@@ -167,7 +176,12 @@ void run_serve(ServeArgs a) {
         log_warn("--lora-modules {}: base_model_name '{}' is not the served model '{}'", m.name, m.base_model_name,
                  a.served_model_name);
       bool pinned = std::find(a.pin.begin(), a.pin.end(), m.name) != a.pin.end();
-      adapters->register_adapter(m.name, m.path, pinned);
+      try {
+        adapters->register_adapter(m.name, m.path, pinned);
+      } catch (const Error& e) {
+        if (pinned && !adapters->is_registered(m.name)) fail("--pin {}: {}", m.name, e.what());
+        throw;
+      }
       log_info("registered adapter '{}' from {}{}", m.name, m.path, pinned ? " (pinned)" : "");
     }
     for (const auto& p : a.pin)
@@ -180,6 +194,9 @@ void run_serve(ServeArgs a) {
   ec.max_num_seqs = a.max_num_seqs;
   ec.max_num_batched_tokens = a.max_num_batched_tokens;
   ec.max_waiting = a.max_waiting;
+  ec.max_waiting_per_adapter = a.max_waiting_per_adapter;
+  ec.adapter_wait_timeout_s = a.adapter_wait_timeout;
+  for (const auto& m : modules) ec.tenant_weights[m.name] = m.weight;
   ec.kv_cache_tokens = a.kv_cache_tokens;
   ec.kv_cache_dtype = kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype);
   ec.threads = pool_threads(a.threads);
@@ -225,7 +242,13 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--max-num-seqs", a->max_num_seqs, "Running requests at most");
   c->add_option("--max-num-batched-tokens", a->max_num_batched_tokens, "Tokens per engine step at most");
   c->add_option("--max-model-len", a->max_model_len, "Context length cap (default: the model's)");
-  c->add_option("--max-waiting", a->max_waiting, "Waiting requests over which new ones get 503");
+  c->add_option("--max-waiting", a->max_waiting, "Waiting requests in all over which new ones get 429");
+  c->add_option("--max-waiting-per-adapter", a->max_waiting_per_adapter,
+                "Waiting requests of one adapter (or the base model) over which its new ones get 429 (0: no cap)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--adapter-wait-timeout", a->adapter_wait_timeout,
+                "Seconds a request may wait for an adapter slot before it gets 503")
+      ->check(CLI::PositiveNumber);
   c->add_option("--kv-cache-tokens", a->kv_cache_tokens, "KV-cache capacity in tokens (default: from memory)");
   c->add_option("--kv-cache-dtype", a->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->add_option("--max-request-bytes", a->max_request_bytes, "Request bodies over this get 413");

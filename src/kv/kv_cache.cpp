@@ -1,5 +1,7 @@
 #include "kv/kv_cache.h"
 
+#include <algorithm>
+
 #include "core/check.h"
 
 namespace lp::kv {
@@ -19,9 +21,18 @@ uint64_t block_hash(uint64_t prev, uint64_t adapter_key, std::span<const int32_t
   return h == 0 ? 1 : h;
 }
 
-BlockAllocator::BlockAllocator(int num_blocks)
-    : num_blocks_(num_blocks), cached_pos_(num_blocks), refs_(num_blocks, 0), hash_(num_blocks, 0) {
-  LP_CHECK(num_blocks >= 0);
+BlockAllocator::BlockAllocator(int num_blocks, int block_size)
+    : num_blocks_(num_blocks),
+      block_size_(block_size),
+      cached_pos_(num_blocks),
+      refs_(num_blocks, 0),
+      hash_(num_blocks, 0),
+      gen_(num_blocks, 0),
+      id_adapter_(num_blocks, 0),
+      id_parent_(num_blocks, -1),
+      id_parent_gen_(num_blocks, 0),
+      id_tokens_(static_cast<size_t>(num_blocks) * static_cast<size_t>(block_size), 0) {
+  LP_CHECK(num_blocks >= 0 && block_size > 0);
   free_.reserve(num_blocks);
   for (int32_t b = num_blocks - 1; b >= 0; --b) free_.push_back(b);  // block 0 handed out first
 }
@@ -41,6 +52,7 @@ int32_t BlockAllocator::allocate() {
   }
   LP_CHECK(refs_[b] == 0);
   refs_[b] = 1;
+  ++gen_[b];  // new contents: blocks registered with this one as their parent no longer match
   return b;
 }
 
@@ -56,24 +68,39 @@ void BlockAllocator::release(int32_t block) {
   }
 }
 
-int32_t BlockAllocator::lookup(uint64_t hash) {
+bool BlockAllocator::identity_matches(int32_t b, const BlockIdentity& id) const {
+  if (id_adapter_[b] != id.adapter_key || id_parent_[b] != id.parent) return false;
+  if (id.parent >= 0 && id_parent_gen_[b] != gen_[id.parent]) return false;
+  LP_CHECK(id.tokens.size() == static_cast<size_t>(block_size_), "block identity of {} tokens", id.tokens.size());
+  const int32_t* t = id_tokens_.data() + static_cast<size_t>(b) * block_size_;
+  return std::equal(id.tokens.begin(), id.tokens.end(), t);
+}
+
+int32_t BlockAllocator::lookup(uint64_t hash, const BlockIdentity& id) {
   auto it = index_.find(hash);
   if (it == index_.end()) return -1;
   int32_t b = it->second;
+  if (!identity_matches(b, id)) return -1;
   if (refs_[b] == 0) cached_.erase(cached_pos_[b]);
   ++refs_[b];
   return b;
 }
 
-void BlockAllocator::set_hash(int32_t block, uint64_t hash) {
+void BlockAllocator::set_hash(int32_t block, uint64_t hash, const BlockIdentity& id) {
   LP_CHECK(block >= 0 && block < num_blocks_ && refs_[block] > 0 && hash != 0);
+  LP_CHECK(id.tokens.size() == static_cast<size_t>(block_size_), "block identity of {} tokens", id.tokens.size());
+  LP_CHECK(id.parent < num_blocks_ && (id.parent < 0 || refs_[id.parent] > 0), "parent block {} not held", id.parent);
   if (hash_[block] != 0 || index_.count(hash)) return;
   hash_[block] = hash;
   index_[hash] = block;
+  id_adapter_[block] = id.adapter_key;
+  id_parent_[block] = id.parent;
+  id_parent_gen_[block] = id.parent >= 0 ? gen_[id.parent] : 0;
+  std::copy(id.tokens.begin(), id.tokens.end(), id_tokens_.begin() + static_cast<ptrdiff_t>(block) * block_size_);
 }
 
 KvCache::KvCache(const KvShape& shape, int num_blocks)
-    : shape_(shape), num_blocks_(num_blocks), alloc_(num_blocks) {
+    : shape_(shape), num_blocks_(num_blocks), alloc_(num_blocks, shape.block_size) {
   LP_CHECK(shape.n_layers > 0 && shape.n_kv_heads > 0 && shape.head_dim > 0 && shape.block_size > 0);
   size_t n = static_cast<size_t>(layer_stride() * shape.n_layers * esize());
   k_.resize(n);

@@ -11,6 +11,10 @@
 // blocks instead of recomputing them (blocks are reference-counted and shared read-only). A block whose last
 // user is gone stays cached (LRU) until its memory is needed. Two adapters never share KV: the adapter
 // identity is part of every hash.
+// The hash only finds a candidate; a hit is accepted only when the candidate's identity equals the
+// request's exactly (BlockIdentity: adapter, tokens of the block, and the very block before it, unchanged
+// since). So a crafted (or accidental) hash collision can never hand one tenant another tenant's KV, whatever
+// the hash function: equal hashes of different prompts just miss.
 // Owned by the engine thread; not thread-safe.
 #pragma once
 
@@ -40,31 +44,52 @@ struct KvShape {
 // Hash of one full block given the hash of the block before it (0 for the first) and the adapter identity.
 uint64_t block_hash(uint64_t prev, uint64_t adapter_key, std::span<const int32_t> tokens);
 
+// What a cached block must match for a prefix-cache hit. By induction this pins the whole prefix: the parent
+// block was itself verified (or computed) by the sequence that looks up this one, and a block's generation
+// changes whenever it is handed out again, so "the same parent, same generation" means the same tokens before.
+struct BlockIdentity {
+  uint64_t adapter_key = 0;           // the adapter registration (0 = base model)
+  int32_t parent = -1;                // the physical block before this one in the sequence (-1: first)
+  std::span<const int32_t> tokens;    // the block's token ids (block_size of them)
+};
+
 class BlockAllocator {
  public:
-  explicit BlockAllocator(int num_blocks);
+  // `block_size` tokens per block (the identity of a cached block keeps that many token ids).
+  BlockAllocator(int num_blocks, int block_size);
   // A block with one reference: a never-used one if any, else the least recently used cached block (whose
   // hash is forgotten). -1 when every block is referenced.
   int32_t allocate();
   // Drops one reference; at zero the block becomes free (cached if it has a hash).
   void release(int32_t block);
-  // The cached block registered under `hash`, with one more reference; -1 if none.
-  int32_t lookup(uint64_t hash);
-  // Registers a full, computed block under `hash` (no-op if another block already holds that hash).
-  void set_hash(int32_t block, uint64_t hash);
+  // The cached block registered under `hash` whose identity equals `id`, with one more reference; -1 if
+  // none (no block under that hash, or one that only collides).
+  int32_t lookup(uint64_t hash, const BlockIdentity& id);
+  // Registers a full, computed block under `hash` with its identity (no-op if the block already has a hash
+  // or another block holds that hash: a colliding block is simply not shared).
+  void set_hash(int32_t block, uint64_t hash, const BlockIdentity& id);
 
   int num_free() const { return static_cast<int>(free_.size() + cached_.size()); }  // allocatable now
   int num_blocks() const { return num_blocks_; }
   int num_cached() const { return static_cast<int>(index_.size()); }
 
  private:
+  bool identity_matches(int32_t block, const BlockIdentity& id) const;
+
   int num_blocks_;
+  int block_size_;
   std::vector<int32_t> free_;  // unreferenced blocks without a hash (LIFO: warm first)
   std::list<int32_t> cached_;  // unreferenced blocks with a hash, least recently used first
   std::vector<std::list<int32_t>::iterator> cached_pos_;  // (num_blocks) valid while in cached_
   std::vector<int32_t> refs_;                             // (num_blocks)
   std::vector<uint64_t> hash_;                            // (num_blocks) 0 = none
   std::unordered_map<uint64_t, int32_t> index_;           // hash -> block
+  // Identity of each hashed block: adapter, parent (block, generation) and its tokens.
+  std::vector<uint64_t> gen_;             // (num_blocks) bumped every time allocate() hands the block out
+  std::vector<uint64_t> id_adapter_;      // (num_blocks)
+  std::vector<int32_t> id_parent_;        // (num_blocks)
+  std::vector<uint64_t> id_parent_gen_;   // (num_blocks)
+  std::vector<int32_t> id_tokens_;        // (num_blocks, block_size)
 };
 
 class KvCache {

@@ -29,7 +29,6 @@ struct AdapterManager::Entry {
   std::string failed;                         // the last load's error, reported until failed_at + retry
   Clock::time_point failed_at{};
   Clock::time_point fresh_until{};  // loaded for a waiter, not in a slot yet: another load may not evict it
-  int64_t requests = 0;
 
   Entry(uint64_t id_, std::string name_, fs::path dir_, bool pinned_, int rank_)
       : id(id_), name(std::move(name_)), dir(std::move(dir_)), pinned(pinned_), rank(rank_) {}
@@ -120,9 +119,11 @@ void AdapterManager::register_adapter(const std::string& name, const fs::path& p
   auto old = by_name_.find(name);
   if (old != by_name_.end() && !replace) fail("adapter '{}' already exists", name);
   const bool old_pinned = old != by_name_.end() && old->second->pinned;
-  if (pinned && static_cast<int>(pinned_.size()) - (old_pinned ? 1 : 0) >= options_.max_loras)
-    fail("cannot pin adapter '{}': all {} slots (--max-loras) already hold pinned adapters", name,
-         options_.max_loras);
+  // A pin may never take the last evictable slot: every other adapter would then wait for a slot forever.
+  if (pinned && static_cast<int>(pinned_.size()) - (old_pinned ? 1 : 0) + 1 >= options_.max_loras)
+    fail("cannot pin adapter '{}': with {} slot(s) (--max-loras) at most {} adapter(s) can be pinned, so that one "
+         "slot stays evictable for the others",
+         name, options_.max_loras, options_.max_loras - 1);
   if (old != by_name_.end()) unregister_locked(old);  // only now that the new one is known to be good
   auto e = std::make_shared<Entry>(next_id_++, name, dir, pinned, data->max_rank);
   by_name_.emplace(name, e);
@@ -162,7 +163,7 @@ bool AdapterManager::count_request(const std::string& name) {
   std::lock_guard lk(mu_);
   auto it = by_name_.find(name);
   if (it == by_name_.end()) return false;
-  ++it->second->requests;
+  ++requests_by_name_[name];
   return true;
 }
 
@@ -426,8 +427,7 @@ CacheCounters AdapterManager::counters() const {
   c.in_host = n_host_;
   c.loading = n_loading_;
   c.registered = static_cast<int>(by_name_.size());
-  for (const auto& [name, e] : by_name_) c.requests.emplace_back(name, e->requests);
-  std::sort(c.requests.begin(), c.requests.end());
+  c.requests.assign(requests_by_name_.begin(), requests_by_name_.end());  // name order (a std::map)
   return c;
 }
 

@@ -43,6 +43,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -93,8 +94,8 @@ class AdapterManager {
 
   // Any thread. Validates and registers; blocks on disk I/O (the caller is a CLI or HTTP thread).
   // Throws lp::Error: kInvalid (empty name, "adapter 'x' already exists", a bad config/tensor/shape,
-  // "adapter rank 64 exceeds --max-lora-rank 16", a base-model mismatch under strict_base, every slot already
-  // pinned), kNotFound (no such folder). Whether a path may be used at all (HTTP paths must stay inside
+  // "adapter rank 64 exceeds --max-lora-rank 16", a base-model mismatch under strict_base, a pin that
+  // would leave no evictable slot: at most max_loras - 1 adapters are pinned), kNotFound (no such folder). Whether a path may be used at all (HTTP paths must stay inside
   // --lora-root) is the server's decision (server/lora_paths.h). pinned: placed in a slot by the next poll()
   // and never evicted.
   // replace: an adapter already registered under `name` is replaced (load_inplace), but only once the new
@@ -196,6 +197,9 @@ class AdapterManager {
   int n_loading_ = 0;                                  // loads in flight (each holds a host place)
   uint64_t next_id_ = 1;
   CacheCounters counters_;
+  // Requests per adapter name since start. Kept across unregister / register of the same name, so the
+  // exported counter never goes down (Prometheus counters must be monotonic); one entry per name ever used.
+  std::map<std::string, int64_t> requests_by_name_;
 
   std::unique_ptr<LoaderThread> loader_;  // last: destroyed (joined) before the state its jobs touch
 };

@@ -52,7 +52,8 @@ struct CacheCounters {
   int registered = 0;  // every registered adapter ("disk" tier: all of them)
   int held_slots = 0;  // slots with at least one holder (a running request)
 
-  // Requests per registered adapter (count_request()), in name order.
+  // Requests per adapter name since start (count_request(); kept when a name is unregistered, so the
+  // counter stays monotonic), in name order.
   std::vector<std::pair<std::string, int64_t>> requests;
 };
 

@@ -4,7 +4,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
-#include <list>
 #include <map>
 #include <mutex>
 #include <set>
@@ -16,50 +15,33 @@
 #include "lora/adapter_manager.h"
 #include "model/model.h"
 #include "sched/output_text.h"
+#include "sched/scheduler.h"
+#include "sched/seq.h"
 #include "text/tokenizer.h"
 
 namespace lp::sched {
 
-namespace {
-
-// A request inside the engine (engine thread only, except `channel` which is shared with the caller).
-struct Seq {
-  uint64_t id = 0;  // arrival order
-  Request req;
-  std::weak_ptr<RequestChannel> channel;
-  std::vector<int32_t> tokens;  // prompt + generated
-  int prompt_len = 0;
-  int generated = 0;
-  int64_t computed = 0;  // tokens whose K/V are in the cache
-  kv::SeqBlocks blocks;
-  int32_t slot = -1;     // adapter slot held while running, -1 none
-  uint64_t adapter_key = 0;      // adapter registration id for prefix-cache hashes (0 = base model)
-  std::vector<uint64_t> hashes;  // hashes of the full blocks of `tokens` known so far
-  size_t registered = 0;         // blocks of the table registered in the prefix cache
-  std::unique_ptr<Sampler> sampler;
-  std::unique_ptr<OutputText> text;
-  double blocked_since = 0;  // when admission first failed for it (0: never)
-  bool first_token_sent = false;
-};
-
-}  // namespace
-
-struct Engine::Impl {
+// The mechanism half of the engine: carries out the Scheduler's decisions on the model, KV cache and adapter
+// slots (SchedulerResources), samples, streams and retires.
+struct Engine::Impl : SchedulerResources {
   Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c);
 
   void loop();
   void step();
-  void admit(int64_t& budget, std::vector<std::pair<Seq*, int64_t>>& sched);
-  bool reserve(Seq& s, int64_t n_tokens);
   uint64_t hash_of_block(Seq& s, size_t i);
-  bool match_prefix(Seq& s);
+  kv::BlockIdentity identity_of_block(Seq& s, size_t i) const;
   void register_full_blocks(Seq& s);
-  void preempt(Seq& s);
-  void finish(Seq& s, FinishReason why, const std::string& error = "");
-  void free_resources(Seq& s);
+  void finish(Seq& s, FinishReason why, const std::string& error = "", std::optional<ErrorKind> kind = {});
   void handle_logits(Seq& s, const float* logits);
   void publish_stats();
   bool is_aborted(const Seq& s) const;
+
+  // SchedulerResources
+  AdapterGrant acquire_adapter(Seq& s) override;
+  bool adapter_pinned(const std::string& tenant) override;
+  void adopt_prefix(Seq& s) override;
+  bool reserve_kv(Seq& s, int64_t n_tokens) override;
+  void release(Seq& s) override;
 
   model::Model& model;
   const text::Tokenizer& tok;
@@ -69,18 +51,16 @@ struct Engine::Impl {
   std::unique_ptr<kv::KvCache> cache;
   int64_t max_len = 0;  // context cap: the model's, and no more than the whole KV cache holds
   std::vector<int32_t> eos_ids;
+  Scheduler scheduler;  // owns every accepted request; its place counts are thread-safe (submit)
 
-  // Submission queue: guarded by mu. Everything below `running` is engine-thread only.
+  // Submission queue: guarded by mu. Everything below it is engine-thread only.
   mutable std::mutex mu;
   std::condition_variable cv;
   std::deque<std::unique_ptr<Seq>> incoming;
   bool stopping = false;   // no new submissions
   bool quit = false;       // thread must exit
   uint64_t next_id = 0;
-  std::atomic<int> queued{0};  // waiting + incoming, for the admission limit
 
-  std::list<std::unique_ptr<Seq>> waiting;  // FIFO by arrival (preempted requests go back to the front)
-  std::vector<std::unique_ptr<Seq>> running;
   model::Batch batch;
   Buffer<float> logits;
   std::vector<float> scratch_row;
@@ -94,8 +74,23 @@ struct Engine::Impl {
   std::thread thread;
 };
 
+namespace {
+
+SchedulerConfig scheduler_config(const EngineConfig& c) {
+  SchedulerConfig sc;
+  sc.max_num_seqs = c.max_num_seqs;
+  sc.max_num_batched_tokens = c.max_num_batched_tokens;
+  sc.max_waiting = c.max_waiting;
+  sc.max_waiting_per_adapter = c.max_waiting_per_adapter;
+  sc.adapter_wait_timeout_s = c.adapter_wait_timeout_s;
+  sc.weights = c.tenant_weights;
+  return sc;
+}
+
+}  // namespace
+
 Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c)
-    : model(m), tok(t), adapters(a), cfg(c), pool(c.threads) {
+    : model(m), tok(t), adapters(a), cfg(c), pool(c.threads), scheduler(scheduler_config(c)) {
   const auto& mc = model.config();
   int64_t kv_tokens = cfg.kv_cache_tokens;
   if (kv_tokens <= 0) {
@@ -124,7 +119,7 @@ bool Engine::Impl::is_aborted(const Seq& s) const {
   return !ch || ch->aborted();
 }
 
-void Engine::Impl::free_resources(Seq& s) {
+void Engine::Impl::release(Seq& s) {
   s.blocks.release(cache->allocator());
   s.computed = 0;
   s.registered = 0;
@@ -134,25 +129,48 @@ void Engine::Impl::free_resources(Seq& s) {
   }
 }
 
-void Engine::Impl::finish(Seq& s, FinishReason why, const std::string& error) {
+void Engine::Impl::finish(Seq& s, FinishReason why, const std::string& error, std::optional<ErrorKind> kind) {
   Output out;
   if (s.text && why != FinishReason::kError && why != FinishReason::kAbort) out.text = s.text->finish();
   out.finish = why;
   out.error = error;
+  out.error_kind = kind;
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.generated;
   if (auto ch = s.channel.lock()) ch->push(std::move(out));
-  free_resources(s);
+  release(s);
+  s.finished = true;
 }
 
-void Engine::Impl::preempt(Seq& s) {
-  // Recompute later: drop the KV and the adapter hold, keep tokens, sampler and text state.
-  free_resources(s);
-  s.blocked_since = 0;
-  ++preemptions_total;
+AdapterGrant Engine::Impl::acquire_adapter(Seq& s) {
+  LP_CHECK(adapters != nullptr, "a request for adapter '{}' without an adapter manager", s.tenant());
+  auto a = adapters->acquire(s.tenant());
+  using St = lora::AdapterManager::Status;
+  switch (a.status) {
+    case St::kReady:
+      s.slot = a.slot;
+      if (s.adapter_key != a.id) {  // first admission, or the name was registered again since
+        s.adapter_key = a.id;
+        s.hashes.clear();
+      }
+      return {AdapterGrant::kReady, {}, {}};
+    case St::kLoading: return {AdapterGrant::kLoading, {}, {}};
+    case St::kNoSlot: return {AdapterGrant::kNoSlot, {}, {}};
+    case St::kUnknown:
+      return {AdapterGrant::kFailed, ErrorKind::kNotFound,
+              fmt::format("The model `{}` does not exist (the adapter was unregistered).", s.tenant())};
+    case St::kFailed: break;
+  }
+  return {AdapterGrant::kFailed, std::nullopt, fmt::format("adapter '{}' failed to load: {}", s.tenant(), a.error)};
 }
 
-bool Engine::Impl::reserve(Seq& s, int64_t n_tokens) {
+bool Engine::Impl::adapter_pinned(const std::string& tenant) {
+  if (!adapters) return false;
+  auto i = adapters->info(tenant);
+  return i && i->pinned;
+}
+
+bool Engine::Impl::reserve_kv(Seq& s, int64_t n_tokens) {
   return s.blocks.reserve(cache->allocator(), cfg.block_size, n_tokens);
 }
 
@@ -161,26 +179,37 @@ uint64_t Engine::Impl::hash_of_block(Seq& s, size_t i) {
   while (s.hashes.size() <= i) {
     size_t j = s.hashes.size();
     LP_CHECK((j + 1) * bs <= s.tokens.size());
-    s.hashes.push_back(kv::block_hash(j ? s.hashes[j - 1] : 0, s.adapter_key,
-                                      std::span<const int32_t>(s.tokens.data() + j * bs, bs)));
+    std::span<const int32_t> toks(s.tokens.data() + j * bs, bs);
+    const uint64_t prev = j ? s.hashes[j - 1] : 0;
+    uint64_t h = cfg.block_hash ? cfg.block_hash(prev, s.adapter_key, toks) : kv::block_hash(prev, s.adapter_key, toks);
+    s.hashes.push_back(h == 0 ? 1 : h);  // 0 means "no hash" to the allocator
   }
   return s.hashes[i];
 }
 
+// Block i of s as the prefix cache must find it: same adapter, same tokens, same block before it.
+kv::BlockIdentity Engine::Impl::identity_of_block(Seq& s, size_t i) const {
+  const size_t bs = static_cast<size_t>(cfg.block_size);
+  kv::BlockIdentity id;
+  id.adapter_key = s.adapter_key;
+  id.parent = i ? s.blocks.table()[i - 1] : -1;
+  id.tokens = std::span<const int32_t>(s.tokens.data() + i * bs, bs);
+  return id;
+}
+
 // A sequence starting from nothing adopts the cached blocks of its longest cached prefix (whole blocks, and
-// never its last token: that one must be computed to get logits). Returns whether it looked.
-bool Engine::Impl::match_prefix(Seq& s) {
-  if (!cfg.enable_prefix_caching || s.computed != 0 || !s.blocks.table().empty()) return false;
+// never its last token: that one must be computed to get logits).
+void Engine::Impl::adopt_prefix(Seq& s) {
+  if (!cfg.enable_prefix_caching || s.computed != 0 || !s.blocks.table().empty()) return;
   const size_t full = (s.tokens.size() - 1) / static_cast<size_t>(cfg.block_size);
   size_t i = 0;
   for (; i < full; ++i) {
-    int32_t b = cache->allocator().lookup(hash_of_block(s, i));
+    int32_t b = cache->allocator().lookup(hash_of_block(s, i), identity_of_block(s, i));
     if (b < 0) break;
     s.blocks.adopt(b);
   }
   s.computed = static_cast<int64_t>(i) * cfg.block_size;
   s.registered = i;
-  return true;
 }
 
 // After a step: blocks that are now full and computed become findable by later sequences.
@@ -189,63 +218,9 @@ void Engine::Impl::register_full_blocks(Seq& s) {
   const auto& table = s.blocks.table();
   while ((s.registered + 1) * static_cast<size_t>(cfg.block_size) <= static_cast<size_t>(s.computed) &&
          s.registered < table.size()) {
-    cache->allocator().set_hash(table[s.registered], hash_of_block(s, s.registered));
+    cache->allocator().set_hash(table[s.registered], hash_of_block(s, s.registered),
+                                identity_of_block(s, s.registered));
     ++s.registered;
-  }
-}
-
-// Admits waiting requests while the step has token budget, sequences and KV blocks left. A request whose
-// adapter is loading, or has no free slot, waits without blocking the others behind it, unless it has waited
-// longer than the fairness bound: then nobody behind it is admitted until it is.
-void Engine::Impl::admit(int64_t& budget, std::vector<std::pair<Seq*, int64_t>>& sched) {
-  constexpr double kFairnessBoundS = 2.0;
-  const double now = now_seconds();
-  for (auto it = waiting.begin(); it != waiting.end() && budget > 0;) {
-    if (static_cast<int>(running.size()) >= cfg.max_num_seqs) break;
-    Seq& s = **it;
-    bool starving = s.blocked_since > 0 && now - s.blocked_since > kFairnessBoundS;
-    if (!s.req.adapter.empty()) {
-      LP_CHECK(adapters != nullptr);
-      auto a = adapters->acquire(s.req.adapter);
-      using St = lora::AdapterManager::Status;
-      if (a.status == St::kFailed || a.status == St::kUnknown) {
-        finish(s, FinishReason::kError,
-               a.status == St::kUnknown ? fmt::format("adapter '{}' is not registered", s.req.adapter) : a.error);
-        it = waiting.erase(it);
-        --queued;
-        continue;
-      }
-      if (a.status != St::kReady) {
-        if (s.blocked_since == 0) s.blocked_since = now;
-        if (starving) break;  // fairness: hold the line for it
-        ++it;
-        continue;
-      }
-      s.slot = a.slot;
-      if (s.adapter_key != a.id) {  // first admission, or the name was registered again since
-        s.adapter_key = a.id;
-        s.hashes.clear();
-      }
-    }
-    // KV for the known sequence (a preempted request recomputes its generated tokens too), minus the
-    // blocks found in the prefix cache.
-    const bool looked = match_prefix(s);
-    int64_t chunk = std::min<int64_t>(budget, static_cast<int64_t>(s.tokens.size()) - s.computed);
-    if (!reserve(s, s.computed + chunk)) {
-      free_resources(s);
-      if (s.blocked_since == 0) s.blocked_since = now;
-      break;  // out of KV: nobody else fits either
-    }
-    if (looked) {  // counted once per admission, not per attempt
-      prefix_hit_tokens += s.computed;
-      prefix_queried_tokens += static_cast<int64_t>(s.tokens.size());
-    }
-    s.blocked_since = 0;
-    budget -= chunk;
-    sched.emplace_back(&s, chunk);
-    running.push_back(std::move(*it));
-    it = waiting.erase(it);
-    --queued;
   }
 }
 
@@ -254,60 +229,32 @@ void Engine::Impl::step() {
   {
     std::lock_guard<std::mutex> lock(mu);
     while (!incoming.empty()) {
-      waiting.push_back(std::move(incoming.front()));
+      scheduler.enqueue(std::move(incoming.front()));
       incoming.pop_front();
     }
   }
   if (adapters) adapters->poll();
-  // 2. Drop aborted requests (client gone).
-  for (auto it = waiting.begin(); it != waiting.end();) {
-    if (is_aborted(**it)) {
-      finish(**it, FinishReason::kAbort);
-      it = waiting.erase(it);
-      --queued;
-    } else {
-      ++it;
-    }
-  }
-  for (size_t i = 0; i < running.size();) {
-    if (is_aborted(*running[i])) {
-      finish(*running[i], FinishReason::kAbort);
-      running.erase(running.begin() + static_cast<long>(i));
-    } else {
-      ++i;
-    }
-  }
-  // 3. Running requests first: decode tokens, then the rest of chunked prefills. Out of KV: preempt the
-  //    newest running request (recompute later) until the older ones fit.
-  int64_t budget = cfg.max_num_batched_tokens;
-  std::vector<std::pair<Seq*, int64_t>> sched;
-  std::sort(running.begin(), running.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
-  for (size_t i = 0; i < running.size() && budget > 0; ++i) {
-    Seq& s = *running[i];
-    int64_t chunk = std::min<int64_t>(budget, static_cast<int64_t>(s.tokens.size()) - s.computed);
-    if (chunk <= 0) continue;
-    while (!reserve(s, s.computed + chunk)) {
-      Seq& victim = *running.back();
-      preempt(victim);
-      waiting.push_front(std::move(running.back()));
-      ++queued;
-      running.pop_back();
-      if (&victim == &s) break;
-    }
-    if (i >= running.size()) break;  // s itself was preempted
-    budget -= chunk;
-    sched.emplace_back(&s, chunk);
-  }
-  // 4. Admit waiting requests with what is left (also while shutting down: they were accepted).
-  admit(budget, sched);
-  if (sched.empty()) return;
+  // 2. Drop aborted requests (client gone): their KV and adapter holds are freed now.
+  for (auto& s : scheduler.remove_if([this](const Seq& q) { return is_aborted(q); })) finish(*s, FinishReason::kAbort);
+  // 3. The scheduler decides (running requests first, then fair admission); also while shutting down, since
+  //    waiting requests were accepted.
+  SchedulerOutput plan = scheduler.schedule(*this, now_seconds());
+  preemptions_total += plan.preempted;
+  for (auto& r : plan.rejected) finish(*r.seq, FinishReason::kError, r.error, r.kind);
+  if (plan.chunks.empty()) return;
 
-  // 5. One flat batch.
+  // 4. One flat batch.
   batch.clear();
   bool any_lora = false;
-  for (auto& [s, chunk] : sched) any_lora |= s->slot >= 0;
+  for (const auto& c : plan.chunks) any_lora |= c.seq->slot >= 0;
   std::vector<Seq*> with_logits;
-  for (auto& [s, chunk] : sched) {
+  for (const auto& c : plan.chunks) {
+    Seq* s = c.seq;
+    const int64_t chunk = c.n_tokens;
+    if (c.admitted) {  // counted once per admission
+      prefix_hit_tokens += s->computed;
+      prefix_queried_tokens += static_cast<int64_t>(s->tokens.size());
+    }
     kernels::AttnSeq as;
     as.q_begin = static_cast<int32_t>(batch.tokens.size());
     as.q_len = static_cast<int32_t>(chunk);
@@ -331,16 +278,10 @@ void Engine::Impl::step() {
   logits.resize(with_logits.size() * static_cast<size_t>(V));
   model.forward(pool, batch, *cache, logits.data(), any_lora && adapters ? &adapters->view() : nullptr);
 
-  // 6. Register newly full blocks, sample, stream, retire.
-  for (auto& [s, chunk] : sched) register_full_blocks(*s);
+  // 5. Register newly full blocks, sample, stream, retire.
+  for (const auto& c : plan.chunks) register_full_blocks(*c.seq);
   for (size_t i = 0; i < with_logits.size(); ++i) handle_logits(*with_logits[i], logits.data() + i * V);
-  for (size_t i = 0; i < running.size();) {
-    if (running[i]->sampler == nullptr) {  // finished (handle_logits clears the sampler)
-      running.erase(running.begin() + static_cast<long>(i));
-    } else {
-      ++i;
-    }
-  }
+  scheduler.take_finished();
 }
 
 void Engine::Impl::handle_logits(Seq& s, const float* row) {
@@ -398,15 +339,15 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
   }
   if (auto ch = s.channel.lock()) ch->push(std::move(out));
   if (why != FinishReason::kNone) {
-    free_resources(s);
-    s.sampler.reset();  // marks it finished for the step's sweep
+    release(s);
+    s.finished = true;  // the scheduler retires it after this step
   }
 }
 
 void Engine::Impl::publish_stats() {
   EngineStats st;
-  st.running = static_cast<int>(running.size());
-  st.waiting = queued.load();
+  st.running = static_cast<int>(scheduler.running().size());
+  st.waiting = scheduler.num_waiting();
   st.kv_blocks_total = cache->num_blocks();
   st.kv_usage = cache->num_blocks() ? 1.0 - static_cast<double>(cache->allocator().num_free()) / cache->num_blocks() : 0;
   st.prompt_tokens_total = prompt_tokens_total;
@@ -415,10 +356,10 @@ void Engine::Impl::publish_stats() {
   st.prefix_cache_hit_tokens = prefix_hit_tokens;
   st.prefix_cache_queried_tokens = prefix_queried_tokens;
   std::set<std::string> ra, wa;
-  for (const auto& s : running)
-    if (!s->req.adapter.empty()) ra.insert(s->req.adapter);
-  for (const auto& s : waiting)
-    if (!s->req.adapter.empty()) wa.insert(s->req.adapter);
+  for (const auto& s : scheduler.running())
+    if (!s->tenant().empty()) ra.insert(s->tenant());
+  for (const auto& t : scheduler.waiting_tenants())
+    if (!t.empty()) wa.insert(t);
   st.running_adapters.assign(ra.begin(), ra.end());
   st.waiting_adapters.assign(wa.begin(), wa.end());
   st.max_loras = adapters ? adapters->max_loras() : 0;
@@ -431,22 +372,20 @@ void Engine::Impl::loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu);
-      bool idle = running.empty() && waiting.empty();
+      bool idle = scheduler.running().empty() && !scheduler.has_waiting();
       if (idle) {
         cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return quit || !incoming.empty(); });
       }
       if (quit) break;
     }
-    bool had_work = !running.empty() || !waiting.empty();
+    bool had_work = !scheduler.running().empty() || scheduler.has_waiting();
     step();
     publish_stats();
     // Only waiting requests, all blocked on adapter loads: don't spin.
-    if (had_work && running.empty() && !waiting.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (had_work && scheduler.running().empty() && scheduler.has_waiting())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  for (auto& s : running) finish(*s, FinishReason::kAbort);
-  for (auto& s : waiting) finish(*s, FinishReason::kAbort);
-  running.clear();
-  waiting.clear();
+  for (auto& s : scheduler.remove_if([](const Seq&) { return true; })) finish(*s, FinishReason::kAbort);
   std::lock_guard<std::mutex> lock(mu);
   for (auto& s : incoming) {
     if (auto ch = s->channel.lock()) {
@@ -454,6 +393,7 @@ void Engine::Impl::loop() {
       o.finish = FinishReason::kAbort;
       ch->push(std::move(o));
     }
+    scheduler.cancel_place(s->tenant());
   }
   incoming.clear();
 }
@@ -526,14 +466,13 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   seq->text = std::make_unique<OutputText>(im.tok, req.skip_special_tokens, req.stop, req.include_stop_str_in_output);
   const std::string adapter = req.adapter;
   seq->req = std::move(req);
+  seq->arrived = now_seconds();
   {
     std::lock_guard<std::mutex> lock(im.mu);
     if (im.stopping) fail_as(ErrorKind::kUnavailable, "the server is shutting down");
-    if (im.queued.load() >= im.cfg.max_waiting)
-      fail_as(ErrorKind::kUnavailable, "too many waiting requests ({}); retry later", im.queued.load());
+    im.scheduler.reserve_place(adapter);  // throws kOverloaded over a cap
     seq->id = im.next_id++;
     im.incoming.push_back(std::move(seq));
-    ++im.queued;
   }
   im.cv.notify_one();
   // Counted once accepted (requests refused above are not); unregistered meanwhile: admission reports it.

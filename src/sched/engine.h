@@ -9,8 +9,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,12 +30,17 @@ namespace lp::sched {
 struct EngineConfig {
   int max_num_seqs = 64;               // running requests at most
   int max_num_batched_tokens = 2048;   // tokens in one forward step at most (prefill chunks are cut to fit)
-  int max_waiting = 1024;              // queue length over which submit() refuses (kUnavailable)
-  int64_t kv_cache_tokens = 0;         // 0: from memory budget; else exact capacity
+  int max_waiting = 1024;              // waiting requests over which submit() refuses (kOverloaded)
+  int max_waiting_per_adapter = 0;     // waiting requests of one tenant over which it refuses (0: no cap)
+  double adapter_wait_timeout_s = 30;  // a request without an adapter slot this long: kUnavailable
+  std::map<std::string, double> tenant_weights;  // admission weight per adapter ("" = base), default 1
+  int64_t kv_cache_tokens = 0;         // 0: a small default (tests); serve passes the planned capacity
   int block_size = 16;
   std::optional<DType> kv_cache_dtype;  // KV element type; unset: the model's torch_dtype
   bool enable_prefix_caching = true;
   int threads = 0;                     // compute pool (0 = all cores)
+  // Testing hook: replaces kv::block_hash for prefix-cache keys (e.g. a deliberately weak one).
+  std::function<uint64_t(uint64_t prev, uint64_t adapter_key, std::span<const int32_t> tokens)> block_hash;
 };
 
 // A consistent snapshot for /metrics and /health (cheap; any thread).
@@ -64,7 +72,9 @@ class Engine {
 
   // Any thread. Validates (prompt non-empty, fits the context, adapter known to the manager) and enqueues.
   // Throws lp::Error: kInvalid (bad request, context_length_exceeded), kNotFound (unknown adapter),
-  // kUnavailable (queue over max_waiting, or shutting down).
+  // kOverloaded (over max_waiting or max_waiting_per_adapter), kUnavailable (shutting down).
+  // Later failures arrive as an Output with finish kError and error_kind: kNotFound (the adapter was
+  // unregistered while the request waited), kUnavailable (no adapter slot within adapter_wait_timeout_s).
   std::shared_ptr<RequestChannel> submit(Request req);
 
   EngineStats stats() const;

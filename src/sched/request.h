@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
 #include "sched/sampler.h"
 
 namespace lp::sched {
@@ -44,7 +45,8 @@ struct Output {
   std::string text;  // UTF-8, never a partial character
   std::vector<TokenLogprob> logprobs;  // one per token when requested
   FinishReason finish = FinishReason::kNone;
-  std::string error;  // when finish == kError
+  std::string error;                    // when finish == kError
+  std::optional<ErrorKind> error_kind;  // when finish == kError: how to answer (nullopt: an internal error)
   int prompt_tokens = 0;
   int completion_tokens = 0;  // total so far
 };

@@ -58,6 +58,14 @@ struct ChoiceProgress {
   CompletionLogprobState lp_state;
 };
 
+// The error an engine output with finish kError stands for: its kind when the engine gave one (404: the
+// adapter was unregistered while the request waited; 503: no adapter slot in time), else a 500.
+ApiError engine_error(const sched::Output& o) {
+  std::string msg = o.error.empty() ? "generation failed" : o.error;
+  if (o.error_kind) return ApiError(msg, *o.error_kind, *o.error_kind == ErrorKind::kNotFound ? "model" : "");
+  return ApiError(msg, ErrorKind::kInvalid, {}, {}, 500);
+}
+
 // Records TTFT / ITL for one update carrying tokens.
 void record_token_latency(ServerState& st, const Call& c, ChoiceProgress& p, size_t n_tokens, bool first_choice) {
   if (n_tokens == 0) return;
@@ -131,8 +139,7 @@ void answer_blocking(Call& c, httplib::Response& res) {
     while (!prog[i].done) {
       auto o = c.chans[i]->pop(std::chrono::milliseconds(200));
       if (!o) continue;
-      if (o->finish == FinishReason::kError)
-        throw ApiError(o->error.empty() ? "generation failed" : o->error, ErrorKind::kInvalid, {}, {}, 500);
+      if (o->finish == FinishReason::kError) throw engine_error(*o);
       record_token_latency(c.st, c, prog[i], o->tokens.size(), i == 0);
       results[i].text += o->text;
       for (auto& lp : o->logprobs) results[i].logprobs.push_back(std::move(lp));
@@ -236,7 +243,7 @@ class StreamJob {
     ChoiceProgress& p = prog_[i];
     if (o.finish == FinishReason::kError) {
       // An error after the 200 went out: an error event (the openai clients raise it), then [DONE].
-      ErrorReply e = make_error(500, o.error.empty() ? "generation failed" : o.error);
+      ErrorReply e = error_reply(std::make_exception_ptr(engine_error(o)));
       out += sse_event(e.body);
       for (auto& q : prog_) q.done = true;
       failed_ = true;

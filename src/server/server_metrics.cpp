@@ -67,7 +67,7 @@ void collect(ServerState& st, MetricsRegistry& m) {
   m.set("loraplex_lora_adapters_active", {{"tier", "loading"}}, c->loading);
   m.set("loraplex_lora_adapters_active", {{"tier", "registered"}}, c->registered);
   m.set("loraplex_lora_slots_held", {}, c->held_slots);
-  m.clear("loraplex_lora_requests_total");  // unregistered adapters drop out
+  // Monotonic: the manager keeps each name's count across unregistering, so no series ever goes down.
   for (const auto& [name, n] : c->requests)
     m.set("loraplex_lora_requests_total", {{"adapter", name}}, static_cast<double>(n));
 }

@@ -1,5 +1,5 @@
 // Server lifecycle end to end: --api-key (and LORAPLEX_API_KEY) guarding /v1/* but not /health or /metrics;
-// no key: open; a full waiting queue answers 503 with Retry-After; a client that disconnects before its first
+// no key: open; a full waiting queue answers 429 with Retry-After; a client that disconnects before its first
 // token or mid-stream frees everything (running, waiting, KV, adapter holds back to idle, per /metrics);
 // SIGTERM drains: the in-flight stream finishes in full, new requests are refused, the process exits 0.
 import { makeModel, startServer, scrape, metric, waitFor, assert, assertEq, expectError, run, sleep } from './lib.mjs';
@@ -49,7 +49,7 @@ await run([
     assertEq((await load(open.url)).status, 400, 'VLLM_ALLOW_RUNTIME_LORA_UPDATING=true enables the admin endpoints');
     assertEq((await load(srv.url, { Authorization: 'Bearer sekret' })).status, 404, 'off without the flag');
   }],
-  ['a full waiting queue answers 503 with Retry-After', async () => {
+  ['a full waiting queue answers 429 with Retry-After', async () => {
     const c = srv.client({ apiKey: 'sekret' });
     const body = JSON.stringify({ model: 'model', prompt: 'x', max_tokens: 400, ignore_eos: true, temperature: 0 });
     const send = () => fetch(`${srv.url}/v1/completions`, { method: 'POST', body,
@@ -57,16 +57,17 @@ await run([
     const rs = await Promise.all(Array.from({ length: 8 }, send));
     const statuses = rs.map((r) => r.status);
     assert(statuses.includes(200), `some succeed: ${statuses}`);
-    const refused = rs.filter((r) => r.status === 503);
+    const refused = rs.filter((r) => r.status === 429);
     assert(refused.length > 0, `some are refused: ${statuses}`);
     assertEq(refused[0].headers.get('retry-after'), '1', 'Retry-After');
-    assertEq((await refused[0].json()).error.type, 'ServiceUnavailableError', 'error type');
+    assertEq((await refused[0].json()).error.type, 'RateLimitError', 'error type');
     await Promise.all(rs.filter((r) => !r.bodyUsed).map((r) => r.text()));
     assertEq((await c.models.list()).data.length, 2, 'healthy afterwards');
   }],
   ['a client gone before its first token: the request never runs', async () => {
     const f0 = await scrape(open.url);
-    const blockers = Array.from({ length: 8 }, () => streamRequest(open.url, { model: 'model', prompt: 'b', max_tokens: 1000, ignore_eos: true }));
+    // The blockers are of the same tenant as w: admission is FCFS within a tenant (round-robin across them).
+    const blockers = Array.from({ length: 8 }, () => streamRequest(open.url, { model: 'medical-qa', prompt: 'b', max_tokens: 1000, ignore_eos: true }));
     await sleep(50);
     const w = streamRequest(open.url, { model: 'medical-qa', prompt: 'w', max_tokens: 1000, ignore_eos: true });
     const wres = await w.res;  // headers arrive at once; no data chunk yet (it waits behind the blockers)

@@ -372,6 +372,17 @@ TEST_F(ManagerTest, FailedLoadIsRetriedAfterTheWindowAndRealDiskErrorsAreReporte
   EXPECT_EQ(m.counters().loads_from_disk, 1);
 }
 
+TEST_F(ManagerTest, OneSlotCanNeverBePinned) {
+  AdapterManager m(cfg_, opts(1, 2));
+  try {
+    m.register_adapter("p", adapter("p"), true);
+    FAIL() << "a pin of the only slot must be refused";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("at most 0 adapter(s) can be pinned"));
+  }
+  EXPECT_FALSE(m.is_registered("p"));
+}
+
 TEST_F(ManagerTest, PinnedAdapterNeverLeavesItsSlot) {
   AdapterManager m(cfg_, opts(2, 3));
   m.register_adapter("p", adapter("p"), /*pinned=*/true);
@@ -394,19 +405,21 @@ TEST_F(ManagerTest, PinnedAdapterNeverLeavesItsSlot) {
   int s = use(m, "a", true);
   EXPECT_EQ(acquire_ready(m, "b").status, Status::kNoSlot);
   m.release(s);
-  // Pinning more adapters than slots is refused.
-  m.register_adapter("q", adapter("q"), true);
+  // A second pin would leave no evictable slot of the two: refused, and nothing registered.
   try {
-    m.register_adapter("r", adapter("r"), true);
+    m.register_adapter("q", adapter("q"), true);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("all 2 slots (--max-loras) already hold pinned adapters"));
+    EXPECT_THAT(e.what(), HasSubstr("with 2 slot(s) (--max-loras) at most 1 adapter(s) can be pinned"));
   }
+  EXPECT_FALSE(m.is_registered("q"));
+  // Replacing the pinned adapter by a pinned one is allowed (the pin count stays 1).
+  m.register_adapter("p", adapter("p"), true, /*replace=*/true);
   m.poll();
   m.wait_for_loads();
   m.poll();
-  EXPECT_EQ(tier(m, "q"), "slot");
-  EXPECT_EQ(acquire_ready(m, "b").status, Status::kNoSlot);
+  EXPECT_EQ(tier(m, "p"), "slot");
+  EXPECT_EQ(acquire_ready(m, "b").status, Status::kReady) << "the one unpinned slot must stay usable";
   EXPECT_EQ(m.consistency_errors(), "");
 }
 

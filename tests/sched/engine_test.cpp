@@ -2,6 +2,8 @@
 // chunked prefill, preemption and mixed adapters; stop conditions; aborts free everything.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <thread>
 
 #include "lora/adapter_manager.h"
@@ -262,6 +264,111 @@ TEST_F(EngineTest, PrefixCacheReusesBlocksPerAdapter) {
   EXPECT_EQ(idle_stats(engine).prefix_cache_hit_tokens, 144);
 }
 
+// With a deliberately weak hash (every block collides), the prefix cache still never hands a request KV that
+// another prompt computed: a hit needs the block's tokens, adapter and preceding block to be equal.
+TEST_F(EngineTest, PrefixCacheVerifiesTokensNotJustHashes) {
+  auto p1 = prompt(50, 91), p2 = prompt(50, 92);
+  ASSERT_NE(std::vector<int32_t>(p1.begin(), p1.begin() + 16), std::vector<int32_t>(p2.begin(), p2.begin() + 16));
+  auto want1 = alone(p1, 6, ""), want2 = alone(p2, 6, "");
+  ASSERT_NE(want1, want2) << "the check needs prompts whose outputs differ";
+  EngineConfig cfg;
+  cfg.block_hash = [](uint64_t, uint64_t, std::span<const int32_t>) { return uint64_t{7}; };
+  Engine engine(*model_, *tok_, nullptr, cfg);
+  engine.start();
+  EXPECT_EQ(collect(engine.submit(greedy(p1, 6))).tokens, want1);
+  EXPECT_EQ(collect(engine.submit(greedy(p2, 6))).tokens, want2) << "p2 reused p1's KV through a hash collision";
+  EXPECT_EQ(idle_stats(engine).prefix_cache_hit_tokens, 0);
+  // The same prompt again finds its first block (the later ones collide with it and were not indexed).
+  EXPECT_EQ(collect(engine.submit(greedy(p1, 6))).tokens, want1);
+  EXPECT_EQ(idle_stats(engine).prefix_cache_hit_tokens, 16);
+}
+
+// A tenant flooding the queue does not delay another tenant's first token by its backlog: admission is
+// round-robin across tenants. With one running slot, B's single request is admitted right after the request
+// running when it arrives, before A's backlog.
+TEST_F(EngineTest, AdmissionIsRoundRobinAcrossTenants) {
+  auto mgr = make_manager(2, 2);
+  EngineConfig cfg;
+  cfg.max_num_seqs = 1;
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  std::vector<std::shared_ptr<RequestChannel>> a;
+  for (int i = 0; i < 6; ++i) a.push_back(engine.submit(greedy(prompt(8, 200 + i), 4, "a1")));
+  auto b = engine.submit(greedy(prompt(8, 300), 4));  // the base model
+  engine.start();
+  // Order of completion: record when each finished relative to the others.
+  std::vector<std::string> order;
+  std::vector<bool> done(7, false);
+  auto all = a;
+  all.push_back(b);
+  std::vector<Result> res(7);
+  while (order.size() < 7) {
+    for (int i = 0; i < 7; ++i) {
+      if (done[i]) continue;
+      auto o = all[i]->pop(1ms);
+      if (o && o->finish != FinishReason::kNone) {
+        done[i] = true;
+        order.push_back(i == 6 ? "b" : "a");
+        res[i].finish = o->finish;
+      }
+    }
+  }
+  const auto pos = std::find(order.begin(), order.end(), "b") - order.begin();
+  EXPECT_LE(pos, 1) << "the base request must not wait behind a's backlog";
+}
+
+// A request whose adapter cannot be had (here: its disk load hangs) never delays requests that need no slot,
+// and is answered with kUnavailable once it has waited adapter_wait_timeout_s; an adapter unregistered while
+// its request waits answers kNotFound.
+TEST_F(EngineTest, AdapterWaitsAreBoundedAndNeverBlockTheBase) {
+  std::atomic<bool> disk_back{false};
+  lora::ManagerOptions o;
+  o.max_loras = 2;
+  o.max_cpu_loras = 2;
+  o.max_lora_rank = 8;
+  o.lora_dtype = DType::kBF16;
+  o.on_load = [&](const std::string& name) {
+    while (name == "a2" && !disk_back.load()) std::this_thread::sleep_for(5ms);
+  };
+  auto mgr = std::make_unique<lora::AdapterManager>(model_->config(), o);
+  for (int i = 0; i < 4; ++i)  // a0 and a1 fill the host tier at registration; a2, a3 start on disk
+    mgr->register_adapter("a" + std::to_string(i), dir_->path() / "adapters" / ("a" + std::to_string(i)));
+  EngineConfig cfg;
+  cfg.adapter_wait_timeout_s = 0.5;
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  engine.start();
+  auto waiter = engine.submit(greedy(prompt(8, 401), 4, "a2"));
+  auto doomed = engine.submit(greedy(prompt(8, 402), 4, "a3"));
+  mgr->unregister_adapter("a3");
+  auto t0 = std::chrono::steady_clock::now();
+  Result base = collect(engine.submit(greedy(prompt(8, 403), 4)));
+  EXPECT_EQ(base.finish, FinishReason::kLength) << base.error;
+  Result other = collect(engine.submit(greedy(prompt(8, 404), 4, "a1")));
+  EXPECT_EQ(other.finish, FinishReason::kLength) << other.error;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0.5)
+      << "requests that need no slot, or have one, waited for a2's load";
+  auto last_of = [](const std::shared_ptr<RequestChannel>& ch) {
+    std::optional<Output> o;
+    while (!o || o->finish == FinishReason::kNone) {
+      o = ch->pop(10s);
+      if (!o) return Output{};
+    }
+    return *o;
+  };
+  Output d = last_of(doomed);
+  EXPECT_EQ(d.finish, FinishReason::kError);
+  EXPECT_EQ(d.error_kind, ErrorKind::kNotFound) << d.error;
+  Output w = last_of(waiter);
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(w.finish, FinishReason::kError);
+  EXPECT_EQ(w.error_kind, ErrorKind::kUnavailable) << w.error;
+  EXPECT_NE(w.error.find("--adapter-wait-timeout"), std::string::npos) << w.error;
+  EXPECT_LT(waited, 5.0);
+  disk_back = true;
+  auto st = idle_stats(engine);
+  EXPECT_EQ(st.waiting, 0);
+  EXPECT_EQ(st.running, 0);
+}
+
 // The context is capped at what the whole KV cache holds: a request asking for more than that finishes at
 // the cap (it would otherwise preempt itself forever and block everyone behind it).
 TEST_F(EngineTest, ContextIsCappedByTheKvCache) {
@@ -303,6 +410,11 @@ TEST_F(EngineTest, SubmitRefusals) {
   EXPECT_EQ(code(greedy({1, 2}, 4)), "ok");
   EXPECT_EQ(code(greedy({1, 2}, 4)), "ok");
   EXPECT_NE(code(greedy({1, 2}, 4)).find("too many waiting requests"), std::string::npos);
+  try {
+    engine.submit(greedy({1, 2}, 4));
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kOverloaded) << "a full queue is a 429, not a 503";
+  }
 }
 
 }  // namespace

@@ -34,14 +34,15 @@ TEST(ApiErrorMapping, KindsToStatusAndType) {
                {ErrorKind::kNotFound, 404, "NotFoundError"},
                {ErrorKind::kForbidden, 403, "PermissionDeniedError"},
                {ErrorKind::kTooLarge, 413, "RequestTooLargeError"},
-               {ErrorKind::kUnavailable, 503, "ServiceUnavailableError"}};
+               {ErrorKind::kUnavailable, 503, "ServiceUnavailableError"},
+               {ErrorKind::kOverloaded, 429, "RateLimitError"}};
   for (const auto& c : cases) {
     ErrorReply r = reply_for([&] { throw Error("msg", c.kind); });
     EXPECT_EQ(r.status, c.status);
     EXPECT_EQ(r.body["error"]["type"], c.type);
     EXPECT_EQ(r.body["error"]["message"], "msg");
     EXPECT_TRUE(r.body["error"]["param"].is_null());
-    EXPECT_EQ(r.retry_after_s > 0, c.status == 503);
+    EXPECT_EQ(r.retry_after_s > 0, c.status == 503 || c.status == 429);
   }
   ErrorReply p = reply_for([] { throw ApiError("too long", ErrorKind::kInvalid, "messages", "context_length_exceeded"); });
   EXPECT_EQ(p.body["error"]["param"], "messages");
