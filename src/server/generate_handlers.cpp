@@ -106,6 +106,7 @@ std::vector<int32_t> prepare(Call& c, Api api, const ojson& body, int* default_m
     c.params = r;
     *default_max_tokens = -1;  // the rest of the context
   }
+  check_token_ids(c.params, tok.vocab_size());  // stop_token_ids, logit_bias keys
   c.meta.api = api;
   c.meta.id = make_response_id(api);
   c.meta.created = unix_now();
