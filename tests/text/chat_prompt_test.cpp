@@ -150,6 +150,21 @@ TEST(ChatPrompt, PlainRangesEncodeWithoutAddedTokens) {
   EXPECT_THROW(tok.encode("a\xff", false, first), Error);
 }
 
+TEST(ChatPrompt, PlainRangesMapThroughTheNormalizer) {
+  // A special token matched after normalization (normalized: true) under a normalizer that changes lengths
+  // (spaces to the 3-byte "▁"): the raw plain range [2, 5) of "a <x> b<x>" is [4, 7) of the normalized
+  // "a▁<x>▁b<x>". Expected ids written by hand from the vocabulary (single characters, no merges).
+  const Tokenizer tok = Tokenizer::from_json_text(R"({
+    "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+    "added_tokens": [{"id": 6, "content": "<x>", "special": true, "normalized": true}],
+    "model": {"type": "BPE", "vocab": {"\u2581": 0, "a": 1, "b": 2, "<": 3, "x": 4, ">": 5}, "merges": []}})");
+  const std::string text = "a <x> b<x>";
+  EXPECT_EQ(tok.encode(text, false), (Ids{1, 0, 6, 0, 2, 6}));
+  const ByteRange first[] = {{2, 5}}, second[] = {{7, 10}};
+  EXPECT_EQ(tok.encode(text, false, first), (Ids{1, 0, 3, 4, 5, 0, 2, 6}));
+  EXPECT_EQ(tok.encode(text, false, second), (Ids{1, 0, 6, 0, 2, 3, 4, 5}));
+}
+
 TEST(ChatPrompt, ToolsKeysNamesAndLookalikeSentinels) {
   REQUIRE_FIXTURES();
   const Tokenizer tok = Tokenizer::from_dir(qwen3_dir());
