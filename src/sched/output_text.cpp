@@ -10,7 +10,8 @@ OutputText::OutputText(const text::Tokenizer& tok, bool skip_special_tokens,
   if (!stop_) return;
   for (const auto& s : *stop_)
     if (!s.empty()) hold_ = std::max(hold_, s.size() - 1);
-  if (std::all_of(stop_->begin(), stop_->end(), [](const std::string& s) { return s.empty(); })) stop_.reset();
+  if (std::all_of(stop_->begin(), stop_->end(), [](const std::string& s) { return s.empty(); }))
+    stop_.reset();
 }
 
 std::string OutputText::emit_upto(size_t end) {

@@ -29,12 +29,14 @@ class ShapeChecker : public nlohmann::json_sax<nlohmann::json> {
   }
   bool key(string_t&) override {
     if (++keys_.back() > limits::kMaxJsonObjectKeys)
-      return stop(fmt::format("a JSON object of the request body has more than {} keys", limits::kMaxJsonObjectKeys));
+      return stop(
+          fmt::format("a JSON object of the request body has more than {} keys", limits::kMaxJsonObjectKeys));
     if (++total_keys_ > limits::kMaxJsonTotalKeys)
       return stop(fmt::format("the request body has more than {} JSON keys", limits::kMaxJsonTotalKeys));
     comparisons_ += keys_.back() - 1;  // the ordered map's search before this insert
     if (comparisons_ > limits::kMaxJsonKeyComparisons)
-      return stop("the request body's JSON objects hold too many keys to parse (large objects; see the API limits)");
+      return stop(
+          "the request body's JSON objects hold too many keys to parse (large objects; see the API limits)");
     return true;
   }
   bool end_object() override {
@@ -71,7 +73,8 @@ class ShapeChecker : public nlohmann::json_sax<nlohmann::json> {
 
 void check_json_shape(std::string_view body) {
   ShapeChecker sax;
-  const bool ok = nlohmann::json::sax_parse(body, &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
+  const bool ok =
+      nlohmann::json::sax_parse(body, &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
   if (!ok || !sax.error.empty())
     throw ApiError(sax.error.empty() ? "the request body is not valid JSON" : sax.error, ErrorKind::kInvalid);
 }

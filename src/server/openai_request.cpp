@@ -48,8 +48,8 @@ int get_int32(const ojson& v, const char* name) {
   return static_cast<int>(x);
 }
 
-// Any 64-bit integer, signed or not (OpenAI and vLLM take an int64), as the sampler's unsigned seed: a negative
-// seed is its two's-complement value, so distinct client seeds stay distinct seeds.
+// Any 64-bit integer, signed or not (OpenAI and vLLM take an int64), as the sampler's unsigned seed: a
+// negative seed is its two's-complement value, so distinct client seeds stay distinct seeds.
 uint64_t get_seed(const ojson& v) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   return static_cast<uint64_t>(get_int(v, "seed"));
@@ -81,7 +81,8 @@ std::vector<int32_t> get_token_ids(const ojson& v, const char* name) {
 // (check_token_ids), when the tokenizer is known.
 std::shared_ptr<const std::vector<std::pair<int32_t, float>>> get_logit_bias(const ojson& v) {
   constexpr const char* kName = "logit_bias";
-  if (!v.is_object()) fail_param(kName, "'logit_bias' must be an object of token ids to biases, got {}", json_type(v));
+  if (!v.is_object())
+    fail_param(kName, "'logit_bias' must be an object of token ids to biases, got {}", json_type(v));
   if (v.size() > limits::kMaxLogitBias)
     fail_param(kName, "'logit_bias' may hold at most {} entries, got {}", limits::kMaxLogitBias, v.size());
   auto out = std::make_shared<std::vector<std::pair<int32_t, float>>>();
@@ -92,7 +93,8 @@ std::shared_ptr<const std::vector<std::pair<int32_t, float>>> get_logit_bias(con
     auto [ptr, ec] = std::from_chars(key.data(), end, id);
     if (key.empty() || ec != std::errc() || ptr != end || id < 0)
       fail_param(kName, "'logit_bias' keys must be token ids (non-negative integers), got '{}'", key);
-    if (!value.is_number()) fail_param(kName, "'logit_bias' values must be numbers, got {}", json_type(value));
+    if (!value.is_number())
+      fail_param(kName, "'logit_bias' values must be numbers, got {}", json_type(value));
     const double bias = value.get<double>();
     if (!(bias >= -limits::kMaxLogitBiasValue && bias <= limits::kMaxLogitBiasValue))
       fail_param(kName, "'logit_bias' values must be in [-{0}, {0}], got {1} for token {2}",
@@ -222,7 +224,8 @@ void check_message(ojson& msg, size_t i) {
   bool has_tool_calls = false;
   if (auto tc = msg.find("tool_calls"); tc != msg.end() && !tc->is_null()) {
     if (r != "assistant") fail_param(at + ".tool_calls", "only assistant messages carry tool_calls");
-    if (!tc->is_array()) fail_param(at + ".tool_calls", "{}.tool_calls must be a list, got {}", at, json_type(*tc));
+    if (!tc->is_array())
+      fail_param(at + ".tool_calls", "{}.tool_calls must be a list, got {}", at, json_type(*tc));
     for (size_t k = 0; k < tc->size(); ++k) {
       const ojson& call = (*tc)[k];
       const std::string call_at = fmt::format("{}.tool_calls[{}]", at, k);
@@ -256,9 +259,11 @@ void check_message(ojson& msg, size_t i) {
     if (!part.is_object()) fail_param(part_at, "{} must be an object, got {}", part_at, json_type(part));
     auto type = part.find("type");
     if (type == part.end() || !type->is_string() || *type != "text")
-      fail_param(part_at + ".type", "{}: only text content parts ({{\"type\": \"text\"}}) are supported", part_at);
+      fail_param(part_at + ".type", "{}: only text content parts ({{\"type\": \"text\"}}) are supported",
+                 part_at);
     auto t = part.find("text");
-    if (t == part.end() || !t->is_string()) fail_param(part_at + ".text", "{}.text must be a string", part_at);
+    if (t == part.end() || !t->is_string())
+      fail_param(part_at + ".text", "{}.text must be a string", part_at);
     if (k > 0) text += "\n";
     text += t->get<std::string>();
   }
@@ -283,7 +288,8 @@ void check_token_ids(const GenerateParams& p, int32_t vocab_size) {
       fail_param("stop_token_ids", "token id {} is out of range for vocab size {}", id, vocab_size);
   if (p.sampling.logit_bias)
     for (const auto& [id, bias] : *p.sampling.logit_bias)
-      if (id >= vocab_size) fail_param("logit_bias", "token id {} is out of range for vocab size {}", id, vocab_size);
+      if (id >= vocab_size)
+        fail_param("logit_bias", "token id {} is out of range for vocab size {}", id, vocab_size);
 }
 
 ojson parse_body(const std::string& body) {
@@ -300,7 +306,8 @@ CompletionRequest parse_completion_request(const ojson& b) {
   if (const ojson* v = field(b, "logprobs")) {
     if (v->is_boolean()) fail_param("logprobs", "'logprobs' must be an integer for completions");
     int64_t k = get_int(*v, "logprobs");
-    if (k < 0 || k > limits::kMaxLogprobs) fail_param("logprobs", "logprobs must be between 0 and {}, got {}", limits::kMaxLogprobs, k);
+    if (k < 0 || k > limits::kMaxLogprobs)
+      fail_param("logprobs", "logprobs must be between 0 and {}, got {}", limits::kMaxLogprobs, k);
     r.logprobs = static_cast<int>(k);
   }
   const ojson* pr = field(b, "prompt");
@@ -400,7 +407,8 @@ std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::v
   base.logprobs = p.logprobs;
   std::vector<sched::Request> out(p.n, base);
   if (p.sampling.seed)
-    for (int i = 0; i < p.n; ++i) out[i].sampling.seed = *p.sampling.seed + static_cast<uint64_t>(i);  // mod 2^64
+    for (int i = 0; i < p.n; ++i)
+      out[i].sampling.seed = *p.sampling.seed + static_cast<uint64_t>(i);  // mod 2^64
   return out;
 }
 

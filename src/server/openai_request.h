@@ -1,8 +1,8 @@
 // Parsing and validation of OpenAI request bodies (/v1/completions, /v1/chat/completions) into plain structs,
 // with the checks vLLM and OpenAI make: wrong JSON types, empty prompts or messages and out-of-range sampling
-// parameters are ApiError(kInvalid) naming the field. Every bound is in request_limits.h. Nothing here touches
-// the tokenizer or the engine, so every rule is unit-tested on JSON alone; the checks that need the vocabulary
-// size are in check_token_ids(). Unknown fields are ignored (as vLLM does).
+// parameters are ApiError(kInvalid) naming the field. Every bound is in request_limits.h. Nothing here
+// touches the tokenizer or the engine, so every rule is unit-tested on JSON alone; the checks that need the
+// vocabulary size are in check_token_ids(). Unknown fields are ignored (as vLLM does).
 #pragma once
 
 #include <nlohmann/json.hpp>

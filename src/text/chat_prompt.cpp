@@ -17,8 +17,8 @@ constexpr unsigned char kOpen = 0x90, kClose = 0x91, kDigit0 = 0xA0;
 // A character of U+FDD0..U+FDEF at s[pos] (the noncharacters the sentinels are made of).
 bool sentinel_char_at(std::string_view s, size_t pos) {
   return pos + 2 < s.size() && static_cast<unsigned char>(s[pos]) == kNonchar0 &&
-         static_cast<unsigned char>(s[pos + 1]) == kNonchar1 && static_cast<unsigned char>(s[pos + 2]) >= 0x90 &&
-         static_cast<unsigned char>(s[pos + 2]) <= 0xAF;
+         static_cast<unsigned char>(s[pos + 1]) == kNonchar1 &&
+         static_cast<unsigned char>(s[pos + 2]) >= 0x90 && static_cast<unsigned char>(s[pos + 2]) <= 0xAF;
 }
 
 void append_char(std::string& out, unsigned char last) {
@@ -88,7 +88,8 @@ class Protector {
   // true when something was replaced.
   bool protect_string(std::string& s) {
     bool any_sentinel_char = false;
-    for (size_t i = 0; i + 2 < s.size() && !any_sentinel_char; ++i) any_sentinel_char = sentinel_char_at(s, i);
+    for (size_t i = 0; i + 2 < s.size() && !any_sentinel_char; ++i)
+      any_sentinel_char = sentinel_char_at(s, i);
     std::vector<ByteRange> special = tok_.find_special_tokens(s);
     if (special.empty() && !any_sentinel_char) return false;
     std::string out;
@@ -129,7 +130,8 @@ class Protector {
   bool parse_raw(std::string_view r, size_t pos, size_t* len, size_t* index) const {
     auto char_at = [&](size_t p) -> int {  // last byte of a U+FDxx character at p, or -1
       if (p + 3 > r.size()) return -1;
-      if (static_cast<unsigned char>(r[p]) != kNonchar0 || static_cast<unsigned char>(r[p + 1]) != kNonchar1) return -1;
+      if (static_cast<unsigned char>(r[p]) != kNonchar0 || static_cast<unsigned char>(r[p + 1]) != kNonchar1)
+        return -1;
       return static_cast<unsigned char>(r[p + 2]);
     };
     if (char_at(pos) != kOpen) return false;
@@ -185,8 +187,9 @@ ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok, co
 }
 
 std::vector<int32_t> encode_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok, const ojson& messages,
-                                        bool add_generation_prompt, const ojson& tools, const ojson& extra_vars,
-                                        bool add_special_tokens, bool allow_special_tokens_in_content) {
+                                        bool add_generation_prompt, const ojson& tools,
+                                        const ojson& extra_vars, bool add_special_tokens,
+                                        bool allow_special_tokens_in_content) {
   if (allow_special_tokens_in_content)
     return tok.encode(tmpl.render(messages, add_generation_prompt, tools, extra_vars), add_special_tokens);
   const ChatPrompt p = render_chat_prompt(tmpl, tok, messages, add_generation_prompt, tools, extra_vars);

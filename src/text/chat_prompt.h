@@ -37,8 +37,9 @@ struct ChatPrompt {
 };
 
 // Renders like ChatTemplate::render, with the client strings' special-token text recorded as plain ranges.
-ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok, const nlohmann::ordered_json& messages,
-                              bool add_generation_prompt, const nlohmann::ordered_json& tools = nullptr,
+ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok,
+                              const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                              const nlohmann::ordered_json& tools = nullptr,
                               const nlohmann::ordered_json& extra_vars = nlohmann::ordered_json::object());
 
 // The prompt's ids: render_chat_prompt + Tokenizer::encode with its plain ranges; with

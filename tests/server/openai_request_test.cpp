@@ -177,7 +177,8 @@ TEST(OpenAIRequest, EngineRequestsSeedsAndLimits) {
 
 std::string stop_list(size_t count, size_t bytes) {
   std::string out = "[";
-  for (size_t i = 0; i < count; ++i) out += fmt::format("{}\"{}\"", i ? "," : "", std::string(bytes, 'a' + i % 26));
+  for (size_t i = 0; i < count; ++i)
+    out += fmt::format("{}\"{}\"", i ? "," : "", std::string(bytes, 'a' + i % 26));
   return out + "]";
 }
 
@@ -233,7 +234,8 @@ TEST(RequestBounds, LogitBias) {
   EXPECT_EQ(refused_param(completion_with("logit_bias", R"({"7":1,"07":2})")), "logit_bias");
   EXPECT_EQ(refused_param(completion_with("logit_bias", "[1]")), "logit_bias");
 
-  GenerateParams p = parse_completion_request(ojson::parse(completion_with("logit_bias", R"({"9":-2.5,"3":7})")));
+  GenerateParams p =
+      parse_completion_request(ojson::parse(completion_with("logit_bias", R"({"9":-2.5,"3":7})")));
   ASSERT_TRUE(p.sampling.logit_bias);
   const std::vector<std::pair<int32_t, float>> want = {{3, 7.0f}, {9, -2.5f}};
   EXPECT_EQ(*p.sampling.logit_bias, want);
@@ -264,7 +266,9 @@ TEST(RequestBounds, LogprobsAtTheLimit) {
 }
 
 TEST(RequestBounds, TemperatureBelowEpsilonIsGreedy) {
-  auto temp = [](const char* t) { return parse_completion_request(ojson::parse(completion_with("temperature", t))); };
+  auto temp = [](const char* t) {
+    return parse_completion_request(ojson::parse(completion_with("temperature", t)));
+  };
   EXPECT_TRUE(temp("0").sampling.greedy());
   EXPECT_TRUE(temp("0.000009").sampling.greedy());  // vLLM: < 1e-5
   EXPECT_FALSE(temp("0.00002").sampling.greedy());
@@ -294,7 +298,8 @@ std::string chat_with(const std::string& message) {
 
 TEST(ChatMessages, RolesAreTheFiveKnownOnes) {
   for (const char* role : {"system", "user", "assistant", "tool", "developer"})
-    EXPECT_EQ(refused_param(chat_with(fmt::format(R"({{"role":"{}","content":"x"}})", role)), true), "") << role;
+    EXPECT_EQ(refused_param(chat_with(fmt::format(R"({{"role":"{}","content":"x"}})", role)), true), "")
+        << role;
   EXPECT_EQ(refused_param(chat_with(R"({"role":"hacker","content":"x"})"), true), "messages[1].role");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"","content":"x"})"), true), "messages[1].role");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"User","content":"x"})"), true), "messages[1].role");
@@ -307,7 +312,8 @@ TEST(ChatMessages, ContentTypes) {
   EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":null})"), true), "messages[1].content");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"user"})"), true), "messages[1].content");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"system","content":5})"), true), "messages[1].content");
-  EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":{"text":"x"}})"), true), "messages[1].content");
+  EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":{"text":"x"}})"), true),
+            "messages[1].content");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":["x"]})"), true), "messages[1].content[0]");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":[{"type":"text","text":5}]})"), true),
             "messages[1].content[0].text");
@@ -315,12 +321,15 @@ TEST(ChatMessages, ContentTypes) {
             "messages[1].content[0].text");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"assistant","content":null})"), true), "messages[1].content");
   // An assistant message with tool_calls may have null or no content (OpenAI).
-  const std::string call = R"("tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}])";
+  const std::string call =
+      R"("tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}])";
   EXPECT_EQ(refused_param(chat_with(R"({"role":"assistant","content":null,)" + call + "}"), true), "");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"assistant",)" + call + "}"), true), "");
-  EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":null,)" + call + "}"), true), "messages[1].tool_calls");
-  EXPECT_EQ(refused_param(chat_with(R"({"role":"assistant","content":"x","tool_calls":[{"function":{}}]})"), true),
-            "messages[1].tool_calls[0].function.name");
+  EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":null,)" + call + "}"), true),
+            "messages[1].tool_calls");
+  EXPECT_EQ(
+      refused_param(chat_with(R"({"role":"assistant","content":"x","tool_calls":[{"function":{}}]})"), true),
+      "messages[1].tool_calls[0].function.name");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":"x","name":7})"), true), "messages[1].name");
   EXPECT_EQ(refused_param(chat_with(R"({"role":"user","content":""})"), true), "");  // empty text is text
   EXPECT_EQ(refused_param(chat_with(R"({"role":"tool","content":[{"type":"text","text":"r"}]})"), true), "");
