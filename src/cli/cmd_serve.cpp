@@ -57,6 +57,7 @@ struct ServeArgs {
   bool mmap_weights = false;
   std::string kv_cache_dtype = "auto";
   int http_threads = 512;
+  bool allow_special_tokens_in_content = false;
 };
 
 struct LoraModule {
@@ -135,6 +136,7 @@ void run_serve(ServeArgs a) {
   if (!a.lora_root.empty()) so.lora_root = std::filesystem::canonical(a.lora_root);
   so.enable_lora_resolver = a.enable_lora_resolver;
   so.http_threads = a.http_threads;
+  so.allow_special_tokens_in_content = a.allow_special_tokens_in_content;
   server::Server srv(so);
   int port = srv.bind();
   std::thread http([&] { srv.listen(); });
@@ -262,6 +264,9 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
   c->add_option("--http-threads", a->http_threads, "HTTP connection threads (each open stream holds one)");
+  c->add_flag("--allow-special-tokens-in-content", a->allow_special_tokens_in_content,
+              "Chat: tokenize special-token text in messages as special tokens (as vLLM does; lets a client "
+              "forge turns). Default: it is plain text");
   c->callback([a] { run_serve(*a); });
 }
 

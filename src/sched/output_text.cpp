@@ -4,11 +4,14 @@
 
 namespace lp::sched {
 
-OutputText::OutputText(const text::Tokenizer& tok, bool skip_special_tokens, std::vector<std::string> stop,
-                       bool include_stop)
+OutputText::OutputText(const text::Tokenizer& tok, bool skip_special_tokens,
+                       std::shared_ptr<const std::vector<std::string>> stop, bool include_stop)
     : decoder_(tok, skip_special_tokens), stop_(std::move(stop)), include_stop_(include_stop) {
-  stop_.erase(std::remove(stop_.begin(), stop_.end(), std::string()), stop_.end());
-  for (const auto& s : stop_) hold_ = std::max(hold_, s.size() - 1);
+  if (!stop_) return;
+  for (const auto& s : *stop_)
+    if (!s.empty()) hold_ = std::max(hold_, s.size() - 1);
+  if (std::all_of(stop_->begin(), stop_->end(), [](const std::string& s) { return s.empty(); }))
+    stop_.reset();
 }
 
 std::string OutputText::emit_upto(size_t end) {
@@ -23,11 +26,12 @@ std::string OutputText::add(int32_t token, bool* stopped) {
   if (stopped_) return {};
   size_t old_len = text_.size();
   text_ += decoder_.step(token);
-  if (!stop_.empty()) {
+  if (stop_) {
     // A match can only involve the new text: start looking `hold_` bytes before it.
     size_t from = old_len > hold_ ? old_len - hold_ : 0;
     size_t best = std::string::npos, best_len = 0;
-    for (const auto& s : stop_) {
+    for (const auto& s : *stop_) {
+      if (s.empty()) continue;
       size_t p = text_.find(s, from);
       if (p != std::string::npos && p < best) {
         best = p;

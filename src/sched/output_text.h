@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,8 +16,10 @@ namespace lp::sched {
 
 class OutputText {
  public:
-  OutputText(const text::Tokenizer& tok, bool skip_special_tokens, std::vector<std::string> stop,
-             bool include_stop);
+  // `stop` (may be null) is shared, not copied: the n requests of one call hold one list. Empty strings in
+  // it are ignored.
+  OutputText(const text::Tokenizer& tok, bool skip_special_tokens,
+             std::shared_ptr<const std::vector<std::string>> stop, bool include_stop);
   // Adds a generated token; returns the text now safe to emit. Sets *stopped when a stop string matched
   // (then no later call emits anything).
   std::string add(int32_t token, bool* stopped);
@@ -27,7 +30,7 @@ class OutputText {
   std::string emit_upto(size_t end);
 
   text::StreamDecoder decoder_;
-  std::vector<std::string> stop_;
+  std::shared_ptr<const std::vector<std::string>> stop_;  // null when there is no non-empty stop string
   bool include_stop_;
   size_t hold_ = 0;      // bytes held back: longest stop string - 1
   std::string text_;     // all text decoded so far

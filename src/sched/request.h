@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -25,7 +26,9 @@ struct Request {
   int max_tokens = 16;                  // generated tokens at most (clamped to the context left)
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;  // finish ("stop") when one is generated; it is not emitted as text
-  std::vector<std::string> stop;        // finish ("stop") when the text contains one; text is cut before it
+  // Finish ("stop") when the text contains one; text is cut before it. Null: none. Shared by the n requests
+  // of one call (a stop list is up to 16 KiB; n up to 128).
+  std::shared_ptr<const std::vector<std::string>> stop;
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;
   int logprobs = -1;                    // -1: none; k >= 0: the sampled token's logprob + top-k alternatives

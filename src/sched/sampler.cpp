@@ -14,8 +14,8 @@ int32_t argmax(std::span<const float> logits) {
 }
 
 Sampler::Sampler(const SamplingParams& p) : p_(p) {
-  if (p.seed >= 0) {
-    rng_.seed(static_cast<uint64_t>(p.seed));
+  if (p.seed) {
+    rng_.seed(*p.seed);
   } else {
     std::random_device rd;
     rng_.seed((static_cast<uint64_t>(rd()) << 32) ^ rd());
@@ -24,6 +24,13 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
 
 void Sampler::accept(int32_t token) {
   counts_[token]++;
+}
+
+void Sampler::apply_logit_bias(std::span<float> logits) const {
+  if (!p_.logit_bias) return;
+  const auto V = static_cast<int64_t>(logits.size());
+  for (const auto& [t, b] : *p_.logit_bias)
+    if (t >= 0 && t < V) logits[t] += b;
 }
 
 void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> prompt) {
@@ -54,6 +61,7 @@ void Sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> 
 }
 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt) {
+  apply_logit_bias(logits);
   apply_penalties(logits, prompt);
   if (p_.greedy()) return argmax(logits);
   const int64_t V = static_cast<int64_t>(logits.size());

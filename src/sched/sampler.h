@@ -1,13 +1,17 @@
 // Token sampling from one row of logits: greedy, temperature, top-k, top-p, min-p, with penalties, seeded
 // per request so results are reproducible. Semantics follow vLLM's sampler:
+//   0. logit_bias: each (token, bias) is added to that token's logit (OpenAI's logit_bias, applied first, as
+//      vLLM's logits processors run before its penalties);
 //   1. repetition penalty (HF style: logit/p if > 0 else logit*p, over prompt + output tokens),
 //      frequency and presence penalties (OpenAI style, over output tokens);
-//   2. temperature 0 (or top_k 1) → argmax (lowest id on ties);
+//   2. temperature < 1e-5 (vLLM's _SAMPLING_EPS) or top_k 1 → argmax (lowest id on ties);
 //   3. logits / temperature → top-k → top-p (smallest set with cumulative probability ≥ top_p) → min-p
 //      (drop tokens with p < min_p · p_max) → sample with the request's RNG.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <unordered_map>
@@ -23,8 +27,16 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
-  int64_t seed = -1;  // -1: nondeterministic
-  bool greedy() const { return temperature <= 0.0f || top_k == 1; }
+  // The RNG seed; none: nondeterministic. Unsigned so that choice i of a seeded call can use seed + i with
+  // wrap-around (the API's int64 seed is taken modulo 2^64, so every client seed is a distinct seed).
+  std::optional<uint64_t> seed;
+  // (token id, bias) pairs, ids unique and inside the vocabulary (the HTTP layer checks). Shared, not copied:
+  // the n choices of one call hold one list.
+  std::shared_ptr<const std::vector<std::pair<int32_t, float>>> logit_bias;
+
+  // Below this temperature sampling is argmax: dividing by it would overflow the softmax (vLLM's bound).
+  static constexpr float kGreedyTemperature = 1e-5f;
+  bool greedy() const { return temperature < kGreedyTemperature || top_k == 1; }
 };
 
 // The per-request sampling state: RNG and counts of generated tokens (for penalties).
@@ -39,6 +51,7 @@ class Sampler {
   static void log_softmax(std::span<const float> logits, std::vector<float>& out);
 
  private:
+  void apply_logit_bias(std::span<float> logits) const;
   void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt);
   SamplingParams p_;
   std::mt19937_64 rng_;

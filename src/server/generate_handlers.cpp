@@ -18,6 +18,7 @@
 #include "server/handlers.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "text/chat_prompt.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -109,11 +110,13 @@ std::vector<int32_t> prepare(Call& c, Api api, const ojson& body, int* default_m
     c.adapter = resolve_model(st, r.model);
     if (!st.chat_template)
       fail_param("messages", "this model has no chat template; use /v1/completions");
-    std::string text = st.chat_template->render(r.messages, r.add_generation_prompt, r.tools, r.chat_template_kwargs);
-    prompt = tok.encode(text, r.add_special_tokens);
+    prompt = text::encode_chat_prompt(*st.chat_template, tok, r.messages, r.add_generation_prompt, r.tools,
+                                      r.chat_template_kwargs, r.add_special_tokens,
+                                      st.options.allow_special_tokens_in_content);
     c.params = r;
     *default_max_tokens = -1;  // the rest of the context
   }
+  check_token_ids(c.params, tok.vocab_size());  // stop_token_ids, logit_bias keys
   c.meta.api = api;
   c.meta.id = make_response_id(api);
   c.meta.created = unix_now();

@@ -1,9 +1,13 @@
 #include "server/openai_request.h"
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "server/api_error.h"
+#include "server/json_limits.h"
 
 namespace lp::server {
 
@@ -44,6 +48,13 @@ int get_int32(const ojson& v, const char* name) {
   return static_cast<int>(x);
 }
 
+// Any 64-bit integer, signed or not (OpenAI and vLLM take an int64), as the sampler's unsigned seed: a
+// negative seed is its two's-complement value, so distinct client seeds stay distinct seeds.
+uint64_t get_seed(const ojson& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>();
+  return static_cast<uint64_t>(get_int(v, "seed"));
+}
+
 bool get_bool(const ojson& v, const char* name) {
   if (!v.is_boolean()) fail_param(name, "'{}' must be a boolean, got {}", name, json_type(v));
   return v.get<bool>();
@@ -64,6 +75,38 @@ std::vector<int32_t> get_token_ids(const ojson& v, const char* name) {
     ids.push_back(static_cast<int32_t>(id));
   }
   return ids;
+}
+
+// {"token id": bias, ...} as sorted (id, bias) pairs; ids are checked against the vocabulary later
+// (check_token_ids), when the tokenizer is known.
+std::shared_ptr<const std::vector<std::pair<int32_t, float>>> get_logit_bias(const ojson& v) {
+  constexpr const char* kName = "logit_bias";
+  if (!v.is_object())
+    fail_param(kName, "'logit_bias' must be an object of token ids to biases, got {}", json_type(v));
+  if (v.size() > limits::kMaxLogitBias)
+    fail_param(kName, "'logit_bias' may hold at most {} entries, got {}", limits::kMaxLogitBias, v.size());
+  auto out = std::make_shared<std::vector<std::pair<int32_t, float>>>();
+  out->reserve(v.size());
+  for (const auto& [key, value] : v.items()) {
+    int32_t id = -1;
+    const char* end = key.data() + key.size();
+    auto [ptr, ec] = std::from_chars(key.data(), end, id);
+    if (key.empty() || ec != std::errc() || ptr != end || id < 0)
+      fail_param(kName, "'logit_bias' keys must be token ids (non-negative integers), got '{}'", key);
+    if (!value.is_number())
+      fail_param(kName, "'logit_bias' values must be numbers, got {}", json_type(value));
+    const double bias = value.get<double>();
+    if (!(bias >= -limits::kMaxLogitBiasValue && bias <= limits::kMaxLogitBiasValue))
+      fail_param(kName, "'logit_bias' values must be in [-{0}, {0}], got {1} for token {2}",
+                 limits::kMaxLogitBiasValue, bias, id);
+    out->emplace_back(id, static_cast<float>(bias));
+  }
+  std::sort(out->begin(), out->end());
+  for (size_t i = 1; i < out->size(); ++i)
+    if ((*out)[i].first == (*out)[i - 1].first)  // "5" and "05"
+      fail_param(kName, "'logit_bias' names token {} twice", (*out)[i].first);
+  if (out->empty()) return nullptr;
+  return out;
 }
 
 void parse_common(const ojson& b, GenerateParams& p) {
@@ -100,10 +143,10 @@ void parse_common(const ojson& b, GenerateParams& p) {
     if (!(s.repetition_penalty > 0))
       fail_param("repetition_penalty", "repetition_penalty must be greater than zero, got {}", s.repetition_penalty);
   }
-  if (const ojson* v = field(b, "seed")) s.seed = get_int(*v, "seed");
+  if (const ojson* v = field(b, "seed")) s.seed = get_seed(*v);
   if (const ojson* v = field(b, "n")) {
     int64_t n = get_int(*v, "n");
-    if (n < 1 || n > kMaxN) fail_param("n", "n must be between 1 and {}, got {}", kMaxN, n);
+    if (n < 1 || n > limits::kMaxN) fail_param("n", "n must be between 1 and {}, got {}", limits::kMaxN, n);
     p.n = static_cast<int>(n);
   }
   // max_completion_tokens (the newer OpenAI name) wins over max_tokens, as in vLLM.
@@ -115,18 +158,30 @@ void parse_common(const ojson& b, GenerateParams& p) {
     }
   }
   if (const ojson* v = field(b, "ignore_eos")) p.ignore_eos = get_bool(*v, "ignore_eos");
-  if (const ojson* v = field(b, "stop_token_ids")) p.stop_token_ids = get_token_ids(*v, "stop_token_ids");
+  if (const ojson* v = field(b, "stop_token_ids")) {
+    if (v->is_array() && v->size() > limits::kMaxStopTokenIds)
+      fail_param("stop_token_ids", "at most {} stop_token_ids are allowed, got {}", limits::kMaxStopTokenIds,
+                 v->size());
+    p.stop_token_ids = get_token_ids(*v, "stop_token_ids");
+  }
   if (const ojson* v = field(b, "stop")) {
     if (v->is_string()) {
       p.stop.push_back(v->get<std::string>());
     } else if (v->is_array()) {
+      if (v->size() > limits::kMaxStopStrings)
+        fail_param("stop", "at most {} stop strings are allowed, got {}", limits::kMaxStopStrings, v->size());
       for (const auto& x : *v) p.stop.push_back(get_string(x, "stop"));
     } else {
       fail_param("stop", "'stop' must be a string or a list of strings, got {}", json_type(*v));
     }
-    for (const auto& st : p.stop)
+    for (const auto& st : p.stop) {
       if (st.empty()) fail_param("stop", "stop strings must not be empty");
+      if (st.size() > limits::kMaxStopStringBytes)
+        fail_param("stop", "a stop string may be at most {} bytes long, got {}", limits::kMaxStopStringBytes,
+                   st.size());
+    }
   }
+  if (const ojson* v = field(b, "logit_bias")) s.logit_bias = get_logit_bias(*v);
   if (const ojson* v = field(b, "include_stop_str_in_output"))
     p.include_stop_str_in_output = get_bool(*v, "include_stop_str_in_output");
   if (const ojson* v = field(b, "skip_special_tokens")) p.skip_special_tokens = get_bool(*v, "skip_special_tokens");
@@ -138,32 +193,81 @@ void parse_common(const ojson& b, GenerateParams& p) {
   }
   if (const ojson* v = field(b, "echo"))
     if (get_bool(*v, "echo")) fail_param("echo", "'echo' is not supported");
-  if (const ojson* v = field(b, "best_of"))
-    if (get_int(*v, "best_of") != p.n) fail_param("best_of", "'best_of' other than n is not supported");
+  if (const ojson* v = field(b, "best_of")) {
+    const int64_t best_of = get_int(*v, "best_of");
+    if (best_of != p.n) fail_param("best_of", "'best_of' must equal n ({}), got {}", p.n, best_of);
+  }
   if (const ojson* v = field(b, "suffix"))
     if (!get_string(*v, "suffix").empty()) fail_param("suffix", "'suffix' is not supported");
 }
 
-// Chat content: a string, or a list of parts of which only text parts are supported (joined by "\n", as
-// vLLM's "string" content format does).
-void normalize_content(ojson& msg, size_t index) {
+// Chat roles the API accepts (OpenAI's, "developer" being the newer name of "system").
+bool known_role(const std::string& r) {
+  return r == "system" || r == "user" || r == "assistant" || r == "tool" || r == "developer";
+}
+
+// Checks one message before any template sees it, and turns list content into one string (text parts joined
+// by "\n", as vLLM's "string" content format does). The param named is the message field at fault, so a
+// client never gets a template error for a malformed message.
+void check_message(ojson& msg, size_t i) {
+  const std::string at = fmt::format("messages[{}]", i);
+  if (!msg.is_object()) fail_param(at, "{} must be an object, got {}", at, json_type(msg));
+  const std::string role_at = at + ".role";
+  auto role = msg.find("role");
+  if (role == msg.end() || !role->is_string())
+    fail_param(role_at, "{} must be a string, one of system, user, assistant, tool, developer", role_at);
+  const std::string r = role->get<std::string>();
+  if (!known_role(r))
+    fail_param(role_at, "{} must be one of system, user, assistant, tool, developer, got '{}'", role_at, r);
+  if (auto name = msg.find("name"); name != msg.end() && !name->is_null() && !name->is_string())
+    fail_param(at + ".name", "{}.name must be a string, got {}", at, json_type(*name));
+  bool has_tool_calls = false;
+  if (auto tc = msg.find("tool_calls"); tc != msg.end() && !tc->is_null()) {
+    if (r != "assistant") fail_param(at + ".tool_calls", "only assistant messages carry tool_calls");
+    if (!tc->is_array())
+      fail_param(at + ".tool_calls", "{}.tool_calls must be a list, got {}", at, json_type(*tc));
+    for (size_t k = 0; k < tc->size(); ++k) {
+      const ojson& call = (*tc)[k];
+      const std::string call_at = fmt::format("{}.tool_calls[{}]", at, k);
+      auto fn = call.is_object() ? call.find("function") : call.end();
+      if (!call.is_object() || fn == call.end() || !fn->is_object())
+        fail_param(call_at, "{} must be an object with a 'function' object", call_at);
+      auto fname = fn->find("name");
+      if (fname == fn->end() || !fname->is_string())
+        fail_param(call_at + ".function.name", "{}.function.name must be a string", call_at);
+      auto args = fn->find("arguments");
+      if (args != fn->end() && !args->is_string() && !args->is_object())
+        fail_param(call_at + ".function.arguments", "{}.function.arguments must be a JSON string", call_at);
+    }
+    has_tool_calls = !tc->empty();
+  }
+  const std::string content_at = at + ".content";
   auto it = msg.find("content");
-  if (it == msg.end() || it->is_null() || it->is_string()) return;
-  if (!it->is_array()) fail_param("messages", "messages[{}].content must be a string or a list of parts", index);
+  if (it == msg.end() || it->is_null()) {
+    // OpenAI: content is required unless an assistant message carries tool_calls.
+    if (r == "assistant" && has_tool_calls) return;
+    fail_param(content_at, "{} must be a string or a list of text parts{}", content_at,
+               r == "assistant" ? " (it may be null only with tool_calls)" : "");
+  }
+  if (it->is_string()) return;
+  if (!it->is_array())
+    fail_param(content_at, "{} must be a string or a list of text parts, got {}", content_at, json_type(*it));
   std::string text;
-  bool first = true;
-  for (const auto& part : *it) {
-    if (!part.is_object()) fail_param("messages", "messages[{}].content parts must be objects", index);
+  for (size_t k = 0; k < it->size(); ++k) {
+    const ojson& part = (*it)[k];
+    const std::string part_at = fmt::format("{}[{}]", content_at, k);
+    if (!part.is_object()) fail_param(part_at, "{} must be an object, got {}", part_at, json_type(part));
     auto type = part.find("type");
     if (type == part.end() || !type->is_string() || *type != "text")
-      fail_param("messages", "messages[{}]: only text content parts are supported", index);
+      fail_param(part_at + ".type", "{}: only text content parts ({{\"type\": \"text\"}}) are supported",
+                 part_at);
     auto t = part.find("text");
-    if (t == part.end() || !t->is_string()) fail_param("messages", "messages[{}]: a text part needs 'text'", index);
-    if (!first) text += "\n";
+    if (t == part.end() || !t->is_string())
+      fail_param(part_at + ".text", "{}.text must be a string", part_at);
+    if (k > 0) text += "\n";
     text += t->get<std::string>();
-    first = false;
   }
-  *it = text;
+  *it = std::move(text);
 }
 
 }  // namespace
@@ -178,7 +282,18 @@ bool bool_field(const ojson& body, const char* name) {
   return v ? get_bool(*v, name) : false;
 }
 
+void check_token_ids(const GenerateParams& p, int32_t vocab_size) {
+  for (int32_t id : p.stop_token_ids)
+    if (id >= vocab_size)
+      fail_param("stop_token_ids", "token id {} is out of range for vocab size {}", id, vocab_size);
+  if (p.sampling.logit_bias)
+    for (const auto& [id, bias] : *p.sampling.logit_bias)
+      if (id >= vocab_size)
+        fail_param("logit_bias", "token id {} is out of range for vocab size {}", id, vocab_size);
+}
+
 ojson parse_body(const std::string& body) {
+  check_json_shape(body);  // linear; what passes it parses in time linear in the body too
   ojson j = ojson::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw ApiError("the request body is not valid JSON", ErrorKind::kInvalid);
   if (!j.is_object()) throw ApiError("the request body must be a JSON object", ErrorKind::kInvalid);
@@ -191,7 +306,8 @@ CompletionRequest parse_completion_request(const ojson& b) {
   if (const ojson* v = field(b, "logprobs")) {
     if (v->is_boolean()) fail_param("logprobs", "'logprobs' must be an integer for completions");
     int64_t k = get_int(*v, "logprobs");
-    if (k < 0 || k > kMaxLogprobs) fail_param("logprobs", "logprobs must be between 0 and {}, got {}", kMaxLogprobs, k);
+    if (k < 0 || k > limits::kMaxLogprobs)
+      fail_param("logprobs", "logprobs must be between 0 and {}, got {}", limits::kMaxLogprobs, k);
     r.logprobs = static_cast<int>(k);
   }
   const ojson* pr = field(b, "prompt");
@@ -228,8 +344,8 @@ ChatRequest parse_chat_request(const ojson& b) {
   if (const ojson* v = field(b, "logprobs")) want_logprobs = get_bool(*v, "logprobs");
   if (const ojson* v = field(b, "top_logprobs")) {
     int64_t k = get_int(*v, "top_logprobs");
-    if (k < 0 || k > kMaxLogprobs)
-      fail_param("top_logprobs", "top_logprobs must be between 0 and {}, got {}", kMaxLogprobs, k);
+    if (k < 0 || k > limits::kMaxLogprobs)
+      fail_param("top_logprobs", "top_logprobs must be between 0 and {}, got {}", limits::kMaxLogprobs, k);
     if (!want_logprobs) fail_param("top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true");
     r.logprobs = static_cast<int>(k);
   } else if (want_logprobs) {
@@ -240,14 +356,7 @@ ChatRequest parse_chat_request(const ojson& b) {
   if (!m->is_array()) fail_param("messages", "'messages' must be a list, got {}", json_type(*m));
   if (m->empty()) fail_param("messages", "'messages' must not be empty");
   r.messages = *m;
-  for (size_t i = 0; i < r.messages.size(); ++i) {
-    ojson& msg = r.messages[i];
-    if (!msg.is_object()) fail_param("messages", "messages[{}] must be an object", i);
-    auto role = msg.find("role");
-    if (role == msg.end() || !role->is_string())
-      fail_param("messages", "messages[{}] needs a 'role' string", i);
-    normalize_content(msg, i);
-  }
+  for (size_t i = 0; i < r.messages.size(); ++i) check_message(r.messages[i], i);
   if (const ojson* v = field(b, "tools")) {
     if (!v->is_array()) fail_param("tools", "'tools' must be a list");
     if (!v->empty()) r.tools = *v;
@@ -292,13 +401,14 @@ std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::v
   base.max_tokens = static_cast<int>(max_tokens);
   base.ignore_eos = p.ignore_eos;
   base.stop_token_ids = p.stop_token_ids;
-  base.stop = p.stop;
+  if (!p.stop.empty()) base.stop = std::make_shared<const std::vector<std::string>>(p.stop);
   base.include_stop_str_in_output = p.include_stop_str_in_output;
   base.skip_special_tokens = p.skip_special_tokens;
   base.logprobs = p.logprobs;
   std::vector<sched::Request> out(p.n, base);
-  for (int i = 0; i < p.n; ++i)
-    if (p.sampling.seed >= 0) out[i].sampling.seed = p.sampling.seed + i;
+  if (p.sampling.seed)
+    for (int i = 0; i < p.n; ++i)
+      out[i].sampling.seed = *p.sampling.seed + static_cast<uint64_t>(i);  // mod 2^64
   return out;
 }
 

@@ -1,7 +1,8 @@
 // Parsing and validation of OpenAI request bodies (/v1/completions, /v1/chat/completions) into plain structs,
 // with the checks vLLM and OpenAI make: wrong JSON types, empty prompts or messages and out-of-range sampling
-// parameters are ApiError(kInvalid) naming the field. Nothing here touches the tokenizer or the engine, so
-// every rule is unit-tested on JSON alone. Unknown fields are ignored (as vLLM does).
+// parameters are ApiError(kInvalid) naming the field. Every bound is in request_limits.h. Nothing here
+// touches the tokenizer or the engine, so every rule is unit-tested on JSON alone; the checks that need the
+// vocabulary size are in check_token_ids(). Unknown fields are ignored (as vLLM does).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -12,16 +13,14 @@
 #include <vector>
 
 #include "sched/request.h"
+#include "server/request_limits.h"
 
 namespace lp::server {
-
-inline constexpr int kMaxLogprobs = 20;  // vLLM's default max_logprobs
-inline constexpr int kMaxN = 128;
 
 // What both endpoints share.
 struct GenerateParams {
   std::string model;                 // "" when absent (= the base model)
-  sched::SamplingParams sampling;    // temperature defaults to 1, as in OpenAI
+  sched::SamplingParams sampling;    // temperature defaults to 1, as in OpenAI; logit_bias sorted by id
   int n = 1;
   std::optional<int> max_tokens;     // unset: completions 16, chat the context left
   bool ignore_eos = false;
@@ -47,7 +46,10 @@ struct ChatRequest : GenerateParams {
   bool add_special_tokens = false;  // as HF and vLLM: the template already writes BOS and friends
 };
 
-// Both throw ApiError(kInvalid) naming the field at fault.
+// Both throw ApiError(kInvalid) naming the field at fault. Chat messages are checked before any template
+// sees them: role one of system|user|assistant|tool|developer, content a string or a list of text parts
+// (joined by "\n"), or null/absent only for an assistant message with tool_calls; the param named is the
+// message's field, e.g. "messages[2].role".
 CompletionRequest parse_completion_request(const nlohmann::ordered_json& body);
 ChatRequest parse_chat_request(const nlohmann::ordered_json& body);
 
@@ -56,10 +58,16 @@ ChatRequest parse_chat_request(const nlohmann::ordered_json& body);
 std::string string_field(const nlohmann::ordered_json& body, const char* name);
 bool bool_field(const nlohmann::ordered_json& body, const char* name);
 
-// The body of a POST parsed as JSON (an object), or ApiError(kInvalid) saying why not.
+// The token ids a request names (stop_token_ids, logit_bias keys) are inside a vocabulary of `vocab_size`
+// ids; ApiError(kInvalid) naming the field otherwise. Called once the tokenizer is known.
+void check_token_ids(const GenerateParams& p, int32_t vocab_size);
+
+// The body of a POST parsed as JSON (an object), or ApiError(kInvalid) saying why not. The shape limits of
+// request_limits.h (depth, keys) are checked by a linear pass before the DOM is built.
 nlohmann::ordered_json parse_body(const std::string& body);
 
-// The engine requests of one API call: n copies with seeds seed, seed+1, ... (when seeded), max_tokens
+// The engine requests of one API call: n copies with seeds seed, seed+1, ... (when seeded; computed modulo
+// 2^64, so a seed near the top of the range wraps instead of overflowing), sharing one stop list; max_tokens
 // defaulted and checked against the context (400 context_length_exceeded when the prompt does not fit or the
 // prompt plus an explicit max_tokens exceeds max_model_len). `default_max_tokens` < 0 means "the rest of the
 // context".

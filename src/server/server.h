@@ -44,6 +44,9 @@ struct ServerOptions {
   int keep_alive_timeout_s = 2;          // idle keep-alive connections hold a thread (and delay shutdown) this long
   int read_timeout_s = 60;
   int write_timeout_s = 60;
+  // Chat: special-token text in client strings (messages, tools) is matched as special tokens, as vLLM does,
+  // instead of being plain text (text/chat_prompt.h). Lets a tenant forge turns; off by default.
+  bool allow_special_tokens_in_content = false;
 };
 
 class Server {

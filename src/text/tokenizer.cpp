@@ -170,17 +170,52 @@ Tokenizer Tokenizer::from_dir(const fs::path& dir) {
   }
 }
 
+namespace {
+
+// The plain ranges that intersect the piece [start, end) of the raw text, in the coordinates of the piece
+// once normalized. A normalizer may change lengths, so each boundary b maps to the length of the normalized
+// piece prefix [start, b) (exact for the normalizers tokenizer.json uses: per-character maps, Prepend, NFC
+// away from combining marks). Past kMaxMapped ranges in one piece the whole piece is plain (no normalized
+// added token matched): the mapping costs a normalization per boundary, and only forged text gets there.
+std::vector<ByteRange> plain_in_normalized(std::string_view text, size_t start, size_t end,
+                                           std::span<const ByteRange> plain, const Normalizer* normalizer,
+                                           size_t normalized_size) {
+  constexpr size_t kMaxMapped = 64;
+  std::vector<ByteRange> out;
+  auto first = std::lower_bound(plain.begin(), plain.end(), start,
+                                [](const ByteRange& r, size_t pos) { return r.end <= pos; });
+  auto norm_len = [&](size_t b) {
+    std::string prefix(text.substr(start, b - start));
+    if (normalizer) normalizer->normalize(prefix);
+    return prefix.size();
+  };
+  for (auto it = first; it != plain.end() && it->begin < end; ++it) {
+    if (out.size() == kMaxMapped) return {ByteRange{0, normalized_size}};
+    const size_t b = std::max(it->begin, start), e = std::min(it->end, end);
+    out.push_back(ByteRange{norm_len(b), e == end ? normalized_size : norm_len(e)});
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  return encode(text, add_special_tokens, {});
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens,
+                                       std::span<const ByteRange> plain) const {
   const Impl& im = *impl_;
   std::string owned;
   if (!utf8_is_valid(text)) {
+    if (!plain.empty()) fail("encode: text with plain ranges must be valid UTF-8");
     owned = utf8_lossy(text);
     text = owned;
   }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   std::string normalized;
-  for (const TextPiece& p : im.added.split(text, /*normalized_set=*/false)) {
+  for (const TextPiece& p : im.added.split(text, /*normalized_set=*/false, plain)) {
     if (p.id >= 0) {
       ids.push_back(p.id);
       continue;
@@ -192,7 +227,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
       im.encode_piece(normalized, at_start, &ids);
       continue;
     }
-    for (const TextPiece& q : im.added.split(normalized, /*normalized_set=*/true)) {
+    std::vector<ByteRange> plain_here;
+    if (!plain.empty())
+      plain_here = plain_in_normalized(text, p.start, p.end, plain, im.normalizer.get(), normalized.size());
+    for (const TextPiece& q : im.added.split(normalized, /*normalized_set=*/true, plain_here)) {
       if (q.id >= 0) {
         ids.push_back(q.id);
       } else {
@@ -203,6 +241,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   }
   if (im.post_processor) im.post_processor->process(ids, add_special_tokens);
   return ids;
+}
+
+std::vector<ByteRange> Tokenizer::find_special_tokens(std::string_view text) const {
+  return impl_->added.find_special(text);
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {

@@ -23,6 +23,12 @@ namespace lp::text {
 
 struct TokenizerJsonParts;  // tokenizer_json_sax.h
 
+// Bytes [begin, end) of a text.
+struct ByteRange {
+  size_t begin = 0;
+  size_t end = 0;
+};
+
 struct DecodeOptions {
   // Drop added tokens marked special (<s>, <|eot_id|>...). Non-special added tokens (<think>) stay.
   bool skip_special_tokens = false;
@@ -45,6 +51,15 @@ class Tokenizer {
   // only accepts valid UTF-8; this is what from_utf8_lossy would hand it). add_special_tokens applies the
   // post-processor (e.g. a leading BOS); special-token text inside `text` is always matched.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  // The same, except that no added token is matched overlapping a `plain` range (sorted, disjoint): that
+  // text is encoded as if the tokenizer had no added tokens, while the rest matches them as usual. This is
+  // how text that came from a chat message is kept from being read as special tokens (text/chat_prompt.h).
+  // `text` must be valid UTF-8 when `plain` is not empty (lp::Error otherwise: the ranges would not survive
+  // the U+FFFD replacement).
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens,
+                              std::span<const ByteRange> plain) const;
+  // Where the content of a special added token occurs in `text` (leftmost-longest, as raw bytes).
+  std::vector<ByteRange> find_special_tokens(std::string_view text) const;
 
   // Text of `ids`; ids the vocabulary does not have are skipped (as HF does).
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;

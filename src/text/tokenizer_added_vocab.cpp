@@ -80,6 +80,7 @@ AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens, const Normalize
     : tokens_(std::move(tokens)) {
   for (size_t i = 0; i < tokens_.size(); ++i) {
     const AddedToken& t = tokens_[i];
+    if (t.special) special_.add(t.content, static_cast<int32_t>(i));
     if (!t.normalized) {
       raw_.add(t.content, static_cast<int32_t>(i));
     } else {
@@ -90,7 +91,25 @@ AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens, const Normalize
   }
 }
 
-std::vector<TextPiece> AddedVocabulary::split(std::string_view text, bool normalized_set) const {
+std::vector<ByteRange> AddedVocabulary::find_special(std::string_view text) const {
+  std::vector<ByteRange> out;
+  if (special_.nodes.empty()) return out;
+  for (size_t pos = 0; pos < text.size();) {
+    if (special_.first_byte[static_cast<uint8_t>(text[pos])]) {
+      const size_t len = special_.longest_at(text, pos).first;
+      if (len > 0) {
+        out.push_back(ByteRange{pos, pos + len});
+        pos += len;
+        continue;
+      }
+    }
+    ++pos;
+  }
+  return out;
+}
+
+std::vector<TextPiece> AddedVocabulary::split(std::string_view text, bool normalized_set,
+                                              std::span<const ByteRange> plain) const {
   const Trie& trie = normalized_set ? normalized_ : raw_;
   std::vector<TextPiece> out;
   if (trie.nodes.empty()) {
@@ -99,6 +118,7 @@ std::vector<TextPiece> AddedVocabulary::split(std::string_view text, bool normal
   }
   size_t done = 0;  // end of the last emitted piece
   size_t pos = 0;
+  size_t next_plain = 0;  // the first plain range that ends after `pos`
   while (pos < text.size()) {
     if (!trie.first_byte[static_cast<uint8_t>(text[pos])]) {
       ++pos;
@@ -106,6 +126,13 @@ std::vector<TextPiece> AddedVocabulary::split(std::string_view text, bool normal
     }
     const auto [len, index] = trie.longest_at(text, pos);
     if (index < 0) {
+      ++pos;
+      continue;
+    }
+    // A match overlapping plain text is no match: scanning goes on at the next byte, so no added token is
+    // found inside plain text, not even one starting within the rejected match.
+    while (next_plain < plain.size() && plain[next_plain].end <= pos) ++next_plain;
+    if (next_plain < plain.size() && plain[next_plain].begin < pos + len) {
       ++pos;
       continue;
     }

@@ -6,9 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "text/tokenizer.h"  // ByteRange
 
 namespace lp::text {
 
@@ -41,8 +44,14 @@ class AddedVocabulary {
   bool has_normalized_tokens() const { return !normalized_.nodes.empty(); }
 
   // Cuts `text` into ordinary pieces and added tokens (covering all of it, empty pieces omitted), using
-  // the raw-input tokens (normalized_set = false) or the normalized-input tokens (true).
-  std::vector<TextPiece> split(std::string_view text, bool normalized_set) const;
+  // the raw-input tokens (normalized_set = false) or the normalized-input tokens (true). No added token is
+  // matched that overlaps a `plain` range (sorted, disjoint): that text stays ordinary text.
+  std::vector<TextPiece> split(std::string_view text, bool normalized_set,
+                               std::span<const ByteRange> plain = {}) const;
+
+  // Leftmost-longest occurrences of special tokens' content in `text`, matched as raw bytes whatever the
+  // token's normalized / single_word / strip flags (a superset of what split() would match).
+  std::vector<ByteRange> find_special(std::string_view text) const;
 
  private:
   // Byte trie over token contents; node 0 is the root.
@@ -60,6 +69,7 @@ class AddedVocabulary {
 
   std::vector<AddedToken> tokens_;
   Trie raw_, normalized_;
+  Trie special_;  // contents of the special tokens, for find_special
 };
 
 }  // namespace lp::text

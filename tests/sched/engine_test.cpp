@@ -196,7 +196,7 @@ TEST_F(EngineTest, StopStringsStopTokensAndLength) {
   {
     std::string piece = full.text.substr(full.text.size() / 2, 3);
     Request r = greedy(p, 24);
-    r.stop = {piece};
+    r.stop = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{piece});
     Result got = collect(engine.submit(r));
     EXPECT_EQ(got.finish, FinishReason::kStop);
     EXPECT_EQ(got.text, full.text.substr(0, full.text.find(piece)));

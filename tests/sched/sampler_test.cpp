@@ -133,5 +133,66 @@ TEST(Sampler, PenaltiesFollowVllmFormulas) {
   EXPECT_FLOAT_EQ(l2[0], 3.0f);
 }
 
+using Bias = std::vector<std::pair<int32_t, float>>;
+
+TEST(Sampler, LogitBiasIsAddedToTheLogits) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.logit_bias = std::make_shared<const Bias>(Bias{{0, 5.0f}, {2, -1.5f}});
+  Sampler s(p);
+  std::vector<float> l = {1.0f, 2.0f, 3.0f};
+  EXPECT_EQ(s.sample(l, {}), 0);  // 1 + 5 beats 2 and 3 - 1.5
+  EXPECT_FLOAT_EQ(l[0], 6.0f);
+  EXPECT_FLOAT_EQ(l[1], 2.0f);
+  EXPECT_FLOAT_EQ(l[2], 1.5f);
+}
+
+TEST(Sampler, LogitBiasComesBeforePenalties) {
+  // vLLM runs logits processors (logit_bias) before penalties: token 0 = (1 + 3) / 2 = 2 < 2.5, so token 1
+  // wins; applying the penalty first would give 1 / 2 + 3 = 3.5 and token 0.
+  SamplingParams p;
+  p.temperature = 0;
+  p.repetition_penalty = 2.0f;
+  p.logit_bias = std::make_shared<const Bias>(Bias{{0, 3.0f}});
+  Sampler s(p);
+  std::vector<int32_t> prompt = {0};
+  std::vector<float> l = {1.0f, 2.5f};
+  EXPECT_EQ(s.sample(l, prompt), 1);
+}
+
+TEST(Sampler, LogitBiasShapesTheDistribution) {
+  // p = (0.25, 0.25, 0.5); a bias of ln 2 on token 1 doubles its weight: (0.25, 0.5, 0.5) / 1.25
+  // = (0.2, 0.4, 0.4). A bias of -100 on a token removes it in practice (e^-100).
+  SamplingParams p;
+  p.seed = 99;
+  p.logit_bias = std::make_shared<const Bias>(Bias{{1, static_cast<float>(std::log(2.0))}});
+  Sampler s(p);
+  const auto base = logits_of({0.25, 0.25, 0.5});
+  const int draws = 40000;
+  std::map<int32_t, int> count;
+  for (int i = 0; i < draws; ++i) {
+    auto l = base;
+    count[s.sample(l, {})]++;
+  }
+  const double want[] = {0.2, 0.4, 0.4};
+  for (int t = 0; t < 3; ++t) {
+    const double sigma = std::sqrt(want[t] * (1 - want[t]) / draws);
+    EXPECT_NEAR(count[t] / static_cast<double>(draws), want[t], 5 * sigma) << "token " << t;
+  }
+  SamplingParams q;
+  q.logit_bias = std::make_shared<const Bias>(Bias{{2, -100.0f}});
+  EXPECT_EQ(support(q, base), (std::set<int32_t>{0, 1}));
+}
+
+TEST(Sampler, TinyTemperatureIsGreedy) {
+  // Below vLLM's 1e-5 the request is greedy; dividing by such a temperature would overflow the softmax.
+  SamplingParams p;
+  p.temperature = 5e-6f;
+  EXPECT_TRUE(p.greedy());
+  EXPECT_EQ(support(p, logits_of({0.3, 0.3, 0.4})), (std::set<int32_t>{2}));
+  p.temperature = 1e-5f;
+  EXPECT_FALSE(p.greedy());
+}
+
 }  // namespace
 }  // namespace lp::sched

@@ -154,7 +154,7 @@ TEST(HttpServer, NChoicesGetConsecutiveSeeds) {
   auto sub = f.backend.submitted();
   ASSERT_EQ(sub.size(), 3u);
   std::set<int64_t> seeds;
-  for (auto& s : sub) seeds.insert(s.sampling.seed);
+  for (auto& s : sub) seeds.insert(static_cast<int64_t>(s.sampling.seed.value_or(0)));
   EXPECT_EQ(seeds, (std::set<int64_t>{7, 8, 9}));
 }
 
