@@ -1,0 +1,130 @@
+// Tenant isolation end to end against a real `loraplex serve`: a pin of the last evictable slot is refused
+// (start-up error naming --pin, 400 from the load endpoint); a flood from one tenant beyond
+// --max-waiting-per-adapter gets fast 429s with Retry-After while its admitted requests finish and another
+// tenant is still served ahead of the backlog; a request that cannot get an adapter slot never delays the base
+// model and is answered 503 after --adapter-wait-timeout; an adapter unloaded while its request waits answers
+// 404; unloading an adapter in use lets its running request finish.
+import { spawnSync } from 'node:child_process';
+import { makeModel, startServer, scrape, metric, waitFor, assert, assertEq, run, sleep, BIN } from './lib.mjs';
+
+const m = makeModel(4);
+const mods = ['medical-qa', 'legal-summary', 'code-review'].map((n) => `${n}=${m.adapterDir(n)}`);
+// One slot: every adapter request needs the slot the others hold.
+const srv = await startServer(m.model, ['--max-loras', '1', '--max-cpu-loras', '4', '--max-lora-rank', '8',
+  '--max-num-seqs', '2', '--max-waiting-per-adapter', '4', '--adapter-wait-timeout', '1',
+  '--allow-runtime-lora-updating', '--lora-modules', ...mods]);
+
+const post = (path, body, signal) => fetch(`${srv.url}${path}`, { method: 'POST', signal,
+  headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+const complete = (model, max_tokens, extra = {}) =>
+  post('/v1/completions', { model, prompt: 'hello there', max_tokens, ignore_eos: true, temperature: 0, ...extra });
+
+async function idle() {
+  const f = await scrape(srv.url);
+  const v = { running: metric(f, 'vllm:num_requests_running'), waiting: metric(f, 'vllm:num_requests_waiting'),
+    kv: metric(f, 'vllm:kv_cache_usage_perc'), held: metric(f, 'loraplex_lora_slots_held') };
+  return Object.values(v).every((x) => x === 0) ? true : v;
+}
+
+// A streaming request that holds the only slot until aborted; resolves once its first token arrived.
+async function holdSlot(model) {
+  const ctl = new AbortController();
+  const res = await post('/v1/completions', { model, prompt: 'hold', max_tokens: 100000, ignore_eos: true, stream: true },
+    ctl.signal);
+  const reader = res.body.getReader();
+  let got = '';
+  while (!got.includes('"text"')) got += new TextDecoder().decode((await reader.read()).value);
+  return () => ctl.abort();
+}
+
+await run([
+  ['a pin of the only slot is refused at start-up, naming --pin', async () => {
+    const r = spawnSync(BIN, ['serve', m.model, '--port', '0', '--max-loras', '1', '--lora-modules', mods[0],
+      '--pin', 'medical-qa'], { encoding: 'utf8', timeout: 30000 });
+    assert(r.status !== 0, `serve must fail (status ${r.status})`);
+    assert(/--pin medical-qa/.test(r.stderr) && /at most 0 adapter/.test(r.stderr), `error names the flag: ${r.stderr}`);
+  }],
+  ['a pinned load that would take the last evictable slot is a 400', async () => {
+    const r = await post('/v1/load_lora_adapter', { lora_name: 'p', lora_path: m.adapterDir('french-support'), pinned: true });
+    assertEq(r.status, 400, 'pinned load');
+    assert(/can be pinned/.test(await r.text()), 'says why');
+    const list = (await (await fetch(`${srv.url}/v1/models`)).json()).data.map((x) => x.id);
+    assert(!list.includes('p'), 'not registered');
+  }],
+  ['a request without a slot never delays the base model, and gets 503 after --adapter-wait-timeout', async () => {
+    const release = await holdSlot('medical-qa');
+    const t0 = Date.now();
+    const waiting = complete('legal-summary', 4);
+    const base = await complete('', 4);
+    assertEq(base.status, 200, 'base served');
+    assert(Date.now() - t0 < 900, `the base request took ${Date.now() - t0} ms with an adapter waiting for a slot`);
+    const r = await waiting;
+    const waited = Date.now() - t0;
+    assertEq(r.status, 503, 'no slot within the timeout');
+    assertEq(r.headers.get('retry-after'), '1', 'Retry-After');
+    const body = await r.json();
+    assert(/adapter-wait-timeout/.test(body.error.message), body.error.message);
+    assert(waited >= 900 && waited < 5000, `answered after ${waited} ms`);
+    release();
+    await waitFor(idle, 'idle after the holder left');
+  }],
+  ['an adapter unloaded while its request waits: 404', async () => {
+    const release = await holdSlot('medical-qa');
+    const waiting = complete('code-review', 4);
+    await sleep(100);
+    const u = await post('/v1/unload_lora_adapter', { lora_name: 'code-review' });
+    assertEq(u.status, 200, 'unload');
+    const r = await waiting;
+    assertEq(r.status, 404, 'the waiting request');
+    assertEq((await r.json()).error.type, 'NotFoundError', 'error type');
+    release();
+    await waitFor(idle, 'idle');
+    const back = await post('/v1/load_lora_adapter', { lora_name: 'code-review', lora_path: m.adapterDir('code-review') });
+    assertEq(back.status, 200, 'loaded again');
+  }],
+  ['unloading an adapter in use lets its running request finish', async () => {
+    const running = complete('legal-summary', 200);
+    await waitFor(async () => metric(await scrape(srv.url), 'vllm:num_requests_running') === 1, 'running');
+    const u = await post('/v1/unload_lora_adapter', { lora_name: 'legal-summary' });
+    assertEq(u.status, 200, 'unload deferred, answered at once');
+    const r = await running;
+    assertEq(r.status, 200, 'the running request finished');
+    assertEq((await r.json()).usage.completion_tokens, 200, 'in full');
+    assertEq((await complete('legal-summary', 2)).status, 404, 'new requests: 404');
+    await waitFor(idle, 'idle');
+    await post('/v1/load_lora_adapter', { lora_name: 'legal-summary', lora_path: m.adapterDir('legal-summary') });
+  }],
+  ['a flood beyond --max-waiting-per-adapter: fast 429s, admitted ones finish, another tenant goes first', async () => {
+    const f0 = await scrape(srv.url);
+    const flood = Array.from({ length: 24 }, () => {
+      const t0 = Date.now();
+      return complete('', 24).then(async (r) => ({ status: r.status, ms: Date.now() - t0, retry: r.headers.get('retry-after'),
+        body: await r.json(), done: Date.now() }));
+    });
+    await sleep(50);
+    const other = complete('medical-qa', 4).then(async (r) => ({ status: r.status, done: Date.now() }));
+    const rs = await Promise.all(flood);
+    const o = await other;
+    const refused = rs.filter((r) => r.status === 429);
+    const ok = rs.filter((r) => r.status === 200);
+    assert(refused.length > 0 && ok.length > 0, `some refused, some served: ${rs.map((r) => r.status)}`);
+    assertEq(refused.length + ok.length, rs.length, 'only 200 and 429');
+    for (const r of refused) {
+      assert(r.ms < 1000, `a 429 took ${r.ms} ms`);
+      assertEq(r.retry, '1', 'Retry-After');
+      assertEq(r.body.error.type, 'RateLimitError', 'error type');
+      assert(/max-waiting-per-adapter/.test(r.body.error.message), r.body.error.message);
+    }
+    for (const r of ok) assertEq(r.body.usage.completion_tokens, 24, 'admitted requests finish in full');
+    assertEq(o.status, 200, 'the other tenant is not refused for the first one\'s flood');
+    const lastBase = Math.max(...ok.map((r) => r.done));
+    assert(o.done < lastBase, 'the other tenant finished before the flooding tenant\'s backlog');
+    await waitFor(idle, 'idle after the flood');
+    const f1 = await scrape(srv.url);
+    assertEq(metric(f1, 'loraplex_http_requests_total', { code: '500' }) - metric(f0, 'loraplex_http_requests_total', { code: '500' }),
+      0, 'no 500s');
+  }],
+], async () => {
+  await srv.stop();
+  m.cleanup();
+});
