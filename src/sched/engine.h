@@ -28,11 +28,23 @@ struct EngineConfig {
   int max_num_seqs = 64;               // running requests at most
   int max_num_batched_tokens = 2048;   // tokens in one forward step at most (prefill chunks are cut to fit)
   int max_waiting = 1024;              // queue length over which submit() refuses (kUnavailable)
-  int64_t kv_cache_tokens = 0;         // 0: from memory budget; else exact capacity
+  // KV capacity in tokens (rounded up to whole blocks). `serve` always passes the planned value
+  // (lora::plan_kv_cache); 0 is a fallback for tests: min(max_num_seqs x 2048 tokens, 1 GiB).
+  int64_t kv_cache_tokens = 0;
   int block_size = 16;
   std::optional<DType> kv_cache_dtype;  // KV element type; unset: the model's torch_dtype
+  std::string cache_dtype_label = "auto";  // --kv-cache-dtype as given, for vllm:cache_config_info (as vLLM)
   bool enable_prefix_caching = true;
   int threads = 0;                     // compute pool (0 = all cores)
+};
+
+// What the KV cache is, fixed at construction (for vllm:cache_config_info and the capacity gauge).
+struct KvCacheInfo {
+  int block_size = 0;
+  int64_t num_blocks = 0;
+  int64_t capacity_tokens = 0;  // num_blocks x block_size
+  std::string cache_dtype_label;
+  bool prefix_caching = false;
 };
 
 // A consistent snapshot for /metrics and /health (cheap; any thread).
@@ -49,6 +61,7 @@ struct EngineStats {
   std::vector<std::string> running_adapters;  // distinct adapter names in the running batch
   std::vector<std::string> waiting_adapters;  // distinct adapter names of waiting requests
   int max_loras = 0;
+  KvCacheInfo kv_cache;
 };
 
 class Engine {
