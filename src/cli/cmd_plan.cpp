@@ -1,7 +1,8 @@
-// `loraplex plan --model DIR [--max-loras N --max-lora-rank R ...]`: the server's memory plan from the model's
-// config.json alone (no weights needed): bytes per slot (per target module and in total), all slots, the host
-// tier at full rank, the base weights, and the KV cache sized exactly as `serve` sizes it for the same flags
-// (lora/kv_plan.h: --kv-cache-tokens, --kv-cache-memory, else a share of the memory measured now, or of
+// `loraplex plan --model DIR [--max-loras N --max-lora-rank R ...]`: the server's memory plan from the
+// model's config.json alone (no weights needed): bytes per slot (per target module and in total), all slots,
+// the host tier at full rank, the base weights, and the KV cache sized exactly as `serve` sizes it for the
+// same flags (lora/kv_plan.h: --kv-cache-tokens, --kv-cache-memory, else a share of the memory measured now,
+// or of
 // --memory-budget).
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -26,8 +27,10 @@ void add_plan_command(CLI::App& app) {
   auto args = std::make_shared<Args>();
   CLI::App* c = app.add_subcommand("plan", "Print the server's memory plan of a model from its config.json");
   c->add_option("--model", args->model, "Model folder (only config.json is read)")->required();
-  c->add_option("--max-loras", args->max_loras, "Adapter slots (default: 0, no LoRA, as serve without LoRA flags)");
-  c->add_option("--max-lora-rank", args->max_lora_rank, "Largest adapter rank a slot holds (default 16, as serve)");
+  c->add_option("--max-loras", args->max_loras,
+                "Adapter slots (default: 0, no LoRA, as serve without LoRA flags)");
+  c->add_option("--max-lora-rank", args->max_lora_rank,
+                "Largest adapter rank a slot holds (default 16, as serve)");
   c->add_option("--lora-dtype", args->lora_dtype, "bf16 | f16 | f32 | auto (= the model's torch_dtype)");
   c->add_option("--target-modules", args->target_modules,
                 "Projections with slot memory (q_proj ... down_proj, or all; default all)");
@@ -37,7 +40,8 @@ void add_plan_command(CLI::App& app) {
   c->add_option("--kv-cache-dtype", args->kv.kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->add_option("--kv-cache-tokens", args->kv.kv_cache_tokens, kKvCacheTokensHelp);
   c->add_option("--kv-cache-memory", args->kv.kv_cache_memory, kKvCacheMemoryHelp);
-  c->add_option("--max-num-seqs", args->kv.max_num_seqs, "Running requests at most (as serve; caps the KV cache)");
+  c->add_option("--max-num-seqs", args->kv.max_num_seqs,
+                "Running requests at most (as serve; caps the KV cache)");
   c->add_option("--max-model-len", args->kv.max_model_len, "Context length cap (default: the model's)");
   c->add_flag("--json", args->json, "Print one JSON object");
   c->callback([args] {

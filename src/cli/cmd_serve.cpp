@@ -1,10 +1,10 @@
 // `loraplex serve MODEL_DIR [--lora-modules name=path ...] --max-loras N ...`: the OpenAI-compatible server,
 // flags named like `vllm serve`'s. Start-up order: bind the port first (so /health answers 503 while the
 // model loads), measure the memory this process may take (before the weights, so they are counted once), load
-// model + tokenizer + chat template, create the adapter manager and register --lora-modules, size the KV cache
-// (lora/kv_plan.h; the plan is logged, and `loraplex plan` prints the same for the same flags), start the
-// engine, attach. SIGTERM / SIGINT: stop admitting (503),
-// let in-flight requests finish within --shutdown-timeout (then abort them), close, exit 0.
+// model + tokenizer + chat template, create the adapter manager and register --lora-modules, size the KV
+// cache (lora/kv_plan.h; the plan is logged, and `loraplex plan` prints the same for the same flags), start
+// the engine, attach. SIGTERM / SIGINT: stop admitting (503), let in-flight requests finish within
+// --shutdown-timeout (then abort them), close, exit 0.
 #include <signal.h>
 
 #include <filesystem>
@@ -143,8 +143,8 @@ void run_serve(ServeArgs a) {
   log_info("listening on http://{}:{} (loading {})", a.host, port, a.model_dir);
 
   KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
-  const lora::KvPlanOptions kv_options =
-      kv_plan_options(kv_flags, model::ModelConfig::from_dir(a.model_dir).torch_dtype);  // memory measured now
+  const lora::KvPlanOptions kv_options = kv_plan_options(
+      kv_flags, model::ModelConfig::from_dir(a.model_dir).torch_dtype);  // memory measured now
 
   double t0 = now_seconds();
   auto model = load_model(a.model_dir, a.mmap_weights);
@@ -183,7 +183,8 @@ void run_serve(ServeArgs a) {
     fail("--pin needs --lora-modules");
   }
 
-  const lora::KvPlan kv = lora::plan_kv_cache(model->config(), adapters ? &adapters->plan() : nullptr, kv_options);
+  const lora::KvPlan kv =
+      lora::plan_kv_cache(model->config(), adapters ? &adapters->plan() : nullptr, kv_options);
   std::string kv_text = lora::kv_plan_text(kv);
   if (!kv_text.empty() && kv_text.back() == '\n') kv_text.pop_back();
   log_info("{}", kv_text);

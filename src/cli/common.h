@@ -37,7 +37,8 @@ inline constexpr const char* kKvCacheTokensHelp =
     "(default: sized from memory, see --kv-cache-memory)";
 inline constexpr const char* kKvCacheMemoryHelp =
     "KV-cache size in bytes, e.g. 8GiB, 512MiB, 500MB or plain bytes (default: 90% of the memory left after "
-    "the weights, adapter slots and host tier, from MemAvailable and the cgroup limit; at most max_num_seqs x "
+    "the weights, adapter slots and host tier, from MemAvailable and the cgroup limit; at most max_num_seqs "
+    "x "
     "max_model_len tokens)";
 struct KvFlags {
   int64_t kv_cache_tokens = 0;

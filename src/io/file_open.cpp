@@ -90,8 +90,8 @@ OpenedFile open_regular_file(const fs::path& path, const std::optional<fs::path>
     if (err == ENOENT && is_link && root) {
       // A dangling symlink: answer as for one that leads outside, so that the answer does not tell whether
       // some path outside the root exists.
-      fail_as(ErrorKind::kForbidden, "{} is a symlink that does not resolve to a file inside the allowed root",
-              label);
+      fail_as(ErrorKind::kForbidden,
+              "{} is a symlink that does not resolve to a file inside the allowed root", label);
     }
     if (err == ENOENT) fail_as(ErrorKind::kNotFound, "{} does not exist", label);
     fail("cannot open {}: {}", label, std::strerror(err));

@@ -154,7 +154,8 @@ namespace {
 // through a symlink, could be anything).
 std::string describe_parse_error(const nlohmann::json::exception& e) {
   std::string_view msg = e.what();
-  if (auto p = msg.find("] "); p != std::string_view::npos && msg.starts_with("[json.exception.")) msg.remove_prefix(p + 2);
+  if (auto p = msg.find("] "); p != std::string_view::npos && msg.starts_with("[json.exception."))
+    msg.remove_prefix(p + 2);
   if (auto p = msg.find("; last read:"); p != std::string_view::npos) msg = msg.substr(0, p);
   return std::string(msg);
 }
@@ -182,9 +183,11 @@ Json parse_strict(std::string_view text, const std::string& label, std::string_v
   return j;
 }
 
-std::string read_text_file(const fs::path& path, size_t max_bytes, const std::optional<fs::path>& confine_root) {
+std::string read_text_file(const fs::path& path, size_t max_bytes,
+                           const std::optional<fs::path>& confine_root) {
   OpenedFile f = open_regular_file(path, confine_root);
-  if (f.size > max_bytes) fail("{} is too large ({} bytes; the limit is {})", path.string(), f.size, max_bytes);
+  if (f.size > max_bytes)
+    fail("{} is too large ({} bytes; the limit is {})", path.string(), f.size, max_bytes);
   std::string text(static_cast<size_t>(f.size), '\0');
   size_t got = 0;
   while (got < text.size()) {

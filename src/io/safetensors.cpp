@@ -277,7 +277,7 @@ TensorSet TensorSet::open_file(const fs::path& file, const std::optional<fs::pat
 }
 
 TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem,
-                             const std::optional<fs::path>& confine_root) {
+                              const std::optional<fs::path>& confine_root) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("{} is not a folder", dir.string());
   const std::string single_name = stem + ".safetensors";

@@ -47,7 +47,8 @@ class SafetensorsFile {
   // io::open_regular_file(path, confine_root) (a regular file; inside the root when one is given) and mapped
   // from that descriptor.
   static std::unique_ptr<SafetensorsFile> open(
-      const std::filesystem::path& path, const std::optional<std::filesystem::path>& confine_root = std::nullopt);
+      const std::filesystem::path& path,
+      const std::optional<std::filesystem::path>& confine_root = std::nullopt);
   // Validates an in-memory image (used by the fuzzer and tests); `data` must outlive the object.
   static std::unique_ptr<SafetensorsFile> parse(const void* data, size_t size, const std::string& label);
   ~SafetensorsFile();

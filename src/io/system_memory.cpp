@@ -75,8 +75,8 @@ struct Headroom {
 };
 
 // The tightest headroom over `chain`: limit − (usage − inactive_file), clamped at 0.
-std::optional<Headroom> tightest(const std::vector<fs::path>& chain, const char* limit_file, const char* usage_file,
-                                 const char* inactive_key) {
+std::optional<Headroom> tightest(const std::vector<fs::path>& chain, const char* limit_file,
+                                 const char* usage_file, const char* inactive_key) {
   std::optional<Headroom> best;
   for (const fs::path& dir : chain) {
     auto lt = slurp(dir / limit_file);
@@ -85,7 +85,8 @@ std::optional<Headroom> tightest(const std::vector<fs::path>& chain, const char*
     if (!limit) continue;
     int64_t used = 0;
     if (auto ut = slurp(dir / usage_file)) used = parse_cgroup_bytes(*ut).value_or(0);
-    if (auto st = slurp(dir / "memory.stat")) used -= std::min(used, parse_memory_stat(*st, inactive_key).value_or(0));
+    if (auto st = slurp(dir / "memory.stat"))
+      used -= std::min(used, parse_memory_stat(*st, inactive_key).value_or(0));
     const int64_t room = std::max<int64_t>(0, *limit - used);
     if (!best || room < best->bytes) best = Headroom{room, dir};
   }
@@ -172,8 +173,8 @@ MemoryAvailable read_memory_available(const fs::path& root) {
     kind = "cgroup v2 memory.max";
   }
   if (!h && !self.v1_memory_path.empty()) {
-    h = tightest(cgroup_chain(cg / "memory", self.v1_memory_path), "memory.limit_in_bytes", "memory.usage_in_bytes",
-                 "total_inactive_file");
+    h = tightest(cgroup_chain(cg / "memory", self.v1_memory_path), "memory.limit_in_bytes",
+                 "memory.usage_in_bytes", "total_inactive_file");
     kind = "cgroup v1 memory.limit_in_bytes";
   }
   if (h) {

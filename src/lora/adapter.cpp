@@ -195,7 +195,8 @@ size_t LoraAdapter::num_params() const {
   return n;
 }
 
-LoraAdapter load_adapter(const fs::path& dir, const BaseShapes& base, const std::optional<fs::path>& confine_root) {
+LoraAdapter load_adapter(const fs::path& dir, const BaseShapes& base,
+                         const std::optional<fs::path>& confine_root) {
   LP_CHECK(base.n_layers > 0, "BaseShapes without layers");
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("adapter folder {} does not exist or is not a folder", dir.string());

@@ -238,7 +238,8 @@ AdapterConfig parse_adapter_config(const ordered_json& j, const std::string& lab
   return c;
 }
 
-AdapterConfig read_adapter_config(const std::string& path, const std::optional<std::filesystem::path>& confine_root) {
+AdapterConfig read_adapter_config(const std::string& path,
+                                  const std::optional<std::filesystem::path>& confine_root) {
   return parse_adapter_config(io::read_ordered_json_file(path, io::kMaxJsonFileBytes, confine_root), path);
 }
 

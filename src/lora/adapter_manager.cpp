@@ -35,7 +35,8 @@ struct AdapterManager::Entry {
   Clock::time_point fresh_until{};  // loaded for a waiter, not in a slot yet: another load may not evict it
   int64_t requests = 0;
 
-  Entry(uint64_t id_, std::string name_, fs::path dir_, std::optional<fs::path> root_, bool pinned_, int rank_)
+  Entry(uint64_t id_, std::string name_, fs::path dir_, std::optional<fs::path> root_, bool pinned_,
+        int rank_)
       : id(id_),
         name(std::move(name_)),
         dir(std::move(dir_)),
@@ -88,7 +89,8 @@ AdapterManager::~AdapterManager() {
   loader_.reset();
 }
 
-fs::path AdapterManager::resolve_path(const fs::path& path, const std::optional<fs::path>& confine_root) const {
+fs::path AdapterManager::resolve_path(const fs::path& path,
+                                      const std::optional<fs::path>& confine_root) const {
   std::error_code ec;
   fs::path canon = fs::weakly_canonical(fs::absolute(path, ec), ec);
   if (ec)
@@ -103,8 +105,8 @@ fs::path AdapterManager::resolve_path(const fs::path& path, const std::optional<
   return canon;
 }
 
-void AdapterManager::register_adapter(const std::string& name, const fs::path& path, bool pinned, bool replace,
-                                      const std::optional<fs::path>& confine_root) {
+void AdapterManager::register_adapter(const std::string& name, const fs::path& path, bool pinned,
+                                      bool replace, const std::optional<fs::path>& confine_root) {
   if (name.empty()) fail("adapter name must not be empty");
   if (!replace) {
     std::lock_guard lk(mu_);

@@ -100,8 +100,8 @@ class AdapterManager {
   // replace: an adapter already registered under `name` is replaced (load_inplace), but only once the new
   // folder has passed validation; if it fails, the old registration stays as it was.
   // confine_root: set for a folder a client named (HTTP, the resolver; unset for the operator's
-  // --lora-modules). The folder must lie inside it (kForbidden), and every file read from it, now and at every
-  // later reload from disk on the loader thread, must be a regular file whose real path is inside it
+  // --lora-modules). The folder must lie inside it (kForbidden), and every file read from it, now and at
+  // every later reload from disk on the loader thread, must be a regular file whose real path is inside it
   // (io::open_regular_file: kForbidden outside, kInvalid not a regular file). Unconfined adapters' files
   // must be regular files too.
   void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned = false,

@@ -26,7 +26,8 @@ KvPlan plan_kv_cache(const model::ModelConfig& c, const MemoryPlan* lora, const 
   }
   p.kv_dtype = o.kv_dtype.value_or(c.torch_dtype);
   p.block_size = o.block_size;
-  p.kv_bytes_per_token = kv::KvShape{c.n_layers, c.n_kv_heads, c.head_dim, o.block_size, p.kv_dtype}.bytes_per_token();
+  p.kv_bytes_per_token =
+      kv::KvShape{c.n_layers, c.n_kv_heads, c.head_dim, o.block_size, p.kv_dtype}.bytes_per_token();
   const int64_t block_bytes = p.kv_bytes_per_token * o.block_size;
   const int64_t fixed = p.weights_bytes + p.slots_bytes + p.host_bytes;
 
@@ -45,11 +46,14 @@ KvPlan plan_kv_cache(const model::ModelConfig& c, const MemoryPlan* lora, const 
       p.memory_bytes = o.memory_budget > 0 ? o.memory_budget : *o.memory_available;
       p.memory_source = o.memory_budget > 0 ? "--memory-budget" : o.memory_source;
       p.left_bytes = p.memory_bytes - fixed;
-      target = p.left_bytes > 0 ? static_cast<int64_t>(std::floor(static_cast<double>(p.left_bytes) * o.share)) : 0;
+      target = p.left_bytes > 0
+                   ? static_cast<int64_t>(std::floor(static_cast<double>(p.left_bytes) * o.share))
+                   : 0;
       p.sized_by = fmt::format("{:g}% of the memory left", o.share * 100);
       if (p.left_bytes <= 0)
         p.problem = fmt::format(
-            "no memory left for the KV cache: weights {} + adapter slots {} + host tier {} exceed the {} available "
+            "no memory left for the KV cache: weights {} + adapter slots {} + host tier {} exceed the {} "
+            "available "
             "({}); give --kv-cache-memory or --kv-cache-tokens, or lower --max-loras / --max-cpu-loras",
             format_bytes(p.weights_bytes), format_bytes(p.slots_bytes), format_bytes(p.host_bytes),
             format_bytes(p.memory_bytes), p.memory_source);
@@ -60,7 +64,8 @@ KvPlan plan_kv_cache(const model::ModelConfig& c, const MemoryPlan* lora, const 
     }
     p.kv_blocks = target / block_bytes;
     // More than every running sequence at full context is never used by them (only by the prefix cache).
-    const int64_t max_len = o.max_model_len > 0 ? std::min(o.max_model_len, c.max_model_len) : c.max_model_len;
+    const int64_t max_len =
+        o.max_model_len > 0 ? std::min(o.max_model_len, c.max_model_len) : c.max_model_len;
     const int64_t cap = int64_t{o.max_num_seqs} * ((max_len + o.block_size - 1) / o.block_size);
     if (p.kv_blocks > cap) {
       p.kv_blocks = cap;
@@ -92,7 +97,8 @@ std::string kv_plan_text(const KvPlan& p) {
   }
   row(fmt::format("KV cache ({}, {} per token)", dtype_name(p.kv_dtype), p.kv_bytes_per_token), p.kv_bytes);
   s += fmt::format("  {:<38} {:>14}  in {} blocks of {}, sized by {}{}\n", "KV cache tokens", p.kv_tokens,
-                   p.kv_blocks, p.block_size, p.sized_by, p.capped ? " (capped at max_num_seqs x max_model_len)" : "");
+                   p.kv_blocks, p.block_size, p.sized_by,
+                   p.capped ? " (capped at max_num_seqs x max_model_len)" : "");
   if (!p.problem.empty()) s += fmt::format("  NO KV CACHE: {}\n", p.problem);
   return s;
 }

@@ -3,7 +3,8 @@
 // same flags and the same machine. In order of precedence:
 //   --kv-cache-tokens N   exactly N tokens (rounded up to whole blocks), whatever the memory;
 //   --kv-cache-memory S   S bytes of KV cache (whole blocks that fit in S);
-//   default               kKvMemoryShare (90%) of the memory left after the weights, the adapter slots and the
+//   default               kKvMemoryShare (90%) of the memory left after the weights, the adapter slots and
+//   the
 //                         host tier, where the memory is plan's --memory-budget if given, else what the
 //                         kernel says this process may still take (io::read_memory_available: MemAvailable
 //                         and the cgroup limits), measured before the weights are loaded so that they are

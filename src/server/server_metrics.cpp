@@ -28,9 +28,10 @@ void set_histogram(MetricsRegistry& m, const std::string& name, const Labels& la
   m.set_histogram(name, labels, h.buckets, h.count, h.sum);
 }
 
-// The KV cache's fixed shape. vllm:cache_config_info carries it in labels, as vLLM's CacheConfig.metrics_info()
-// does (every value as Python's str(): cache_dtype is the --kv-cache-dtype flag as given, "auto" by default;
-// booleans "True"/"False"); dashboards and gateways read block_size and num_gpu_blocks from it.
+// The KV cache's fixed shape. vllm:cache_config_info carries it in labels, as vLLM's
+// CacheConfig.metrics_info() does (every value as Python's str(): cache_dtype is the --kv-cache-dtype flag as
+// given, "auto" by default; booleans "True"/"False"); dashboards and gateways read block_size and
+// num_gpu_blocks from it.
 void set_cache_config(MetricsRegistry& m, const sched::KvCacheInfo& kv) {
   m.set("loraplex_kv_cache_capacity_tokens", {}, static_cast<double>(kv.capacity_tokens));
   m.set("vllm:cache_config_info",
@@ -126,7 +127,8 @@ void describe_metrics(ServerState& st) {
   m.describe("vllm:kv_cache_usage_perc", T::kGauge, "KV-cache usage. 1 means 100 percent usage.");
   m.describe("vllm:lora_requests_info", T::kGauge, "Running stats on lora requests.");
   m.describe("vllm:cache_config_info", T::kGauge, "Information of the LLMEngine CacheConfig");
-  m.describe("loraplex_kv_cache_capacity_tokens", T::kGauge, "KV-cache capacity in tokens (blocks x block size).");
+  m.describe("loraplex_kv_cache_capacity_tokens", T::kGauge,
+             "KV-cache capacity in tokens (blocks x block size).");
   m.add_collector([&st](MetricsRegistry& reg) { collect(st, reg); });
 }
 

@@ -78,14 +78,15 @@ TEST(OpenRegularFile, SymlinksAndDotDotLeadingOutAreForbidden) {
   fs::create_symlink("../elsewhere/secret.txt", t.root / "rel_link.txt");
   fs::create_directory_symlink(t.outside, t.root / "dirlink");
   fs::create_symlink(t.outside / "missing.txt", t.root / "dangling.txt");
-  for (const fs::path& p : {t.root / "abs_link.txt", t.root / "rel_link.txt", t.root / "dirlink" / "secret.txt",
-                            t.root / "dangling.txt"}) {
+  for (const fs::path& p : {t.root / "abs_link.txt", t.root / "rel_link.txt",
+                            t.root / "dirlink" / "secret.txt", t.root / "dangling.txt"}) {
     auto [kind, msg] = open_error(p, t.root);
     EXPECT_EQ(kind, ErrorKind::kForbidden) << p << ": " << msg;
     EXPECT_THAT(msg, Not(HasSubstr(kSecret)));
     EXPECT_THAT(msg, Not(HasSubstr("elsewhere"))) << "the message names the target of the link";
   }
-  for (const fs::path& p : {t.root / "sub" / ".." / ".." / "elsewhere" / "secret.txt", t.outside / "secret.txt"}) {
+  for (const fs::path& p :
+       {t.root / "sub" / ".." / ".." / "elsewhere" / "secret.txt", t.outside / "secret.txt"}) {
     auto [kind, msg] = open_error(p, t.root);
     EXPECT_EQ(kind, ErrorKind::kForbidden) << p << ": " << msg;
     EXPECT_THAT(msg, Not(HasSubstr(kSecret)));

@@ -107,15 +107,17 @@ TEST(AdapterFiles, FifoWeightsAreRefusedAtOnce) {
   ASSERT_EQ(::mkfifo((a / "adapter_model.safetensors").c_str(), 0600), 0);
   for (bool confined : {true, false}) {
     auto [kind, msg] = error_within_a_second(
-        [&] { load_adapter(a, base_shapes(t.cfg), confined ? std::optional<fs::path>(t.root) : std::nullopt); },
+        [&] {
+          load_adapter(a, base_shapes(t.cfg), confined ? std::optional<fs::path>(t.root) : std::nullopt);
+        },
         a / "adapter_model.safetensors");
     EXPECT_EQ(kind, ErrorKind::kInvalid);
     EXPECT_THAT(msg, HasSubstr("is not a regular file (a FIFO)"));
   }
 }
 
-// The pickle is a FIFO: had the loader opened it (to sniff it, or to read it), it would block; it must only be
-// looked up by name and refused with the conversion hint.
+// The pickle is a FIFO: had the loader opened it (to sniff it, or to read it), it would block; it must only
+// be looked up by name and refused with the conversion hint.
 TEST(AdapterFiles, PickleOnlyFolderIsRefusedWithoutOpeningThePickle) {
   Tree t;
   fs::path a = t.adapter("a");

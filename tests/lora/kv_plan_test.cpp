@@ -166,7 +166,8 @@ TEST(KvPlan, ByteSizesAreParsedStrictly) {
   EXPECT_EQ(parse_byte_size("512MiB"), 512LL << 20);
   EXPECT_EQ(parse_byte_size("500MB"), 500'000'000);
   EXPECT_EQ(parse_byte_size("4096"), 4096);
-  for (const char* bad : {"", "8 GiB", "1.5GiB", "-1", "+5", "8GiBs", "GiB", "0x10", "8e9", "99999999999999999999"})
+  for (const char* bad :
+       {"", "8 GiB", "1.5GiB", "-1", "+5", "8GiBs", "GiB", "0x10", "8e9", "99999999999999999999"})
     EXPECT_THROW(parse_byte_size(bad), Error) << bad;
 }
 
@@ -178,7 +179,8 @@ TEST(KvPlan, PlanCliPrintsTheKvPlan) {
   const std::string bin = test::loraplex_binary().string(), model = dir.path().string();
   std::string out;
   int rc = test::run_command(
-      fmt::format("'{}' plan --model '{}' --max-loras 4 --max-cpu-loras 8 --kv-cache-memory 8GiB --json", bin, model),
+      fmt::format("'{}' plan --model '{}' --max-loras 4 --max-cpu-loras 8 --kv-cache-memory 8GiB --json", bin,
+                  model),
       &out);
   ASSERT_EQ(rc, 0) << out;
   nlohmann::json j = nlohmann::json::parse(out);
@@ -188,19 +190,21 @@ TEST(KvPlan, PlanCliPrintsTheKvPlan) {
   EXPECT_EQ(j["weights_bytes"], kWeights);
   EXPECT_EQ(j["kv_sized_by"], "--kv-cache-memory");
 
-  rc = test::run_command(fmt::format("'{}' plan --model '{}' --kv-cache-tokens 100 --kv-cache-memory 8GiB", bin, model),
-                         &out);
+  rc = test::run_command(
+      fmt::format("'{}' plan --model '{}' --kv-cache-tokens 100 --kv-cache-memory 8GiB", bin, model), &out);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_THAT(out, HasSubstr("112  in 7 blocks of 16, sized by --kv-cache-tokens"));
   EXPECT_THAT(out, HasSubstr("adapter slots"));
 
   // With nothing given, the measured memory is named as the source.
-  rc = test::run_command(fmt::format("'{}' plan --model '{}' --max-num-seqs 1 --max-model-len 64", bin, model), &out);
+  rc = test::run_command(
+      fmt::format("'{}' plan --model '{}' --max-num-seqs 1 --max-model-len 64", bin, model), &out);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_TRUE(std::regex_search(out, std::regex("memory \\((MemAvailable|cgroup)"))) << out;
 
   for (const char* bad : {"0", "8 GiB", "lots"}) {
-    rc = test::run_command(fmt::format("'{}' plan --model '{}' --kv-cache-memory '{}' 2>&1", bin, model, bad), &out);
+    rc = test::run_command(fmt::format("'{}' plan --model '{}' --kv-cache-memory '{}' 2>&1", bin, model, bad),
+                           &out);
     EXPECT_NE(rc, 0) << bad << ": " << out;
     EXPECT_THAT(out, HasSubstr("--kv-cache-memory")) << bad;
   }
