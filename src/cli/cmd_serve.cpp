@@ -1,8 +1,10 @@
 // `loraplex serve MODEL_DIR [--lora-modules name=path ...] --max-loras N ...`: the OpenAI-compatible server,
 // flags named like `vllm serve`'s. Start-up order: bind the port first (so /health answers 503 while the
-// model loads), load model + tokenizer + chat template, create the adapter manager (its memory plan is
-// logged) and register --lora-modules, start the engine, attach. SIGTERM / SIGINT: stop admitting (503),
-// let in-flight requests finish within --shutdown-timeout (then abort them), close, exit 0.
+// model loads), measure the memory this process may take (before the weights, so they are counted once), load
+// model + tokenizer + chat template, create the adapter manager and register --lora-modules, size the KV
+// cache (lora/kv_plan.h; the plan is logged, and `loraplex plan` prints the same for the same flags), start
+// the engine, attach. SIGTERM / SIGINT: stop admitting (503), let in-flight requests finish within
+// --shutdown-timeout (then abort them), close, exit 0.
 #include <signal.h>
 
 #include <filesystem>
@@ -47,6 +49,7 @@ struct ServeArgs {
   int max_waiting_per_adapter = 0;
   double adapter_wait_timeout = 30;
   int64_t kv_cache_tokens = 0;
+  std::string kv_cache_memory;
   size_t max_request_bytes = 16u << 20;
   double shutdown_timeout = 30;
   bool allow_runtime_lora_updating = false;
@@ -150,6 +153,10 @@ void run_serve(ServeArgs a) {
   } joiner{srv, http};
   log_info("listening on http://{}:{} (loading {})", a.host, port, a.model_dir);
 
+  KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
+  const lora::KvPlanOptions kv_options = kv_plan_options(
+      kv_flags, model::ModelConfig::from_dir(a.model_dir).torch_dtype);  // memory measured now
+
   double t0 = now_seconds();
   auto model = load_model(a.model_dir, a.mmap_weights);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
@@ -172,7 +179,7 @@ void run_serve(ServeArgs a) {
     mo.strict_base = a.strict_base;
     mo.base_model_name = a.served_model_name;
     adapters = std::make_unique<lora::AdapterManager>(model->config(), mo);
-    log_info("LoRA memory plan:\n{}", lora::plan_text(adapters->plan()));
+    log_info("LoRA memory plan:\n{}", lora::plan_text(adapters->plan()));  // before registering: it may fail
     for (const auto& m : modules) {
       if (!m.base_model_name.empty() && m.base_model_name != a.served_model_name)
         log_warn("--lora-modules {}: base_model_name '{}' is not the served model '{}'", m.name, m.base_model_name,
@@ -192,6 +199,13 @@ void run_serve(ServeArgs a) {
     fail("--pin needs --lora-modules");
   }
 
+  const lora::KvPlan kv =
+      lora::plan_kv_cache(model->config(), adapters ? &adapters->plan() : nullptr, kv_options);
+  std::string kv_text = lora::kv_plan_text(kv);
+  if (!kv_text.empty() && kv_text.back() == '\n') kv_text.pop_back();
+  log_info("{}", kv_text);
+  if (kv.kv_blocks == 0) fail("{}", kv.problem);
+
   sched::EngineConfig ec;
   ec.max_num_seqs = a.max_num_seqs;
   ec.max_num_batched_tokens = a.max_num_batched_tokens;
@@ -199,8 +213,9 @@ void run_serve(ServeArgs a) {
   ec.max_waiting_per_adapter = a.max_waiting_per_adapter;
   ec.adapter_wait_timeout_s = a.adapter_wait_timeout;
   for (const auto& m : modules) ec.tenant_weights[m.name] = m.weight;
-  ec.kv_cache_tokens = a.kv_cache_tokens;
-  ec.kv_cache_dtype = kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype);
+  ec.kv_cache_tokens = kv.kv_tokens;
+  ec.kv_cache_dtype = kv.kv_dtype;
+  ec.cache_dtype_label = a.kv_cache_dtype;
   ec.threads = pool_threads(a.threads);
   sched::Engine engine(*model, tok, adapters.get(), ec);
   engine.start();
@@ -251,7 +266,8 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--adapter-wait-timeout", a->adapter_wait_timeout,
                 "Seconds a request may wait for an adapter slot before it gets 503")
       ->check(CLI::PositiveNumber);
-  c->add_option("--kv-cache-tokens", a->kv_cache_tokens, "KV-cache capacity in tokens (default: from memory)");
+  c->add_option("--kv-cache-tokens", a->kv_cache_tokens, kKvCacheTokensHelp);
+  c->add_option("--kv-cache-memory", a->kv_cache_memory, kKvCacheMemoryHelp);
   c->add_option("--kv-cache-dtype", a->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->add_option("--max-request-bytes", a->max_request_bytes, "Request bodies over this get 413");
   c->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds in-flight requests get after SIGTERM");

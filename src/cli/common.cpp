@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/check.h"
+#include "io/system_memory.h"
 #include "lora/adapter.h"
 #include "lora/plan.h"
 
@@ -41,6 +42,27 @@ int64_t resident_bytes() {
 
 std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights) {
   return model::Model::load(dir, mmap_weights ? model::WeightPlacement::kMapped : model::WeightPlacement::kMemory);
+}
+
+lora::KvPlanOptions kv_plan_options(const KvFlags& f, DType torch_dtype) {
+  lora::KvPlanOptions o;
+  o.kv_cache_tokens = f.kv_cache_tokens;
+  if (f.kv_cache_tokens < 0) fail("--kv-cache-tokens must not be negative (got {})", f.kv_cache_tokens);
+  if (!f.kv_cache_memory.empty()) {
+    try {
+      o.kv_cache_memory = lora::parse_byte_size(f.kv_cache_memory);
+    } catch (const Error& e) {
+      fail("--kv-cache-memory: {}", e.what());
+    }
+    if (o.kv_cache_memory == 0) fail("--kv-cache-memory must be more than 0 bytes");
+  }
+  o.max_num_seqs = f.max_num_seqs;
+  o.max_model_len = f.max_model_len;
+  o.kv_dtype = kv_cache_dtype(f.kv_cache_dtype, torch_dtype);
+  io::MemoryAvailable m = io::read_memory_available();
+  o.memory_available = m.bytes;
+  o.memory_source = m.source;
+  return o;
 }
 
 int pool_threads(int requested) {

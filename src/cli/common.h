@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "lora/kv_plan.h"
 #include "lora/slot_bank.h"
 #include "model/model.h"
 
@@ -29,6 +30,26 @@ inline constexpr const char* kKvCacheDtypeHelp =
 inline DType kv_cache_dtype(const std::string& flag, DType torch_dtype) {
   return parse_dtype_flag(flag, torch_dtype, "--kv-cache-dtype");
 }
+
+// The KV-cache sizing flags `serve` and `plan` share (lora/kv_plan.h has the rules).
+inline constexpr const char* kKvCacheTokensHelp =
+    "KV-cache capacity in tokens, exactly (rounded up to whole blocks of 16); wins over --kv-cache-memory "
+    "(default: sized from memory, see --kv-cache-memory)";
+inline constexpr const char* kKvCacheMemoryHelp =
+    "KV-cache size in bytes, e.g. 8GiB, 512MiB, 500MB or plain bytes (default: 90% of the memory left after "
+    "the weights, adapter slots and host tier, from MemAvailable and the cgroup limit; at most max_num_seqs "
+    "x "
+    "max_model_len tokens)";
+struct KvFlags {
+  int64_t kv_cache_tokens = 0;
+  std::string kv_cache_memory;  // "" = from memory
+  int max_num_seqs = 64;
+  int64_t max_model_len = 0;  // 0 = the model's
+  std::string kv_cache_dtype = "auto";
+};
+// The planner's options from the flags, with the memory this process may take measured now (so call it
+// before the weights are loaded). Throws lp::Error for a malformed or zero --kv-cache-memory.
+lora::KvPlanOptions kv_plan_options(const KvFlags& flags, DType torch_dtype);
 
 // Adapters given on the command line (distinct folders), loaded into a slot bank of exactly that many
 // slots. `lora_dtype`: bf16 | f16 | f32 | auto (= the base model's dtype).

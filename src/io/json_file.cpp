@@ -1,8 +1,10 @@
 #include "io/json_file.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
-#include <fstream>
-#include <sstream>
+#include <cstring>
 #include <unordered_set>
 #include <vector>
 
@@ -147,6 +149,17 @@ bool json_bool(const nlohmann::ordered_json& v, std::string_view what, std::stri
 
 namespace {
 
+// nlohmann's message without its "[json.exception.parse_error.101] " id and without "; last read: '...'"
+// and what follows: those are bytes of the input, which an error must not echo (a file opened by mistake, or
+// through a symlink, could be anything).
+std::string describe_parse_error(const nlohmann::json::exception& e) {
+  std::string_view msg = e.what();
+  if (auto p = msg.find("] "); p != std::string_view::npos && msg.starts_with("[json.exception."))
+    msg.remove_prefix(p + 2);
+  if (auto p = msg.find("; last read:"); p != std::string_view::npos) msg = msg.substr(0, p);
+  return std::string(msg);
+}
+
 template <class Json>
 Json parse_strict(std::string_view text, const std::string& label, std::string_view what,
                   std::string_view root_key_kind) {
@@ -157,8 +170,10 @@ Json parse_strict(std::string_view text, const std::string& label, std::string_v
   Json j;
   try {
     j = Json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail("invalid JSON{}{} in {}: {} (byte {})", sep, what, label, describe_parse_error(e), e.byte);
   } catch (const nlohmann::json::exception& e) {
-    fail("invalid JSON{}{} in {}: {}", sep, what, label, e.what());
+    fail("invalid JSON{}{} in {}: {}", sep, what, label, describe_parse_error(e));
   }
   if (finder.found) {
     std::string where = what.empty() ? label : fmt::format("{} of {}", what, label);
@@ -168,19 +183,20 @@ Json parse_strict(std::string_view text, const std::string& label, std::string_v
   return j;
 }
 
-std::string read_text_file(const fs::path& path, size_t max_bytes) {
-  std::error_code ec;
-  auto st = fs::status(path, ec);
-  if (ec || !fs::exists(st)) fail("cannot read {}: file does not exist", path.string());
-  if (!fs::is_regular_file(st)) fail("cannot read {}: not a regular file", path.string());
-  auto size = fs::file_size(path, ec);
-  if (ec) fail("cannot read {}: {}", path.string(), ec.message());
-  if (size > max_bytes) fail("{} is too large ({} bytes; the limit is {})", path.string(), size, max_bytes);
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("cannot open {}", path.string());
-  std::string text(size, '\0');
-  f.read(text.data(), static_cast<std::streamsize>(size));
-  if (static_cast<size_t>(f.gcount()) != size) fail("cannot read {}: short read", path.string());
+std::string read_text_file(const fs::path& path, size_t max_bytes,
+                           const std::optional<fs::path>& confine_root) {
+  OpenedFile f = open_regular_file(path, confine_root);
+  if (f.size > max_bytes)
+    fail("{} is too large ({} bytes; the limit is {})", path.string(), f.size, max_bytes);
+  std::string text(static_cast<size_t>(f.size), '\0');
+  size_t got = 0;
+  while (got < text.size()) {
+    ssize_t n = ::read(f.fd.get(), text.data() + got, text.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("cannot read {}: {}", path.string(), std::strerror(errno));
+    if (n == 0) fail("cannot read {}: short read (the file shrank)", path.string());
+    got += static_cast<size_t>(n);
+  }
   return text;
 }
 
@@ -196,12 +212,13 @@ nlohmann::ordered_json parse_ordered_json_strict(std::string_view text, const st
   return parse_strict<nlohmann::ordered_json>(text, label, what, root_key_kind);
 }
 
-json read_json_file(const fs::path& path, size_t max_bytes) {
-  return parse_json_strict(read_text_file(path, max_bytes), path.string());
+json read_json_file(const fs::path& path, size_t max_bytes, const std::optional<fs::path>& confine_root) {
+  return parse_json_strict(read_text_file(path, max_bytes, confine_root), path.string());
 }
 
-nlohmann::ordered_json read_ordered_json_file(const fs::path& path, size_t max_bytes) {
-  return parse_ordered_json_strict(read_text_file(path, max_bytes), path.string());
+nlohmann::ordered_json read_ordered_json_file(const fs::path& path, size_t max_bytes,
+                                              const std::optional<fs::path>& confine_root) {
+  return parse_ordered_json_strict(read_text_file(path, max_bytes, confine_root), path.string());
 }
 
 }  // namespace lp::io

@@ -11,9 +11,13 @@
 #include <string>
 #include <string_view>
 
+#include "io/file_open.h"
+
 namespace lp::io {
 
 // Parses `text` (UTF-8 JSON). `label` names the source in messages ("invalid JSON {what} in {label}: ...").
+// A syntax error is reported by line, column and byte offset, never by the bytes found there (nlohmann's
+// "last read: '...'" is cut), so a file read by mistake is not echoed to whoever asked for it.
 // `root_key_kind` names what a key of the root object is ("tensor name", "key"), for the duplicate message.
 nlohmann::json parse_json_strict(std::string_view text, const std::string& label, std::string_view what = "",
                                  std::string_view root_key_kind = "key");
@@ -25,9 +29,13 @@ nlohmann::ordered_json parse_ordered_json_strict(std::string_view text, const st
                                                  std::string_view root_key_kind = "key");
 
 // Reads and parses a whole JSON file; refuses files over `max_bytes` and anything that is not a regular file.
-nlohmann::json read_json_file(const std::filesystem::path& path, size_t max_bytes = size_t{64} << 20);
-nlohmann::ordered_json read_ordered_json_file(const std::filesystem::path& path,
-                                              size_t max_bytes = size_t{64} << 20);
+// The file is opened with open_regular_file(path, confine_root) (see file_open.h for the errors).
+inline constexpr size_t kMaxJsonFileBytes = size_t{64} << 20;
+nlohmann::json read_json_file(const std::filesystem::path& path, size_t max_bytes = kMaxJsonFileBytes,
+                              const std::optional<std::filesystem::path>& confine_root = std::nullopt);
+nlohmann::ordered_json read_ordered_json_file(
+    const std::filesystem::path& path, size_t max_bytes = kMaxJsonFileBytes,
+    const std::optional<std::filesystem::path>& confine_root = std::nullopt);
 
 // Short name of a JSON value's type for messages: "object", "array", "string", "number", "boolean", "null".
 std::string_view json_type_name(nlohmann::detail::value_t t);

@@ -17,6 +17,7 @@
 
 #include "core/buffer.h"
 #include "core/check.h"
+#include "io/file_open.h"
 #include "io/json_file.h"
 
 namespace lp::io {
@@ -213,29 +214,15 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const void* data, size_t
   return f;
 }
 
-std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path) {
+std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const fs::path& path,
+                                                       const std::optional<fs::path>& confine_root) {
   const std::string label = path.string();
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open {}: {}", label, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    fail("cannot stat {}: {}", label, std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("{} is not a regular file", label);
-  }
-  size_t size = static_cast<size_t>(st.st_size);
-  if (size == 0) {
-    ::close(fd);
-    parse("", 0, label);  // throws: too small
-  }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_err = errno;
-  ::close(fd);
-  if (map == MAP_FAILED) fail("cannot map {}: {}", label, std::strerror(map_err));
+  OpenedFile file = open_regular_file(path, confine_root);  // regular, inside the root: or it throws
+  size_t size = static_cast<size_t>(file.size);
+  if (size == 0) parse("", 0, label);  // throws: too small
+  // Mapped from the descriptor that passed the checks, never by path again.
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.fd.get(), 0);
+  if (map == MAP_FAILED) fail("cannot map {}: {}", label, std::strerror(errno));
   std::unique_ptr<SafetensorsFile> f;
   try {
     f = parse(map, size, label);
@@ -282,22 +269,24 @@ std::vector<std::string> pickle_files(const fs::path& dir) {
 
 }  // namespace
 
-TensorSet TensorSet::open_file(const fs::path& file) {
+TensorSet TensorSet::open_file(const fs::path& file, const std::optional<fs::path>& confine_root) {
   TensorSet set;
-  set.files_.push_back(SafetensorsFile::open(file));
+  set.files_.push_back(SafetensorsFile::open(file, confine_root));
   for (const auto& t : set.files_.back()->tensors()) set.by_name_[t.name] = &t;
   return set;
 }
 
-TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem) {
+TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem,
+                              const std::optional<fs::path>& confine_root) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("{} is not a folder", dir.string());
   const std::string single_name = stem + ".safetensors";
   const std::string index_name = stem + ".safetensors.index.json";
   const fs::path single = dir / single_name;
   const fs::path index = dir / index_name;
-  if (fs::exists(single, ec)) return open_file(single);
-  if (!fs::exists(index, ec)) {
+  // Probes by directory entry (a dangling or escaping symlink counts as present; its open then refuses it).
+  if (entry_exists(single)) return open_file(single, confine_root);
+  if (!entry_exists(index)) {
     std::string msg = fmt::format("no safetensors weights in {}: looked for {} and {}", dir.string(),
                                   single_name, index_name);
     auto pickles = pickle_files(dir);
@@ -311,7 +300,7 @@ TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem) {
   }
 
   const std::string ilabel = index.string();
-  json j = read_json_file(index);
+  json j = read_json_file(index, kMaxJsonFileBytes, confine_root);
   if (!j.is_object()) fail("{} must be a JSON object (found {})", ilabel, json_type_name(j));
   auto wm = j.find("weight_map");
   if (wm == j.end() || !wm->is_object()) fail("{} has no \"weight_map\" object", ilabel);
@@ -335,9 +324,9 @@ TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem) {
   TensorSet set;
   for (auto& [s, idx] : shard_index) {
     fs::path p = dir / s;
-    if (!fs::exists(p, ec)) fail("{} names shard {}, which does not exist in {}", ilabel, s, dir.string());
+    if (!entry_exists(p)) fail("{} names shard {}, which does not exist in {}", ilabel, s, dir.string());
     idx = set.files_.size();
-    set.files_.push_back(SafetensorsFile::open(p));
+    set.files_.push_back(SafetensorsFile::open(p, confine_root));
   }
   for (const auto& [tensor, shard] : wm->items()) {
     const auto& s = shard.get_ref<const std::string&>();

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,8 +43,12 @@ inline constexpr size_t kMaxSafetensorsHeaderBytes = size_t{100} << 20;  // 100 
 
 class SafetensorsFile {
  public:
-  // Maps and validates the file. Throws lp::Error on any problem.
-  static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
+  // Maps and validates the file. Throws lp::Error on any problem. The file is opened with
+  // io::open_regular_file(path, confine_root) (a regular file; inside the root when one is given) and mapped
+  // from that descriptor.
+  static std::unique_ptr<SafetensorsFile> open(
+      const std::filesystem::path& path,
+      const std::optional<std::filesystem::path>& confine_root = std::nullopt);
   // Validates an in-memory image (used by the fuzzer and tests); `data` must outlive the object.
   static std::unique_ptr<SafetensorsFile> parse(const void* data, size_t size, const std::string& label);
   ~SafetensorsFile();
@@ -72,8 +77,11 @@ class SafetensorsFile {
 // in its shard; a name may not appear in two shards), or an explicit file.
 class TensorSet {
  public:
-  static TensorSet open_dir(const std::filesystem::path& dir, const std::string& stem = "model");
-  static TensorSet open_file(const std::filesystem::path& file);
+  // `confine_root`: every file read (index, shards) must be a regular file inside it (see file_open.h).
+  static TensorSet open_dir(const std::filesystem::path& dir, const std::string& stem = "model",
+                            const std::optional<std::filesystem::path>& confine_root = std::nullopt);
+  static TensorSet open_file(const std::filesystem::path& file,
+                             const std::optional<std::filesystem::path>& confine_root = std::nullopt);
   const TensorInfo* find(const std::string& name) const;
   std::vector<const TensorInfo*> all() const;  // sorted by name
   size_t total_bytes() const;

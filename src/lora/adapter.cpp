@@ -14,6 +14,7 @@
 #include <map>
 
 #include "core/check.h"
+#include "io/file_open.h"
 #include "io/safetensors.h"
 
 namespace lp::lora {
@@ -148,15 +149,15 @@ std::vector<float> to_floats(const io::TensorInfo& t, const std::string& file) {
   return out;
 }
 
-// The weights file of `dir`, refusing pickle-only folders before anything else is read.
-io::TensorSet open_weights(const fs::path& dir) {
-  std::error_code ec;
-  if (fs::exists(dir / "adapter_model.safetensors", ec) ||
-      fs::exists(dir / "adapter_model.safetensors.index.json", ec)) {
-    return io::TensorSet::open_dir(dir, "adapter_model");
+// The weights file of `dir`, refusing pickle-only folders before anything else is read: a pickle file is
+// only looked up by name, never opened.
+io::TensorSet open_weights(const fs::path& dir, const std::optional<fs::path>& confine_root) {
+  if (io::entry_exists(dir / "adapter_model.safetensors") ||
+      io::entry_exists(dir / "adapter_model.safetensors.index.json")) {
+    return io::TensorSet::open_dir(dir, "adapter_model", confine_root);
   }
   for (const char* pickle : {"adapter_model.bin", "adapter_model.pt", "adapter_model.pth"}) {
-    if (fs::exists(dir / pickle, ec)) {
+    if (io::entry_exists(dir / pickle)) {
       fail(
           "{} has {} but no adapter_model.safetensors: pickle files are never parsed (loading one can "
           "execute "
@@ -194,16 +195,17 @@ size_t LoraAdapter::num_params() const {
   return n;
 }
 
-LoraAdapter load_adapter(const fs::path& dir, const BaseShapes& base) {
+LoraAdapter load_adapter(const fs::path& dir, const BaseShapes& base,
+                         const std::optional<fs::path>& confine_root) {
   LP_CHECK(base.n_layers > 0, "BaseShapes without layers");
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail("adapter folder {} does not exist or is not a folder", dir.string());
   const fs::path config_path = dir / "adapter_config.json";
-  if (!fs::exists(config_path, ec)) fail("no adapter_config.json in {}", dir.string());
+  if (!io::entry_exists(config_path)) fail("no adapter_config.json in {}", dir.string());
 
   LoraAdapter ad;
   ad.dir = dir;
-  ad.config = read_adapter_config(config_path.string());
+  ad.config = read_adapter_config(config_path.string(), confine_root);
   const AdapterConfig& cfg = ad.config;
   for (int l : cfg.layers_to_transform) {
     if (l >= base.n_layers) {
@@ -211,7 +213,7 @@ LoraAdapter load_adapter(const fs::path& dir, const BaseShapes& base) {
            base.n_layers);
     }
   }
-  io::TensorSet set = open_weights(dir);
+  io::TensorSet set = open_weights(dir, confine_root);
   const std::string file = (dir / "adapter_model.safetensors").string();
 
   // Pair the halves by (layer, module).

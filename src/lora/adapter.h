@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,7 +61,9 @@ struct LoraAdapter {
 };
 
 // Loads and validates `dir`. Throws lp::Error on anything malformed or unsupported (see adapter.cpp for the
-// list); never reads a pickle file.
-LoraAdapter load_adapter(const std::filesystem::path& dir, const BaseShapes& base);
+// list); never reads a pickle file. With `confine_root` (an adapter a client named), every file read must be
+// a regular file whose real path lies inside the root (io::open_regular_file: kForbidden, kInvalid).
+LoraAdapter load_adapter(const std::filesystem::path& dir, const BaseShapes& base,
+                         const std::optional<std::filesystem::path>& confine_root = std::nullopt);
 
 }  // namespace lp::lora

@@ -238,8 +238,9 @@ AdapterConfig parse_adapter_config(const ordered_json& j, const std::string& lab
   return c;
 }
 
-AdapterConfig read_adapter_config(const std::string& path) {
-  return parse_adapter_config(io::read_ordered_json_file(path), path);
+AdapterConfig read_adapter_config(const std::string& path,
+                                  const std::optional<std::filesystem::path>& confine_root) {
+  return parse_adapter_config(io::read_ordered_json_file(path, io::kMaxJsonFileBytes, confine_root), path);
 }
 
 }  // namespace lp::lora

@@ -9,6 +9,7 @@
 //   scale:                 alpha / r, or alpha / sqrt(r) with use_rslora
 #pragma once
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -50,7 +51,9 @@ struct AdapterConfig {
 // which key wins.
 AdapterConfig parse_adapter_config(const nlohmann::ordered_json& j, const std::string& label);
 
-// Reads and validates `path` (duplicate keys are refused).
-AdapterConfig read_adapter_config(const std::string& path);
+// Reads and validates `path` (duplicate keys are refused), opened through io::open_regular_file with
+// `confine_root`.
+AdapterConfig read_adapter_config(const std::string& path,
+                                  const std::optional<std::filesystem::path>& confine_root = std::nullopt);
 
 }  // namespace lp::lora

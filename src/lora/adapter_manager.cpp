@@ -6,6 +6,7 @@
 #include "core/check.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "io/file_open.h"
 #include "lora/loader_thread.h"
 
 namespace lp::lora {
@@ -19,6 +20,9 @@ struct AdapterManager::Entry {
   const uint64_t id;
   const std::string name;
   const fs::path dir;  // resolved folder
+  // Set for an adapter a client named (HTTP, resolver): every file of it, at registration and at every later
+  // load from disk, must be a regular file inside this root (io::open_regular_file).
+  const std::optional<fs::path> confine_root;
   const bool pinned;
   const int rank;  // the adapter's largest rank
 
@@ -30,8 +34,14 @@ struct AdapterManager::Entry {
   Clock::time_point failed_at{};
   Clock::time_point fresh_until{};  // loaded for a waiter, not in a slot yet: another load may not evict it
 
-  Entry(uint64_t id_, std::string name_, fs::path dir_, bool pinned_, int rank_)
-      : id(id_), name(std::move(name_)), dir(std::move(dir_)), pinned(pinned_), rank(rank_) {}
+  Entry(uint64_t id_, std::string name_, fs::path dir_, std::optional<fs::path> root_, bool pinned_,
+        int rank_)
+      : id(id_),
+        name(std::move(name_)),
+        dir(std::move(dir_)),
+        confine_root(std::move(root_)),
+        pinned(pinned_),
+        rank(rank_) {}
 };
 
 namespace {
@@ -78,28 +88,35 @@ AdapterManager::~AdapterManager() {
   loader_.reset();
 }
 
-fs::path AdapterManager::resolve_path(const fs::path& path) const {
+fs::path AdapterManager::resolve_path(const fs::path& path,
+                                      const std::optional<fs::path>& confine_root) const {
   std::error_code ec;
   fs::path canon = fs::weakly_canonical(fs::absolute(path, ec), ec);
   if (ec)
     fail_as(ErrorKind::kNotFound, "adapter path {} cannot be resolved: {}", path.string(), ec.message());
+  if (confine_root) {
+    fs::path root = fs::canonical(*confine_root, ec);
+    if (ec || !io::path_is_within(canon, root))
+      fail_as(ErrorKind::kForbidden, "adapter path {} is outside the allowed LoRA root", path.string());
+  }
   if (!fs::exists(canon, ec)) fail_as(ErrorKind::kNotFound, "adapter path {} does not exist", path.string());
   if (!fs::is_directory(canon, ec)) fail("adapter path {} is not a folder", path.string());
   return canon;
 }
 
-void AdapterManager::register_adapter(const std::string& name, const fs::path& path, bool pinned, bool replace) {
+void AdapterManager::register_adapter(const std::string& name, const fs::path& path, bool pinned,
+                                      bool replace, const std::optional<fs::path>& confine_root) {
   if (name.empty()) fail("adapter name must not be empty");
   if (!replace) {
     std::lock_guard lk(mu_);
     if (by_name_.count(name)) fail("adapter '{}' already exists", name);
   }
-  const fs::path dir = resolve_path(path);
+  const fs::path dir = resolve_path(path, confine_root);
   // Full validation, without the lock (disk I/O): parse, check against the base shapes, convert, fit.
   std::shared_ptr<const PackedAdapter> data;
   std::string trained_for;
   try {
-    LoraAdapter a = load_adapter(dir, shapes_);
+    LoraAdapter a = load_adapter(dir, shapes_, confine_root);
     trained_for = a.config.base_model_name_or_path;
     PackedAdapter p = pack_adapter(a, options_.lora_dtype);
     bank_.check_fits(p);  // reads only the bank's immutable shape fields
@@ -125,7 +142,7 @@ void AdapterManager::register_adapter(const std::string& name, const fs::path& p
          "slot stays evictable for the others",
          name, options_.max_loras, options_.max_loras - 1);
   if (old != by_name_.end()) unregister_locked(old);  // only now that the new one is known to be good
-  auto e = std::make_shared<Entry>(next_id_++, name, dir, pinned, data->max_rank);
+  auto e = std::make_shared<Entry>(next_id_++, name, dir, confine_root, pinned, data->max_rank);
   by_name_.emplace(name, e);
   if (pinned) pinned_.push_back(e);
   // Keep the validated result when a host place is free (a pinned adapter may evict an unpinned host-only
@@ -314,7 +331,7 @@ bool AdapterManager::start_load_locked(const EntryPtr& e) {
     std::string error;
     try {
       if (options_.on_load) options_.on_load(e->name);
-      PackedAdapter p = pack_adapter(load_adapter(e->dir, shapes_), options_.lora_dtype);
+      PackedAdapter p = pack_adapter(load_adapter(e->dir, shapes_, e->confine_root), options_.lora_dtype);
       bank_.check_fits(p);  // immutable fields only: safe on this thread
       data = std::make_shared<const PackedAdapter>(std::move(p));
     } catch (const std::exception& err) {

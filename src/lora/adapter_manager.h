@@ -100,8 +100,14 @@ class AdapterManager {
   // and never evicted.
   // replace: an adapter already registered under `name` is replaced (load_inplace), but only once the new
   // folder has passed validation; if it fails, the old registration stays as it was.
+  // confine_root: set for a folder a client named (HTTP, the resolver; unset for the operator's
+  // --lora-modules). The folder must lie inside it (kForbidden), and every file read from it, now and at
+  // every later reload from disk on the loader thread, must be a regular file whose real path is inside it
+  // (io::open_regular_file: kForbidden outside, kInvalid not a regular file). Unconfined adapters' files
+  // must be regular files too.
   void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned = false,
-                        bool replace = false);
+                        bool replace = false,
+                        const std::optional<std::filesystem::path>& confine_root = std::nullopt);
   // Any thread. Throws kNotFound when `name` is not registered. See the state machine for holders.
   void unregister_adapter(const std::string& name);
   bool is_registered(const std::string& name) const;
@@ -175,7 +181,8 @@ class AdapterManager {
   void drop_host_locked(Entry& e);
   void remove_locked(EntryPtr e);
   void unregister_locked(Registry::iterator it);
-  std::filesystem::path resolve_path(const std::filesystem::path& path) const;
+  std::filesystem::path resolve_path(const std::filesystem::path& path,
+                                     const std::optional<std::filesystem::path>& confine_root) const;
   std::string tier_locked(const Entry& e) const;
 
   const BaseShapes shapes_;

@@ -30,7 +30,6 @@ int64_t base_param_count(const model::ModelConfig& c) {
 MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
   if (o.max_loras < 1) fail("--max-loras must be at least 1 (got {})", o.max_loras);
   if (o.max_lora_rank < 1) fail("--max-lora-rank must be at least 1 (got {})", o.max_lora_rank);
-  if (o.memory_budget < 0) fail("--memory-budget must not be negative (got {})", o.memory_budget);
   MemoryPlan p;
   p.options = o;
   if (p.options.max_cpu_loras == 0) p.options.max_cpu_loras = o.max_loras;
@@ -55,11 +54,6 @@ MemoryPlan plan_memory(const model::ModelConfig& c, const PlanOptions& o) {
   p.options.kv_dtype = o.kv_dtype.value_or(c.torch_dtype);
   p.kv_bytes_per_token =
       kv::KvShape{c.n_layers, c.n_kv_heads, c.head_dim, 16, *p.options.kv_dtype}.bytes_per_token();
-  if (o.memory_budget > 0) {
-    int64_t left = o.memory_budget - p.base_bytes - p.slots_bytes - p.host_bytes;
-    p.kv_tokens = left > 0 ? left / p.kv_bytes_per_token : 0;
-    p.over_budget_bytes = left < 0 ? -left : 0;
-  }
   return p;
 }
 
@@ -146,14 +140,6 @@ std::string plan_text(const MemoryPlan& p) {
   row(fmt::format("host tier ({} adapters at full rank)", o.max_cpu_loras), p.host_bytes);
   row(fmt::format("base weights ({} params)", p.base_params), p.base_bytes);
   row(fmt::format("KV cache per token ({})", dtype_name(*o.kv_dtype)), p.kv_bytes_per_token);
-  if (o.memory_budget > 0) {
-    row("memory budget", o.memory_budget);
-    if (p.over_budget_bytes > 0)
-      s += fmt::format("  OVER BUDGET by {}: base + slots + host tier do not fit; no KV cache left\n",
-                       format_bytes(p.over_budget_bytes));
-    else
-      s += fmt::format("  {:<38} {:>14} tokens\n", "KV cache left", p.kv_tokens);
-  }
   return s;
 }
 
@@ -176,9 +162,6 @@ nlohmann::json plan_json(const MemoryPlan& p) {
       {"base_bytes", p.base_bytes},
       {"kv_dtype", dtype_name(*o.kv_dtype)},
       {"kv_bytes_per_token", p.kv_bytes_per_token},
-      {"memory_budget", o.memory_budget},
-      {"kv_tokens", p.kv_tokens},
-      {"over_budget_bytes", p.over_budget_bytes},
   };
 }
 

@@ -1,7 +1,8 @@
 // The memory plan of a LoRA server, from the base model's config.json alone (no weights): bytes of one
 // adapter slot per target module and in total, of all slots, of the host tier at full rank, of the base
-// weights, and the KV-cache tokens that fit in what is left of a memory budget. `loraplex plan` prints it;
-// `serve` logs the same plan, and AdapterManager allocates exactly `slots_bytes` (it checks).
+// weights, and of one token of KV cache. `loraplex plan` prints it; `serve` logs the same plan, and
+// AdapterManager allocates exactly `slots_bytes` (it checks). How many KV tokens fit in what is left is
+// lora/kv_plan.h's business.
 //
 //   slot_bytes  = Σ layers × target modules × max_lora_rank × (in + out) × bytes(lora dtype)
 //   slots_bytes = max_loras × slot_bytes
@@ -9,8 +10,6 @@
 //   base_bytes  = params(embed, layers (7 projections, their biases, 2 norms), final norm, lm_head unless
 //                 tied) × bytes(torch_dtype)
 //   kv_bytes_per_token = 2 (K, V) × layers × kv_heads × head_dim × bytes(KV dtype, default torch_dtype)
-//   kv_tokens   = (budget − base − slots − host) / kv_bytes_per_token, 0 when nothing is left; −1 without
-//   budget
 #pragma once
 
 #include <array>
@@ -32,8 +31,7 @@ struct PlanOptions {
   int max_lora_rank = 16;
   DType lora_dtype = DType::kBF16;
   ModuleSet modules = kAllModules;
-  int max_cpu_loras = 0;      // 0: = max_loras
-  int64_t memory_budget = 0;  // bytes; 0: no budget (kv_tokens = -1)
+  int max_cpu_loras = 0;          // 0: = max_loras
   std::optional<DType> kv_dtype;  // unset: the model's torch_dtype (as the engine)
 };
 
@@ -52,8 +50,6 @@ struct MemoryPlan {
   int64_t base_params = 0;
   int64_t base_bytes = 0;
   int64_t kv_bytes_per_token = 0;
-  int64_t kv_tokens = -1;         // -1: no budget given
-  int64_t over_budget_bytes = 0;  // > 0 when base + slots + host alone exceed the budget
 };
 
 // Throws lp::Error (kInvalid) for max_loras / max_lora_rank < 1 or max_cpu_loras < max_loras.
@@ -67,13 +63,13 @@ int64_t base_param_count(const model::ModelConfig& config);
 DType parse_lora_dtype(const std::string& s, DType torch_dtype);
 // Module names ("q_proj", ...) to a set; "all" or "all-linear" (or an empty list) is every module.
 ModuleSet parse_module_set(const std::vector<std::string>& names);
-// "17179869184", "16GiB", "16G" (= GiB), "500MB" (10^6), "64KiB"... Throws lp::Error on anything else.
+// "17179869184", "16GiB", "16G" (= GiB), "500MB" (10^6), "64KiB" (units in any case)... Throws lp::Error on
+// anything else: no sign, space, fraction or unknown unit, nothing over INT64_MAX.
 int64_t parse_byte_size(const std::string& s);
 // "83.9 MB (80.0 MiB)".
 std::string format_bytes(int64_t bytes);
 
 std::string plan_text(const MemoryPlan& plan);  // a human-readable table, one line per module
-nlohmann::json plan_json(
-    const MemoryPlan& plan);  // slot_bytes, slots_bytes, host_bytes, base_bytes, kv_tokens, ...
+nlohmann::json plan_json(const MemoryPlan& plan);  // slot_bytes, slots_bytes, host_bytes, base_bytes, ...
 
 }  // namespace lp::lora

@@ -68,6 +68,7 @@ struct Engine::Impl : SchedulerResources {
   // Stats: written by the engine thread, read by any thread under stats_mu.
   mutable std::mutex stats_mu;
   EngineStats stats;
+  KvCacheInfo kv_cache_info;  // set by the constructor, never changed
   int64_t prompt_tokens_total = 0, generation_tokens_total = 0, preemptions_total = 0;
   int64_t prefix_hit_tokens = 0, prefix_queried_tokens = 0;
 
@@ -109,6 +110,9 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
   if (auto e = tok.eos_id(); e && std::find(eos_ids.begin(), eos_ids.end(), *e) == eos_ids.end()) eos_ids.push_back(*e);
   stats.kv_blocks_total = blocks;
   stats.max_loras = adapters ? adapters->max_loras() : 0;
+  kv_cache_info = KvCacheInfo{cfg.block_size, blocks, int64_t{blocks} * cfg.block_size, cfg.cache_dtype_label,
+                              cfg.enable_prefix_caching};
+  stats.kv_cache = kv_cache_info;
   log_info("engine: KV cache {} blocks x {} tokens, {} ({:.1f} MB), max_num_seqs {}, max_num_batched_tokens {}",
            blocks, cfg.block_size, dtype_name(cache->shape().dtype), cache->bytes() / 1e6, cfg.max_num_seqs,
            cfg.max_num_batched_tokens);
@@ -363,6 +367,7 @@ void Engine::Impl::publish_stats() {
   st.running_adapters.assign(ra.begin(), ra.end());
   st.waiting_adapters.assign(wa.begin(), wa.end());
   st.max_loras = adapters ? adapters->max_loras() : 0;
+  st.kv_cache = kv_cache_info;
   std::lock_guard<std::mutex> lock(stats_mu);
   stats = std::move(st);
 }

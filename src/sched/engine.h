@@ -34,13 +34,25 @@ struct EngineConfig {
   int max_waiting_per_adapter = 0;     // waiting requests of one tenant over which it refuses (0: no cap)
   double adapter_wait_timeout_s = 30;  // a request without an adapter slot this long: kUnavailable
   std::map<std::string, double> tenant_weights;  // admission weight per adapter ("" = base), default 1
-  int64_t kv_cache_tokens = 0;         // 0: a small default (tests); serve passes the planned capacity
+  // KV capacity in tokens (rounded up to whole blocks). `serve` always passes the planned value
+  // (lora::plan_kv_cache); 0 is a fallback for tests: min(max_num_seqs x 2048 tokens, 1 GiB).
+  int64_t kv_cache_tokens = 0;
   int block_size = 16;
   std::optional<DType> kv_cache_dtype;  // KV element type; unset: the model's torch_dtype
+  std::string cache_dtype_label = "auto";  // --kv-cache-dtype as given, for vllm:cache_config_info (as vLLM)
   bool enable_prefix_caching = true;
   int threads = 0;                     // compute pool (0 = all cores)
   // Testing hook: replaces kv::block_hash for prefix-cache keys (e.g. a deliberately weak one).
   std::function<uint64_t(uint64_t prev, uint64_t adapter_key, std::span<const int32_t> tokens)> block_hash;
+};
+
+// What the KV cache is, fixed at construction (for vllm:cache_config_info and the capacity gauge).
+struct KvCacheInfo {
+  int block_size = 0;
+  int64_t num_blocks = 0;
+  int64_t capacity_tokens = 0;  // num_blocks x block_size
+  std::string cache_dtype_label;
+  bool prefix_caching = false;
 };
 
 // A consistent snapshot for /metrics and /health (cheap; any thread).
@@ -57,6 +69,7 @@ struct EngineStats {
   std::vector<std::string> running_adapters;  // distinct adapter names in the running batch
   std::vector<std::string> waiting_adapters;  // distinct adapter names of waiting requests
   int max_loras = 0;
+  KvCacheInfo kv_cache;
 };
 
 class Engine {

@@ -25,7 +25,7 @@ std::string resolve_model(ServerState& st, const std::string& model) {
   if (st.options.enable_lora_resolver && st.options.lora_root && b.lora_enabled()) {
     if (auto dir = find_adapter_under_root(*st.options.lora_root, model)) {
       try {
-        b.register_adapter(model, *dir, /*pinned=*/false, /*replace=*/false);
+        b.register_adapter(model, *dir, /*pinned=*/false, /*replace=*/false, st.options.lora_root);
         log_info("resolver: registered adapter '{}' from {}", model, dir->string());
       } catch (const Error&) {
         if (!b.is_registered(model)) throw;  // a concurrent request registered it first: fine
@@ -76,7 +76,9 @@ void handle_load_adapter(ServerState& st, const httplib::Request& req, httplib::
   if (!inplace && st.backend->is_registered(name))
     throw ApiError(fmt::format("The lora adapter '{}' has already been loaded.", name), ErrorKind::kInvalid,
                    "lora_name");
-  st.backend->register_adapter(name, dir, pinned, /*replace=*/inplace);  // the old one stays if this throws
+  // Confined to --lora-root (when set) for every file read, now and on later reloads; the old registration
+  // stays if this throws.
+  st.backend->register_adapter(name, dir, pinned, /*replace=*/inplace, st.options.lora_root);
   log_info("loaded LoRA adapter '{}' from {}{}", name, dir.string(), pinned ? " (pinned)" : "");
   res.status = 200;
   res.set_content(fmt::format("Success: LoRA adapter '{}' added successfully.", name), "text/plain");

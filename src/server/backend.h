@@ -39,9 +39,10 @@ class Backend {
   virtual bool is_registered(const std::string& name) const = 0;
   // Throws lp::Error with the kind the HTTP status follows (see lora::AdapterManager::register_adapter).
   // replace: atomically replace a registration of the same name (load_inplace); the old one stays if the
-  // new folder is refused.
+  // new folder is refused. confine_root: --lora-root for a folder a client named (every file of the adapter
+  // must be a regular file inside it, at every read); nullopt for the operator's --lora-modules.
   virtual void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
-                                bool replace) = 0;
+                                bool replace, const std::optional<std::filesystem::path>& confine_root) = 0;
   virtual void unregister_adapter(const std::string& name) = 0;
   virtual std::vector<AdapterListing> list_adapters() const = 0;
   virtual std::optional<lora::CacheCounters> lora_counters() const = 0;  // nullopt without LoRA
@@ -59,8 +60,8 @@ class EngineBackend : public Backend {
   int64_t max_model_len() const override;
   bool lora_enabled() const override { return adapters_ != nullptr; }
   bool is_registered(const std::string& name) const override;
-  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
-                        bool replace) override;
+  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned, bool replace,
+                        const std::optional<std::filesystem::path>& confine_root) override;
   void unregister_adapter(const std::string& name) override;
   std::vector<AdapterListing> list_adapters() const override;
   std::optional<lora::CacheCounters> lora_counters() const override;

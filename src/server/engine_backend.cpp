@@ -24,9 +24,9 @@ bool EngineBackend::is_registered(const std::string& name) const {
 }
 
 void EngineBackend::register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
-                                     bool replace) {
+                                     bool replace, const std::optional<std::filesystem::path>& confine_root) {
   if (!adapters_) fail("LoRA is not enabled on this server (start it with --max-loras >= 1)");
-  adapters_->register_adapter(name, path, pinned, replace);
+  adapters_->register_adapter(name, path, pinned, replace, confine_root);
 }
 
 void EngineBackend::unregister_adapter(const std::string& name) {

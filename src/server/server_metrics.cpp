@@ -28,6 +28,20 @@ void set_histogram(MetricsRegistry& m, const std::string& name, const Labels& la
   m.set_histogram(name, labels, h.buckets, h.count, h.sum);
 }
 
+// The KV cache's fixed shape. vllm:cache_config_info carries it in labels, as vLLM's
+// CacheConfig.metrics_info() does (every value as Python's str(): cache_dtype is the --kv-cache-dtype flag as
+// given, "auto" by default; booleans "True"/"False"); dashboards and gateways read block_size and
+// num_gpu_blocks from it.
+void set_cache_config(MetricsRegistry& m, const sched::KvCacheInfo& kv) {
+  m.set("loraplex_kv_cache_capacity_tokens", {}, static_cast<double>(kv.capacity_tokens));
+  m.set("vllm:cache_config_info",
+        {{"block_size", std::to_string(kv.block_size)},
+         {"cache_dtype", kv.cache_dtype_label},
+         {"enable_prefix_caching", kv.prefix_caching ? "True" : "False"},
+         {"num_gpu_blocks", std::to_string(kv.num_blocks)}},
+        1);
+}
+
 void collect(ServerState& st, MetricsRegistry& m) {
   if (!st.ready.load(std::memory_order_acquire)) return;
   Backend& b = *st.backend;
@@ -46,6 +60,7 @@ void collect(ServerState& st, MetricsRegistry& m) {
   m.set("vllm:num_requests_running", model, s.running);
   m.set("vllm:num_requests_waiting", model, s.waiting);
   m.set("vllm:kv_cache_usage_perc", model, s.kv_usage);
+  set_cache_config(m, s.kv_cache);
   m.clear("vllm:lora_requests_info");
   m.set("vllm:lora_requests_info",
         {{"max_lora", std::to_string(s.max_loras)},
@@ -111,6 +126,9 @@ void describe_metrics(ServerState& st) {
   m.describe("vllm:num_requests_waiting", T::kGauge, "Number of requests waiting to be processed.");
   m.describe("vllm:kv_cache_usage_perc", T::kGauge, "KV-cache usage. 1 means 100 percent usage.");
   m.describe("vllm:lora_requests_info", T::kGauge, "Running stats on lora requests.");
+  m.describe("vllm:cache_config_info", T::kGauge, "Information of the LLMEngine CacheConfig");
+  m.describe("loraplex_kv_cache_capacity_tokens", T::kGauge,
+             "KV-cache capacity in tokens (blocks x block size).");
   m.add_collector([&st](MetricsRegistry& reg) { collect(st, reg); });
 }
 

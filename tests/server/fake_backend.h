@@ -63,8 +63,8 @@ class FakeBackend : public server::Backend {
     std::lock_guard<std::mutex> lock(mu_);
     return adapters_.count(name) > 0;
   }
-  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned,
-                        bool replace) override {
+  void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned, bool replace,
+                        const std::optional<std::filesystem::path>& /*confine_root*/) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (adapters_.count(name) && !replace) fail("adapter '{}' already exists", name);
     if (path.filename() == "bad") fail("adapter rank 64 exceeds --max-lora-rank 16");

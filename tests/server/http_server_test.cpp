@@ -339,7 +339,7 @@ TEST(HttpServer, AdapterAdminAndModelsList) {
 
 TEST(HttpServer, EngineErrorAfterSubmitIsReported) {
   Fixture f;
-  f.backend.register_adapter("broken", "/x", false, false);
+  f.backend.register_adapter("broken", "/x", false, false, std::nullopt);
   auto r = f.post("/v1/completions", R"({"model":"broken","prompt":"x","max_tokens":2})");
   ASSERT_EQ(r->status, 500);
   EXPECT_EQ(error_of(r)["message"], "the adapter failed to load");
