@@ -28,6 +28,7 @@ using ojson = nlohmann::ordered_json;
 using sched::FinishReason;
 
 constexpr double kKeepAliveS = 0.25;
+constexpr size_t kPollBudget = 64 << 10;
 
 // Everything both paths need once the request is validated and submitted.
 struct Call {
@@ -195,10 +196,13 @@ class GenerationProducer final : public ResponseProducer {
   // comment after kKeepAliveS of silence.
   bool poll_stream(std::string& out) {
     size_t before = out.size();
+    // At most ~kPollBudget per call: what is left stays in the channels until the connection has sent this
+    // (it polls again after each write), so a slow reader's backlog shows up as unsent bytes and gets it cut.
     for (size_t i = 0; i < prog_.size() && !failed_; ++i)
-      while (!prog_[i].done && !failed_)
+      while (!prog_[i].done && !failed_ && out.size() - before < kPollBudget)
         if (auto o = c_->chans[i]->pop(std::chrono::milliseconds(0))) handle(i, *o, out);
         else break;
+    if (out.size() - before >= kPollBudget) return false;
     bool done = all_done();
     if (done) {
       if (c_->params.include_usage && !failed_)

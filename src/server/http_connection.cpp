@@ -345,6 +345,7 @@ class Session : public std::enable_shared_from_this<Session> {
       self->write_timer_.cancel();
       if (ec) return self->close();
       self->out_.clear();
+      if (self->pending_.empty() && !self->response_done_) self->pump();  // room again: the producer may have more
       self->flush();
     });
   }

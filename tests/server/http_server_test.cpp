@@ -382,8 +382,9 @@ TEST(HttpServer, EngineErrorAfterSubmitIsReported) {
 // One raw TCP connection: send bytes, read what comes back until the server closes or a deadline passes.
 class RawConn {
  public:
-  explicit RawConn(int port) {
+  explicit RawConn(int port, int rcvbuf = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port));
@@ -666,6 +667,28 @@ TEST(HttpLimits, KeepAliveConnectionServesManyRequests) {
     EXPECT_NE(r->body.find("data: [DONE]"), std::string::npos);
   }
   EXPECT_EQ(f.backend.submitted().size(), 5u);
+}
+
+TEST(HttpLimits, SlowReaderIsCutWithoutStallingOthers) {
+  ServerOptions o;
+  o.max_stream_buffer_bytes = 64 << 10;
+  Fixture f(o);
+  f.backend.max_len = 1 << 30;
+  f.backend.token_delay = std::chrono::milliseconds(0);
+  // A client that reads nothing (and offers a small window): the stream's unsent bytes pile up in the server.
+  RawConn slow(f.port, 4096);
+  std::string body = R"({"prompt":"x","max_tokens":2000000,"stream":true})";
+  ASSERT_TRUE(slow.send(fmt::format("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                    "Content-Length: {}\r\n\r\n{}", body.size(), body)));
+  // Meanwhile everyone else is served.
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(f.post("/v1/completions", R"({"prompt":"x","max_tokens":3})")->status, 200);
+    EXPECT_LT(seconds_since(t0), 0.5);
+  }
+  // The slow one is cut and its request aborted, long before its 2,000,000 tokens.
+  EXPECT_TRUE(wait_for([&] { return f.backend.aborted.load() == 1; }, 10.0)) << "aborted=" << f.backend.aborted;
+  EXPECT_TRUE(wait_for([&] { return f.server->in_flight() == 0; }, 3.0));
 }
 
 }  // namespace
