@@ -101,6 +101,7 @@ HttpClientResponse HttpClient::request(const std::string& method, const std::str
     ec = im.run([&](auto h) { http::async_write(im.stream, req, h); });
     http::response_parser<http::string_body> p;
     p.body_limit(std::numeric_limits<uint64_t>::max());
+    if (method == "HEAD") p.skip(true);  // the head announces a body that never comes
     bool stopped = false;
     auto chunk_cb = [&](uint64_t, std::string_view piece, error_code& cec) -> size_t {
       if (!on_body(piece)) {

@@ -119,6 +119,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void start_head() {
     if (closed_) return;
     phase_ = Phase::kHead;
+    head_ = HttpRequest{};
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(lim_.max_header_bytes));
     parser_->body_limit(lim_.max_body_bytes);
@@ -176,7 +177,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (std::distance(msg.begin(), msg.end()) > lim_.max_headers)
       return refuse_request(431, fmt::format("Request Header Fields Too Large: more than {} header fields",
                                              lim_.max_headers));
-    head_ = HttpRequest{};
     head_.method = std::string(msg.method_string());
     head_.target = std::string(msg.target());
     head_.path = head_.target.substr(0, head_.target.find('?'));
@@ -297,7 +297,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_whole(HttpResponse res) {
     l_.app.on_response_head(head_, res);
     std::string text = head_text(res, res.body.size());
-    text += res.body;
+    if (head_.method != "HEAD") text += res.body;
     queue_write(std::move(text));
     response_done_ = true;
     flush();

@@ -111,12 +111,13 @@ struct Server::Http final : HttpApp {
     return false;
   }
 
-  // A route for the path (any method), and whether the method matches.
+  // A route for the path (any method), and whether the method matches (HEAD is a GET without the body).
   const Route* find(const HttpRequest& r, bool* method_ok) const {
     const Route* any = nullptr;
+    std::string_view method = r.method == "HEAD" ? std::string_view("GET") : std::string_view(r.method);
     for (const auto& rt : routes) {
       if (rt.path != r.path) continue;
-      if (rt.method == r.method) {
+      if (rt.method == method) {
         *method_ok = true;
         return &rt;
       }

@@ -247,6 +247,15 @@ TEST(HttpServer, ApiKeyGuardsV1Only) {
   EXPECT_EQ(f.client().Get("/v1/models", {{"Authorization", "Bearer sekret"}})->status, 200);
   EXPECT_EQ(f.client().Get("/health")->status, 200);
   EXPECT_EQ(f.client().Get("/metrics")->status, 200);
+  // HEAD is a GET without the body; a wrong method is 405 naming the allowed one.
+  Client c(f.port);
+  auto head = c.send("HEAD", "/metrics", "", {}, {});
+  EXPECT_EQ(head.status, 200) << head.error;
+  EXPECT_EQ(head.error, "");
+  EXPECT_TRUE(head.body.empty());
+  auto wrong = c.send("GET", "/v1/completions", "", {{"Authorization", "Bearer sekret"}}, {});
+  EXPECT_EQ(wrong.status, 405);
+  EXPECT_EQ(wrong.header("Allow"), "POST");
 }
 
 TEST(HttpServer, HealthIs503UntilAttachedAndWhileDraining) {
