@@ -5,7 +5,7 @@
 // requests (a foreign Origin, a text/plain body to an admin endpoint) are refused; SSE framing ends with the
 // usage chunk and [DONE]; keep-alive and pipelining answer in order; a client that disconnects at 0 ms, during
 // prefill or mid-decode, streaming or not, frees everything (running, waiting, KV back to 0 within ~1 s), and a
-// non-streaming request whose client leaves after 300 ms stops generating.
+// non-streaming request whose client leaves after 300 ms stops generating; a second SIGTERM exits at once.
 import net from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -255,5 +255,21 @@ await run([
     const r = await fetch(`${srv.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: completion({ max_tokens: 3 }) });
     assertEq((await r.json()).usage.completion_tokens, 3, 'still serving');
+  }],
+  ['a second SIGTERM exits at once instead of waiting for the drain', async () => {
+    const other = await startServer(model, ['--shutdown-timeout', '60']);
+    const res = await fetch(`${other.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: completion({ max_tokens: 4000, stream: true }) });
+    const reader = res.body.getReader();
+    await reader.read();  // the stream is running
+    other.proc.kill('SIGTERM');
+    await sleep(300);
+    assertEq(other.proc.exitCode, null, 'the first SIGTERM drains (the stream still runs)');
+    const t0 = Date.now();
+    other.proc.kill('SIGTERM');
+    const { code } = await other.exited;
+    assertEq(code, 128 + 15, `exit status\n${other.log().slice(-2000)}`);
+    assert(Date.now() - t0 < 2000, `exited ${Date.now() - t0} ms after the second SIGTERM`);
+    reader.cancel().catch(() => {});
   }],
 ], async () => { await srv.stop(); rmSync(dir, { recursive: true, force: true }); });
