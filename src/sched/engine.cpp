@@ -141,8 +141,8 @@ void Engine::Impl::finish(Seq& s, FinishReason why, const std::string& error) {
   out.error = error;
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.generated;
+  free_resources(s);  // before the push: a client that has its answer sees the KV and the hold already freed
   if (auto ch = s.channel.lock()) ch->push(std::move(out));
-  free_resources(s);
 }
 
 void Engine::Impl::preempt(Seq& s) {
@@ -396,11 +396,11 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
     out.finish = why;
     s.text.reset();
   }
-  if (auto ch = s.channel.lock()) ch->push(std::move(out));
   if (why != FinishReason::kNone) {
-    free_resources(s);
+    free_resources(s);  // before the push, as in finish()
     s.sampler.reset();  // marks it finished for the step's sweep
   }
+  if (auto ch = s.channel.lock()) ch->push(std::move(out));
 }
 
 void Engine::Impl::publish_stats() {
