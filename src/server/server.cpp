@@ -80,7 +80,9 @@ bool is_json_media_type(std::string_view ct) {
 
 struct Server::Http final : HttpApp {
   explicit Http(ServerState& s)
-      : st(s), listener(*this, limits_of(s.options)), pool(static_cast<size_t>(std::max(1, s.options.handler_threads))) {
+      : st(s),
+        listener(*this, limits_of(s.options)),
+        pool(static_cast<size_t>(std::max(1, s.options.handler_threads))) {
     routes.push_back({"GET", "/health", RouteKind::kHealth});
     routes.push_back({"GET", "/metrics", RouteKind::kMetrics});
     routes.push_back({"GET", "/v1/models", RouteKind::kApi, handle_models, false});
