@@ -262,9 +262,12 @@ await run([
       body: completion({ max_tokens: 4000, stream: true }) });
     const reader = res.body.getReader();
     await reader.read();  // the stream is running
+    // ... and the engine's published stats say so (Engine::shutdown decides idleness from them: a SIGTERM that
+    // lands before the first step's stats are published finds the engine "idle" and drops the stream).
+    await waitFor(async () => metric(await scrape(other.url), 'vllm:num_requests_running') === 1, 'running 1', 2000);
     other.proc.kill('SIGTERM');
     await sleep(300);
-    assertEq(other.proc.exitCode, null, 'the first SIGTERM drains (the stream still runs)');
+    assertEq(other.proc.exitCode, null, `the first SIGTERM drains (the stream still runs)\n${other.log().slice(-1500)}`);
     const t0 = Date.now();
     other.proc.kill('SIGTERM');
     const { code } = await other.exited;
