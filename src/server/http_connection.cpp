@@ -228,10 +228,13 @@ class Session : public std::enable_shared_from_this<Session> {
     req.body = std::move(parser_->get().body());
     parser_.reset();
     watch();
-    l_.app.on_request(std::move(req), [self = shared_from_this()](HttpResponse res) {
-      asio::post(self->sock_.get_executor(),
-                 [self, res = std::move(res)]() mutable { self->on_reply(std::move(res)); });
-    });
+    l_.app.on_request(
+        std::move(req),
+        [self = shared_from_this()](HttpResponse res) {
+          asio::post(self->sock_.get_executor(),
+                     [self, res = std::move(res)]() mutable { self->on_reply(std::move(res)); });
+        },
+        gone_);
   }
 
   // ---- responding ----
@@ -389,6 +392,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void close() {
     if (closed_) return;
     closed_ = true;
+    gone_->store(true);
     phase_ = Phase::kClosed;
     if (producer_ && !producer_complete_) producer_->cancel();
     producer_.reset();
@@ -419,6 +423,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool response_done_ = false;  // every byte of the response is queued
   std::string out_, pending_;   // being written; queued behind it
   std::shared_ptr<std::atomic<bool>> wake_ = std::make_shared<std::atomic<bool>>(false);  // a wake is posted
+  std::shared_ptr<std::atomic<bool>> gone_ = std::make_shared<std::atomic<bool>>(false);  // closed
 };
 
 }  // namespace

@@ -4,7 +4,9 @@
 // reader). What the bytes mean is the HttpApp's business (server.cpp); this file knows nothing of routes.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,8 +33,10 @@ class HttpApp {
   // The head of a request is read (its body not yet): a reply now (401, 403, 404, 405, 415, an OPTIONS
   // preflight), or nullopt to read the body and call on_request(). Must be quick.
   virtual std::optional<HttpResponse> on_head(const HttpRequest& head) = 0;
-  // The whole request. `reply` must be called exactly once, from any thread.
-  virtual void on_request(HttpRequest req, std::function<void(HttpResponse)> reply) = 0;
+  // The whole request. `reply` must be called exactly once, from any thread. `gone` turns true when the
+  // client goes away (work not started yet can be skipped; the reply is then dropped).
+  virtual void on_request(HttpRequest req, std::function<void(HttpResponse)> reply,
+                          std::shared_ptr<const std::atomic<bool>> gone) = 0;
   // Just before a response's head is written (final status known): add headers (CORS), count it.
   virtual void on_response_head(const HttpRequest& req, HttpResponse& res) = 0;
   // The reply to a request the transport refuses itself (400 unparsable, 413, 431).

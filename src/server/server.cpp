@@ -172,14 +172,15 @@ struct Server::Http final : HttpApp {
     return std::nullopt;
   }
 
-  void on_request(HttpRequest req, std::function<void(HttpResponse)> reply) override {
+  void on_request(HttpRequest req, std::function<void(HttpResponse)> reply,
+                  std::shared_ptr<const std::atomic<bool>> gone) override {
     bool method_ok = false;
     const Route* rt = find(req, &method_ok);
     LP_CHECK(rt && method_ok, "on_request for a request on_head refused");
     if (rt->kind == RouteKind::kHealth) return reply(health());
-    boost::asio::post(pool, [this, rt, req = std::move(req), reply = std::move(reply)] {
+    boost::asio::post(pool, [this, rt, req = std::move(req), reply = std::move(reply), gone = std::move(gone)] {
       HttpResponse res;
-      run_route(*rt, req, res);
+      if (!gone->load()) run_route(*rt, req, res);  // a client gone while queued costs no parse or tokenize
       reply(std::move(res));
     });
   }

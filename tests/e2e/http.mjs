@@ -250,7 +250,9 @@ await run([
       const aborted = metric(f1, 'loraplex_request_aborted_total') - metric(f0, 'loraplex_request_aborted_total');
       console.log(`     ${what}: idle after ${ms} ms, ${gen} tokens generated, aborted ${aborted}`);
       assert(gen < 1000, `${what}: stopped early (generated ${gen})`);
-      assertEq(aborted, 1, `${what}: counted as aborted`);
+      // At 0 ms the request may never reach a handler (skipped once its client is gone): nothing to count.
+      if (what.startsWith('0 ms')) assert(aborted <= 1, `${what}: aborted ${aborted}`);
+      else assertEq(aborted, 1, `${what}: counted as aborted`);
     }
     const r = await fetch(`${srv.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: completion({ max_tokens: 3 }) });
