@@ -8,8 +8,6 @@
 //
 // Registered as a sub-subcommand of `bench` with an immediate callback that ends parsing with CLI::Success, so
 // `bench`'s own required --model does not apply to `bench serve`.
-#include <httplib.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -26,6 +24,7 @@
 #include "core/check.h"
 #include "core/clock.h"
 #include "core/stats.h"
+#include "server/http_client.h"
 
 namespace lp::cli {
 
@@ -98,19 +97,22 @@ class Bench {
     port_ = std::stoi(m[2]);
   }
 
-  httplib::Client client() const {
-    httplib::Client c(host_, port_);
-    c.set_connection_timeout(10, 0);
-    c.set_read_timeout(600, 0);
-    if (!a_.api_key.empty()) c.set_bearer_token_auth(a_.api_key);
-    return c;
+  server::HttpHeaders auth() const {
+    if (a_.api_key.empty()) return {};
+    return {{"Authorization", "Bearer " + a_.api_key}};
+  }
+
+  server::HttpClientResponse get(const std::string& path) const {
+    server::HttpClient c(host_, port_, 60);
+    return c.request("GET", path, {}, auth());
   }
 
   void run() {
-    auto models = client().Get("/v1/models");
-    if (!models || models->status != 200)
-      fail("GET {}/v1/models failed: {}", a_.url, models ? std::to_string(models->status) : httplib::to_string(models.error()));
-    json mj = json::parse(models->body);
+    auto models = get("/v1/models");
+    if (models.status != 200)
+      fail("GET {}/v1/models failed: {}", a_.url,
+           models.status ? fmt::format("HTTP {}", models.status) : models.error);
+    json mj = json::parse(models.body);
     std::string base;
     std::vector<std::string> adapters;
     for (const auto& m : mj["data"]) {
@@ -146,6 +148,7 @@ class Bench {
     std::vector<std::thread> workers;
     for (int w = 0; w < a_.max_concurrency; ++w)
       workers.emplace_back([&] {
+        server::HttpClient http(host_, port_, 600);  // one keep-alive connection per client thread
         for (;;) {
           std::pair<int, std::string> job;
           {
@@ -155,7 +158,7 @@ class Bench {
             job = std::move(queue.front());
             queue.pop_front();
           }
-          results[job.first] = one(job.second);
+          results[job.first] = one(http, job.second);
           {
             std::lock_guard<std::mutex> lock(mu);
             --active;
@@ -200,23 +203,17 @@ class Bench {
 
  private:
   std::string metrics_text() const {
-    auto r = client().Get("/metrics");
-    return r && r->status == 200 ? r->body : std::string();
+    auto r = get("/metrics");
+    return r.status == 200 ? r.body : std::string();
   }
 
-  Result one(const std::string& body) const {
+  Result one(server::HttpClient& http, const std::string& body) const {
     Result r;
     double t0 = now_seconds(), last = 0;
     bool done = false;
     std::string buf;
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/completions";
-    req.body = body;
-    req.set_header("Content-Type", "application/json");
-    if (!a_.api_key.empty()) req.set_header("Authorization", "Bearer " + a_.api_key);
-    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
-      buf.append(d, n);
+    auto on_body = [&](std::string_view piece) {
+      buf.append(piece);
       size_t end;
       while ((end = buf.find("\n\n")) != std::string::npos) {
         std::string ev = buf.substr(0, end);
@@ -239,10 +236,12 @@ class Bench {
       }
       return true;
     };
-    auto res = client().send(req);
+    server::HttpHeaders headers = auth();
+    headers.emplace_back("Content-Type", "application/json");
+    auto res = http.request("POST", "/v1/completions", body, headers, on_body);
     r.e2e = now_seconds() - t0;
-    if (!res) r.error = httplib::to_string(res.error());
-    else if (res->status != 200) r.error = fmt::format("HTTP {}", res->status);
+    if (!res.error.empty()) r.error = res.error;
+    else if (res.status != 200) r.error = fmt::format("HTTP {}", res.status);
     r.ok = r.error.empty() && done && last > 0;
     if (!r.ok && r.error.empty()) r.error = done ? "no tokens" : "stream ended before [DONE]";
     return r;

@@ -4,9 +4,10 @@
 // model + tokenizer + chat template, create the adapter manager and register --lora-modules, size the KV
 // cache (lora/kv_plan.h; the plan is logged, and `loraplex plan` prints the same for the same flags), start
 // the engine, attach. SIGTERM / SIGINT: stop admitting (503), let in-flight requests finish within
-// --shutdown-timeout (then abort them), close, exit 0.
+// --shutdown-timeout (then abort them), close, exit 0; a second one exits at once (status 128 + signal).
 #include <signal.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -59,7 +60,9 @@ struct ServeArgs {
   int threads = 0;
   bool mmap_weights = false;
   std::string kv_cache_dtype = "auto";
-  int http_threads = 512;
+  int http_threads = 2;
+  int max_connections = 512;
+  std::vector<std::string> allowed_origins;
   bool allow_special_tokens_in_content = false;
 };
 
@@ -139,6 +142,8 @@ void run_serve(ServeArgs a) {
   if (!a.lora_root.empty()) so.lora_root = std::filesystem::canonical(a.lora_root);
   so.enable_lora_resolver = a.enable_lora_resolver;
   so.http_threads = a.http_threads;
+  so.max_connections = a.max_connections;
+  so.allowed_origins = a.allowed_origins;
   so.allow_special_tokens_in_content = a.allow_special_tokens_in_content;
   server::Server srv(so);
   int port = srv.bind();
@@ -229,6 +234,12 @@ void run_serve(ServeArgs a) {
   sigwait(&sigs, &sig);
   log_info("{}: draining (in flight: {}); shutdown timeout {:.0f} s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            srv.in_flight(), a.shutdown_timeout);
+  std::thread([sigs] {  // a second signal: the operator does not want to wait for the drain
+    int again = 0;
+    sigwait(&sigs, &again);
+    log_warn("second {}: exiting now", again == SIGTERM ? "SIGTERM" : "SIGINT");
+    std::_Exit(128 + again);
+  }).detach();
   srv.drain();
   double t1 = now_seconds();
   engine.shutdown(std::chrono::milliseconds(static_cast<int64_t>(a.shutdown_timeout * 1000)));
@@ -279,7 +290,11 @@ void add_serve_command(CLI::App& app) {
   c->add_flag("--strict-base", a->strict_base, "Refuse adapters trained on another base model");
   c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
-  c->add_option("--http-threads", a->http_threads, "HTTP connection threads (each open stream holds one)");
+  c->add_option("--http-threads", a->http_threads, "HTTP I/O threads (non-blocking; 2 serve thousands of streams)");
+  c->add_option("--max-connections", a->max_connections, "Open HTTP connections at most (more: 503 and close)");
+  c->add_option("--allowed-origins", a->allowed_origins,
+                "Origins (e.g. https://app.example) whose browser requests are served, with CORS; any other "
+                "Origin gets 403. '*': any. Default: none");
   c->add_flag("--allow-special-tokens-in-content", a->allow_special_tokens_in_content,
               "Chat: tokenize special-token text in messages as special tokens (as vLLM does; lets a client "
               "forge turns). Default: it is plain text");

@@ -141,9 +141,9 @@ void Engine::Impl::finish(Seq& s, FinishReason why, const std::string& error, st
   out.error_kind = kind;
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.generated;
-  if (auto ch = s.channel.lock()) ch->push(std::move(out));
-  release(s);
+  release(s);  // before the push: a client that has its answer sees the KV and the hold already freed
   s.finished = true;
+  if (auto ch = s.channel.lock()) ch->push(std::move(out));
 }
 
 AdapterGrant Engine::Impl::acquire_adapter(Seq& s) {
@@ -341,11 +341,11 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
     out.finish = why;
     s.text.reset();
   }
-  if (auto ch = s.channel.lock()) ch->push(std::move(out));
   if (why != FinishReason::kNone) {
-    release(s);
+    release(s);         // before the push, as in finish()
     s.finished = true;  // the scheduler retires it after this step
   }
+  if (auto ch = s.channel.lock()) ch->push(std::move(out));
 }
 
 void Engine::Impl::publish_stats() {

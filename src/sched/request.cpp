@@ -8,6 +8,22 @@ void RequestChannel::push(Output out) {
     q_.push_back(std::move(out));
   }
   cv_.notify_one();
+  notify_listener();
+}
+
+void RequestChannel::abort() {
+  aborted_.store(true);
+  notify_listener();
+}
+
+void RequestChannel::set_listener(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(listener_mu_);
+  listener_ = std::move(fn);
+}
+
+void RequestChannel::notify_listener() {
+  std::lock_guard<std::mutex> lock(listener_mu_);
+  if (listener_) listener_();
 }
 
 std::optional<Output> RequestChannel::pop(std::chrono::milliseconds timeout) {

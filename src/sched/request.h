@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -56,19 +57,30 @@ struct Output {
 
 // The output channel of one request: the engine pushes, one consumer pops. Thread-safe.
 // Dropping every reference to the channel, or calling abort(), aborts the request at the next engine step.
+// A consumer that must not block (the asynchronous HTTP layer) sets a listener and pops with a zero timeout
+// when it is called.
 class RequestChannel {
  public:
   void push(Output out);
   // Waits up to `timeout` for the next update; nullopt on timeout.
   std::optional<Output> pop(std::chrono::milliseconds timeout);
-  void abort() { aborted_.store(true); }
+  void abort();
   bool aborted() const { return aborted_.load(); }
+  // `fn` is called after each push() and on abort(), on the pushing / aborting thread, with no lock of the
+  // channel's queue held (it may pop). It must be quick and must not call set_listener(). Replaces any
+  // previous listener; after set_listener(nullptr) returns, the old listener is not running and never runs
+  // again, so it may reference things its owner is about to free.
+  void set_listener(std::function<void()> fn);
 
  private:
+  void notify_listener();
+
   std::mutex mu_;  // guards q_
   std::condition_variable cv_;
   std::deque<Output> q_;
   std::atomic<bool> aborted_{false};
+  std::mutex listener_mu_;  // guards listener_ and is held while it runs
+  std::function<void()> listener_;
 };
 
 }  // namespace lp::sched

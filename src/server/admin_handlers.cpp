@@ -2,8 +2,6 @@
 // `model` to an adapter (with the on-demand resolver). Answers follow vLLM: the admin endpoints reply 200 with
 // a plain-text "Success: ..." message, 400 for a missing field, a duplicate name or an invalid adapter, 404 for
 // an unknown name or a missing folder, 403 for a folder outside --lora-root.
-#include <httplib.h>
-
 #include "core/log.h"
 #include "server/backend.h"
 #include "server/handlers.h"
@@ -13,10 +11,6 @@
 namespace lp::server {
 
 using ojson = nlohmann::ordered_json;
-
-namespace {
-
-}  // namespace
 
 std::string resolve_model(ServerState& st, const std::string& model) {
   if (model.empty() || model == st.options.served_model_name) return "";
@@ -37,7 +31,7 @@ std::string resolve_model(ServerState& st, const std::string& model) {
                  "model_not_found");
 }
 
-void handle_models(ServerState& st, const httplib::Request&, httplib::Response& res) {
+void handle_models(ServerState& st, const HttpRequest&, HttpResponse& res) {
   const int64_t max_len = st.backend->max_model_len();
   ojson data = ojson::array();
   data.push_back({{"id", st.options.served_model_name},
@@ -60,7 +54,7 @@ void handle_models(ServerState& st, const httplib::Request&, httplib::Response& 
   write_json(res, dump_json(ojson{{"object", "list"}, {"data", std::move(data)}}));
 }
 
-void handle_load_adapter(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+void handle_load_adapter(ServerState& st, const HttpRequest& req, HttpResponse& res) {
   ojson body = parse_body(req.body);
   std::string name = string_field(body, "lora_name");
   std::string path = string_field(body, "lora_path");
@@ -81,10 +75,11 @@ void handle_load_adapter(ServerState& st, const httplib::Request& req, httplib::
   st.backend->register_adapter(name, dir, pinned, /*replace=*/inplace, st.options.lora_root);
   log_info("loaded LoRA adapter '{}' from {}{}", name, dir.string(), pinned ? " (pinned)" : "");
   res.status = 200;
-  res.set_content(fmt::format("Success: LoRA adapter '{}' added successfully.", name), "text/plain");
+  res.content_type = "text/plain";
+  res.body = fmt::format("Success: LoRA adapter '{}' added successfully.", name);
 }
 
-void handle_unload_adapter(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+void handle_unload_adapter(ServerState& st, const HttpRequest& req, HttpResponse& res) {
   ojson body = parse_body(req.body);
   std::string name = string_field(body, "lora_name");
   if (name.empty())
@@ -94,7 +89,8 @@ void handle_unload_adapter(ServerState& st, const httplib::Request& req, httplib
   st.backend->unregister_adapter(name);
   log_info("unloaded LoRA adapter '{}'", name);
   res.status = 200;
-  res.set_content(fmt::format("Success: LoRA adapter '{}' removed successfully.", name), "text/plain");
+  res.content_type = "text/plain";
+  res.body = fmt::format("Success: LoRA adapter '{}' removed successfully.", name);
 }
 
 }  // namespace lp::server

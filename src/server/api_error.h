@@ -1,7 +1,7 @@
 // Errors as the OpenAI API reports them: {"error": {"message", "type", "param", "code"}} with an HTTP status.
 // Handlers throw lp::Error (or ApiError, which adds the offending parameter and a machine-readable code);
 // the route wrapper turns whatever escaped into an ErrorReply with error_reply(), so a handler never lets an
-// exception reach cpp-httplib. The mapping is fixed here and nowhere else:
+// exception reach the connection. The mapping is fixed here and nowhere else:
 //   kInvalid → 400 BadRequestError, kNotFound → 404 NotFoundError, kForbidden → 403 PermissionDeniedError,
 //   kTooLarge → 413 RequestTooLargeError, kUnavailable → 503 ServiceUnavailableError (+ Retry-After),
 //   anything else → 500 InternalServerError. Type names are the `openai` clients' error class names, as vLLM

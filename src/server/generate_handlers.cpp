@@ -1,14 +1,13 @@
 // POST /v1/completions and POST /v1/chat/completions: parse and validate, build the prompt (chat template,
-// tokenizer), submit one engine request per choice, then either wait and answer one JSON object, or stream
-// SSE chunks as outputs arrive. Latency metrics are recorded here, where the client sees them: time to first
-// token, inter-token latency (per token, from the gaps between updates) and end-to-end latency.
+// tokenizer), submit one engine request per choice, and hand the connection a GenerationProducer that turns
+// the engine's outputs into either one JSON object (when every choice is done) or SSE chunks as they arrive.
+// Latency metrics are recorded here, where the client sees them: time to first token, inter-token latency
+// (per token, from the gaps between updates) and end-to-end latency.
 //
-// Streaming runs in cpp-httplib's chunked content provider, on the connection's thread. A client that goes
-// away (a failed write, or sink.is_writable() false; a keep-alive comment is written while nothing else is,
-// so a silent disconnect before the first token is noticed within ~kKeepAliveS) aborts every engine request
-// of the call; the engine frees their KV blocks and adapter holds at its next step.
-#include <httplib.h>
-
+// Nothing here waits: the handler returns once the requests are submitted; each channel's listener wakes the
+// connection, which polls the producer on its I/O strand (pops with a zero timeout). A client that goes away
+// (the connection sees EOF or an error, streaming or not, or a write stalls) cancels the producer, which aborts
+// every engine request of the call; the engine frees their KV blocks and adapter holds at its next step.
 #include <chrono>
 #include <span>
 
@@ -30,6 +29,7 @@ using ojson = nlohmann::ordered_json;
 using sched::FinishReason;
 
 constexpr double kKeepAliveS = 0.25;
+constexpr size_t kPollBudget = 64 << 10;
 
 // Everything both paths need once the request is validated and submitted.
 struct Call {
@@ -133,85 +133,99 @@ void submit_all(Call& c, std::vector<int32_t> prompt, int default_max_tokens) {
   for (auto& r : reqs) c.chans.push_back(c.st.backend->submit(std::move(r)));  // on a throw, ~Call aborts the rest
 }
 
-// Non-streaming: wait for every choice, answer one object.
-void answer_blocking(Call& c, httplib::Response& res) {
-  const int n = static_cast<int>(c.chans.size());
-  std::vector<ChoiceResult> results(n);
-  std::vector<ChoiceProgress> prog(n);
-  for (int i = 0; i < n; ++i) {
-    while (!prog[i].done) {
-      auto o = c.chans[i]->pop(std::chrono::milliseconds(200));
-      if (!o) continue;
-      if (o->finish == FinishReason::kError) throw engine_error(*o);
-      record_token_latency(c.st, c, prog[i], o->tokens.size(), i == 0);
-      results[i].text += o->text;
-      for (auto& lp : o->logprobs) results[i].logprobs.push_back(std::move(lp));
-      results[i].completion_tokens = o->completion_tokens;
-      if (o->prompt_tokens > 0) c.prompt_tokens = o->prompt_tokens;
-      if (o->finish != FinishReason::kNone) {
-        results[i].finish = o->finish;
-        prog[i].done = true;
-        record_finish(c.st, c, o->finish);
-      }
-    }
-  }
-  write_json(res, dump_json(full_response(c.meta, results, c.prompt_tokens, c.params.logprobs, c.token_text)));
-}
-
-// Streaming: the state the content provider carries between calls.
-class StreamJob {
+// The response of one generation call, polled by the connection (see ResponseProducer).
+class GenerationProducer final : public ResponseProducer {
  public:
-  StreamJob(std::unique_ptr<Call> call, ServerState& st)
-      : c_(std::move(call)), in_flight_(st), prog_(c_->chans.size()), last_write_(now_seconds()) {}
-
-  // One bounded unit of work: gather outputs (waiting up to ~100 ms), write them. false ends the response.
-  // Runs outside the route wrapper (cpp-httplib calls it while writing), so nothing may escape it: an
-  // exception here would end the connection thread, and the process with it.
-  bool pump(httplib::DataSink& sink) noexcept {
-    try {
-      return pump_once(sink);
-    } catch (const std::exception& e) {
-      log_warn("streaming response failed: {}", e.what());
-    } catch (...) {
-      log_warn("streaming response failed");
-    }
-    return disconnected();
+  GenerationProducer(std::unique_ptr<Call> call, bool streaming)
+      : c_(std::move(call)), in_flight_(c_->st), streaming_(streaming), prog_(c_->chans.size()),
+        results_(c_->chans.size()), last_write_(now_seconds()) {}
+  ~GenerationProducer() override {
+    for (auto& ch : c_->chans) ch->set_listener(nullptr);  // no wake-up may outlive the connection's strand
   }
 
-  // Called by cpp-httplib when the response ends, however it ends.
-  void release() noexcept {
-    if (!tail_sent_) disconnected();
+  void start(std::function<void()> wake) noexcept override {
+    for (auto& ch : c_->chans) ch->set_listener(wake);
+    wake();  // outputs pushed before the listener was set
+  }
+
+  bool poll(HttpResponse& res, std::string& out) noexcept override {
+    if (complete_) return true;
+    try {
+      complete_ = streaming_ ? poll_stream(out) : poll_whole(res);
+    } catch (...) {
+      // A failure building the answer: an error reply (non-streaming) or one error event (after the 200).
+      ErrorReply e = error_reply(std::current_exception());
+      c_->abort();
+      try {
+        if (streaming_) out += sse_event(e.body.is_null() ? make_error(500, "internal server error").body : e.body) +
+                               kSseDone;
+        else write_error(res, e);
+      } catch (...) {
+      }
+      complete_ = true;
+    }
+    return complete_;
+  }
+
+  void cancel() noexcept override {
+    c_->abort();
+    if (complete_ || cancelled_) return;
+    cancelled_ = true;
+    try {
+      c_->st.metrics.add("loraplex_request_aborted_total", {});
+    } catch (...) {
+    }
   }
 
  private:
-  bool pump_once(httplib::DataSink& sink) {
-    std::string out;
-    size_t n = c_->chans.size();
-    for (size_t i = 0; i < n && !failed_; ++i)
-      while (!prog_[i].done && !failed_)
+  // Non-streaming: gather every choice; answer once all are done.
+  bool poll_whole(HttpResponse& res) {
+    for (size_t i = 0; i < prog_.size(); ++i)
+      while (!prog_[i].done) {
+        auto o = c_->chans[i]->pop(std::chrono::milliseconds(0));
+        if (!o) break;
+        if (o->finish == FinishReason::kError) throw engine_error(*o);
+        record_token_latency(c_->st, *c_, prog_[i], o->tokens.size(), i == 0);
+        results_[i].text += o->text;
+        for (auto& lp : o->logprobs) results_[i].logprobs.push_back(std::move(lp));
+        results_[i].completion_tokens = o->completion_tokens;
+        if (o->prompt_tokens > 0) c_->prompt_tokens = o->prompt_tokens;
+        if (o->finish != FinishReason::kNone) {
+          results_[i].finish = o->finish;
+          prog_[i].done = true;
+          record_finish(c_->st, *c_, o->finish);
+        }
+      }
+    if (!all_done()) return false;
+    write_json(res, dump_json(full_response(c_->meta, results_, c_->prompt_tokens, c_->params.logprobs,
+                                            c_->token_text)));
+    return true;
+  }
+
+  // Streaming: every chunk ready now; the usage chunk and [DONE] once all choices are done; a keep-alive
+  // comment after kKeepAliveS of silence.
+  bool poll_stream(std::string& out) {
+    size_t before = out.size();
+    // At most ~kPollBudget per call: what is left stays in the channels until the connection has sent this
+    // (it polls again after each write), so a slow reader's backlog shows up as unsent bytes and gets it cut.
+    for (size_t i = 0; i < prog_.size() && !failed_; ++i)
+      while (!prog_[i].done && !failed_ && out.size() - before < kPollBudget)
         if (auto o = c_->chans[i]->pop(std::chrono::milliseconds(0))) handle(i, *o, out);
         else break;
-    if (out.empty() && !all_done()) {
-      size_t i = first_active();
-      auto wait = std::chrono::milliseconds(n == 1 ? 100 : 10);
-      if (auto o = c_->chans[i]->pop(wait)) handle(i, *o, out);
-    }
-    if (all_done() && !tail_sent_) {
+    if (out.size() - before >= kPollBudget) return false;
+    bool done = all_done();
+    if (done) {
       if (c_->params.include_usage && !failed_)
         out += sse_event(usage_chunk(c_->meta, c_->prompt_tokens, total_completion_tokens()));
       out += kSseDone;
-      tail_sent_ = true;
     }
     double now = now_seconds();
-    if (out.empty() && now - last_write_ >= kKeepAliveS) out = kSseKeepAlive;
-    if (!out.empty()) {
-      if (!sink.is_writable() || !sink.write(out.data(), out.size())) return disconnected();
+    if (out.size() > before) last_write_ = now;
+    else if (now - last_write_ >= kKeepAliveS) {
+      out += kSseKeepAlive;
       last_write_ = now;
-    } else if (!sink.is_writable()) {
-      return disconnected();
     }
-    if (tail_sent_) sink.done();
-    return true;
+    return done;
   }
 
   bool all_done() const {
@@ -219,26 +233,10 @@ class StreamJob {
       if (!p.done) return false;
     return true;
   }
-  size_t first_active() const {
-    for (size_t i = 0; i < prog_.size(); ++i)
-      if (!prog_[i].done) return i;
-    return 0;
-  }
   int64_t total_completion_tokens() const {
     int64_t t = 0;
     for (const auto& p : prog_) t += p.completion_tokens;
     return t;
-  }
-  bool disconnected() noexcept {
-    if (!aborted_) {
-      aborted_ = true;
-      c_->abort();
-      try {
-        if (!tail_sent_) c_->st.metrics.add("loraplex_request_aborted_total", {});
-      } catch (...) {
-      }
-    }
-    return false;
   }
 
   void handle(size_t i, sched::Output& o, std::string& out) {
@@ -277,14 +275,16 @@ class StreamJob {
 
   std::unique_ptr<Call> c_;
   InFlight in_flight_;
+  const bool streaming_;
   std::vector<ChoiceProgress> prog_;
+  std::vector<ChoiceResult> results_;
   double last_write_;
-  bool tail_sent_ = false;
+  bool complete_ = false;
   bool failed_ = false;
-  bool aborted_ = false;
+  bool cancelled_ = false;
 };
 
-void handle_generate(ServerState& st, Api api, const httplib::Request& req, httplib::Response& res) {
+void handle_generate(ServerState& st, Api api, const HttpRequest& req, HttpResponse& res) {
   auto call = std::make_unique<Call>(st);
   call->t0 = now_seconds();
   InFlight in_flight(st);
@@ -292,26 +292,24 @@ void handle_generate(ServerState& st, Api api, const httplib::Request& req, http
   int default_max_tokens = 16;
   std::vector<int32_t> prompt = prepare(*call, api, body, &default_max_tokens);
   submit_all(*call, std::move(prompt), default_max_tokens);
-  if (!call->params.stream) {
-    answer_blocking(*call, res);
-    return;
-  }
-  auto job = std::make_shared<StreamJob>(std::move(call), st);
+  const bool streaming = call->params.stream;
+  res.producer = std::make_shared<GenerationProducer>(std::move(call), streaming);
+  res.streaming = streaming;
   res.status = 200;
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  res.set_chunked_content_provider(
-      "text/event-stream", [job](size_t, httplib::DataSink& sink) { return job->pump(sink); },
-      [job](bool) { job->release(); });
+  if (streaming) {
+    res.content_type = "text/event-stream";
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+  }
 }
 
 }  // namespace
 
-void handle_completions(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+void handle_completions(ServerState& st, const HttpRequest& req, HttpResponse& res) {
   handle_generate(st, Api::kCompletion, req, res);
 }
 
-void handle_chat_completions(ServerState& st, const httplib::Request& req, httplib::Response& res) {
+void handle_chat_completions(ServerState& st, const HttpRequest& req, HttpResponse& res) {
   handle_generate(st, Api::kChat, req, res);
 }
 

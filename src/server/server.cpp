@@ -1,9 +1,15 @@
-// The HTTP app: cpp-httplib server set-up (thread pool, backlog, limits, keep-alive), routing, API-key check,
-// the wrapper that turns any exception into an error reply, and /health and /metrics.
+// The HTTP app on top of the transport (http_connection.h): routing, the checks made on a request's head
+// before its body is read (Origin / CORS, API key, route and method, Content-Type), the wrapper that turns any
+// exception into an error reply, /health and /metrics, and the server's lifecycle.
+//
+// Handlers run on a small handler pool (ServerOptions::handler_threads), not on the I/O threads: parsing a
+// 16 MiB body or rendering a chat template and tokenizing it takes long enough to stall every other
+// connection of an I/O thread, and an adapter load reads the disk. /health is answered on the I/O thread, so
+// probes stay fast whatever the pool is doing.
 #include "server/server.h"
 
-#include <httplib.h>
-#include <sys/socket.h>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <chrono>
 #include <thread>
@@ -13,25 +19,10 @@
 #include "server/auth.h"
 #include "server/backend.h"
 #include "server/handlers.h"
+#include "server/http_connection.h"
 #include "server/openai_response.h"
 
 namespace lp::server {
-
-namespace {
-
-// httplib::Server listens with a backlog of 5 (compiled into Debian's library); hundreds of clients that
-// connect at once would see dropped SYNs and 1 s retransmits. listen() again on the bound socket raises it.
-class HttpServer : public httplib::Server {
- public:
-  void raise_backlog(int backlog) {
-    socket_t s = svr_sock_.load();
-    if (s != INVALID_SOCKET) ::listen(s, backlog);
-  }
-};
-
-using RouteFn = void (*)(ServerState&, const httplib::Request&, httplib::Response&);
-
-}  // namespace
 
 InFlight::~InFlight() {
   if (st_.in_flight.fetch_sub(1) == 1) {
@@ -40,134 +31,234 @@ InFlight::~InFlight() {
   }
 }
 
-void write_json(httplib::Response& res, const std::string& json_text, int status) {
+void write_json(HttpResponse& res, const std::string& json_text, int status) {
   res.status = status;
-  res.set_content(json_text, "application/json");
+  res.content_type = "application/json";
+  res.body = json_text;
 }
 
-void write_error(httplib::Response& res, const ErrorReply& e) {
+void write_error(HttpResponse& res, const ErrorReply& e) {
   res.status = e.status;
+  res.content_type = "application/json";
   if (e.retry_after_s > 0) res.set_header("Retry-After", std::to_string(e.retry_after_s));
   if (e.body.is_null()) {
-    res.set_content("{\"error\":{\"message\":\"internal server error\",\"type\":\"InternalServerError\","
-                    "\"param\":null,\"code\":500}}",
-                    "application/json");
+    res.body = "{\"error\":{\"message\":\"internal server error\",\"type\":\"InternalServerError\","
+               "\"param\":null,\"code\":500}}";
   } else {
-    res.set_content(dump_json(e.body), "application/json");
+    res.body = dump_json(e.body);
   }
 }
 
-struct Server::Http {
-  HttpServer svr;
-  std::atomic<bool> bound{false};
-  std::atomic<bool> listening{false};  // listen() was called (it may not have started accepting yet)
-  std::atomic<bool> stopped{false};
-};
-
 namespace {
 
-// Wraps a route: readiness and draining checks, then the handler; nothing escapes.
-httplib::Server::Handler route(ServerState& st, RouteFn fn, bool refused_when_draining) {
-  return [&st, fn, refused_when_draining](const httplib::Request& req, httplib::Response& res) {
-    try {
-      if (!st.ready.load(std::memory_order_acquire))
-        throw Error("the model is still loading; retry later", ErrorKind::kUnavailable);
-      if (refused_when_draining && st.draining.load())
-        throw Error("the server is shutting down", ErrorKind::kUnavailable);
-      fn(st, req, res);
-    } catch (...) {
-      write_error(res, error_reply(std::current_exception()));
-    }
-  };
+using RouteFn = void (*)(ServerState&, const HttpRequest&, HttpResponse&);
+
+enum class RouteKind { kHealth, kMetrics, kApi };
+
+struct Route {
+  std::string method, path;
+  RouteKind kind = RouteKind::kApi;
+  RouteFn fn = nullptr;
+  bool refused_when_draining = false;
+};
+
+HttpResponse error_response(int status, const std::string& message) {
+  HttpResponse r;
+  write_error(r, make_error(status, message));
+  return r;
+}
+
+// "application/json", any case, with or without parameters ("; charset=utf-8").
+bool is_json_media_type(std::string_view ct) {
+  ct = ct.substr(0, ct.find(';'));
+  while (!ct.empty() && (ct.back() == ' ' || ct.back() == '\t')) ct.remove_suffix(1);
+  while (!ct.empty() && (ct.front() == ' ' || ct.front() == '\t')) ct.remove_prefix(1);
+  return iequals(ct, "application/json");
 }
 
 }  // namespace
 
-Server::Server(ServerOptions options) : st_(std::make_unique<ServerState>()), http_(std::make_unique<Http>()) {
-  st_->options = std::move(options);
-  st_->created = unix_now();
-  describe_metrics(*st_);
-  ServerState& st = *st_;
-  HttpServer& svr = http_->svr;
-  const int threads = std::max(8, st.options.http_threads);
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  svr.set_payload_max_length(st.options.max_request_bytes);
-  svr.set_keep_alive_max_count(1000);
-  svr.set_keep_alive_timeout(st.options.keep_alive_timeout_s);
-  svr.set_read_timeout(st.options.read_timeout_s, 0);
-  svr.set_write_timeout(st.options.write_timeout_s, 0);
-  svr.set_tcp_nodelay(true);
-
-  // Authentication first, for every /v1 path (known or not).
-  svr.set_pre_routing_handler([&st](const httplib::Request& req, httplib::Response& res) {
-    if (st.options.api_key.empty() || !path_needs_auth(req.path)) return httplib::Server::HandlerResponse::Unhandled;
-    if (bearer_authorized(req.get_header_value("Authorization"), st.options.api_key))
-      return httplib::Server::HandlerResponse::Unhandled;
-    write_error(res, make_error(401, "Unauthorized: a valid API key is required (Authorization: Bearer <key>)",
-                                {}, "invalid_api_key"));
-    res.set_header("WWW-Authenticate", "Bearer");
-    return httplib::Server::HandlerResponse::Handled;
-  });
-  // Errors cpp-httplib produces itself (no route: 404, body too large: 413, bad request line: 400) get the
-  // same JSON shape; replies a handler already wrote are left alone.
-  svr.set_error_handler(httplib::Server::HandlerWithResponse([&st](const httplib::Request& req,
-                                                                   httplib::Response& res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string msg;
-    switch (res.status) {
-      case 404: msg = fmt::format("Not Found: {} {}", req.method, req.path); break;
-      case 413:
-        msg = fmt::format("the request body is larger than the limit of {} bytes", st.options.max_request_bytes);
-        break;
-      case 400: msg = "Bad Request: the request could not be parsed"; break;
-      default: msg = fmt::format("HTTP error {}", res.status); break;
+struct Server::Http final : HttpApp {
+  explicit Http(ServerState& s)
+      : st(s),
+        listener(*this, limits_of(s.options)),
+        pool(static_cast<size_t>(std::max(1, s.options.handler_threads))) {
+    routes.push_back({"GET", "/health", RouteKind::kHealth});
+    routes.push_back({"GET", "/metrics", RouteKind::kMetrics});
+    routes.push_back({"GET", "/v1/models", RouteKind::kApi, handle_models, false});
+    routes.push_back({"POST", "/v1/completions", RouteKind::kApi, handle_completions, true});
+    routes.push_back({"POST", "/v1/chat/completions", RouteKind::kApi, handle_chat_completions, true});
+    if (st.options.allow_runtime_lora_updating) {
+      routes.push_back({"POST", "/v1/load_lora_adapter", RouteKind::kApi, handle_load_adapter, true});
+      routes.push_back({"POST", "/v1/unload_lora_adapter", RouteKind::kApi, handle_unload_adapter, true});
     }
-    int status = res.status;
-    write_error(res, make_error(status, msg));
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    write_error(res, error_reply(ep));  // a backstop: route() already catches everything
-  });
-  svr.set_logger([&st](const httplib::Request& req, const httplib::Response& res) {
-    st.metrics.add("loraplex_http_requests_total", {{"code", std::to_string(res.status)}});
-    log_debug("{} {} -> {}", req.method, req.path, res.status);
-  });
+  }
 
-  svr.Get("/health", [&st](const httplib::Request&, httplib::Response& res) {
+  static HttpLimits limits_of(const ServerOptions& o) {
+    HttpLimits l;
+    l.max_connections = std::max(1, o.max_connections);
+    l.max_header_bytes = o.max_header_bytes;
+    l.max_headers = o.max_headers;
+    l.max_body_bytes = o.max_request_bytes;
+    l.read_timeout_s = o.read_timeout_s;
+    l.keep_alive_timeout_s = o.keep_alive_timeout_s;
+    l.write_timeout_s = o.write_timeout_s;
+    l.max_stream_buffer = o.max_stream_buffer_bytes;
+    return l;
+  }
+
+  bool origin_allowed(std::string_view origin) const {
+    for (const auto& o : st.options.allowed_origins)
+      if (o == "*" || iequals(o, origin)) return true;
+    return false;
+  }
+
+  // A route for the path (any method), and whether the method matches (HEAD is a GET without the body).
+  const Route* find(const HttpRequest& r, bool* method_ok) const {
+    const Route* any = nullptr;
+    std::string_view method = r.method == "HEAD" ? std::string_view("GET") : std::string_view(r.method);
+    for (const auto& rt : routes) {
+      if (rt.path != r.path) continue;
+      if (rt.method == method) {
+        *method_ok = true;
+        return &rt;
+      }
+      any = &rt;
+    }
+    *method_ok = false;
+    return any;
+  }
+
+  std::optional<HttpResponse> on_head(const HttpRequest& h) override {
+    // A browser sends Origin on cross-site requests (and on every POST): only listed origins get through, so
+    // a web page the user opens can never drive this server (adapter loads on a key-less localhost server).
+    if (h.has_header("Origin") && !origin_allowed(h.header("Origin")))
+      return error_response(403, fmt::format("Forbidden: requests from origin '{}' are not allowed (see "
+                                             "--allowed-origins)", h.header("Origin")));
+    if (h.method == "OPTIONS") {  // a CORS preflight (the origin is allowed), or a plain OPTIONS
+      HttpResponse r;
+      r.status = 204;
+      r.content_type.clear();
+      if (h.has_header("Origin")) {
+        r.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        std::string asked = h.header("Access-Control-Request-Headers");
+        r.set_header("Access-Control-Allow-Headers", asked.empty() ? "Authorization, Content-Type" : asked);
+        r.set_header("Access-Control-Max-Age", "600");
+      } else {
+        r.set_header("Allow", "GET, POST, OPTIONS");
+      }
+      return r;
+    }
+    // Authentication first, for every /v1 path (known or not).
+    if (!st.options.api_key.empty() && path_needs_auth(h.path) &&
+        !bearer_authorized(h.header("Authorization"), st.options.api_key)) {
+      HttpResponse r;
+      write_error(r, make_error(401, "Unauthorized: a valid API key is required (Authorization: Bearer <key>)", {},
+                                "invalid_api_key"));
+      r.set_header("WWW-Authenticate", "Bearer");
+      return r;
+    }
+    bool method_ok = false;
+    const Route* rt = find(h, &method_ok);
+    if (!rt) return error_response(404, fmt::format("Not Found: {} {}", h.method, h.path));
+    if (!method_ok) {
+      HttpResponse r = error_response(405, fmt::format("Method Not Allowed: {} {}", h.method, h.path));
+      r.set_header("Allow", rt->method);
+      return r;
+    }
+    if (h.method == "POST" && !is_json_media_type(h.header("Content-Type")))
+      return error_response(415, fmt::format("Unsupported Media Type: a POST body must be application/json, "
+                                             "not '{}'", h.header("Content-Type")));
+    return std::nullopt;
+  }
+
+  void on_request(HttpRequest req, std::function<void(HttpResponse)> reply,
+                  std::shared_ptr<const std::atomic<bool>> gone) override {
+    bool method_ok = false;
+    const Route* rt = find(req, &method_ok);
+    LP_CHECK(rt && method_ok, "on_request for a request on_head refused");
+    if (rt->kind == RouteKind::kHealth) return reply(health());
+    boost::asio::post(pool, [this, rt, req = std::move(req), reply = std::move(reply), gone = std::move(gone)] {
+      HttpResponse res;
+      if (!gone->load()) run_route(*rt, req, res);  // a client gone while queued costs no parse or tokenize
+      reply(std::move(res));
+    });
+  }
+
+  void on_response_head(const HttpRequest& req, HttpResponse& res) override {
+    if (req.has_header("Origin")) {  // on_head refused the others
+      res.set_header("Access-Control-Allow-Origin", req.header("Origin"));
+      res.set_header("Vary", "Origin");
+    }
+    try {
+      st.metrics.add("loraplex_http_requests_total", {{"code", std::to_string(res.status)}});
+    } catch (...) {
+    }
+    log_debug("{} {} -> {}", req.method, req.path, res.status);
+  }
+
+  HttpResponse protocol_error(int status, const std::string& message) override {
+    return error_response(status, message);
+  }
+
+  HttpResponse health() const {
+    HttpResponse res;
     bool ok = st.ready.load(std::memory_order_acquire) && !st.draining.load();
     res.status = ok ? 200 : 503;
     if (!ok) res.set_header("Retry-After", "1");
-    res.set_content(ok ? "" : (st.draining.load() ? "shutting down" : "loading"), "text/plain");
-  });
-  svr.Get("/metrics", [&st](const httplib::Request&, httplib::Response& res) {
-    try {
-      res.set_content(st.metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
-    } catch (...) {
-      write_error(res, error_reply(std::current_exception()));
-    }
-  });
-  svr.Get("/v1/models", route(st, handle_models, false));
-  svr.Post("/v1/completions", route(st, handle_completions, true));
-  svr.Post("/v1/chat/completions", route(st, handle_chat_completions, true));
-  if (st.options.allow_runtime_lora_updating) {
-    svr.Post("/v1/load_lora_adapter", route(st, handle_load_adapter, true));
-    svr.Post("/v1/unload_lora_adapter", route(st, handle_unload_adapter, true));
+    res.content_type = "text/plain";
+    res.body = ok ? "" : (st.draining.load() ? "shutting down" : "loading");
+    return res;
   }
+
+  // The route wrapper: readiness and draining checks, then the handler; nothing escapes.
+  void run_route(const Route& rt, const HttpRequest& req, HttpResponse& res) noexcept {
+    try {
+      if (rt.kind == RouteKind::kMetrics) {
+        res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        res.body = st.metrics.render();
+        return;
+      }
+      if (!st.ready.load(std::memory_order_acquire))
+        throw Error("the model is still loading; retry later", ErrorKind::kUnavailable);
+      if (rt.refused_when_draining && st.draining.load())
+        throw Error("the server is shutting down", ErrorKind::kUnavailable);
+      rt.fn(st, req, res);
+    } catch (...) {
+      ErrorReply e = error_reply(std::current_exception());
+      try {
+        res = HttpResponse{};  // drops a producer a handler may have set: its requests are aborted
+        write_error(res, e);
+      } catch (...) {
+        res.status = 500;
+      }
+    }
+  }
+
+  ServerState& st;
+  std::vector<Route> routes;
+  HttpListener listener;
+  boost::asio::thread_pool pool;
+  std::atomic<bool> bound{false};
+  std::atomic<bool> stopped{false};
+};
+
+Server::Server(ServerOptions options) : st_(std::make_unique<ServerState>()) {
+  st_->options = std::move(options);
+  st_->created = unix_now();
+  describe_metrics(*st_);
+  http_ = std::make_unique<Http>(*st_);
 }
 
 Server::~Server() { stop(); }
 
 int Server::bind() {
-  HttpServer& svr = http_->svr;
-  int port = st_->options.port;
-  if (port == 0) {
-    port = svr.bind_to_any_port(st_->options.host);
-    if (port <= 0) fail("cannot bind {} (any port)", st_->options.host);
-  } else if (!svr.bind_to_port(st_->options.host, port)) {
-    fail("cannot bind {}:{} (in use, or not an address of this machine?)", st_->options.host, port);
+  int port = 0;
+  try {
+    port = http_->listener.bind(st_->options.host, st_->options.port);
+  } catch (const Error& e) {
+    fail("{} (in use, or not an address of this machine?)", e.what());
   }
-  svr.raise_backlog(1024);
   st_->options.port = port;
   http_->bound = true;
   return port;
@@ -175,8 +266,7 @@ int Server::bind() {
 
 void Server::listen() {
   LP_CHECK(http_->bound.load(), "Server::listen() before bind()");
-  http_->listening = true;
-  http_->svr.listen_after_bind();
+  http_->listener.run(std::max(1, st_->options.http_threads));
 }
 
 void Server::attach(Backend* backend, const text::Tokenizer* tokenizer, const text::ChatTemplate* chat_template) {
@@ -197,14 +287,31 @@ bool Server::wait_idle(double timeout_s) {
 
 void Server::stop() {
   if (http_->stopped.exchange(true)) return;
-  // httplib's stop() does nothing before the accept loop runs: give a just-started listen() a moment.
-  for (int i = 0; i < 200 && http_->listening.load() && !http_->svr.is_running(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  if (http_->svr.is_running()) http_->svr.stop();
+  http_->listener.stop();  // every connection closed: their engine requests are aborted
+  http_->pool.join();      // handlers still running finish (their replies find the connection gone)
 }
 
 MetricsRegistry& Server::metrics() { return st_->metrics; }
 int Server::in_flight() const { return st_->in_flight.load(); }
 const ServerOptions& Server::options() const { return st_->options; }
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  return true;
+}
+
+std::string HttpRequest::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (iequals(k, name)) return v;
+  return {};
+}
+
+bool HttpRequest::has_header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (iequals(k, name)) return true;
+  return false;
+}
 
 }  // namespace lp::server

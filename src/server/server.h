@@ -9,15 +9,17 @@
 //   s.drain();                               // new generation requests 503; in-flight ones continue
 //   s.wait_idle(timeout);  s.stop();  t.join();
 //
-// Threads: cpp-httplib runs each connection on a pool thread (`http_threads`, sized for hundreds of
-// concurrent streams, since a streaming response occupies its thread until it ends). Everything shared is in
-// ServerState (server_state.h).
+// Threads: `http_threads` I/O threads (Boost.Asio) serve every connection without blocking; route handlers
+// (JSON parsing, chat templating, tokenizing, adapter loads) run on a small handler pool, so a big body or a
+// slow disk never holds an I/O thread; generation output reaches a connection through a wake-up from the
+// engine's request channel (http_connection.h). Everything shared is in ServerState (server_state.h).
 #pragma once
 
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace lp::text {
 class Tokenizer;
@@ -40,10 +42,17 @@ struct ServerOptions {
   bool allow_runtime_lora_updating = false;
   std::optional<std::filesystem::path> lora_root;
   bool enable_lora_resolver = false;     // with lora_root: load unknown adapter names from lora_root/<name>
-  int http_threads = 512;                // connection threads (each open stream holds one)
-  int keep_alive_timeout_s = 2;          // idle keep-alive connections hold a thread (and delay shutdown) this long
-  int read_timeout_s = 60;
-  int write_timeout_s = 60;
+  // The HTTP layer's bounds (http_connection.h says what each guards against).
+  int http_threads = 2;                  // I/O threads; they never block, and the engine wants the cores
+  int handler_threads = 4;               // parse / template / tokenize / adapter-load pool
+  int max_connections = 512;             // more: a canned 503 and close
+  std::vector<std::string> allowed_origins;  // a request with another Origin: 403 ("*": any)
+  size_t max_header_bytes = 16384;       // 431 over it
+  int max_headers = 100;                 // 431 over it
+  double read_timeout_s = 10;            // a request's head must arrive within it, and its body within another
+  double keep_alive_timeout_s = 5;       // idle connections between requests are closed after it
+  double write_timeout_s = 30;           // one write that makes no progress for this long: the client is cut
+  size_t max_stream_buffer_bytes = 1u << 20;  // a stream's unsent bytes over this: the client is cut
   // Chat: special-token text in client strings (messages, tools) is matched as special tokens, as vLLM does,
   // instead of being plain text (text/chat_prompt.h). Lets a tenant forge turns; off by default.
   bool allow_special_tokens_in_content = false;

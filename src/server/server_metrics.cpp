@@ -100,7 +100,7 @@ void describe_metrics(ServerState& st) {
              "Time from request arrival to its last token.", e2e_buckets());
   m.describe("loraplex_request_success_total", T::kCounter, "Finished generations by finish reason.");
   m.describe("loraplex_request_aborted_total", T::kCounter,
-             "Streaming requests aborted because the client went away.");
+             "Generation requests (streaming or not) aborted because the client went away.");
   m.describe("loraplex_http_requests_total", T::kCounter, "HTTP replies by status code.");
   m.describe("loraplex_http_in_flight_requests", T::kGauge, "Generation requests the HTTP layer is answering.");
   m.describe("loraplex_num_requests_running", T::kGauge, "Requests in the engine's running batch.");

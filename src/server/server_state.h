@@ -12,11 +12,6 @@
 #include "server/metrics.h"
 #include "server/server.h"
 
-namespace httplib {
-struct Request;
-struct Response;
-}  // namespace httplib
-
 namespace lp::server {
 
 struct ServerState {

@@ -1,8 +1,14 @@
 // The HTTP layer in-process against a scripted backend (fake_backend.h): response shapes, SSE framing, n > 1
 // seeds, every error class with the OpenAI error shape, auth, health/draining, adapter admin endpoints and
-// --lora-root, and that a client going away (mid-stream, or before the first token) aborts its requests.
+// --lora-root, that a client going away (mid-stream, before the first token, or while a non-streaming
+// answer is pending) aborts its requests, and the transport's bounds (header flood 431, body limit 413 for
+// Content-Length and chunked bodies, bad Content-Length 400, Content-Type 415, Origin 403 / CORS, pipelining,
+// slow-drip deadlines, idle keep-alive timeout, --max-connections), the last ones over raw sockets.
 #include <gtest/gtest.h>
-#include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
@@ -10,6 +16,7 @@
 #include <thread>
 
 #include "fake_backend.h"
+#include "server/http_client.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "text/chat_template.h"
@@ -21,6 +28,33 @@ namespace lp::server {
 namespace {
 
 using json = nlohmann::json;
+
+// The calls the tests make, over HttpClient: nullopt when no whole response came back.
+class Client {
+ public:
+  explicit Client(int port) : c_("127.0.0.1", port, 10) {}
+  void set_timeout(double s) { c_.set_timeout(s); }
+  std::optional<HttpClientResponse> Get(const std::string& path, const HttpHeaders& h = {}) {
+    return done(c_.request("GET", path, {}, h));
+  }
+  std::optional<HttpClientResponse> Post(const std::string& path, const std::string& body,
+                                         const std::string& content_type = "application/json",
+                                         HttpHeaders h = {}) {
+    h.emplace_back("Content-Type", content_type);
+    return done(c_.request("POST", path, body, h));
+  }
+  HttpClientResponse send(const std::string& method, const std::string& path, const std::string& body,
+                          const HttpHeaders& h, const std::function<bool(std::string_view)>& on_body) {
+    return c_.request(method, path, body, h, on_body);
+  }
+
+ private:
+  static std::optional<HttpClientResponse> done(HttpClientResponse r) {
+    if (!r.error.empty()) return std::nullopt;
+    return r;
+  }
+  HttpClient c_;
+};
 
 struct Fixture {
   test::TempDir dir{"http"};
@@ -48,17 +82,13 @@ struct Fixture {
     server->stop();
     thread.join();
   }
-  httplib::Client client() {
-    httplib::Client c("127.0.0.1", port);
-    c.set_read_timeout(10, 0);
-    return c;
-  }
-  httplib::Result post(const std::string& path, const std::string& body, httplib::Headers h = {}) {
-    return client().Post(path.c_str(), h, body, "application/json");
+  Client client() { return Client(port); }
+  std::optional<HttpClientResponse> post(const std::string& path, const std::string& body, HttpHeaders h = {}) {
+    return client().Post(path, body, "application/json", std::move(h));
   }
 };
 
-json error_of(const httplib::Result& r) {
+json error_of(const std::optional<HttpClientResponse>& r) {
   json j = json::parse(r->body);
   EXPECT_TRUE(j.contains("error")) << r->body;
   return j["error"];
@@ -104,7 +134,7 @@ TEST(HttpServer, StreamIsSseWithUsageChunkAndDone) {
                   R"({"prompt":"hi","max_tokens":4,"stream":true,"stream_options":{"include_usage":true}})");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200);
-  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+  EXPECT_EQ(r->header("Content-Type"), "text/event-stream");
   auto lines = sse_data_lines(r->body);
   ASSERT_GE(lines.size(), 3u);
   EXPECT_EQ(lines.back(), "[DONE]");
@@ -185,7 +215,7 @@ TEST(HttpServer, ErrorsHaveOpenAIShapeAndStatus) {
   f.backend.queue_full = true;
   r = f.post("/v1/completions", R"({"prompt":"x"})");
   ASSERT_EQ(r->status, 503);
-  EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+  EXPECT_EQ(r->header("Retry-After"), "1");
   f.backend.queue_full = false;
 
   f.backend.throw_internal = true;
@@ -217,6 +247,15 @@ TEST(HttpServer, ApiKeyGuardsV1Only) {
   EXPECT_EQ(f.client().Get("/v1/models", {{"Authorization", "Bearer sekret"}})->status, 200);
   EXPECT_EQ(f.client().Get("/health")->status, 200);
   EXPECT_EQ(f.client().Get("/metrics")->status, 200);
+  // HEAD is a GET without the body; a wrong method is 405 naming the allowed one.
+  Client c(f.port);
+  auto head = c.send("HEAD", "/metrics", "", {}, {});
+  EXPECT_EQ(head.status, 200) << head.error;
+  EXPECT_EQ(head.error, "");
+  EXPECT_TRUE(head.body.empty());
+  auto wrong = c.send("GET", "/v1/completions", "", {{"Authorization", "Bearer sekret"}}, {});
+  EXPECT_EQ(wrong.status, 405);
+  EXPECT_EQ(wrong.header("Allow"), "POST");
 }
 
 TEST(HttpServer, HealthIs503UntilAttachedAndWhileDraining) {
@@ -245,14 +284,9 @@ TEST(HttpServer, ClientGoneMidStreamAbortsRequest) {
   f.backend.token_delay = std::chrono::milliseconds(20);
   int chunks = 0;
   // A receiver that stops after the second chunk: the client closes the connection mid-stream.
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/completions";
-  req.body = R"({"prompt":"x","max_tokens":60,"stream":true})";
-  req.set_header("Content-Type", "application/json");
-  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 2; };
   auto c2 = f.client();
-  c2.send(req);
+  c2.send("POST", "/v1/completions", R"({"prompt":"x","max_tokens":60,"stream":true})",
+          {{"Content-Type", "application/json"}}, [&](std::string_view) { return ++chunks < 2; });
   EXPECT_TRUE(wait_for([&] { return f.backend.aborted.load() == 1; }, 3.0)) << "aborted=" << f.backend.aborted;
   EXPECT_TRUE(wait_for([&] { return f.server->in_flight() == 0; }, 3.0));
   EXPECT_EQ(f.backend.finished.load(), 0);
@@ -263,7 +297,7 @@ TEST(HttpServer, ClientGoneBeforeFirstTokenAbortsRequest) {
   Fixture f;
   f.backend.first_delay = std::chrono::milliseconds(5000);
   auto c = f.client();
-  c.set_read_timeout(0, 300000);  // gives up after 0.3 s without a byte
+  c.set_timeout(0.3);  // gives up after 0.3 s
   auto r = c.Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"x"}],"stream":true})",
                   "application/json");
   EXPECT_TRUE(wait_for([&] { return f.backend.aborted.load() == 1; }, 3.0));
@@ -349,6 +383,323 @@ TEST(HttpServer, EngineErrorAfterSubmitIsReported) {
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_TRUE(json::parse(lines[0]).contains("error"));
   EXPECT_EQ(lines[1], "[DONE]");
+}
+
+
+// ---- the transport's bounds, over raw sockets ----
+
+// One raw TCP connection: send bytes, read what comes back until the server closes or a deadline passes.
+class RawConn {
+ public:
+  explicit RawConn(int port, int rcvbuf = 0) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~RawConn() { ::close(fd_); }
+  bool connected() const { return connected_; }
+  bool send(const std::string& s) {
+    return ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size());
+  }
+  // Reads until the peer closes (true) or `seconds` pass (false); appends to `out`.
+  bool read_until_closed(std::string& out, double seconds) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    for (;;) {
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      end - std::chrono::steady_clock::now()).count());
+      if (left <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, left) <= 0) return false;
+      char buf[65536];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return true;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  // Reads until `out` holds `needle` or `seconds` pass.
+  bool read_until(std::string& out, const std::string& needle, double seconds) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (out.find(needle) == std::string::npos) {
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      end - std::chrono::steady_clock::now()).count());
+      if (left <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, left) <= 0) return false;
+      char buf[65536];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+int status_of_reply(const std::string& text) {
+  if (text.rfind("HTTP/1.1 ", 0) != 0) return 0;
+  return std::atoi(text.c_str() + 9);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+TEST(HttpLimits, HeaderFloodAndHugeHeaderAre431) {
+  Fixture f;
+  HttpHeaders many;
+  for (int i = 0; i < 150; ++i) many.emplace_back("X-Flood-" + std::to_string(i), "1");
+  auto r = f.client().Get("/health", many);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  EXPECT_TRUE(error_of(r)["message"].get<std::string>().find("header") != std::string::npos) << r->body;
+  r = f.client().Get("/health", {{"X-Big", std::string(20000, 'a')}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  // 90 headers are fine.
+  many.resize(90);
+  EXPECT_EQ(f.client().Get("/health", many)->status, 200);
+}
+
+TEST(HttpLimits, BodyLimitHoldsForContentLengthAndChunked) {
+  ServerOptions o;
+  o.max_request_bytes = 4096;
+  Fixture f(o);
+  // Announced too large: refused from the head, before any body byte is read.
+  RawConn a(f.port);
+  ASSERT_TRUE(a.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100000000\r\n\r\n{"));
+  std::string out;
+  EXPECT_TRUE(a.read_until_closed(out, 3.0));
+  EXPECT_EQ(status_of_reply(out), 413) << out;
+  // Chunked: counted while reading; the reply comes although the body never ends.
+  RawConn b(f.port);
+  ASSERT_TRUE(b.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n"));
+  std::string chunk = "400\r\n" + std::string(1024, ' ') + "\r\n";
+  for (int i = 0; i < 5; ++i) b.send(chunk);  // 5 KiB > 4 KiB, no terminating chunk
+  out.clear();
+  EXPECT_TRUE(b.read_until_closed(out, 3.0));
+  EXPECT_EQ(status_of_reply(out), 413) << out;
+  EXPECT_NE(out.find("RequestTooLargeError"), std::string::npos) << out;
+  // A chunked body under the limit is read whole.
+  RawConn c(f.port);
+  std::string body = R"({"prompt":"x","max_tokens":2})";
+  ASSERT_TRUE(c.send(fmt::format("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 "Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+                                 body.size(), body)));
+  out.clear();
+  EXPECT_TRUE(c.read_until(out, "t0 t1 ", 3.0)) << out;
+  EXPECT_EQ(status_of_reply(out), 200) << out;
+}
+
+TEST(HttpLimits, NegativeContentLengthIs400AtOnce) {
+  Fixture f;
+  RawConn a(f.port);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(a.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: -5\r\n\r\n"));
+  std::string out;
+  EXPECT_TRUE(a.read_until_closed(out, 3.0));
+  EXPECT_EQ(status_of_reply(out), 400) << out;
+  EXPECT_LT(seconds_since(t0), 1.0);
+}
+
+TEST(HttpLimits, PostNeedsJsonContentType) {
+  Fixture f;
+  const std::string body = R"({"prompt":"x","max_tokens":1})";
+  auto r = f.client().Post("/v1/completions", body, "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 415);
+  EXPECT_TRUE(error_of(r).contains("message"));
+  EXPECT_EQ(f.client().Post("/v1/completions", body, "application/x-www-form-urlencoded")->status, 415);
+  EXPECT_EQ(f.client().Post("/v1/completions", body, "application/jsonx")->status, 415);
+  EXPECT_EQ(f.client().Post("/v1/completions", body, "Application/JSON; charset=utf-8")->status, 200);
+  EXPECT_EQ(f.client().Post("/v1/completions", body, "application/json;charset=UTF-8")->status, 200);
+  EXPECT_EQ(f.backend.submitted().size(), 2u);  // the refused ones never reached the engine
+}
+
+TEST(HttpLimits, OriginsAreRefusedUnlessAllowed) {
+  test::TempDir root("lora-root");
+  ServerOptions o;
+  o.allow_runtime_lora_updating = true;
+  o.lora_root = root.path();
+  o.allowed_origins = {"http://good.example"};
+  Fixture f(o);
+  // The CSRF shape: a cross-site form post (text/plain needs no preflight) to an admin endpoint.
+  auto r = f.client().Post("/v1/load_lora_adapter", R"({"lora_name":"x","lora_path":"y"})", "text/plain",
+                           {{"Origin", "http://evil.example"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 403);
+  EXPECT_EQ(error_of(r)["type"], "PermissionDeniedError");
+  EXPECT_EQ(f.client().Post("/v1/completions", R"({"prompt":"x","max_tokens":1})", "application/json",
+                            {{"Origin", "http://evil.example"}})->status, 403);
+  EXPECT_EQ(f.client().Get("/v1/models", {{"Origin", "null"}})->status, 403);
+  EXPECT_TRUE(f.backend.submitted().empty());
+  // An allowed origin: the answer carries CORS headers; a preflight is answered.
+  r = f.client().Post("/v1/completions", R"({"prompt":"x","max_tokens":1})", "application/json",
+                      {{"Origin", "http://good.example"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("Access-Control-Allow-Origin"), "http://good.example");
+  Client c(f.port);
+  auto pre = c.send("OPTIONS", "/v1/completions", "",
+                    {{"Origin", "http://good.example"}, {"Access-Control-Request-Method", "POST"},
+                     {"Access-Control-Request-Headers", "authorization, content-type"}}, {});
+  EXPECT_EQ(pre.status, 204) << pre.error;
+  EXPECT_EQ(pre.header("Access-Control-Allow-Origin"), "http://good.example");
+  EXPECT_NE(pre.header("Access-Control-Allow-Methods").find("POST"), std::string::npos);
+  EXPECT_EQ(pre.header("Access-Control-Allow-Headers"), "authorization, content-type");
+  // No Origin (curl, SDKs): unaffected.
+  EXPECT_EQ(f.post("/v1/completions", R"({"prompt":"x","max_tokens":1})")->status, 200);
+}
+
+TEST(HttpLimits, PipelinedRequestsAnswerInOrder) {
+  Fixture f;
+  f.backend.token_delay = std::chrono::milliseconds(5);
+  RawConn a(f.port);
+  std::string b1 = R"({"prompt":"x","max_tokens":6})", b2 = R"({"prompt":"x","max_tokens":1})";
+  auto req = [](const std::string& b) {
+    return fmt::format("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Content-Length: {}\r\n\r\n{}", b.size(), b);
+  };
+  ASSERT_TRUE(a.send(req(b1) + req(b2) + "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  std::string out;
+  EXPECT_TRUE(a.read_until_closed(out, 5.0));
+  size_t first = out.find("t0 t1 t2 t3 t4 t5 "), second = out.find("\"text\":\"t0 \"");
+  ASSERT_NE(first, std::string::npos) << out;
+  ASSERT_NE(second, std::string::npos) << out;
+  EXPECT_LT(first, second);  // the slow one first, as sent
+  size_t n = 0;
+  for (size_t p = 0; (p = out.find("HTTP/1.1 200 OK", p)) != std::string::npos; ++p) ++n;
+  EXPECT_EQ(n, 3u) << out;
+}
+
+TEST(HttpLimits, SlowDripIsCutAndHealthStaysFast) {
+  ServerOptions o;
+  o.read_timeout_s = 0.6;
+  Fixture f(o);
+  std::vector<std::unique_ptr<RawConn>> drips;
+  for (int i = 0; i < 10; ++i) drips.push_back(std::make_unique<RawConn>(f.port));
+  const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\n";
+  auto t0 = std::chrono::steady_clock::now();
+  size_t sent = 0;
+  bool cut = false;
+  std::vector<double> health_s;
+  while (seconds_since(t0) < 3.0 && !cut) {
+    for (auto& d : drips)
+      if (!d->send(std::string(1, head[sent % head.size()]))) cut = true;
+    ++sent;
+    auto h0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(f.client().Get("/health")->status, 200);
+    health_s.push_back(seconds_since(h0));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // Each byte arrives in time, but the head as a whole does not: the deadline closes the connection.
+  std::string out;
+  EXPECT_TRUE(drips[0]->read_until_closed(out, 2.0));
+  EXPECT_LT(seconds_since(t0), 2.5);
+  for (double h : health_s) EXPECT_LT(h, 0.2);
+  // A body that drips is cut the same way.
+  RawConn b(f.port);
+  ASSERT_TRUE(b.send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100\r\n\r\n{"));
+  auto t1 = std::chrono::steady_clock::now();
+  out.clear();
+  EXPECT_TRUE(b.read_until_closed(out, 3.0));
+  EXPECT_LT(seconds_since(t1), 1.5);
+  EXPECT_TRUE(f.backend.submitted().empty());
+}
+
+TEST(HttpLimits, IdleKeepAliveIsClosed) {
+  ServerOptions o;
+  o.keep_alive_timeout_s = 0.3;
+  Fixture f(o);
+  RawConn a(f.port);
+  ASSERT_TRUE(a.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  std::string out;
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(a.read_until_closed(out, 3.0));
+  EXPECT_EQ(status_of_reply(out), 200);
+  EXPECT_GT(seconds_since(t0), 0.25);
+  EXPECT_LT(seconds_since(t0), 1.5);
+}
+
+TEST(HttpLimits, ConnectionsOverTheCapAreRefused) {
+  ServerOptions o;
+  o.max_connections = 3;
+  Fixture f(o);
+  std::vector<std::unique_ptr<RawConn>> idle;
+  for (int i = 0; i < 3; ++i) {
+    idle.push_back(std::make_unique<RawConn>(f.port));
+    ASSERT_TRUE(idle.back()->connected());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  RawConn extra(f.port);
+  std::string out;
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(extra.read_until_closed(out, 2.0));
+  EXPECT_LT(seconds_since(t0), 1.0);
+  EXPECT_EQ(status_of_reply(out), 503) << out;
+  idle.clear();  // freed: served again
+  EXPECT_TRUE(wait_for([&] {
+    auto r = f.client().Get("/health");
+    return r && r->status == 200;
+  }, 3.0));
+}
+
+TEST(HttpLimits, ClientGoneWhileNonStreamingAnswerIsPendingAbortsRequest) {
+  Fixture f;
+  f.backend.token_delay = std::chrono::milliseconds(20);
+  Client c(f.port);
+  c.set_timeout(0.3);  // the client gives up after 0.3 s: it closes the connection
+  auto r = c.Post("/v1/completions", R"({"prompt":"x","max_tokens":60})");
+  EXPECT_FALSE(r);
+  EXPECT_TRUE(wait_for([&] { return f.backend.aborted.load() == 1; }, 2.0)) << "aborted=" << f.backend.aborted;
+  EXPECT_TRUE(wait_for([&] { return f.server->in_flight() == 0; }, 2.0));
+  EXPECT_EQ(f.backend.finished.load(), 0);
+  std::string m = f.client().Get("/metrics")->body;
+  EXPECT_NE(m.find("loraplex_request_aborted_total 1\n"), std::string::npos) << m;
+}
+
+TEST(HttpLimits, KeepAliveConnectionServesManyRequests) {
+  Fixture f;
+  Client c(f.port);
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.Post("/v1/completions", R"({"prompt":"x","max_tokens":2,"stream":true})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_NE(r->body.find("data: [DONE]"), std::string::npos);
+  }
+  EXPECT_EQ(f.backend.submitted().size(), 5u);
+}
+
+TEST(HttpLimits, SlowReaderIsCutWithoutStallingOthers) {
+  ServerOptions o;
+  o.max_stream_buffer_bytes = 64 << 10;
+  Fixture f(o);
+  f.backend.max_len = 1 << 30;
+  f.backend.token_delay = std::chrono::milliseconds(0);
+  // A client that reads nothing (and offers a small window): the stream's unsent bytes pile up in the server.
+  RawConn slow(f.port, 4096);
+  std::string body = R"({"prompt":"x","max_tokens":2000000,"stream":true})";
+  ASSERT_TRUE(slow.send(fmt::format("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                    "Content-Length: {}\r\n\r\n{}", body.size(), body)));
+  // Meanwhile everyone else is served.
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(f.post("/v1/completions", R"({"prompt":"x","max_tokens":3})")->status, 200);
+    EXPECT_LT(seconds_since(t0), 0.5);
+  }
+  // The slow one is cut and its request aborted, long before its 2,000,000 tokens.
+  EXPECT_TRUE(wait_for([&] { return f.backend.aborted.load() == 1; }, 10.0)) << "aborted=" << f.backend.aborted;
+  EXPECT_TRUE(wait_for([&] { return f.server->in_flight() == 0; }, 3.0));
 }
 
 }  // namespace
