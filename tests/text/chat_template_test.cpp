@@ -76,7 +76,7 @@ TEST(ChatTemplate, configs_without_a_usable_template_are_rejected) {
 
 TEST(ChatTemplate, from_dir_reads_installed_tokenizer_configs_and_jinja_files) {
   const auto llama3 = lp::test::npm_dir() / "node_modules" / "@lenml" / "tokenizer-llama3_1" / "models";
-  if (!std::filesystem::exists(llama3)) GTEST_SKIP() << "tests/fixtures/npm/node_modules is missing";
+  if (!std::filesystem::exists(llama3)) LP_FIXTURE_MISSING() << "tests/fixtures/npm/node_modules is missing";
   const ChatTemplate t = ChatTemplate::from_dir(llama3);
   EXPECT_EQ(t.render(kMessages, true),
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
@@ -92,8 +92,8 @@ TEST(ChatTemplate, from_dir_reads_installed_tokenizer_configs_and_jinja_files) {
 TEST(ChatTemplateCli, prints_the_rendered_prompt_without_a_trailing_newline) {
   const auto bin = lp::test::loraplex_binary();
   const auto qwen3 = lp::test::npm_dir() / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models";
-  if (!std::filesystem::exists(bin)) GTEST_SKIP() << "build the loraplex binary first";
-  if (!std::filesystem::exists(qwen3)) GTEST_SKIP() << "tests/fixtures/npm/node_modules is missing";
+  if (!std::filesystem::exists(bin)) LP_FIXTURE_MISSING() << "build the loraplex binary first";
+  if (!std::filesystem::exists(qwen3)) LP_FIXTURE_MISSING() << "tests/fixtures/npm/node_modules is missing";
   lp::test::TempDir dir("chat-cli");
   const json messages =
       json::array({{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "2+2?"}}});

@@ -255,7 +255,7 @@ TEST(JinjaReference, every_case_renders_byte_identically_to_huggingface_jinja) {
   for (const Case& c : cases()) batch.push_back({{"template", c.tpl}, {"vars", json::parse(c.vars)}});
   const auto results = run_reference(batch);
   if (!results)
-    GTEST_SKIP() << "tests/fixtures/npm/node_modules/@huggingface/jinja is missing (run npm ci there)";
+    LP_FIXTURE_MISSING() << "tests/fixtures/npm/node_modules/@huggingface/jinja is missing (run npm ci there)";
   ASSERT_EQ(results->size(), cases().size());
   TemplateOptions opt;
   opt.now = lp::test::reference_now;

@@ -132,7 +132,7 @@ class NpmTokenizerParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(NpmTokenizerParity, corpus_matches_reference_ids_decode_and_stream) {
   if (!have_reference() || !fs::exists(npm_models(GetParam()) / "tokenizer.json"))
-    GTEST_SKIP() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)";
+    LP_FIXTURE_MISSING() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)";
   check_parity(npm_models(GetParam()));
 }
 
@@ -143,7 +143,7 @@ class DemoTokenizerParity : public ::testing::TestWithParam<int> {};
 
 TEST_P(DemoTokenizerParity, corpus_matches_reference_ids_decode_and_stream) {
   if (!have_reference())
-    GTEST_SKIP() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)";
+    LP_FIXTURE_MISSING() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)";
   test::TempDir dir("demo-tok");
   write_demo_tokenizer(dir.path(), GetParam(), /*seed=*/7);
   EXPECT_EQ(Tokenizer::from_dir(dir.path()).vocab_size(), GetParam());

@@ -163,7 +163,7 @@ TEST(Tokenizer, from_dir_reports_missing_and_broken_files) {
 
 TEST(RealTokenizers, config_ids_and_special_flags) {
   if (!fs::exists(npm_models("llama3") / "tokenizer.json"))
-    GTEST_SKIP() << "npm fixtures missing (make fixtures)";
+    LP_FIXTURE_MISSING() << "npm fixtures missing (make fixtures)";
   const Tokenizer l3 = Tokenizer::from_dir(npm_models("llama3"));
   EXPECT_EQ(l3.vocab_size(), 128256);
   EXPECT_EQ(l3.bos_id(), 128000);
@@ -244,7 +244,7 @@ TEST(StreamDecoder, random_ids_never_yield_invalid_utf8) {
 
 TEST(StreamDecoder, sentencepiece_first_token_space_is_stripped_once) {
   if (!fs::exists(npm_models("llama2") / "tokenizer.json"))
-    GTEST_SKIP() << "npm fixtures missing (make fixtures)";
+    LP_FIXTURE_MISSING() << "npm fixtures missing (make fixtures)";
   const Tokenizer l2 = Tokenizer::from_dir(npm_models("llama2"));
   const auto ids = l2.encode("  two leading spaces, then 你好 and \U0001F9EC", false);
   expect_stream_matches(l2, ids, false);

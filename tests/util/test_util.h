@@ -2,7 +2,10 @@
 // normalized-error comparison with tolerances derived from the dtype's epsilon.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -48,3 +51,11 @@ inline double time_scale() {
 double normalized_error(const float* a, const float* b, size_t n);
 
 }  // namespace lp::test
+
+// A test fixture (npm packages, node, a built binary) is missing: the test is skipped on a developer's machine,
+// but under CI (CI set) it fails, so a broken install can never pass as green. Use like GTEST_SKIP():
+//   if (!exists(x)) LP_FIXTURE_MISSING() << "x is missing (run make fixtures)";
+#define LP_FIXTURE_MISSING()                                                                        \
+  return GTEST_MESSAGE_("required test fixture missing", std::getenv("CI") != nullptr               \
+                                                              ? ::testing::TestPartResult::kFatalFailure \
+                                                              : ::testing::TestPartResult::kSkip)
