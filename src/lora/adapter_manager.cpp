@@ -166,6 +166,18 @@ void AdapterManager::unregister_locked(Registry::iterator it) {
   EntryPtr e = it->second;
   by_name_.erase(it);
   e->registered = false;
+  // Its request count stays (a name registered again continues it), but only for the most recently
+  // unregistered names: a churn of unique names must not grow the map (and the metric) without bound.
+  if (requests_by_name_.count(e->name)) {
+    unregistered_order_.push_back(e->name);
+    while (unregistered_order_.size() > kKeptUnregisteredCounts) {
+      const std::string old = unregistered_order_.front();
+      unregistered_order_.pop_front();
+      if (!by_name_.count(old) && std::find(unregistered_order_.begin(), unregistered_order_.end(), old) ==
+                                      unregistered_order_.end())
+        requests_by_name_.erase(old);
+    }
+  }
   std::erase(pinned_, e);
   if (e->slot >= 0 && slots_[e->slot].holders > 0) return;  // the last release() removes it
   remove_locked(e);                                         // a load in flight is discarded when it finishes

@@ -41,6 +41,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -205,8 +206,11 @@ class AdapterManager {
   uint64_t next_id_ = 1;
   CacheCounters counters_;
   // Requests per adapter name since start. Kept across unregister / register of the same name, so the
-  // exported counter never goes down (Prometheus counters must be monotonic); one entry per name ever used.
+  // exported counter never goes down (Prometheus counters must be monotonic): for every registered name and
+  // the kKeptUnregisteredCounts most recently unregistered ones (older ones are dropped, bounding memory).
+  static constexpr size_t kKeptUnregisteredCounts = 256;
   std::map<std::string, int64_t> requests_by_name_;
+  std::deque<std::string> unregistered_order_;
 
   std::unique_ptr<LoaderThread> loader_;  // last: destroyed (joined) before the state its jobs touch
 };

@@ -82,7 +82,9 @@ void collect(ServerState& st, MetricsRegistry& m) {
   m.set("loraplex_lora_adapters_active", {{"tier", "loading"}}, c->loading);
   m.set("loraplex_lora_adapters_active", {{"tier", "registered"}}, c->registered);
   m.set("loraplex_lora_slots_held", {}, c->held_slots);
-  // Monotonic: the manager keeps each name's count across unregistering, so no series ever goes down.
+  // Monotonic: the manager keeps each name's count across unregistering (for the recently unregistered
+  // names), so no series ever goes down; names it dropped leave the family.
+  m.clear("loraplex_lora_requests_total");
   for (const auto& [name, n] : c->requests)
     m.set("loraplex_lora_requests_total", {{"adapter", name}}, static_cast<double>(n));
 }

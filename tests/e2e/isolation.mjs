@@ -4,17 +4,11 @@
 // tenant is still served ahead of the backlog; a request that cannot get an adapter slot never delays the base
 // model and is answered 503 after --adapter-wait-timeout; an adapter unloaded while its request waits answers
 // 404; unloading an adapter in use lets its running request finish.
-import { spawnSync, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { startServer, scrape, metric, waitFor, assert, assertEq, run, sleep, BIN } from './lib.mjs';
+import { spawnSync } from 'node:child_process';
+import { makeModel, startServer, scrape, metric, waitFor, assert, assertEq, run, sleep, BIN } from './lib.mjs';
 
 // The smol demo shape (not tiny): a request that holds the only slot must run for seconds, not milliseconds.
-const dir = mkdtempSync(path.join(tmpdir(), 'lp-e2e-iso-'));
-const model = path.join(dir, 'model');
-execFileSync(BIN, ['demo-model', model, '--shape', 'smol', '--adapters', '4', '--rank', '8', '--mixed'], { stdio: 'pipe' });
-const m = { model, adapterDir: (n) => path.join(model, 'adapters', n), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+const m = makeModel(4, 'smol');
 const mods = ['medical-qa', 'legal-summary', 'code-review'].map((n) => `${n}=${m.adapterDir(n)}`);
 // One slot: every adapter request needs the slot the others hold.
 const srv = await startServer(m.model, ['--max-loras', '1', '--max-cpu-loras', '4', '--max-lora-rank', '8',

@@ -22,11 +22,12 @@ export const parsePrometheus = require('parse-prometheus-text-format');
 export const ADAPTERS = ['medical-qa', 'legal-summary', 'code-review', 'french-support', 'retail-chat',
   'travel-agent', 'finance-report', 'hr-policy', 'edu-tutor', 'insurance-claims'];
 
-// A fresh temp folder with DIR/model (tiny demo model + n adapters under DIR/model/adapters).
-export function makeModel(nAdapters = 10) {
+// A fresh temp folder with DIR/model (a demo model, `tiny` unless `shape` says otherwise, e.g. `smol` where a
+// request must run for seconds, + n rank-8 adapters under DIR/model/adapters).
+export function makeModel(nAdapters = 10, shape = 'tiny') {
   const dir = mkdtempSync(path.join(tmpdir(), 'lp-e2e-'));
   const model = path.join(dir, 'model');
-  execFileSync(BIN, ['demo-model', model, '--shape', 'tiny', '--adapters', String(nAdapters), '--rank', '8', '--mixed'],
+  execFileSync(BIN, ['demo-model', model, '--shape', shape, '--adapters', String(nAdapters), '--rank', '8', '--mixed'],
     { stdio: 'pipe' });
   return { dir, model, adapterDir: (name) => path.join(model, 'adapters', name),
     cleanup: () => rmSync(dir, { recursive: true, force: true }) };

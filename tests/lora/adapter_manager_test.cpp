@@ -489,6 +489,22 @@ TEST_F(ManagerTest, RequestCountsPerAdapter) {
   ASSERT_EQ(c.requests.size(), 2u);
   EXPECT_EQ(c.requests[0], (std::pair<std::string, int64_t>{"a", 2}));
   EXPECT_EQ(c.requests[1], (std::pair<std::string, int64_t>{"b", 1}));
+  // A Prometheus counter never goes down: unregistering and registering the name again continues the count.
+  m.unregister_adapter("a");
+  EXPECT_FALSE(m.count_request("a"));
+  m.register_adapter("a", adapter("a"));
+  EXPECT_TRUE(m.count_request("a"));
+  c = m.counters();
+  ASSERT_EQ(c.requests.size(), 2u);
+  EXPECT_EQ(c.requests[0], (std::pair<std::string, int64_t>{"a", 3}));
+  // A churn of unique names keeps a bounded number of counts.
+  for (int i = 0; i < 600; ++i) {
+    std::string n = "churn" + std::to_string(i);
+    m.register_adapter(n, adapter("b"));
+    m.count_request(n);
+    m.unregister_adapter(n);
+  }
+  EXPECT_LE(m.counters().requests.size(), 2u + 256u);
 }
 
 // ---- registration refusals
