@@ -3,8 +3,9 @@
 // --max-waiting-per-adapter gets fast 429s with Retry-After while its admitted requests finish and another
 // tenant is still served ahead of the backlog; a request that cannot get an adapter slot never delays the base
 // model and is answered 503 after --adapter-wait-timeout; an adapter unloaded while its request waits answers
-// 404; unloading an adapter in use lets its running request finish.
-import { spawnSync } from 'node:child_process';
+// 404 (a streaming one gets exactly one `data: {"error": ...}` event, then [DONE]); unloading an adapter in use
+// lets its running request finish; /health is 503 while the model loads, 200 when ready, 503 while draining.
+import { spawn, spawnSync } from 'node:child_process';
 import { makeModel, startServer, scrape, metric, waitFor, assert, assertEq, run, sleep, BIN } from './lib.mjs';
 
 // The smol demo shape (not tiny): a request that holds the only slot must run for seconds, not milliseconds.
@@ -90,6 +91,23 @@ await run([
     const back = await post('/v1/load_lora_adapter', { lora_name: 'code-review', lora_path: m.adapterDir('code-review') });
     assertEq(back.status, 200, 'loaded again');
   }],
+  ['a stream whose adapter is unloaded while it waits: one error event, then [DONE]', async () => {
+    const release = await holdSlot('medical-qa');
+    const res = await post('/v1/completions', { model: 'code-review', prompt: 'x', max_tokens: 4, stream: true });
+    assertEq(res.status, 200, 'the stream starts');
+    await sleep(100);
+    assertEq((await post('/v1/unload_lora_adapter', { lora_name: 'code-review' })).status, 200, 'unload');
+    const text = await res.text();
+    const events = text.split('\n\n').map((e) => e.trim()).filter((e) => e.startsWith('data:'));
+    assertEq(events.length, 2, `one error event and [DONE]: ${text}`);
+    const err = JSON.parse(events[0].slice(5));
+    assertEq(err.error.type, 'NotFoundError', 'the error event says what happened');
+    assertEq(events[1], 'data: [DONE]', 'then [DONE]');
+    release();
+    await waitFor(idle, 'idle');
+    assertEq((await post('/v1/load_lora_adapter', { lora_name: 'code-review', lora_path: m.adapterDir('code-review') })).status,
+      200, 'loaded again');
+  }],
   ['unloading an adapter in use lets its running request finish', async () => {
     const running = complete('legal-summary', 60);  // needs the slot: it is free again
     await waitFor(async () => metric(await scrape(srv.url), 'vllm:num_requests_running') === 1, 'running');
@@ -131,6 +149,40 @@ await run([
     const f1 = await scrape(srv.url);
     assertEq(metric(f1, 'loraplex_http_requests_total', { code: '500' }) - metric(f0, 'loraplex_http_requests_total', { code: '500' }),
       0, 'no 500s');
+  }],
+  ['/health: 503 while the model loads, 200 when ready, 503 while draining; exit 0', async () => {
+    const proc = spawn(BIN, ['serve', m.model, '--port', '0', '--threads', '2', '--kv-cache-tokens', '8192'],
+      { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise((resolve) => proc.on('exit', (code) => resolve(code)));
+    let log = '';
+    const port = await new Promise((resolve, reject) => {
+      proc.stderr.on('data', (d) => {
+        log += d;
+        const p = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(log);
+        if (p) resolve(Number(p[1]));
+      });
+      setTimeout(() => reject(new Error(`no port: ${log}`)), 30000);
+    });
+    const health = async () => (await fetch(`http://127.0.0.1:${port}/health`)).status;
+    assertEq(await health(), 503, 'loading (the port opens before the model loads)');
+    await waitFor(async () => (await health()) === 200, 'ready', 30000);
+    const body = { model: 'model', prompt: 'x', max_tokens: 100, ignore_eos: true, stream: true };
+    const stream = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: 'POST',
+      headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    const reader = stream.body.getReader();
+    let got = '';
+    while (!got.includes('"text"')) got += new TextDecoder().decode((await reader.read()).value ?? new Uint8Array());
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()))
+      .includes('vllm:num_requests_running{model_name="model"} 1'), 'the engine shows the stream');
+    proc.kill('SIGTERM');
+    await waitFor(async () => (await health()) === 503, 'draining');
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += new TextDecoder().decode(value);
+    }
+    assert(got.trimEnd().endsWith('data: [DONE]'), 'the in-flight stream finished');
+    assertEq(await exited, 0, 'exit status');
   }],
 ], async () => {
   await srv.stop();
