@@ -220,7 +220,6 @@ void run_serve(ServeArgs a) {
   for (const auto& m : modules) ec.tenant_weights[m.name] = m.weight;
   ec.kv_cache_tokens = kv.kv_tokens;
   ec.kv_cache_dtype = kv.kv_dtype;
-  ec.cache_dtype_label = a.kv_cache_dtype;
   ec.threads = pool_threads(a.threads);
   sched::Engine engine(*model, tok, adapters.get(), ec);
   engine.start();

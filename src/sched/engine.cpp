@@ -1,6 +1,7 @@
 #include "sched/engine.h"
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -110,7 +111,10 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
   if (auto e = tok.eos_id(); e && std::find(eos_ids.begin(), eos_ids.end(), *e) == eos_ids.end()) eos_ids.push_back(*e);
   stats.kv_blocks_total = blocks;
   stats.max_loras = adapters ? adapters->max_loras() : 0;
-  kv_cache_info = KvCacheInfo{cfg.block_size, blocks, int64_t{blocks} * cfg.block_size, cfg.cache_dtype_label,
+  // The element type the cache really holds ("bf16", "f16", "f32"), also when --kv-cache-dtype is auto.
+  std::string dtype_label(dtype_name(cache->shape().dtype));
+  for (auto& ch : dtype_label) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  kv_cache_info = KvCacheInfo{cfg.block_size, blocks, int64_t{blocks} * cfg.block_size, dtype_label,
                               cfg.enable_prefix_caching};
   stats.kv_cache = kv_cache_info;
   log_info("engine: KV cache {} blocks x {} tokens, {} ({:.1f} MB), max_num_seqs {}, max_num_batched_tokens {}",

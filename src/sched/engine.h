@@ -39,7 +39,6 @@ struct EngineConfig {
   int64_t kv_cache_tokens = 0;
   int block_size = 16;
   std::optional<DType> kv_cache_dtype;  // KV element type; unset: the model's torch_dtype
-  std::string cache_dtype_label = "auto";  // --kv-cache-dtype as given, for vllm:cache_config_info (as vLLM)
   bool enable_prefix_caching = true;
   int threads = 0;                     // compute pool (0 = all cores)
   // Testing hook: replaces kv::block_hash for prefix-cache keys (e.g. a deliberately weak one).
@@ -51,7 +50,7 @@ struct KvCacheInfo {
   int block_size = 0;
   int64_t num_blocks = 0;
   int64_t capacity_tokens = 0;  // num_blocks x block_size
-  std::string cache_dtype_label;
+  std::string cache_dtype_label;  // what the cache holds: "bf16" | "f16" | "f32"
   bool prefix_caching = false;
 };
 

@@ -29,9 +29,9 @@ void set_histogram(MetricsRegistry& m, const std::string& name, const Labels& la
 }
 
 // The KV cache's fixed shape. vllm:cache_config_info carries it in labels, as vLLM's
-// CacheConfig.metrics_info() does (every value as Python's str(): cache_dtype is the --kv-cache-dtype flag as
-// given, "auto" by default; booleans "True"/"False"); dashboards and gateways read block_size and
-// num_gpu_blocks from it.
+// CacheConfig.metrics_info() does (booleans "True"/"False" as Python's str()); dashboards and gateways read
+// block_size and num_gpu_blocks from it. cache_dtype is what the cache holds ("bf16" also under
+// --kv-cache-dtype auto, where vLLM would print "auto"): the resolved type is what a reader needs.
 void set_cache_config(MetricsRegistry& m, const sched::KvCacheInfo& kv) {
   m.set("loraplex_kv_cache_capacity_tokens", {}, static_cast<double>(kv.capacity_tokens));
   m.set("vllm:cache_config_info",

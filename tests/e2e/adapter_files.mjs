@@ -98,7 +98,7 @@ const good = adapter('good', (d) => {
     [`${P}.self_attn.q_proj.lora_A.weight`]: [8, 64], [`${P}.self_attn.q_proj.lora_B.weight`]: [64, 8] }));
 });
 
-const KV_FLAGS = ['--kv-cache-memory', '1MiB', '--kv-cache-dtype', 'bf16'];
+const KV_FLAGS = ['--kv-cache-memory', '1MiB'];  // the demo model is BF16: the cache is too (auto)
 const srv = await startServer(m.model, ['--allow-runtime-lora-updating', '--lora-root', root, '--enable-lora-resolver',
   '--max-loras', '2', '--max-lora-rank', '16', ...KV_FLAGS]);
 const client = srv.client();
