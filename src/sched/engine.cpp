@@ -60,6 +60,7 @@ struct Engine::Impl : SchedulerResources {
   std::deque<std::unique_ptr<Seq>> incoming;
   bool stopping = false;   // no new submissions
   bool quit = false;       // thread must exit
+  std::atomic<bool> drained{false};  // stopping, and the engine thread found no request left (set under mu)
   uint64_t next_id = 0;
 
   model::Batch batch;
@@ -382,8 +383,11 @@ void Engine::Impl::loop() {
     {
       std::unique_lock<std::mutex> lock(mu);
       bool idle = scheduler.running().empty() && !scheduler.has_waiting();
+      // Drained: judged here, on the thread that owns the requests, with the submission lock held (so no
+      // submission is in between); published stats could be a step old and miss a request just taken in.
+      if (idle && stopping && incoming.empty()) drained.store(true);
       if (idle) {
-        cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return quit || !incoming.empty(); });
+        cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return quit || !incoming.empty() || (stopping && !drained); });
       }
       if (quit) break;
     }
@@ -430,12 +434,11 @@ void Engine::shutdown(std::chrono::milliseconds timeout) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stopping = true;
   }
+  impl_->cv.notify_all();
   double deadline = now_seconds() + timeout.count() / 1000.0;
-  while (now_seconds() < deadline) {
-    EngineStats st = stats();
-    if (st.running == 0 && st.waiting == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  // Until the engine thread itself finds nothing running, waiting or submitted (or the timeout passes).
+  while (now_seconds() < deadline && !(impl_->drained.load() || !impl_->thread.joinable()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->quit = true;

@@ -369,6 +369,22 @@ TEST_F(EngineTest, AdapterWaitsAreBoundedAndNeverBlockTheBase) {
   EXPECT_EQ(st.running, 0);
 }
 
+// shutdown() lets an accepted request finish even when it comes right after the submit, before the engine
+// has published stats that show it (the drain is judged on the engine thread, not from a step-old snapshot).
+TEST_F(EngineTest, ShutdownRightAfterSubmitLetsTheRequestFinish) {
+  for (int i = 0; i < 5; ++i) {
+    EngineConfig cfg;
+    Engine engine(*model_, *tok_, nullptr, cfg);
+    engine.start();
+    idle_stats(engine);  // the published stats say idle; the request below is newer than them
+    auto ch = engine.submit(greedy(prompt(8, 500 + i), 20));
+    engine.shutdown(10s);
+    Result r = collect(ch);
+    EXPECT_EQ(r.finish, FinishReason::kLength) << "aborted by a shutdown that should have drained it";
+    EXPECT_EQ(r.tokens.size(), 20u);
+  }
+}
+
 // The context is capped at what the whole KV cache holds: a request asking for more than that finishes at
 // the cap (it would otherwise preempt itself forever and block everyone behind it).
 TEST_F(EngineTest, ContextIsCappedByTheKvCache) {
