@@ -56,7 +56,7 @@ demo: build
 serve: demo
 	@[ -d $(DEMO)/adapters/medical-qa ] || $(BUILD)/loraplex demo-model $(DEMO) --shape smol --seed 1 --adapters 4 --rank 16 --mixed
 	@echo "try:  curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \"medical-qa\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], \"max_tokens\": 32}'"
-	$(BUILD)/loraplex serve $(DEMO) --port $(PORT) --max-loras 4 --max-lora-rank 16 \
+	$(BUILD)/loraplex serve $(DEMO) --port $(PORT) --max-loras 4 --max-lora-rank 16 --kv-cache-memory 2GiB \
 	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(DEMO)/adapters/$(a)) \
 	  --allow-runtime-lora-updating --lora-root $(DEMO)/adapters
 
