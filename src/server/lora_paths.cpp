@@ -1,19 +1,11 @@
 #include "server/lora_paths.h"
 
+#include "io/file_open.h"
 #include "server/api_error.h"
 
 namespace lp::server {
 
 namespace fs = std::filesystem;
-
-bool path_within(const fs::path& p, const fs::path& root) {
-  auto pi = p.begin(), ri = root.begin();
-  for (; ri != root.end(); ++ri, ++pi) {
-    if (ri->empty()) continue;  // a trailing separator on the root
-    if (pi == p.end() || *pi != *ri) return false;
-  }
-  return true;
-}
 
 namespace {
 
@@ -35,7 +27,7 @@ fs::path resolve_adapter_path(const std::optional<fs::path>& root, const std::st
     fs::path r = canonical_root(*root);
     if (p.is_relative()) p = r / p;
     fs::path resolved = fs::weakly_canonical(p, ec);  // follows symlinks of the existing prefix, folds ".."
-    if (ec || !path_within(resolved, r))
+    if (ec || !io::path_is_within(resolved, r))
       throw ApiError(fmt::format("the path '{}' is outside the allowed LoRA root", requested), ErrorKind::kForbidden,
                      "lora_path");
     p = resolved;
@@ -66,7 +58,7 @@ std::optional<fs::path> find_adapter_under_root(const fs::path& root, const std:
   if (!fs::is_directory(candidate, ec)) return std::nullopt;
   fs::path resolved = fs::canonical(candidate, ec);
   if (ec) return std::nullopt;
-  if (!path_within(resolved, r))
+  if (!io::path_is_within(resolved, r))
     throw ApiError(fmt::format("the adapter folder for '{}' resolves outside the allowed LoRA root", name),
                    ErrorKind::kForbidden, "model");
   return resolved;

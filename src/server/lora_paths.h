@@ -25,7 +25,4 @@ bool is_plain_adapter_name(const std::string& name);
 std::optional<std::filesystem::path> find_adapter_under_root(const std::filesystem::path& root,
                                                              const std::string& name);
 
-// True when `p` equals `root` or lies below it (both already canonical).
-bool path_within(const std::filesystem::path& p, const std::filesystem::path& root);
-
 }  // namespace lp::server

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "io/file_open.h"
 #include "server/api_error.h"
 #include "server/auth.h"
 #include "server/lora_paths.h"
@@ -196,10 +197,10 @@ TEST(LoraPaths, ContainmentUnderRoot) {
   EXPECT_EQ(status_of_resolve(std::nullopt, (outside / "evil").string()), 200);  // no root: anywhere
   EXPECT_EQ(status_of_resolve(std::nullopt, (outside / "nothing").string()), 404);
 
-  EXPECT_TRUE(path_within("/a/b/c", "/a/b"));
-  EXPECT_TRUE(path_within("/a/b", "/a/b"));
-  EXPECT_FALSE(path_within("/a/bc", "/a/b"));
-  EXPECT_FALSE(path_within("/a", "/a/b"));
+  EXPECT_TRUE(io::path_is_within("/a/b/c", "/a/b"));
+  EXPECT_TRUE(io::path_is_within("/a/b", "/a/b"));
+  EXPECT_FALSE(io::path_is_within("/a/bc", "/a/b"));
+  EXPECT_FALSE(io::path_is_within("/a", "/a/b"));
 
   EXPECT_TRUE(find_adapter_under_root(root.path(), "a").has_value());
   EXPECT_FALSE(find_adapter_under_root(root.path(), "missing").has_value());
