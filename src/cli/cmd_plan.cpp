@@ -2,8 +2,7 @@
 // model's config.json alone (no weights needed): bytes per slot (per target module and in total), all slots,
 // the host tier at full rank, the base weights, and the KV cache sized exactly as `serve` sizes it for the
 // same flags (lora/kv_plan.h: --kv-cache-tokens, --kv-cache-memory, else a share of the memory measured now,
-// or of
-// --memory-budget).
+// or of --memory-budget).
 #include <cstdio>
 #include <nlohmann/json.hpp>
 

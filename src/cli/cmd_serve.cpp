@@ -212,12 +212,12 @@ void run_serve(ServeArgs a) {
   if (kv.kv_blocks == 0) fail("{}", kv.problem);
 
   sched::EngineConfig ec;
-  ec.max_num_seqs = a.max_num_seqs;
-  ec.max_num_batched_tokens = a.max_num_batched_tokens;
-  ec.max_waiting = a.max_waiting;
-  ec.max_waiting_per_adapter = a.max_waiting_per_adapter;
-  ec.adapter_wait_timeout_s = a.adapter_wait_timeout;
-  for (const auto& m : modules) ec.tenant_weights[m.name] = m.weight;
+  ec.sched.max_num_seqs = a.max_num_seqs;
+  ec.sched.max_num_batched_tokens = a.max_num_batched_tokens;
+  ec.sched.max_waiting = a.max_waiting;
+  ec.sched.max_waiting_per_adapter = a.max_waiting_per_adapter;
+  ec.sched.adapter_wait_timeout_s = a.adapter_wait_timeout;
+  for (const auto& m : modules) ec.sched.weights[m.name] = m.weight;
   ec.kv_cache_tokens = kv.kv_tokens;
   ec.kv_cache_dtype = kv.kv_dtype;
   ec.threads = pool_threads(a.threads);
@@ -289,7 +289,7 @@ void add_serve_command(CLI::App& app) {
   c->add_flag("--strict-base", a->strict_base, "Refuse adapters trained on another base model");
   c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
-  c->add_option("--http-threads", a->http_threads, "HTTP I/O threads (non-blocking; 2 serve thousands of streams)");
+  c->add_option("--http-threads", a->http_threads, "HTTP I/O threads (non-blocking: they never wait on the engine or a slow client)");
   c->add_option("--max-connections", a->max_connections, "Open HTTP connections at most (more: 503 and close)");
   c->add_option("--allowed-origins", a->allowed_origins,
                 "Origins (e.g. https://app.example) whose browser requests are served, with CORS; any other "

@@ -144,6 +144,7 @@ void AdapterManager::register_adapter(const std::string& name, const fs::path& p
   if (old != by_name_.end()) unregister_locked(old);  // only now that the new one is known to be good
   auto e = std::make_shared<Entry>(next_id_++, name, dir, confine_root, pinned, data->max_rank);
   by_name_.emplace(name, e);
+  unregistered_counts_.erase(name);  // registered again: its count is live, never dropped
   if (pinned) pinned_.push_back(e);
   // Keep the validated result when a host place is free (a pinned adapter may evict an unpinned host-only
   // one for it; slots are never touched here: that is the engine thread's business).
@@ -169,13 +170,11 @@ void AdapterManager::unregister_locked(Registry::iterator it) {
   // Its request count stays (a name registered again continues it), but only for the most recently
   // unregistered names: a churn of unique names must not grow the map (and the metric) without bound.
   if (requests_by_name_.count(e->name)) {
-    unregistered_order_.push_back(e->name);
-    while (unregistered_order_.size() > kKeptUnregisteredCounts) {
-      const std::string old = unregistered_order_.front();
-      unregistered_order_.pop_front();
-      if (!by_name_.count(old) && std::find(unregistered_order_.begin(), unregistered_order_.end(), old) ==
-                                      unregistered_order_.end())
-        requests_by_name_.erase(old);
+    unregistered_counts_.touch(e->name);
+    if (unregistered_counts_.size() > kKeptUnregisteredCounts) {
+      auto oldest = unregistered_counts_.victim([](const std::string&) { return true; });
+      unregistered_counts_.erase(*oldest);
+      requests_by_name_.erase(*oldest);
     }
   }
   std::erase(pinned_, e);

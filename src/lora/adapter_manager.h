@@ -41,7 +41,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -210,7 +209,7 @@ class AdapterManager {
   // the kKeptUnregisteredCounts most recently unregistered ones (older ones are dropped, bounding memory).
   static constexpr size_t kKeptUnregisteredCounts = 256;
   std::map<std::string, int64_t> requests_by_name_;
-  std::deque<std::string> unregistered_order_;
+  LruList<std::string> unregistered_counts_;  // names with a count that are not registered, oldest first
 
   std::unique_ptr<LoaderThread> loader_;  // last: destroyed (joined) before the state its jobs touch
 };

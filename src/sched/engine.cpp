@@ -77,29 +77,14 @@ struct Engine::Impl : SchedulerResources {
   std::thread thread;
 };
 
-namespace {
-
-SchedulerConfig scheduler_config(const EngineConfig& c) {
-  SchedulerConfig sc;
-  sc.max_num_seqs = c.max_num_seqs;
-  sc.max_num_batched_tokens = c.max_num_batched_tokens;
-  sc.max_waiting = c.max_waiting;
-  sc.max_waiting_per_adapter = c.max_waiting_per_adapter;
-  sc.adapter_wait_timeout_s = c.adapter_wait_timeout_s;
-  sc.weights = c.tenant_weights;
-  return sc;
-}
-
-}  // namespace
-
 Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c)
-    : model(m), tok(t), adapters(a), cfg(c), pool(c.threads), scheduler(scheduler_config(c)) {
+    : model(m), tok(t), adapters(a), cfg(c), pool(c.threads), scheduler(c.sched) {
   const auto& mc = model.config();
   int64_t kv_tokens = cfg.kv_cache_tokens;
   if (kv_tokens <= 0) {
     // Default: room for max_num_seqs sequences of 2048 tokens, at most 1 GiB of KV.
     int64_t per_token = model.kv_shape(cfg.block_size, cfg.kv_cache_dtype).bytes_per_token();
-    kv_tokens = std::min<int64_t>(int64_t{cfg.max_num_seqs} * std::min<int64_t>(2048, mc.max_model_len),
+    kv_tokens = std::min<int64_t>(int64_t{cfg.sched.max_num_seqs} * std::min<int64_t>(2048, mc.max_model_len),
                                   (int64_t{1} << 30) / per_token);
   }
   int blocks = static_cast<int>((kv_tokens + cfg.block_size - 1) / cfg.block_size);
@@ -110,7 +95,6 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
     log_info("engine: context capped at {} tokens (the KV cache), model allows {}", max_len, mc.max_model_len);
   eos_ids = mc.eos_token_ids;
   if (auto e = tok.eos_id(); e && std::find(eos_ids.begin(), eos_ids.end(), *e) == eos_ids.end()) eos_ids.push_back(*e);
-  stats.kv_blocks_total = blocks;
   stats.max_loras = adapters ? adapters->max_loras() : 0;
   // The element type the cache really holds ("bf16", "f16", "f32"), also when --kv-cache-dtype is auto.
   std::string dtype_label(dtype_name(cache->shape().dtype));
@@ -119,8 +103,8 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
                               cfg.enable_prefix_caching};
   stats.kv_cache = kv_cache_info;
   log_info("engine: KV cache {} blocks x {} tokens, {} ({:.1f} MB), max_num_seqs {}, max_num_batched_tokens {}",
-           blocks, cfg.block_size, dtype_name(cache->shape().dtype), cache->bytes() / 1e6, cfg.max_num_seqs,
-           cfg.max_num_batched_tokens);
+           blocks, cfg.block_size, dtype_name(cache->shape().dtype), cache->bytes() / 1e6, cfg.sched.max_num_seqs,
+           cfg.sched.max_num_batched_tokens);
 }
 
 bool Engine::Impl::is_aborted(const Seq& s) const {
@@ -357,7 +341,6 @@ void Engine::Impl::publish_stats() {
   EngineStats st;
   st.running = static_cast<int>(scheduler.running().size());
   st.waiting = scheduler.num_waiting();
-  st.kv_blocks_total = cache->num_blocks();
   st.kv_usage = cache->num_blocks() ? 1.0 - static_cast<double>(cache->allocator().num_free()) / cache->num_blocks() : 0;
   st.prompt_tokens_total = prompt_tokens_total;
   st.generation_tokens_total = generation_tokens_total;

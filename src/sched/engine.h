@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -20,6 +19,7 @@
 
 #include "core/dtype.h"
 #include "sched/request.h"
+#include "sched/scheduler_config.h"
 
 namespace lp::model { class Model; }
 namespace lp::text { class Tokenizer; }
@@ -28,12 +28,7 @@ namespace lp::lora { class AdapterManager; }
 namespace lp::sched {
 
 struct EngineConfig {
-  int max_num_seqs = 64;               // running requests at most
-  int max_num_batched_tokens = 2048;   // tokens in one forward step at most (prefill chunks are cut to fit)
-  int max_waiting = 1024;              // waiting requests over which submit() refuses (kOverloaded)
-  int max_waiting_per_adapter = 0;     // waiting requests of one tenant over which it refuses (0: no cap)
-  double adapter_wait_timeout_s = 30;  // a request without an adapter slot this long: kUnavailable
-  std::map<std::string, double> tenant_weights;  // admission weight per adapter ("" = base), default 1
+  SchedulerConfig sched;               // running / batched-token / waiting limits, slot waits, tenant weights
   // KV capacity in tokens (rounded up to whole blocks). `serve` always passes the planned value
   // (lora::plan_kv_cache); 0 is a fallback for tests: min(max_num_seqs x 2048 tokens, 1 GiB).
   int64_t kv_cache_tokens = 0;
@@ -59,7 +54,6 @@ struct EngineStats {
   int running = 0;
   int waiting = 0;
   double kv_usage = 0;  // fraction of KV blocks in use
-  int64_t kv_blocks_total = 0;
   int64_t prompt_tokens_total = 0;
   int64_t generation_tokens_total = 0;
   int64_t preemptions_total = 0;

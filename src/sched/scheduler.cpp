@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <set>
 
 namespace lp::sched {
 
@@ -14,22 +15,27 @@ void Scheduler::reserve_place(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(count_mu_);
   if (cfg_.max_waiting > 0 && waiting_total_ >= cfg_.max_waiting)
     fail_as(ErrorKind::kOverloaded, "too many waiting requests ({}, --max-waiting); retry later", waiting_total_);
-  int& mine = waiting_by_tenant_[tenant];
-  if (cfg_.max_waiting_per_adapter > 0 && mine >= cfg_.max_waiting_per_adapter) {
-    if (mine == 0) waiting_by_tenant_.erase(tenant);
+  auto it = waiting_by_tenant_.find(tenant);
+  const int mine = it == waiting_by_tenant_.end() ? 0 : it->second;
+  if (cfg_.max_waiting_per_adapter > 0 && mine >= cfg_.max_waiting_per_adapter)
     fail_as(ErrorKind::kOverloaded, "too many waiting requests for model '{}' ({}, --max-waiting-per-adapter); retry later",
             tenant, mine);
-  }
-  ++mine;
-  ++waiting_total_;
+  add_places_locked(tenant, 1);
 }
 
-void Scheduler::cancel_place(const std::string& tenant) {
+void Scheduler::cancel_place(const std::string& tenant) { add_places(tenant, -1); }
+
+void Scheduler::add_places(const std::string& tenant, int n) {
   std::lock_guard<std::mutex> lock(count_mu_);
-  auto it = waiting_by_tenant_.find(tenant);
-  LP_CHECK(it != waiting_by_tenant_.end() && it->second > 0 && waiting_total_ > 0, "no place of '{}' to give back", tenant);
-  if (--it->second == 0) waiting_by_tenant_.erase(it);
-  --waiting_total_;
+  add_places_locked(tenant, n);
+}
+
+void Scheduler::add_places_locked(const std::string& tenant, int n) {
+  int& mine = waiting_by_tenant_[tenant];
+  LP_CHECK(mine + n >= 0 && waiting_total_ + n >= 0, "waiting places of '{}' would go negative", tenant);
+  mine += n;
+  waiting_total_ += n;
+  if (mine == 0) waiting_by_tenant_.erase(tenant);
 }
 
 int Scheduler::num_waiting() const {
@@ -46,11 +52,6 @@ int Scheduler::num_waiting(const std::string& tenant) const {
 double Scheduler::weight_of(const std::string& tenant) const {
   auto it = cfg_.weights.find(tenant);
   return it == cfg_.weights.end() ? 1.0 : it->second;
-}
-
-void Scheduler::set_weight(const std::string& tenant, double weight) {
-  LP_CHECK(weight > 0, "weight of tenant '{}' is {}", tenant, weight);
-  cfg_.weights[tenant] = weight;
 }
 
 Scheduler::Tenant& Scheduler::activate(const std::string& tenant) {
@@ -71,12 +72,19 @@ std::unique_ptr<Seq> Scheduler::pop_front(const std::string& tenant) {
   LP_CHECK(it != tenants_.end() && !it->second.queue.empty(), "tenant '{}' has no waiting request", tenant);
   std::unique_ptr<Seq> s = std::move(it->second.queue.front());
   it->second.queue.pop_front();
-  if (it->second.queue.empty()) {
-    if (it->second.pass > vtime_) pass_left_[tenant] = it->second.pass;
-    tenants_.erase(it);
-  }
-  cancel_place(tenant);
+  drop_if_empty(it);
+  add_places(tenant, -1);
   return s;
+}
+
+// A tenant without waiting requests leaves tenants_; its pass is kept only while it is ahead of the virtual
+// time (an entry at or behind it would change nothing at the next activation).
+std::map<std::string, Scheduler::Tenant>::iterator Scheduler::drop_if_empty(
+    std::map<std::string, Tenant>::iterator it) {
+  if (!it->second.queue.empty()) return std::next(it);
+  std::erase_if(pass_left_, [&](const auto& kv) { return kv.second <= vtime_; });
+  if (it->second.pass > vtime_) pass_left_[it->first] = it->second.pass;
+  return tenants_.erase(it);
 }
 
 void Scheduler::enqueue(std::unique_ptr<Seq> s) {
@@ -103,18 +111,20 @@ std::vector<std::unique_ptr<Seq>> Scheduler::remove_if(const std::function<bool(
         ++qi;
       }
     }
-    if (const int n = static_cast<int>(out.size() - before); n > 0) {
-      std::lock_guard<std::mutex> lock(count_mu_);
-      waiting_total_ -= n;
-      if ((waiting_by_tenant_[it->first] -= n) == 0) waiting_by_tenant_.erase(it->first);
-    }
-    if (q.empty()) {
-      if (it->second.pass > vtime_) pass_left_[it->first] = it->second.pass;
-      it = tenants_.erase(it);
-    } else {
-      ++it;
-    }
+    if (const int n = static_cast<int>(out.size() - before); n > 0) add_places(it->first, -n);
+    it = drop_if_empty(it);
   }
+  take_running(pred, out);
+  return out;
+}
+
+std::vector<std::unique_ptr<Seq>> Scheduler::take_finished() {
+  std::vector<std::unique_ptr<Seq>> out;
+  take_running([](const Seq& s) { return s.finished; }, out);
+  return out;
+}
+
+void Scheduler::take_running(const std::function<bool(const Seq&)>& pred, std::vector<std::unique_ptr<Seq>>& out) {
   for (size_t i = 0; i < running_.size();) {
     if (pred(*running_[i])) {
       out.push_back(std::move(running_[i]));
@@ -123,20 +133,6 @@ std::vector<std::unique_ptr<Seq>> Scheduler::remove_if(const std::function<bool(
       ++i;
     }
   }
-  return out;
-}
-
-std::vector<std::unique_ptr<Seq>> Scheduler::take_finished() {
-  std::vector<std::unique_ptr<Seq>> out;
-  for (size_t i = 0; i < running_.size();) {
-    if (running_[i]->finished) {
-      out.push_back(std::move(running_[i]));
-      running_.erase(running_.begin() + static_cast<long>(i));
-    } else {
-      ++i;
-    }
-  }
-  return out;
 }
 
 // The newest running request (at index >= from, i.e. not yet given tokens this step) of the tenant that holds
@@ -163,12 +159,8 @@ void Scheduler::preempt(SchedulerResources& res, size_t i) {
   res.release(*s);  // recompute later: tokens, sampler and text state stay
   s->adapter_wait_since = -1;
   s->no_slot = false;
-  {
-    std::lock_guard<std::mutex> lock(count_mu_);
-    ++waiting_total_;
-    ++waiting_by_tenant_[s->tenant()];
-  }
   const std::string tenant = s->tenant();
+  add_places(tenant, 1);  // never refused: it was accepted
   activate(tenant).queue.push_front(std::move(s));
 }
 
@@ -224,7 +216,7 @@ void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, Sche
       starving_since = head.adapter_wait_since;
     }
   }
-  std::map<std::string, bool> skipped;  // tenants that cannot be admitted this step
+  std::set<std::string> skipped;  // tenants that cannot be admitted this step
   while (budget > 0 && static_cast<int>(running_.size()) < cfg_.max_num_seqs) {
     // The tenant with the least weighted service; ties go to the older head request.
     Tenant* pick = nullptr;
@@ -242,7 +234,7 @@ void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, Sche
     Seq& s = *pick->queue.front();
     if (!tenant.empty()) {
       if (!starving.empty() && tenant != starving && !res.adapter_pinned(tenant)) {
-        skipped[tenant] = true;
+        skipped.insert(tenant);
         continue;
       }
       AdapterGrant g = res.acquire_adapter(s);
@@ -254,12 +246,12 @@ void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, Sche
         if (s.adapter_wait_since < 0) s.adapter_wait_since = now;
         s.no_slot = g.kind == AdapterGrant::kNoSlot;
         if (now - s.adapter_wait_since > cfg_.adapter_wait_timeout_s) {
-          reject_stale(tenant, now,  out,
+          reject_stale(tenant, now, out,
                        fmt::format("adapter '{}' could not be given a slot within {:g} s (--adapter-wait-timeout); "
                                    "retry later", tenant, cfg_.adapter_wait_timeout_s));
           continue;
         }
-        skipped[tenant] = true;
+        skipped.insert(tenant);
         continue;
       }
     }

@@ -31,19 +31,10 @@
 #include <vector>
 
 #include "core/check.h"
+#include "sched/scheduler_config.h"
 #include "sched/seq.h"
 
 namespace lp::sched {
-
-struct SchedulerConfig {
-  int max_num_seqs = 64;              // running requests at most
-  int max_num_batched_tokens = 2048;  // tokens in one step at most (prefill chunks are cut to fit)
-  int max_waiting = 1024;             // waiting requests in all (0: no cap)
-  int max_waiting_per_adapter = 0;    // waiting requests of one tenant (0: no cap)
-  double adapter_wait_timeout_s = 30;
-  double slot_fairness_s = 2;
-  std::map<std::string, double> weights;  // tenant -> admission weight (default 1; "" = the base model)
-};
 
 // What admitting a request for an adapter got from the adapter cache.
 struct AdapterGrant {
@@ -114,7 +105,6 @@ class Scheduler {
   bool has_waiting() const { return !tenants_.empty(); }
   // Tenants with waiting requests (engine thread).
   std::vector<std::string> waiting_tenants() const;
-  void set_weight(const std::string& tenant, double weight);
 
  private:
   struct Tenant {
@@ -124,6 +114,10 @@ class Scheduler {
   double weight_of(const std::string& tenant) const;
   Tenant& activate(const std::string& tenant);  // the tenant's queue, created at the current virtual time
   std::unique_ptr<Seq> pop_front(const std::string& tenant);  // gives the place back; drops empty tenants
+  std::map<std::string, Tenant>::iterator drop_if_empty(std::map<std::string, Tenant>::iterator it);
+  void take_running(const std::function<bool(const Seq&)>& pred, std::vector<std::unique_ptr<Seq>>& out);
+  void add_places(const std::string& tenant, int n);         // waiting-place counts += n (locks count_mu_)
+  void add_places_locked(const std::string& tenant, int n);
   void admit(SchedulerResources& res, double now, int64_t& budget, SchedulerOutput& out);
   void reject_stale(const std::string& tenant, double now, SchedulerOutput& out, const std::string& why);
   size_t pick_victim(size_t from) const;
@@ -131,8 +125,8 @@ class Scheduler {
 
   SchedulerConfig cfg_;
 
-  // Waiting-place counts: guarded by count_mu_ (submit runs on HTTP threads). Mutated only by
-  // reserve_place / cancel_place / pop_front / preempt.
+  // Waiting-place counts: guarded by count_mu_ (submit runs on HTTP threads). Mutated only through
+  // add_places[_locked].
   mutable std::mutex count_mu_;
   int waiting_total_ = 0;
   std::map<std::string, int> waiting_by_tenant_;

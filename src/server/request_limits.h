@@ -17,9 +17,9 @@ inline constexpr size_t kMaxJsonObjectKeys = 2048;
 // Keys in the whole body: a bound on the DOM's node count that the object bound alone does not give.
 inline constexpr size_t kMaxJsonTotalKeys = 65536;
 // The work of building the DOM: ordered_json inserts a key after a linear search of its object, so the i-th
-// key of an object costs i comparisons and an object of k keys k^2/2 (100,000 keys: 5e9, 10-12 s of CPU).
-// The pre-pass adds up exactly these counts; 4M comparisons is ~10 ms, and holds one object of 2,048 keys or
-// any number of ordinary ones (65,536 keys in objects of 8 cost 0.3M).
+// key of an object costs i comparisons and an object of k keys k^2/2. The pre-pass adds up exactly these
+// counts; 4M holds one object of 2,048 keys or any number of ordinary ones (65,536 keys in objects of 8 cost
+// 0.3M). docs/architecture.md ("Request bounds") has what this costs in time.
 inline constexpr size_t kMaxJsonKeyComparisons = size_t{1} << 22;
 
 // --- Fields. ---
@@ -29,7 +29,7 @@ inline constexpr int kMaxN = 128;
 inline constexpr int kMaxLogprobs = 20;
 // stop strings: OpenAI allows 4, vLLM has no bound. Every stop string is searched for after every generated
 // token on the engine thread, so the count and length bound the per-token cost any request adds to the
-// step of every tenant: 16 x 1 KiB keeps that search to a few microseconds.
+// step of every tenant.
 inline constexpr size_t kMaxStopStrings = 16;
 inline constexpr size_t kMaxStopStringBytes = 1024;
 // stop_token_ids: each id must also be inside the vocabulary.

@@ -10,6 +10,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core/string.hpp>
 
 #include <chrono>
 #include <thread>
@@ -295,12 +296,7 @@ MetricsRegistry& Server::metrics() { return st_->metrics; }
 int Server::in_flight() const { return st_->in_flight.load(); }
 const ServerOptions& Server::options() const { return st_->options; }
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  return true;
-}
+bool iequals(std::string_view a, std::string_view b) { return boost::beast::iequals(a, b); }
 
 std::string HttpRequest::header(std::string_view name) const {
   for (const auto& [k, v] : headers)

@@ -50,7 +50,7 @@ void collect(ServerState& st, MetricsRegistry& m) {
   m.set("loraplex_num_requests_running", {}, s.running);
   m.set("loraplex_num_requests_waiting", {}, s.waiting);
   m.set("loraplex_kv_cache_usage_perc", {}, s.kv_usage);
-  m.set("loraplex_kv_cache_blocks_total", {}, static_cast<double>(s.kv_blocks_total));
+  m.set("loraplex_kv_cache_blocks_total", {}, static_cast<double>(s.kv_cache.num_blocks));
   m.set("loraplex_prompt_tokens_total", {}, static_cast<double>(s.prompt_tokens_total));
   m.set("loraplex_generation_tokens_total", {}, static_cast<double>(s.generation_tokens_total));
   m.set("loraplex_num_preemptions_total", {}, static_cast<double>(s.preemptions_total));

@@ -155,8 +155,8 @@ TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAlone) {
   }
   auto mgr = make_manager(4, 6);
   EngineConfig cfg;
-  cfg.max_num_batched_tokens = 48;
-  cfg.max_num_seqs = 12;
+  cfg.sched.max_num_batched_tokens = 48;
+  cfg.sched.max_num_seqs = 12;
   cfg.kv_cache_tokens = 16 * 24;  // 24 blocks: not enough for all at once
   Engine engine(*model_, *tok_, mgr.get(), cfg);
   engine.start();
@@ -289,7 +289,7 @@ TEST_F(EngineTest, PrefixCacheVerifiesTokensNotJustHashes) {
 TEST_F(EngineTest, AdmissionIsRoundRobinAcrossTenants) {
   auto mgr = make_manager(2, 2);
   EngineConfig cfg;
-  cfg.max_num_seqs = 1;
+  cfg.sched.max_num_seqs = 1;
   Engine engine(*model_, *tok_, mgr.get(), cfg);
   std::vector<std::shared_ptr<RequestChannel>> a;
   for (int i = 0; i < 6; ++i) a.push_back(engine.submit(greedy(prompt(8, 200 + i), 4, "a1")));
@@ -333,7 +333,7 @@ TEST_F(EngineTest, AdapterWaitsAreBoundedAndNeverBlockTheBase) {
   for (int i = 0; i < 4; ++i)  // a0 and a1 fill the host tier at registration; a2, a3 start on disk
     mgr->register_adapter("a" + std::to_string(i), dir_->path() / "adapters" / ("a" + std::to_string(i)));
   EngineConfig cfg;
-  cfg.adapter_wait_timeout_s = 0.5;
+  cfg.sched.adapter_wait_timeout_s = 0.5;
   Engine engine(*model_, *tok_, mgr.get(), cfg);
   engine.start();
   auto waiter = engine.submit(greedy(prompt(8, 401), 4, "a2"));
@@ -408,7 +408,7 @@ TEST_F(EngineTest, ContextIsCappedByTheKvCache) {
 
 TEST_F(EngineTest, SubmitRefusals) {
   EngineConfig cfg;
-  cfg.max_waiting = 2;
+  cfg.sched.max_waiting = 2;
   Engine engine(*model_, *tok_, nullptr, cfg);
   auto code = [&](Request r) {
     try {

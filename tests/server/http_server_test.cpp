@@ -406,38 +406,31 @@ class RawConn {
     return ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size());
   }
   // Reads until the peer closes (true) or `seconds` pass (false); appends to `out`.
-  bool read_until_closed(std::string& out, double seconds) {
-    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    for (;;) {
-      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      end - std::chrono::steady_clock::now()).count());
-      if (left <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, left) <= 0) return false;
-      char buf[65536];
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) return true;
-      out.append(buf, static_cast<size_t>(n));
-    }
-  }
+  bool read_until_closed(std::string& out, double seconds) { return read_while(out, seconds, nullptr) == kClosed; }
   // Reads until `out` holds `needle` or `seconds` pass.
   bool read_until(std::string& out, const std::string& needle, double seconds) {
-    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-    while (out.find(needle) == std::string::npos) {
-      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      end - std::chrono::steady_clock::now()).count());
-      if (left <= 0) return false;
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, left) <= 0) return false;
-      char buf[65536];
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n <= 0) return false;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    return true;
+    return read_while(out, seconds, &needle) == kFound;
   }
 
  private:
+  enum ReadEnd { kFound, kClosed, kTimedOut };
+  // Appends what arrives to `out` until it holds *needle (when given), the peer closes, or `seconds` pass.
+  ReadEnd read_while(std::string& out, double seconds, const std::string* needle) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    for (;;) {
+      if (needle && out.find(*needle) != std::string::npos) return kFound;
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      end - std::chrono::steady_clock::now()).count());
+      if (left <= 0) return kTimedOut;
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, left) <= 0) return kTimedOut;
+      char buf[65536];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return kClosed;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+
   int fd_ = -1;
   bool connected_ = false;
 };
