@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 
 namespace lp::kernels::detail {
 
@@ -29,6 +30,8 @@ struct MatmulArgs {
   // Where this thread's weight stream likely continues once rows [n0, n1) are read (the next rows it will
   // take, in this call or the next one); null if unknown. Only prefetched.
   const char* pf_next = nullptr;
+  // Quantized W: x quantized for it (act_block(W), ld == W.row_stride); null otherwise.
+  const QuantActs* qa = nullptr;
 };
 
 // Fewer tokens than this take the GEMV path (W streamed once, row after row); more, the register-tiled GEMM.
@@ -81,6 +84,11 @@ struct IsaKernels {
   // xb[t][k] = bf16(x[t][k]) for k < K, 0 for K <= k < ldxb.
   void (*convert_x_bf16)(const float* x, int64_t T, int64_t ldx, int64_t K, uint16_t* xb, int64_t ldxb);
   void (*matmul_rows)(const MatmulArgs& a, int64_t n0, int64_t n1);
+  // Quantized W (a.qa set): rows [n0, n1). Integer products, so every ISA's table gives the same block dots;
+  // only the float sum of the scaled blocks may round differently.
+  void (*matmul_rows_q)(const MatmulArgs& a, int64_t n0, int64_t n1);
+  // Tokens [t0, t1) of x quantized into q, bit for bit what ref::quantize_acts gives.
+  void (*quantize_acts)(const float* x, int64_t t0, int64_t t1, int64_t ldx, int64_t K, const QuantActs& q);
   // rmsnorm of tokens [t0, t1).
   void (*rmsnorm_rows)(const float* x, int64_t t0, int64_t t1, int64_t D, const void* w, DType w_dtype,
                        float eps, float* y);
@@ -149,6 +157,9 @@ namespace lp::kernels::avx512 {
 void matmul_rows_bf16dot(const detail::MatmulArgs& a, int64_t n0, int64_t n1);  // needs AVX512_BF16
 void matmul_rows_fma(const detail::MatmulArgs& a, int64_t n0, int64_t n1);
 void convert_x_bf16(const float* x, int64_t T, int64_t ldx, int64_t K, uint16_t* xb, int64_t ldxb);
+// Quantized W with x quantized to int8 (matmul_q_avx512.cpp); needs AVX512_VNNI.
+void matmul_rows_vnni(const detail::MatmulArgs& a, int64_t n0, int64_t n1);
+void quantize_acts(const float* x, int64_t t0, int64_t t1, int64_t ldx, int64_t K, const QuantActs& q);
 }  // namespace lp::kernels::avx512
 namespace lp::kernels::avx2 {
 void matmul_rows_fma(const detail::MatmulArgs& a, int64_t n0, int64_t n1);

@@ -26,6 +26,9 @@ void scalar_matmul_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   w.rows = n1 - n0;
   ref::matmul(a.x, a.T, a.ldx, w, a.bias ? a.bias + n0 : nullptr, a.y + n0, a.ldy, a.accumulate);
 }
+void scalar_matmul_rows_q(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  ref::matmul_quant(*a.qa, a.T, a.W, n0, n1, a.bias, a.y, a.ldy, a.accumulate);
+}
 void scalar_rmsnorm_rows(const float* x, int64_t t0, int64_t t1, int64_t D, const void* w, DType w_dtype,
                          float eps, float* y) {
   ref::rmsnorm(x + t0 * D, t1 - t0, D, w, w_dtype, eps, y + t0 * D);
@@ -81,6 +84,8 @@ const IsaKernels& scalar_kernels() {
       .wants_bf16_x = wants_nothing,
       .convert_x_bf16 = nullptr,
       .matmul_rows = scalar_matmul_rows,
+      .matmul_rows_q = scalar_matmul_rows_q,
+      .quantize_acts = ref::quantize_acts,
       .rmsnorm_rows = scalar_rmsnorm_rows,
       .rope = ref::rope,
       .silu_mul = ref::silu_mul,
@@ -154,8 +159,7 @@ const char* concat_row_address(size_t n_mats, GetW get, int64_t grain, int64_t r
     const int64_t padded = padded_rows(W, grain);
     if (r < base + padded) {
       const int64_t row = std::min(r - base, W.rows);  // in the padding: the next matrix's start is close
-      return static_cast<const char*>(W.data) +
-             row * W.row_stride * static_cast<int64_t>(dtype_size(W.dtype));
+      return static_cast<const char*>(W.data) + row * row_bytes(W);
     }
     base += padded;
   }
@@ -181,7 +185,7 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
     LP_CHECK(T >= 0 && W.rows >= 0 && W.cols == K, "matmul: bad shape T={} W=({}, {}) K={}", T, W.rows,
              W.cols, K);
     LP_CHECK(W.row_stride >= W.cols && ldx >= W.cols && o.ldy >= W.rows, "matmul: strides too small");
-    bf16x |= k.wants_bf16_x(W.dtype);
+    bf16x |= W.format == WeightFormat::kDense && k.wants_bf16_x(W.dtype);
   }
   const int64_t grain = k.row_grain;
   auto out_w = [&](size_t i) -> const MatView& { return outs[i].W; };
@@ -202,6 +206,19 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
     });
   }
   const uint16_t* xbp = bf16x ? xb.data() : nullptr;
+  // Quantized outputs: x quantized once per activation block size (64 or 128) they use.
+  thread_local QuantActsBuffer qbuf[2];  // the calling thread's, by block size 64, 128
+  QuantActs qacts[2];
+  bool have_q[2] = {false, false};
+  for (const MatmulOut& o : outs) {
+    if (o.W.format == WeightFormat::kDense) continue;
+    const int bs = act_block(o.W), i = bs == 128;
+    if (have_q[i]) continue;
+    have_q[i] = true;
+    qacts[i] = qbuf[i].prepare(T, K, bs);
+    const QuantActs qa = qacts[i];
+    pool.parallel_for(T, 16, [&](int64_t b, int64_t e) { k.quantize_acts(x, b, e, ldx, K, qa); });
+  }
   // One dispatch over the concatenated (grain-aligned) rows of every output; a chunk may span two matrices.
   // Few tokens (the GEMV path): each chunk restarts a weight stream, so fewer, longer chunks (2 per thread:
   // still some balance when a thread is slow). Batch-1 decode step, smol at ctx 256, per-step A/B against
@@ -248,7 +265,13 @@ void matmul_multi_with(const IsaKernels& k, ComputePool& pool, const float* x, i
                      o.ldy,
                      o.accumulate,
                      more_here ? static_cast<const char*>(outs[i + 1].W.data) : after};
-        k.matmul_rows(a, lo - base, hi - base);
+        if (o.W.format != WeightFormat::kDense) {
+          a.xb = nullptr;
+          a.qa = &qacts[act_block(o.W) == 128];
+          k.matmul_rows_q(a, lo - base, hi - base);
+        } else {
+          k.matmul_rows(a, lo - base, hi - base);
+        }
       }
       base += padded;
     }

@@ -17,15 +17,34 @@
 
 namespace lp::kernels {
 
-// A row-major matrix in its file dtype: element (r, c) at data + (r * row_stride + c) * dtype_size.
+// How a weight matrix stores its elements (kernels/quant.h packs and describes the quantized ones).
+//   kDense: elements of MatView::dtype.
+//   kQ8:    W[r][c] = (int(u8[r][c]) - 128) * row_scale[r]            symmetric int8, one f32 scale per row
+//   kQ4:    W[r][c] = (nib[r][c] - zero[r][g]) * f16 scale[r][g],     g = c / group, nib and zero in 0..15
+// A quantized row is padded with zeros to row_stride = cols rounded up to 64; in kQ4 each 64 columns
+// [c0, c0 + 64) take 32 bytes, byte j holding column c0 + j in its low nibble and c0 + 32 + j in its high
+// nibble (so one 32-byte load unpacks into the 64 bytes vpdpbusd wants in column order).
+enum class WeightFormat : uint8_t { kDense, kQ8, kQ4 };
+
+// A row-major matrix: element (r, c) at data + (r * row_stride + c) * dtype_size when dense.
 // nn.Linear weights are stored [out_features][in_features], so rows = out, cols = in.
 struct MatView {
   const void* data = nullptr;
-  DType dtype = DType::kF32;
+  DType dtype = DType::kF32;  // kDense: the element type; quantized: the dtype the weights came from
   int64_t rows = 0;
   int64_t cols = 0;
-  int64_t row_stride = 0;  // in elements
+  int64_t row_stride = 0;  // in elements (quantized: cols rounded up to 64)
+  WeightFormat format = WeightFormat::kDense;
+  int32_t group = 0;                      // kQ4: columns per scale group, a multiple of 64 dividing row_stride
+  const float* row_scale = nullptr;       // kQ8: (rows)
+  const uint16_t* group_scale = nullptr;  // kQ4: (rows, row_stride / group) f16
+  const uint8_t* group_zero = nullptr;    // kQ4: (rows, row_stride / group), 0..15
 };
+
+// Bytes from one row of W to the next.
+int64_t row_bytes(const MatView& W);
+// Bytes a matmul reads from W: its rows, plus scales and zero points when quantized.
+int64_t mat_bytes(const MatView& W);
 
 // Which instruction set the dispatcher chose ("avx512bf16", "avx512", "avx2", "scalar").
 const char* isa_name();
@@ -34,7 +53,10 @@ const char* isa_name();
 //   x: (T, W.cols) f32, row stride ldx;  y: (T, W.rows) f32, row stride ldy;  bias: (W.rows) f32 or null.
 //   accumulate=false overwrites y, true adds to it.
 // With BF16 weights on AVX-512-BF16, x is rounded to BF16 first (so the tolerance vs the f32 reference is
-// ~ 2^-8 * sum_k |x_k w_k|). W is read once per call for all T tokens (few tokens: bandwidth-bound GEMV;
+// ~ 2^-8 * sum_k |x_k w_k|). With quantized W (kQ8, kQ4), x is quantized to int8 per token and per block of
+// act_block(W) columns first (kernels/quant.h, quantize_activations) and the products are integer:
+//   y[t][n] = sum_b sx[t][b] * s(n, b) * sum_{k in b} (q[n][k] - z(n, b)) * xq[t][k]
+// with s the row scale (kQ8, z = 128 on the stored u8) or the block's group scale (kQ4). W is read once per call for all T tokens (few tokens: bandwidth-bound GEMV;
 // many tokens: register-tiled GEMM). Work is split over the pool by rows of W.
 //
 // `next`: the matrices the next matmul on this pool will read, if known (a hint, never read here). On the

@@ -240,6 +240,8 @@ const IsaKernels& avx2_kernels() {
       .wants_bf16_x = avx2::wants_nothing,
       .convert_x_bf16 = nullptr,
       .matmul_rows = avx2::matmul_rows_fma,
+      .matmul_rows_q = scalar_kernels().matmul_rows_q,  // no integer dot products below AVX-512 VNNI
+      .quantize_acts = scalar_kernels().quantize_acts,
       .rmsnorm_rows = avx2::rmsnorm_rows,
       .rope = avx2::rope,
       .silu_mul = avx2::silu_mul,

@@ -317,6 +317,8 @@ const IsaKernels& avx512bf16_kernels() {
       .wants_bf16_x = avx512::wants_bf16_x,
       .convert_x_bf16 = avx512::convert_x_bf16,
       .matmul_rows = avx512::matmul_rows_bf16dot,
+      .matmul_rows_q = avx512::matmul_rows_vnni,
+      .quantize_acts = avx512::quantize_acts,
       .rmsnorm_rows = avx512::rmsnorm_rows,
       .rope = avx512::rope,
       .silu_mul = avx512::silu_mul,
@@ -338,6 +340,7 @@ const IsaKernels& avx512_kernels() {
     t.wants_bf16_x = avx512::wants_nothing;
     t.convert_x_bf16 = nullptr;
     t.matmul_rows = avx512::matmul_rows_fma;
+    if (!__builtin_cpu_supports("avx512vnni")) t.matmul_rows_q = scalar_kernels().matmul_rows_q;
     return t;
   }();
   return k;

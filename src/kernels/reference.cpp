@@ -1,14 +1,40 @@
 #include "kernels/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "core/check.h"
+#include "kernels/quant.h"
 
 namespace lp::kernels::ref {
 
+namespace {
+
+// Stored integer of element (r, c) of a quantized W, and the zero point it is offset by.
+std::pair<int, int> quant_int(const MatView& W, int64_t r, int64_t c) {
+  if (W.format == WeightFormat::kQ8) return {static_cast<const uint8_t*>(W.data)[r * W.row_stride + c], 128};
+  const uint8_t* row = static_cast<const uint8_t*>(W.data) + r * (W.row_stride / 2);
+  const int64_t j = c % 64;
+  const uint8_t byte = row[c / 64 * 32 + j % 32];
+  const int nib = j < 32 ? byte & 0xF : byte >> 4;
+  return {nib, W.group_zero[r * (W.row_stride / W.group) + c / W.group]};
+}
+
+// The scale element (r, c) is multiplied by.
+float quant_scale(const MatView& W, int64_t r, int64_t c) {
+  if (W.format == WeightFormat::kQ8) return W.row_scale[r];
+  return f16_to_f32(W.group_scale[r * (W.row_stride / W.group) + c / W.group]);
+}
+
+}  // namespace
+
 float mat_at(const MatView& W, int64_t r, int64_t c) {
+  if (W.format != WeightFormat::kDense) {
+    auto [q, z] = quant_int(W, r, c);
+    return static_cast<float>(q - z) * quant_scale(W, r, c);
+  }
   int64_t i = r * W.row_stride + c;
   switch (W.dtype) {
     case DType::kF32:
@@ -26,8 +52,61 @@ static float vec_at(const void* w, DType t, int64_t i) {
   return mat_at(v, 0, i);
 }
 
+void quantize_acts(const float* x, int64_t t0, int64_t t1, int64_t ldx, int64_t K, const QuantActs& q) {
+  for (int64_t t = t0; t < t1; ++t) {
+    int8_t* xq = q.xq + t * q.ld;
+    for (int64_t b = 0; b < q.n_blocks; ++b) {
+      const int64_t k0 = b * q.block, k1 = std::min<int64_t>(k0 + q.block, q.ld);
+      float amax = 0.f;
+      for (int64_t k = k0; k < std::min(k1, K); ++k) amax = std::max(amax, std::fabs(x[t * ldx + k]));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      q.scale[t * q.n_blocks + b] = amax / 127.f;
+      int32_t* lanes = q.lane_sum + (t * q.n_blocks + b) * 16;
+      for (int l = 0; l < 16; ++l) lanes[l] = 0;
+      for (int64_t k = k0; k < k1; ++k) {
+        const float v = k < K ? std::nearbyint(x[t * ldx + k] * inv) : 0.f;
+        xq[k] = static_cast<int8_t>(std::clamp(v, -127.f, 127.f));
+        lanes[(k % 64) / 4] += xq[k];
+      }
+    }
+  }
+}
+
+void matmul_quant(const QuantActs& xa, int64_t T, const MatView& W, int64_t n0, int64_t n1, const float* bias,
+                  float* y, int64_t ldy, bool accumulate) {
+  LP_CHECK(W.format != WeightFormat::kDense && xa.block == act_block(W) && xa.ld == W.row_stride,
+           "matmul_quant: activations quantized for another matrix");
+  for (int64_t t = 0; t < T; ++t) {
+    const int8_t* xq = xa.xq + t * xa.ld;
+    for (int64_t n = n0; n < n1; ++n) {
+      double acc = 0;
+      for (int64_t b = 0; b < xa.n_blocks; ++b) {
+        const int64_t k0 = b * xa.block, k1 = std::min<int64_t>(k0 + xa.block, xa.ld);
+        int64_t dot = 0;
+        for (int64_t k = k0; k < k1; ++k) {
+          auto [qv, z] = quant_int(W, n, k);
+          dot += static_cast<int64_t>(qv - z) * xq[k];
+        }
+        const double s = W.format == WeightFormat::kQ4 ? quant_scale(W, n, k0) : 1.0;
+        acc += static_cast<double>(xa.scale[t * xa.n_blocks + b]) * s * static_cast<double>(dot);
+      }
+      if (W.format == WeightFormat::kQ8) acc *= W.row_scale[n];
+      float v = static_cast<float>(acc) + (bias ? bias[n] : 0.f);
+      float& out = y[t * ldy + n];
+      out = accumulate ? out + v : v;
+    }
+  }
+}
+
 void matmul(const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias, float* y,
             int64_t ldy, bool accumulate) {
+  if (W.format != WeightFormat::kDense) {
+    QuantActsBuffer buf;
+    QuantActs xa = buf.prepare(T, W.cols, act_block(W));
+    quantize_acts(x, 0, T, ldx, W.cols, xa);
+    matmul_quant(xa, T, W, 0, W.rows, bias, y, ldy, accumulate);
+    return;
+  }
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t n = 0; n < W.rows; ++n) {
       double acc = 0;

@@ -7,14 +7,23 @@
 #include <span>
 
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 
 namespace lp::kernels::ref {
 
 // Element (r, c) of W as float.
 float mat_at(const MatView& W, int64_t r, int64_t c);
 
+// Dense W: a double dot product per element. Quantized W: x quantized (quantize_acts), then
+// matmul_quant, so the semantics stated in kernels.h for matmul.
 void matmul(const float* x, int64_t T, int64_t ldx, const MatView& W, const float* bias, float* y,
             int64_t ldy, bool accumulate);
+// Tokens [t0, t1) of x (row stride ldx, K columns) quantized into q (see QuantActs in quant.h).
+void quantize_acts(const float* x, int64_t t0, int64_t t1, int64_t ldx, int64_t K, const QuantActs& q);
+// Rows [n0, n1) of y (all T tokens) for a quantized W from activations quantized for it: the exact integer
+// dot of each block, scaled and summed in double.
+void matmul_quant(const QuantActs& xa, int64_t T, const MatView& W, int64_t n0, int64_t n1, const float* bias,
+                  float* y, int64_t ldy, bool accumulate);
 void rmsnorm(const float* x, int64_t T, int64_t D, const void* w, DType w_dtype, float eps, float* y);
 void rope(float* x, int64_t T, int n_heads, int head_dim, const int32_t* pos, const float* cos_tab,
           const float* sin_tab);

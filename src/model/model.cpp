@@ -8,8 +8,14 @@
 namespace lp::model {
 
 std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, WeightPlacement placement) {
+  LoadOptions o;
+  o.placement = placement;
+  return load(dir, o);
+}
+
+std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
   ModelConfig c = ModelConfig::from_dir(dir);
-  ModelWeights w = ModelWeights::load(dir, c, placement);
+  ModelWeights w = ModelWeights::load(dir, c, options);
   return std::make_unique<Model>(std::move(c), std::move(w));
 }
 

@@ -26,6 +26,7 @@ class Model {
  public:
   static std::unique_ptr<Model> load(const std::filesystem::path& dir,
                                      WeightPlacement placement = WeightPlacement::kMemory);
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options);
   Model(ModelConfig config, ModelWeights weights);
 
   const ModelConfig& config() const { return config_; }

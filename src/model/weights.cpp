@@ -53,8 +53,28 @@ kernels::MatView mat(const io::TensorInfo& t) {
   return kernels::MatView{t.data, t.dtype, t.shape[0], t.shape[1], t.shape[1]};
 }
 
-size_t mat_bytes(const kernels::MatView& m) {
-  return static_cast<size_t>(m.rows * m.row_stride) * dtype_size(m.dtype);
+size_t view_bytes(const kernels::MatView& m) {
+  return static_cast<size_t>(kernels::mat_bytes(m));
+}
+
+const char* format_name(const kernels::MatView& m) {
+  switch (m.format) {
+    case kernels::WeightFormat::kQ8:
+      return "int8";
+    case kernels::WeightFormat::kQ4:
+      return "int4";
+    case kernels::WeightFormat::kDense:
+      break;
+  }
+  return dtype_name(m.dtype).data();
+}
+
+// Replaces the dense view m by its int8 quantization and lets the file pages it was read from go.
+void quantize_int8(ModelWeights& w, kernels::MatView& m) {
+  kernels::QuantMatrix q = kernels::QuantMatrix::quantize_int8(m);
+  w.tensors.drop_resident(m.data, view_bytes(m));
+  m = q.view();
+  w.quant_storage.push_back(std::move(q));
 }
 
 // Copies the streamed matrices into one huge-page buffer (each on a 4 KiB boundary) and points the views at
@@ -66,13 +86,14 @@ void copy_streamed(ModelWeights& w) {
     for (kernels::MatView& m : lw.proj) mats.push_back(&m);
   const bool tied = w.lm_head.data == w.embed.data;
   mats.push_back(&w.lm_head);
+  std::erase_if(mats, [](const kernels::MatView* m) { return m->format != kernels::WeightFormat::kDense; });
   constexpr size_t kPage = 4096;
   size_t total = 0;
-  for (const kernels::MatView* m : mats) total += round_up(mat_bytes(*m), kPage);
+  for (const kernels::MatView* m : mats) total += round_up(view_bytes(*m), kPage);
   w.streamed.resize(total);
   size_t off = 0;
   for (kernels::MatView* m : mats) {
-    const size_t n = mat_bytes(*m);
+    const size_t n = view_bytes(*m);
     std::memcpy(w.streamed.data() + off, m->data, n);
     w.tensors.drop_resident(m->data, n);
     m->data = w.streamed.data() + off;
@@ -83,8 +104,28 @@ void copy_streamed(ModelWeights& w) {
 
 }  // namespace
 
+Quantization parse_quantization_flag(std::string_view v, std::string_view flag) {
+  if (v == "none") return Quantization::kNone;
+  if (v == "int8") return Quantization::kInt8;
+  fail("{} {}: expected none or int8 (int4 AWQ / GPTQ checkpoints are detected from config.json)", flag, v);
+}
+
+std::vector<std::pair<std::string, size_t>> ModelWeights::bytes_by_format() const {
+  std::vector<std::pair<std::string, size_t>> out;
+  auto add = [&](const kernels::MatView& m) {
+    std::string f = format_name(m);
+    for (auto& [name, n] : out)
+      if (name == f) return void(n += view_bytes(m));
+    out.emplace_back(f, view_bytes(m));
+  };
+  for (const LayerWeights& lw : layers)
+    for (const kernels::MatView& m : lw.proj) add(m);
+  add(lm_head);
+  return out;
+}
+
 ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelConfig& c,
-                                WeightPlacement placement) {
+                                const LoadOptions& opt) {
   ModelWeights w;
   w.tensors = io::TensorSet::open_dir(dir);
   const auto& ts = w.tensors;
@@ -98,7 +139,7 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
   const auto& fnorm = need(ts, "model.norm.weight", {H});
   w.final_norm = fnorm.data;
   w.final_norm_dtype = fnorm.dtype;
-  size_t step_bytes = mat_bytes(w.lm_head) + fnorm.nbytes;
+  size_t step_bytes = fnorm.nbytes;  // + the matrices, counted in the format they run in (below)
 
   w.layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
@@ -110,7 +151,6 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
       std::string base = pre + proj_parent(pr) + "." + proj_name(pr);
       const auto& t = need(ts, base + ".weight", {out, in});
       lw.proj[p] = mat(t);
-      step_bytes += t.nbytes;
       if (has_bias(c, pr)) {
         const auto& b = need(ts, base + ".bias", {out});
         Buffer<float> f(out);
@@ -128,7 +168,25 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
     lw.norm_dtype = an.dtype;
     step_bytes += an.nbytes + mn.nbytes;
   }
-  if (placement == WeightPlacement::kMemory) copy_streamed(w);
+  if (opt.quantization == Quantization::kInt8) {
+    for (LayerWeights& lw : w.layers)
+      for (kernels::MatView& m : lw.proj)
+        if (m.format == kernels::WeightFormat::kDense) quantize_int8(w, m);
+    w.quantization = "int8";
+  }
+  if (opt.quantize_lm_head && w.lm_head.format == kernels::WeightFormat::kDense) {
+    if (w.lm_head.data == w.embed.data) {  // tied: the embedding keeps its own dense copy
+      kernels::QuantMatrix q = kernels::QuantMatrix::quantize_int8(w.lm_head);
+      w.lm_head = q.view();
+      w.quant_storage.push_back(std::move(q));
+    } else {
+      quantize_int8(w, w.lm_head);
+    }
+  }
+  if (opt.placement == WeightPlacement::kMemory) copy_streamed(w);
+  step_bytes += view_bytes(w.lm_head);
+  for (const LayerWeights& lw : w.layers)
+    for (const kernels::MatView& m : lw.proj) step_bytes += view_bytes(m);
   w.bytes_per_decode_step = step_bytes;
   w.total_bytes = ts.total_bytes();
   return w;

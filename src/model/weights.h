@@ -9,11 +9,13 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/buffer.h"
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "model/config.h"
 
 namespace lp::model {
@@ -39,6 +41,19 @@ enum class WeightPlacement {
   kMapped,  // read in place from the file mapping: no copy at load, 4 KiB pages
 };
 
+// Quantization applied at load to a checkpoint of F32/F16/BF16 weights (int4 checkpoints come quantized).
+enum class Quantization { kNone, kInt8 };
+// "none" / "int8" -> value; anything else throws lp::Error naming `flag` and the accepted values.
+Quantization parse_quantization_flag(std::string_view value, std::string_view flag);
+
+struct LoadOptions {
+  WeightPlacement placement = WeightPlacement::kMemory;
+  // kInt8: the seven projections of every layer become kQ8 (kernels/quant.h, QuantMatrix::quantize_int8);
+  // embeddings and lm_head keep the file dtype unless quantize_lm_head.
+  Quantization quantization = Quantization::kNone;
+  bool quantize_lm_head = false;
+};
+
 struct ModelWeights {
   io::TensorSet tensors;
   Buffer<uint8_t> streamed;  // kMemory: the copies of the projections and lm_head
@@ -48,11 +63,16 @@ struct ModelWeights {
   DType final_norm_dtype = DType::kF32;
   std::vector<LayerWeights> layers;
   std::vector<Buffer<float>> bias_storage;
+  std::vector<kernels::QuantMatrix> quant_storage;  // the quantized matrices the views point into
+  // What runs: "none" (file dtype), "int8" (quantized at load), "awq" or "gptq" (int4 checkpoint).
+  std::string quantization = "none";
   size_t bytes_per_decode_step = 0;  // bytes of all weights a decode step reads (layers + lm_head + norms)
   size_t total_bytes = 0;
 
   static ModelWeights load(const std::filesystem::path& dir, const ModelConfig& config,
-                           WeightPlacement placement = WeightPlacement::kMemory);
+                           const LoadOptions& options = {});
+  // Bytes of the matrices a decode step streams, by storage format ("BF16", "int8", "int4", ...).
+  std::vector<std::pair<std::string, size_t>> bytes_by_format() const;
 };
 
 // (in, out) of projection p in a model of this config.
