@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "kernels/reference.h"
 #include "model/demo_model.h"
 #include "model/runner.h"
 #include "model/weights.h"
@@ -107,6 +108,54 @@ INSTANTIATE_TEST_SUITE_P(Formats, Int4VsReference,
                                            Int4Case{"small", "gptq", true, "small_gptq_sym"},
                                            Int4Case{"tiny", "gptq", false, "tiny_gptq_asym"}),
                          [](const ::testing::TestParamInfo<Int4Case>& i) { return i.param.label; });
+
+// Every weight the loader produced is within one quantization step of the float weight it was written
+// from (demo-model quantizes round-to-nearest, so |error| <= s / 2, up to s where a clamp at 0 or 15
+// bites). A wrong nibble order, group or zero would put weights a whole range off.
+TEST(Int4Demo, EveryLoadedWeightIsWithinOneStepOfTheFloatWeight) {
+  for (const std::string method : {"awq", "gptq"}) {
+    TempDir dir("int4_w"), dense("int4_wf");
+    DemoSpec spec;
+    spec.shape = "small";
+    spec.seed = 9;
+    spec.quantization = method;
+    spec.gptq_sym = false;
+    write_demo_model(dir.path(), spec);
+    DemoSpec fspec = spec;
+    fspec.quantization.clear();
+    fspec.dtype = DType::kF32;
+    write_demo_model(dense.path(), fspec);
+    ModelConfig c = ModelConfig::from_dir(dir.path());
+    ModelWeights q = ModelWeights::load(dir.path(), c);
+    ModelWeights f = ModelWeights::load(dense.path(), ModelConfig::from_dir(dense.path()));
+    int64_t bad = 0, total = 0;
+    double sum_err = 0, sum_step = 0;
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int p = 0; p < kNumProj; ++p) {
+        const kernels::MatView& w4 = q.layers[l].proj[p];
+        const kernels::MatView& wf = f.layers[l].proj[p];
+        ASSERT_EQ(w4.format, kernels::WeightFormat::kQ4);
+        const int64_t ng = w4.row_stride / w4.group;
+        for (int64_t n = 0; n < w4.rows; ++n)
+          for (int64_t k = 0; k < w4.cols; ++k) {
+            const double step = f16_to_f32(w4.group_scale[n * ng + k / w4.group]);
+            const double err = std::fabs(kernels::ref::mat_at(w4, n, k) - kernels::ref::mat_at(wf, n, k));
+            sum_err += err;
+            sum_step += step;
+            ++total;
+            if (err > step * 1.001 && ++bad <= 5)
+              ADD_FAILURE() << method << " layer " << l << " " << proj_name(static_cast<Proj>(p)) << " W["
+                            << n << "][" << k << "] off by " << err << " (step " << step << ")";
+          }
+      }
+    EXPECT_EQ(bad, 0) << method;
+    // Round to nearest: the mean error is about a quarter step, far from the half step of a random pick.
+    EXPECT_LT(sum_err / sum_step, 0.3) << method;
+    std::printf("%s: mean error %.3f of a step over %lld weights\n", method.c_str(), sum_err / sum_step,
+                static_cast<long long>(total));
+    EXPECT_GT(total, 1000000) << method;
+  }
+}
 
 TEST(Int4Demo, SameSpecSameBytes) {
   TempDir a("int4_a"), b("int4_b");
