@@ -94,6 +94,21 @@ void QuantMatrix::set_q4(int64_t r, int64_t c, uint8_t nib) {
   byte = static_cast<uint8_t>((byte & ~(0xF << sh)) | (nib << sh));
 }
 
+void QuantMatrix::set_q4_row(int64_t r, const uint8_t* nibs) {
+  LP_CHECK(view_.format == WeightFormat::kQ4 && r >= 0 && r < view_.rows, "set_q4_row({})", r);
+  const int64_t K = view_.cols;
+  uint8_t* row = data_.data() + r * (view_.row_stride / 2);
+  uint8_t bad = 0;
+  for (int64_t c0 = 0; c0 < view_.row_stride; c0 += 64) {
+    for (int64_t j = 0; j < 32; ++j) {
+      const uint8_t lo = c0 + j < K ? nibs[c0 + j] : 0, hi = c0 + 32 + j < K ? nibs[c0 + 32 + j] : 0;
+      bad |= lo | hi;
+      row[c0 / 2 + j] = static_cast<uint8_t>(lo | (hi << 4));
+    }
+  }
+  LP_CHECK(bad < 16, "set_q4_row({}): a value above 15", r);
+}
+
 uint8_t QuantMatrix::q4_at(int64_t r, int64_t c) const {
   auto [b, sh] = q4_pos(c);
   return (data_[r * (view_.row_stride / 2) + b] >> sh) & 0xF;

@@ -39,6 +39,8 @@ class QuantMatrix {
   // group: a multiple of 64 that divides quant_padded_cols(cols). `from`: the dtype reported in view().
   static QuantMatrix make_q4(int64_t rows, int64_t cols, int32_t group, DType from);
   void set_q4(int64_t r, int64_t c, uint8_t nib);                                  // nib in 0..15
+  // Row r at once: nibs[c] for c < cols (each in 0..15), the padding zero. The bulk form of set_q4.
+  void set_q4_row(int64_t r, const uint8_t* nibs);
   void set_group(int64_t r, int64_t g, uint16_t scale_f16, uint8_t zero);          // zero in 0..15
   uint8_t q4_at(int64_t r, int64_t c) const;
 

@@ -103,18 +103,22 @@ kernels::QuantMatrix load_checkpoint_q4(const io::TensorSet& ts, const std::stri
   }
 
   kernels::QuantMatrix m = kernels::QuantMatrix::make_q4(out, in, group, DType::kF16);
-  if (awq) {
-    for (int64_t k = 0; k < in; ++k)
-      for (int64_t j = 0; j < out8; ++j) {
+  // Whole rows at a time (set_q4_row): 8 output rows of AWQ share each int32 column of qweight.
+  std::vector<uint8_t> rows(static_cast<size_t>(8 * in));  // (8, in) nibbles
+  for (int64_t j = 0; j < out8; ++j) {
+    if (awq) {
+      for (int64_t k = 0; k < in; ++k) {
         const int32_t v = qw.at(k * out8 + j);
-        for (int i = 0; i < 8; ++i) m.set_q4(8 * j + kAwqOrder[i], k, nibble(v, i));
+        for (int i = 0; i < 8; ++i) rows[kAwqOrder[i] * in + k] = nibble(v, i);
       }
-  } else {
-    for (int64_t i = 0; i < in / 8; ++i)
-      for (int64_t n = 0; n < out; ++n) {
-        const int32_t v = qw.at(i * out + n);
-        for (int j = 0; j < 8; ++j) m.set_q4(n, 8 * i + j, nibble(v, j));
-      }
+    } else {
+      for (int r = 0; r < 8; ++r)
+        for (int64_t i = 0; i < in / 8; ++i) {
+          const int32_t v = qw.at(i * out + 8 * j + r);
+          for (int b = 0; b < 8; ++b) rows[r * in + 8 * i + b] = nibble(v, b);
+        }
+    }
+    for (int r = 0; r < 8; ++r) m.set_q4_row(8 * j + r, rows.data() + r * in);
   }
 
   int awq_slot[8];  // nibble holding column c of 8 (AWQ's inverse order)
