@@ -40,6 +40,7 @@ struct BenchArgs {
   bool json = false;
   int threads = 0;
   bool mmap_weights = false;
+  QuantFlags quant;
   std::string kv_cache_dtype = "auto";
 };
 
@@ -78,7 +79,7 @@ void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::ve
 void run_bench(const BenchArgs& a) {
   if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1 || a.adapters < 0 || a.rank < 1)
     fail("--batch, --prompt-len, --gen, --repeats, --rank must be at least 1 and --adapters at least 0");
-  auto model = load_model(a.model, a.mmap_weights);
+  auto model = load_model(a.model, a.mmap_weights, a.quant);
   const auto& cfg = model->config();
   if (a.prompt_len + a.gen > cfg.max_model_len)
     fail("--prompt-len + --gen = {} exceeds the context length {}", a.prompt_len + a.gen, cfg.max_model_len);
@@ -155,6 +156,8 @@ void run_bench(const BenchArgs& a) {
       {"prefill_tokens_per_s", B * a.prompt_len / prefill_s},
       {"decode_step_ms", step_s * 1e3},
       {"decode_tokens_per_s", B / step_s},
+      {"quantization", w.quantization},
+      {"quantize_lm_head", a.quant.quantize_lm_head},
       {"weight_bytes_per_step", w.bytes_per_decode_step},
       {"decode_bound_ms", bound_s * 1e3},
       {"decode_roofline_ratio", bound_s / step_s},
@@ -165,6 +168,9 @@ void run_bench(const BenchArgs& a) {
       {"rss_bytes", rss},
       {"rss_over_weights_plus_kv", static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes)},
   };
+  nlohmann::ordered_json by_format = nlohmann::ordered_json::object();
+  for (const auto& [format, n] : w.bytes_by_format()) by_format[format] = n;
+  out["weight_bytes_by_format"] = by_format;
   if (K > 0) {
     double fused = median(t[Mode::kFused].steps), naive = median(t[Mode::kNaive].steps);
     out["lora_adapters"] = K;
@@ -189,6 +195,8 @@ void run_bench(const BenchArgs& a) {
   }
   std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(),
               kernels::isa_name(), pool.size(), B, a.prompt_len, a.gen);
+  std::printf("weights                   %8s  (quantization; streamed per step: %s)\n", w.quantization.c_str(),
+              bytes_by_format_text(w.bytes_by_format()).c_str());
   std::printf("memory read bandwidth     %8.2f GB/s  (median of %zu probes between cycles)\n", bw / 1e9,
               bws.size());
   std::printf("prefill                   %8.1f tokens/s  (%.3f s for %d x %d tokens, median of %d)\n",
@@ -238,6 +246,7 @@ void add_bench_command(CLI::App& app) {
   c->add_flag("--json", args->json, "Print one JSON object");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
+  add_quant_flags(c, args->quant);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_bench(*args); });
 }

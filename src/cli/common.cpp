@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -40,8 +42,31 @@ int64_t resident_bytes() {
   return 0;
 }
 
-std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights) {
-  return model::Model::load(dir, mmap_weights ? model::WeightPlacement::kMapped : model::WeightPlacement::kMemory);
+void add_quant_flags(CLI::App* c, QuantFlags& f) {
+  c->add_option("--quantization,-q", f.quantization,
+                "Quantize the base model's projections at load: none | int8 (weight-only, per output channel; "
+                "AWQ / GPTQ int4 checkpoints are detected from config.json)");
+  c->add_flag("--quantize-lm-head", f.quantize_lm_head,
+              "Quantize lm_head to int8 too (default: it keeps the file dtype, as the embeddings)");
+}
+
+model::LoadOptions load_options(const QuantFlags& q, bool mmap_weights) {
+  model::LoadOptions o;
+  o.placement = mmap_weights ? model::WeightPlacement::kMapped : model::WeightPlacement::kMemory;
+  o.quantization = model::parse_quantization_flag(q.quantization, "--quantization");
+  o.quantize_lm_head = q.quantize_lm_head;
+  return o;
+}
+
+std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights, const QuantFlags& quant) {
+  return model::Model::load(dir, load_options(quant, mmap_weights));
+}
+
+std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format) {
+  std::string s;
+  for (const auto& [format, n] : by_format)
+    s += fmt::format("{}{} {:.1f} MiB", s.empty() ? "" : ", ", format, static_cast<double>(n) / (1 << 20));
+  return s;
 }
 
 lora::KvPlanOptions kv_plan_options(const KvFlags& f, DType torch_dtype) {

@@ -1,6 +1,7 @@
 // Small helpers shared by the CLI subcommands.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -20,8 +21,22 @@ std::vector<int32_t> parse_ids(const std::string& s);
 int64_t resident_bytes();
 // Threads for the compute pool: `requested` if > 0, else LORAPLEX_THREADS, else all cores.
 int pool_threads(int requested);
-// The model in `dir`, its streamed weights copied into huge pages unless `mmap_weights` (--mmap-weights).
-std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights);
+// --quantization / -q (vLLM's flag; here none | int8, weight-only at load: model/weights.h) and
+// --quantize-lm-head, which serve, bench, logits, generate and plan share. AWQ / GPTQ int4 checkpoints are
+// detected from config.json and need no flag.
+struct QuantFlags {
+  std::string quantization = "none";
+  bool quantize_lm_head = false;
+};
+void add_quant_flags(CLI::App* command, QuantFlags& flags);
+// The load options for these flags; throws lp::Error for an unknown --quantization value (before any file
+// is read, so a typo fails fast).
+model::LoadOptions load_options(const QuantFlags& quant, bool mmap_weights = false);
+// The model in `dir`, its streamed weights copied into huge pages unless `mmap_weights` (--mmap-weights),
+// quantized as the flags say.
+std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights, const QuantFlags& quant = {});
+// "int8 12.0 MiB, BF16 4.0 MiB": ModelWeights::bytes_by_format on one line.
+std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format);
 inline constexpr const char* kMmapWeightsHelp =
     "Read the weights in place from the mapped files (default: copy them into huge-page memory)";
 // --kv-cache-dtype: the KV cache's element type (vLLM's flag; "auto" = the model's torch_dtype).
