@@ -195,8 +195,8 @@ void run_bench(const BenchArgs& a) {
   }
   std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(),
               kernels::isa_name(), pool.size(), B, a.prompt_len, a.gen);
-  std::printf("weights                   %8s  (quantization; streamed per step: %s)\n", w.quantization.c_str(),
-              bytes_by_format_text(w.bytes_by_format()).c_str());
+  std::printf("weights                   %8s  (quantization; streamed per step: %s)\n",
+              w.quantization.c_str(), bytes_by_format_text(w.bytes_by_format()).c_str());
   std::printf("memory read bandwidth     %8.2f GB/s  (median of %zu probes between cycles)\n", bw / 1e9,
               bws.size());
   std::printf("prefill                   %8.1f tokens/s  (%.3f s for %d x %d tokens, median of %d)\n",

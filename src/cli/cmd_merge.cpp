@@ -3,8 +3,8 @@
 #include <cstdio>
 
 #include "cli/commands.h"
-#include "core/clock.h"
 #include "core/check.h"
+#include "core/clock.h"
 #include "lora/merge.h"
 #include "model/weights.h"
 
@@ -20,13 +20,14 @@ void add_merge_command(CLI::App& app) {
   c->add_option("--model", args->model, "Base model folder")->required();
   c->add_option("--adapter", args->adapter, "PEFT adapter folder")->required();
   c->add_option("--out", args->out, "Output model folder")->required();
-  c->add_option("--quantization,-q", args->quantization,
-                "none only: merging into a quantized base is refused (serve the adapter on top of it instead)");
+  c->add_option(
+      "--quantization,-q", args->quantization,
+      "none only: merging into a quantized base is refused (serve the adapter on top of it instead)");
   c->callback([args] {
     if (model::parse_quantization_flag(args->quantization, "--quantization") != model::Quantization::kNone)
       fail(
-          "merge --quantization {} is refused: merging into quantized weights would requantize them and round "
-          "much of the adapter's update away. Serve the adapter on the quantized base instead (serve "
+          "merge --quantization {} is refused: merging into quantized weights would requantize them and "
+          "round much of the adapter's update away. Serve the adapter on the quantized base instead (serve "
           "--quantization {} --lora-modules ...): it stays exact on top",
           args->quantization, args->quantization);
     double t0 = now_seconds();

@@ -1,10 +1,11 @@
 // `loraplex serve MODEL_DIR [--lora-modules name=path ...] --max-loras N ...`: the OpenAI-compatible server,
 // flags named like `vllm serve`'s. Start-up order: bind the port first (so /health answers 503 while the
 // model loads), measure the memory this process may take (before the weights, so they are counted once), load
-// model + tokenizer + chat template, create the adapter manager and register --lora-modules, size the KV
-// cache (lora/kv_plan.h, counting the weights as quantized; the plan is logged, and `loraplex plan` prints the same for the same flags), start
-// the engine, attach. SIGTERM / SIGINT: stop admitting (503), let in-flight requests finish within
-// --shutdown-timeout (then abort them), close, exit 0; a second one exits at once (status 128 + signal).
+// model + tokenizer + chat template (--quantization applied at load), create the adapter manager and register
+// --lora-modules, size the KV cache (lora/kv_plan.h, the weights counted as loaded; the plan is logged, and
+// `loraplex plan` prints the same for the same flags), start the engine, attach. SIGTERM / SIGINT: stop
+// admitting (503), let in-flight requests finish within --shutdown-timeout (then abort them), close, exit 0;
+// a second one exits at once (status 128 + signal).
 #include <signal.h>
 
 #include <cstdlib>
@@ -163,7 +164,7 @@ void run_serve(ServeArgs a) {
   KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
   const model::ModelConfig config = model::ModelConfig::from_dir(a.model_dir);
   lora::KvPlanOptions kv_options = kv_plan_options(kv_flags, config.torch_dtype);  // memory measured now
-  kv_options.weights_bytes = lora::plan_weights(config, load).resident_bytes;  // quantized: less
+  kv_options.weights_bytes = lora::plan_weights(config, load).resident_bytes;      // quantized: less
 
   double t0 = now_seconds();
   auto model = model::Model::load(a.model_dir, load);

@@ -43,9 +43,10 @@ int64_t resident_bytes() {
 }
 
 void add_quant_flags(CLI::App* c, QuantFlags& f) {
-  c->add_option("--quantization,-q", f.quantization,
-                "Quantize the base model's projections at load: none | int8 (weight-only, per output channel; "
-                "AWQ / GPTQ int4 checkpoints are detected from config.json)");
+  c->add_option(
+      "--quantization,-q", f.quantization,
+      "Quantize the base model's projections at load: none | int8 (weight-only, per output channel; "
+      "AWQ / GPTQ int4 checkpoints are detected from config.json)");
   c->add_flag("--quantize-lm-head", f.quantize_lm_head,
               "Quantize lm_head to int8 too (default: it keeps the file dtype, as the embeddings)");
 }

@@ -34,7 +34,8 @@ void add_quant_flags(CLI::App* command, QuantFlags& flags);
 model::LoadOptions load_options(const QuantFlags& quant, bool mmap_weights = false);
 // The model in `dir`, its streamed weights copied into huge pages unless `mmap_weights` (--mmap-weights),
 // quantized as the flags say.
-std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights, const QuantFlags& quant = {});
+std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights,
+                                         const QuantFlags& quant = {});
 // "int8 12.0 MiB, BF16 4.0 MiB": ModelWeights::bytes_by_format on one line.
 std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format);
 inline constexpr const char* kMmapWeightsHelp =

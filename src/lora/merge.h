@@ -1,6 +1,6 @@
 // Merging an adapter into its base model: W' = W + s·B·A for every adapted projection, written as a complete
-// Hugging Face model folder (config.json, merged model.safetensors in the base dtype, tokenizer files copied).
-// For a deployment that serves one adapter only, this removes all LoRA overhead; tests use it as the
+// Hugging Face model folder (config.json, merged model.safetensors in the base dtype, tokenizer files
+// copied). For a deployment that serves one adapter only, this removes all LoRA overhead; tests use it as the
 // reference for "adapter output == merged model output".
 // A quantized base (an AWQ / GPTQ checkpoint: quantization_config in config.json) is refused: W + s·B·A
 // would have to be requantized, and the adapter's update, small next to a quantization step, would mostly

@@ -207,7 +207,8 @@ WeightPlan plan_weights(const model::ModelConfig& c, const model::LoadOptions& o
         add(dense, int64_t{in} * out * d);
     }
   }
-  const int64_t lm_head = o.quantize_lm_head ? quantized_matrix_bytes(kernels::WeightFormat::kQ8, V, H) : V * H * d;
+  const int64_t lm_head =
+      o.quantize_lm_head ? quantized_matrix_bytes(kernels::WeightFormat::kQ8, V, H) : V * H * d;
   add(o.quantize_lm_head ? "int8" : dense, lm_head);
   int64_t streamed = 0;
   for (const auto& [name, n] : p.by_format) streamed += n;

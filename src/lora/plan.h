@@ -95,7 +95,7 @@ struct WeightPlan {
                                   // subtracts; without quantization = base_param_count x bytes(torch_dtype)
 };
 WeightPlan plan_weights(const model::ModelConfig& config, const model::LoadOptions& options);
-std::string weight_plan_text(const WeightPlan& plan);   // "weights: int8 x MiB, BF16 y MiB; decode step ..."
+std::string weight_plan_text(const WeightPlan& plan);  // "weights: int8 x MiB, BF16 y MiB; decode step ..."
 nlohmann::json weight_plan_json(const WeightPlan& plan);  // quantization, weight_bytes_by_format, ...
 
 }  // namespace lp::lora

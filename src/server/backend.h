@@ -57,7 +57,10 @@ class EngineBackend : public Backend {
  public:
   EngineBackend(sched::Engine& engine, lora::AdapterManager* adapters, int64_t max_model_len = 0,
                 std::string quantization = "none")
-      : engine_(engine), adapters_(adapters), max_model_len_(max_model_len), quantization_(std::move(quantization)) {}
+      : engine_(engine),
+        adapters_(adapters),
+        max_model_len_(max_model_len),
+        quantization_(std::move(quantization)) {}
   std::shared_ptr<sched::RequestChannel> submit(sched::Request req) override;
   sched::EngineStats stats() const override;
   int64_t max_model_len() const override;

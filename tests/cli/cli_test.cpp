@@ -128,7 +128,9 @@ TEST_F(Cli, BadInputGivesAClearErrorAndExitCode1) {
 // included. A bad value names the flag and what it accepts.
 TEST_F(Cli, QuantizationInt8IsAcceptedAndChangesTheLogits) {
   std::string out;
-  ASSERT_EQ(0, run_command(bin() + " plan --model " + model().string() + " --quantization int8 --json 2>&1", &out)) << out;
+  ASSERT_EQ(
+      0, run_command(bin() + " plan --model " + model().string() + " --quantization int8 --json 2>&1", &out))
+      << out;
   auto plan = nlohmann::json::parse(out);
   EXPECT_EQ(plan["quantization"], "int8");
   EXPECT_GT(plan["weight_bytes_by_format"]["int8"].get<int64_t>(), 0);
@@ -176,8 +178,8 @@ TEST_F(Cli, QuantizationInt8IsAcceptedAndChangesTheLogits) {
   ASSERT_EQ(b0.size(), q8.size());
   EXPECT_EQ(0, std::memcmp(b0.data(), q8.data(), q8.size() * 4));
   ASSERT_EQ(0, run_command(bin() + " logits --model " + model().string() + " -q int8 --ids 4,4,2 --adapter " +
-                               adapter("legal-summary").string() + " --out " + (dir_->path() / "q_one1.f32").string() +
-                               " 2>&1",
+                               adapter("legal-summary").string() + " --out " +
+                               (dir_->path() / "q_one1.f32").string() + " 2>&1",
                            &out))
       << out;
   auto one1 = read_f32(dir_->path() / "q_one1.f32");
@@ -200,11 +202,13 @@ TEST_F(Cli, QuantizationInt8IsAcceptedAndChangesTheLogits) {
   EXPECT_EQ(bench["weight_bytes_by_format"]["int8"], plan["weight_bytes_by_format"]["int8"]);
   EXPECT_EQ(bench["weight_bytes_per_step"], plan["decode_step_bytes"]);
 
-  for (const char* cmd : {" logits --ids 1,2 --out /dev/null", " generate --ids 1,2 -n 1", " plan",
-                          " bench --gen 1"}) {
-    EXPECT_EQ(1, run_command(bin() + cmd + " --model " + model().string() + " --quantization int9 2>&1", &out))
+  for (const char* cmd :
+       {" logits --ids 1,2 --out /dev/null", " generate --ids 1,2 -n 1", " plan", " bench --gen 1"}) {
+    EXPECT_EQ(1,
+              run_command(bin() + cmd + " --model " + model().string() + " --quantization int9 2>&1", &out))
         << cmd;
-    EXPECT_NE(out.find("--quantization int9: expected none or int8"), std::string::npos) << cmd << ": " << out;
+    EXPECT_NE(out.find("--quantization int9: expected none or int8"), std::string::npos)
+        << cmd << ": " << out;
   }
 }
 
@@ -226,10 +230,11 @@ TEST_F(Cli, MergeOnAQuantizedBaseIsRefused) {
   for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json"})
     std::filesystem::copy_file(model() / f, awq / f, std::filesystem::copy_options::overwrite_existing);
   auto cfg = nlohmann::json::parse(read_file(model() / "config.json"));
-  cfg["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}, {"version", "gemm"}};
+  cfg["quantization_config"] = {
+      {"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}, {"version", "gemm"}};
   write_file(awq / "config.json", cfg.dump(2));
-  EXPECT_EQ(1, run_command(bin() + " merge --model " + awq.string() + " --adapter " + adapter("medical-qa").string() +
-                               " --out " + out_dir.string() + " 2>&1",
+  EXPECT_EQ(1, run_command(bin() + " merge --model " + awq.string() + " --adapter " +
+                               adapter("medical-qa").string() + " --out " + out_dir.string() + " 2>&1",
                            &out));
   EXPECT_NE(out.find("it is a quantized checkpoint (awq"), std::string::npos) << out;
   EXPECT_NE(out.find("requantize"), std::string::npos) << out;

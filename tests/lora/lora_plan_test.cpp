@@ -188,7 +188,6 @@ TEST(LoraPlan, CliPrintsJsonFromConfigAlone) {
   EXPECT_THAT(out, HasSubstr("--max-cpu-loras 2 is smaller than --max-loras 4"));
 }
 
-
 model::LoadOptions int8_options(bool lm_head = false) {
   model::LoadOptions o;
   o.placement = model::WeightPlacement::kMapped;
@@ -237,7 +236,8 @@ TEST(WeightPlan, QuantizedMatrixBytesMatchThePackedStorage) {
       EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, rows, cols, group),
                 static_cast<int64_t>(q4.bytes()))
           << rows << "x" << cols << " group " << group;
-      EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, rows, cols, group), kernels::mat_bytes(q4.view()));
+      EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, rows, cols, group),
+                kernels::mat_bytes(q4.view()));
     }
   }
   // By hand: 7 x 176 int8 -> 7 x 192 + 28 = 1,372; int4 group 64 -> 7 x 96 + 3 x 7 x 3 = 735.
@@ -281,7 +281,9 @@ TEST(WeightPlan, EqualsWhatTheLoadedModelReports) {
         const bool shared = w.lm_head.data == w.embed.data;
         EXPECT_EQ(p.resident_bytes, embed + static_cast<int64_t>(w.bytes_per_decode_step) -
                                         (shared ? kernels::mat_bytes(w.lm_head) : 0));
-        if (quant) EXPECT_LT(p.decode_step_bytes, plan_weights(cfg, {}).decode_step_bytes);
+        if (quant) {
+          EXPECT_LT(p.decode_step_bytes, plan_weights(cfg, {}).decode_step_bytes);
+        }
       }
     }
   }

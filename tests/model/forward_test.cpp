@@ -143,6 +143,8 @@ struct PagedCase {
   std::string label;
 };
 
+void PrintTo(const PagedCase& c, std::ostream* os) { *os << c.label; }
+
 class PagedInvariants : public ::testing::TestWithParam<PagedCase> {
  protected:
   void SetUp() override {
@@ -391,7 +393,8 @@ INSTANTIATE_TEST_SUITE_P(DTypes, PagedInvariants,
                                            PagedCase{DType::kBF16, Quantization::kInt8, false, "BF16_int8"},
                                            PagedCase{DType::kF32, Quantization::kInt8, false, "F32_int8"},
                                            PagedCase{DType::kF16, Quantization::kInt8, false, "F16_int8"},
-                                           PagedCase{DType::kBF16, Quantization::kInt8, true, "BF16_int8_lm_head"}),
+                                           PagedCase{DType::kBF16, Quantization::kInt8, true,
+                                                     "BF16_int8_lm_head"}),
                          [](const auto& info) { return info.param.label; });
 
 }  // namespace

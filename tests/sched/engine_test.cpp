@@ -142,7 +142,9 @@ test::TempDir* EngineTest::dir_ = nullptr;
 
 // 32 concurrent greedy requests over 6 adapters and the base model, with a small token budget (chunked
 // prefill) and a KV cache too small for all of them (preemption): each gets exactly what it gets alone.
-TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAlone) { concurrent_mixed_adapters_equal_alone(); }
+TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAlone) {
+  concurrent_mixed_adapters_equal_alone();
+}
 
 // The same on the base quantized to int8 at load (serve --quantization int8), adapters BF16 on top.
 TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAloneOnInt8Base) {
