@@ -139,6 +139,11 @@ void run_bench(const BenchArgs& a) {
   double step_s = median(t[Mode::kBase].steps);
   double bound_s = base_bytes / bw;
   int64_t rss = resident_bytes();
+  // The weights as held after load (quantized ones at their quantized size): the embedding, and what a
+  // decode step reads unless lm_head is the embedding itself.
+  const int64_t weights_resident = kernels::mat_bytes(w.embed) +
+                                   static_cast<int64_t>(w.bytes_per_decode_step) -
+                                   (w.lm_head.data == w.embed.data ? kernels::mat_bytes(w.lm_head) : 0);
   int64_t kv_bytes = runner.cache().bytes();
   // What attention reads per decode step besides the weights (K and V of every cached token), averaged over
   // the steps; not part of the roofline bound, which counts weight bytes only.
@@ -166,7 +171,9 @@ void run_bench(const BenchArgs& a) {
       {"kv_cache_dtype", dtype_name(runner.cache().shape().dtype)},
       {"kv_bytes_read_per_step", kv_read_bytes},
       {"rss_bytes", rss},
-      {"rss_over_weights_plus_kv", static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes)},
+      {"weight_resident_bytes", weights_resident},
+      {"rss_over_weights_plus_kv",
+       static_cast<double>(rss) / static_cast<double>(weights_resident + kv_bytes)},
   };
   nlohmann::ordered_json by_format = nlohmann::ordered_json::object();
   for (const auto& [format, n] : w.bytes_by_format()) by_format[format] = n;
@@ -210,8 +217,8 @@ void run_bench(const BenchArgs& a) {
   std::printf("KV cache                  %8s  (attention also reads %.1f MB of K/V per step on average)\n",
               std::string(dtype_name(runner.cache().shape().dtype)).c_str(), kv_read_bytes / 1e6);
   std::printf("resident memory           %8.1f MB  = %.3f x (weights %.1f MB + KV %.1f MB)\n", rss / 1e6,
-              static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes), w.total_bytes / 1e6,
-              kv_bytes / 1e6);
+              static_cast<double>(rss) / static_cast<double>(weights_resident + kv_bytes),
+              weights_resident / 1e6, kv_bytes / 1e6);
   if (K > 0) {
     std::printf("LoRA: %d adapters, rank %d, %s, %.1f MB each; request b uses adapter b %% %d\n", K, a.rank,
                 out["lora_dtype"].get<std::string>().c_str(), adapter_bytes / 1e6, K);
