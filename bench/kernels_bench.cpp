@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -15,13 +16,16 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "kernels/reference.h"
 
 namespace lp::kernels {
 namespace {
 
 ComputePool& pool() {
-  static ComputePool p(0);
+  // LP_BENCH_THREADS=1: one thread, so the CPU-time column is the kernel's own work (when other jobs share
+  // the machine, real time is not).
+  static ComputePool p(std::getenv("LP_BENCH_THREADS") ? std::atoi(std::getenv("LP_BENCH_THREADS")) : 0);
   return p;
 }
 
@@ -49,7 +53,7 @@ struct WeightSet {
 
 void BM_Matmul(benchmark::State& state) {
   const int64_t N = state.range(0), K = state.range(1), T = state.range(2);
-  const bool stream = T <= 16;
+  const bool stream = T <= 16 && !std::getenv("LP_BENCH_HOT");
   WeightSet w(N, K, stream);
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> d(-1.f, 1.f);
@@ -73,10 +77,63 @@ void BM_Matmul(benchmark::State& state) {
 
 void SmolShapes(benchmark::internal::Benchmark* b) {
   for (int64_t T : {1, 16, 256})
-    for (auto [N, K] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}})
+    for (auto [N, K] : {std::pair<int64_t, int64_t>{576, 576}, {1536, 576}, {576, 1536}, {49152, 576},
+                        {2048, 2048}, {8192, 2048}, {2048, 8192}, {256, 2048}})
       b->Args({N, K, T});
 }
 BENCHMARK(BM_Matmul)->Apply(SmolShapes)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Quantized weights (arg 3: 1 = int8 per row, 2 = int4 in groups of 128, or 64 where 128 does not divide
+// K), against BF16 (arg 3 = 0) on the same shapes; bytes count the packed rows plus scales.
+void BM_MatmulQuant(benchmark::State& state) {
+  const int64_t N = state.range(0), K = state.range(1), T = state.range(2), fmt = state.range(3);
+  // LP_BENCH_HOT=1: one copy of W, so small matrices stay in cache and the GEMV's arithmetic is timed alone.
+  const bool stream = T <= 16 && !std::getenv("LP_BENCH_HOT");
+  WeightSet dense(N, K, false);
+  std::vector<QuantMatrix> mats;
+  const int64_t Kp = quant_padded_cols(K);
+  const int32_t group = Kp % 128 == 0 ? 128 : 64;
+  int64_t per = 0;
+  do {
+    if (fmt == 1) {
+      mats.push_back(QuantMatrix::quantize_int8(dense.view(0)));
+    } else {
+      QuantMatrix m = QuantMatrix::make_q4(N, K, group, DType::kF16);
+      std::mt19937 rng(static_cast<unsigned>(mats.size()));
+      for (int64_t r = 0; r < N; ++r) {
+        for (int64_t c = 0; c < K; ++c) m.set_q4(r, c, static_cast<uint8_t>(rng() % 16));
+        for (int64_t g = 0; g < Kp / group; ++g) m.set_group(r, g, f32_to_f16(0.01f), 8);
+      }
+      mats.push_back(std::move(m));
+    }
+    per = mats.back().bytes();
+  } while (stream && static_cast<int64_t>(mats.size()) * per < (int64_t{256} << 20));
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  std::vector<float> x(T * K), y(T * N);
+  for (auto& v : x) v = d(rng);
+  const double bw = read_bandwidth();
+  size_t i = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    matmul(pool(), x.data(), T, K, mats[i++ % mats.size()].view(), nullptr, y.data(), N);
+    benchmark::DoNotOptimize(y.data());
+  }
+  double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double bytes = static_cast<double>(per), flops = 2.0 * T * N * K;
+  state.counters["GBps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  if (stream) state.counters["bw_frac"] = bytes * static_cast<double>(i) / sec / bw;
+  state.SetLabel(fmt == 1 ? "int8" : "int4");
+}
+void QuantShapes(benchmark::internal::Benchmark* b) {
+  for (int64_t fmt : {1, 2})
+    for (int64_t T : {1, 16, 256})
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{1536, 576}, {576, 1536}, {2048, 2048}, {8192, 2048},
+                          {2048, 8192}, {256, 2048}})
+        b->Args({N, K, T, fmt});
+}
+BENCHMARK(BM_MatmulQuant)->Apply(QuantShapes)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // Baseline: the scalar reference (one thread, double accumulation) on the 576x576 projection.
 void BM_MatmulReference(benchmark::State& state) {

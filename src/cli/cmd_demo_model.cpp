@@ -23,6 +23,8 @@ struct DemoArgs {
   int adapters = 0;
   int rank = 16;
   bool mixed = false;
+  std::string quantization = "none";
+  bool gptq_sym = true;
 };
 
 DType parse_dtype(const std::string& s) {
@@ -41,6 +43,8 @@ void run_demo_model(const DemoArgs& a) {
   spec.seed = a.seed;
   spec.dtype = parse_dtype(a.dtype);
   spec.arch = a.arch;
+  if (a.quantization != "none") spec.quantization = a.quantization;
+  spec.gptq_sym = a.gptq_sym;
   int vocab = model::demo_vocab_size(a.shape);
   text::write_demo_tokenizer(dir, vocab, a.seed);
   text::Tokenizer tok = text::Tokenizer::from_dir(dir);
@@ -64,8 +68,9 @@ void run_demo_model(const DemoArgs& a) {
     std::printf("wrote %d adapters (rank %d%s) to %s\n", a.adapters, a.rank, a.mixed ? ", mixed" : "",
                 (dir / "adapters").c_str());
   }
+  const std::string weights = spec.quantization.empty() ? a.dtype : spec.quantization + " int4, f16";
   std::printf("wrote %s model (%s, %s, seed %llu) to %s in %.1f s\n", a.shape.c_str(), a.arch.c_str(),
-              a.dtype.c_str(), static_cast<unsigned long long>(a.seed), dir.c_str(), now_seconds() - t0);
+              weights.c_str(), static_cast<unsigned long long>(a.seed), dir.c_str(), now_seconds() - t0);
 }
 
 }  // namespace
@@ -81,6 +86,11 @@ void add_demo_model_command(CLI::App& app) {
   c->add_option("--arch", args->arch, "llama | mistral | qwen2")->check(CLI::IsMember({"llama", "mistral", "qwen2"}));
   c->add_option("--adapters", args->adapters, "Also write N PEFT adapters under OUT/adapters/");
   c->add_option("--rank", args->rank, "Adapter rank");
+  c->add_option(
+       "--quantization", args->quantization,
+       "none | awq | gptq: write the projections as an int4 AWQ (GEMM) or GPTQ checkpoint, the rest F16")
+      ->check(CLI::IsMember({"none", "awq", "gptq"}));
+  c->add_option("--gptq-sym", args->gptq_sym, "gptq: symmetric (true, zero 8) or asymmetric (false)");
   c->add_flag("--mixed", args->mixed, "Vary ranks, target modules, rsLoRA and rank patterns across adapters");
   c->callback([args] { run_demo_model(*args); });
 }

@@ -43,11 +43,27 @@ bool TensorInfo::aligned() const {
   return reinterpret_cast<uintptr_t>(data) % dtype_size(dtype) == 0;
 }
 
+int64_t I32TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string I32TensorInfo::shape_str() const {
+  return io::shape_str(shape);
+}
+
+int32_t I32TensorInfo::at(int64_t i) const {
+  const auto* p = static_cast<const uint8_t*>(data) + 4 * i;
+  return static_cast<int32_t>(static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+                              static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24);
+}
+
 namespace {
 
 // Dtypes the safetensors format defines that loraplex does not compute with.
-constexpr std::array<std::string_view, 16> kUnsupportedDtypes = {
-    "F64", "I64",  "U64",     "I32",     "U32",     "I16",     "U16",     "I8",
+constexpr std::array<std::string_view, 15> kUnsupportedDtypes = {
+    "F64", "I64",     "U64",     "U32",     "I16",     "U16",     "I8",
     "U8",  "BOOL", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"};
 
 std::optional<DType> parse_dtype(std::string_view s) {
@@ -74,8 +90,9 @@ std::optional<uint64_t> as_index(const json& v) {
 
 struct Range {
   uint64_t begin, end;
-  size_t tensor;  // index into the tensor list
+  size_t tensor;  // index into the tensor list; with kI32Bit set, into the I32 tensor list
 };
+constexpr size_t kI32Bit = size_t{1} << 63;
 
 }  // namespace
 
@@ -138,9 +155,11 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const void* data, size_t
       fail("dtype of tensor {} in {} must be a string (found {})", name, label, json_type_name(jd));
     const auto& ds = jd.get_ref<const std::string&>();
     auto dt = parse_dtype(ds);
-    if (!dt) {
+    const bool i32 = ds == "I32";  // kept apart: see I32TensorInfo
+    if (!dt && !i32) {
       if (std::find(kUnsupportedDtypes.begin(), kUnsupportedDtypes.end(), ds) != kUnsupportedDtypes.end()) {
-        fail("unsupported dtype {} for tensor {} in {} (supported: F32, F16, BF16)", ds, name, label);
+        fail("unsupported dtype {} for tensor {} in {} (supported: F32, F16, BF16; I32 for packed int4 weights)",
+             ds, name, label);
       }
       fail("unknown dtype \"{}\" for tensor {} in {}", ds, name, label);
     }
@@ -153,7 +172,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const void* data, size_t
     }
     TensorInfo t;
     t.name = name;
-    t.dtype = *dt;
+    t.dtype = dt.value_or(DType::kF32);
+    const uint64_t elem_size = i32 ? 4 : dtype_size(*dt);
     uint64_t numel = 1;
     bool overflow = false;
     for (const json& d : js) {
@@ -169,7 +189,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const void* data, size_t
     }
     uint64_t nbytes = 0;
     overflow = overflow || numel > static_cast<uint64_t>(INT64_MAX) ||
-               __builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_size(*dt)), &nbytes);
+               __builtin_mul_overflow(numel, elem_size, &nbytes);
     if (overflow) fail("shape {} of tensor {} in {} is too large (size overflows)", js.dump(), name, label);
 
     // data_offsets
@@ -194,6 +214,11 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const void* data, size_t
     }
     t.data = area + *b;
     t.nbytes = static_cast<size_t>(nbytes);
+    if (i32) {
+      if (nbytes > 0) ranges.push_back(Range{*b, *e, kI32Bit | f->i32_tensors_.size()});
+      f->i32_tensors_.push_back(I32TensorInfo{std::move(t.name), std::move(t.shape), t.data, t.nbytes});
+      continue;
+    }
     if (nbytes > 0) ranges.push_back(Range{*b, *e, f->tensors_.size()});
     f->tensors_.push_back(std::move(t));
   }
@@ -206,11 +231,15 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const void* data, size_t
     const Range& p = ranges[i - 1];
     const Range& c = ranges[i];
     if (c.begin < p.end) {
-      fail("tensors {} and {} in {} overlap (data_offsets [{}, {}] and [{}, {}])", f->tensors_[p.tensor].name,
-           f->tensors_[c.tensor].name, label, p.begin, p.end, c.begin, c.end);
+      auto name = [&](size_t i) -> const std::string& {
+        return i & kI32Bit ? f->i32_tensors_[i & ~kI32Bit].name : f->tensors_[i].name;
+      };
+      fail("tensors {} and {} in {} overlap (data_offsets [{}, {}] and [{}, {}])", name(p.tensor),
+           name(c.tensor), label, p.begin, p.end, c.begin, c.end);
     }
   }
   for (size_t i = 0; i < f->tensors_.size(); ++i) f->index_[f->tensors_[i].name] = i;
+  for (size_t i = 0; i < f->i32_tensors_.size(); ++i) f->i32_index_[f->i32_tensors_[i].name] = i;
   return f;
 }
 
@@ -245,6 +274,11 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
+const I32TensorInfo* SafetensorsFile::find_i32(const std::string& name) const {
+  auto it = i32_index_.find(name);
+  return it == i32_index_.end() ? nullptr : &i32_tensors_[it->second];
+}
+
 // ---- TensorSet ----
 
 namespace {
@@ -273,6 +307,7 @@ TensorSet TensorSet::open_file(const fs::path& file, const std::optional<fs::pat
   TensorSet set;
   set.files_.push_back(SafetensorsFile::open(file, confine_root));
   for (const auto& t : set.files_.back()->tensors()) set.by_name_[t.name] = &t;
+  for (const auto& t : set.files_.back()->i32_tensors()) set.i32_by_name_[t.name] = &t;
   return set;
 }
 
@@ -330,7 +365,8 @@ TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem,
   }
   for (const auto& [tensor, shard] : wm->items()) {
     const auto& s = shard.get_ref<const std::string&>();
-    if (!set.files_[shard_index[s]]->find(tensor)) {
+    const SafetensorsFile& sf = *set.files_[shard_index[s]];
+    if (!sf.find(tensor) && !sf.find_i32(tensor)) {
       fail("{} places tensor {} in shard {}, but that shard has no such tensor", ilabel, tensor, s);
     }
   }
@@ -342,6 +378,12 @@ TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem,
         fail("tensor {} appears in two shards of {}: {} and {}", t.name, dir.string(), it->second, s);
       set.by_name_[t.name] = &t;
     }
+    for (const auto& t : set.files_[idx]->i32_tensors()) {
+      auto [it, fresh] = owner.emplace(t.name, s);
+      if (!fresh)
+        fail("tensor {} appears in two shards of {}: {} and {}", t.name, dir.string(), it->second, s);
+      set.i32_by_name_[t.name] = &t;
+    }
   }
   return set;
 }
@@ -349,6 +391,11 @@ TensorSet TensorSet::open_dir(const fs::path& dir, const std::string& stem,
 const TensorInfo* TensorSet::find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;
+}
+
+const I32TensorInfo* TensorSet::find_i32(const std::string& name) const {
+  auto it = i32_by_name_.find(name);
+  return it == i32_by_name_.end() ? nullptr : it->second;
 }
 
 std::vector<const TensorInfo*> TensorSet::all() const {
@@ -375,6 +422,7 @@ void TensorSet::drop_resident(const void* data, size_t n) const {
 size_t TensorSet::total_bytes() const {
   size_t n = 0;
   for (const auto& [name, t] : by_name_) n += t->nbytes;
+  for (const auto& [name, t] : i32_by_name_) n += t->nbytes;
   return n;
 }
 
@@ -382,6 +430,15 @@ size_t TensorSet::total_bytes() const {
 
 void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape,
                             const void* data) {
+  add_entry(name, dtype_name(dtype), dtype_size(dtype), std::move(shape), data);
+}
+
+void SafetensorsWriter::add_i32(const std::string& name, std::vector<int64_t> shape, const int32_t* data) {
+  add_entry(name, "I32", 4, std::move(shape), data);
+}
+
+void SafetensorsWriter::add_entry(const std::string& name, std::string_view dtype, size_t elem_size,
+                                  std::vector<int64_t> shape, const void* data) {
   LP_CHECK(name != "__metadata__", "tensor name __metadata__ is reserved");
   for (const auto& e : entries_) LP_CHECK(e.name != name, "tensor {} added twice", name);
   int64_t numel = 1;
@@ -390,7 +447,7 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
     numel *= d;
   }
   LP_CHECK(data != nullptr || numel == 0, "tensor {} has no data", name);
-  entries_.push_back(Entry{name, dtype, std::move(shape), data});
+  entries_.push_back(Entry{name, dtype, elem_size, std::move(shape), data});
 }
 
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) {
@@ -403,10 +460,10 @@ void SafetensorsWriter::write(const fs::path& path) const {
   std::vector<size_t> sizes;
   uint64_t offset = 0;
   for (const auto& e : entries_) {
-    size_t n = dtype_size(e.dtype);
+    size_t n = e.elem_size;
     for (int64_t d : e.shape) n *= static_cast<size_t>(d);
     sizes.push_back(n);
-    header[e.name] = {{"dtype", std::string(dtype_name(e.dtype))},
+    header[e.name] = {{"dtype", std::string(e.dtype)},
                       {"shape", e.shape},
                       {"data_offsets", {offset, offset + n}}};
     offset += n;

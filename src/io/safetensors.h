@@ -3,7 +3,8 @@
 // "__metadata__": {str: str}}, then the data area; offsets are relative to the data area.
 // Every violation (header length past the file or over 100 MB, bad JSON, duplicate name, unknown or
 // unsupported dtype, shape x dtype != byte range, range outside the data area, overlapping ranges) throws
-// lp::Error naming the file and the tensor. A model folder may be one file or shards listed in
+// lp::Error naming the file and the tensor. F32/F16/BF16 tensors are TensorInfo (find, all); I32 tensors
+// (the packed int4 weights, zero points and g_idx of AWQ / GPTQ checkpoints) are I32TensorInfo (find_i32). A model folder may be one file or shards listed in
 // model.safetensors.index.json (TensorSet).
 // Cost: open() maps the file and parses only the JSON header; tensor bytes are paged in when first read.
 // A file truncated by another process while mapped raises SIGBUS on access; files are treated as immutable.
@@ -16,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
@@ -39,6 +41,19 @@ struct TensorInfo {
   bool aligned() const;           // data is a multiple of dtype_size(dtype)
 };
 
+// An I32 tensor. Kept apart from TensorInfo, whose dtype is one the kernels compute with, so that no path
+// that reads float tensors (weights, adapters, merge) can take packed integers for a matrix: find() and
+// all() never return one. Only model/checkpoint_quant reads these, element by element through at().
+struct I32TensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;  // little-endian int32, not necessarily aligned
+  size_t nbytes = 0;
+  int64_t numel() const;
+  std::string shape_str() const;
+  int32_t at(int64_t i) const;  // element i in row-major order (no bounds check)
+};
+
 inline constexpr size_t kMaxSafetensorsHeaderBytes = size_t{100} << 20;  // 100 MB, as the reference
 
 class SafetensorsFile {
@@ -56,7 +71,9 @@ class SafetensorsFile {
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
-  const TensorInfo* find(const std::string& name) const;  // nullptr when absent
+  const TensorInfo* find(const std::string& name) const;  // nullptr when absent (or I32)
+  const std::vector<I32TensorInfo>& i32_tensors() const { return i32_tensors_; }
+  const I32TensorInfo* find_i32(const std::string& name) const;  // nullptr when absent (or not I32)
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::filesystem::path& path() const { return path_; }
   // Whether [p, p + n) lies inside this file's mapping (false for a parse()d in-memory image).
@@ -69,6 +86,8 @@ class SafetensorsFile {
   size_t map_size_ = 0;
   std::vector<TensorInfo> tensors_;
   std::map<std::string, size_t> index_;
+  std::vector<I32TensorInfo> i32_tensors_;
+  std::map<std::string, size_t> i32_index_;
   std::map<std::string, std::string> metadata_;
 };
 
@@ -82,9 +101,10 @@ class TensorSet {
                             const std::optional<std::filesystem::path>& confine_root = std::nullopt);
   static TensorSet open_file(const std::filesystem::path& file,
                              const std::optional<std::filesystem::path>& confine_root = std::nullopt);
-  const TensorInfo* find(const std::string& name) const;
-  std::vector<const TensorInfo*> all() const;  // sorted by name
-  size_t total_bytes() const;
+  const TensorInfo* find(const std::string& name) const;          // F32/F16/BF16 only
+  const I32TensorInfo* find_i32(const std::string& name) const;  // I32 only
+  std::vector<const TensorInfo*> all() const;  // sorted by name; the float tensors only
+  size_t total_bytes() const;                  // all tensors, I32 included
   // For a caller that copied [data, data + n) (which must lie inside one of this set's file mappings):
   // gives the whole pages of that range back to the OS. The mappings are private and read-only, so a later
   // read through a TensorInfo faults the pages in again from the file; nothing is lost but residency.
@@ -93,6 +113,7 @@ class TensorSet {
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*> by_name_;
+  std::map<std::string, const I32TensorInfo*> i32_by_name_;
 };
 
 // Writes a safetensors file (header padded with spaces to a multiple of 8 bytes, as the reference does;
@@ -102,16 +123,20 @@ class SafetensorsWriter {
  public:
   // Copies nothing: `data` must stay valid until write().
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data);
+  void add_i32(const std::string& name, std::vector<int64_t> shape, const int32_t* data);  // dtype I32
   void set_metadata(const std::string& key, const std::string& value);
   void write(const std::filesystem::path& path) const;
 
  private:
   struct Entry {
     std::string name;
-    DType dtype;
+    std::string_view dtype;  // safetensors spelling
+    size_t elem_size;
     std::vector<int64_t> shape;
     const void* data;
   };
+  void add_entry(const std::string& name, std::string_view dtype, size_t elem_size, std::vector<int64_t> shape,
+                 const void* data);
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };

@@ -19,6 +19,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/buffer.h"
 #include "kernels/dispatch.h"
@@ -52,37 +53,69 @@ inline __m512i load_chunk(const uint8_t* row, int64_t c) {
   }
 }
 
-// Per-row constants of a quantized W.
-template <WeightFormat F>
-struct RowQuant {
-  const float* row_scale = nullptr;     // kQ8
-  const uint16_t* gscale = nullptr;     // kQ4: this row's groups
-  const uint8_t* gzero = nullptr;
+// kQ4 per call: X[t][g] = sum over the blocks b of group g of sx[t][b] * xsum[t][b] (f32, blocks in order),
+// so that the zero points come off once per output: y = sum_b sx_b s_g dot_b(q, xq) - sum_g s_g z_g X[t][g].
+// (Subtracting z * lane sums in integers per block costs a vpmulld per block and output; this costs
+// ng / 16 FMAs per output. The f32 cancellation it allows is far below the int8 activation error.)
+struct Q4Sums {
+  const float* X = nullptr;  // (T, ng)
+  int64_t ng = 0;
   int blocks_per_group = 1;
-  RowQuant() = default;
-  RowQuant(const MatView& W, int64_t n, int block) {
-    if constexpr (F == WeightFormat::kQ4) {
-      const int64_t ng = W.row_stride / W.group;
-      gscale = W.group_scale + n * ng;
-      gzero = W.group_zero + n * ng;
-      blocks_per_group = W.group / block;
-    }
-  }
 };
 
-// acc_f += float(acc_i - z * lane_sum) * (sx * s): the end of block b for one (token, row).
+Q4Sums q4_sums(const MatView& W, const QuantActs& q, int64_t T) {
+  thread_local Buffer<float> buf;
+  Q4Sums r;
+  r.ng = W.row_stride / W.group;
+  r.blocks_per_group = W.group / q.block;
+  if (buf.size() < static_cast<size_t>(T * r.ng)) buf.resize(static_cast<size_t>(T * r.ng));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t g = 0; g < r.ng; ++g) {
+      float acc = 0.f;
+      for (int64_t b = g * r.blocks_per_group; b < std::min<int64_t>((g + 1) * r.blocks_per_group, q.n_blocks); ++b) {
+        const int32_t* l = q.lane_sum + (t * q.n_blocks + b) * 16;
+        int32_t xs = 0;
+        for (int i = 0; i < 16; ++i) xs += l[i];
+        acc = std::fma(q.scale[t * q.n_blocks + b], static_cast<float>(xs), acc);
+      }
+      buf[t * r.ng + g] = acc;
+    }
+  }
+  r.X = buf.data();
+  return r;
+}
+
+// The starting value of output (t, n)'s f32 accumulator: 0, or for kQ4 minus the zero points' part,
+// -sum_g s_g z_g X[t][g], spread over the 16 lanes (g % 16) so the final horizontal sum takes it off.
 template <WeightFormat F>
-inline __m512 finish_block(__m512i acc_i, __m512 acc_f, const QuantActs& q, int64_t t, int64_t b,
-                           const RowQuant<F>& rq) {
-  const __m512i lanes = _mm512_loadu_si512(q.lane_sum + (t * q.n_blocks + b) * 16);
-  const float sx = q.scale[t * q.n_blocks + b];
+inline __m512 init_acc(const MatView& W, const Q4Sums& qs, int64_t t, int64_t n) {
   if constexpr (F == WeightFormat::kQ8) {
+    return _mm512_setzero_ps();
+  } else {
+    const float* X = qs.X + t * qs.ng;
+    const uint16_t* gs = W.group_scale + n * qs.ng;
+    const uint8_t* gz = W.group_zero + n * qs.ng;
+    __m512 c = _mm512_setzero_ps();
+    for (int64_t g = 0; g < qs.ng; g += 16) {
+      const __mmask16 k = tail_mask16(qs.ng - g);
+      const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, gs + g));
+      const __m512 z = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, gz + g)));
+      c = _mm512_fmadd_ps(_mm512_mul_ps(s, z), _mm512_maskz_loadu_ps(k, X + g), c);
+    }
+    return _mm512_sub_ps(_mm512_setzero_ps(), c);
+  }
+}
+
+// acc_f += float(block dot) * sx (* s, the block's group scale, for kQ4): the end of block b of one
+// (token, row).
+template <WeightFormat F>
+inline __m512 finish_block(__m512i acc_i, __m512 acc_f, const QuantActs& q, int64_t t, int64_t b, float s) {
+  const float sx = q.scale[t * q.n_blocks + b];
+  if constexpr (F == WeightFormat::kQ8) {  // zero point 128 on every weight: off in integers, exactly
+    const __m512i lanes = _mm512_loadu_si512(q.lane_sum + (t * q.n_blocks + b) * 16);
     acc_i = _mm512_sub_epi32(acc_i, _mm512_slli_epi32(lanes, 7));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_i), _mm512_set1_ps(sx), acc_f);
   } else {
-    const int64_t g = b / rq.blocks_per_group;
-    acc_i = _mm512_sub_epi32(acc_i, _mm512_mullo_epi32(lanes, _mm512_set1_epi32(rq.gzero[g])));
-    const float s = _cvtsh_ss(rq.gscale[g]);
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_i), _mm512_set1_ps(sx * s), acc_f);
   }
 }
@@ -96,11 +129,17 @@ inline void store(const MatmulArgs& a, int64_t t, int64_t n, float dot) {
   out = a.accumulate ? out + dot : dot;
 }
 
-// GEMV: rows [n0, n1) for TT tokens, each row's packed bytes streamed once in address order.
-template <WeightFormat F, int TT>
+// Bytes of one 64-column chunk of a packed row.
+template <WeightFormat F>
+constexpr int64_t kChunkBytes = F == WeightFormat::kQ8 ? 64 : 32;
+
+// GEMV: rows [n0, n1) for TT tokens, each row's packed bytes streamed once in address order. CPB: chunks per
+// activation block (2 for blocks of 128, 1 for 64), so the block loop is unrolled.
+template <WeightFormat F, int TT, int CPB>
 void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const QuantActs& q = *a.qa;
-  const int64_t rb = row_bytes(a.W), nchunks = a.W.row_stride / 64, cpb = q.block / 64;
+  const int64_t rb = row_bytes(a.W), nchunks = a.W.row_stride / 64;
+  const Q4Sums qs = F == WeightFormat::kQ4 ? q4_sums(a.W, q, TT) : Q4Sums{};
   const char* base = static_cast<const char*>(a.W.data);
   const char* pf_end = base + n1 * rb;
   for (const char* p = base + n0 * rb; p < std::min(pf_end, base + n0 * rb + kStreamAhead); p += 64)
@@ -111,20 +150,24 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
     for (int r = 0; r < rn; ++r) {
       const int64_t n = nb + r;
       const uint8_t* w = reinterpret_cast<const uint8_t*>(base + n * rb);
-      const RowQuant<F> rq(a.W, n, q.block);
+      const uint16_t* gs = F == WeightFormat::kQ4 ? a.W.group_scale + n * qs.ng : nullptr;
       __m512 accf[TT];
-      for (int t = 0; t < TT; ++t) accf[t] = _mm512_setzero_ps();
-      for (int64_t b = 0; b < q.n_blocks; ++b) {
+      for (int t = 0; t < TT; ++t) accf[t] = init_acc<F>(a.W, qs, t, n);
+      for (int64_t b = 0, g = 0, left = qs.blocks_per_group; b < q.n_blocks; ++b) {
         __m512i acci[TT];
         for (int t = 0; t < TT; ++t) acci[t] = _mm512_setzero_si512();
-        const int64_t c1 = std::min(nchunks, (b + 1) * cpb);
-        for (int64_t c = b * cpb; c < c1; ++c) {
-          stream_prefetch(reinterpret_cast<const char*>(w) + c * (rb / nchunks), pf_end, a.pf_next);
-          const __m512i wv = load_chunk<F>(w, c);
+        const int64_t c0 = b * CPB;
+        for (int j = 0; j < CPB; ++j) {
+          if (CPB > 1 && c0 + j >= nchunks) break;  // a last block of 64 columns
+          const char* wc = reinterpret_cast<const char*>(w) + (c0 + j) * kChunkBytes<F>;
+          stream_prefetch(wc, pf_end, a.pf_next);
+          const __m512i wv = load_chunk<F>(w, c0 + j);
           for (int t = 0; t < TT; ++t)
-            acci[t] = _mm512_dpbusd_epi32(acci[t], wv, _mm512_loadu_si512(q.xq + t * q.ld + c * 64));
+            acci[t] = _mm512_dpbusd_epi32(acci[t], wv, _mm512_loadu_si512(q.xq + t * q.ld + (c0 + j) * 64));
         }
-        for (int t = 0; t < TT; ++t) accf[t] = finish_block<F>(acci[t], accf[t], q, t, b, rq);
+        const float s = F == WeightFormat::kQ4 ? _cvtsh_ss(gs[g]) : 1.f;
+        for (int t = 0; t < TT; ++t) accf[t] = finish_block<F>(acci[t], accf[t], q, t, b, s);
+        if (--left == 0) ++g, left = qs.blocks_per_group;
       }
       for (int t = 0; t < TT; ++t) acc[t][r] = accf[t];
     }
@@ -137,16 +180,17 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   }
 }
 
-// GEMM tile: TT tokens from t0 x RN rows from n0, weights as u8 rows at w (row stride ldw bytes).
+// GEMM tile: TT tokens from t0 x RN rows from n0, weights as u8 rows at w (row stride ldw bytes) and, for
+// kQ4, the rows' group scales as f32 at sc (row stride ng).
 template <WeightFormat F, int TT, int RN>
-void tile(const MatmulArgs& a, int64_t t0, int64_t n0, const uint8_t* w, int64_t ldw) {
+void tile(const MatmulArgs& a, const Q4Sums& qs, int64_t t0, int64_t n0, const uint8_t* w, int64_t ldw,
+          const float* sc) {
   const QuantActs& q = *a.qa;
   const int64_t nchunks = a.W.row_stride / 64, cpb = q.block / 64;
-  RowQuant<F> rq[RN];
-  for (int r = 0; r < RN; ++r) rq[r] = RowQuant<F>(a.W, n0 + r, q.block);
   __m512 accf[TT * RN];
-  for (int j = 0; j < TT * RN; ++j) accf[j] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < q.n_blocks; ++b) {
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RN; ++r) accf[t * RN + r] = init_acc<F>(a.W, qs, t0 + t, n0 + r);
+  for (int64_t b = 0, g = 0, left = qs.blocks_per_group; b < q.n_blocks; ++b) {
     __m512i acci[TT * RN];
     for (int j = 0; j < TT * RN; ++j) acci[j] = _mm512_setzero_si512();
     const int64_t c1 = std::min(nchunks, (b + 1) * cpb);
@@ -158,9 +202,12 @@ void tile(const MatmulArgs& a, int64_t t0, int64_t n0, const uint8_t* w, int64_t
         for (int r = 0; r < RN; ++r) acci[t * RN + r] = _mm512_dpbusd_epi32(acci[t * RN + r], wv[r], xv);
       }
     }
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RN; ++r)
-        accf[t * RN + r] = finish_block<F>(acci[t * RN + r], accf[t * RN + r], q, t0 + t, b, rq[r]);
+    for (int r = 0; r < RN; ++r) {
+      const float s = F == WeightFormat::kQ4 ? sc[r * qs.ng + g] : 1.f;
+      for (int t = 0; t < TT; ++t)
+        accf[t * RN + r] = finish_block<F>(acci[t * RN + r], accf[t * RN + r], q, t0 + t, b, s);
+    }
+    if (--left == 0) ++g, left = qs.blocks_per_group;
   }
   float res[TT * RN];
   reduce_accumulators<TT * RN>(accf, res);
@@ -170,23 +217,28 @@ void tile(const MatmulArgs& a, int64_t t0, int64_t n0, const uint8_t* w, int64_t
 
 // Tokens [t0, t1) x RN rows, in 3-token tiles plus one remainder tile.
 template <WeightFormat F, int RN>
-void token_tiles(const MatmulArgs& a, int64_t t0, int64_t t1, int64_t n0, const uint8_t* w, int64_t ldw) {
+void token_tiles(const MatmulArgs& a, const Q4Sums& qs, int64_t t0, int64_t t1, int64_t n0, const uint8_t* w,
+                 int64_t ldw, const float* sc) {
   int64_t t = t0;
-  for (; t + 3 <= t1; t += 3) tile<F, 3, RN>(a, t, n0, w, ldw);
-  if (t1 - t == 2) tile<F, 2, RN>(a, t, n0, w, ldw);
-  if (t1 - t == 1) tile<F, 1, RN>(a, t, n0, w, ldw);
+  for (; t + 3 <= t1; t += 3) tile<F, 3, RN>(a, qs, t, n0, w, ldw, sc);
+  if (t1 - t == 2) tile<F, 2, RN>(a, qs, t, n0, w, ldw, sc);
+  if (t1 - t == 1) tile<F, 1, RN>(a, qs, t, n0, w, ldw, sc);
 }
 
 template <WeightFormat F>
 void gemm_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const QuantActs& q = *a.qa;
   const int64_t Kp = a.W.row_stride, rb = row_bytes(a.W), T = a.T;
-  // Row panel: its u8 rows (kQ4 unpacked into scratch) stay in L2 while a block of tokens passes.
+  const Q4Sums qs = F == WeightFormat::kQ4 ? q4_sums(a.W, q, T) : Q4Sums{};
+  // Row panel: its u8 rows (kQ4 unpacked into scratch, with f32 group scales) stay in L2 while a block of
+  // tokens passes.
   const int64_t panel = std::clamp<int64_t>((256 << 10) / Kp / 4 * 4, 4, 64);
   const int64_t tb = std::clamp<int64_t>((256 << 10) / q.ld / 3 * 3, 3, 1 << 20);
   thread_local Buffer<uint8_t> scratch;  // this thread's unpacked kQ4 panel
+  thread_local Buffer<float> scales;     // and its (panel, ng) group scales
   if constexpr (F == WeightFormat::kQ4) {
     if (scratch.size() < static_cast<size_t>(panel * Kp)) scratch.resize(static_cast<size_t>(panel * Kp));
+    if (scales.size() < static_cast<size_t>(panel * qs.ng)) scales.resize(static_cast<size_t>(panel * qs.ng));
   }
   const uint8_t* data = static_cast<const uint8_t*>(a.W.data);
   for (int64_t nb = n0; nb < n1; nb += panel) {
@@ -194,30 +246,36 @@ void gemm_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
     const uint8_t* w = data + nb * rb;
     int64_t ldw = rb;
     if constexpr (F == WeightFormat::kQ4) {
-      for (int64_t n = nb; n < ne; ++n)
+      for (int64_t n = nb; n < ne; ++n) {
         for (int64_t c = 0; c < Kp / 64; ++c)
           _mm512_storeu_si512(scratch.data() + (n - nb) * Kp + c * 64, load_chunk<F>(data + n * rb, c));
+        for (int64_t g = 0; g < qs.ng; ++g)
+          scales[(n - nb) * qs.ng + g] = _cvtsh_ss(a.W.group_scale[n * qs.ng + g]);
+      }
       w = scratch.data();
       ldw = Kp;
     }
     for (int64_t t0 = 0; t0 < T; t0 += tb) {
       const int64_t t1 = std::min(T, t0 + tb);
       int64_t n = nb;
-      for (; n + 4 <= ne; n += 4) token_tiles<F, 4>(a, t0, t1, n, w + (n - nb) * ldw, ldw);
-      for (; n < ne; ++n) token_tiles<F, 1>(a, t0, t1, n, w + (n - nb) * ldw, ldw);
+      const float* sc = scales.data();
+      for (; n + 4 <= ne; n += 4)
+        token_tiles<F, 4>(a, qs, t0, t1, n, w + (n - nb) * ldw, ldw, sc ? sc + (n - nb) * qs.ng : nullptr);
+      for (; n < ne; ++n)
+        token_tiles<F, 1>(a, qs, t0, t1, n, w + (n - nb) * ldw, ldw, sc ? sc + (n - nb) * qs.ng : nullptr);
     }
   }
 }
 
-template <WeightFormat F>
+template <WeightFormat F, int CPB>
 void rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   switch (a.T) {
     case 1:
-      return gemv_rows<F, 1>(a, n0, n1);
+      return gemv_rows<F, 1, CPB>(a, n0, n1);
     case 2:
-      return gemv_rows<F, 2>(a, n0, n1);
+      return gemv_rows<F, 2, CPB>(a, n0, n1);
     case 3:
-      return gemv_rows<F, 3>(a, n0, n1);
+      return gemv_rows<F, 3, CPB>(a, n0, n1);
     default:
       return gemm_rows<F>(a, n0, n1);
   }
@@ -227,8 +285,9 @@ void rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
 
 void matmul_rows_vnni(const MatmulArgs& a, int64_t n0, int64_t n1) {
   if (a.T <= 0 || n0 >= n1) return;
-  if (a.W.format == WeightFormat::kQ8) return rows<WeightFormat::kQ8>(a, n0, n1);
-  rows<WeightFormat::kQ4>(a, n0, n1);
+  if (a.W.format == WeightFormat::kQ8) return rows<WeightFormat::kQ8, 2>(a, n0, n1);
+  if (a.qa->block == 128) return rows<WeightFormat::kQ4, 2>(a, n0, n1);
+  rows<WeightFormat::kQ4, 1>(a, n0, n1);
 }
 
 void quantize_acts(const float* x, int64_t t0, int64_t t1, int64_t ldx, int64_t K, const QuantActs& q) {

@@ -1,9 +1,11 @@
 #include "model/config.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdint>
-#include <numbers>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
+#include <numbers>
 #include <optional>
 
 #include "core/check.h"
@@ -87,6 +89,70 @@ DType parse_torch_dtype(const json& j, const std::string& label) {
   fail("{}: unsupported torch_dtype {} (supported: bfloat16, float16, float32)", label, it->dump());
 }
 
+// The first of `keys` present (vLLM's get_from_keys: AutoAWQ writes w_bit / q_group_size, transformers
+// bits / group_size), or nullptr.
+const char* first_key(const json& j, std::initializer_list<const char*> keys) {
+  for (const char* k : keys)
+    if (auto it = j.find(k); it != j.end() && !it->is_null()) return k;
+  return nullptr;
+}
+
+CheckpointQuant parse_quantization_config(const json& q, const std::string& label) {
+  if (!q.is_object()) fail("{}: quantization_config must be an object", label);
+  const Fields f{q, label, "quantization_config."};
+  CheckpointQuant c;
+  c.method = f.string("quant_method", "");
+  if (c.method.empty()) fail("{}: missing required field 'quantization_config.quant_method'", label);
+  for (char& ch : c.method) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (c.method != "awq" && c.method != "gptq")
+    fail("{}: quantization_config.quant_method \"{}\" is not supported; supported: awq, gptq", label,
+         c.method);
+  const char* bits_key = first_key(q, {"bits", "w_bit"});
+  if (!bits_key) fail("{}: missing required field 'quantization_config.bits'", label);
+  c.bits = static_cast<int>(f.integer(bits_key, INT32_MIN, INT32_MAX));
+  if (c.bits != 4)
+    fail("{}: quantization_config.{} is {}; only 4-bit {} checkpoints are supported", label, bits_key, c.bits,
+         c.method);
+  const char* group_key = first_key(q, {"group_size", "q_group_size"});
+  if (!group_key) fail("{}: missing required field 'quantization_config.group_size'", label);
+  c.group_size = static_cast<int>(f.integer(group_key, INT32_MIN, INT32_MAX));
+  if (c.group_size != -1 && (c.group_size <= 0 || c.group_size % 64 != 0))
+    fail(
+        "{}: quantization_config.{} is {}; loraplex's int4 layout needs groups of a multiple of 64 columns "
+        "(or -1, one group per row)",
+        label, group_key, c.group_size);
+  if (c.method == "awq") {
+    c.version = f.string("version", "gemm");
+    for (char& ch : c.version) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (c.version != "gemm")
+      fail(
+          "{}: quantization_config.version \"{}\" is not supported; AWQ checkpoints must use the GEMM layout",
+          label, c.version);
+    c.zero_point = f.flag("zero_point", true);
+    if (!c.zero_point)
+      fail(
+          "{}: quantization_config.zero_point false is not supported (AWQ GEMM checkpoints have zero points)",
+          label);
+    if (c.group_size == -1) fail("{}: quantization_config.{} -1 is not an AWQ layout", label, group_key);
+  } else {
+    c.desc_act = f.flag("desc_act", false);
+    c.sym = f.flag("sym", true);
+    c.checkpoint_format = f.string("checkpoint_format", "gptq");
+    if (c.checkpoint_format != "gptq" && c.checkpoint_format != "gptq_v2")
+      fail("{}: quantization_config.checkpoint_format \"{}\" is not supported; supported: gptq, gptq_v2",
+           label, c.checkpoint_format);
+    if (f.flag("lm_head", false))
+      fail("{}: quantization_config.lm_head true (a quantized lm_head) is not supported", label);
+  }
+  if (auto m = q.find("modules_to_not_convert");
+      m != q.end() && !m->is_null() && !(m->is_array() && m->empty()))
+    fail(
+        "{}: quantization_config.modules_to_not_convert {} is not supported (every projection must be "
+        "quantized)",
+        label, m->dump());
+  return c;
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const json& j, const std::string& label) {
@@ -154,6 +220,9 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& label) {
       fail("{}: unsupported rope_scaling type '{}' (supported: llama3, default)", label, type);
     }
   }
+
+  if (auto q = j.find("quantization_config"); q != j.end() && !q->is_null())
+    c.quant = parse_quantization_config(*q, label);
 
   c.max_model_len = c.max_position_embeddings;
   bool sliding = f.flag("use_sliding_window", true);

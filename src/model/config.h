@@ -22,6 +22,23 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 8192;
 };
 
+// quantization_config of an int4 checkpoint (detected as vLLM does, from config.json). Only what loraplex
+// can run is accepted (from_json refuses the rest naming the field): 4 bits, AWQ's GEMM layout, groups of a
+// multiple of 64 input columns (the kQ4 group, kernels/kernels.h) or -1 (one group per row).
+struct CheckpointQuant {
+  std::string method;      // "" (a float checkpoint), "awq" or "gptq"
+  int bits = 0;            // 4
+  int group_size = 0;      // input columns per (scale, zero) group; -1: one group per output row
+  bool desc_act = false;   // GPTQ: act-order; supported only while g_idx keeps groups contiguous
+  bool sym = false;        // GPTQ: symmetric (zero 8); qzeros are read either way
+  bool zero_point = true;  // AWQ: asymmetric (the only variant with a GEMM layout)
+  std::string version;     // AWQ: "gemm"
+  // GPTQ: "gptq" (v1, AutoGPTQ: qzeros hold zero - 1) or "gptq_v2" (GPTQModel: qzeros hold the zero).
+  std::string checkpoint_format;
+  // What to add to a stored zero nibble to get the zero point.
+  int zero_offset() const { return method == "gptq" && checkpoint_format != "gptq_v2" ? 1 : 0; }
+};
+
 struct ModelConfig {
   std::string architecture;  // e.g. "LlamaForCausalLM"
   std::string model_type;    // e.g. "llama"
@@ -43,6 +60,7 @@ struct ModelConfig {
   DType torch_dtype = DType::kBF16;
   std::vector<int32_t> bos_token_ids;
   std::vector<int32_t> eos_token_ids;
+  CheckpointQuant quant;  // method "" unless config.json has a quantization_config
 
   // from_json bounds heads and head_dim so these products fit in int (<= 2^24).
   int q_dim() const { return n_heads * head_dim; }

@@ -22,6 +22,14 @@ struct DemoSpec {
   bool mlp_bias = false;        // llama only: gate/up/down biases
   std::vector<int32_t> bos_ids;
   std::vector<int32_t> eos_ids;
+  // "" (float weights), "awq" or "gptq": the seven projections of every layer are written as that int4
+  // checkpoint (model/checkpoint_quant.h), quantized per group from the same pseudo-random weights a float
+  // model of this seed has; everything else, and the config's torch_dtype, is F16 (dtype is ignored), as in
+  // such checkpoints. Group 128 when it divides every projection's input features, else 64. AWQ is
+  // asymmetric (min/max per group) and needs every input count to be a multiple of the group (not tiny:
+  // its intermediate size is 176); GPTQ is v1 (qzeros hold zero - 1) with g_idx = k / group.
+  std::string quantization;
+  bool gptq_sym = true;  // gptq: symmetric (zero 8) or, false, asymmetric like AWQ
 };
 
 // The config.json that write_demo_model writes, as JSON text (for tests and `plan`).

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "model/checkpoint_quant.h"
 
 namespace lp::model {
 
@@ -43,6 +44,8 @@ namespace {
 
 const io::TensorInfo& need(const io::TensorSet& ts, const std::string& name, std::vector<int64_t> shape) {
   const io::TensorInfo* t = ts.find(name);
+  if (!t && ts.find_i32(name))
+    fail("tensor '{}' has dtype I32, expected a float tensor of shape {}", name, io::shape_str(shape));
   if (!t) fail("missing tensor '{}' (expected shape {})", name, io::shape_str(shape));
   if (t->shape != shape)
     fail("tensor '{}' has shape {}, expected {}", name, t->shape_str(), io::shape_str(shape));
@@ -126,6 +129,12 @@ std::vector<std::pair<std::string, size_t>> ModelWeights::bytes_by_format() cons
 
 ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelConfig& c,
                                 const LoadOptions& opt) {
+  const bool int4 = !c.quant.method.empty();  // an AWQ / GPTQ checkpoint: projections come packed
+  if (int4 && opt.quantization != Quantization::kNone)
+    fail(
+        "{} is a {} int4 checkpoint (quantization_config in config.json): --quantization int8 applies to "
+        "F32/F16/BF16 checkpoints only; leave it at none",
+        dir.string(), c.quant.method);
   ModelWeights w;
   w.tensors = io::TensorSet::open_dir(dir);
   const auto& ts = w.tensors;
@@ -149,8 +158,16 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
       Proj pr = static_cast<Proj>(p);
       auto [in, out] = proj_shape(c, pr);
       std::string base = pre + proj_parent(pr) + "." + proj_name(pr);
-      const auto& t = need(ts, base + ".weight", {out, in});
-      lw.proj[p] = mat(t);
+      if (int4) {
+        kernels::QuantMatrix q = load_checkpoint_q4(ts, base, in, out, c.quant);
+        lw.proj[p] = q.view();
+        w.quant_storage.push_back(std::move(q));
+      } else {
+        if (!ts.find(base + ".weight") && ts.find_i32(base + ".qweight"))
+          fail("{} has packed int4 tensors ({}.qweight) but config.json has no quantization_config",
+               dir.string(), base);
+        lw.proj[p] = mat(need(ts, base + ".weight", {out, in}));
+      }
       if (has_bias(c, pr)) {
         const auto& b = need(ts, base + ".bias", {out});
         Buffer<float> f(out);
@@ -174,6 +191,7 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
         if (m.format == kernels::WeightFormat::kDense) quantize_int8(w, m);
     w.quantization = "int8";
   }
+  if (int4) w.quantization = c.quant.method;
   if (opt.quantize_lm_head && w.lm_head.format == kernels::WeightFormat::kDense) {
     if (w.lm_head.data == w.embed.data) {  // tied: the embedding keeps its own dense copy
       kernels::QuantMatrix q = kernels::QuantMatrix::quantize_int8(w.lm_head);

@@ -4,7 +4,8 @@
 // pages dropped, so resident memory stays about one copy; with kMapped everything is read in place from the
 // memory-mapped safetensors files (zero-copy; 4 KiB pages). Only the small bias vectors are converted to f32
 // at load. A missing tensor or a wrong shape is an lp::Error naming the tensor, its shape and the expected
-// shape.
+// shape. An AWQ / GPTQ checkpoint (config.quant.method set) has its projections unpacked into kQ4 at load
+// (model/checkpoint_quant.h); its embeddings, norms and lm_head are read as any float tensor.
 #pragma once
 
 #include <filesystem>

@@ -290,10 +290,44 @@ TEST(Safetensors, DtypesUnknownAndUnsupported) {
   for (const char* dt : {"I8", "U8", "F8_E4M3", "F64", "BOOL"}) {
     EXPECT_THAT(parse_error(image(one_tensor(dt, "[1]", "[0,1]"), data)),
                 HasSubstr(std::string("unsupported dtype ") + dt +
-                          " for tensor x in bad.safetensors (supported: F32, F16, BF16)"));
+                          " for tensor x in bad.safetensors (supported: F32, F16, BF16; I32 for packed int4 weights)"));
   }
   EXPECT_THAT(parse_error(image(R"({"x":{"dtype":3,"shape":[1],"data_offsets":[0,4]}})", data)),
               HasSubstr("dtype of tensor x in bad.safetensors must be a string"));
+}
+
+// I32 tensors (packed int4 weights) are read, but only through find_i32: a float reader (weights, adapters)
+// can never take one for a matrix. Their byte count and ranges are validated like any other tensor's.
+TEST(Safetensors, I32TensorsAreKeptApartFromFloatTensors) {
+  TempDir dir("st_i32");
+  std::vector<int32_t> packed = {0x76543210, -1, INT32_MIN, 7, 0x12345678, 0};
+  auto f32 = ramp(3, 1.0f);
+  SafetensorsWriter w;
+  w.add_i32("q.qweight", {2, 3}, packed.data());
+  w.add("q.scales", DType::kF32, {3}, f32.data());
+  w.write(dir.path() / "model.safetensors");
+
+  TensorSet ts = TensorSet::open_dir(dir.path());
+  EXPECT_EQ(ts.find("q.qweight"), nullptr);
+  EXPECT_EQ(ts.find_i32("q.scales"), nullptr);
+  ASSERT_NE(ts.find("q.scales"), nullptr);
+  EXPECT_EQ(ts.all().size(), 1u);
+  const I32TensorInfo* t = ts.find_i32("q.qweight");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->shape_str(), "[2, 3]");
+  EXPECT_EQ(t->nbytes, 24u);
+  for (size_t i = 0; i < packed.size(); ++i) EXPECT_EQ(t->at(static_cast<int64_t>(i)), packed[i]) << i;
+  EXPECT_EQ(ts.total_bytes(), 24u + 12u);
+  // The header spells it I32, the data is little-endian.
+  std::string bytes = test::read_file(dir.path() / "model.safetensors");
+  EXPECT_NE(bytes.find(R"("dtype":"I32")"), std::string::npos);
+
+  std::string data(16, '\0');
+  EXPECT_THAT(parse_error(image(one_tensor("I32", "[3]", "[0,8]"), data)),
+              HasSubstr("shape [3] of I32 needs 12 bytes but data_offsets [0, 8] span 8"));
+  std::string h = R"({"x":{"dtype":"I32","shape":[2],"data_offsets":[0,8]},)"
+                  R"("y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  EXPECT_THAT(parse_error(image(h, data)), HasSubstr("overlap"));
 }
 
 TEST(Safetensors, ShapeProblems) {
