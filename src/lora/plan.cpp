@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "kernels/quant.h"
 #include "kv/kv_cache.h"
+#include "model/checkpoint_quant.h"
 #include "lora/slot_bank.h"
 #include "model/weights.h"
 
@@ -187,7 +188,12 @@ WeightPlan plan_weights(const model::ModelConfig& c, const model::LoadOptions& o
   const int64_t d = static_cast<int64_t>(dtype_size(c.torch_dtype));
   const std::string dense(dtype_name(c.torch_dtype));
   const bool q8 = o.quantization == model::Quantization::kInt8;
+  const bool q4 = !c.quant.method.empty();  // an AWQ / GPTQ checkpoint: the projections load as kQ4
+  if (q4 && q8)
+    fail("an {} int4 checkpoint cannot be quantized to int8 at load (--quantization int8): leave it at none",
+         c.quant.method);
   if (q8) p.quantization = "int8";
+  if (q4) p.quantization = c.quant.method;
   auto add = [&](const std::string& format, int64_t bytes) {
     for (auto& [name, n] : p.by_format)
       if (name == format) return void(n += bytes);
@@ -201,7 +207,10 @@ WeightPlan plan_weights(const model::ModelConfig& c, const model::LoadOptions& o
       const auto pr = static_cast<model::Proj>(i);
       auto [in, out] = model::proj_shape(c, pr);
       if (model::has_bias(c, pr)) small += int64_t{out} * d;
-      if (q8)
+      if (q4)  // the kQ4 group the loader picks (checkpoint_quant.h; a desc_act g_idx may force 64)
+        add("int4", quantized_matrix_bytes(kernels::WeightFormat::kQ4, out, in,
+                                           model::kq4_group(in, c.quant.group_size)));
+      else if (q8)
         add("int8", quantized_matrix_bytes(kernels::WeightFormat::kQ8, out, in));
       else
         add(dense, int64_t{in} * out * d);

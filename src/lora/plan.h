@@ -82,10 +82,12 @@ nlohmann::json plan_json(const MemoryPlan& plan);  // slot_bytes, slots_bytes, h
 int64_t quantized_matrix_bytes(kernels::WeightFormat format, int64_t rows, int64_t cols, int64_t group = 0);
 
 // The base weights as ModelWeights::load(dir, config, options) holds them, from the config alone (the file
-// is assumed to hold torch_dtype). The numbers equal ModelWeights::bytes_by_format / bytes_per_decode_step
+// is assumed to hold torch_dtype; an AWQ / GPTQ checkpoint's projections as kQ4 in the group the loader
+// picks, which for a desc_act checkpoint whose g_idx renames groups can be 64 instead: then the plan's
+// int4 bytes are a little low). Throws lp::Error for int8 on an int4 checkpoint, as the loader does. The numbers equal ModelWeights::bytes_by_format / bytes_per_decode_step
 // (tests/lora/lora_plan_test.cpp loads a demo model to check).
 struct WeightPlan {
-  std::string quantization = "none";  // as ModelWeights::quantization
+  std::string quantization = "none";  // as ModelWeights::quantization: none, int8, awq or gptq
   bool quantize_lm_head = false;
   // The matrices a decode step streams (7 projections x layers, lm_head) by format ("int8", "BF16", ...),
   // in the order ModelWeights::bytes_by_format lists them.

@@ -219,6 +219,29 @@ TEST(WeightPlan, Llama31_8B_Int8ByHand) {
   EXPECT_EQ(p.decode_step_bytes, 16'060'522'496LL - 1'050'673'152LL);
 }
 
+TEST(WeightPlan, Llama31_8B_AwqByHand) {
+  // An AWQ checkpoint of it (4 bits, group 128): per layer 218,103,808 weights / 2 = 109,051,904 bytes of
+  // nibbles + 3 bytes (f16 scale, zero) x 1,703,936 groups (rows x cols / 128 summed over the seven) =
+  // 114,163,712; x 32 = 3,653,238,784. lm_head and norms stay F16 (its torch_dtype): as for BF16 above.
+  model::ModelConfig c = config(kLlama31_8B);
+  c.torch_dtype = DType::kF16;
+  c.quant.method = "awq";
+  c.quant.bits = 4;
+  c.quant.group_size = 128;
+  WeightPlan p = plan_weights(c, {});
+  EXPECT_EQ(p.quantization, "awq");
+  ASSERT_EQ(p.by_format.size(), 2u);
+  EXPECT_EQ(p.by_format[0], (std::pair<std::string, int64_t>{"int4", 3'653'238'784LL}));
+  EXPECT_EQ(p.by_format[1], (std::pair<std::string, int64_t>{"F16", 1'050'673'152LL}));
+  EXPECT_EQ(p.decode_step_bytes, 3'653'238'784LL + 1'050'673'152LL + 532'480);
+  EXPECT_EQ(p.resident_bytes, p.decode_step_bytes + 1'050'673'152LL);
+  // One group per row (-1): 3 bytes per row (43,008 rows a layer) instead of per 128 columns.
+  c.quant.group_size = -1;
+  EXPECT_EQ(plan_weights(c, {}).by_format[0].second, 32 * (109'051'904LL + 3 * 43'008));
+  // int8 on top of an int4 checkpoint is refused, as the loader refuses it.
+  EXPECT_THROW(plan_weights(c, int8_options()), Error);
+}
+
 TEST(WeightPlan, QuantizedMatrixBytesMatchThePackedStorage) {
   // The formulas against what kernels/quant.h allocates, for columns that need padding and that do not.
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{3, 64}, {5, 100}, {7, 176}, {2, 1000}}) {
@@ -261,13 +284,25 @@ TEST(WeightPlan, EqualsWhatTheLoadedModelReports) {
   cases.back().spec.dtype = DType::kF16;
   cases.push_back({"small-tied", {}});
   cases.back().spec.shape = "small";
+  cases.push_back({"small-awq", {}});  // int4 checkpoints: group 128
+  cases.back().spec.shape = "small";
+  cases.back().spec.quantization = "awq";
+  cases.push_back({"tiny-gptq-asym", {}});  // group 64 (176 inputs of down_proj)
+  cases.back().spec.quantization = "gptq";
+  cases.back().spec.gptq_sym = false;
   for (const Case& c : cases) {
     model::write_demo_model(dir / c.name, c.spec);
     const model::ModelConfig cfg = model::ModelConfig::from_dir(dir / c.name);
+    const bool int4 = !c.spec.quantization.empty();
     for (int quant = 0; quant < 2; ++quant) {
       for (bool lm_head : {false, true}) {
         model::LoadOptions o = int8_options(lm_head);
         if (!quant) o.quantization = model::Quantization::kNone;
+        if (int4 && quant) {  // refused by both
+          EXPECT_THROW(plan_weights(cfg, o), Error);
+          EXPECT_THROW(model::ModelWeights::load(dir / c.name, cfg, o), Error);
+          continue;
+        }
         SCOPED_TRACE(c.name + (quant ? " int8" : " none") + (lm_head ? " +lm_head" : ""));
         const model::ModelWeights w = model::ModelWeights::load(dir / c.name, cfg, o);
         const WeightPlan p = plan_weights(cfg, o);
@@ -283,6 +318,9 @@ TEST(WeightPlan, EqualsWhatTheLoadedModelReports) {
                                         (shared ? kernels::mat_bytes(w.lm_head) : 0));
         if (quant) {
           EXPECT_LT(p.decode_step_bytes, plan_weights(cfg, {}).decode_step_bytes);
+        }
+        if (int4) {
+          EXPECT_EQ(p.by_format[0].first, "int4");
         }
       }
     }
@@ -318,7 +356,7 @@ TEST(WeightPlan, CliReportsBytesPerFormatAndGivesTheKvCacheTheRoom) {
   // All of the weights but the embedding and the norms.
   EXPECT_EQ(j["weight_bytes_by_format"]["BF16"], 16'060'522'496LL - 1'050'673'152LL - 532'480);
   EXPECT_NE(plan("--quantization int4", &out), 0);
-  EXPECT_THAT(out, HasSubstr("--quantization int4: expected none or int8"));
+  EXPECT_THAT(out, HasSubstr("--quantization int4: expected none, int8, awq or gptq"));
 }
 
 }  // namespace
