@@ -3,10 +3,10 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "core/check.h"
 #include "core/clock.h"
 #include "lora/merge.h"
-#include "model/weights.h"
 
 namespace lp::cli {
 
@@ -24,7 +24,8 @@ void add_merge_command(CLI::App& app) {
       "--quantization,-q", args->quantization,
       "none only: merging into a quantized base is refused (serve the adapter on top of it instead)");
   c->callback([args] {
-    if (model::parse_quantization_flag(args->quantization, "--quantization") != model::Quantization::kNone)
+    check_quantization_flag(args->quantization);
+    if (args->quantization != "none")
       fail(
           "merge --quantization {} is refused: merging into quantized weights would requantize them and "
           "round much of the adapter's update away. Serve the adapter on the quantized base instead (serve "

@@ -47,8 +47,9 @@ void add_plan_command(CLI::App& app) {
   add_quant_flags(c, args->quant);
   c->add_flag("--json", args->json, "Print one JSON object");
   c->callback([args] {
-    const model::LoadOptions load = load_options(args->quant);
+    check_quantization_flag(args->quant.quantization);
     model::ModelConfig cfg = model::ModelConfig::from_dir(args->model);
+    const model::LoadOptions load = load_options(args->quant, cfg);
     const lora::WeightPlan weights = lora::plan_weights(cfg, load);
     std::optional<lora::MemoryPlan> p;
     if (args->max_loras > 0 || args->max_cpu_loras > 0) {

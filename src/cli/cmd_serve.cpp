@@ -124,7 +124,7 @@ void run_serve(ServeArgs a) {
   for (const auto& s : a.lora_modules) modules.push_back(parse_lora_module(s));
   const bool lora = a.enable_lora || !modules.empty() || a.allow_runtime_lora_updating || a.enable_lora_resolver;
   if (a.served_model_name.empty()) a.served_model_name = default_served_name(a.model_dir);
-  const model::LoadOptions load = load_options(a.quant, a.mmap_weights);  // a bad --quantization fails here
+  check_quantization_flag(a.quant.quantization);  // a typo fails before the port is bound
 
   // Signals: blocked in every thread (they inherit this mask), taken with sigwait() below.
   sigset_t sigs;
@@ -163,6 +163,7 @@ void run_serve(ServeArgs a) {
 
   KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
   const model::ModelConfig config = model::ModelConfig::from_dir(a.model_dir);
+  const model::LoadOptions load = load_options(a.quant, config, a.mmap_weights);
   lora::KvPlanOptions kv_options = kv_plan_options(kv_flags, config.torch_dtype);  // memory measured now
   kv_options.weights_bytes = lora::plan_weights(config, load).resident_bytes;      // quantized: less
 

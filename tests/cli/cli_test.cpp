@@ -207,7 +207,7 @@ TEST_F(Cli, QuantizationInt8IsAcceptedAndChangesTheLogits) {
     EXPECT_EQ(1,
               run_command(bin() + cmd + " --model " + model().string() + " --quantization int9 2>&1", &out))
         << cmd;
-    EXPECT_NE(out.find("--quantization int9: expected none or int8"), std::string::npos)
+    EXPECT_NE(out.find("--quantization int9: expected none, int8, awq or gptq"), std::string::npos)
         << cmd << ": " << out;
   }
 }
@@ -239,6 +239,50 @@ TEST_F(Cli, MergeOnAQuantizedBaseIsRefused) {
   EXPECT_NE(out.find("it is a quantized checkpoint (awq"), std::string::npos) << out;
   EXPECT_NE(out.find("requantize"), std::string::npos) << out;
   EXPECT_FALSE(std::filesystem::exists(out_dir));
+}
+
+// An AWQ checkpoint runs as such without a flag; --quantization awq confirms it, gptq or int8 on it and awq
+// on a float model are refused naming config.json; merge refuses it.
+TEST_F(Cli, Int4CheckpointIsDetectedAndTheFlagMustMatchIt) {
+  std::string out;
+  const auto awq = dir_->path() / "awq";
+  ASSERT_EQ(
+      0, run_command(bin() + " demo-model " + awq.string() + " --shape small --quantization awq 2>&1", &out))
+      << out;
+  auto plan = [&](const std::filesystem::path& m, const std::string& flags, std::string* o) {
+    return run_command(bin() + " plan --model " + m.string() + " --json " + flags + " 2>&1", o);
+  };
+  ASSERT_EQ(0, plan(awq, "", &out)) << out;
+  auto detected = nlohmann::json::parse(out);
+  EXPECT_EQ(detected["quantization"], "awq");
+  EXPECT_GT(detected["weight_bytes_by_format"]["int4"].get<int64_t>(), 0);
+  ASSERT_EQ(0, plan(awq, "--quantization awq", &out)) << out;
+  EXPECT_EQ(nlohmann::json::parse(out), detected);
+
+  EXPECT_EQ(1, plan(awq, "--quantization gptq", &out));
+  EXPECT_NE(out.find("--quantization gptq: config.json's quantization_config says awq"), std::string::npos)
+      << out;
+  EXPECT_EQ(1, plan(awq, "-q int8", &out));
+  EXPECT_NE(out.find("--quantization int8: config.json's quantization_config says awq"), std::string::npos)
+      << out;
+  EXPECT_EQ(1, plan(model(), "-q awq", &out));
+  EXPECT_NE(out.find("--quantization awq: config.json has no quantization_config"), std::string::npos) << out;
+  EXPECT_EQ(1,
+            run_command(bin() + " logits --model " + awq.string() + " -q int8 --ids 1,2 --out /dev/null 2>&1",
+                        &out));
+  EXPECT_NE(out.find("says awq"), std::string::npos) << out;
+
+  ASSERT_EQ(0, run_command(
+                   bin() + " generate --model " + awq.string() + " -q awq --ids 3,1,4 -n 3 --ignore-eos 2>&1",
+                   &out))
+      << out;
+  EXPECT_NE(out.find("tokens:"), std::string::npos) << out;
+
+  EXPECT_EQ(1, run_command(bin() + " merge --model " + awq.string() + " --adapter " +
+                               adapter("medical-qa").string() + " --out " +
+                               (dir_->path() / "merged-awq").string() + " 2>&1",
+                           &out));
+  EXPECT_NE(out.find("it is a quantized checkpoint (awq"), std::string::npos) << out;
 }
 
 }  // namespace

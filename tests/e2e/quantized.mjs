@@ -1,8 +1,10 @@
 // End to end on a quantized base: `loraplex serve --quantization int8` reports it in /v1/models and in its
 // start-up log, serves completions with and without an adapter (the adapter BF16 on top of the int8 base),
 // and its logprobs differ from an unquantized server's on the same prompt (so the flag reaches the model).
-// A bad --quantization value stops serve before it binds, with the flag named.
+// An AWQ checkpoint is served as such (the flag may confirm it). A bad --quantization value stops serve
+// before it binds, with the flag named.
 import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { makeModel, startServer, assert, assertEq, run, BIN } from './lib.mjs';
 
 const m = makeModel(2);
@@ -45,6 +47,19 @@ await run([
     // ... but only by quantization noise (the first token: later ones may follow different greedy paths).
     assert(Math.abs(base[0] - plainBase[0]) < 0.5, `first logprob ${base[0]} vs ${plainBase[0]}`);
   }],
+  ['an AWQ checkpoint is detected: /v1/models says awq, completions work', async () => {
+    const awq = path.join(m.dir, 'awq');
+    execFileSync(BIN, ['demo-model', awq, '--shape', 'small', '--quantization', 'awq'], { stdio: 'pipe' });
+    const srv = await startServer(awq, ['--served-model-name', 'small-awq', '--quantization', 'awq']);
+    try {
+      const list = await srv.client().models.list();
+      assertEq(list.data[0].quantization, 'awq', 'base quantization');
+      assert(/quantization awq; a decode step reads int4 [0-9.]+ MiB, F16 [0-9.]+ MiB/.test(srv.log()), srv.log());
+      await logprobs(srv, 'small-awq');
+    } finally {
+      await srv.stop();
+    }
+  }],
   ['a bad --quantization value is refused before the server starts', async () => {
     let out = '';
     try {
@@ -53,7 +68,7 @@ await run([
       out = String(e.stderr) + String(e.stdout);
       assertEq(e.status, 1, 'exit status');
     }
-    assert(out.includes('--quantization int4: expected none or int8'), out);
+    assert(out.includes('--quantization int4: expected none, int8, awq or gptq'), out);
     assert(!out.includes('listening on'), 'refused before binding');
   }],
 ], async () => {
