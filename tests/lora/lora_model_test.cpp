@@ -38,10 +38,12 @@ std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids, const Sl
 
 class LoraModel : public ::testing::Test {
  protected:
-  void make(DType base_dtype, const std::string& shape, const model::LoadOptions& load = {}) {
+  void make(DType base_dtype, const std::string& shape, const model::LoadOptions& load = {},
+            const std::string& checkpoint_quant = "") {
     model::DemoSpec spec;
     spec.shape = shape;
     spec.dtype = base_dtype;
+    spec.quantization = checkpoint_quant;
     spec.seed = 21;
     model::write_demo_model(dir_.path() / "base", spec);
     model_ = Model::load(dir_.path() / "base", load);
@@ -99,6 +101,13 @@ model::LoadOptions int8_load() {
 TEST_F(LoraModel, MixedBatchEqualsSoloOnInt8Base) {
   make(DType::kF32, "small", int8_load());
   ASSERT_EQ(model_->weights().quantization, "int8");
+  mixed_batch_equals_solo();
+}
+
+// And on an AWQ int4 checkpoint (the QLoRA case): kQ4 projections, F16 elsewhere, BF16 adapters on top.
+TEST_F(LoraModel, MixedBatchEqualsSoloOnAwqBase) {
+  make(DType::kF16, "small", {}, "awq");
+  ASSERT_EQ(model_->weights().quantization, "awq");
   mixed_batch_equals_solo();
 }
 
