@@ -40,6 +40,7 @@ struct BenchArgs {
   bool json = false;
   int threads = 0;
   bool mmap_weights = false;
+  QuantFlags quant;
   std::string kv_cache_dtype = "auto";
 };
 
@@ -78,7 +79,7 @@ void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::ve
 void run_bench(const BenchArgs& a) {
   if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1 || a.adapters < 0 || a.rank < 1)
     fail("--batch, --prompt-len, --gen, --repeats, --rank must be at least 1 and --adapters at least 0");
-  auto model = load_model(a.model, a.mmap_weights);
+  auto model = load_model(a.model, a.mmap_weights, a.quant);
   const auto& cfg = model->config();
   if (a.prompt_len + a.gen > cfg.max_model_len)
     fail("--prompt-len + --gen = {} exceeds the context length {}", a.prompt_len + a.gen, cfg.max_model_len);
@@ -138,6 +139,11 @@ void run_bench(const BenchArgs& a) {
   double step_s = median(t[Mode::kBase].steps);
   double bound_s = base_bytes / bw;
   int64_t rss = resident_bytes();
+  // The weights as held after load (quantized ones at their quantized size): the embedding, and what a
+  // decode step reads unless lm_head is the embedding itself.
+  const int64_t weights_resident = kernels::mat_bytes(w.embed) +
+                                   static_cast<int64_t>(w.bytes_per_decode_step) -
+                                   (w.lm_head.data == w.embed.data ? kernels::mat_bytes(w.lm_head) : 0);
   int64_t kv_bytes = runner.cache().bytes();
   // What attention reads per decode step besides the weights (K and V of every cached token), averaged over
   // the steps; not part of the roofline bound, which counts weight bytes only.
@@ -155,6 +161,8 @@ void run_bench(const BenchArgs& a) {
       {"prefill_tokens_per_s", B * a.prompt_len / prefill_s},
       {"decode_step_ms", step_s * 1e3},
       {"decode_tokens_per_s", B / step_s},
+      {"quantization", w.quantization},
+      {"quantize_lm_head", a.quant.quantize_lm_head},
       {"weight_bytes_per_step", w.bytes_per_decode_step},
       {"decode_bound_ms", bound_s * 1e3},
       {"decode_roofline_ratio", bound_s / step_s},
@@ -163,8 +171,13 @@ void run_bench(const BenchArgs& a) {
       {"kv_cache_dtype", dtype_name(runner.cache().shape().dtype)},
       {"kv_bytes_read_per_step", kv_read_bytes},
       {"rss_bytes", rss},
-      {"rss_over_weights_plus_kv", static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes)},
+      {"weight_resident_bytes", weights_resident},
+      {"rss_over_weights_plus_kv",
+       static_cast<double>(rss) / static_cast<double>(weights_resident + kv_bytes)},
   };
+  nlohmann::ordered_json by_format = nlohmann::ordered_json::object();
+  for (const auto& [format, n] : w.bytes_by_format()) by_format[format] = n;
+  out["weight_bytes_by_format"] = by_format;
   if (K > 0) {
     double fused = median(t[Mode::kFused].steps), naive = median(t[Mode::kNaive].steps);
     out["lora_adapters"] = K;
@@ -189,6 +202,8 @@ void run_bench(const BenchArgs& a) {
   }
   std::printf("model %s  isa %s  threads %d  batch %d  prompt %d  gen %d\n", a.model.c_str(),
               kernels::isa_name(), pool.size(), B, a.prompt_len, a.gen);
+  std::printf("weights                   %8s  (quantization; streamed per step: %s)\n",
+              w.quantization.c_str(), bytes_by_format_text(w.bytes_by_format()).c_str());
   std::printf("memory read bandwidth     %8.2f GB/s  (median of %zu probes between cycles)\n", bw / 1e9,
               bws.size());
   std::printf("prefill                   %8.1f tokens/s  (%.3f s for %d x %d tokens, median of %d)\n",
@@ -202,8 +217,8 @@ void run_bench(const BenchArgs& a) {
   std::printf("KV cache                  %8s  (attention also reads %.1f MB of K/V per step on average)\n",
               std::string(dtype_name(runner.cache().shape().dtype)).c_str(), kv_read_bytes / 1e6);
   std::printf("resident memory           %8.1f MB  = %.3f x (weights %.1f MB + KV %.1f MB)\n", rss / 1e6,
-              static_cast<double>(rss) / static_cast<double>(w.total_bytes + kv_bytes), w.total_bytes / 1e6,
-              kv_bytes / 1e6);
+              static_cast<double>(rss) / static_cast<double>(weights_resident + kv_bytes),
+              weights_resident / 1e6, kv_bytes / 1e6);
   if (K > 0) {
     std::printf("LoRA: %d adapters, rank %d, %s, %.1f MB each; request b uses adapter b %% %d\n", K, a.rank,
                 out["lora_dtype"].get<std::string>().c_str(), adapter_bytes / 1e6, K);
@@ -238,6 +253,7 @@ void add_bench_command(CLI::App& app) {
   c->add_flag("--json", args->json, "Print one JSON object");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
+  add_quant_flags(c, args->quant);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_bench(*args); });
 }

@@ -30,13 +30,14 @@ struct GenerateArgs {
   std::string lora_dtype = "auto";
   int threads = 0;
   bool mmap_weights = false;
+  QuantFlags quant;
   std::string kv_cache_dtype = "auto";
 };
 
 void run_generate(const GenerateArgs& a) {
   if (a.ids.empty() == a.prompt.empty()) fail("give exactly one of --ids or --prompt");
   if (a.n < 1) fail("-n must be at least 1");
-  auto model = load_model(a.model, a.mmap_weights);
+  auto model = load_model(a.model, a.mmap_weights, a.quant);
   const auto& cfg = model->config();
   std::optional<text::Tokenizer> tok;
   if (std::filesystem::exists(std::filesystem::path(a.model) / "tokenizer.json"))
@@ -119,6 +120,7 @@ void add_generate_command(CLI::App& app) {
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
+  add_quant_flags(c, args->quant);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_generate(*args); });
 }

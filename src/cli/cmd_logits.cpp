@@ -26,6 +26,7 @@ struct LogitsArgs {
   std::string lora_dtype = "auto";
   int threads = 0;
   bool mmap_weights = false;
+  QuantFlags quant;
   std::string kv_cache_dtype = "auto";
 };
 
@@ -79,7 +80,7 @@ void run_logits(const LogitsArgs& a) {
   std::vector<SeqSpec> seqs =
       a.ids.empty() ? read_batch_spec(a.batch) : std::vector<SeqSpec>{{parse_ids(a.ids), a.adapter}};
 
-  auto model = load_model(a.model, a.mmap_weights);
+  auto model = load_model(a.model, a.mmap_weights, a.quant);
   const int V = model->config().vocab_size;
   int64_t total = 0;
   std::vector<std::string> adapter_dirs;
@@ -128,6 +129,7 @@ void add_logits_command(CLI::App& app) {
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto (= base dtype)");
   c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
+  add_quant_flags(c, args->quant);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_logits(*args); });
 }

@@ -1,7 +1,10 @@
 // `loraplex merge --model DIR --adapter DIR --out DIR`: a complete HF model folder with W + s·B·A merged.
+// A quantized base is refused (lora/merge.h says why): --quantization int8 here, or an AWQ / GPTQ checkpoint.
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/common.h"
+#include "core/check.h"
 #include "core/clock.h"
 #include "lora/merge.h"
 
@@ -10,13 +13,24 @@ namespace lp::cli {
 void add_merge_command(CLI::App& app) {
   struct Args {
     std::string model, adapter, out;
+    std::string quantization = "none";
   };
   auto args = std::make_shared<Args>();
   CLI::App* c = app.add_subcommand("merge", "Merge a LoRA adapter into the base weights (W + s·B·A)");
   c->add_option("--model", args->model, "Base model folder")->required();
   c->add_option("--adapter", args->adapter, "PEFT adapter folder")->required();
   c->add_option("--out", args->out, "Output model folder")->required();
+  c->add_option(
+      "--quantization,-q", args->quantization,
+      "none only: merging into a quantized base is refused (serve the adapter on top of it instead)");
   c->callback([args] {
+    check_quantization_flag(args->quantization);
+    if (args->quantization != "none")
+      fail(
+          "merge --quantization {} is refused: merging into quantized weights would requantize them and "
+          "round much of the adapter's update away. Serve the adapter on the quantized base instead (serve "
+          "--quantization {} --lora-modules ...): it stays exact on top",
+          args->quantization, args->quantization);
     double t0 = now_seconds();
     lora::merge_adapter(args->model, args->adapter, args->out);
     std::printf("merged %s into %s -> %s in %.2f s\n", args->adapter.c_str(), args->model.c_str(),

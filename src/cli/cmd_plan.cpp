@@ -2,7 +2,8 @@
 // model's config.json alone (no weights needed): bytes per slot (per target module and in total), all slots,
 // the host tier at full rank, the base weights, and the KV cache sized exactly as `serve` sizes it for the
 // same flags (lora/kv_plan.h: --kv-cache-tokens, --kv-cache-memory, else a share of the memory measured now,
-// or of --memory-budget).
+// or of --memory-budget). With --quantization int8 the weights are counted as loaded (lora::plan_weights):
+// bytes per format, bytes a decode step reads, and the smaller weights leave more room for the KV cache.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,7 @@ void add_plan_command(CLI::App& app) {
     std::string lora_dtype = "auto", memory_budget;
     std::vector<std::string> target_modules;
     KvFlags kv;
+    QuantFlags quant;
     bool json = false;
   };
   auto args = std::make_shared<Args>();
@@ -42,9 +44,13 @@ void add_plan_command(CLI::App& app) {
   c->add_option("--max-num-seqs", args->kv.max_num_seqs,
                 "Running requests at most (as serve; caps the KV cache)");
   c->add_option("--max-model-len", args->kv.max_model_len, "Context length cap (default: the model's)");
+  add_quant_flags(c, args->quant);
   c->add_flag("--json", args->json, "Print one JSON object");
   c->callback([args] {
+    check_quantization_flag(args->quant.quantization);
     model::ModelConfig cfg = model::ModelConfig::from_dir(args->model);
+    const model::LoadOptions load = load_options(args->quant, cfg);
+    const lora::WeightPlan weights = lora::plan_weights(cfg, load);
     std::optional<lora::MemoryPlan> p;
     if (args->max_loras > 0 || args->max_cpu_loras > 0) {
       lora::PlanOptions o;
@@ -58,13 +64,16 @@ void add_plan_command(CLI::App& app) {
     }
     lora::KvPlanOptions ko = kv_plan_options(args->kv, cfg.torch_dtype);
     if (!args->memory_budget.empty()) ko.memory_budget = lora::parse_byte_size(args->memory_budget);
+    ko.weights_bytes = weights.resident_bytes;
     lora::KvPlan kv = lora::plan_kv_cache(cfg, p ? &*p : nullptr, ko);
     if (args->json) {
       nlohmann::json j = p ? lora::plan_json(*p) : nlohmann::json::object();
       j.update(lora::kv_plan_json(kv));
+      j.update(lora::weight_plan_json(weights));
       if (!args->memory_budget.empty()) j["memory_budget"] = ko.memory_budget;
       std::printf("%s\n", j.dump(2).c_str());
     } else {
+      std::printf("%s", lora::weight_plan_text(weights).c_str());
       if (p) std::printf("%s", lora::plan_text(*p).c_str());
       std::printf("%s", lora::kv_plan_text(kv).c_str());
     }

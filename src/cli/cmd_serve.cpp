@@ -1,10 +1,11 @@
 // `loraplex serve MODEL_DIR [--lora-modules name=path ...] --max-loras N ...`: the OpenAI-compatible server,
 // flags named like `vllm serve`'s. Start-up order: bind the port first (so /health answers 503 while the
 // model loads), measure the memory this process may take (before the weights, so they are counted once), load
-// model + tokenizer + chat template, create the adapter manager and register --lora-modules, size the KV
-// cache (lora/kv_plan.h; the plan is logged, and `loraplex plan` prints the same for the same flags), start
-// the engine, attach. SIGTERM / SIGINT: stop admitting (503), let in-flight requests finish within
-// --shutdown-timeout (then abort them), close, exit 0; a second one exits at once (status 128 + signal).
+// model + tokenizer + chat template (--quantization applied at load), create the adapter manager and register
+// --lora-modules, size the KV cache (lora/kv_plan.h, the weights counted as loaded; the plan is logged, and
+// `loraplex plan` prints the same for the same flags), start the engine, attach. SIGTERM / SIGINT: stop
+// admitting (503), let in-flight requests finish within --shutdown-timeout (then abort them), close, exit 0;
+// a second one exits at once (status 128 + signal).
 #include <signal.h>
 
 #include <cstdlib>
@@ -59,6 +60,7 @@ struct ServeArgs {
   bool strict_base = false;
   int threads = 0;
   bool mmap_weights = false;
+  QuantFlags quant;
   std::string kv_cache_dtype = "auto";
   int http_threads = 2;
   int max_connections = 512;
@@ -122,6 +124,7 @@ void run_serve(ServeArgs a) {
   for (const auto& s : a.lora_modules) modules.push_back(parse_lora_module(s));
   const bool lora = a.enable_lora || !modules.empty() || a.allow_runtime_lora_updating || a.enable_lora_resolver;
   if (a.served_model_name.empty()) a.served_model_name = default_served_name(a.model_dir);
+  check_quantization_flag(a.quant.quantization);  // a typo fails before the port is bound
 
   // Signals: blocked in every thread (they inherit this mask), taken with sigwait() below.
   sigset_t sigs;
@@ -159,11 +162,13 @@ void run_serve(ServeArgs a) {
   log_info("listening on http://{}:{} (loading {})", a.host, port, a.model_dir);
 
   KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
-  const lora::KvPlanOptions kv_options = kv_plan_options(
-      kv_flags, model::ModelConfig::from_dir(a.model_dir).torch_dtype);  // memory measured now
+  const model::ModelConfig config = model::ModelConfig::from_dir(a.model_dir);
+  const model::LoadOptions load = load_options(a.quant, config, a.mmap_weights);
+  lora::KvPlanOptions kv_options = kv_plan_options(kv_flags, config.torch_dtype);  // memory measured now
+  kv_options.weights_bytes = lora::plan_weights(config, load).resident_bytes;      // quantized: less
 
   double t0 = now_seconds();
-  auto model = load_model(a.model_dir, a.mmap_weights);
+  auto model = model::Model::load(a.model_dir, load);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
   std::optional<text::ChatTemplate> tmpl;
   try {
@@ -173,6 +178,8 @@ void run_serve(ServeArgs a) {
   }
   log_info("loaded {} ({} layers, max_model_len {}) in {:.1f} s", a.served_model_name, model->config().n_layers,
            model->config().max_model_len, now_seconds() - t0);
+  log_info("weights: quantization {}; a decode step reads {}", model->weights().quantization,
+           bytes_by_format_text(model->weights().bytes_by_format()));
 
   std::unique_ptr<lora::AdapterManager> adapters;
   if (lora) {
@@ -223,11 +230,11 @@ void run_serve(ServeArgs a) {
   ec.threads = pool_threads(a.threads);
   sched::Engine engine(*model, tok, adapters.get(), ec);
   engine.start();
-  server::EngineBackend backend(engine, adapters.get(), a.max_model_len);
+  server::EngineBackend backend(engine, adapters.get(), a.max_model_len, model->weights().quantization);
   srv.attach(&backend, &tok, tmpl ? &*tmpl : nullptr);
-  log_info("ready: serving '{}'{} on http://{}:{} (max_model_len {})", a.served_model_name,
+  log_info("ready: serving '{}'{} on http://{}:{} (max_model_len {}, quantization {})", a.served_model_name,
            adapters ? fmt::format(" + {} adapters", adapters->list().size()) : "", a.host, port,
-           backend.max_model_len());
+           backend.max_model_len(), backend.quantization());
 
   int sig = 0;
   sigwait(&sigs, &sig);
@@ -289,6 +296,7 @@ void add_serve_command(CLI::App& app) {
   c->add_flag("--strict-base", a->strict_base, "Refuse adapters trained on another base model");
   c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
+  add_quant_flags(c, a->quant);
   c->add_option("--http-threads", a->http_threads, "HTTP I/O threads (non-blocking: they never wait on the engine or a slow client)");
   c->add_option("--max-connections", a->max_connections, "Open HTTP connections at most (more: 503 and close)");
   c->add_option("--allowed-origins", a->allowed_origins,

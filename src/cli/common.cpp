@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -40,8 +42,58 @@ int64_t resident_bytes() {
   return 0;
 }
 
-std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights) {
-  return model::Model::load(dir, mmap_weights ? model::WeightPlacement::kMapped : model::WeightPlacement::kMemory);
+void add_quant_flags(CLI::App* c, QuantFlags& f) {
+  c->add_option("--quantization,-q", f.quantization,
+                "none | int8 (the projections, weight-only per output channel, at load) | awq | gptq (int4 "
+                "checkpoints, detected from config.json anyway: the value must match it)");
+  c->add_flag("--quantize-lm-head", f.quantize_lm_head,
+              "Quantize lm_head to int8 too (default: it keeps the file dtype, as the embeddings)");
+}
+
+void check_quantization_flag(const std::string& v) {
+  if (v != "none" && v != "int8" && v != "awq" && v != "gptq")
+    fail(
+        "--quantization {}: expected none, int8, awq or gptq (int8 quantizes a float checkpoint at load; an "
+        "AWQ / GPTQ checkpoint is detected from config.json, awq / gptq only confirm it)",
+        v);
+}
+
+model::LoadOptions load_options(const QuantFlags& q, const model::ModelConfig& c, bool mmap_weights) {
+  check_quantization_flag(q.quantization);
+  const std::string& method = c.quant.method;  // "" for a float checkpoint
+  model::LoadOptions o;
+  o.placement = mmap_weights ? model::WeightPlacement::kMapped : model::WeightPlacement::kMemory;
+  o.quantize_lm_head = q.quantize_lm_head;
+  if (q.quantization == "awq" || q.quantization == "gptq") {
+    if (method.empty())
+      fail(
+          "--quantization {}: config.json has no quantization_config (not an int4 checkpoint); use none or "
+          "int8",
+          q.quantization);
+    if (method != q.quantization)
+      fail("--quantization {}: config.json's quantization_config says {}; give {} or drop the flag",
+           q.quantization, method, method);
+    return o;  // the checkpoint loads as what it is
+  }
+  o.quantization = model::parse_quantization_flag(q.quantization, "--quantization");
+  if (o.quantization == model::Quantization::kInt8 && !method.empty())
+    fail(
+        "--quantization int8: config.json's quantization_config says {} (already int4); int8 applies to "
+        "F32/F16/BF16 checkpoints only",
+        method);
+  return o;
+}
+
+std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights, const QuantFlags& quant) {
+  check_quantization_flag(quant.quantization);  // before config.json is read
+  return model::Model::load(dir, load_options(quant, model::ModelConfig::from_dir(dir), mmap_weights));
+}
+
+std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format) {
+  std::string s;
+  for (const auto& [format, n] : by_format)
+    s += fmt::format("{}{} {:.1f} MiB", s.empty() ? "" : ", ", format, static_cast<double>(n) / (1 << 20));
+  return s;
 }
 
 lora::KvPlanOptions kv_plan_options(const KvFlags& f, DType torch_dtype) {

@@ -1,6 +1,7 @@
 // Small helpers shared by the CLI subcommands.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -20,8 +21,26 @@ std::vector<int32_t> parse_ids(const std::string& s);
 int64_t resident_bytes();
 // Threads for the compute pool: `requested` if > 0, else LORAPLEX_THREADS, else all cores.
 int pool_threads(int requested);
-// The model in `dir`, its streamed weights copied into huge pages unless `mmap_weights` (--mmap-weights).
-std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights);
+// --quantization / -q (vLLM's flag) and --quantize-lm-head, which serve, bench, logits, generate and plan
+// share. int8: weight-only at load (model/weights.h). AWQ / GPTQ int4 checkpoints are detected from
+// config.json and need no flag; as in vLLM, `awq` / `gptq` may be given and must then match the checkpoint.
+struct QuantFlags {
+  std::string quantization = "none";
+  bool quantize_lm_head = false;
+};
+void add_quant_flags(CLI::App* command, QuantFlags& flags);
+// Throws lp::Error unless --quantization is none, int8, awq or gptq (no file read: a typo fails fast).
+void check_quantization_flag(const std::string& value);
+// The load options for these flags and the model's config: awq / gptq must name the checkpoint's
+// quantization_config, int8 needs a float checkpoint; lp::Error naming the flag and config.json otherwise.
+model::LoadOptions load_options(const QuantFlags& quant, const model::ModelConfig& config,
+                                bool mmap_weights = false);
+// The model in `dir`, its streamed weights copied into huge pages unless `mmap_weights` (--mmap-weights),
+// quantized as the flags say.
+std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights,
+                                         const QuantFlags& quant = {});
+// "int8 12.0 MiB, BF16 4.0 MiB": ModelWeights::bytes_by_format on one line.
+std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format);
 inline constexpr const char* kMmapWeightsHelp =
     "Read the weights in place from the mapped files (default: copy them into huge-page memory)";
 // --kv-cache-dtype: the KV cache's element type (vLLM's flag; "auto" = the model's torch_dtype).

@@ -19,7 +19,8 @@ KvPlan plan_kv_cache(const model::ModelConfig& c, const MemoryPlan* lora, const 
   if (o.max_num_seqs < 1) fail("--max-num-seqs must be at least 1 (got {})", o.max_num_seqs);
   LP_CHECK(o.block_size > 0);
   KvPlan p;
-  p.weights_bytes = base_param_count(c) * static_cast<int64_t>(dtype_size(c.torch_dtype));
+  p.weights_bytes =
+      o.weights_bytes.value_or(base_param_count(c) * static_cast<int64_t>(dtype_size(c.torch_dtype)));
   if (lora) {
     p.slots_bytes = lora->slots_bytes;
     p.host_bytes = lora->host_bytes;

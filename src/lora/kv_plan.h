@@ -41,10 +41,13 @@ struct KvPlanOptions {
   int64_t max_model_len = 0;  // the context cap (--max-model-len or the model's); 0: the model's
   int block_size = 16;
   std::optional<DType> kv_dtype;  // unset: the model's torch_dtype (as the engine)
+  // The base weights' bytes as loaded (WeightPlan::resident_bytes: less under --quantization int8);
+  // unset: base_param_count x bytes(torch_dtype).
+  std::optional<int64_t> weights_bytes;
 };
 
 struct KvPlan {
-  int64_t weights_bytes = 0;  // base_param_count x bytes(torch_dtype), as MemoryPlan::base_bytes
+  int64_t weights_bytes = 0;  // KvPlanOptions::weights_bytes, else as MemoryPlan::base_bytes
   int64_t slots_bytes = 0;    // 0 without LoRA
   int64_t host_bytes = 0;
   int64_t memory_bytes = -1;  // the memory planned in; -1 when it was not needed or not known

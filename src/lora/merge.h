@@ -1,13 +1,17 @@
 // Merging an adapter into its base model: W' = W + s·B·A for every adapted projection, written as a complete
-// Hugging Face model folder (config.json, merged model.safetensors in the base dtype, tokenizer files copied).
-// For a deployment that serves one adapter only, this removes all LoRA overhead; tests use it as the
+// Hugging Face model folder (config.json, merged model.safetensors in the base dtype, tokenizer files
+// copied). For a deployment that serves one adapter only, this removes all LoRA overhead; tests use it as the
 // reference for "adapter output == merged model output".
+// A quantized base (an AWQ / GPTQ checkpoint: quantization_config in config.json) is refused: W + s·B·A
+// would have to be requantized, and the adapter's update, small next to a quantization step, would mostly
+// round away. Serve the adapter on top of the quantized base instead, or merge into the unquantized model.
 #pragma once
 
 #include <filesystem>
 
 namespace lp::lora {
 
+// Throws lp::Error for a quantized checkpoint (see above), bad folders or an adapter that does not fit.
 void merge_adapter(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
                    const std::filesystem::path& out_dir);
 

@@ -7,7 +7,9 @@
 #include <tuple>
 
 #include "core/check.h"
+#include "kernels/quant.h"
 #include "kv/kv_cache.h"
+#include "model/checkpoint_quant.h"
 #include "lora/slot_bank.h"
 #include "model/weights.h"
 
@@ -163,6 +165,89 @@ nlohmann::json plan_json(const MemoryPlan& p) {
       {"kv_dtype", dtype_name(*o.kv_dtype)},
       {"kv_bytes_per_token", p.kv_bytes_per_token},
   };
+}
+
+int64_t quantized_matrix_bytes(kernels::WeightFormat f, int64_t rows, int64_t cols, int64_t group) {
+  const int64_t kp = (cols + 63) / 64 * 64;
+  switch (f) {
+    case kernels::WeightFormat::kQ8:
+      return rows * kp + 4 * rows;
+    case kernels::WeightFormat::kQ4:
+      LP_CHECK(group > 0 && kp % group == 0, "int4 group {} does not divide {} columns", group, kp);
+      return rows * kp / 2 + 3 * rows * (kp / group);
+    case kernels::WeightFormat::kDense:
+      break;
+  }
+  LP_CHECK(false, "quantized_matrix_bytes: not a quantized format");
+  return 0;
+}
+
+WeightPlan plan_weights(const model::ModelConfig& c, const model::LoadOptions& o) {
+  WeightPlan p;
+  p.quantize_lm_head = o.quantize_lm_head;
+  const int64_t d = static_cast<int64_t>(dtype_size(c.torch_dtype));
+  const std::string dense(dtype_name(c.torch_dtype));
+  const bool q8 = o.quantization == model::Quantization::kInt8;
+  const bool q4 = !c.quant.method.empty();  // an AWQ / GPTQ checkpoint: the projections load as kQ4
+  if (q4 && q8)
+    fail("an {} int4 checkpoint cannot be quantized to int8 at load (--quantization int8): leave it at none",
+         c.quant.method);
+  if (q8) p.quantization = "int8";
+  if (q4) p.quantization = c.quant.method;
+  auto add = [&](const std::string& format, int64_t bytes) {
+    for (auto& [name, n] : p.by_format)
+      if (name == format) return void(n += bytes);
+    p.by_format.emplace_back(format, bytes);
+  };
+  const int64_t H = c.hidden_size, V = c.vocab_size;
+  int64_t small = H * d;  // final norm; + per layer the two norms and the biases (in the file dtype)
+  for (int l = 0; l < c.n_layers; ++l) {
+    small += 2 * H * d;
+    for (int i = 0; i < model::kNumProj; ++i) {
+      const auto pr = static_cast<model::Proj>(i);
+      auto [in, out] = model::proj_shape(c, pr);
+      if (model::has_bias(c, pr)) small += int64_t{out} * d;
+      if (q4)  // the kQ4 group the loader picks (checkpoint_quant.h; a desc_act g_idx may force 64)
+        add("int4", quantized_matrix_bytes(kernels::WeightFormat::kQ4, out, in,
+                                           model::kq4_group(in, c.quant.group_size)));
+      else if (q8)
+        add("int8", quantized_matrix_bytes(kernels::WeightFormat::kQ8, out, in));
+      else
+        add(dense, int64_t{in} * out * d);
+    }
+  }
+  const int64_t lm_head =
+      o.quantize_lm_head ? quantized_matrix_bytes(kernels::WeightFormat::kQ8, V, H) : V * H * d;
+  add(o.quantize_lm_head ? "int8" : dense, lm_head);
+  int64_t streamed = 0;
+  for (const auto& [name, n] : p.by_format) streamed += n;
+  p.decode_step_bytes = streamed + small;
+  // The embedding stays dense; a tied lm_head is that same matrix unless it was quantized into a copy.
+  const bool lm_head_shares_embed = c.tie_word_embeddings && !o.quantize_lm_head;
+  p.resident_bytes = V * H * d + streamed + small - (lm_head_shares_embed ? lm_head : 0);
+  return p;
+}
+
+std::string weight_plan_text(const WeightPlan& p) {
+  std::string s = fmt::format("base weights (quantization {}{}):\n", p.quantization,
+                              p.quantize_lm_head ? ", lm_head int8" : "");
+  auto row = [&](const std::string& label, int64_t bytes) {
+    s += fmt::format("  {:<38} {:>14}  {}\n", label, bytes, format_bytes(bytes));
+  };
+  for (const auto& [format, n] : p.by_format) row(format + " matrices (read every step)", n);
+  row("read per decode step", p.decode_step_bytes);
+  row("resident (embeddings too)", p.resident_bytes);
+  return s;
+}
+
+nlohmann::json weight_plan_json(const WeightPlan& p) {
+  nlohmann::json by = nlohmann::json::object();
+  for (const auto& [format, n] : p.by_format) by[format] = n;
+  return {{"quantization", p.quantization},
+          {"quantize_lm_head", p.quantize_lm_head},
+          {"weight_bytes_by_format", by},
+          {"decode_step_bytes", p.decode_step_bytes},
+          {"resident_weight_bytes", p.resident_bytes}};
 }
 
 }  // namespace lp::lora

@@ -10,6 +10,8 @@
 //   base_bytes  = params(embed, layers (7 projections, their biases, 2 norms), final norm, lm_head unless
 //                 tied) × bytes(torch_dtype)
 //   kv_bytes_per_token = 2 (K, V) × layers × kv_heads × head_dim × bytes(KV dtype, default torch_dtype)
+// plan_weights gives the base weights as ModelWeights::load holds them under --quantization, also from the
+// shapes alone (see there).
 #pragma once
 
 #include <array>
@@ -23,6 +25,7 @@
 #include "lora/adapter.h"
 #include "lora/slot_bank.h"
 #include "model/config.h"
+#include "model/weights.h"
 
 namespace lp::lora {
 
@@ -71,5 +74,30 @@ std::string format_bytes(int64_t bytes);
 
 std::string plan_text(const MemoryPlan& plan);  // a human-readable table, one line per module
 nlohmann::json plan_json(const MemoryPlan& plan);  // slot_bytes, slots_bytes, host_bytes, base_bytes, ...
+
+// Bytes of a (rows, cols) weight matrix in a quantized format (kernels/quant.h's layout; rows padded to
+// Kp = cols rounded up to 64):
+//   kQ8: rows x Kp + 4 x rows                       (one f32 scale per row)
+//   kQ4: rows x Kp / 2 + 3 x rows x (Kp / group)    (an f16 scale and a zero point per group)
+int64_t quantized_matrix_bytes(kernels::WeightFormat format, int64_t rows, int64_t cols, int64_t group = 0);
+
+// The base weights as ModelWeights::load(dir, config, options) holds them, from the config alone (the file
+// is assumed to hold torch_dtype; an AWQ / GPTQ checkpoint's projections as kQ4 in the group the loader
+// picks, which for a desc_act checkpoint whose g_idx renames groups can be 64 instead: then the plan's
+// int4 bytes are a little low). Throws lp::Error for int8 on an int4 checkpoint, as the loader does. The numbers equal ModelWeights::bytes_by_format / bytes_per_decode_step
+// (tests/lora/lora_plan_test.cpp loads a demo model to check).
+struct WeightPlan {
+  std::string quantization = "none";  // as ModelWeights::quantization: none, int8, awq or gptq
+  bool quantize_lm_head = false;
+  // The matrices a decode step streams (7 projections x layers, lm_head) by format ("int8", "BF16", ...),
+  // in the order ModelWeights::bytes_by_format lists them.
+  std::vector<std::pair<std::string, int64_t>> by_format;
+  int64_t decode_step_bytes = 0;  // by_format + the norms and biases: ModelWeights::bytes_per_decode_step
+  int64_t resident_bytes = 0;     // every weight as held after load (embeddings too): what the KV plan
+                                  // subtracts; without quantization = base_param_count x bytes(torch_dtype)
+};
+WeightPlan plan_weights(const model::ModelConfig& config, const model::LoadOptions& options);
+std::string weight_plan_text(const WeightPlan& plan);  // "weights: int8 x MiB, BF16 y MiB; decode step ..."
+nlohmann::json weight_plan_json(const WeightPlan& plan);  // quantization, weight_bytes_by_format, ...
 
 }  // namespace lp::lora

@@ -33,6 +33,9 @@ std::string resolve_model(ServerState& st, const std::string& model) {
 
 void handle_models(ServerState& st, const HttpRequest&, HttpResponse& res) {
   const int64_t max_len = st.backend->max_model_len();
+  // loraplex's field (vLLM lists none): the base model's quantization, null when it runs unquantized.
+  const std::string q = st.backend->quantization();
+  const ojson quant = q == "none" ? ojson(nullptr) : ojson(q);
   ojson data = ojson::array();
   data.push_back({{"id", st.options.served_model_name},
                   {"object", "model"},
@@ -40,7 +43,8 @@ void handle_models(ServerState& st, const HttpRequest&, HttpResponse& res) {
                   {"owned_by", "loraplex"},
                   {"root", st.options.model_dir},
                   {"parent", nullptr},
-                  {"max_model_len", max_len}});
+                  {"max_model_len", max_len},
+                  {"quantization", quant}});
   for (const AdapterListing& a : st.backend->list_adapters()) {
     data.push_back({{"id", a.name},
                     {"object", "model"},

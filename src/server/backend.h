@@ -34,6 +34,8 @@ class Backend {
   virtual std::shared_ptr<sched::RequestChannel> submit(sched::Request req) = 0;
   virtual sched::EngineStats stats() const = 0;
   virtual int64_t max_model_len() const = 0;
+  // The base model's quantization as loaded: "none", "int8", "awq", "gptq" (model::ModelWeights).
+  virtual std::string quantization() const = 0;
 
   virtual bool lora_enabled() const = 0;
   virtual bool is_registered(const std::string& name) const = 0;
@@ -53,11 +55,16 @@ class Backend {
 // clamps every request's prompt + max_tokens against max_model_len().
 class EngineBackend : public Backend {
  public:
-  EngineBackend(sched::Engine& engine, lora::AdapterManager* adapters, int64_t max_model_len = 0)
-      : engine_(engine), adapters_(adapters), max_model_len_(max_model_len) {}
+  EngineBackend(sched::Engine& engine, lora::AdapterManager* adapters, int64_t max_model_len = 0,
+                std::string quantization = "none")
+      : engine_(engine),
+        adapters_(adapters),
+        max_model_len_(max_model_len),
+        quantization_(std::move(quantization)) {}
   std::shared_ptr<sched::RequestChannel> submit(sched::Request req) override;
   sched::EngineStats stats() const override;
   int64_t max_model_len() const override;
+  std::string quantization() const override { return quantization_; }
   bool lora_enabled() const override { return adapters_ != nullptr; }
   bool is_registered(const std::string& name) const override;
   void register_adapter(const std::string& name, const std::filesystem::path& path, bool pinned, bool replace,
@@ -70,6 +77,7 @@ class EngineBackend : public Backend {
   sched::Engine& engine_;
   lora::AdapterManager* adapters_;
   int64_t max_model_len_;
+  std::string quantization_;
 };
 
 }  // namespace lp::server

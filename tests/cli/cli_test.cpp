@@ -2,6 +2,7 @@
 // (one forward call, mixed adapters) equals one `logits --ids` run per sequence; merge; bench --json keys.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -120,6 +121,168 @@ TEST_F(Cli, BadInputGivesAClearErrorAndExitCode1) {
   EXPECT_NE(out.find("config.json"), std::string::npos) << out;
   EXPECT_EQ(1, run_command(bin() + " logits --model " + model().string() + " --ids 1,99999 --out /dev/null 2>&1", &out));
   EXPECT_NE(out.find("out of range"), std::string::npos) << out;
+}
+
+// --quantization int8 is accepted by plan, logits and generate and changes the logits (a flag that did
+// nothing would fail here); a batch is still bit-identical to single runs on the quantized base, adapters
+// included. A bad value names the flag and what it accepts.
+TEST_F(Cli, QuantizationInt8IsAcceptedAndChangesTheLogits) {
+  std::string out;
+  ASSERT_EQ(
+      0, run_command(bin() + " plan --model " + model().string() + " --quantization int8 --json 2>&1", &out))
+      << out;
+  auto plan = nlohmann::json::parse(out);
+  EXPECT_EQ(plan["quantization"], "int8");
+  EXPECT_GT(plan["weight_bytes_by_format"]["int8"].get<int64_t>(), 0);
+
+  const std::string ids = "7,3,11,200,5,5,9";
+  auto logits = [&](const std::string& flags, const std::string& name) {
+    std::string o;
+    const auto path = dir_->path() / name;
+    EXPECT_EQ(0, run_command(bin() + " logits --model " + model().string() + " --ids " + ids + " --out " +
+                                 path.string() + " " + flags + " 2>&1",
+                             &o))
+        << o;
+    return read_f32(path);
+  };
+  auto base = logits("", "q_none.f32");
+  auto q8 = logits("--quantization int8", "q_int8.f32");
+  auto q8_short = logits("-q int8", "q_int8_short.f32");
+  auto q8_head = logits("--quantization int8 --quantize-lm-head", "q_int8_head.f32");
+  ASSERT_EQ(base.size(), 7u * 512);
+  ASSERT_EQ(q8.size(), base.size());
+  ASSERT_EQ(q8_head.size(), base.size());
+  EXPECT_NE(0, std::memcmp(base.data(), q8.data(), base.size() * 4)) << "--quantization int8 did nothing";
+  EXPECT_NE(0, std::memcmp(q8.data(), q8_head.data(), q8.size() * 4)) << "--quantize-lm-head did nothing";
+  EXPECT_EQ(0, std::memcmp(q8.data(), q8_short.data(), q8.size() * 4));
+  // Close to the unquantized logits all the same: int8 per-channel error is small on this model.
+  double max_abs = 0, max_diff = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(q8[i]));
+    max_abs = std::max(max_abs, std::abs(static_cast<double>(base[i])));
+    max_diff = std::max(max_diff, std::abs(static_cast<double>(base[i]) - q8[i]));
+  }
+  EXPECT_LT(max_diff, 0.1 * max_abs);
+
+  // Batch (mixed adapters) == single runs, on the int8 base.
+  nlohmann::json spec = nlohmann::json::array();
+  spec.push_back({{"ids", nlohmann::json::parse("[" + ids + "]")}, {"adapter", nullptr}});
+  spec.push_back({{"ids", {4, 4, 2}}, {"adapter", adapter("legal-summary").string()}});
+  write_file(dir_->path() / "qspec.json", spec.dump());
+  ASSERT_EQ(0, run_command(bin() + " logits --model " + model().string() + " -q int8 --batch " +
+                               (dir_->path() / "qspec.json").string() + " --out-dir " +
+                               (dir_->path() / "qbatch").string() + " 2>&1",
+                           &out))
+      << out;
+  auto b0 = read_f32(dir_->path() / "qbatch" / "seq0.f32");
+  ASSERT_EQ(b0.size(), q8.size());
+  EXPECT_EQ(0, std::memcmp(b0.data(), q8.data(), q8.size() * 4));
+  ASSERT_EQ(0, run_command(bin() + " logits --model " + model().string() + " -q int8 --ids 4,4,2 --adapter " +
+                               adapter("legal-summary").string() + " --out " +
+                               (dir_->path() / "q_one1.f32").string() + " 2>&1",
+                           &out))
+      << out;
+  auto one1 = read_f32(dir_->path() / "q_one1.f32");
+  auto b1 = read_f32(dir_->path() / "qbatch" / "seq1.f32");
+  ASSERT_EQ(b1.size(), one1.size());
+  EXPECT_EQ(0, std::memcmp(b1.data(), one1.data(), one1.size() * 4));
+
+  ASSERT_EQ(0, run_command(bin() + " generate --model " + model().string() +
+                               " --quantization int8 --ids 3,1,4 -n 4 --ignore-eos 2>&1",
+                           &out))
+      << out;
+  EXPECT_NE(out.find("tokens:"), std::string::npos) << out;
+
+  ASSERT_EQ(0, run_command(bin() + " bench --model " + model().string() +
+                               " -q int8 --batch 1 --prompt-len 4 --gen 2 --repeats 1 --json",
+                           &out))
+      << out;
+  auto bench = nlohmann::json::parse(out);
+  EXPECT_EQ(bench["quantization"], "int8");
+  EXPECT_EQ(bench["weight_bytes_by_format"]["int8"], plan["weight_bytes_by_format"]["int8"]);
+  EXPECT_EQ(bench["weight_bytes_per_step"], plan["decode_step_bytes"]);
+
+  for (const char* cmd :
+       {" logits --ids 1,2 --out /dev/null", " generate --ids 1,2 -n 1", " plan", " bench --gen 1"}) {
+    EXPECT_EQ(1,
+              run_command(bin() + cmd + " --model " + model().string() + " --quantization int9 2>&1", &out))
+        << cmd;
+    EXPECT_NE(out.find("--quantization int9: expected none, int8, awq or gptq"), std::string::npos)
+        << cmd << ": " << out;
+  }
+}
+
+// Merging into a quantized base would requantize W + s·B·A: refused, saying why, and nothing is written.
+TEST_F(Cli, MergeOnAQuantizedBaseIsRefused) {
+  std::string out;
+  const auto out_dir = dir_->path() / "merged-q";
+  EXPECT_EQ(1, run_command(bin() + " merge --model " + model().string() + " --adapter " +
+                               adapter("medical-qa").string() + " --out " + out_dir.string() +
+                               " --quantization int8 2>&1",
+                           &out));
+  EXPECT_NE(out.find("merge --quantization int8 is refused"), std::string::npos) << out;
+  EXPECT_NE(out.find("requantize"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(out_dir));
+
+  // An AWQ checkpoint (quantization_config in config.json): the same folder otherwise.
+  const auto awq = dir_->path() / "awq-base";
+  std::filesystem::create_directories(awq);
+  for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(model() / f, awq / f, std::filesystem::copy_options::overwrite_existing);
+  auto cfg = nlohmann::json::parse(read_file(model() / "config.json"));
+  cfg["quantization_config"] = {
+      {"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}, {"version", "gemm"}};
+  write_file(awq / "config.json", cfg.dump(2));
+  EXPECT_EQ(1, run_command(bin() + " merge --model " + awq.string() + " --adapter " +
+                               adapter("medical-qa").string() + " --out " + out_dir.string() + " 2>&1",
+                           &out));
+  EXPECT_NE(out.find("it is a quantized checkpoint (awq"), std::string::npos) << out;
+  EXPECT_NE(out.find("requantize"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(out_dir));
+}
+
+// An AWQ checkpoint runs as such without a flag; --quantization awq confirms it, gptq or int8 on it and awq
+// on a float model are refused naming config.json; merge refuses it.
+TEST_F(Cli, Int4CheckpointIsDetectedAndTheFlagMustMatchIt) {
+  std::string out;
+  const auto awq = dir_->path() / "awq";
+  ASSERT_EQ(
+      0, run_command(bin() + " demo-model " + awq.string() + " --shape small --quantization awq 2>&1", &out))
+      << out;
+  auto plan = [&](const std::filesystem::path& m, const std::string& flags, std::string* o) {
+    return run_command(bin() + " plan --model " + m.string() + " --json " + flags + " 2>&1", o);
+  };
+  ASSERT_EQ(0, plan(awq, "", &out)) << out;
+  auto detected = nlohmann::json::parse(out);
+  EXPECT_EQ(detected["quantization"], "awq");
+  EXPECT_GT(detected["weight_bytes_by_format"]["int4"].get<int64_t>(), 0);
+  ASSERT_EQ(0, plan(awq, "--quantization awq", &out)) << out;
+  EXPECT_EQ(nlohmann::json::parse(out), detected);
+
+  EXPECT_EQ(1, plan(awq, "--quantization gptq", &out));
+  EXPECT_NE(out.find("--quantization gptq: config.json's quantization_config says awq"), std::string::npos)
+      << out;
+  EXPECT_EQ(1, plan(awq, "-q int8", &out));
+  EXPECT_NE(out.find("--quantization int8: config.json's quantization_config says awq"), std::string::npos)
+      << out;
+  EXPECT_EQ(1, plan(model(), "-q awq", &out));
+  EXPECT_NE(out.find("--quantization awq: config.json has no quantization_config"), std::string::npos) << out;
+  EXPECT_EQ(1,
+            run_command(bin() + " logits --model " + awq.string() + " -q int8 --ids 1,2 --out /dev/null 2>&1",
+                        &out));
+  EXPECT_NE(out.find("says awq"), std::string::npos) << out;
+
+  ASSERT_EQ(0, run_command(
+                   bin() + " generate --model " + awq.string() + " -q awq --ids 3,1,4 -n 3 --ignore-eos 2>&1",
+                   &out))
+      << out;
+  EXPECT_NE(out.find("tokens:"), std::string::npos) << out;
+
+  EXPECT_EQ(1, run_command(bin() + " merge --model " + awq.string() + " --adapter " +
+                               adapter("medical-qa").string() + " --out " +
+                               (dir_->path() / "merged-awq").string() + " 2>&1",
+                           &out));
+  EXPECT_NE(out.find("it is a quantized checkpoint (awq"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -1,12 +1,18 @@
 // The memory plan against figures computed by hand for two real configs (Llama-3.1-8B and SmolLM2-135M,
 // written out below), the option parsers, and `loraplex plan` from a folder that holds only config.json.
+// The quantized weight plan (plan_weights) against hand figures and against what ModelWeights::load reports
+// for demo models (odd shapes, biases, tied heads).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "kernels/quant.h"
+#include "lora/kv_plan.h"
 #include "lora/plan.h"
+#include "model/demo_model.h"
+#include "model/weights.h"
 #include "util/test_util.h"
 
 namespace lp::lora {
@@ -180,6 +186,177 @@ TEST(LoraPlan, CliPrintsJsonFromConfigAlone) {
       &out);
   EXPECT_NE(rc, 0);
   EXPECT_THAT(out, HasSubstr("--max-cpu-loras 2 is smaller than --max-loras 4"));
+}
+
+model::LoadOptions int8_options(bool lm_head = false) {
+  model::LoadOptions o;
+  o.placement = model::WeightPlacement::kMapped;
+  o.quantization = model::Quantization::kInt8;
+  o.quantize_lm_head = lm_head;
+  return o;
+}
+
+TEST(WeightPlan, Llama31_8B_Int8ByHand) {
+  // Per layer (rows x cols, all cols multiples of 64): q 4096x4096, k/v 1024x4096, o 4096x4096,
+  // gate/up 14336x4096, down 4096x14336: 218,103,808 int8 bytes + 4 x 43,008 row scales = 218,275,840;
+  // x 32 layers = 6,984,826,880. lm_head stays BF16: 128256 x 4096 x 2 = 1,050,673,152. Norms: (2 x 32 + 1)
+  // x 4096 x 2 = 532,480. The embedding (another 1,050,673,152) is resident but not read per step.
+  WeightPlan p = plan_weights(config(kLlama31_8B), int8_options());
+  EXPECT_EQ(p.quantization, "int8");
+  ASSERT_EQ(p.by_format.size(), 2u);
+  EXPECT_EQ(p.by_format[0], (std::pair<std::string, int64_t>{"int8", 6'984'826'880LL}));
+  EXPECT_EQ(p.by_format[1], (std::pair<std::string, int64_t>{"BF16", 1'050'673'152LL}));
+  EXPECT_EQ(p.decode_step_bytes, 8'036'032'512LL);
+  EXPECT_EQ(p.resident_bytes, 9'086'705'664LL);
+  // --quantize-lm-head: 128256 x 4096 + 4 x 128256 = 525,849,600 int8 bytes instead of the BF16 head.
+  p = plan_weights(config(kLlama31_8B), int8_options(true));
+  ASSERT_EQ(p.by_format.size(), 1u);
+  EXPECT_EQ(p.by_format[0].second, 6'984'826'880LL + 525'849'600LL);
+  // Unquantized: the plan's resident bytes are the old base_bytes.
+  p = plan_weights(config(kLlama31_8B), {});
+  EXPECT_EQ(p.quantization, "none");
+  EXPECT_EQ(p.resident_bytes, 16'060'522'496LL);
+  EXPECT_EQ(p.decode_step_bytes, 16'060'522'496LL - 1'050'673'152LL);
+}
+
+TEST(WeightPlan, Llama31_8B_AwqByHand) {
+  // An AWQ checkpoint of it (4 bits, group 128): per layer 218,103,808 weights / 2 = 109,051,904 bytes of
+  // nibbles + 3 bytes (f16 scale, zero) x 1,703,936 groups (rows x cols / 128 summed over the seven) =
+  // 114,163,712; x 32 = 3,653,238,784. lm_head and norms stay F16 (its torch_dtype): as for BF16 above.
+  model::ModelConfig c = config(kLlama31_8B);
+  c.torch_dtype = DType::kF16;
+  c.quant.method = "awq";
+  c.quant.bits = 4;
+  c.quant.group_size = 128;
+  WeightPlan p = plan_weights(c, {});
+  EXPECT_EQ(p.quantization, "awq");
+  ASSERT_EQ(p.by_format.size(), 2u);
+  EXPECT_EQ(p.by_format[0], (std::pair<std::string, int64_t>{"int4", 3'653'238'784LL}));
+  EXPECT_EQ(p.by_format[1], (std::pair<std::string, int64_t>{"F16", 1'050'673'152LL}));
+  EXPECT_EQ(p.decode_step_bytes, 3'653'238'784LL + 1'050'673'152LL + 532'480);
+  EXPECT_EQ(p.resident_bytes, p.decode_step_bytes + 1'050'673'152LL);
+  // One group per row (-1): 3 bytes per row (43,008 rows a layer) instead of per 128 columns.
+  c.quant.group_size = -1;
+  EXPECT_EQ(plan_weights(c, {}).by_format[0].second, 32 * (109'051'904LL + 3 * 43'008));
+  // int8 on top of an int4 checkpoint is refused, as the loader refuses it.
+  EXPECT_THROW(plan_weights(c, int8_options()), Error);
+}
+
+TEST(WeightPlan, QuantizedMatrixBytesMatchThePackedStorage) {
+  // The formulas against what kernels/quant.h allocates, for columns that need padding and that do not.
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{3, 64}, {5, 100}, {7, 176}, {2, 1000}}) {
+    std::vector<float> w(static_cast<size_t>(rows * cols), 0.5f);
+    kernels::MatView dense{w.data(), DType::kF32, rows, cols, cols};
+    EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ8, rows, cols),
+              static_cast<int64_t>(kernels::QuantMatrix::quantize_int8(dense).bytes()))
+        << rows << "x" << cols;
+    EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ8, rows, cols),
+              kernels::mat_bytes(kernels::QuantMatrix::quantize_int8(dense).view()));
+    const int64_t kp = (cols + 63) / 64 * 64;
+    for (int32_t group : {64, 128}) {
+      if (kp % group != 0) continue;
+      kernels::QuantMatrix q4 = kernels::QuantMatrix::make_q4(rows, cols, group, DType::kBF16);
+      EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, rows, cols, group),
+                static_cast<int64_t>(q4.bytes()))
+          << rows << "x" << cols << " group " << group;
+      EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, rows, cols, group),
+                kernels::mat_bytes(q4.view()));
+    }
+  }
+  // By hand: 7 x 176 int8 -> 7 x 192 + 28 = 1,372; int4 group 64 -> 7 x 96 + 3 x 7 x 3 = 735.
+  EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ8, 7, 176), 1'372);
+  EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, 7, 176, 64), 735);
+}
+
+// plan (config.json only) and ModelWeights::load (the loaded matrices) must agree byte for byte: plan's
+// numbers are computed from the shapes, load's from the views it actually built.
+TEST(WeightPlan, EqualsWhatTheLoadedModelReports) {
+  test::TempDir dir("weight-plan");
+  struct Case {
+    std::string name;
+    model::DemoSpec spec;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"tiny", {}});  // untied head; intermediate 176 (rows padded to 192)
+  cases.back().spec.attention_bias = cases.back().spec.mlp_bias = true;
+  cases.push_back({"tiny-qwen2-f16", {}});
+  cases.back().spec.arch = "qwen2";
+  cases.back().spec.dtype = DType::kF16;
+  cases.push_back({"small-tied", {}});
+  cases.back().spec.shape = "small";
+  cases.push_back({"small-awq", {}});  // int4 checkpoints: group 128
+  cases.back().spec.shape = "small";
+  cases.back().spec.quantization = "awq";
+  cases.push_back({"tiny-gptq-asym", {}});  // group 64 (176 inputs of down_proj)
+  cases.back().spec.quantization = "gptq";
+  cases.back().spec.gptq_sym = false;
+  for (const Case& c : cases) {
+    model::write_demo_model(dir / c.name, c.spec);
+    const model::ModelConfig cfg = model::ModelConfig::from_dir(dir / c.name);
+    const bool int4 = !c.spec.quantization.empty();
+    for (int quant = 0; quant < 2; ++quant) {
+      for (bool lm_head : {false, true}) {
+        model::LoadOptions o = int8_options(lm_head);
+        if (!quant) o.quantization = model::Quantization::kNone;
+        if (int4 && quant) {  // refused by both
+          EXPECT_THROW(plan_weights(cfg, o), Error);
+          EXPECT_THROW(model::ModelWeights::load(dir / c.name, cfg, o), Error);
+          continue;
+        }
+        SCOPED_TRACE(c.name + (quant ? " int8" : " none") + (lm_head ? " +lm_head" : ""));
+        const model::ModelWeights w = model::ModelWeights::load(dir / c.name, cfg, o);
+        const WeightPlan p = plan_weights(cfg, o);
+        EXPECT_EQ(p.quantization, w.quantization);
+        std::vector<std::pair<std::string, int64_t>> loaded;
+        for (const auto& [f, n] : w.bytes_by_format()) loaded.emplace_back(f, static_cast<int64_t>(n));
+        EXPECT_EQ(p.by_format, loaded);
+        EXPECT_EQ(p.decode_step_bytes, static_cast<int64_t>(w.bytes_per_decode_step));
+        // Resident: the embedding plus every step matrix, the head counted once when it is the embedding.
+        const int64_t embed = kernels::mat_bytes(w.embed);
+        const bool shared = w.lm_head.data == w.embed.data;
+        EXPECT_EQ(p.resident_bytes, embed + static_cast<int64_t>(w.bytes_per_decode_step) -
+                                        (shared ? kernels::mat_bytes(w.lm_head) : 0));
+        if (quant) {
+          EXPECT_LT(p.decode_step_bytes, plan_weights(cfg, {}).decode_step_bytes);
+        }
+        if (int4) {
+          EXPECT_EQ(p.by_format[0].first, "int4");
+        }
+      }
+    }
+  }
+}
+
+TEST(WeightPlan, CliReportsBytesPerFormatAndGivesTheKvCacheTheRoom) {
+  test::TempDir dir("plan-q");
+  test::write_file(dir / "config.json", kLlama31_8B);
+  auto plan = [&](const std::string& flags, std::string* out) {
+    return test::run_command(fmt::format("'{}' plan --model '{}' --memory-budget 32GiB {} 2>&1",
+                                         test::loraplex_binary().string(), dir.path().string(), flags),
+                             out);
+  };
+  std::string out;
+  ASSERT_EQ(plan("--quantization int8 --json", &out), 0) << out;
+  nlohmann::json j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["quantization"], "int8");
+  EXPECT_EQ(j["weight_bytes_by_format"]["int8"], 6'984'826'880LL);
+  EXPECT_EQ(j["weight_bytes_by_format"]["BF16"], 1'050'673'152LL);
+  EXPECT_EQ(j["decode_step_bytes"], 8'036'032'512LL);
+  EXPECT_EQ(j["weights_bytes"], 9'086'705'664LL);
+  // 90% of (34,359,738,368 - 9,086,705,664) = 22,745,729,433 bytes in blocks of 16 x 131,072: 10,846 blocks
+  // (unquantized: 7,853).
+  EXPECT_EQ(j["kv_blocks"], 10'846);
+  ASSERT_EQ(plan("-q int8", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("quantization int8"));
+  EXPECT_THAT(out, HasSubstr("6984826880"));
+  ASSERT_EQ(plan("--json", &out), 0) << out;
+  j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["quantization"], "none");
+  EXPECT_EQ(j["kv_blocks"], 7'853);
+  // All of the weights but the embedding and the norms.
+  EXPECT_EQ(j["weight_bytes_by_format"]["BF16"], 16'060'522'496LL - 1'050'673'152LL - 532'480);
+  EXPECT_NE(plan("--quantization int4", &out), 0);
+  EXPECT_THAT(out, HasSubstr("--quantization int4: expected none, int8, awq or gptq"));
 }
 
 }  // namespace

@@ -134,16 +134,34 @@ INSTANTIATE_TEST_SUITE_P(Archs, ForwardVsReference,
                                            ArchCase{"llama", nullptr, "llama_all_biases", true}),
                          [](const auto& info) { return info.param.label; });
 
-class PagedInvariants : public ::testing::TestWithParam<DType> {
+// The invariants hold for every weight dtype and with the base quantized at load (--quantization int8,
+// with and without lm_head): the quantized kernels must be as batch-invariant as the dense ones.
+struct PagedCase {
+  DType dtype = DType::kBF16;
+  Quantization quant = Quantization::kNone;
+  bool quantize_lm_head = false;
+  std::string label;
+};
+
+void PrintTo(const PagedCase& c, std::ostream* os) { *os << c.label; }
+
+class PagedInvariants : public ::testing::TestWithParam<PagedCase> {
  protected:
   void SetUp() override {
     DemoSpec spec;
     spec.shape = "small";
-    spec.dtype = GetParam();
+    spec.dtype = GetParam().dtype;
     spec.seed = 11;
     write_demo_model(dir_.path(), spec);
-    model_ = Model::load(dir_.path());
+    model_ = Model::load(dir_.path(), options());
     vocab_ = model_->config().vocab_size;
+  }
+  static LoadOptions options(WeightPlacement placement = WeightPlacement::kMemory) {
+    LoadOptions o;
+    o.placement = placement;
+    o.quantization = GetParam().quant;
+    o.quantize_lm_head = GetParam().quantize_lm_head;
+    return o;
   }
   TempDir dir_{"paged"};
   std::unique_ptr<Model> model_;
@@ -290,7 +308,7 @@ TEST(RotaryTable, GrownInStepsEqualsBuiltAtOnce) {
 // bytes, so bit-identical logits, for a prefill (GEMM path) and decode steps (GEMV path). The views must
 // point into the copy (or into the mapping), or the test would compare a placement with itself.
 TEST_P(PagedInvariants, WeightPlacementKeepsLogitsBitIdentical) {
-  auto mapped = Model::load(dir_.path(), WeightPlacement::kMapped);
+  auto mapped = Model::load(dir_.path(), options(WeightPlacement::kMapped));
   auto& copied = *model_;  // loaded with the default placement
   auto inside = [](const void* p, const Buffer<uint8_t>& b) {
     auto* c = static_cast<const uint8_t*>(p);
@@ -300,10 +318,12 @@ TEST_P(PagedInvariants, WeightPlacementKeepsLogitsBitIdentical) {
   for (const Model* m : {mapped.get(), &copied}) {
     const bool want = m == &copied;
     const ModelWeights& w = m->weights();
+    // Quantized matrices live in their own storage (ModelWeights::quant_storage) under either placement.
+    auto dense = [](const kernels::MatView& v) { return v.format == kernels::WeightFormat::kDense; };
     for (const LayerWeights& lw : w.layers)
-      for (const kernels::MatView& v : lw.proj) EXPECT_EQ(inside(v.data, w.streamed), want);
-    EXPECT_EQ(inside(w.lm_head.data, w.streamed), want);
-    if (m->config().tie_word_embeddings) {
+      for (const kernels::MatView& v : lw.proj) EXPECT_EQ(inside(v.data, w.streamed), want && dense(v));
+    EXPECT_EQ(inside(w.lm_head.data, w.streamed), want && dense(w.lm_head));
+    if (m->config().tie_word_embeddings && dense(w.lm_head)) {
       EXPECT_EQ(w.embed.data, w.lm_head.data);
     }
   }
@@ -328,8 +348,54 @@ TEST_P(PagedInvariants, WeightPlacementKeepsLogitsBitIdentical) {
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 }
 
-INSTANTIATE_TEST_SUITE_P(DTypes, PagedInvariants, ::testing::Values(DType::kBF16, DType::kF32, DType::kF16),
-                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+// --quantization int8 does what it says: the projections (and with --quantize-lm-head lm_head) are kQ8,
+// the rest keeps the file dtype, and the logits differ from the unquantized model's (a flag that did
+// nothing would pass every invariant above) while staying close to them.
+TEST_P(PagedInvariants, QuantizedBaseRunsQuantizedWeights) {
+  const ModelWeights& w = model_->weights();
+  if (GetParam().quant == Quantization::kNone) {  // the default loads the file dtype, untouched
+    EXPECT_EQ(w.quantization, "none");
+    for (const LayerWeights& lw : w.layers)
+      for (const kernels::MatView& v : lw.proj) EXPECT_EQ(v.format, kernels::WeightFormat::kDense);
+    return;
+  }
+  EXPECT_EQ(w.quantization, "int8");
+  for (const LayerWeights& lw : w.layers)
+    for (const kernels::MatView& v : lw.proj) EXPECT_EQ(v.format, kernels::WeightFormat::kQ8);
+  EXPECT_EQ(w.lm_head.format,
+            GetParam().quantize_lm_head ? kernels::WeightFormat::kQ8 : kernels::WeightFormat::kDense);
+  EXPECT_EQ(w.embed.format, kernels::WeightFormat::kDense);
+  EXPECT_EQ(w.embed.dtype, GetParam().dtype);
+
+  auto plain = Model::load(dir_.path());
+  EXPECT_EQ(plain->weights().quantization, "none");
+  EXPECT_LT(w.bytes_per_decode_step, plain->weights().bytes_per_decode_step);
+  auto ids = some_ids(24, vocab_, 31);
+  auto logits = [&](Model& m) {
+    ComputePool pool(2);
+    Runner r(m, pool, 64);
+    Runner::Item it{r.add_sequence(), ids, true};
+    const auto& l = r.step({&it, 1});
+    return std::vector<float>(l.begin(), l.end());
+  };
+  auto q = logits(*model_), p = logits(*plain);
+  ASSERT_EQ(q.size(), p.size());
+  EXPECT_NE(0, std::memcmp(q.data(), p.data(), q.size() * sizeof(float)));
+  // int8 per output channel keeps a weight within half a step (amax / 254) of its value; through four
+  // layers the logits move, but far less than their own size.
+  EXPECT_LT(test::normalized_error(q.data(), p.data(), q.size()), 0.05);
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, PagedInvariants,
+                         ::testing::Values(PagedCase{DType::kBF16, Quantization::kNone, false, "BF16"},
+                                           PagedCase{DType::kF32, Quantization::kNone, false, "F32"},
+                                           PagedCase{DType::kF16, Quantization::kNone, false, "F16"},
+                                           PagedCase{DType::kBF16, Quantization::kInt8, false, "BF16_int8"},
+                                           PagedCase{DType::kF32, Quantization::kInt8, false, "F32_int8"},
+                                           PagedCase{DType::kF16, Quantization::kInt8, false, "F16_int8"},
+                                           PagedCase{DType::kBF16, Quantization::kInt8, true,
+                                                     "BF16_int8_lm_head"}),
+                         [](const auto& info) { return info.param.label; });
 
 }  // namespace
 }  // namespace lp::model

@@ -132,6 +132,8 @@ class EngineTest : public ::testing::Test {
     return p;
   }
 
+  void concurrent_mixed_adapters_equal_alone();
+
   static test::TempDir* dir_;
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<text::Tokenizer> tok_;
@@ -141,6 +143,19 @@ test::TempDir* EngineTest::dir_ = nullptr;
 // 32 concurrent greedy requests over 6 adapters and the base model, with a small token budget (chunked
 // prefill) and a KV cache too small for all of them (preemption): each gets exactly what it gets alone.
 TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAlone) {
+  concurrent_mixed_adapters_equal_alone();
+}
+
+// The same on the base quantized to int8 at load (serve --quantization int8), adapters BF16 on top.
+TEST_F(EngineTest, ConcurrentMixedAdaptersEqualAloneOnInt8Base) {
+  model::LoadOptions o;
+  o.quantization = model::Quantization::kInt8;
+  model_ = model::Model::load(dir_->path(), o);
+  ASSERT_EQ(model_->weights().quantization, "int8");
+  concurrent_mixed_adapters_equal_alone();
+}
+
+void EngineTest::concurrent_mixed_adapters_equal_alone() {
   struct Job {
     std::vector<int32_t> prompt;
     std::string adapter;

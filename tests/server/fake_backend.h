@@ -26,6 +26,7 @@ class FakeBackend : public server::Backend {
   std::atomic<int> finished{0};
   std::atomic<int> running{0};
   int64_t max_len = 64;
+  std::string quant = "none";  // what quantization() answers
 
   ~FakeBackend() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -58,6 +59,7 @@ class FakeBackend : public server::Backend {
     return s;
   }
   int64_t max_model_len() const override { return max_len; }
+  std::string quantization() const override { return quant; }
   bool lora_enabled() const override { return true; }
   bool is_registered(const std::string& name) const override {
     std::lock_guard<std::mutex> lock(mu_);

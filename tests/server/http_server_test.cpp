@@ -695,5 +695,27 @@ TEST(HttpLimits, SlowReaderIsCutWithoutStallingOthers) {
   EXPECT_TRUE(wait_for([&] { return f.server->in_flight() == 0; }, 3.0));
 }
 
+// /v1/models keeps the OpenAI fields and adds loraplex's "quantization" on the base model's entry: null when
+// the base runs unquantized, else what the backend loaded ("int8", "awq", ...).
+TEST(HttpServer, ModelsListReportsTheBaseQuantization) {
+  {
+    Fixture f;
+    json m = json::parse(f.client().Get("/v1/models")->body);
+    ASSERT_TRUE(m["data"][0].contains("quantization"));
+    EXPECT_TRUE(m["data"][0]["quantization"].is_null());
+  }
+  Fixture f({}, /*attach=*/false);
+  f.backend.quant = "int8";  // before attach: the server reads it only once attached
+  f.server->attach(&f.backend, &*f.tok, &*f.tmpl);
+  json m = json::parse(f.client().Get("/v1/models")->body);
+  ASSERT_EQ(m["data"].size(), 1u);
+  const json& base = m["data"][0];
+  EXPECT_EQ(base["id"], "base");
+  EXPECT_EQ(base["object"], "model");
+  EXPECT_EQ(base["owned_by"], "loraplex");
+  EXPECT_EQ(base["max_model_len"], 64);
+  EXPECT_EQ(base["quantization"], "int8");
+}
+
 }  // namespace
 }  // namespace lp::server
