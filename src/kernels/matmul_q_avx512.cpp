@@ -9,10 +9,9 @@
 // GEMV (few tokens) streams the packed rows once in address order, unpacking kQ4 nibbles in registers.
 // GEMM unpacks a panel of kQ4 rows into u8 once (the same bytes the GEMV unpacks), then multiplies 4-row
 // x 3-token tiles out of cache: each tile step is 7 loads for 12 vpdpbusd.
-// No FP contraction in this file: with -mfma GCC fuses store()'s `out + dot * row_scale` into an FMA in some
-// instantiations (the GEMM tile) and not in others (the GEMV), so an accumulating matmul (o_proj, down_proj
-// into the residual) differed by 1 ulp between T < kGemmMinTokens and T >= it.
-#pragma GCC optimize("fp-contract=off")
+// Built with -ffp-contract=off (kernels/CMakeLists.txt): GCC fused store()'s `out + dot * row_scale` into an
+// FMA in some instantiations (the GEMM tile) and not others (the GEMV), so an accumulating matmul differed by
+// 1 ulp between T < kGemmMinTokens and T >= it.
 // GCC 12 flags its own _mm512_undefined_*() inside the intrinsics headers (a known false positive).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"

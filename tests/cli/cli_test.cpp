@@ -257,7 +257,10 @@ TEST_F(Cli, Int4CheckpointIsDetectedAndTheFlagMustMatchIt) {
   EXPECT_EQ(detected["quantization"], "awq");
   EXPECT_GT(detected["weight_bytes_by_format"]["int4"].get<int64_t>(), 0);
   ASSERT_EQ(0, plan(awq, "--quantization awq", &out)) << out;
-  EXPECT_EQ(nlohmann::json::parse(out), detected);
+  auto named = nlohmann::json::parse(out);
+  for (auto* j : {&named, &detected})  // the free memory moves between the two runs
+    for (const char* k : {"memory_bytes", "memory_left_bytes"}) j->erase(k);
+  EXPECT_EQ(named, detected);
 
   EXPECT_EQ(1, plan(awq, "--quantization gptq", &out));
   EXPECT_NE(out.find("--quantization gptq: config.json's quantization_config says awq"), std::string::npos)
