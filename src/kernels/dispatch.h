@@ -104,7 +104,8 @@ struct IsaKernels {
   void (*round_to)(DType t, const float* src, void* dst, int64_t n);
   // Sum of n floats read with wide loads (the value only keeps the reads alive).
   // pattern 0: a T0 prefetch 4 KB ahead for 2 of every 8 lines (mostly the hardware prefetcher); pattern 1:
-  // every line NTA 8 KB ahead (the GEMV's scheme). Which one reads faster depends on the machine's state.
+  // every line T1 8 KB ahead (the GEMV's scheme); pattern 2: the same with NTA. Which one reads faster depends
+  // on the machine and its state.
   float (*read_sum)(const float* p, size_t n, int pattern);
 };
 

@@ -23,21 +23,6 @@ namespace {
 
 using detail::MatmulArgs;
 
-// GEMV streams W in address order; a software prefetch this far ahead keeps enough lines in flight (4 KB
-// and less left the stream latency-bound; 8 KB with the non-temporal hint measured best on Zen 4, whose
-// hardware prefetcher alone reached ~60% of the read bandwidth). Lines past the caller's range are not
-// fetched: the next range usually belongs to the other thread.
-constexpr int64_t kStreamAhead = 8192;
-// Past `end` the stream continues at `next` (MatmulArgs::pf_next), if known.
-inline void stream_prefetch(const void* p, const char* end, const char* next) {
-  const char* q = static_cast<const char*>(p) + kStreamAhead;
-  if (q < end) {
-    _mm_prefetch(q, _MM_HINT_NTA);
-  } else if (next != nullptr) {
-    _mm_prefetch(next + (q - end), _MM_HINT_NTA);
-  }
-}
-
 // BF16 weights with x pre-rounded to bf16 (args.xb, zero-padded to a multiple of 32): vdpbf16ps.
 struct Bf16Dot {
   template <int TT, int RN>
@@ -218,8 +203,7 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   // Prime the stream: the loop below prefetches kStreamAhead bytes ahead, so the first lines would
   // otherwise arrive one latency at a time (every call starts here; a step makes hundreds of them).
   const char* first = static_cast<const char*>(a.W.data) + n0 * a.W.row_stride * esize;
-  for (const char* q = first; q < std::min(pf_end, first + kStreamAhead); q += 64)
-    _mm_prefetch(q, _MM_HINT_NTA);
+  stream_prime(first, pf_end);
   for (int64_t nb = n0; nb < n1; nb += 16) {
     const int rn = static_cast<int>(std::min<int64_t>(16, n1 - nb));
     __m512 acc[TT][16];

@@ -29,17 +29,6 @@ namespace {
 
 using detail::MatmulArgs;
 
-constexpr int64_t kStreamAhead = 8192;  // as the dense GEMV (matmul_avx512.cpp)
-
-inline void stream_prefetch(const char* p, const char* end, const char* next) {
-  const char* q = p + kStreamAhead;
-  if (q < end) {
-    _mm_prefetch(q, _MM_HINT_NTA);
-  } else if (next != nullptr) {
-    _mm_prefetch(next + (q - end), _MM_HINT_NTA);
-  }
-}
-
 // Chunk c (64 columns) of a packed row as 64 u8 in column order.
 template <WeightFormat F>
 inline __m512i load_chunk(const uint8_t* row, int64_t c) {
@@ -141,8 +130,7 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const Q4Sums qs = F == WeightFormat::kQ4 ? q4_sums(a.W, q, TT) : Q4Sums{};
   const char* base = static_cast<const char*>(a.W.data);
   const char* pf_end = base + n1 * rb;
-  for (const char* p = base + n0 * rb; p < std::min(pf_end, base + n0 * rb + kStreamAhead); p += 64)
-    _mm_prefetch(p, _MM_HINT_NTA);
+  stream_prime(base + n0 * rb, pf_end);
   for (int64_t nb = n0; nb < n1; nb += 16) {
     const int rn = static_cast<int>(std::min<int64_t>(16, n1 - nb));
     __m512 acc[TT][16];

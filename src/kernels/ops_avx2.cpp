@@ -213,7 +213,13 @@ float read_sum(const float* p, size_t n, int pattern) {
       _mm_prefetch(c + 4096, _MM_HINT_T0);
       _mm_prefetch(c + 4096 + 64, _MM_HINT_T0);
     } else if (pattern == 1) {
-      for (int l = 0; l < 4; ++l) _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_NTA);
+      for (int l = 0; l < 4; ++l) {
+        if (pattern == 1) {
+          _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_T1);
+        } else {
+          _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_NTA);
+        }
+      }
     }
     for (int u = 0; u < 8; ++u) a[u] = _mm256_add_ps(a[u], _mm256_loadu_ps(p + i + 8 * u));
   }

@@ -279,14 +279,20 @@ float read_sum(const float* p, size_t n, int pattern) {
   for (auto& v : a) v = _mm512_setzero_ps();
   size_t i = 0;
   // Sequential reads of each thread's part: 512 bytes per iteration, with (pattern 0) two T0 prefetches
-  // 4 KB ahead, or (pattern 1) all eight lines NTA 8 KB ahead as the GEMV does.
+  // 4 KB ahead, or all eight lines 8 KB ahead, T1 (pattern 1, as the GEMV does) or NTA (pattern 2).
   for (; i + 128 <= n; i += 128) {
     const char* c = reinterpret_cast<const char*>(p + i);
     if (pattern == 0) {
       _mm_prefetch(c + 4096, _MM_HINT_T0);
       _mm_prefetch(c + 4096 + 64, _MM_HINT_T0);
     } else {
-      for (int l = 0; l < 8; ++l) _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_NTA);
+      for (int l = 0; l < 8; ++l) {
+        if (pattern == 1) {
+          _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_T1);
+        } else {
+          _mm_prefetch(c + 8192 + 64 * l, _MM_HINT_NTA);
+        }
+      }
     }
     for (int u = 0; u < 8; ++u) a[u] = _mm512_add_ps(a[u], _mm512_loadu_ps(p + i + 16 * u));
   }

@@ -96,4 +96,23 @@ inline __m512 load_f16x16(const uint16_t* p, __mmask16 m) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
 
+// Weight streams (the GEMVs) prefetch kStreamAhead bytes ahead, each line once, into L2 (T1): the NTA hint
+// that once streamed best left the stream at well under half the read probe on a later host, T1 did not
+// (docs/architecture.md, "Numbers"). Past `end` (the caller's rows) the stream goes on at `next` if known
+// (MatmulArgs::pf_next).
+inline constexpr int64_t kStreamAhead = 8192;
+inline void stream_prefetch(const void* p, const char* end, const char* next) {
+  const char* q = static_cast<const char*>(p) + kStreamAhead;
+  if (q < end) {
+    _mm_prefetch(q, _MM_HINT_T1);
+  } else if (next != nullptr) {
+    _mm_prefetch(next + (q - end), _MM_HINT_T1);
+  }
+}
+// The first kStreamAhead bytes of a stream from `first` (up to `end`), so they do not arrive one latency at
+// a time.
+inline void stream_prime(const char* first, const char* end) {
+  for (const char* q = first; q < end && q < first + kStreamAhead; q += 64) _mm_prefetch(q, _MM_HINT_T1);
+}
+
 }  // namespace lp::kernels::avx512
