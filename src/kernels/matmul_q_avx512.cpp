@@ -94,17 +94,35 @@ inline __m512 init_acc(const MatView& W, const Q4Sums& qs, int64_t t, int64_t n)
   }
 }
 
-// acc_f += float(block dot) * sx (* s, the block's group scale, for kQ4): the end of block b of one
-// (token, row).
+// acc_f += float(block dot) * f, f = sx (kQ8) or sx * s_g (kQ4, s_g the block's group scale): the end of
+// block b of one (token, row).
 template <WeightFormat F>
-inline __m512 finish_block(__m512i acc_i, __m512 acc_f, const QuantActs& q, int64_t t, int64_t b, float s) {
-  const float sx = q.scale[t * q.n_blocks + b];
+inline __m512 finish_block(__m512i acc_i, __m512 acc_f, const QuantActs& q, int64_t t, int64_t b, float f) {
   if constexpr (F == WeightFormat::kQ8) {  // zero point 128 on every weight: off in integers, exactly
     const __m512i lanes = _mm512_loadu_si512(q.lane_sum + (t * q.n_blocks + b) * 16);
     acc_i = _mm512_sub_epi32(acc_i, _mm512_slli_epi32(lanes, 7));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_i), _mm512_set1_ps(sx), acc_f);
-  } else {
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_i), _mm512_set1_ps(sx * s), acc_f);
+  }
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_i), _mm512_set1_ps(f), acc_f);
+}
+
+// kQ4: f of every block of row n for tokens [0, TT), f[t * n_blocks + b] = sx * s_g (see finish_block): the
+// same products the GEMM tile forms one at a time, here 16 at a time.
+template <int TT>
+inline void block_factors(const MatView& W, const QuantActs& q, const Q4Sums& qs, int64_t n, float* f) {
+  for (int t = 0; t < TT; ++t) {
+    const float* sx = q.scale + t * q.n_blocks;
+    float* ft = f + t * q.n_blocks;
+    if (qs.blocks_per_group == 1) {
+      const uint16_t* gs = W.group_scale + n * qs.ng;
+      for (int64_t b = 0; b < q.n_blocks; b += 16) {
+        const __mmask16 k = tail_mask16(q.n_blocks - b);
+        const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, gs + b));
+        _mm512_mask_storeu_ps(ft + b, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, sx + b), s));
+      }
+    } else {
+      const uint16_t* gs = W.group_scale + n * qs.ng;
+      for (int64_t b = 0; b < q.n_blocks; ++b) ft[b] = sx[b] * _cvtsh_ss(gs[b / qs.blocks_per_group]);
+    }
   }
 }
 
@@ -131,16 +149,19 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
   const char* base = static_cast<const char*>(a.W.data);
   const char* pf_end = base + n1 * rb;
   stream_prime(base + n0 * rb, pf_end);
+  thread_local Buffer<float> factors;  // (TT, n_blocks) of the current row
+  if (factors.size() < static_cast<size_t>(TT * q.n_blocks)) factors.resize(static_cast<size_t>(TT * q.n_blocks));
+  float* fac = factors.data();
   for (int64_t nb = n0; nb < n1; nb += 16) {
     const int rn = static_cast<int>(std::min<int64_t>(16, n1 - nb));
     __m512 acc[TT][16];
     for (int r = 0; r < rn; ++r) {
       const int64_t n = nb + r;
       const uint8_t* w = reinterpret_cast<const uint8_t*>(base + n * rb);
-      const uint16_t* gs = F == WeightFormat::kQ4 ? a.W.group_scale + n * qs.ng : nullptr;
+      if constexpr (F == WeightFormat::kQ4) block_factors<TT>(a.W, q, qs, n, fac);
       __m512 accf[TT];
       for (int t = 0; t < TT; ++t) accf[t] = init_acc<F>(a.W, qs, t, n);
-      for (int64_t b = 0, g = 0, left = qs.blocks_per_group; b < q.n_blocks; ++b) {
+      for (int64_t b = 0; b < q.n_blocks; ++b) {
         __m512i acci[TT];
         for (int t = 0; t < TT; ++t) acci[t] = _mm512_setzero_si512();
         const int64_t c0 = b * CPB;
@@ -152,9 +173,10 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
           for (int t = 0; t < TT; ++t)
             acci[t] = _mm512_dpbusd_epi32(acci[t], wv, _mm512_loadu_si512(q.xq + t * q.ld + (c0 + j) * 64));
         }
-        const float s = F == WeightFormat::kQ4 ? _cvtsh_ss(gs[g]) : 1.f;
-        for (int t = 0; t < TT; ++t) accf[t] = finish_block<F>(acci[t], accf[t], q, t, b, s);
-        if (--left == 0) ++g, left = qs.blocks_per_group;
+        for (int t = 0; t < TT; ++t) {
+          const float f = F == WeightFormat::kQ4 ? fac[t * q.n_blocks + b] : q.scale[t * q.n_blocks + b];
+          accf[t] = finish_block<F>(acci[t], accf[t], q, t, b, f);
+        }
       }
       for (int t = 0; t < TT; ++t) acc[t][r] = accf[t];
     }
@@ -190,9 +212,11 @@ void tile(const MatmulArgs& a, const Q4Sums& qs, int64_t t0, int64_t n0, const u
       }
     }
     for (int r = 0; r < RN; ++r) {
-      const float s = F == WeightFormat::kQ4 ? sc[r * qs.ng + g] : 1.f;
-      for (int t = 0; t < TT; ++t)
-        accf[t * RN + r] = finish_block<F>(acci[t * RN + r], accf[t * RN + r], q, t0 + t, b, s);
+      for (int t = 0; t < TT; ++t) {
+        const float sx = q.scale[(t0 + t) * q.n_blocks + b];
+        const float f = F == WeightFormat::kQ4 ? sx * sc[r * qs.ng + g] : sx;
+        accf[t * RN + r] = finish_block<F>(acci[t * RN + r], accf[t * RN + r], q, t0 + t, b, f);
+      }
     }
     if (--left == 0) ++g, left = qs.blocks_per_group;
   }
