@@ -161,7 +161,39 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
       if constexpr (F == WeightFormat::kQ4) block_factors<TT>(a.W, q, qs, n, fac);
       __m512 accf[TT];
       for (int t = 0; t < TT; ++t) accf[t] = init_acc<F>(a.W, qs, t, n);
-      for (int64_t b = 0; b < q.n_blocks; ++b) {
+      // Block b's factor for token t.
+      auto factor = [&](int t, int64_t b) {
+        return F == WeightFormat::kQ4 ? fac[t * q.n_blocks + b] : q.scale[t * q.n_blocks + b];
+      };
+      int64_t b = 0;
+      if constexpr (F == WeightFormat::kQ4) {
+        // 64 packed bytes (two chunks) per load: one shift, two masks and two lane shuffles unpack both.
+        // CPB 2: block b is chunks c, c + 1; CPB 1: blocks b and b + 1 are.
+        for (; b * CPB + 2 <= nchunks; b += CPB == 2 ? 1 : 2) {
+          const int64_t c = b * CPB;
+          stream_prefetch(reinterpret_cast<const char*>(w) + c * 32, pf_end, a.pf_next);
+          const __m512i v = _mm512_loadu_si512(w + c * 32);
+          const __m512i m = _mm512_set1_epi8(0x0F);
+          const __m512i lo = _mm512_and_si512(v, m), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+          const __m512i w0 = _mm512_shuffle_i64x2(lo, hi, 0x44), w1 = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+          __m512i acci[2][TT];
+          for (int t = 0; t < TT; ++t) {
+            const int8_t* x = q.xq + t * q.ld + c * 64;
+            acci[0][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, _mm512_loadu_si512(x));
+            if constexpr (CPB == 2) {
+              acci[0][t] = _mm512_dpbusd_epi32(acci[0][t], w1, _mm512_loadu_si512(x + 64));
+            } else {
+              acci[1][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w1, _mm512_loadu_si512(x + 64));
+            }
+          }
+          for (int t = 0; t < TT; ++t) accf[t] = finish_block<F>(acci[0][t], accf[t], q, t, b, factor(t, b));
+          if constexpr (CPB == 1) {
+            for (int t = 0; t < TT; ++t)
+              accf[t] = finish_block<F>(acci[1][t], accf[t], q, t, b + 1, factor(t, b + 1));
+          }
+        }
+      }
+      for (; b < q.n_blocks; ++b) {
         __m512i acci[TT];
         for (int t = 0; t < TT; ++t) acci[t] = _mm512_setzero_si512();
         const int64_t c0 = b * CPB;
@@ -173,10 +205,7 @@ void gemv_rows(const MatmulArgs& a, int64_t n0, int64_t n1) {
           for (int t = 0; t < TT; ++t)
             acci[t] = _mm512_dpbusd_epi32(acci[t], wv, _mm512_loadu_si512(q.xq + t * q.ld + (c0 + j) * 64));
         }
-        for (int t = 0; t < TT; ++t) {
-          const float f = F == WeightFormat::kQ4 ? fac[t * q.n_blocks + b] : q.scale[t * q.n_blocks + b];
-          accf[t] = finish_block<F>(acci[t], accf[t], q, t, b, f);
-        }
+        for (int t = 0; t < TT; ++t) accf[t] = finish_block<F>(acci[t], accf[t], q, t, b, factor(t, b));
       }
       for (int t = 0; t < TT; ++t) acc[t][r] = accf[t];
     }
