@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <ostream>
 
 #include "kernels/reference.h"
 #include "model/demo_model.h"
@@ -55,6 +56,7 @@ struct Int4Case {
   bool sym;
   std::string label;
 };
+void PrintTo(const Int4Case& c, std::ostream* os) { *os << c.label; }  // readable ctest names
 
 class Int4VsReference : public ::testing::TestWithParam<Int4Case> {};
 
