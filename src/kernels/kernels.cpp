@@ -375,6 +375,10 @@ const char* isa_name() {
   return detail::active().name;
 }
 
+bool fast_quantized_matmul() {
+  return detail::active().matmul_rows_q != detail::scalar_kernels().matmul_rows_q;
+}
+
 void matmul_multi(ComputePool& pool, const float* x, int64_t T, int64_t ldx, std::span<const MatmulOut> outs,
                   std::span<const MatView> next) {
   detail::matmul_multi_with(detail::active(), pool, x, T, ldx, outs, next);

@@ -48,6 +48,9 @@ int64_t mat_bytes(const MatView& W);
 
 // Which instruction set the dispatcher chose ("avx512bf16", "avx512", "avx2", "scalar").
 const char* isa_name();
+// Whether quantized weights (kQ8, kQ4) get the integer kernels (AVX512-VNNI) rather than the scalar
+// reference, which is correct but ~100x slower.
+bool fast_quantized_matmul();
 
 // y[t][n] (+)= sum_k x[t][k] * W[n][k]  (+ bias[n])      for t < T, n < W.rows, k < W.cols
 //   x: (T, W.cols) f32, row stride ldx;  y: (T, W.rows) f32, row stride ldy;  bias: (W.rows) f32 or null.

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "model/checkpoint_quant.h"
 
 namespace lp::model {
@@ -192,6 +193,10 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
     w.quantization = "int8";
   }
   if (int4) w.quantization = c.quant.method;
+  if (w.quantization != "none" && !kernels::fast_quantized_matmul())
+    log_warn("{} weights: this CPU ({}) has no AVX512-VNNI, so quantized matmuls run the scalar reference "
+             "kernels (correct, but far slower than the {} model would run unquantized)",
+             w.quantization, kernels::isa_name(), dtype_name(c.torch_dtype));
   if (opt.quantize_lm_head && w.lm_head.format == kernels::WeightFormat::kDense) {
     if (w.lm_head.data == w.embed.data) {  // tied: the embedding keeps its own dense copy
       kernels::QuantMatrix q = kernels::QuantMatrix::quantize_int8(w.lm_head);
