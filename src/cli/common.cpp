@@ -76,11 +76,7 @@ model::LoadOptions load_options(const QuantFlags& q, const model::ModelConfig& c
     return o;  // the checkpoint loads as what it is
   }
   o.quantization = model::parse_quantization_flag(q.quantization, "--quantization");
-  if (o.quantization == model::Quantization::kInt8 && !method.empty())
-    fail(
-        "--quantization int8: config.json's quantization_config says {} (already int4); int8 applies to "
-        "F32/F16/BF16 checkpoints only",
-        method);
+  model::check_load_options(c, o);  // int8 on an int4 checkpoint: refused before anything is read
   return o;
 }
 

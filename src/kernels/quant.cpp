@@ -18,11 +18,24 @@ int64_t row_bytes(const MatView& W) {
   return 0;
 }
 
+int64_t quant_matrix_bytes(WeightFormat f, int64_t rows, int64_t cols, int64_t group) {
+  const int64_t kp = quant_padded_cols(cols);
+  switch (f) {
+    case WeightFormat::kQ8:
+      return rows * kp + 4 * rows;
+    case WeightFormat::kQ4:
+      LP_CHECK(group > 0 && kp % group == 0, "int4 group {} does not divide {} columns", group, kp);
+      return rows * kp / 2 + 3 * rows * (kp / group);
+    case WeightFormat::kDense:
+      break;
+  }
+  LP_CHECK(false, "quant_matrix_bytes: not a quantized format");
+  return 0;
+}
+
 int64_t mat_bytes(const MatView& W) {
-  int64_t b = W.rows * row_bytes(W);
-  if (W.format == WeightFormat::kQ8) b += W.rows * 4;
-  if (W.format == WeightFormat::kQ4) b += W.rows * (W.row_stride / W.group) * 3;
-  return b;
+  if (W.format == WeightFormat::kDense) return W.rows * row_bytes(W);
+  return quant_matrix_bytes(W.format, W.rows, W.cols, W.group);
 }
 
 int act_block(const MatView& W) {
@@ -77,19 +90,11 @@ QuantMatrix QuantMatrix::make_q4(int64_t rows, int64_t cols, int32_t group, DTyp
   return m;
 }
 
-namespace {
-// Byte and shift of column c in a kQ4 row (see WeightFormat in kernels.h).
-std::pair<int64_t, int> q4_pos(int64_t c) {
-  const int64_t chunk = c / 64, j = c % 64;
-  return {chunk * 32 + (j % 32), j < 32 ? 0 : 4};
-}
-}  // namespace
-
 void QuantMatrix::set_q4(int64_t r, int64_t c, uint8_t nib) {
   LP_CHECK(view_.format == WeightFormat::kQ4 && r >= 0 && r < view_.rows && c >= 0 && c < view_.cols &&
                nib < 16,
            "set_q4({}, {}, {})", r, c, nib);
-  auto [b, sh] = q4_pos(c);
+  auto [b, sh] = q4_position(c);
   uint8_t& byte = data_[r * (view_.row_stride / 2) + b];
   byte = static_cast<uint8_t>((byte & ~(0xF << sh)) | (nib << sh));
 }
@@ -110,7 +115,7 @@ void QuantMatrix::set_q4_row(int64_t r, const uint8_t* nibs) {
 }
 
 uint8_t QuantMatrix::q4_at(int64_t r, int64_t c) const {
-  auto [b, sh] = q4_pos(c);
+  auto [b, sh] = q4_position(c);
   return (data_[r * (view_.row_stride / 2) + b] >> sh) & 0xF;
 }
 

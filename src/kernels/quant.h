@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "core/buffer.h"
 #include "kernels/kernels.h"
@@ -16,8 +17,19 @@ inline constexpr int64_t kQuantColAlign = 64;  // quantized rows are padded to a
 
 // cols rounded up to kQuantColAlign: the row_stride of a quantized matrix.
 inline int64_t quant_padded_cols(int64_t cols) {
-  return (cols + kQuantColAlign - 1) / kQuantColAlign * kQuantColAlign;
+  return static_cast<int64_t>(round_up(static_cast<size_t>(cols), kQuantColAlign));
 }
+
+// Where column c of a kQ4 row is: its byte within the row and the shift of its nibble (see WeightFormat).
+inline std::pair<int64_t, int> q4_position(int64_t c) {
+  const int64_t j = c % 64;
+  return {c / 64 * 32 + j % 32, j < 32 ? 0 : 4};
+}
+
+// Bytes a (rows, cols) matrix takes in a quantized format, scales and zero points included:
+//   kQ8: rows x Kp + 4 x rows;   kQ4: rows x Kp / 2 + 3 x rows x (Kp / group);   Kp = quant_padded_cols(cols)
+// (what mat_bytes gives for such a view, from the shape alone: for plans).
+int64_t quant_matrix_bytes(WeightFormat format, int64_t rows, int64_t cols, int64_t group = 0);
 
 // Columns per activation block for a quantized W: 128, or 64 when a kQ4 group is an odd multiple of 64
 // (a block never straddles two groups). The last block of a row may be 64 columns shorter.

@@ -15,10 +15,8 @@ namespace {
 // Stored integer of element (r, c) of a quantized W, and the zero point it is offset by.
 std::pair<int, int> quant_int(const MatView& W, int64_t r, int64_t c) {
   if (W.format == WeightFormat::kQ8) return {static_cast<const uint8_t*>(W.data)[r * W.row_stride + c], 128};
-  const uint8_t* row = static_cast<const uint8_t*>(W.data) + r * (W.row_stride / 2);
-  const int64_t j = c % 64;
-  const uint8_t byte = row[c / 64 * 32 + j % 32];
-  const int nib = j < 32 ? byte & 0xF : byte >> 4;
+  const auto [b, shift] = q4_position(c);
+  const int nib = (static_cast<const uint8_t*>(W.data)[r * (W.row_stride / 2) + b] >> shift) & 0xF;
   return {nib, W.group_zero[r * (W.row_stride / W.group) + c / W.group]};
 }
 

@@ -4,7 +4,6 @@
 
 #include "core/buffer.h"
 #include "core/check.h"
-#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "lora/adapter.h"
 #include "lora/slot_bank.h"
@@ -14,31 +13,15 @@ namespace lp::lora {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-// Refuses a base whose config.json declares a quantization_config (AWQ, GPTQ, ...): see merge.h for why.
-void refuse_quantized_base(const fs::path& model_dir) {
-  const fs::path path = model_dir / "config.json";
-  if (!fs::exists(path)) return;  // ModelConfig::from_dir says what is missing
-  const nlohmann::json j = io::read_json_file(path);
-  if (!j.is_object() || !j.contains("quantization_config")) return;
-  const nlohmann::json& q = j["quantization_config"];
-  std::string method = "quant_method unknown";
-  if (q.is_object() && q.contains("quant_method") && q["quant_method"].is_string())
-    method = q["quant_method"].get<std::string>();
-  fail(
-      "cannot merge into {}: it is a quantized checkpoint ({}, from quantization_config in config.json); "
-      "merging W + s*B*A "
-      "into quantized weights would requantize them and round the adapter's update away. Serve the adapter "
-      "on the quantized base (serve --lora-modules), or merge into the unquantized model",
-      model_dir.string(), method);
-}
-
-}  // namespace
-
 void merge_adapter(const fs::path& model_dir, const fs::path& adapter_dir, const fs::path& out_dir) {
-  refuse_quantized_base(model_dir);
-  model::ModelConfig cfg = model::ModelConfig::from_dir(model_dir);
+  model::ModelConfig cfg = model::ModelConfig::from_dir(model_dir);  // refuses quantizations it can't load
+  if (!cfg.quant.method.empty())
+    fail(
+        "cannot merge into {}: it is a quantized checkpoint ({}, from quantization_config in config.json); "
+        "merging W + s*B*A into quantized weights would requantize them and round the adapter's update "
+        "away. Serve the adapter on the quantized base (serve --lora-modules), or merge into the "
+        "unquantized model",
+        model_dir.string(), cfg.quant.method);
   io::TensorSet base = io::TensorSet::open_dir(model_dir);
   LoraAdapter adapter = load_adapter(adapter_dir, base_shapes(cfg));
   if (fs::exists(out_dir) && fs::equivalent(out_dir, model_dir)) fail("--out must differ from --model");

@@ -167,31 +167,14 @@ nlohmann::json plan_json(const MemoryPlan& p) {
   };
 }
 
-int64_t quantized_matrix_bytes(kernels::WeightFormat f, int64_t rows, int64_t cols, int64_t group) {
-  const int64_t kp = (cols + 63) / 64 * 64;
-  switch (f) {
-    case kernels::WeightFormat::kQ8:
-      return rows * kp + 4 * rows;
-    case kernels::WeightFormat::kQ4:
-      LP_CHECK(group > 0 && kp % group == 0, "int4 group {} does not divide {} columns", group, kp);
-      return rows * kp / 2 + 3 * rows * (kp / group);
-    case kernels::WeightFormat::kDense:
-      break;
-  }
-  LP_CHECK(false, "quantized_matrix_bytes: not a quantized format");
-  return 0;
-}
-
 WeightPlan plan_weights(const model::ModelConfig& c, const model::LoadOptions& o) {
   WeightPlan p;
   p.quantize_lm_head = o.quantize_lm_head;
   const int64_t d = static_cast<int64_t>(dtype_size(c.torch_dtype));
   const std::string dense(dtype_name(c.torch_dtype));
+  model::check_load_options(c, o);  // as the loader: no int8 on top of an int4 checkpoint
   const bool q8 = o.quantization == model::Quantization::kInt8;
   const bool q4 = !c.quant.method.empty();  // an AWQ / GPTQ checkpoint: the projections load as kQ4
-  if (q4 && q8)
-    fail("an {} int4 checkpoint cannot be quantized to int8 at load (--quantization int8): leave it at none",
-         c.quant.method);
   if (q8) p.quantization = "int8";
   if (q4) p.quantization = c.quant.method;
   auto add = [&](const std::string& format, int64_t bytes) {
@@ -208,16 +191,16 @@ WeightPlan plan_weights(const model::ModelConfig& c, const model::LoadOptions& o
       auto [in, out] = model::proj_shape(c, pr);
       if (model::has_bias(c, pr)) small += int64_t{out} * d;
       if (q4)  // the kQ4 group the loader picks (checkpoint_quant.h; a desc_act g_idx may force 64)
-        add("int4", quantized_matrix_bytes(kernels::WeightFormat::kQ4, out, in,
+        add("int4", kernels::quant_matrix_bytes(kernels::WeightFormat::kQ4, out, in,
                                            model::kq4_group(in, c.quant.group_size)));
       else if (q8)
-        add("int8", quantized_matrix_bytes(kernels::WeightFormat::kQ8, out, in));
+        add("int8", kernels::quant_matrix_bytes(kernels::WeightFormat::kQ8, out, in));
       else
         add(dense, int64_t{in} * out * d);
     }
   }
   const int64_t lm_head =
-      o.quantize_lm_head ? quantized_matrix_bytes(kernels::WeightFormat::kQ8, V, H) : V * H * d;
+      o.quantize_lm_head ? kernels::quant_matrix_bytes(kernels::WeightFormat::kQ8, V, H) : V * H * d;
   add(o.quantize_lm_head ? "int8" : dense, lm_head);
   int64_t streamed = 0;
   for (const auto& [name, n] : p.by_format) streamed += n;

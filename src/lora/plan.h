@@ -75,14 +75,9 @@ std::string format_bytes(int64_t bytes);
 std::string plan_text(const MemoryPlan& plan);  // a human-readable table, one line per module
 nlohmann::json plan_json(const MemoryPlan& plan);  // slot_bytes, slots_bytes, host_bytes, base_bytes, ...
 
-// Bytes of a (rows, cols) weight matrix in a quantized format (kernels/quant.h's layout; rows padded to
-// Kp = cols rounded up to 64):
-//   kQ8: rows x Kp + 4 x rows                       (one f32 scale per row)
-//   kQ4: rows x Kp / 2 + 3 x rows x (Kp / group)    (an f16 scale and a zero point per group)
-int64_t quantized_matrix_bytes(kernels::WeightFormat format, int64_t rows, int64_t cols, int64_t group = 0);
-
-// The base weights as ModelWeights::load(dir, config, options) holds them, from the config alone (the file
-// is assumed to hold torch_dtype; an AWQ / GPTQ checkpoint's projections as kQ4 in the group the loader
+// The base weights as ModelWeights::load(dir, config, options) holds them, from the config alone (quantized
+// matrices by kernels::quant_matrix_bytes; the file is assumed to hold torch_dtype; an AWQ / GPTQ
+// checkpoint's projections as kQ4 in the group the loader
 // picks, which for a desc_act checkpoint whose g_idx renames groups can be 64 instead: then the plan's
 // int4 bytes are a little low). Throws lp::Error for int8 on an int4 checkpoint, as the loader does. The numbers equal ModelWeights::bytes_by_format / bytes_per_decode_step
 // (tests/lora/lora_plan_test.cpp loads a demo model to check).

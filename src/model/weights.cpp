@@ -73,10 +73,11 @@ const char* format_name(const kernels::MatView& m) {
   return dtype_name(m.dtype).data();
 }
 
-// Replaces the dense view m by its int8 quantization and lets the file pages it was read from go.
+// Replaces the dense view m by its int8 quantization and lets the file pages it was read from go, unless
+// the embedding still reads them (a tied lm_head: the embedding keeps its dense copy).
 void quantize_int8(ModelWeights& w, kernels::MatView& m) {
   kernels::QuantMatrix q = kernels::QuantMatrix::quantize_int8(m);
-  w.tensors.drop_resident(m.data, view_bytes(m));
+  if (m.data != w.embed.data) w.tensors.drop_resident(m.data, view_bytes(m));
   m = q.view();
   w.quant_storage.push_back(std::move(q));
 }
@@ -108,6 +109,14 @@ void copy_streamed(ModelWeights& w) {
 
 }  // namespace
 
+void check_load_options(const ModelConfig& c, const LoadOptions& o) {
+  if (!c.quant.method.empty() && o.quantization == Quantization::kInt8)
+    fail(
+        "--quantization int8: config.json's quantization_config says {} (an int4 checkpoint); "
+        "--quantization int8 applies to F32/F16/BF16 checkpoints only",
+        c.quant.method);
+}
+
 Quantization parse_quantization_flag(std::string_view v, std::string_view flag) {
   if (v == "none") return Quantization::kNone;
   if (v == "int8") return Quantization::kInt8;
@@ -130,12 +139,8 @@ std::vector<std::pair<std::string, size_t>> ModelWeights::bytes_by_format() cons
 
 ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelConfig& c,
                                 const LoadOptions& opt) {
+  check_load_options(c, opt);
   const bool int4 = !c.quant.method.empty();  // an AWQ / GPTQ checkpoint: projections come packed
-  if (int4 && opt.quantization != Quantization::kNone)
-    fail(
-        "{} is a {} int4 checkpoint (quantization_config in config.json): --quantization int8 applies to "
-        "F32/F16/BF16 checkpoints only; leave it at none",
-        dir.string(), c.quant.method);
   ModelWeights w;
   w.tensors = io::TensorSet::open_dir(dir);
   const auto& ts = w.tensors;
@@ -197,15 +202,7 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
     log_warn("{} weights: this CPU ({}) has no AVX512-VNNI, so quantized matmuls run the scalar reference "
              "kernels (correct, but far slower than the {} model would run unquantized)",
              w.quantization, kernels::isa_name(), dtype_name(c.torch_dtype));
-  if (opt.quantize_lm_head && w.lm_head.format == kernels::WeightFormat::kDense) {
-    if (w.lm_head.data == w.embed.data) {  // tied: the embedding keeps its own dense copy
-      kernels::QuantMatrix q = kernels::QuantMatrix::quantize_int8(w.lm_head);
-      w.lm_head = q.view();
-      w.quant_storage.push_back(std::move(q));
-    } else {
-      quantize_int8(w, w.lm_head);
-    }
-  }
+  if (opt.quantize_lm_head && w.lm_head.format == kernels::WeightFormat::kDense) quantize_int8(w, w.lm_head);
   if (opt.placement == WeightPlacement::kMemory) copy_streamed(w);
   step_bytes += view_bytes(w.lm_head);
   for (const LayerWeights& lw : w.layers)

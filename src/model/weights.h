@@ -55,6 +55,10 @@ struct LoadOptions {
   bool quantize_lm_head = false;
 };
 
+// Throws lp::Error when `options` cannot apply to a checkpoint of this config (int8 at load on an AWQ /
+// GPTQ int4 checkpoint). ModelWeights::load and lora::plan_weights both check with it.
+void check_load_options(const ModelConfig& config, const LoadOptions& options);
+
 struct ModelWeights {
   io::TensorSet tensors;
   Buffer<uint8_t> streamed;  // kMemory: the copies of the projections and lm_head

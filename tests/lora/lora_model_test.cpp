@@ -11,6 +11,7 @@
 #include "lora/slot_bank.h"
 #include "model/demo_model.h"
 #include "model/runner.h"
+#include "util/reference_forward.h"
 #include "util/test_util.h"
 
 namespace lp::lora {
@@ -18,13 +19,6 @@ namespace {
 
 using model::Model;
 using model::Runner;
-
-std::vector<int32_t> some_ids(int n, int vocab, uint64_t seed) {
-  model::DemoRng rng(seed, "ids");
-  std::vector<int32_t> ids(n);
-  for (auto& id : ids) id = static_cast<int32_t>(rng.next() % vocab);
-  return ids;
-}
 
 // All-position logits of one sequence, optionally through adapter slot `slot` of `bank`.
 std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids, const SlotBank* bank, int slot) {
@@ -62,7 +56,7 @@ class LoraModel : public ::testing::Test {
 // MLP-only with the ".default" infix): F32 weights, F32 slots, normalized error < 1e-4 vs the merged model.
 TEST_F(LoraModel, AdapterEqualsMergedF32) {
   make(DType::kF32, "tiny");
-  auto ids = some_ids(29, model_->config().vocab_size, 3);
+  auto ids = test::demo_ids(29, model_->config().vocab_size, 3);
   auto base = logits_of(*model_, ids, nullptr, -1);
   for (int i = 0; i < 4; ++i) {
     auto ad = adapter(i, 8, DType::kF32);
@@ -118,7 +112,7 @@ TEST_F(LoraModel, AdapterOnInt8BaseAddsAboutTheSameUpdate) {
   make(DType::kF32, "tiny");
   auto plain = std::move(model_);
   model_ = Model::load(dir_.path() / "base", int8_load());
-  auto ids = some_ids(29, model_->config().vocab_size, 3);
+  auto ids = test::demo_ids(29, model_->config().vocab_size, 3);
   LoraAdapter la = load_adapter(adapter(0, 8, DType::kF32), base_shapes(model_->config()));
   SlotBank bank(model_->config(), 1, 8, DType::kF32);
   bank.load(0, pack_adapter(la, DType::kF32));
@@ -148,7 +142,7 @@ void LoraModel::mixed_batch_equals_solo() {
   };
   std::vector<Seq> seqs;
   const int slots[] = {0, -1, 1, 2, 3, -1, 2, 0};
-  for (int i = 0; i < 8; ++i) seqs.push_back({some_ids(5 + 4 * i, V, 50 + i), slots[i]});
+  for (int i = 0; i < 8; ++i) seqs.push_back({test::demo_ids(5 + 4 * i, V, 50 + i), slots[i]});
   std::vector<std::vector<float>> solo;
   for (const auto& s : seqs) solo.push_back(logits_of(*model_, s.ids, &bank, s.slot));
   ComputePool pool(2);
@@ -214,7 +208,7 @@ TEST_F(LoraModel, SlotMinusOneEqualsBase) {
   SlotBank bank(model_->config(), 2, 8, DType::kBF16);
   bank.load(0, pack_adapter(load_adapter(adapter(0, 8, DType::kBF16), base_shapes(model_->config())), DType::kBF16));
   bank.load(1, pack_adapter(load_adapter(adapter(1, 8, DType::kBF16), base_shapes(model_->config())), DType::kBF16));
-  auto ids = some_ids(33, model_->config().vocab_size, 8);
+  auto ids = test::demo_ids(33, model_->config().vocab_size, 8);
   auto plain = logits_of(*model_, ids, nullptr, -1);
   auto minus_one = logits_of(*model_, ids, &bank, -1);
   ASSERT_EQ(0, std::memcmp(plain.data(), minus_one.data(), plain.size() * 4));

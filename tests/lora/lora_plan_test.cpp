@@ -242,30 +242,21 @@ TEST(WeightPlan, Llama31_8B_AwqByHand) {
   EXPECT_THROW(plan_weights(c, int8_options()), Error);
 }
 
-TEST(WeightPlan, QuantizedMatrixBytesMatchThePackedStorage) {
-  // The formulas against what kernels/quant.h allocates, for columns that need padding and that do not.
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{3, 64}, {5, 100}, {7, 176}, {2, 1000}}) {
-    std::vector<float> w(static_cast<size_t>(rows * cols), 0.5f);
-    kernels::MatView dense{w.data(), DType::kF32, rows, cols, cols};
-    EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ8, rows, cols),
-              static_cast<int64_t>(kernels::QuantMatrix::quantize_int8(dense).bytes()))
-        << rows << "x" << cols;
-    EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ8, rows, cols),
-              kernels::mat_bytes(kernels::QuantMatrix::quantize_int8(dense).view()));
-    const int64_t kp = (cols + 63) / 64 * 64;
-    for (int32_t group : {64, 128}) {
-      if (kp % group != 0) continue;
-      kernels::QuantMatrix q4 = kernels::QuantMatrix::make_q4(rows, cols, group, DType::kBF16);
-      EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, rows, cols, group),
-                static_cast<int64_t>(q4.bytes()))
-          << rows << "x" << cols << " group " << group;
-      EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, rows, cols, group),
-                kernels::mat_bytes(q4.view()));
-    }
-  }
-  // By hand: 7 x 176 int8 -> 7 x 192 + 28 = 1,372; int4 group 64 -> 7 x 96 + 3 x 7 x 3 = 735.
-  EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ8, 7, 176), 1'372);
-  EXPECT_EQ(quantized_matrix_bytes(kernels::WeightFormat::kQ4, 7, 176, 64), 735);
+TEST(WeightPlan, QuantizedMatrixBytesByHand) {
+  // Worked out here from the layout (rows padded to 64 columns; kQ8 one f32 scale per row; kQ4 an f16 scale
+  // and a zero byte per group), for columns that need padding and that do not.
+  // 7 x 176 -> Kp 192: int8 7 x 192 + 28 = 1,372; int4 group 64: 7 x 96 + 3 x 7 x 3 = 735.
+  EXPECT_EQ(kernels::quant_matrix_bytes(kernels::WeightFormat::kQ8, 7, 176), 1'372);
+  EXPECT_EQ(kernels::quant_matrix_bytes(kernels::WeightFormat::kQ4, 7, 176, 64), 735);
+  // 3 x 64: int8 192 + 12 = 204; int4 group 64: 96 + 9 = 105.
+  EXPECT_EQ(kernels::quant_matrix_bytes(kernels::WeightFormat::kQ8, 3, 64), 204);
+  EXPECT_EQ(kernels::quant_matrix_bytes(kernels::WeightFormat::kQ4, 3, 64, 64), 105);
+  // 2 x 1000 -> Kp 1024: int8 2,048 + 8 = 2,056; int4 group 128: 1,024 + 3 x 2 x 8 = 1,072.
+  EXPECT_EQ(kernels::quant_matrix_bytes(kernels::WeightFormat::kQ8, 2, 1000), 2'056);
+  EXPECT_EQ(kernels::quant_matrix_bytes(kernels::WeightFormat::kQ4, 2, 1000, 128), 1'072);
+  // A QuantMatrix's view reports the same bytes (mat_bytes reads the view's format, rows and group).
+  kernels::QuantMatrix q4 = kernels::QuantMatrix::make_q4(2, 1000, 128, DType::kBF16);
+  EXPECT_EQ(kernels::mat_bytes(q4.view()), 1'072);
 }
 
 // plan (config.json only) and ModelWeights::load (the loaded matrices) must agree byte for byte: plan's

@@ -395,7 +395,7 @@ TEST(Int4Checkpoint, Int8AtLoadIsRefused) {
     ModelWeights::load(dir.path(), c, opt);
     ADD_FAILURE() << "int8 on a GPTQ checkpoint was accepted";
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("is a gptq int4 checkpoint"));
+    EXPECT_THAT(e.what(), HasSubstr("quantization_config says gptq (an int4 checkpoint)"));
     EXPECT_THAT(e.what(), HasSubstr("--quantization int8 applies to F32/F16/BF16 checkpoints only"));
   }
 }

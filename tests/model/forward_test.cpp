@@ -19,13 +19,6 @@ namespace {
 
 using test::TempDir;
 
-std::vector<int32_t> some_ids(int n, int vocab, uint64_t seed) {
-  DemoRng rng(seed, "ids");
-  std::vector<int32_t> ids(n);
-  for (auto& id : ids) id = static_cast<int32_t>(rng.next() % vocab);
-  return ids;
-}
-
 // Rewrites config.json of `dir` with `patch` merged in.
 void patch_config(const std::filesystem::path& dir, const nlohmann::json& patch) {
   auto p = dir / "config.json";
@@ -43,11 +36,6 @@ std::vector<float> model_logits(const std::filesystem::path& dir, const std::vec
   Runner::Item it{r.add_sequence(), ids, true};
   const auto& l = r.step({&it, 1});
   return std::vector<float>(l.begin(), l.end());
-}
-
-double normalized_error(const std::vector<float>& a, const std::vector<double>& b) {
-  std::vector<float> bf(b.begin(), b.end());
-  return test::normalized_error(a.data(), bf.data(), a.size());
 }
 
 struct ArchCase {
@@ -75,18 +63,18 @@ TEST_P(ForwardVsReference, F32WeightsMatchWithin1e4) {
       EXPECT_TRUE(has_bias(c, static_cast<Proj>(p))) << proj_name(static_cast<Proj>(p));
     }
   }
-  auto ids = some_ids(37, 512, 5);
+  auto ids = test::demo_ids(37, 512, 5);
   auto ref = test::reference_logits(dir.path(), ids);
   for (int threads : {1, 2}) {
     auto got = model_logits(dir.path(), ids, threads);
     ASSERT_EQ(got.size(), ref.size());
-    double err = normalized_error(got, ref);
+    double err = test::normalized_error(got, ref);
     EXPECT_LT(err, 1e-4) << GetParam().label << " threads=" << threads;
     // The check can fail: a perturbed reference is far off.
     std::vector<double> bad = ref;
     bad[bad.size() / 2] += 1.0;
     bad[7] -= 1.0;
-    EXPECT_GT(normalized_error(got, bad), 1e-4);
+    EXPECT_GT(test::normalized_error(got, bad), 1e-4);
   }
 }
 
@@ -100,21 +88,21 @@ TEST(KvCacheDtype, SixteenBitCacheStaysCloseToTheReference) {
   spec.dtype = DType::kF32;
   spec.seed = 4;
   write_demo_model(dir.path(), spec);
-  auto ids = some_ids(37, 512, 6);
+  auto ids = test::demo_ids(37, 512, 6);
   auto ref = test::reference_logits(dir.path(), ids);
   auto f32 = model_logits(dir.path(), ids, 2);
-  EXPECT_LT(normalized_error(f32, ref), 1e-4);
+  EXPECT_LT(test::normalized_error(f32, ref), 1e-4);
   for (auto [kd, bound] : {std::pair{DType::kBF16, 1e-2}, std::pair{DType::kF16, 2e-3}}) {
     SCOPED_TRACE(dtype_name(kd));
     auto got = model_logits(dir.path(), ids, 2, kd);
     ASSERT_EQ(got.size(), ref.size());
-    const double err = normalized_error(got, ref);
+    const double err = test::normalized_error(got, ref);
     EXPECT_LT(err, bound);
-    EXPECT_GT(err, normalized_error(f32, ref));
+    EXPECT_GT(err, test::normalized_error(f32, ref));
     EXPECT_NE(0, std::memcmp(got.data(), f32.data(), got.size() * sizeof(float)));
     // Rounding K/V to 16 bits is a relative change of <= 2^-9 (BF16) or 2^-12 (F16) per element.
     std::printf("[ info ] %s KV cache: normalized error %.3g (F32 cache %.3g)\n",
-                std::string(dtype_name(kd)).c_str(), err, normalized_error(f32, ref));
+                std::string(dtype_name(kd)).c_str(), err, test::normalized_error(f32, ref));
   }
 }
 
@@ -172,7 +160,7 @@ class PagedInvariants : public ::testing::TestWithParam<PagedCase> {
 // logits are bit-identical (same kernels, same per-token arithmetic, KV read through the block table).
 TEST_P(PagedInvariants, DecodeStepsEqualPrefill) {
   ComputePool pool(2);
-  auto ids = some_ids(41, vocab_, 1);  // crosses two block boundaries (block size 16)
+  auto ids = test::demo_ids(41, vocab_, 1);  // crosses two block boundaries (block size 16)
   std::vector<float> want;
   {
     Runner full(*model_, pool, 64);
@@ -184,7 +172,7 @@ TEST_P(PagedInvariants, DecodeStepsEqualPrefill) {
     Runner r(*model_, pool, 128);
     // Occupy some blocks first so this sequence's blocks are not 0, 1, 2.
     int other = r.add_sequence();
-    auto filler = some_ids(20, vocab_, 9);
+    auto filler = test::demo_ids(20, vocab_, 9);
     Runner::Item f{other, filler, false};
     r.step({&f, 1});
     int s = r.add_sequence();
@@ -204,7 +192,7 @@ TEST_P(PagedInvariants, DecodeStepsEqualPrefill) {
 // gives what it would have given without the failed one.
 TEST_P(PagedInvariants, FailedStepChangesNothing) {
   ComputePool pool(2);
-  auto a = some_ids(10, vocab_, 21), big = some_ids(40, vocab_, 22), next = some_ids(3, vocab_, 23);
+  auto a = test::demo_ids(10, vocab_, 21), big = test::demo_ids(40, vocab_, 22), next = test::demo_ids(3, vocab_, 23);
   std::vector<float> want;
   {
     Runner r(*model_, pool, 32);
@@ -232,7 +220,7 @@ TEST_P(PagedInvariants, FailedStepChangesNothing) {
 TEST_P(PagedInvariants, BatchEqualsSolo) {
   ComputePool pool(2);
   std::vector<std::vector<int32_t>> seqs;
-  for (int n : {1, 7, 16, 33, 3}) seqs.push_back(some_ids(n, vocab_, 100 + n));
+  for (int n : {1, 7, 16, 33, 3}) seqs.push_back(test::demo_ids(n, vocab_, 100 + n));
   std::vector<std::vector<float>> solo;
   for (const auto& s : seqs) {
     Runner r(*model_, pool, 64);
@@ -286,7 +274,7 @@ TEST(RotaryTable, GrownInStepsEqualsBuiltAtOnce) {
   spec.seed = 5;
   write_demo_model(dir.path(), spec);
   patch_config(dir.path(), {{"max_position_embeddings", 8192}});
-  auto ids = some_ids(4500, 256, 3);
+  auto ids = test::demo_ids(4500, 256, 3);
   ComputePool pool(2);
   auto last_logits = [&](Model& m, bool warm_up_short) {
     Runner r(m, pool, 4608);
@@ -327,7 +315,7 @@ TEST_P(PagedInvariants, WeightPlacementKeepsLogitsBitIdentical) {
       EXPECT_EQ(w.embed.data, w.lm_head.data);
     }
   }
-  auto ids = some_ids(40, vocab_, 5);
+  auto ids = test::demo_ids(40, vocab_, 5);
   auto run = [&](Model& m) {
     ComputePool pool(2);
     Runner r(m, pool, 64);
@@ -370,7 +358,7 @@ TEST_P(PagedInvariants, QuantizedBaseRunsQuantizedWeights) {
   auto plain = Model::load(dir_.path());
   EXPECT_EQ(plain->weights().quantization, "none");
   EXPECT_LT(w.bytes_per_decode_step, plain->weights().bytes_per_decode_step);
-  auto ids = some_ids(24, vocab_, 31);
+  auto ids = test::demo_ids(24, vocab_, 31);
   auto logits = [&](Model& m) {
     ComputePool pool(2);
     Runner r(m, pool, 64);

@@ -19,13 +19,6 @@ namespace {
 
 using test::TempDir;
 
-std::vector<int32_t> some_ids(int n, int vocab, uint64_t seed) {
-  DemoRng rng(seed, "ids");
-  std::vector<int32_t> ids(n);
-  for (auto& id : ids) id = static_cast<int32_t>(rng.next() % vocab);
-  return ids;
-}
-
 std::vector<float> model_logits(const std::filesystem::path& dir, const std::vector<int32_t>& ids,
                                 int threads, const LoadOptions& opt = {}) {
   auto m = Model::load(dir, opt);
@@ -34,11 +27,6 @@ std::vector<float> model_logits(const std::filesystem::path& dir, const std::vec
   Runner::Item it{r.add_sequence(), ids, true};
   const auto& l = r.step({&it, 1});
   return std::vector<float>(l.begin(), l.end());
-}
-
-double normalized_error(const std::vector<float>& a, const std::vector<double>& b) {
-  std::vector<float> bf(b.begin(), b.end());
-  return test::normalized_error(a.data(), bf.data(), a.size());
 }
 
 // The integer kernels round each activation to int8 per block of 64 or 128 columns: an error uniform within
@@ -85,23 +73,23 @@ TEST_P(Int4VsReference, LogitsMatchTheDequantizedReference) {
   fspec.dtype = DType::kF16;
   write_demo_model(dense.path(), fspec);
 
-  auto ids = some_ids(19, c.vocab_size, 6);
+  auto ids = test::demo_ids(19, c.vocab_size, 6);
   auto ref = test::reference_logits(dir.path(), ids);
   auto ref_float = test::reference_logits(dense.path(), ids);
   const double tol = act_tolerance(c.n_layers);
   for (int threads : {1, 2}) {
     auto got = model_logits(dir.path(), ids, threads);
     ASSERT_EQ(got.size(), ref.size());
-    const double err = normalized_error(got, ref);
+    const double err = test::normalized_error(got, ref);
     EXPECT_LT(err, tol) << p.label << " threads=" << threads;
     // The check can fail: the unquantized weights' logits are further off than the tolerance, and so is
     // a perturbed reference.
-    EXPECT_GT(normalized_error(got, ref_float), tol) << p.label;
+    EXPECT_GT(test::normalized_error(got, ref_float), tol) << p.label;
     std::vector<double> bad = ref;
     for (size_t i = 0; i < bad.size(); i += 97) bad[i] += 0.5;
-    EXPECT_GT(normalized_error(got, bad), tol) << p.label;
+    EXPECT_GT(test::normalized_error(got, bad), tol) << p.label;
     std::printf("%s threads=%d: vs dequantized reference %.4f, vs float reference %.4f (tolerance %.4f)\n",
-                p.label.c_str(), threads, err, normalized_error(got, ref_float), tol);
+                p.label.c_str(), threads, err, test::normalized_error(got, ref_float), tol);
   }
 }
 
@@ -182,24 +170,24 @@ TEST(Int8Reference, MatchesInt8AtLoadAndDiffersFromFloat) {
   spec.dtype = DType::kF32;
   spec.seed = 5;
   write_demo_model(dir.path(), spec);
-  auto ids = some_ids(17, 512, 8);
+  auto ids = test::demo_ids(17, 512, 8);
   auto ref8 = test::reference_logits(dir.path(), ids, test::RefQuant::kInt8);
   auto ref = test::reference_logits(dir.path(), ids);
   LoadOptions opt;
   opt.quantization = Quantization::kInt8;
   auto got = model_logits(dir.path(), ids, 2, opt);
   const double tol = act_tolerance(2);
-  const double err8 = normalized_error(got, ref8);
+  const double err8 = test::normalized_error(got, ref8);
   EXPECT_LT(err8, tol);
   // The reference's rounding is really applied: the two references differ by int8 weight rounding
   // (~ 1/(127 sqrt 12) of a row's amax per weight, ~0.5% of the logits), which the quantized run tracks.
   std::vector<float> ref8f(ref8.begin(), ref8.end());
-  const double ref_gap = normalized_error(ref8f, ref);
+  const double ref_gap = test::normalized_error(ref8f, ref);
   EXPECT_GT(ref_gap, 1e-3);
   EXPECT_LT(ref_gap, 0.05);
   // Activation rounding dominates both gaps, so this is a weak check, but the int8 run must sit nearer
   // the int8 reference than the float one.
-  const double err_float = normalized_error(got, ref);
+  const double err_float = test::normalized_error(got, ref);
   EXPECT_LT(err8, err_float);
   std::printf(
       "int8: vs int8 reference %.5f, vs float reference %.5f, references apart %.5f (tolerance %.4f)\n", err8,

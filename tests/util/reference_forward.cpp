@@ -10,7 +10,9 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/demo_model.h"
 #include "model/weights.h"
+#include "util/test_util.h"
 
 namespace lp::test {
 
@@ -257,6 +259,18 @@ std::vector<double> reference_logits(const std::filesystem::path& dir, const std
     out.insert(out.end(), lg.begin(), lg.end());
   }
   return out;
+}
+
+std::vector<int32_t> demo_ids(int n, int vocab, uint64_t seed) {
+  model::DemoRng rng(seed, "ids");
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = static_cast<int32_t>(rng.next() % vocab);
+  return ids;
+}
+
+double normalized_error(const std::vector<float>& got, const std::vector<double>& ref) {
+  std::vector<float> rf(ref.begin(), ref.end());
+  return test::normalized_error(got.data(), rf.data(), std::min(got.size(), rf.size()));
 }
 
 }  // namespace lp::test

@@ -24,4 +24,10 @@ enum class RefQuant {
 std::vector<double> reference_logits(const std::filesystem::path& dir, const std::vector<int32_t>& ids,
                                      RefQuant quant = RefQuant::kNone, bool quantize_lm_head = false);
 
+// n token ids in [0, vocab), the same for the same seed (model::DemoRng): prompts for forward tests.
+std::vector<int32_t> demo_ids(int n, int vocab, uint64_t seed);
+
+// test::normalized_error of model logits (f32) against reference logits (f64).
+double normalized_error(const std::vector<float>& got, const std::vector<double>& ref);
+
 }  // namespace lp::test
