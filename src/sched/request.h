@@ -13,9 +13,11 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "core/check.h"
+#include "sched/constraint.h"
 #include "sched/sampler.h"
 
 namespace lp::sched {
@@ -33,6 +35,14 @@ struct Request {
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;
   int logprobs = -1;                    // -1: none; k >= 0: the sampled token's logprob + top-k alternatives
+  // vLLM's logits processors, applied before sampling (HTTP layer validates; ids inside the vocabulary):
+  int min_tokens = 0;  // EOS and stop_token_ids are masked (and stop strings not checked) before this many
+  std::shared_ptr<const std::vector<int32_t>> allowed_token_ids;  // sorted, unique; null: every token
+  // Token sequences never to generate: the last token of each is masked wherever the tokens before it were
+  // just generated (a one-token sequence: always). Null: none.
+  std::shared_ptr<const std::vector<std::vector<int32_t>>> bad_words;
+  int prompt_logprobs = -1;  // -1: none; k >= 0: each prompt token's logprob + top-k alternatives
+  std::shared_ptr<const ConstraintFactory> constraint;  // structured outputs; null: free
 };
 
 struct TokenLogprob {
@@ -53,6 +63,12 @@ struct Output {
   std::optional<ErrorKind> error_kind;  // when finish == kError: how to answer (nullopt: an internal error)
   int prompt_tokens = 0;
   int completion_tokens = 0;  // total so far
+  // With finish kStop: what stopped it, as vLLM's stop_reason: the stop string, or the stop_token_ids entry;
+  // monostate for EOS (and for every other finish).
+  std::variant<std::monostate, std::string, int32_t> stop_reason;
+  // In the first update when Request::prompt_logprobs >= 0: one entry per prompt token, the first empty
+  // (nothing precedes it), each other the token's logprob given the tokens before it + top-k alternatives.
+  std::vector<std::optional<TokenLogprob>> prompt_logprobs;
 };
 
 // The output channel of one request: the engine pushes, one consumer pops. Thread-safe.

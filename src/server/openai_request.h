@@ -17,6 +17,24 @@
 
 namespace lp::server {
 
+// Structured outputs as the request asked for them (response_format, structured_outputs, guided_*); the
+// handler compiles them (src/constrain/) into the engine request's constraint.
+struct StructuredOutput {
+  enum class Kind { kNone, kJsonSchema, kJsonObject, kRegex, kChoice };
+  Kind kind = Kind::kNone;
+  nlohmann::json schema;            // kJsonSchema
+  std::string regex;                // kRegex
+  std::vector<std::string> choice;  // kChoice
+  std::string param;                // the field it came from, named in errors: "response_format", ...
+};
+
+// OpenAI's tool_choice: "none" | "auto" | "required" | {"type": "function", "function": {"name": ...}}.
+struct ToolChoice {
+  enum class Kind { kNone, kAuto, kRequired, kNamed };
+  Kind kind = Kind::kAuto;
+  std::string name;  // kNamed
+};
+
 // What both endpoints share.
 struct GenerateParams {
   std::string model;                 // "" when absent (= the base model)
