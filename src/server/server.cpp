@@ -275,6 +275,7 @@ void Server::attach(Backend* backend, const text::Tokenizer* tokenizer, const te
   st_->backend = backend;
   st_->tokenizer = tokenizer;
   st_->chat_template = chat_template;
+  st_->structured = std::make_unique<StructuredOutputs>(*tokenizer);
   st_->ready.store(true, std::memory_order_release);
 }
 

@@ -6,10 +6,12 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <string>
 
 #include "server/metrics.h"
+#include "server/structured_output.h"
 #include "server/server.h"
 
 namespace lp::server {
@@ -22,6 +24,7 @@ struct ServerState {
   Backend* backend = nullptr;
   const text::Tokenizer* tokenizer = nullptr;
   const text::ChatTemplate* chat_template = nullptr;
+  std::unique_ptr<StructuredOutputs> structured;  // grammars of structured outputs over `tokenizer`
   std::atomic<bool> ready{false};
   std::atomic<bool> draining{false};
 
