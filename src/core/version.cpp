@@ -6,6 +6,8 @@
 
 namespace lp {
 
-std::string_view version() { return LP_VERSION; }
+std::string_view version() {
+  return LP_VERSION;
+}
 
 }  // namespace lp

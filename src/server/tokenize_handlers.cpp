@@ -61,8 +61,9 @@ text::ChatPrompt continue_final(text::ChatPrompt p, const ojson& messages) {
 // The messages form: validated as a chat request is (roles, content, tools, chat_template_kwargs).
 std::vector<int32_t> tokenize_messages(ServerState& st, const ojson& body) {
   if (present(body, "chat_template"))
-    fail_param("chat_template", "a per-request chat_template is not supported on /tokenize; the model's chat "
-                                "template is used");
+    fail_param("chat_template",
+               "a per-request chat_template is not supported on /tokenize; the model's chat "
+               "template is used");
   const bool add_generation_prompt = bool_or(body, "add_generation_prompt", true);
   const bool continue_final_message = bool_or(body, "continue_final_message", false);
   if (add_generation_prompt && continue_final_message)
@@ -78,8 +79,9 @@ std::vector<int32_t> tokenize_messages(ServerState& st, const ojson& body) {
   const text::Tokenizer& tok = *st.tokenizer;
   const text::ChatTemplate& tmpl = *st.chat_template;
   if (!continue_final_message)
-    return text::encode_chat_prompt(tmpl, tok, r.messages, add_generation_prompt, r.tools, r.chat_template_kwargs,
-                                    add_special_tokens, st.options.allow_special_tokens_in_content);
+    return text::encode_chat_prompt(tmpl, tok, r.messages, add_generation_prompt, r.tools,
+                                    r.chat_template_kwargs, add_special_tokens,
+                                    st.options.allow_special_tokens_in_content);
   text::ChatPrompt p;
   if (st.options.allow_special_tokens_in_content)
     p.text = tmpl.render(r.messages, false, r.tools, r.chat_template_kwargs);
@@ -130,7 +132,8 @@ void handle_detokenize(ServerState& st, const HttpRequest& req, HttpResponse& re
   resolve_model(st, string_field(body, "model"));
   const ojson* tokens = present(body, "tokens");
   if (!tokens) fail_param("tokens", "'tokens' is required");
-  if (!tokens->is_array()) fail_param("tokens", "'tokens' must be a list of token ids, got {}", tokens->type_name());
+  if (!tokens->is_array())
+    fail_param("tokens", "'tokens' must be a list of token ids, got {}", tokens->type_name());
   // Bounded like a prompt: no sequence the server could hold is longer than the context.
   const int64_t max_len = st.backend->max_model_len();
   if (static_cast<int64_t>(tokens->size()) > max_len)
@@ -140,9 +143,11 @@ void handle_detokenize(ServerState& st, const HttpRequest& req, HttpResponse& re
   ids.reserve(tokens->size());
   for (size_t i = 0; i < tokens->size(); ++i) {
     const ojson& t = (*tokens)[i];
-    if (!t.is_number_integer()) fail_param("tokens", "tokens[{}] must be an integer, got {}", i, t.type_name());
+    if (!t.is_number_integer())
+      fail_param("tokens", "tokens[{}] must be an integer, got {}", i, t.type_name());
     const int64_t id = t.get<int64_t>();
-    if (id < 0 || id >= vocab) fail_param("tokens", "token id {} is out of range for vocab size {}", id, vocab);
+    if (id < 0 || id >= vocab)
+      fail_param("tokens", "token id {} is out of range for vocab size {}", id, vocab);
     ids.push_back(static_cast<int32_t>(id));
   }
   // As vLLM (Hugging Face's decode with its defaults): special tokens kept, and the model's
@@ -153,6 +158,8 @@ void handle_detokenize(ServerState& st, const HttpRequest& req, HttpResponse& re
   write_json(res, dump_json(out));
 }
 
-std::string version_json() { return dump_json(ojson{{"version", std::string(version())}}); }
+std::string version_json() {
+  return dump_json(ojson{{"version", std::string(version())}});
+}
 
 }  // namespace lp::server

