@@ -4,11 +4,12 @@
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/version.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"loraplex: serve one base LLM with many LoRA adapters"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "loraplex 0.1.0");
+  app.set_version_flag("--version", "loraplex " + std::string(lp::version()));
   lp::cli::add_demo_model_command(app);
   lp::cli::add_logits_command(app);
   lp::cli::add_generate_command(app);

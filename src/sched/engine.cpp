@@ -231,7 +231,8 @@ void Engine::Impl::step() {
   for (auto& s : scheduler.remove_if([this](const Seq& q) { return is_aborted(q); })) finish(*s, FinishReason::kAbort);
   // 3. The scheduler decides (running requests first, then fair admission); also while shutting down, since
   //    waiting requests were accepted.
-  SchedulerOutput plan = scheduler.schedule(*this, now_seconds());
+  const double now = now_seconds();
+  SchedulerOutput plan = scheduler.schedule(*this, now);
   preemptions_total += plan.preempted;
   for (auto& r : plan.rejected) finish(*r.seq, FinishReason::kError, r.error, r.kind);
   if (plan.chunks.empty()) return;
@@ -245,6 +246,7 @@ void Engine::Impl::step() {
     Seq* s = c.seq;
     const int64_t chunk = c.n_tokens;
     if (c.admitted) {  // counted once per admission
+      if (s->first_scheduled < 0) s->first_scheduled = now;
       prefix_hit_tokens += s->computed;
       prefix_queried_tokens += static_cast<int64_t>(s->tokens.size());
     }
@@ -324,6 +326,7 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
     why = FinishReason::kLength;
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.generated;
+  if (!s.first_token_sent) out.queue_time_s = std::max(0.0, s.first_scheduled - s.arrived);
   s.first_token_sent = true;
   if (why != FinishReason::kNone) {
     out.text += s.text->finish();

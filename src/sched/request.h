@@ -63,6 +63,9 @@ struct Output {
   std::optional<ErrorKind> error_kind;  // when finish == kError: how to answer (nullopt: an internal error)
   int prompt_tokens = 0;
   int completion_tokens = 0;  // total so far
+  // In the update carrying the first generated token: seconds from submit() to the step that first admitted
+  // the request (time in the waiting queue, vLLM's queued time); -1 in every other update.
+  double queue_time_s = -1;
   // With finish kStop: what stopped it, as vLLM's stop_reason: the stop string, or the stop_token_ids entry;
   // monostate for EOS (and for every other finish).
   std::variant<std::monostate, std::string, int32_t> stop_reason;

@@ -31,6 +31,7 @@ struct Seq {
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<OutputText> text;
   double arrived = 0;             // now_seconds() when submitted
+  double first_scheduled = -1;    // when it was first admitted to the running batch (< 0: not yet)
   double adapter_wait_since = -1;  // when admission first found its adapter unavailable (< 0: not waiting)
   bool no_slot = false;            // the last admission attempt found every slot held (not just loading)
   bool first_token_sent = false;

@@ -24,6 +24,8 @@ bool bearer_authorized(std::string_view authorization, std::string_view key) {
   return constant_time_equal(token, key);
 }
 
-bool path_needs_auth(std::string_view path) { return path.substr(0, 4) == "/v1/" || path == "/v1"; }
+bool path_needs_auth(std::string_view path) {
+  return path.substr(0, 4) == "/v1/" || path == "/v1" || path == "/tokenize" || path == "/detokenize";
+}
 
 }  // namespace lp::server

@@ -67,24 +67,40 @@ ApiError engine_error(const sched::Output& o) {
   return ApiError(msg, ErrorKind::kInvalid, {}, {}, 500);
 }
 
-// Records TTFT / ITL for one update carrying tokens.
-void record_token_latency(ServerState& st, const Call& c, ChoiceProgress& p, size_t n_tokens, bool first_choice) {
+// Records TTFT / ITL (and, with the first token, the engine's queue time) for one update carrying tokens.
+// The loraplex_* TTFT is the call's (its first choice); the vllm:* series are per engine request, as vLLM
+// records them per (child) request.
+void record_token_latency(ServerState& st, const Call& c, ChoiceProgress& p, const sched::Output& o,
+                          bool first_choice) {
+  size_t n_tokens = o.tokens.size();
   if (n_tokens == 0) return;
+  const Labels model = {{"model_name", st.options.served_model_name}};
   double now = now_seconds();
   if (p.last_token_time == 0) {
     if (first_choice) st.metrics.observe("loraplex_time_to_first_token_seconds", {}, now - c.t0);
+    st.metrics.observe("vllm:time_to_first_token_seconds", model, now - c.t0);
+    if (o.queue_time_s >= 0) st.metrics.observe("vllm:request_queue_time_seconds", model, o.queue_time_s);
     n_tokens -= 1;  // the first token has no inter-token gap
   }
   if (n_tokens > 0 && p.last_token_time > 0) {
     double per = (now - p.last_token_time) / static_cast<double>(n_tokens);
-    for (size_t i = 0; i < n_tokens; ++i) st.metrics.observe("loraplex_inter_token_latency_seconds", {}, per);
+    for (size_t i = 0; i < n_tokens; ++i) {
+      st.metrics.observe("loraplex_inter_token_latency_seconds", {}, per);
+      st.metrics.observe("vllm:inter_token_latency_seconds", model, per);
+      st.metrics.observe("vllm:time_per_output_token_seconds", model, per);
+    }
   }
   p.last_token_time = now;
 }
 
 void record_finish(ServerState& st, const Call& c, FinishReason why) {
-  st.metrics.observe("loraplex_e2e_request_latency_seconds", {}, now_seconds() - c.t0);
+  const double e2e = now_seconds() - c.t0;
+  const std::string& model_name = st.options.served_model_name;
+  st.metrics.observe("loraplex_e2e_request_latency_seconds", {}, e2e);
+  st.metrics.observe("vllm:e2e_request_latency_seconds", {{"model_name", model_name}}, e2e);
   st.metrics.add("loraplex_request_success_total", {{"finished_reason", finish_reason_json(why)}});
+  st.metrics.add("vllm:request_success_total",
+                 {{"model_name", model_name}, {"finished_reason", finish_reason_json(why)}});
 }
 
 // Validates the model and turns the body into prompt tokens; fills everything of `c` but the channels.
@@ -185,7 +201,7 @@ class GenerationProducer final : public ResponseProducer {
         auto o = c_->chans[i]->pop(std::chrono::milliseconds(0));
         if (!o) break;
         if (o->finish == FinishReason::kError) throw engine_error(*o);
-        record_token_latency(c_->st, *c_, prog_[i], o->tokens.size(), i == 0);
+        record_token_latency(c_->st, *c_, prog_[i], *o, i == 0);
         results_[i].text += o->text;
         for (auto& lp : o->logprobs) results_[i].logprobs.push_back(std::move(lp));
         results_[i].completion_tokens = o->completion_tokens;
@@ -251,7 +267,7 @@ class GenerationProducer final : public ResponseProducer {
       c.abort();
       return;
     }
-    record_token_latency(c.st, c, p, o.tokens.size(), i == 0);
+    record_token_latency(c.st, c, p, o, i == 0);
     if (o.prompt_tokens > 0) c.prompt_tokens = o.prompt_tokens;
     p.completion_tokens = o.completion_tokens;
     const bool chat = c.meta.api == Api::kChat;

@@ -24,6 +24,11 @@ void handle_unload_adapter(ServerState& st, const HttpRequest& req, HttpResponse
 // (with --enable-lora-resolver) an adapter folder under --lora-root registered now. Throws 404 otherwise.
 std::string resolve_model(ServerState& st, const std::string& model);
 
+// tokenize_handlers.cpp: POST /tokenize, POST /detokenize (vLLM's shapes), and GET /version's body.
+void handle_tokenize(ServerState& st, const HttpRequest& req, HttpResponse& res);
+void handle_detokenize(ServerState& st, const HttpRequest& req, HttpResponse& res);
+std::string version_json();  // {"version": "0.1.0"}
+
 // server.cpp
 void write_error(HttpResponse& res, const ErrorReply& e);
 void write_json(HttpResponse& res, const std::string& json_text, int status = 200);

@@ -1,6 +1,6 @@
 // The HTTP app on top of the transport (http_connection.h): routing, the checks made on a request's head
 // before its body is read (Origin / CORS, API key, route and method, Content-Type), the wrapper that turns any
-// exception into an error reply, /health and /metrics, and the server's lifecycle.
+// exception into an error reply, /health, /version and /metrics, and the server's lifecycle.
 //
 // Handlers run on a small handler pool (ServerOptions::handler_threads), not on the I/O threads: parsing a
 // 16 MiB body or rendering a chat template and tokenizing it takes long enough to stall every other
@@ -54,7 +54,7 @@ namespace {
 
 using RouteFn = void (*)(ServerState&, const HttpRequest&, HttpResponse&);
 
-enum class RouteKind { kHealth, kMetrics, kApi };
+enum class RouteKind { kHealth, kVersion, kMetrics, kApi };
 
 struct Route {
   std::string method, path;
@@ -86,6 +86,9 @@ struct Server::Http final : HttpApp {
         pool(static_cast<size_t>(std::max(1, s.options.handler_threads))) {
     routes.push_back({"GET", "/health", RouteKind::kHealth});
     routes.push_back({"GET", "/metrics", RouteKind::kMetrics});
+    routes.push_back({"GET", "/version", RouteKind::kVersion});
+    routes.push_back({"POST", "/tokenize", RouteKind::kApi, handle_tokenize, false});
+    routes.push_back({"POST", "/detokenize", RouteKind::kApi, handle_detokenize, false});
     routes.push_back({"GET", "/v1/models", RouteKind::kApi, handle_models, false});
     routes.push_back({"POST", "/v1/completions", RouteKind::kApi, handle_completions, true});
     routes.push_back({"POST", "/v1/chat/completions", RouteKind::kApi, handle_chat_completions, true});
@@ -150,7 +153,7 @@ struct Server::Http final : HttpApp {
       }
       return r;
     }
-    // Authentication first, for every /v1 path (known or not).
+    // Authentication first, for every path that needs it (auth.h), known or not.
     if (!st.options.api_key.empty() && path_needs_auth(h.path) &&
         !bearer_authorized(h.header("Authorization"), st.options.api_key)) {
       HttpResponse r;
@@ -179,6 +182,11 @@ struct Server::Http final : HttpApp {
     const Route* rt = find(req, &method_ok);
     LP_CHECK(rt && method_ok, "on_request for a request on_head refused");
     if (rt->kind == RouteKind::kHealth) return reply(health());
+    if (rt->kind == RouteKind::kVersion) {  // a constant: answered here, also while the model loads
+      HttpResponse res;
+      write_json(res, version_json());
+      return reply(std::move(res));
+    }
     boost::asio::post(pool, [this, rt, req = std::move(req), reply = std::move(reply), gone = std::move(gone)] {
       HttpResponse res;
       if (!gone->load()) run_route(*rt, req, res);  // a client gone while queued costs no parse or tokenize

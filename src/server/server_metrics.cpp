@@ -5,7 +5,13 @@
 //   - loraplex_lora_* adapter-cache metrics, from lora::AdapterManager::counters();
 //   - the vLLM-compatible gauges the Kubernetes Gateway API Inference Extension reads (same names, labels and
 //     semantics as vLLM: kv_cache_usage_perc is a fraction in [0, 1]; lora_requests_info's value is the unix
-//     time of the scrape and its labels carry comma-joined adapter names).
+//     time of the scrape and its labels carry comma-joined adapter names);
+//   - vLLM V1's request metrics under its names, with its buckets and the `model_name` label (vLLM also adds
+//     `engine`, which a single-engine server leaves out, as the gauges above do): latency histograms,
+//     token / preemption / prefix-cache counters and request_success_total by finished_reason. The same
+//     observations feed the loraplex_* series, so the two agree;
+//   - vllm:lora_* adapter metrics under the names multi-LoRA serving guides give (vLLM itself exports none of
+//     them): the loraplex_lora_* counters again, with `model_name` added.
 #include <fmt/format.h>
 
 #include "core/check.h"
@@ -42,6 +48,24 @@ void set_cache_config(MetricsRegistry& m, const sched::KvCacheInfo& kv) {
         1);
 }
 
+// The vllm:lora_* families: the adapter-cache counters under the guides' names. A load comes from a source
+// tier (disk: disk -> host memory; host: host memory -> an adapter slot) and an eviction leaves a tier (slot,
+// host), as in the loraplex_* series; "active" adapters are the ones in a slot, ready for a batch (the
+// host tier is loraplex_lora_adapters_active{tier="host"}).
+void set_lora_vllm(MetricsRegistry& m, const std::string& model_name, const lora::CacheCounters& c) {
+  auto with = [&](const char* k, const std::string& v) { return Labels{{"model_name", model_name}, {k, v}}; };
+  m.set("vllm:lora_adapter_load_total", with("source", "disk"), static_cast<double>(c.loads_from_disk));
+  m.set("vllm:lora_adapter_load_total", with("source", "host"), static_cast<double>(c.loads_from_host));
+  set_histogram(m, "vllm:lora_adapter_load_duration_ms", with("source", "disk"), c.load_ms_disk);
+  set_histogram(m, "vllm:lora_adapter_load_duration_ms", with("source", "host"), c.load_ms_host);
+  m.set("vllm:lora_adapter_evict_total", with("tier", "slot"), static_cast<double>(c.evictions_slot));
+  m.set("vllm:lora_adapter_evict_total", with("tier", "host"), static_cast<double>(c.evictions_host));
+  m.set("vllm:lora_adapters_active", {{"model_name", model_name}}, c.in_slots);
+  m.clear("vllm:lora_requests_by_adapter");
+  for (const auto& [name, n] : c.requests)
+    m.set("vllm:lora_requests_by_adapter", with("adapter", name), static_cast<double>(n));
+}
+
 void collect(ServerState& st, MetricsRegistry& m) {
   if (!st.ready.load(std::memory_order_acquire)) return;
   Backend& b = *st.backend;
@@ -57,6 +81,11 @@ void collect(ServerState& st, MetricsRegistry& m) {
   m.set("loraplex_prefix_cache_hit_tokens_total", {}, static_cast<double>(s.prefix_cache_hit_tokens));
   m.set("loraplex_prefix_cache_queried_tokens_total", {}, static_cast<double>(s.prefix_cache_queried_tokens));
   m.set("loraplex_http_in_flight_requests", {}, st.in_flight.load());
+  m.set("vllm:prompt_tokens_total", model, static_cast<double>(s.prompt_tokens_total));
+  m.set("vllm:generation_tokens_total", model, static_cast<double>(s.generation_tokens_total));
+  m.set("vllm:num_preemptions_total", model, static_cast<double>(s.preemptions_total));
+  m.set("vllm:prefix_cache_queries_total", model, static_cast<double>(s.prefix_cache_queried_tokens));
+  m.set("vllm:prefix_cache_hits_total", model, static_cast<double>(s.prefix_cache_hit_tokens));
   m.set("vllm:num_requests_running", model, s.running);
   m.set("vllm:num_requests_waiting", model, s.waiting);
   m.set("vllm:kv_cache_usage_perc", model, s.kv_usage);
@@ -87,6 +116,7 @@ void collect(ServerState& st, MetricsRegistry& m) {
   m.clear("loraplex_lora_requests_total");
   for (const auto& [name, n] : c->requests)
     m.set("loraplex_lora_requests_total", {{"adapter", name}}, static_cast<double>(n));
+  set_lora_vllm(m, st.options.served_model_name, *c);
 }
 
 }  // namespace
@@ -131,6 +161,36 @@ void describe_metrics(ServerState& st) {
   m.describe("vllm:cache_config_info", T::kGauge, "Information of the LLMEngine CacheConfig");
   m.describe("loraplex_kv_cache_capacity_tokens", T::kGauge,
              "KV-cache capacity in tokens (blocks x block size).");
+  // vLLM V1's request metrics (vllm/v1/metrics/loggers.py): names, help text and buckets as there.
+  m.describe("vllm:time_to_first_token_seconds", T::kHistogram, "Histogram of time to first token in seconds.",
+             ttft_buckets());
+  m.describe("vllm:time_per_output_token_seconds", T::kHistogram,
+             "Histogram of time per output token in seconds.", itl_buckets());
+  m.describe("vllm:inter_token_latency_seconds", T::kHistogram, "Histogram of inter-token latency in seconds.",
+             itl_buckets());
+  m.describe("vllm:e2e_request_latency_seconds", T::kHistogram, "Histogram of e2e request latency in seconds.",
+             e2e_buckets());
+  m.describe("vllm:request_queue_time_seconds", T::kHistogram,
+             "Histogram of time spent in WAITING phase for request.", e2e_buckets());
+  m.describe("vllm:prompt_tokens_total", T::kCounter, "Number of prefill tokens processed.");
+  m.describe("vllm:generation_tokens_total", T::kCounter, "Number of generation tokens processed.");
+  m.describe("vllm:request_success_total", T::kCounter, "Count of successfully processed requests.");
+  m.describe("vllm:num_preemptions_total", T::kCounter, "Cumulative number of preemption from the engine.");
+  m.describe("vllm:prefix_cache_queries_total", T::kCounter,
+             "Prefix cache queries, in terms of number of queried tokens.");
+  m.describe("vllm:prefix_cache_hits_total", T::kCounter, "Prefix cache hits, in terms of number of cached tokens.");
+  // As vLLM, every finished_reason it knows is exposed from the start (at 0), so rate() sees the series
+  // before the first request of each kind. A request whose client left is counted in
+  // loraplex_request_aborted_total, not here.
+  for (const char* why : {"stop", "length", "abort"})
+    m.add("vllm:request_success_total", {{"model_name", st.options.served_model_name}, {"finished_reason", why}}, 0);
+  m.describe("vllm:lora_adapter_load_total", T::kCounter,
+             "Adapter loads by source tier (disk: disk to host memory; host: host memory to an adapter slot).");
+  m.describe("vllm:lora_adapter_evict_total", T::kCounter, "Adapter evictions by the tier left (slot, host).");
+  m.describe("vllm:lora_adapter_load_duration_ms", T::kHistogram, "Adapter load time in ms by source tier.",
+             lora::load_ms_bounds());
+  m.describe("vllm:lora_adapters_active", T::kGauge, "Adapters in an adapter slot now, ready to serve a batch.");
+  m.describe("vllm:lora_requests_by_adapter", T::kCounter, "Engine requests per registered adapter.");
   m.add_collector([&st](MetricsRegistry& reg) { collect(st, reg); });
 }
 

@@ -450,3 +450,46 @@ TEST_F(EngineTest, SubmitRefusals) {
 
 }  // namespace
 }  // namespace lp::sched
+
+namespace lp::sched {
+namespace {
+
+// The first update of a request carries its time in the waiting queue (vLLM's queued time, for
+// vllm:request_queue_time_seconds), every later one -1. With one running slot the second request waits for
+// the whole of the first, so it waited longer, and no longer than the test saw until its first token.
+TEST_F(EngineTest, QueueTimeComesWithTheFirstToken) {
+  EngineConfig cfg;
+  cfg.sched.max_num_seqs = 1;
+  Engine engine(*model_, *tok_, nullptr, cfg);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto first = engine.submit(greedy(prompt(8, 400), 8));
+  auto second = engine.submit(greedy(prompt(8, 401), 8));
+  engine.start();
+  auto queue_times = [](const std::shared_ptr<RequestChannel>& ch, double* seen_first_s,
+                        std::chrono::steady_clock::time_point t0) {
+    std::vector<double> q;
+    for (;;) {
+      auto o = ch->pop(30s);
+      if (!o) break;
+      if (q.empty()) *seen_first_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      q.push_back(o->queue_time_s);
+      if (o->finish != FinishReason::kNone) break;
+    }
+    return q;
+  };
+  double seen1 = 0, seen2 = 0;
+  const auto q1 = queue_times(first, &seen1, t0);
+  const auto q2 = queue_times(second, &seen2, t0);
+  ASSERT_EQ(q1.size(), 8u);
+  ASSERT_EQ(q2.size(), 8u);
+  for (size_t i = 1; i < 8; ++i) {
+    EXPECT_EQ(q1[i], -1);
+    EXPECT_EQ(q2[i], -1);
+  }
+  EXPECT_GE(q1[0], 0);
+  EXPECT_GT(q2[0], q1[0]);
+  EXPECT_LE(q2[0], seen2);
+}
+
+}  // namespace
+}  // namespace lp::sched

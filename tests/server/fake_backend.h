@@ -1,6 +1,8 @@
 // A scripted Backend for HTTP-layer tests: every submitted request gets a thread that emits `max_tokens`
 // tokens (text "t<i> ") every `token_delay`, after `first_delay`, then finishes with "length"; it notices an
-// aborted channel within ~2 ms and records it. Adapters are a plain name → path map.
+// aborted channel within ~2 ms and records it. Adapters are a plain name → path map. The first update
+// reports `first_delay` as the request's queue time; stats() and lora_counters() start from the scripted
+// `base_stats` and `counters`.
 #pragma once
 
 #include <atomic>
@@ -27,6 +29,8 @@ class FakeBackend : public server::Backend {
   std::atomic<int> running{0};
   int64_t max_len = 64;
   std::string quant = "none";  // what quantization() answers
+  sched::EngineStats base_stats;  // stats() returns it with running / kv_usage / max_loras filled in
+  lora::CacheCounters counters;   // what lora_counters() answers
 
   ~FakeBackend() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -52,7 +56,7 @@ class FakeBackend : public server::Backend {
   }
 
   sched::EngineStats stats() const override {
-    sched::EngineStats s;
+    sched::EngineStats s = base_stats;
     s.running = running.load();
     s.kv_usage = running.load() > 0 ? 0.5 : 0.0;
     s.max_loras = 2;
@@ -82,7 +86,7 @@ class FakeBackend : public server::Backend {
     for (const auto& [n, p] : adapters_) out.push_back({n, p, false, "disk", 8});
     return out;
   }
-  std::optional<lora::CacheCounters> lora_counters() const override { return lora::CacheCounters{}; }
+  std::optional<lora::CacheCounters> lora_counters() const override { return counters; }
 
  private:
   void run(std::shared_ptr<sched::RequestChannel> ch, sched::Request req) {
@@ -106,6 +110,7 @@ class FakeBackend : public server::Backend {
       }
       o.prompt_tokens = static_cast<int>(req.prompt.size());
       o.completion_tokens = i + 1;
+      if (i == 0) o.queue_time_s = std::chrono::duration<double>(first_delay).count();
       if (i + 1 == req.max_tokens) o.finish = sched::FinishReason::kLength;
       if (req.adapter == "broken") {
         o = {};

@@ -165,6 +165,10 @@ TEST(Auth, BearerConstantTimeCompare) {
   EXPECT_TRUE(path_needs_auth("/v1/models"));
   EXPECT_FALSE(path_needs_auth("/health"));
   EXPECT_FALSE(path_needs_auth("/metrics"));
+  EXPECT_TRUE(path_needs_auth("/tokenize"));
+  EXPECT_TRUE(path_needs_auth("/detokenize"));
+  EXPECT_FALSE(path_needs_auth("/version"));
+  EXPECT_FALSE(path_needs_auth("/tokenizer"));  // exact paths only
 }
 
 int status_of_resolve(const std::optional<std::filesystem::path>& root, const std::string& p) {
