@@ -40,8 +40,13 @@ struct Engine::Impl : SchedulerResources {
     std::optional<ErrorKind> kind;
   };
   std::optional<MaskError> mask_logits(Seq& s, std::span<float> row);
+  static MaskError constraint_failed(const Seq& s, const std::exception& e) {
+    log(LogLevel::kError, "engine: the structured output of request {} failed: {}", s.id, e.what());
+    return {fmt::format("the structured output failed: {}", e.what()), std::nullopt};
+  }
   // The log-softmax of a raw logits row (kept in lp_row) and its top k tokens.
-  TokenLogprob raw_logprobs(const float* row, int k);
+  TokenLogprob raw_logprobs(const float* row, int k) { return top_logprobs(row, k, lp_row, lp_order); }
+  TokenLogprob top_logprobs(const float* row, int k, std::vector<float>& lp, std::vector<int32_t>& order) const;
   void publish_stats();
   bool is_aborted(const Seq& s) const;
 
@@ -296,34 +301,43 @@ void Engine::Impl::step() {
   // 5. Register newly full blocks, keep prompt logprobs, sample, stream, retire. A sequence's prompt rows come
   //    before its sampling row, so its entries are complete when its first token is sampled.
   for (const auto& c : plan.chunks) register_full_blocks(*c.seq);
+  std::vector<size_t> prompt_rows;  // up to max_prompt_logprob_rows, each a full-vocabulary pass: in parallel
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i].entry >= 0) prompt_rows.push_back(i);
+  pool.parallel_for(static_cast<int64_t>(prompt_rows.size()), 1, [&](int64_t b, int64_t e) {
+    std::vector<float> lp;
+    std::vector<int32_t> order;
+    for (int64_t r = b; r < e; ++r) {
+      const size_t i = prompt_rows[r];
+      Seq& s = *rows[i].seq;
+      const int j = rows[i].entry;
+      TokenLogprob tl = top_logprobs(logits.data() + i * V, s.req.prompt_logprobs, lp, order);
+      tl.token = s.tokens[j];
+      tl.logprob = lp[tl.token];
+      s.prompt_lp[j] = std::move(tl);  // distinct entries: no two threads write the same one
+    }
+  });
   for (size_t i = 0; i < rows.size(); ++i) {
     Seq& s = *rows[i].seq;
-    const float* row = logits.data() + i * V;
-    if (rows[i].entry < 0) {
-      handle_logits(s, row);
-      continue;
-    }
-    const int j = rows[i].entry;
-    TokenLogprob tl = raw_logprobs(row, s.req.prompt_logprobs);
-    tl.token = s.tokens[j];
-    tl.logprob = lp_row[tl.token];
-    s.prompt_lp[j] = std::move(tl);
-    s.prompt_lp_next = j + 1;
+    if (rows[i].entry < 0)
+      handle_logits(s, logits.data() + i * V);
+    else
+      s.prompt_lp_next = rows[i].entry + 1;
   }
   scheduler.take_finished();
 }
 
-TokenLogprob Engine::Impl::raw_logprobs(const float* row, int k) {
+TokenLogprob Engine::Impl::top_logprobs(const float* row, int k, std::vector<float>& lp,
+                                        std::vector<int32_t>& order) const {
   const int V = model.config().vocab_size;
-  Sampler::log_softmax(std::span<const float>(row, V), lp_row);
+  Sampler::log_softmax(std::span<const float>(row, V), lp);
   TokenLogprob tl;
   k = std::min(k, V);
-  lp_order.resize(V);
-  for (int i = 0; i < V; ++i) lp_order[i] = i;
-  const auto& lp = lp_row;
-  std::partial_sort(lp_order.begin(), lp_order.begin() + k, lp_order.end(),
+  order.resize(V);
+  for (int i = 0; i < V; ++i) order[i] = i;
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
                     [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
-  for (int i = 0; i < k; ++i) tl.top.emplace_back(lp_order[i], lp[lp_order[i]]);
+  for (int i = 0; i < k; ++i) tl.top.emplace_back(order[i], lp[order[i]]);
   return tl;
 }
 
@@ -388,7 +402,15 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
   // Logprobs are the model's raw distribution (as vLLM reports them), before any mask or penalty.
   if (s.req.logprobs >= 0) out.logprobs.push_back(raw_logprobs(row, s.req.logprobs));
   scratch_row.assign(row, row + V);
-  if (auto err = mask_logits(s, scratch_row)) {
+  // The constraint is another layer's code working on the client's schema: a throw from it ends this request
+  // (an internal error), not the engine thread.
+  std::optional<MaskError> err;
+  try {
+    err = mask_logits(s, scratch_row);
+  } catch (const std::exception& e) {
+    err = constraint_failed(s, e);
+  }
+  if (err) {
     finish(s, FinishReason::kError, err->message, err->kind);
     return;
   }
@@ -402,7 +424,15 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
   s.sampler->accept(t);
   const bool is_eos = std::find(eos_ids.begin(), eos_ids.end(), t) != eos_ids.end();
   if (s.constraint && !s.constraint_ended) {
-    s.constraint->accept(t);
+    try {
+      s.constraint->accept(t);
+    } catch (const std::exception& e) {
+      err = constraint_failed(s, e);
+    }
+    if (err) {
+      finish(s, FinishReason::kError, err->message, err->kind);
+      return;
+    }
     s.constraint_ended = is_eos;
   }
   s.tokens.push_back(t);
