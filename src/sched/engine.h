@@ -8,9 +8,14 @@
 //
 // Per request, before its sampler (logit_bias, penalties, temperature...): its structured-output constraint,
 // allowed_token_ids, bad_words and min_tokens set the logits of excluded tokens to -inf, as vLLM's logits
-// processors do; logprobs stay the model's raw distribution. prompt_logprobs asks the model for a logits row
-// per prompt position (prefill chunks bounded by SchedulerConfig::max_prompt_logprob_rows, no prefix-cache
-// reuse for that prompt) and keeps only each row's top-k, sent once in the first Output.
+// processors do; logprobs stay the model's raw distribution. The constraint gets the engine's EOS ids, so EOS
+// comes only where the structured output may end, also with ignore_eos; there an EOS ends the structured
+// output but not the request, and only EOS may follow (vLLM samples freely after the grammar terminates; we
+// keep the output valid). A constraint that allows nothing, or throws, ends its request with an internal
+// error; masks that together exclude every token (e.g. a complete output before min_tokens) end it with
+// kInvalid. prompt_logprobs asks the model for a logits row per prompt position (prefill chunks bounded by
+// SchedulerConfig::max_prompt_logprob_rows, no prefix-cache reuse for that prompt) and keeps only each row's
+// top-k, sent once in the first Output.
 #pragma once
 
 #include <atomic>

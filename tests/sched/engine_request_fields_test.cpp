@@ -102,7 +102,9 @@ class Mod3Constraint : public TokenConstraint {
 class Mod3Factory : public ConstraintFactory {
  public:
   explicit Mod3Factory(int len, int dead_at = -1) : len_(len), dead_at_(dead_at) {}
-  std::unique_ptr<TokenConstraint> start() const override { return std::make_unique<Mod3Constraint>(len_, dead_at_); }
+  std::unique_ptr<TokenConstraint> start() const override {
+    return std::make_unique<Mod3Constraint>(len_, dead_at_);
+  }
 
  private:
   int len_, dead_at_;
@@ -174,7 +176,8 @@ class EngineRequestFieldsTest : public ::testing::Test {
   static std::vector<int32_t> prompt(int n, uint64_t seed) {
     model::DemoRng rng(seed, "p");
     std::vector<int32_t> p(n);
-    for (auto& t : p) t = static_cast<int32_t>(rng.next() % 400);  // ordinary tokens (specials are at the end)
+    for (auto& t : p)
+      t = static_cast<int32_t>(rng.next() % 400);  // ordinary tokens (specials are at the end)
     return p;
   }
 
@@ -389,7 +392,8 @@ TEST_F(EngineRequestFieldsTest, MinTokensDefersStopStrings) {
   const std::string straddle = t6.substr(t6.size() - 1) + t7.substr(t6.size(), 1);
   const std::vector<std::pair<int, std::string>> cases{{0, early}, {6, early}, {15, early}, {6, straddle}};
   for (const auto& [min_tokens, stop] : cases) {
-    auto stops = std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"\x01never", stop});
+    auto stops =
+        std::make_shared<const std::vector<std::string>>(std::vector<std::string>{"\x01never", stop});
     // Expected: the first token i (0-based) >= min_tokens whose text completes a match.
     std::string want_text = full.text;
     size_t want_tokens = 40;
@@ -415,7 +419,8 @@ TEST_F(EngineRequestFieldsTest, MinTokensDefersStopStrings) {
     r.min_tokens = min_tokens;
     r.stop = stops;
     Result got = collect(engine.submit(r));
-    EXPECT_EQ(got.finish, want_stop ? FinishReason::kStop : FinishReason::kLength) << "min_tokens " << min_tokens;
+    EXPECT_EQ(got.finish, want_stop ? FinishReason::kStop : FinishReason::kLength)
+        << "min_tokens " << min_tokens;
     EXPECT_EQ(got.tokens.size(), want_tokens) << "min_tokens " << min_tokens;
     EXPECT_EQ(got.text, want_text) << "min_tokens " << min_tokens;
     if (want_stop) {
@@ -427,8 +432,9 @@ TEST_F(EngineRequestFieldsTest, MinTokensDefersStopStrings) {
   }
 }
 
-// One prompt_logprobs entry per prompt token, equal to what the existing logprobs give for the prompt's prefix
-// alone (the next token forced by logit_bias); the prompt is longer than a step's prompt-logprobs rows.
+// One prompt_logprobs entry per prompt token, equal to what the existing logprobs give for the prompt's
+// prefix alone (the next token forced by logit_bias); the prompt is longer than a step's prompt-logprobs
+// rows.
 TEST_F(EngineRequestFieldsTest, PromptLogprobsMatchPrefixRuns) {
   const int k = 3;
   auto p = prompt(300, 100);
@@ -532,7 +538,8 @@ TEST_F(EngineRequestFieldsTest, PromptLogprobsSurvivePreemption) {
     ASSERT_EQ(got.prompt_logprobs.size(), w.prompt_logprobs.size());
     for (size_t j = 1; j < w.prompt_logprobs.size(); ++j) {
       EXPECT_EQ(got.prompt_logprobs[j]->token, prompts[n % 4][j]);
-      EXPECT_NEAR(got.prompt_logprobs[j]->logprob, w.prompt_logprobs[j]->logprob, 1e-4) << n << " entry " << j;
+      EXPECT_NEAR(got.prompt_logprobs[j]->logprob, w.prompt_logprobs[j]->logprob, 1e-4)
+          << n << " entry " << j;
     }
   }
   for (auto& ch : without) EXPECT_EQ(collect(ch).finish, FinishReason::kLength);
@@ -544,9 +551,12 @@ TEST_F(EngineRequestFieldsTest, RestrictedRequestsAreBatchInvariant) {
   auto make = [&](int kind, const std::string& adapter) {
     Request r = greedy(prompt(12 + kind, 500 + kind), 10, adapter);
     switch (kind) {
-      case 0: r.constraint = std::make_shared<Mod3Factory>(20); break;
+      case 0:
+        r.constraint = std::make_shared<Mod3Factory>(20);
+        break;
       case 1:
-        r.allowed_token_ids = std::make_shared<const std::vector<int32_t>>(std::vector<int32_t>{3, 50, 51, 200, 333});
+        r.allowed_token_ids =
+            std::make_shared<const std::vector<int32_t>>(std::vector<int32_t>{3, 50, 51, 200, 333});
         break;
       case 2: {
         std::vector<std::vector<int32_t>> w;
@@ -569,7 +579,8 @@ TEST_F(EngineRequestFieldsTest, RestrictedRequestsAreBatchInvariant) {
     for (int i = 0; i < 6; ++i)
       free.push_back(engine.submit(greedy(prompt(20, 600 + i), 12, i % 2 ? "a0" : "")));
     for (int kind = 0; kind < 3; ++kind) mixed.push_back(engine.submit(make(kind, adapter)));
-    for (int kind = 0; kind < 3; ++kind) EXPECT_EQ(collect(mixed[kind]).tokens, alone[kind]) << kind << adapter;
+    for (int kind = 0; kind < 3; ++kind)
+      EXPECT_EQ(collect(mixed[kind]).tokens, alone[kind]) << kind << adapter;
     for (auto& ch : free) EXPECT_EQ(collect(ch).finish, FinishReason::kLength);
     for (int32_t t : alone[0]) EXPECT_EQ(t % 3, 0);
     for (int32_t t : alone[2]) EXPECT_TRUE(t % 2 == 1 || t >= 400) << t;

@@ -318,7 +318,8 @@ TEST_F(SchedulerTest, PromptLogprobRowsAreBoundedPerStep) {
       chunks[s.id].push_back(c.n_tokens);
       if (s.needs_prompt_rows()) rows += c.n_tokens;
       s.computed += c.n_tokens;  // what the engine does
-      if (s.req.prompt_logprobs >= 0) s.prompt_lp_next = static_cast<int>(std::min<int64_t>(s.computed + 1, s.prompt_len));
+      if (s.req.prompt_logprobs >= 0)
+        s.prompt_lp_next = static_cast<int>(std::min<int64_t>(s.computed + 1, s.prompt_len));
       if (s.computed == static_cast<int64_t>(s.tokens.size())) s.finished = true;
     }
     EXPECT_LE(rows, 10) << "step " << step;
