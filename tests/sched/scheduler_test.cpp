@@ -1,6 +1,7 @@
 // The scheduler's policy on fake sequences and fake resources (no model): round-robin admission across tenants,
 // weights, FCFS within a tenant, requests waiting for an adapter slot never delaying others, the starvation
-// rule, the adapter-wait timeout, the waiting caps (429), preemption of the tenant holding the most.
+// rule, the adapter-wait timeout, the waiting caps (429), preemption of the tenant holding the most, the bound
+// on prompt_logprobs rows per step.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -288,6 +289,45 @@ TEST_F(SchedulerTest, OutOfKvStopsAdmissionAndReleasesTheHold) {
   EXPECT_TRUE(out.chunks.empty());
   EXPECT_EQ(res.holds["a"], 0) << "the adapter hold taken for admission must be given back";
   EXPECT_EQ(sc.num_waiting(), 1);
+}
+
+// Requests that need a logits row per prompt position (prompt_logprobs) share max_prompt_logprob_rows per
+// step, oldest first; one that finds none left is not admitted (others are), and free requests are not bound.
+TEST_F(SchedulerTest, PromptLogprobRowsAreBoundedPerStep) {
+  SchedulerConfig cfg;
+  cfg.max_num_batched_tokens = 100;
+  cfg.max_prompt_logprob_rows = 10;
+  Scheduler sc(cfg);
+  FakeResources res;
+  auto with_rows = [&](int prompt) {
+    auto s = seq("", prompt);
+    s->req.prompt_logprobs = 0;
+    s->prompt_lp_next = 1;
+    sc.reserve_place("");
+    sc.enqueue(std::move(s));
+  };
+  with_rows(35);          // A
+  with_rows(35);          // B
+  submit(sc, "", 30);     // C: free
+  std::map<uint64_t, std::vector<int64_t>> chunks;  // by id: A 0, B 1, C 2
+  for (int step = 0; step < 9; ++step) {
+    SchedulerOutput out = sc.schedule(res, 0);
+    int64_t rows = 0;
+    for (auto& c : out.chunks) {
+      Seq& s = *c.seq;
+      chunks[s.id].push_back(c.n_tokens);
+      if (s.needs_prompt_rows()) rows += c.n_tokens;
+      s.computed += c.n_tokens;  // what the engine does
+      if (s.req.prompt_logprobs >= 0)
+        s.prompt_lp_next = static_cast<int>(std::min<int64_t>(s.computed + 1, s.prompt_len));
+      if (s.computed == static_cast<int64_t>(s.tokens.size())) s.finished = true;
+    }
+    EXPECT_LE(rows, 10) << "step " << step;
+    for (auto& s : sc.take_finished()) res.release(*s);
+  }
+  EXPECT_EQ(chunks[0], (std::vector<int64_t>{10, 10, 10, 5}));
+  EXPECT_EQ(chunks[1], (std::vector<int64_t>{5, 10, 10, 10}));
+  EXPECT_EQ(chunks[2], (std::vector<int64_t>{30}));
 }
 
 }  // namespace
