@@ -199,7 +199,8 @@ void parse_vllm_fields(const ojson& b, GenerateParams& p, bool chat) {
   if (const ojson* v = field(b, "user")) get_string(*v, "user");
   if (const ojson* v = field(b, "request_id")) get_string(*v, "request_id");
   if (const ojson* v = field(b, "cache_salt")) {
-    // Prefix-cache entries are already per adapter and never shared across tenants; a salt adds nothing.
+    // Accepted without salting: the prefix cache is already partitioned by adapter (tenant); requests of one
+    // adapter share it, salted or not (docs/api.md).
     if (!v->is_string() || v->get_ref<const std::string&>().empty())
       fail_param("cache_salt", "Parameter 'cache_salt' must be a non-empty string if provided.");
   }
