@@ -2,7 +2,7 @@
 // `loraplex serve` on the tiny demo model: logit_bias forcing a token, min_tokens holding back a forced EOS,
 // bad_words never generated, echo, prompt_logprobs, a list of prompts (indices prompt * n + j), stop_reason,
 // truncate_prompt_tokens, continue_final_message, a per-request chat_template (refused without
-// --trust-request-chat-template, used with it), and VLLM_API_KEY.
+// --trust-request-chat-template, used with it), VLLM_API_KEY, --chat-template and --no-enable-prefix-caching.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeModel, startServer, assert, assertEq, expectError, run } from './lib.mjs';
@@ -159,7 +159,9 @@ await run([
     assertEq([bad.status, bad.json.error.param], [400, 'continue_final_message'], 'with add_generation_prompt');
   }],
   ['VLLM_API_KEY guards /v1; an untrusted server refuses a request chat_template', async () => {
-    keyed = await startServer(m.model, ['--served-model-name', 'tiny'], { env: { VLLM_API_KEY: 'sesame', LORAPLEX_API_KEY: '' } });
+    // Also: --chat-template as text, and --no-enable-prefix-caching (shown in vllm:cache_config_info).
+    keyed = await startServer(m.model, ['--served-model-name', 'tiny', '--no-enable-prefix-caching', '--chat-template',
+      '{% for m in messages %}[{{ m.content }}]{% endfor %}'], { env: { VLLM_API_KEY: 'sesame', LORAPLEX_API_KEY: '' } });
     await expectError(() => keyed.client().models.list(), 401, 'AuthenticationError', 'no key');
     const ok = keyed.client({ apiKey: 'sesame' });
     assertEq((await ok.models.list()).data[0].id, 'tiny', 'with the key');
@@ -169,6 +171,16 @@ await run([
     const beam = await post(keyed.url, '/v1/completions', { model: 'tiny', prompt: 'x', use_beam_search: true },
       { Authorization: 'Bearer sesame' });
     assertEq([beam.status, beam.json.error.param], [400, 'use_beam_search'], 'refused field');
+    const chat = await ok.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 4, temperature: 0, ignore_eos: true });
+    const raw = await ok.completions.create({ model: 'tiny', prompt: '[hi]', add_special_tokens: false, max_tokens: 4,
+      temperature: 0, ignore_eos: true });
+    assertEq(chat.usage.prompt_tokens, raw.usage.prompt_tokens, '--chat-template renders [hi]');
+    assertEq(chat.choices[0].message.content, raw.choices[0].text, 'same prompt, same greedy text');
+    const metrics = await (await fetch(`${keyed.url}/metrics`)).text();
+    assert(/vllm:cache_config_info\{[^}]*enable_prefix_caching="False"/.test(metrics), 'prefix caching off');
+    const on = await (await fetch(`${srv.url}/metrics`)).text();
+    assert(/vllm:cache_config_info\{[^}]*enable_prefix_caching="True"/.test(on), 'prefix caching on by default');
   }],
 ], async () => {
   if (keyed) await keyed.stop();
