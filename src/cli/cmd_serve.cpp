@@ -131,7 +131,24 @@ std::string chat_template_source(const std::string& arg) {
   }
   if (arg.find_first_of("{}\n") == std::string::npos)
     fail("--chat-template: '{}' is neither a readable file nor a template (no '{{', '}}' or newline)", arg);
-  return arg;
+  // vLLM decodes the text's escapes (codecs "unicode_escape"), so "\n" on a command line is a newline.
+  std::string out;
+  for (size_t i = 0; i < arg.size(); ++i) {
+    if (arg[i] != '\\' || i + 1 == arg.size()) {
+      out += arg[i];
+      continue;
+    }
+    switch (arg[++i]) {
+      case 'n': out += '\n'; break;
+      case 't': out += '\t'; break;
+      case 'r': out += '\r'; break;
+      case '\\': out += '\\'; break;
+      case '\'': out += '\''; break;
+      case '"': out += '"'; break;
+      default: out += '\\'; out += arg[i];
+    }
+  }
+  return out;
 }
 
 void run_serve(ServeArgs a) {

@@ -3,15 +3,19 @@
 // bad_words never generated, echo, prompt_logprobs, a list of prompts (indices prompt * n + j), stop_reason,
 // truncate_prompt_tokens, continue_final_message, a per-request chat_template (refused without
 // --trust-request-chat-template, used with it), VLLM_API_KEY, --chat-template and --no-enable-prefix-caching.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { makeModel, startServer, assert, assertEq, expectError, run } from './lib.mjs';
 
 const m = makeModel(0);
 const config = JSON.parse(readFileSync(path.join(m.model, 'config.json'), 'utf8'));
 const EOS = [].concat(config.eos_token_id)[0];
+// The server's chat template comes from a file (--chat-template FILE).
+const templateFile = path.join(m.dir, 'template.jinja');
+writeFileSync(templateFile, '{% for m in messages %}<{{ m.role }}|{{ m.content }}>{% endfor %}' +
+  '{% if add_generation_prompt %}<assistant|{% endif %}');
 const srv = await startServer(m.model, ['--served-model-name', 'tiny', '--trust-request-chat-template',
-  '--max-model-len', '256']);
+  '--max-model-len', '256', '--chat-template', templateFile]);
 const client = srv.client();
 let keyed = null;
 
@@ -144,6 +148,14 @@ await run([
     const e = await post(srv.url, '/v1/completions', { model: 'tiny', prompt: 'x', truncate_prompt_tokens: 257 });
     assertEq([e.status, e.json.error.param], [400, 'truncate_prompt_tokens'], '> max_model_len');
   }],
+  ['--chat-template FILE renders chat prompts', async () => {
+    const chat = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 4, temperature: 0, ignore_eos: true });
+    const raw = await client.completions.create({ model: 'tiny', prompt: '<user|hi><assistant|', add_special_tokens: false,
+      max_tokens: 4, temperature: 0, ignore_eos: true });
+    assertEq(chat.usage.prompt_tokens, raw.usage.prompt_tokens, 'the file template rendered the prompt');
+    assertEq(chat.choices[0].message.content, raw.choices[0].text, 'same prompt, same greedy text');
+  }],
   ['per-request chat_template (trusted) and continue_final_message', async () => {
     const tmpl = '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}';
     const messages = [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'Once upon a' }];
@@ -161,7 +173,7 @@ await run([
   ['VLLM_API_KEY guards /v1; an untrusted server refuses a request chat_template', async () => {
     // Also: --chat-template as text, and --no-enable-prefix-caching (shown in vllm:cache_config_info).
     keyed = await startServer(m.model, ['--served-model-name', 'tiny', '--no-enable-prefix-caching', '--chat-template',
-      '{% for m in messages %}[{{ m.content }}]{% endfor %}'], { env: { VLLM_API_KEY: 'sesame', LORAPLEX_API_KEY: '' } });
+      '{% for m in messages %}[{{ m.content }}]\\n{% endfor %}'], { env: { VLLM_API_KEY: 'sesame', LORAPLEX_API_KEY: '' } });
     await expectError(() => keyed.client().models.list(), 401, 'AuthenticationError', 'no key');
     const ok = keyed.client({ apiKey: 'sesame' });
     assertEq((await ok.models.list()).data[0].id, 'tiny', 'with the key');
@@ -173,9 +185,10 @@ await run([
     assertEq([beam.status, beam.json.error.param], [400, 'use_beam_search'], 'refused field');
     const chat = await ok.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }],
       max_tokens: 4, temperature: 0, ignore_eos: true });
-    const raw = await ok.completions.create({ model: 'tiny', prompt: '[hi]', add_special_tokens: false, max_tokens: 4,
+    // The text's \\n escape is a newline, as vLLM decodes --chat-template text.
+    const raw = await ok.completions.create({ model: 'tiny', prompt: '[hi]\n', add_special_tokens: false, max_tokens: 4,
       temperature: 0, ignore_eos: true });
-    assertEq(chat.usage.prompt_tokens, raw.usage.prompt_tokens, '--chat-template renders [hi]');
+    assertEq(chat.usage.prompt_tokens, raw.usage.prompt_tokens, '--chat-template renders [hi] and a newline');
     assertEq(chat.choices[0].message.content, raw.choices[0].text, 'same prompt, same greedy text');
     const metrics = await (await fetch(`${keyed.url}/metrics`)).text();
     assert(/vllm:cache_config_info\{[^}]*enable_prefix_caching="False"/.test(metrics), 'prefix caching off');
