@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
+#include <sstream>
 #include <set>
 #include <thread>
 
@@ -201,6 +203,30 @@ TEST(HttpFields, RequestChatTemplateNeedsTrust) {
   EXPECT_EQ(param_of(f.post("/v1/chat/completions",
                             R"({"messages":[{"role":"user","content":"hi"}],"chat_template":"{% for %}"})")),
             "chat_template");
+}
+
+// The request-template bounds leave room for real templates: Qwen 2.5's over 200 long messages and 3 tools.
+TEST(HttpFields, RealTemplateOverALongChatFitsTheRequestBounds) {
+  ServerOptions o;
+  o.trust_request_chat_template = true;
+  Fixture f(o);
+  f.backend.max_len = 1 << 20;
+  std::ifstream in(test::source_dir() / "tests/fixtures/chat/templates/qwen2.5-instruct.jinja");
+  ASSERT_TRUE(in) << "tests/fixtures/chat/templates/qwen2.5-instruct.jinja is missing";
+  std::stringstream src;
+  src << in.rdbuf();
+  json body = {{"max_tokens", 1}, {"chat_template", src.str()}, {"messages", json::array()}, {"tools", json::array()}};
+  for (int i = 0; i < 200; ++i)
+    body["messages"].push_back({{"role", i % 2 ? "assistant" : "user"},
+                                {"content", "message " + std::to_string(i) + std::string(400, 'x')}});
+  for (int t = 0; t < 3; ++t)
+    body["tools"].push_back({{"type", "function"},
+                             {"function", {{"name", "tool" + std::to_string(t)}, {"description", "does things"},
+                                           {"parameters", {{"type", "object"}, {"properties", {{"a", {{"type", "string"}}}}}}}}}});
+  auto r = f.post("/v1/chat/completions", body.dump());
+  EXPECT_EQ(r.status, 200) << r.body.substr(0, 500);
+  const auto prompt = f.backend.submitted().back().prompt;
+  EXPECT_GT(prompt.size(), 200u * 400u / 8);  // the whole chat was rendered
 }
 
 }  // namespace
