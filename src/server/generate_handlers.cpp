@@ -378,8 +378,14 @@ class GenerationProducer final : public ResponseProducer {
     const bool chat = c.meta.api == Api::kChat;
     const bool usage_null = c.params.include_usage;
     const int index = static_cast<int>(i);
+    // continuous_usage_stats: every chunk carries this choice's usage so far (vLLM: its prompt's tokens).
+    auto emit = [&](ojson chunk) {
+      if (c.params.continuous_usage)
+        chunk["usage"] = usage_json(static_cast<int64_t>(prompt_of(i).ids.size()), p.completion_tokens);
+      out += sse_event(chunk);
+    };
     if (chat && !p.role_sent) {
-      out += sse_event(stream_chunk(c.meta, index, "", true, nullptr, FinishReason::kNone, usage_null));
+      emit(stream_chunk(c.meta, index, "", true, nullptr, FinishReason::kNone, usage_null));
       p.role_sent = true;
     }
     if (!p.echo_sent) {
@@ -391,8 +397,7 @@ class GenerationProducer final : public ResponseProducer {
       if (!chat && c.params.echo && c.params.logprobs >= 0)
         lp = completion_logprobs(echo_logprobs(prompt.ids, o.prompt_logprobs), c.token_text, p.lp_state, 1);
       if (!prompt.echo_text.empty() || !lp.is_null())
-        out += sse_event(stream_chunk(c.meta, index, prompt.echo_text, false, std::move(lp), FinishReason::kNone,
-                                      usage_null));
+        emit(stream_chunk(c.meta, index, prompt.echo_text, false, std::move(lp), FinishReason::kNone, usage_null));
     }
     if (c.echo_only) {  // the one generated token is not part of the answer
       o.text.clear();
@@ -404,8 +409,8 @@ class GenerationProducer final : public ResponseProducer {
                 : completion_logprobs(o.logprobs, c.token_text, p.lp_state);
     }
     if (!o.text.empty() || !lp.is_null() || o.finish != FinishReason::kNone)
-      out += sse_event(stream_chunk(c.meta, index, o.text, false, std::move(lp), o.finish, usage_null,
-                                    o.finish == FinishReason::kNone ? ojson(nullptr) : stop_reason_json(o.stop_reason)));
+      emit(stream_chunk(c.meta, index, o.text, false, std::move(lp), o.finish, usage_null,
+                        o.finish == FinishReason::kNone ? ojson(nullptr) : stop_reason_json(o.stop_reason)));
     if (o.finish != FinishReason::kNone) {
       p.done = true;
       record_finish(c.st, c, o.finish);

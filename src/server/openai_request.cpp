@@ -131,7 +131,11 @@ void parse_common(const ojson& b, GenerateParams& p, bool chat) {
   if (const ojson* v = field(b, "stream_options")) {
     if (!v->is_object()) fail_param("stream_options", "'stream_options' must be an object");
     if (!p.stream) fail_param("stream_options", "Stream options can only be defined when `stream=True`.");
+    // vLLM's StreamOptions: include_usage defaults to true once stream_options is sent.
+    p.include_usage = true;
     if (const ojson* u = field(*v, "include_usage")) p.include_usage = get_bool(*u, "stream_options.include_usage");
+    if (const ojson* u = field(*v, "continuous_usage_stats"))
+      p.continuous_usage = get_bool(*u, "stream_options.continuous_usage_stats") && p.include_usage;
   }
   if (const ojson* v = field(b, "best_of")) {
     const int64_t best_of = get_int(*v, "best_of");

@@ -51,7 +51,8 @@ struct GenerateParams {
   bool include_stop_str_in_output = false;
   bool skip_special_tokens = true;
   bool stream = false;
-  bool include_usage = false;        // stream_options.include_usage
+  bool include_usage = false;        // stream_options.include_usage (true when stream_options is given, as vLLM)
+  bool continuous_usage = false;     // stream_options.continuous_usage_stats (with include_usage): usage per chunk
   int logprobs = -1;                 // -1: none; k: sampled token + top k alternatives
   // vLLM's sampling extras.
   int min_tokens = 0;                // <= max_tokens (checked in make_engine_requests)

@@ -190,10 +190,6 @@ void parse_vllm_fields(const ojson& b, GenerateParams& p, bool chat) {
   refuse_unless(b, "kv_transfer_params", [](const ojson&) { return false; }, "disaggregated serving is not implemented");
   refuse_unless(b, "vllm_xargs", is_empty, "there are no custom extensions to pass them to");
   if (!chat) refuse_unless(b, "prompt_embeds", [](const ojson&) { return false; }, "prompt embeddings are not accepted");
-  if (const ojson* so = field(b, "stream_options"); so && so->is_object())
-    if (const ojson* v = field(*so, "continuous_usage_stats"); v && !is_false(*v))
-      fail_param("stream_options.continuous_usage_stats",
-                 "'stream_options.continuous_usage_stats' is not supported by this server");
 
   // --- Known, accepted: they do not change the output. Types are still checked. ---
   if (const ojson* v = field(b, "user")) get_string(*v, "user");

@@ -158,6 +158,21 @@ TEST(HttpFields, PromptLogprobsAndStopReason) {
   EXPECT_EQ(s.back()["choices"][0]["stop_reason"], 5);
 }
 
+TEST(HttpFields, ContinuousUsageStatsOnEveryChunk) {
+  Fixture f;
+  const int64_t n_prompt = static_cast<int64_t>(f.ids("hello").size());
+  auto s = sse_chunks(f.post("/v1/completions", R"({"prompt":"hello","max_tokens":3,"stream":true,
+      "stream_options":{"continuous_usage_stats":true}})").body);
+  ASSERT_EQ(s.size(), 4u);  // 3 token chunks + the final usage chunk
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(s[k]["usage"]["prompt_tokens"], n_prompt);
+    EXPECT_EQ(s[k]["usage"]["completion_tokens"], k + 1);
+    EXPECT_EQ(s[k]["usage"]["total_tokens"], n_prompt + k + 1);
+  }
+  EXPECT_TRUE(s[3]["choices"].empty());
+  EXPECT_EQ(s[3]["usage"]["completion_tokens"], 3);
+}
+
 TEST(HttpFields, TruncationAndEngineMapping) {
   Fixture f;  // the fake's max_model_len is 64
   ASSERT_EQ(f.post("/v1/completions", R"({"prompt":[1,2,3,4,5,6],"max_tokens":1,"truncate_prompt_tokens":3})").status,

@@ -95,6 +95,19 @@ TEST(VllmFields, SamplingExtrasRangesAndTypes) {
             "bad_words");
 }
 
+TEST(VllmFields, StreamOptionsAsVllm) {
+  auto d = cmpl(R"(,"stream":true,"stream_options":{})");
+  EXPECT_TRUE(d.include_usage);  // StreamOptions.include_usage defaults to true in vLLM
+  EXPECT_FALSE(d.continuous_usage);
+  auto c = cmpl(R"(,"stream":true,"stream_options":{"continuous_usage_stats":true})");
+  EXPECT_TRUE(c.include_usage && c.continuous_usage);
+  EXPECT_FALSE(cmpl(R"(,"stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true})")
+                   .continuous_usage);
+  EXPECT_FALSE(cmpl(R"(,"stream":true)").include_usage);
+  EXPECT_EQ(refused(R"({"prompt":"x","stream":true,"stream_options":{"continuous_usage_stats":1}})"),
+            "stream_options.continuous_usage_stats");
+}
+
 TEST(VllmFields, EchoWithLogprobsAsksForPromptLogprobs) {
   EXPECT_EQ(cmpl(R"(,"echo":true,"logprobs":3)").prompt_logprobs, 3);
   EXPECT_EQ(cmpl(R"(,"echo":true,"logprobs":3,"prompt_logprobs":1)").prompt_logprobs, 1);
@@ -143,7 +156,6 @@ TEST(VllmFields, KnownButUnimplementedFieldsAre400NamingThem) {
       {R"(,"structured_outputs":{"regex":"a","disable_any_whitespace":true})",
        "structured_outputs.disable_any_whitespace"},
       {R"(,"response_format":{"type":"structural_tag"})", "response_format"},
-      {R"(,"stream":true,"stream_options":{"continuous_usage_stats":true})", "stream_options.continuous_usage_stats"},
       {R"(,"cache_salt":"")", "cache_salt"},
       {R"(,"user":5)", "user"},
       {R"(,"suffix":"tail")", "suffix"},
