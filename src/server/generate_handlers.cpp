@@ -65,7 +65,8 @@ struct Call {
   int64_t prompt_tokens = 0;
   double t0 = 0;  // arrival
   std::vector<std::shared_ptr<sched::RequestChannel>> chans;
-  TokenText token_text;
+  TokenText token_text;    // a token in logprobs ("token_id:<id>" with return_tokens_as_token_ids)
+  TokenText decoded_text;  // a token's text (prompt_logprobs' decoded_token)
 
   Call(ServerState& s) : st(s) {}
   ~Call() { abort(); }  // a no-op for finished requests (the engine already dropped them)
@@ -216,7 +217,9 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
   c.prompt_tokens = 0;
   for (const auto& p : c.prompts) c.prompt_tokens += static_cast<int64_t>(p.ids.size());  // once per prompt, not per n
   const text::Tokenizer* tk = st.tokenizer;
-  c.token_text = [tk](int32_t id) { return tk->decode(std::span<const int32_t>(&id, 1), false); };
+  c.decoded_text = [tk](int32_t id) { return tk->decode(std::span<const int32_t>(&id, 1), false); };
+  c.token_text = c.params.return_tokens_as_token_ids ? TokenText([](int32_t id) { return fmt::format("token_id:{}", id); })
+                                                     : c.decoded_text;
 }
 
 // Every request is built (and checked against the context) before any is submitted; the channels are in
@@ -314,7 +317,7 @@ class GenerationProducer final : public ResponseProducer {
       out.stop_reason = r.stop_reason;
       out.completion_tokens = r.completion_tokens;
       out.prompt_logprobs = c_->params.prompt_logprobs >= 0 && !r.prompt_logprobs.empty()
-                                ? prompt_logprobs_json(prompt.ids, r.prompt_logprobs, c_->token_text)
+                                ? prompt_logprobs_json(prompt.ids, r.prompt_logprobs, c_->decoded_text)
                                 : ojson(nullptr);
     }
     write_json(res, dump_json(full_response(c_->meta, results, c_->prompt_tokens, c_->params.logprobs,

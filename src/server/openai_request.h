@@ -60,6 +60,7 @@ struct GenerateParams {
   std::vector<std::string> bad_words;  // turned into token sequences by bad_words_token_ids()
   int prompt_logprobs = -1;          // -1: none; k: each prompt token's logprob + top k (echo+logprobs sets it)
   bool echo = false;                 // completions: the prompt before the text; chat: see ChatRequest
+  bool return_tokens_as_token_ids = false;  // logprobs name tokens "token_id:<id>" (vLLM)
   std::optional<int> truncate_prompt_tokens;  // keep the last k prompt tokens; -1: max_model_len
   StructuredOutput structured;       // response_format / structured_outputs / guided_*: parsed, not compiled
 };

@@ -161,6 +161,8 @@ void parse_vllm_fields(const ojson& b, GenerateParams& p, bool chat) {
     p.truncate_prompt_tokens = static_cast<int>(std::min<int64_t>(k, std::numeric_limits<int32_t>::max()));
   }
   if (const ojson* v = field(b, "echo")) p.echo = get_bool(*v, "echo");
+  if (const ojson* v = field(b, "return_tokens_as_token_ids"))
+    p.return_tokens_as_token_ids = get_bool(*v, "return_tokens_as_token_ids");
 
   // --- Structured outputs: parsed here, compiled by the handler. ---
   if (const ojson* v = field(b, "response_format")) parse_response_format(*v, p);
@@ -179,10 +181,7 @@ void parse_vllm_fields(const ojson& b, GenerateParams& p, bool chat) {
   refuse_unless(b, "length_penalty", [](const ojson& v) { return v.is_number() && v.get<double>() == 1.0; },
                 "length_penalty applies to beam search, which is not implemented");
   refuse_unless(b, "logits_processors", is_empty, "custom logits processors cannot be loaded");
-  refuse_unless(b, "return_tokens_as_token_ids", is_false, "tokens are always returned as text");
   refuse_unless(b, "return_token_ids", is_false, "token ids are not returned");
-  refuse_unless(b, "spaces_between_special_tokens", is_true,
-                "special tokens are always detokenized without added spaces");
   refuse_unless(b, "priority", [](const ojson& v) { return v.is_number() && v.get<double>() == 0; },
                 "priority scheduling is not implemented (adapters are scheduled by weight, see --lora-modules)");
   refuse_unless(b, "mm_processor_kwargs", is_empty, "the server serves text-only models");
@@ -193,6 +192,9 @@ void parse_vllm_fields(const ojson& b, GenerateParams& p, bool chat) {
 
   // --- Known, accepted: they do not change the output. Types are still checked. ---
   if (const ojson* v = field(b, "user")) get_string(*v, "user");
+  // Only slow (Python) tokenizers put spaces between special tokens; vLLM ignores the flag for fast ones,
+  // which is what text/tokenizer.h decodes like.
+  if (const ojson* v = field(b, "spaces_between_special_tokens")) get_bool(*v, "spaces_between_special_tokens");
   if (const ojson* v = field(b, "request_id")) get_string(*v, "request_id");
   if (const ojson* v = field(b, "cache_salt")) {
     // Accepted without salting: the prefix cache is already partitioned by adapter (tenant); requests of one

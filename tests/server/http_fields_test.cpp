@@ -173,6 +173,17 @@ TEST(HttpFields, ContinuousUsageStatsOnEveryChunk) {
   EXPECT_EQ(s[3]["usage"]["completion_tokens"], 3);
 }
 
+TEST(HttpFields, ReturnTokensAsTokenIds) {
+  Fixture f;  // the fake generates token 100 + i, alternatives 200 + k
+  json j = json::parse(f.post("/v1/completions", R"({"prompt":"hello","max_tokens":2,"logprobs":1,
+      "return_tokens_as_token_ids":true})").body);
+  EXPECT_EQ(j["choices"][0]["logprobs"]["tokens"], (json{"token_id:100", "token_id:101"}));
+  EXPECT_TRUE(j["choices"][0]["logprobs"]["top_logprobs"][0].contains("token_id:200"));
+  json c = json::parse(f.post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":1,
+      "logprobs":true,"return_tokens_as_token_ids":true})").body);
+  EXPECT_EQ(c["choices"][0]["logprobs"]["content"][0]["token"], "token_id:100");
+}
+
 TEST(HttpFields, TruncationAndEngineMapping) {
   Fixture f;  // the fake's max_model_len is 64
   ASSERT_EQ(f.post("/v1/completions", R"({"prompt":[1,2,3,4,5,6],"max_tokens":1,"truncate_prompt_tokens":3})").status,

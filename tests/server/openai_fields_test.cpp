@@ -54,6 +54,11 @@ TEST(VllmFields, SamplingExtrasParsed) {
   EXPECT_FALSE(d.truncate_prompt_tokens);
   EXPECT_FALSE(d.echo);
   EXPECT_TRUE(d.add_special_tokens);
+  EXPECT_FALSE(d.return_tokens_as_token_ids);
+  EXPECT_TRUE(cmpl(R"(,"return_tokens_as_token_ids":true,"spaces_between_special_tokens":false)")
+                  .return_tokens_as_token_ids);
+  EXPECT_EQ(refused(R"({"prompt":"x","return_tokens_as_token_ids":1})"), "return_tokens_as_token_ids");
+  EXPECT_EQ(refused(R"({"prompt":"x","spaces_between_special_tokens":"no"})"), "spaces_between_special_tokens");
   EXPECT_FALSE(cmpl(R"(,"add_special_tokens":false)").add_special_tokens);
   // Chat takes the same extras.
   auto c = chat(R"(,"min_tokens":2,"prompt_logprobs":0,"bad_words":["x"])");
@@ -140,9 +145,7 @@ TEST(VllmFields, KnownButUnimplementedFieldsAre400NamingThem) {
       {R"(,"use_beam_search":true)", "use_beam_search"},
       {R"(,"length_penalty":0.5)", "length_penalty"},
       {R"(,"logits_processors":["my.proc"])", "logits_processors"},
-      {R"(,"return_tokens_as_token_ids":true)", "return_tokens_as_token_ids"},
       {R"(,"return_token_ids":true)", "return_token_ids"},
-      {R"(,"spaces_between_special_tokens":false)", "spaces_between_special_tokens"},
       {R"(,"priority":1)", "priority"},
       {R"(,"mm_processor_kwargs":{"a":1})", "mm_processor_kwargs"},
       {R"(,"media_io_kwargs":{"a":1})", "media_io_kwargs"},
