@@ -19,11 +19,21 @@ constexpr int kMaxNesting = 100;
 
 constexpr uint32_t kMaxCodepoint = 0x10FFFF;
 
-bool is_hex(uint32_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-uint32_t hex_value(uint32_t c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
-bool is_digit(uint32_t c) { return c >= '0' && c <= '9'; }
-bool is_ascii_alnum(uint32_t c) { return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); }
-bool is_surrogate(uint32_t c) { return c >= 0xD800 && c <= 0xDFFF; }
+bool is_hex(uint32_t c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+uint32_t hex_value(uint32_t c) {
+  return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+bool is_digit(uint32_t c) {
+  return c >= '0' && c <= '9';
+}
+bool is_ascii_alnum(uint32_t c) {
+  return is_digit(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+}
+bool is_surrogate(uint32_t c) {
+  return c >= 0xD800 && c <= 0xDFFF;
+}
 
 // Every code point but those in `r` (sorted, disjoint); surrogates are never part of the result.
 CodepointRanges complement(const CodepointRanges& r) {
@@ -84,7 +94,9 @@ class Parser {
   }
 
   bool eof() const { return pos_ >= cps_.size(); }
-  uint32_t peek(size_t ahead = 0) const { return pos_ + ahead < cps_.size() ? cps_[pos_ + ahead] : 0xFFFFFFFF; }
+  uint32_t peek(size_t ahead = 0) const {
+    return pos_ + ahead < cps_.size() ? cps_[pos_ + ahead] : 0xFFFFFFFF;
+  }
   uint32_t next() { return cps_[pos_++]; }
 
   NodePtr parse_alt(int depth) {
@@ -158,7 +170,8 @@ class Parser {
     const int64_t m = lo.value_or(0);
     const int64_t n = comma ? hi.value_or(-1) : m;
     for (int64_t v : {m, n})
-      if (v > limits_.max_repeat) error(pos_, "repeat count {} is over the limit of {}", v, limits_.max_repeat);
+      if (v > limits_.max_repeat)
+        error(pos_, "repeat count {} is over the limit of {}", v, limits_.max_repeat);
     if (n >= 0 && m > n) error(pos_, "bad repeat {{{},{}}}: the minimum is over the maximum", m, n);
     min = static_cast<int>(m);
     max = static_cast<int>(n);
@@ -183,17 +196,22 @@ class Parser {
     const size_t at = pos_;
     int min = 0, max = -1;
     const uint32_t c = next();
-    if (c == '+') min = 1;
-    else if (c == '?') max = 1;
+    if (c == '+')
+      min = 1;
+    else if (c == '?')
+      max = 1;
     else if (c == '{') {
       --pos_;
       brace_quantifier(min, max);
     }
     // A lazy quantifier matches the same strings (only the preferred match differs); a possessive one
     // can reject strings the plain one accepts, so it is refused.
-    if (peek() == '?') ++pos_;
-    else if (peek() == '+') error(pos_, "possessive quantifier '+' is not supported");
-    if (at_quantifier()) error(pos_, "multiple repeat (a quantifier after the quantifier at offset {})", offsets_[at]);
+    if (peek() == '?')
+      ++pos_;
+    else if (peek() == '+')
+      error(pos_, "possessive quantifier '+' is not supported");
+    if (at_quantifier())
+      error(pos_, "multiple repeat (a quantifier after the quantifier at offset {})", offsets_[at]);
     return repeat(std::move(atom), min, max);
   }
 
@@ -201,16 +219,20 @@ class Parser {
     const size_t at = pos_;
     const uint32_t c = next();
     switch (c) {
-      case '(': return parse_group(depth, at);
-      case '[': return parse_class(at);
-      case '.': return set({{0, '\n' - 1}, {'\n' + 1, kMaxCodepoint}});
+      case '(':
+        return parse_group(depth, at);
+      case '[':
+        return parse_class(at);
+      case '.':
+        return set({{0, '\n' - 1}, {'\n' + 1, kMaxCodepoint}});
       case '\\': {
         Escape e = parse_escape(false);
         return e.cp ? text(encode_utf8(*e.cp)) : set(std::move(e.ranges));
       }
       case '*':
       case '+':
-      case '?': error(at, "nothing to repeat before '{}'", static_cast<char>(c));
+      case '?':
+        error(at, "nothing to repeat before '{}'", static_cast<char>(c));
       case '{': {
         int lo, hi;
         --pos_;
@@ -218,7 +240,8 @@ class Parser {
         ++pos_;
         return text("{");
       }
-      default: return text(encode_utf8(c));
+      default:
+        return text(encode_utf8(c));
     }
   }
 
@@ -290,7 +313,8 @@ class Parser {
   }
 
   uint32_t checked_cp(size_t at, uint32_t v) {
-    if (v > kMaxCodepoint || is_surrogate(v)) error(at, "escape names U+{:X}, which is not a Unicode scalar value", v);
+    if (v > kMaxCodepoint || is_surrogate(v))
+      error(at, "escape names U+{:X}, which is not a Unicode scalar value", v);
     return v;
   }
 
@@ -300,19 +324,26 @@ class Parser {
     if (eof()) error(at, "pattern ends with a lone backslash");
     const uint32_t c = next();
     switch (c) {
-      case 'n': return {'\n', {}};
-      case 't': return {'\t', {}};
-      case 'r': return {'\r', {}};
-      case 'f': return {'\f', {}};
-      case 'v': return {'\v', {}};
-      case 'a': return {0x07, {}};
+      case 'n':
+        return {'\n', {}};
+      case 't':
+        return {'\t', {}};
+      case 'r':
+        return {'\r', {}};
+      case 'f':
+        return {'\f', {}};
+      case 'v':
+        return {'\v', {}};
+      case 'a':
+        return {0x07, {}};
       case '0':
         if (is_digit(peek())) error(at, "octal escape '\\0{}' is not supported", static_cast<char>(peek()));
         return {0, {}};
       case 'x':
         if (peek() == '{') return {checked_cp(at, braced_hex(at)), {}};
         return {hex_digits(at, 2), {}};
-      case 'U': return {checked_cp(at, hex_digits(at, 8)), {}};
+      case 'U':
+        return {checked_cp(at, hex_digits(at, 8)), {}};
       case 'u': {
         if (peek() == '{') return {checked_cp(at, braced_hex(at)), {}};
         const uint32_t v = hex_digits(at, 4);
@@ -325,23 +356,34 @@ class Parser {
         }
         return {checked_cp(at, v), {}};
       }
-      case 'd': return {std::nullopt, kDigit};
-      case 'D': return {std::nullopt, complement(kDigit)};
-      case 'w': return {std::nullopt, kWord};
-      case 'W': return {std::nullopt, complement(kWord)};
-      case 's': return {std::nullopt, kSpace};
-      case 'S': return {std::nullopt, complement(kSpace)};
+      case 'd':
+        return {std::nullopt, kDigit};
+      case 'D':
+        return {std::nullopt, complement(kDigit)};
+      case 'w':
+        return {std::nullopt, kWord};
+      case 'W':
+        return {std::nullopt, complement(kWord)};
+      case 's':
+        return {std::nullopt, kSpace};
+      case 'S':
+        return {std::nullopt, complement(kSpace)};
       case 'b':
         if (in_class) return {0x08, {}};
         error(at, "word boundary '\\b' is not supported");
-      case 'B': error(at, "word boundary '\\B' is not supported");
+      case 'B':
+        error(at, "word boundary '\\B' is not supported");
       case 'A':
       case 'Z':
-      case 'z': error(at, "anchor '\\{}' is only supported at the start or end of the pattern", static_cast<char>(c));
-      case 'k': error(at, "named backreference '\\k' is not supported");
+      case 'z':
+        error(at, "anchor '\\{}' is only supported at the start or end of the pattern", static_cast<char>(c));
+      case 'k':
+        error(at, "named backreference '\\k' is not supported");
       case 'p':
-      case 'P': error(at, "Unicode property class '\\{}' is not supported", static_cast<char>(c));
-      default: break;
+      case 'P':
+        error(at, "Unicode property class '\\{}' is not supported", static_cast<char>(c));
+      default:
+        break;
     }
     if (c >= '1' && c <= '9') error(at, "backreference '\\{}' is not supported", static_cast<char>(c));
     if (is_ascii_alnum(c)) error(at, "unsupported escape '\\{}'", static_cast<char>(c));
@@ -366,7 +408,8 @@ class Parser {
       first = false;
       Escape lo = class_atom();
       if (!lo.cp) {
-        if (peek() == '-' && peek(1) != ']' && peek(1) != 0xFFFFFFFF) error(at, "bad character range (a class as an end)");
+        if (peek() == '-' && peek(1) != ']' && peek(1) != 0xFFFFFFFF)
+          error(at, "bad character range (a class as an end)");
         ranges.insert(ranges.end(), lo.ranges.begin(), lo.ranges.end());
         continue;
       }
@@ -397,6 +440,8 @@ class Parser {
 
 }  // namespace
 
-NodePtr parse_regex(std::string_view pattern, const RegexLimits& limits) { return Parser(pattern, limits).parse(); }
+NodePtr parse_regex(std::string_view pattern, const RegexLimits& limits) {
+  return Parser(pattern, limits).parse();
+}
 
 }  // namespace lp::constrain

@@ -33,7 +33,9 @@ namespace {
 
 constexpr int64_t kInf = -1;
 
-int64_t add(int64_t a, int64_t b) { return a == kInf || b == kInf ? kInf : std::min<int64_t>(a + b, INT64_MAX / 4); }
+int64_t add(int64_t a, int64_t b) {
+  return a == kInf || b == kInf ? kInf : std::min<int64_t>(a + b, INT64_MAX / 4);
+}
 int64_t mul(int64_t a, int64_t k) {
   if (k == kInf) return a == 0 ? 0 : kInf;
   if (a == kInf) return k == 0 ? 0 : kInf;
@@ -49,13 +51,15 @@ LengthBounds bounds(const Node& n, BoundsMemo& memo);
 
 LengthBounds bounds_uncached(const Node& n, BoundsMemo& memo) {
   switch (n.kind) {
-    case Node::Kind::kEmpty: return {0, 0};
+    case Node::Kind::kEmpty:
+      return {0, 0};
     case Node::Kind::kText: {
       auto cps = decode_utf8(n.text);
       const int64_t len = cps ? static_cast<int64_t>(cps->size()) : static_cast<int64_t>(n.text.size());
       return {len, len};
     }
-    case Node::Kind::kSet: return n.ranges.empty() ? LengthBounds{-1, 0} : LengthBounds{1, 1};
+    case Node::Kind::kSet:
+      return n.ranges.empty() ? LengthBounds{-1, 0} : LengthBounds{1, 1};
     case Node::Kind::kConcat: {
       LengthBounds b{0, 0};
       for (const auto& k : n.kids) {
@@ -81,7 +85,8 @@ LengthBounds bounds_uncached(const Node& n, BoundsMemo& memo) {
       LengthBounds sep{0, 0};
       if (n.kids.size() > 1) sep = bounds(*n.kids[1], memo);
       if (n.max == 0) return {0, 0};
-      if (item.min < 0 || (sep.min < 0 && n.min > 1)) return n.min == 0 ? LengthBounds{0, 0} : LengthBounds{-1, 0};
+      if (item.min < 0 || (sep.min < 0 && n.min > 1))
+        return n.min == 0 ? LengthBounds{0, 0} : LengthBounds{-1, 0};
       LengthBounds b;
       b.min = add(mul(item.min, n.min), n.min > 0 ? mul(std::max<int64_t>(sep.min, 0), n.min - 1) : 0);
       if (sep.min < 0) {  // a separator that matches nothing leaves at most one item

@@ -7,6 +7,7 @@
 #include <pcre2.h>
 
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -36,9 +37,14 @@ class Pcre {
 
   // True when the whole of `s` matches. A subject that is not valid UTF-8 never matches.
   bool full_match(const std::string& s) const {
+    if (!ok()) {
+      ADD_FAILURE() << "matching with a pattern that did not compile: " << error_;
+      return false;
+    }
     std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
         pcre2_match_data_create_from_pattern(code_.get(), nullptr), &pcre2_match_data_free);
-    const int rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0, 0, md.get(), nullptr);
+    const int rc =
+        pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0, 0, md.get(), nullptr);
     if (rc == PCRE2_ERROR_NOMATCH || (rc < 0 && rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21))
       return false;
     EXPECT_GE(rc, 0) << "pcre2_match failed (" << rc << ") on " << s;
@@ -57,15 +63,19 @@ class Pcre {
 // alternation or set (a branch that matches nothing).
 inline bool sample(const Node& n, std::mt19937& rng, std::string& out) {
   switch (n.kind) {
-    case Node::Kind::kEmpty: return true;
-    case Node::Kind::kText: out += n.text; return true;
+    case Node::Kind::kEmpty:
+      return true;
+    case Node::Kind::kText:
+      out += n.text;
+      return true;
     case Node::Kind::kSet: {
       if (n.ranges.empty()) return false;
       for (int tries = 0; tries < 20; ++tries) {
         const auto& [lo, hi] = n.ranges[rng() % n.ranges.size()];
         // Mostly near the start of the range (ASCII-ish), sometimes anywhere in it.
         const uint32_t span = hi - lo;
-        const uint32_t cp = lo + (rng() % 4 == 0 ? rng() % (span + 1) : rng() % (std::min<uint32_t>(span, 40) + 1));
+        const uint32_t cp =
+            lo + (rng() % 4 == 0 ? rng() % (span + 1) : rng() % (std::min<uint32_t>(span, 40) + 1));
         if (cp >= 0xD800 && cp <= 0xDFFF) continue;
         out += encode_utf8(cp);
         return true;
@@ -90,6 +100,15 @@ inline bool sample(const Node& n, std::mt19937& rng, std::string& out) {
     }
   }
   return false;
+}
+
+// A sample, retried past branches that match nothing; empty when 100 walks all failed.
+inline std::optional<std::string> sample(const Node& n, std::mt19937& rng) {
+  for (int i = 0; i < 100; ++i) {
+    std::string s;
+    if (sample(n, rng, s)) return s;
+  }
+  return std::nullopt;
 }
 
 }  // namespace lp::constrain::testing

@@ -26,9 +26,13 @@ struct Case {
 // Patterns in the dialect both PCRE2 (with ALT_BSUX for \u) and parse_regex read the same way.
 const std::vector<Case>& cases() {
   static const std::vector<Case> c = {
-      {R"([a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,})", {"a.b@ex-ample.com", "x@y.io"}, {"a@b.c", "@x.com", "a b@c.de"}},
+      {R"([a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,})",
+       {"a.b@ex-ample.com", "x@y.io"},
+       {"a@b.c", "@x.com", "a b@c.de"}},
       {R"(\d{4}-\d{2}-\d{2})", {"2024-01-31"}, {"2024-1-31", "２０２４-01-31", "2024-01-311"}},
-      {R"(^\(?\d{3}\)?[-. ]?\d{3}[-. ]?\d{4}$)", {"(555) 123-4567", "555.123.4567", "5551234567"}, {"555-1234", "(555)) 123-4567"}},
+      {R"(^\(?\d{3}\)?[-. ]?\d{3}[-. ]?\d{4}$)",
+       {"(555) 123-4567", "555.123.4567", "5551234567"},
+       {"555-1234", "(555)) 123-4567"}},
       {R"([A-Za-z_][A-Za-z0-9_]*)", {"_x1", "Foo"}, {"1x", "", "a-b"}},
       {R"((cat|dog|bird)s?)", {"cats", "dog", "birds"}, {"cow", "catss", ""}},
       {R"(((ab)*c)+d?)", {"c", "ababcabcd", "cc"}, {"abd", "ab", ""}},
@@ -49,7 +53,9 @@ const std::vector<Case>& cases() {
       {R"(-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?)", {"0", "-12.5e+3", "7E9"}, {"01", "1.", "-", ".5"}},
       {R"(\$\d+\.\d\d)", {"$3.50"}, {"3.50", "$3.5"}},
       {R"([\u0041-\u005A]+)", {"ABZ"}, {"abc", "AB1"}},
-      {R"((?:https?://)?[a-z0-9-]+(\.[a-z0-9-]+)+(/[^\s]*)?)", {"https://example.com/a?b=c", "x.y"}, {"http://x", "a b.c"}},
+      {R"((?:https?://)?[a-z0-9-]+(\.[a-z0-9-]+)+(/[^\s]*)?)",
+       {"https://example.com/a?b=c", "x.y"},
+       {"http://x", "a b.c"}},
       {R"(^$)", {""}, {"a"}},
       {R"(a|^b|c$)", {"a", "b", "c"}, {"ab", ""}},
       {R"(a{b)", {"a{b"}, {"ab"}},
@@ -69,13 +75,17 @@ std::vector<std::string> random_strings(const std::string& pattern, std::mt19937
   for (size_t i = 0; i < pattern.size();) {
     size_t len = 1;
     const auto b = static_cast<unsigned char>(pattern[i]);
-    if (b >= 0xF0) len = 4;
-    else if (b >= 0xE0) len = 3;
-    else if (b >= 0xC0) len = 2;
+    if (b >= 0xF0)
+      len = 4;
+    else if (b >= 0xE0)
+      len = 3;
+    else if (b >= 0xC0)
+      len = 2;
     alphabet.push_back(pattern.substr(i, len));
     i += len;
   }
-  for (const char* extra : {"a", "Z", "0", "9", "_", ".", "-", "@", " ", "\n", "\t", "\"", "é", "😀", "日", ":", "/"})
+  for (const char* extra :
+       {"a", "Z", "0", "9", "_", ".", "-", "@", " ", "\n", "\t", "\"", "é", "😀", "日", ":", "/"})
     alphabet.push_back(extra);
   std::vector<std::string> out;
   for (int i = 0; i < count; ++i) {
@@ -94,9 +104,15 @@ std::vector<std::string> mutations(const std::string& s, std::mt19937& rng) {
     std::string m = s;
     const size_t at = rng() % m.size();
     switch (rng() % 3) {
-      case 0: m.erase(at, 1); break;
-      case 1: m.insert(at, 1, m[at]); break;
-      default: m[at] = static_cast<char>(m[at] ^ 1); break;
+      case 0:
+        m.erase(at, 1);
+        break;
+      case 1:
+        m.insert(at, 1, m[at]);
+        break;
+      default:
+        m[at] = static_cast<char>(m[at] ^ 1);
+        break;
     }
     out.push_back(m);
   }
@@ -148,9 +164,9 @@ TEST(ParseRegex, DialectDetailsOutsidePcre) {
     std::string pattern, yes, no;
   };
   const std::vector<Want> wants = {
-      {"a{,2}b", "aab", "aaab"},          {"\\x{1F600}", "😀", "x"},       {"\\u{e9}", "é", "e"},
-      {"\\U0001F600", "😀", "U"},          {"\\uD83D\\uDE00", "😀", "\\"},  {"[\\b]", "\b", "b"},
-      {"\\A(?:x|y)\\Z", "y", "\\A"},      {"a\\z", "a", "az"},        {"\\v\\a", "\v\a", "\n\a"},
+      {"a{,2}b", "aab", "aaab"},     {"\\x{1F600}", "😀", "x"},      {"\\u{e9}", "é", "e"},
+      {"\\U0001F600", "😀", "U"},     {"\\uD83D\\uDE00", "😀", "\\"}, {"[\\b]", "\b", "b"},
+      {"\\A(?:x|y)\\Z", "y", "\\A"}, {"a\\z", "a", "az"},           {"\\v\\a", "\v\a", "\n\a"},
   };
   for (const auto& w : wants) {
     Pcre parsed(to_pcre(*parse_regex(w.pattern)));
