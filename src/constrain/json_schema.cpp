@@ -19,9 +19,10 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 // Keywords that never change which documents are valid.
-const std::set<std::string> kAnnotations = {"title",   "description", "default",    "examples", "$schema",
-                                            "$id",     "$comment",    "deprecated", "readOnly", "writeOnly",
-                                            "$anchor", "$defs",       "definitions"};
+const std::set<std::string> kAnnotations = {
+    "title",       "description",   "default",         "examples",        "$schema", "$id",
+    "$comment",    "deprecated",    "readOnly",        "writeOnly",       "$anchor", "$defs",
+    "definitions", "discriminator", "contentEncoding", "contentMediaType"};
 // Keywords understood here, grouped by the type they constrain.
 const std::set<std::string> kStringKeys = {"minLength", "maxLength", "pattern"};
 const std::set<std::string> kArrayKeys = {"items", "minItems", "maxItems"};
@@ -363,7 +364,9 @@ NodePtr json_schema_node(const nlohmann::ordered_json& schema, const JsonOptions
 NodePtr json_object_node(const JsonOptions& options) {
   check_options(options);
   json::AnyValue any(options.max_whitespace);
-  return any.object(options.max_depth);
+  NodePtr n = any.object(options.max_depth);
+  check_size(n, options);  // each level doubles the size: a large max_depth is refused, not built
+  return n;
 }
 
 NodePtr choice_node(const std::vector<std::string>& choices) {

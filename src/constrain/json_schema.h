@@ -25,8 +25,8 @@ struct JsonOptions {
 // Supported keywords: type (one or a list), properties, required, additionalProperties (false, true or a
 // schema), enum, const, items, minItems/maxItems, string maxLength/minLength/pattern (a regular pattern),
 // integer / number / boolean / null, nested objects and arrays, anyOf / oneOf (as alternatives), $defs /
-// definitions with non-recursive $ref, and annotations (title, description, default, examples, $schema, ...)
-// which are ignored. Any other keyword: lp::Error(kInvalid) whose message names it ("unsupported JSON Schema
+// definitions with non-recursive $ref, and annotations (title, description, default, examples, $schema,
+// discriminator, ...) which are ignored. Any other keyword: lp::Error(kInvalid) whose message names it ("unsupported JSON Schema
 // keyword 'minimum'"). Object properties are produced in the schema's order (hence ordered_json: a plain
 // nlohmann::json converts, but has already sorted the keys); required ones always, optional ones may be left
 // out.

@@ -322,6 +322,12 @@ const std::vector<SchemaCase>& schema_cases() {
       {"no type, object keywords",
        R"({"properties":{"a":{"type":"null"}},"required":["a"]})",
        {{R"({"a":null})", true}, {"null", false}}},
+      {"oneOf with a discriminator annotation",
+       R"({"oneOf":[{"type":"object","properties":{"kind":{"const":"a"}},"required":["kind"]},
+           {"type":"object","properties":{"kind":{"const":"b"},"n":{"type":"integer"}},"required":["kind","n"]}],
+           "discriminator":{"propertyName":"kind"}})",
+       {{R"({"kind":"a"})", true}, {R"({"kind":"b","n":1})", true}, {R"({"kind":"b"})", false},
+        {R"({"kind":"c"})", false}, {R"({"kind":"a","n":1})", false}}},
       {"items false", R"({"type":"array","items":false})", {{"[]", true}, {"[1]", false}}},
   };
   return c;
@@ -561,6 +567,15 @@ TEST(JsonObject, AnyObjectNestedUpToMaxDepth) {
   for (const char* no :
        {"[1]", "1", R"({"a":1,})", R"({a:1})", R"({"1":{"2":{}}})", R"({"a":[[1]]})", " {}", "{}\n"})
     EXPECT_FALSE(re.full_match(no)) << no;
+}
+
+TEST(JsonObject, DepthThatWouldExplodeIsRefused) {
+  JsonOptions deep;
+  deep.max_depth = 40;  // 2^40 nodes once every shared level is counted at each use
+  EXPECT_THROW(json_object_node(deep), Error);
+  JsonOptions bad;
+  bad.max_depth = 0;
+  EXPECT_THROW(json_object_node(bad), Error);
 }
 
 TEST(JsonObject, SamplesAtTheDefaultDepthParseAsObjects) {
