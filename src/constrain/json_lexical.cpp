@@ -1,6 +1,7 @@
 #include "constrain/json_lexical.h"
 
 #include <nlohmann/json.hpp>
+#include <set>
 #include <unordered_map>
 
 #include "constrain/tree_util.h"
@@ -90,7 +91,60 @@ NodePtr escape_tree(const NodePtr& n, std::unordered_map<const Node*, NodePtr>& 
   return out;
 }
 
+// One string character as nlohmann's dump writes it, for every code point outside `except`.
+NodePtr canonical_char_except(const std::set<uint32_t>& except) {
+  std::vector<NodePtr> alts;
+  for (uint32_t c = 0; c <= '\\'; ++c)
+    if (needs_escape(c) && !except.count(c)) alts.push_back(text(json_escape(c)));
+  std::set<uint32_t> gaps = except;
+  gaps.insert('"');
+  gaps.insert('\\');
+  CodepointRanges raw;
+  uint32_t start = 0x20;
+  for (uint32_t g : gaps) {
+    if (g < start) continue;
+    if (g > start) raw.emplace_back(start, g - 1);
+    start = g + 1;
+  }
+  if (start <= 0x10FFFF) raw.emplace_back(start, 0x10FFFF);
+  alts.insert(alts.begin(), set(std::move(raw)));
+  return alt(std::move(alts));
+}
+
+struct Trie {
+  bool terminal = false;
+  std::map<uint32_t, Trie> kids;
+};
+
+// Key bodies whose text is not in the trie below this node: stop at a node that ends no name, leave the
+// trie by a character no name continues with (then anything), or follow a name's next character.
+NodePtr outside(const Trie& t, const NodePtr& any_tail) {
+  std::vector<NodePtr> alts;
+  if (!t.terminal) alts.push_back(empty());
+  std::set<uint32_t> next;
+  for (const auto& [c, _] : t.kids) next.insert(c);
+  alts.push_back(concat({canonical_char_except(next), any_tail}));
+  for (const auto& [c, kid] : t.kids) alts.push_back(concat({text(json_escape(c)), outside(kid, any_tail)}));
+  return alt(std::move(alts));
+}
+
 }  // namespace
+
+NodePtr key_except(const std::vector<std::string>& names) {
+  Trie root;
+  for (const auto& name : names) {
+    const auto cps = decode_utf8(name);
+    LP_CHECK(cps.has_value(), "property name is not UTF-8");
+    if (cps->size() > static_cast<size_t>(kMaxExcludedNameLength))
+      fail("JSON Schema property name of {} characters is over the limit of {} (with additionalProperties)",
+           cps->size(), kMaxExcludedNameLength);
+    Trie* t = &root;
+    for (uint32_t c : *cps) t = &t->kids[c];
+    t->terminal = true;
+  }
+  const NodePtr any_tail = repeat(canonical_char_except({}), 0, -1);
+  return concat({text("\""), outside(root, any_tail), text("\"")});
+}
 
 NodePtr never() {
   return alt({});

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <map>
+#include <string>
+#include <vector>
 
 #include "constrain/regex_ast.h"
 
@@ -20,6 +22,13 @@ NodePtr string_node(int min_len, int max_len);
 // A quoted string whose decoded body matches `content` (a tree over code points, e.g. a parsed pattern):
 // each code point is written raw where JSON allows, else as its usual escape (\" \\ \n ... \u00XX).
 NodePtr pattern_string(const NodePtr& content);
+
+// A quoted object key, written the one way nlohmann's dump writes it (raw characters, the short escapes,
+// \u00xx for other controls), whose text is none of `names`: extra keys of an object that can't repeat a
+// listed property (a parser keeps the last of two equal keys, so a repeat would replace a checked value).
+// Names may hold at most kMaxExcludedNameLength code points (the tree nests one level per character).
+inline constexpr int kMaxExcludedNameLength = 256;
+NodePtr key_except(const std::vector<std::string>& names);
 
 // -?(0|[1-9][0-9]{0,18}), and the same with an optional fraction (1-16 digits) and exponent (1-2 digits):
 // bounded, so a constrained number always ends; two exponent digits keep every value inside a double's

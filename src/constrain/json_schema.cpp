@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <string>
 #include <vector>
@@ -43,7 +44,7 @@ bool value_has_type(const ojson& v, const std::string& type) {
     if (v.is_number_integer()) return true;
     if (!v.is_number_float()) return false;
     const double d = v.get<double>();
-    return d == static_cast<double>(static_cast<int64_t>(d));
+    return std::trunc(d) == d;  // 3.0 is an integer; so is 1e300 (no cast: it would overflow)
   }
   if (type == "boolean") return v.is_boolean();
   if (type == "null") return v.is_null();
@@ -301,9 +302,11 @@ class SchemaCompiler {
     } else if (!has_props) {
       extra_value = any_.value(std::max(opt_.max_depth - 1, 0));  // {"type": "object"}: any object
     }
-    if (extra_value)
-      members.push_back(
-          {concat({json::string_node(0, -1), ws_, text(":"), ws_, extra_value}), Presence::kAnyNumber});
+    if (extra_value) {
+      // Extra keys never repeat a listed name (a parser would keep the later value, unchecked).
+      const NodePtr key = names.empty() ? json::string_node(0, -1) : json::key_except(names);
+      members.push_back({concat({key, ws_, text(":"), ws_, extra_value}), Presence::kAnyNumber});
+    }
 
     if (members.empty()) return concat({text("{"), ws_, text("}")});
     // tails[i]: what may follow once member i-1 is settled (each piece with its leading separator).
@@ -355,7 +358,12 @@ void check_size(const NodePtr& n, const JsonOptions& o) {
 NodePtr json_schema_node(const nlohmann::ordered_json& schema, const JsonOptions& options) {
   check_options(options);
   SchemaCompiler c(schema, options);
-  NodePtr n = c.compile(schema, 0);
+  NodePtr n;
+  try {
+    n = c.compile(schema, 0);
+  } catch (const nlohmann::json::exception& e) {  // e.g. a key that is not UTF-8, from a hand-built schema
+    fail("JSON schema can't be read: {}", e.what());
+  }
   if (length_bounds(*n).min < 0) fail("JSON schema accepts no document");
   check_size(n, options);
   return n;

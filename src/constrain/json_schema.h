@@ -26,10 +26,10 @@ struct JsonOptions {
 // schema), enum, const, items, minItems/maxItems, string maxLength/minLength/pattern (a regular pattern),
 // integer / number / boolean / null, nested objects and arrays, anyOf / oneOf (as alternatives), $defs /
 // definitions with non-recursive $ref, and annotations (title, description, default, examples, $schema,
-// discriminator, ...) which are ignored. Any other keyword: lp::Error(kInvalid) whose message names it ("unsupported JSON Schema
-// keyword 'minimum'"). Object properties are produced in the schema's order (hence ordered_json: a plain
-// nlohmann::json converts, but has already sorted the keys); required ones always, optional ones may be left
-// out.
+// discriminator, ...) which are ignored. Any other keyword: lp::Error(kInvalid) whose message names it
+// ("unsupported JSON Schema keyword 'minimum'"). Object properties are produced in the schema's order (hence
+// ordered_json: a plain nlohmann::json converts, but has already sorted the keys); required ones always,
+// optional ones may be left out.
 //
 // What the produced documents look like (a subset of what the schema accepts, chosen so decoding ends):
 // - Whitespace: 0..max_whitespace of ' ' '\n' '\t' between tokens; none before the first or after the last.
@@ -41,9 +41,11 @@ struct JsonOptions {
 // - integer: -?(0|[1-9][0-9]{0,18}); number: the same with an optional fraction (<= 16 digits) and exponent
 //   (<= 2 digits, so the value stays inside a double's range: parsers refuse 1e999).
 // - Objects: listed properties in schema order; additionalProperties absent or false: no other key (as
-//   xgrammar's strict default); true or a schema: any further keys after the listed ones, whose names may
-//   repeat a listed name (still valid JSON). {"type":"object"} with neither properties nor
-//   additionalProperties: any object. A required name missing from properties is refused.
+//   xgrammar's strict default); true or a schema: any further keys after the listed ones, never a listed
+//   name (extra keys are written canonically, as nlohmann dumps strings, so no escape can spell one; names
+//   of listed properties are then limited to 256 characters). Extra keys may repeat each other.
+//   {"type":"object"} with neither properties nor additionalProperties: any object. A required name
+//   missing from properties is refused.
 // - enum / const: the compact JSON text of each value (as nlohmann dumps it), filtered by "type" if given.
 // - anyOf / oneOf: alternatives (oneOf's "exactly one" is not enforced); allOf with one schema = that schema.
 // - No type: inferred from the keywords present (properties -> object, items -> array, ...), else any JSON

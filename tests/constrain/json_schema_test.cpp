@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -29,9 +30,7 @@ int64_t codepoints(const std::string& s) {
 bool has_type(const ojson& v, const std::string& t) {
   if (t == "string") return v.is_string();
   if (t == "integer")  // a mathematical integer, however the parser stored it
-    return v.is_number_integer() ||
-           (v.is_number_float() &&
-            v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())));
+    return v.is_number_integer() || (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>());
   if (t == "number") return v.is_number();
   if (t == "boolean") return v.is_boolean();
   if (t == "null") return v.is_null();
@@ -53,27 +52,40 @@ int nesting(const ojson& v) {
 // no extra keys unless additionalProperties allows them (or the object schema lists no properties), type
 // inferred from the keywords when absent, numbers within the digit bounds, and "any value" nested at most
 // any_depth containers deep.
+// Every number in v within the documented digit bounds: 19 integer digits, 16 fraction digits, 2 exponent
+// digits (as v dumps; the callers compare compact documents).
+bool numbers_bounded(const ojson& v) {
+  static const Pcre bounded(R"(-?(0|[1-9]\d{0,18})(\.\d{1,16})?([eE][+-]?\d{1,2})?)");
+  if (v.is_number()) return bounded.full_match(v.dump());
+  if (!v.is_structured()) return true;  // (nlohmann iterates a scalar as itself)
+  for (const auto& x : v)
+    if (!numbers_bounded(x)) return false;
+  return true;
+}
+
 bool valid(const ojson& s, const ojson& v, const ojson& root, int any_depth) {
   const bool produced = any_depth >= 0;
-  if (produced && v.is_number()) {
-    // The documented digit bounds: 19 integer digits, 16 fraction digits, 2 exponent digits.
-    static const Pcre bounded(R"(-?(0|[1-9]\d{0,18})(\.\d{1,16})?([eE][+-]?\d{1,2})?)");
-    if (!bounded.full_match(v.dump())) return false;
-  }
-  if (s.is_boolean()) return s.get<bool>() && (!produced || nesting(v) <= any_depth);
+  // "Any value" (true, no type keywords, missing items, an object schema without properties): nested at
+  // most any_depth deep, numbers bounded.
+  auto any_ok = [&](const ojson& x, int depth) { return nesting(x) <= depth && numbers_bounded(x); };
+  if (s.is_boolean()) return s.get<bool>() && (!produced || any_ok(v, any_depth));
   if (produced) {
     bool typed = false;
     for (const char* k :
          {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "properties", "required",
           "additionalProperties", "items", "minItems", "maxItems", "pattern", "minLength", "maxLength"})
       typed = typed || s.contains(k);
-    if (!typed && nesting(v) > any_depth) return false;
+    if (!typed && !any_ok(v, any_depth)) return false;
     if (v.is_array() && !s.contains("items"))
       for (const auto& x : v)
-        if (nesting(x) > any_depth) return false;
+        if (!any_ok(x, any_depth)) return false;
     if (v.is_object() && !s.contains("properties") && !s.contains("additionalProperties"))
       for (const auto& x : v)
-        if (nesting(x) > any_depth - 1) return false;
+        if (!any_ok(x, any_depth - 1)) return false;
+    // A number under a type (not an enum value, written as the schema has it) keeps the digit bounds.
+    if (v.is_number() && s.contains("type") && !s.contains("enum") && !s.contains("const") &&
+        !numbers_bounded(v))
+      return false;
   }
   if (s.contains("$ref"))
     return valid(root.at(ojson::json_pointer(s["$ref"].get<std::string>().substr(1))), v, root, any_depth);
@@ -222,6 +234,9 @@ const std::vector<SchemaCase>& schema_cases() {
         {R"("blue")", false},
         {R"("say \"hi\"")", true},
         {"1.0", false}}},
+      {"integer enum values as written",
+       R"({"type":"integer","enum":[1,2.5,3.0,1e300,"4"]})",
+       {{"1", true}, {"2.5", false}, {"3.0", true}, {"3", false}, {"1e+300", true}, {"\"4\"", false}}},
       {"enum filtered by type",
        R"({"type":"string","enum":["a",2,"b"]})",
        {{R"("a")", true}, {R"("b")", true}, {"2", false}}},
@@ -290,13 +305,31 @@ const std::vector<SchemaCase>& schema_cases() {
        {{R"({"a":1})", true},
         {R"({"a":1,"b":"x","c":"y"})", true},
         {R"({"b":"x","a":1})", false},
-        {R"({"a":1,"b":2})", false}}},
+        {R"({"a":1,"b":2})", false},
+        {R"({"a":1,"a":"x"})", false},       // an extra key never repeats a listed one...
+        {R"({"a":1,"\u0061":"x"})", false},  // ...nor spells it with an escape
+        {R"({"a":1,"ab":"x","":"y"})", true}}},
+      {"extra keys avoid listed names sharing prefixes",
+       R"({"type":"object","properties":{"ab":{"type":"null"},"abc":{"type":"null"},"b":{"type":"null"}},
+           "additionalProperties":{"type":"integer"}})",
+       {{R"({"a":1})", true},
+        {R"({"abcd":1})", true},
+        {R"({"c":1,"":2})", true},
+        {R"({"ab":null,"abc":1})", false},
+        {R"({"ab":1})", false},
+        {R"({"abc":1})", false},
+        {R"({"b":1})", false},
+        {R"({"b":null,"ba":1})", true},
+        {R"({"a\n":1})", true},
+        {R"({"a\u000a":1})", false}}},  // controls written the one way nlohmann does
       {"additionalProperties with all listed optional",
        R"({"type":"object","properties":{"a":{"type":"integer"}},"additionalProperties":true})",
        {{"{}", true},
         {R"({"a":1})", true},
         {R"({"z":[1,"q"]})", true},
         {R"({"a":1,"z":2,"y":{}})", true},
+        {R"({"a":true})", false},
+        {R"({"aa":true})", true},
         {R"({,"z":2})", false},
         {R"({"a":1,,"z":2})", false},
         {R"({"z":[[]]})", false}},
@@ -326,8 +359,11 @@ const std::vector<SchemaCase>& schema_cases() {
        R"({"oneOf":[{"type":"object","properties":{"kind":{"const":"a"}},"required":["kind"]},
            {"type":"object","properties":{"kind":{"const":"b"},"n":{"type":"integer"}},"required":["kind","n"]}],
            "discriminator":{"propertyName":"kind"}})",
-       {{R"({"kind":"a"})", true}, {R"({"kind":"b","n":1})", true}, {R"({"kind":"b"})", false},
-        {R"({"kind":"c"})", false}, {R"({"kind":"a","n":1})", false}}},
+       {{R"({"kind":"a"})", true},
+        {R"({"kind":"b","n":1})", true},
+        {R"({"kind":"b"})", false},
+        {R"({"kind":"c"})", false},
+        {R"({"kind":"a","n":1})", false}}},
       {"items false", R"({"type":"array","items":false})", {{"[]", true}, {"[1]", false}}},
   };
   return c;
