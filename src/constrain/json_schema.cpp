@@ -75,7 +75,7 @@ class SchemaCompiler {
       if (key == "uniqueItems" && value == ojson(false)) continue;  // no constraint
       if (key == "uniqueItems") fail("unsupported JSON Schema keyword 'uniqueItems'");
       if (key == "allOf" && !(value.is_array() && value.size() == 1))
-        fail("unsupported JSON Schema keyword 'allOf'");
+        fail("unsupported JSON Schema keyword 'allOf' (only a one-schema allOf is supported)");
       if (!kStringKeys.count(key) && !kArrayKeys.count(key) && !kObjectKeys.count(key) &&
           !kOtherKeys.count(key))
         fail("unsupported JSON Schema keyword '{}'", key);
