@@ -62,6 +62,7 @@ struct Call {
   std::vector<PromptInfo> prompts;
   bool echo_only = false;  // completions echo with max_tokens 0: the generated token is dropped
   std::shared_ptr<const std::vector<std::vector<int32_t>>> bad_words;
+  std::shared_ptr<const sched::ConstraintFactory> constraint;  // structured outputs / a forced tool call; null: free
   int64_t prompt_tokens = 0;
   double t0 = 0;  // arrival
   std::vector<std::shared_ptr<sched::RequestChannel>> chans;
@@ -226,6 +227,9 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
   check_token_ids(c.params, tok.vocab_size());  // stop_token_ids, logit_bias keys, allowed_token_ids
   c.bad_words = bad_words_token_ids(c.params.bad_words,
                                     [&tok](const std::string& w) { return tok.encode(w, /*add_special_tokens=*/false); });
+  // Structured outputs: compiled (or found in the cache) here, on the handler thread, before anything is
+  // submitted; an unsupported schema is a 400 naming its field.
+  c.constraint = st.structured->constraint(c.params.structured);
   c.meta.api = api;
   c.meta.id = make_response_id(api);
   c.meta.created = unix_now();
@@ -245,7 +249,10 @@ void submit_all(Call& c, int default_max_tokens) {
   for (const auto& p : c.prompts) {
     auto reqs = make_engine_requests(c.params, p.ids, c.adapter, c.st.backend->max_model_len(), default_max_tokens,
                                      c.bad_words);
-    for (auto& r : reqs) all.push_back(std::move(r));
+    for (auto& r : reqs) {
+      r.constraint = c.constraint;
+      all.push_back(std::move(r));
+    }
   }
   for (auto& r : all) c.chans.push_back(c.st.backend->submit(std::move(r)));  // on a throw, ~Call aborts the rest
 }

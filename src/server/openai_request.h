@@ -26,7 +26,7 @@ namespace lp::server {
 struct StructuredOutput {
   enum class Kind { kNone, kJsonSchema, kJsonObject, kRegex, kChoice };
   Kind kind = Kind::kNone;
-  nlohmann::json schema;            // kJsonSchema
+  nlohmann::ordered_json schema;    // kJsonSchema, in the order the client wrote it
   std::string regex;                // kRegex
   std::vector<std::string> choice;  // kChoice
   std::string param;                // the field it came from, named in errors: "response_format", ...

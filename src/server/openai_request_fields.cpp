@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "server/openai_request.h"
+#include "server/json_limits.h"
 #include "server/openai_request_util.h"
 
 namespace lp::server {
@@ -36,17 +37,24 @@ void add_structured(GenerateParams& p, StructuredOutput::Kind kind, const std::s
   p.structured.param = param;
 }
 
-// A JSON schema given as an object, or (guided_json, structured_outputs.json) as a string holding one.
-nlohmann::json schema_value(const ojson& v, const std::string& name) {
+// A JSON schema given as an object, or (guided_json, structured_outputs.json) as a string holding one. Kept
+// ordered: properties are generated in the schema's order. A string is held to the body's shape bounds.
+ojson schema_value(const ojson& v, const std::string& name) {
   if (v.is_string()) {
-    nlohmann::json j = nlohmann::json::parse(v.get<std::string>(), nullptr, /*allow_exceptions=*/false);
+    const std::string& text = v.get_ref<const std::string&>();
+    try {
+      check_json_shape(text);
+    } catch (const Error& e) {
+      fail_param(name, "'{}': {}", name, e.what());
+    }
+    ojson j = ojson::parse(text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !(j.is_object() || j.is_boolean()))
       fail_param(name, "'{}' must be a JSON schema (an object, or a string holding one)", name);
     return j;
   }
   if (!v.is_object() && !v.is_boolean())
     fail_param(name, "'{}' must be a JSON schema object, got {}", name, json_type(v));
-  return nlohmann::json::parse(v.dump());
+  return v;
 }
 
 void set_regex(GenerateParams& p, const ojson& v, const std::string& name) {

@@ -188,7 +188,7 @@ TEST(VllmFields, StructuredOutputsParsedNotCompiled) {
   using K = StructuredOutput::Kind;
   auto js = cmpl(R"(,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}})");
   EXPECT_EQ(js.structured.kind, K::kJsonSchema);
-  EXPECT_EQ(js.structured.schema, nlohmann::json::parse(R"({"type":"object"})"));
+  EXPECT_EQ(js.structured.schema, nlohmann::ordered_json::parse(R"({"type":"object"})"));
   EXPECT_EQ(js.structured.param, "response_format");
   EXPECT_EQ(cmpl(R"(,"response_format":{"type":"json_object"})").structured.kind, K::kJsonObject);
   EXPECT_EQ(cmpl(R"(,"response_format":{"type":"text"})").structured.kind, K::kNone);
