@@ -361,6 +361,23 @@ ChatRequest parse_chat_request(const ojson& b) {
     if (!v->is_array()) fail_param("tools", "'tools' must be a list");
     if (!v->empty()) r.tools = *v;
   }
+  // Stand-in for the fields branch's parse_tool_choice (which checks more): the tool-calling wiring needs it.
+  r.tool_choice.kind = r.tools.is_null() ? ToolChoice::Kind::kNone : ToolChoice::Kind::kAuto;
+  if (const ojson* v = field(b, "tool_choice")) {
+    if (v->is_string() && (*v == "none" || *v == "auto" || *v == "required")) {
+      r.tool_choice.kind = *v == "none"   ? ToolChoice::Kind::kNone
+                           : *v == "auto" ? ToolChoice::Kind::kAuto
+                                          : ToolChoice::Kind::kRequired;
+    } else if (const ojson* f = v->is_object() ? field(*v, "function") : nullptr;
+               f && f->is_object() && f->contains("name") && (*f)["name"].is_string()) {
+      r.tool_choice.kind = ToolChoice::Kind::kNamed;
+      r.tool_choice.name = (*f)["name"].get<std::string>();
+    } else {
+      fail_param("tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+                 "{{\"type\": \"function\", \"function\": {{\"name\": ...}}}}");
+    }
+  }
+  if (const ojson* v = field(b, "parallel_tool_calls")) r.parallel_tool_calls = get_bool(*v, "parallel_tool_calls");
   if (const ojson* v = field(b, "chat_template_kwargs")) {
     if (!v->is_object()) fail_param("chat_template_kwargs", "'chat_template_kwargs' must be an object");
     r.chat_template_kwargs = *v;

@@ -62,6 +62,8 @@ struct ChatRequest : GenerateParams {
   nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
   bool add_generation_prompt = true;
   bool add_special_tokens = false;  // as HF and vLLM: the template already writes BOS and friends
+  ToolChoice tool_choice;            // default: none without tools, auto with them (as vLLM)
+  bool parallel_tool_calls = true;
 };
 
 // Both throw ApiError(kInvalid) naming the field at fault. Chat messages are checked before any template
