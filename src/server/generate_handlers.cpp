@@ -17,6 +17,7 @@
 #include "server/handlers.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "server/tool_calls.h"
 #include "text/chat_prompt.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -41,6 +42,7 @@ struct Call {
   double t0 = 0;  // arrival
   std::vector<std::shared_ptr<sched::RequestChannel>> chans;
   TokenText token_text;
+  ToolSetup tools;  // chat: how `tools` / `tool_choice` shape the reply
 
   Call(ServerState& s) : st(s) {}
   ~Call() { abort(); }  // a no-op for finished requests (the engine already dropped them)
@@ -53,6 +55,7 @@ struct Call {
 // Per-choice progress, shared by both paths.
 struct ChoiceProgress {
   bool done = false;
+  std::optional<ChoiceTools> tools;  // chat with tools: this choice's tool-call state (GenerationProducer::tools_of)
   bool role_sent = false;
   int64_t completion_tokens = 0;
   double last_token_time = 0;  // 0: no token yet
@@ -107,6 +110,13 @@ std::vector<int32_t> prepare(Call& c, Api api, const ojson& body, int* default_m
     *default_max_tokens = 16;  // OpenAI's default for completions
   } else {
     ChatRequest r = parse_chat_request(body);
+    // tools validated, tool_choice checked against them and the server's flags. kNamed / kRequired: the
+    // output must follow c.tools.schema (the constraint is attached where the engine requests are built).
+    c.tools = setup_tools(r.tools, r.tool_choice, r.parallel_tool_calls,
+                          ToolFlags{st.options.enable_auto_tool_choice, st.options.tool_call_parser});
+    // vLLM's mistral parser keeps special tokens: [TOOL_CALLS] is one, and it marks the calls.
+    if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser == ToolParserKind::kMistral)
+      r.skip_special_tokens = false;
     c.adapter = resolve_model(st, r.model);
     if (!st.chat_template)
       fail_param("messages", "this model has no chat template; use /v1/completions");
@@ -197,8 +207,18 @@ class GenerationProducer final : public ResponseProducer {
         }
       }
     if (!all_done()) return false;
-    write_json(res, dump_json(full_response(c_->meta, results_, c_->prompt_tokens, c_->params.logprobs,
-                                            c_->token_text)));
+    // Tools: each choice's text is split into content and calls, which are patched into the reply.
+    std::vector<std::vector<ToolCall>> calls(results_.size());
+    for (size_t i = 0; i < results_.size(); ++i)
+      if (ChoiceTools* t = tools_of(i)) {
+        ExtractedToolCalls e = t->whole(results_[i].text);
+        results_[i].text = std::move(e.content);
+        calls[i] = std::move(e.calls);
+      }
+    ojson reply = full_response(c_->meta, results_, c_->prompt_tokens, c_->params.logprobs, c_->token_text);
+    for (size_t i = 0; i < results_.size(); ++i)
+      if (ChoiceTools* t = tools_of(i)) apply_tool_calls(reply["choices"][i], calls[i], t->finish_as_tool_calls());
+    write_json(res, dump_json(reply));
     return true;
   }
 
@@ -233,6 +253,12 @@ class GenerationProducer final : public ResponseProducer {
       if (!p.done) return false;
     return true;
   }
+  // Choice i's tool-call state, made on first use; null when the call's tools do not touch the reply.
+  ChoiceTools* tools_of(size_t i) {
+    if (c_->tools.mode == ToolSetup::Mode::kNone) return nullptr;
+    if (!prog_[i].tools) prog_[i].tools.emplace(c_->tools);
+    return &*prog_[i].tools;
+  }
   int64_t total_completion_tokens() const {
     int64_t t = 0;
     for (const auto& p : prog_) t += p.completion_tokens;
@@ -265,8 +291,17 @@ class GenerationProducer final : public ResponseProducer {
       lp = chat ? ojson{{"content", chat_logprobs_content(o.logprobs, c.token_text, c.params.logprobs)}}
                 : completion_logprobs(o.logprobs, c.token_text, p.lp_state);
     }
-    if (!o.text.empty() || !lp.is_null() || o.finish != FinishReason::kNone)
-      out += sse_event(stream_chunk(c.meta, static_cast<int>(i), o.text, false, std::move(lp), o.finish, usage_null));
+    // Tools: the text goes through the choice's extractor (content and tool-call deltas).
+    ChoiceTools* tools = tools_of(i);
+    ToolStreamDelta td;
+    if (tools) td = tools->step(o.text, o.finish != FinishReason::kNone);
+    else td.content = std::move(o.text);
+    if (!td.empty() || !lp.is_null() || o.finish != FinishReason::kNone) {
+      ojson chunk = stream_chunk(c.meta, static_cast<int>(i), td.content, false, std::move(lp), o.finish, usage_null);
+      add_tool_call_deltas(chunk, td.calls);
+      if (o.finish != FinishReason::kNone && tools && tools->finish_as_tool_calls()) set_finish_tool_calls(chunk);
+      out += sse_event(chunk);
+    }
     if (o.finish != FinishReason::kNone) {
       p.done = true;
       record_finish(c.st, c, o.finish);

@@ -93,6 +93,16 @@ ToolStreamDelta ChoiceTools::finish() {
   return d;
 }
 
+ToolStreamDelta ChoiceTools::step(std::string_view text, bool last) {
+  ToolStreamDelta d = feed(text);
+  if (last) {
+    ToolStreamDelta f = finish();
+    d.content += f.content;
+    for (auto& c : f.calls) d.calls.push_back(std::move(c));
+  }
+  return d;
+}
+
 ExtractedToolCalls ChoiceTools::whole(std::string_view text) {
   ExtractedToolCalls r;
   switch (setup_->mode) {

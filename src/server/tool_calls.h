@@ -44,6 +44,8 @@ class ChoiceTools {
   // Streaming: each text delta in, what the client gets out (content and tool-call deltas); finish() at the end.
   ToolStreamDelta feed(std::string_view text);
   ToolStreamDelta finish();
+  // feed(text), and when `last` finish() too, in one delta.
+  ToolStreamDelta step(std::string_view text, bool last);
   // Non-streaming: the whole text.
   ExtractedToolCalls whole(std::string_view text);
 
