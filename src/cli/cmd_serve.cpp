@@ -10,6 +10,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -69,6 +71,9 @@ struct ServeArgs {
   int max_connections = 512;
   std::vector<std::string> allowed_origins;
   bool allow_special_tokens_in_content = false;
+  std::string chat_template;  // a file, or the template text itself
+  bool trust_request_chat_template = false;
+  bool enable_prefix_caching = true;
 };
 
 struct LoraModule {
@@ -116,9 +121,27 @@ bool env_true(const char* name) {
   return s == "1" || s == "true" || s == "yes";
 }
 
+// --chat-template: a file's contents, or (as vLLM accepts) the template text itself when no such file exists
+// and the value looks like a template rather than a mistyped path.
+std::string chat_template_source(const std::string& arg) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(arg, ec)) {
+    std::ifstream f(arg, std::ios::binary);
+    if (!f) fail("--chat-template: cannot read {}", arg);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  if (arg.find_first_of("{}\n") == std::string::npos)
+    fail("--chat-template: '{}' is neither a readable file nor a template (no '{{', '}}' or newline)", arg);
+  return arg;
+}
+
 void run_serve(ServeArgs a) {
-  if (a.api_key.empty())
-    if (const char* k = std::getenv("LORAPLEX_API_KEY")) a.api_key = k;
+  // --api-key wins, then LORAPLEX_API_KEY, then VLLM_API_KEY (vLLM's name for the same thing).
+  for (const char* env : {"LORAPLEX_API_KEY", "VLLM_API_KEY"})
+    if (a.api_key.empty())
+      if (const char* k = std::getenv(env)) a.api_key = k;
   if (env_true("VLLM_ALLOW_RUNTIME_LORA_UPDATING")) a.allow_runtime_lora_updating = true;
   if (a.enable_lora_resolver && a.lora_root.empty()) fail("--enable-lora-resolver needs --lora-root");
   if (!a.lora_root.empty() && !std::filesystem::is_directory(a.lora_root))
@@ -157,6 +180,8 @@ void run_serve(ServeArgs a) {
   so.max_connections = a.max_connections;
   so.allowed_origins = a.allowed_origins;
   so.allow_special_tokens_in_content = a.allow_special_tokens_in_content;
+  so.trust_request_chat_template = a.trust_request_chat_template;
+  const std::string template_override = a.chat_template.empty() ? "" : chat_template_source(a.chat_template);
   server::Server srv(so);
   int port = srv.bind();
   std::thread http([&] { srv.listen(); });
@@ -180,10 +205,27 @@ void run_serve(ServeArgs a) {
   auto model = model::Model::load(a.model_dir, load);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
   std::optional<text::ChatTemplate> tmpl;
-  try {
-    tmpl.emplace(text::ChatTemplate::from_dir(a.model_dir));
-  } catch (const Error& e) {
-    log_warn("no chat template ({}); /v1/chat/completions will answer 400", e.what());
+  if (!template_override.empty()) {
+    // The model's special tokens (bos_token, ...) still reach the template, as transformers passes them.
+    nlohmann::ordered_json config = nlohmann::ordered_json::object();
+    const auto config_path = std::filesystem::path(a.model_dir) / "tokenizer_config.json";
+    if (std::filesystem::exists(config_path)) {
+      std::ifstream f(config_path, std::ios::binary);
+      config = nlohmann::ordered_json::parse(f, nullptr, /*allow_exceptions=*/false);
+      if (config.is_discarded() || !config.is_object()) fail("{}: invalid JSON", config_path.string());
+    }
+    try {
+      tmpl.emplace(template_override, config);
+    } catch (const Error& e) {
+      fail("--chat-template: {}", e.what());
+    }
+    log_info("chat template from --chat-template ({} bytes)", template_override.size());
+  } else {
+    try {
+      tmpl.emplace(text::ChatTemplate::from_dir(a.model_dir));
+    } catch (const Error& e) {
+      log_warn("no chat template ({}); /v1/chat/completions will answer 400", e.what());
+    }
   }
   log_info("loaded {} ({} layers, max_model_len {}) in {:.1f} s", a.served_model_name, model->config().n_layers,
            model->config().max_model_len, now_seconds() - t0);
@@ -237,6 +279,7 @@ void run_serve(ServeArgs a) {
   ec.kv_cache_tokens = kv.kv_tokens;
   ec.kv_cache_dtype = kv.kv_dtype;
   ec.threads = pool_threads(a.threads);
+  ec.enable_prefix_caching = a.enable_prefix_caching;
   sched::Engine engine(*model, tok, adapters.get(), ec);
   engine.start();
   server::EngineBackend backend(engine, adapters.get(), a.max_model_len, model->weights().quantization);
@@ -280,7 +323,8 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--pin", a->pin, "Adapters (by name) kept in a slot, never evicted");
   c->add_option("--host", a->host, "Address to bind");
   c->add_option("--port", a->port, "Port (0 = any free port)");
-  c->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/* (or LORAPLEX_API_KEY)");
+  c->add_option("--api-key", a->api_key,
+                "Require 'Authorization: Bearer KEY' on /v1/* (or LORAPLEX_API_KEY, or VLLM_API_KEY)");
   c->add_option("--served-model-name", a->served_model_name, "The base model's name in the API (default: folder name)");
   c->add_option("--max-num-seqs", a->max_num_seqs, "Running requests at most");
   c->add_option("--max-num-batched-tokens", a->max_num_batched_tokens, "Tokens per engine step at most");
@@ -318,6 +362,12 @@ void add_serve_command(CLI::App& app) {
   c->add_flag("--allow-special-tokens-in-content", a->allow_special_tokens_in_content,
               "Chat: tokenize special-token text in messages as special tokens (as vLLM does; lets a client "
               "forge turns). Default: it is plain text");
+  c->add_option("--chat-template", a->chat_template,
+                "Chat template: a file, or the Jinja text itself (default: the model's)");
+  c->add_flag("--trust-request-chat-template", a->trust_request_chat_template,
+              "Render a request's own chat_template (bounded); default: such requests get 400");
+  c->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a->enable_prefix_caching,
+              "Reuse the KV of shared prompt prefixes (per adapter); default: on");
   c->callback([a] { run_serve(*a); });
 }
 

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -34,6 +35,13 @@ struct Engine::Impl : SchedulerResources {
   void register_full_blocks(Seq& s);
   void finish(Seq& s, FinishReason why, const std::string& error = "", std::optional<ErrorKind> kind = {});
   void handle_logits(Seq& s, const float* logits);
+  struct MaskError {
+    std::string message;
+    std::optional<ErrorKind> kind;
+  };
+  std::optional<MaskError> mask_logits(Seq& s, std::span<float> row);
+  // The log-softmax of a raw logits row (kept in lp_row) and its top k tokens.
+  TokenLogprob raw_logprobs(const float* row, int k);
   void publish_stats();
   bool is_aborted(const Seq& s) const;
 
@@ -66,6 +74,8 @@ struct Engine::Impl : SchedulerResources {
   model::Batch batch;
   Buffer<float> logits;
   std::vector<float> scratch_row;
+  std::vector<float> lp_row;       // raw_logprobs(): the last row's log-softmax
+  std::vector<int32_t> lp_order;   // raw_logprobs(): scratch for the top-k
 
   // Stats: written by the engine thread, read by any thread under stats_mu.
   mutable std::mutex stats_mu;
@@ -192,8 +202,9 @@ kv::BlockIdentity Engine::Impl::identity_of_block(Seq& s, size_t i) const {
 
 // A sequence starting from nothing adopts the cached blocks of its longest cached prefix (whole blocks, and
 // never its last token: that one must be computed to get logits).
+// A sequence that still needs prompt_logprobs computes every position (vLLM skips the prefix cache for it).
 void Engine::Impl::adopt_prefix(Seq& s) {
-  if (!cfg.enable_prefix_caching || s.computed != 0 || !s.blocks.table().empty()) return;
+  if (!cfg.enable_prefix_caching || s.computed != 0 || !s.blocks.table().empty() || s.needs_prompt_rows()) return;
   const size_t full = (s.tokens.size() - 1) / static_cast<size_t>(cfg.block_size);
   size_t i = 0;
   for (; i < full; ++i) {
@@ -236,18 +247,24 @@ void Engine::Impl::step() {
   for (auto& r : plan.rejected) finish(*r.seq, FinishReason::kError, r.error, r.kind);
   if (plan.chunks.empty()) return;
 
-  // 4. One flat batch.
+  // 4. One flat batch. Logits rows: the last position of every sequence whose prefill is done (it samples),
+  //    and for prompt_logprobs every prompt position whose entry is still missing (entry = position + 1).
   batch.clear();
   bool any_lora = false;
   for (const auto& c : plan.chunks) any_lora |= c.seq->slot >= 0;
-  std::vector<Seq*> with_logits;
+  struct RowOwner {
+    Seq* seq;
+    int entry;  // prompt_logprobs entry, or -1: the row to sample from
+  };
+  std::vector<RowOwner> rows;
   for (const auto& c : plan.chunks) {
     Seq* s = c.seq;
     const int64_t chunk = c.n_tokens;
-    if (c.admitted) {  // counted once per admission
+    if (c.admitted && !s->needs_prompt_rows()) {  // counted once per admission; prompt_logprobs skips the cache
       prefix_hit_tokens += s->computed;
       prefix_queried_tokens += static_cast<int64_t>(s->tokens.size());
     }
+    const bool prompt_rows = s->needs_prompt_rows();
     kernels::AttnSeq as;
     as.q_begin = static_cast<int32_t>(batch.tokens.size());
     as.q_len = static_cast<int32_t>(chunk);
@@ -260,70 +277,164 @@ void Engine::Impl::step() {
       batch.positions.push_back(static_cast<int32_t>(pos));
       batch.slots.push_back(s->blocks.slot(pos, cfg.block_size));
       if (any_lora) batch.lora_slots.push_back(s->slot);
+      const int64_t entry = pos + 1;
+      if (prompt_rows && entry >= s->prompt_lp_next && entry < s->prompt_len) {  // not again after a preemption
+        batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
+        rows.push_back({s, static_cast<int>(entry)});
+      }
     }
     s->computed += chunk;
     if (s->computed == static_cast<int64_t>(s->tokens.size())) {
       batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
-      with_logits.push_back(s);
+      rows.push_back({s, -1});
     }
   }
   const int V = model.config().vocab_size;
-  logits.resize(with_logits.size() * static_cast<size_t>(V));
+  logits.resize(rows.size() * static_cast<size_t>(V));
   model.forward(pool, batch, *cache, logits.data(), any_lora && adapters ? &adapters->view() : nullptr);
 
-  // 5. Register newly full blocks, sample, stream, retire.
+  // 5. Register newly full blocks, keep prompt logprobs, sample, stream, retire. A sequence's prompt rows come
+  //    before its sampling row, so its entries are complete when its first token is sampled.
   for (const auto& c : plan.chunks) register_full_blocks(*c.seq);
-  for (size_t i = 0; i < with_logits.size(); ++i) handle_logits(*with_logits[i], logits.data() + i * V);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Seq& s = *rows[i].seq;
+    const float* row = logits.data() + i * V;
+    if (rows[i].entry < 0) {
+      handle_logits(s, row);
+      continue;
+    }
+    const int j = rows[i].entry;
+    TokenLogprob tl = raw_logprobs(row, s.req.prompt_logprobs);
+    tl.token = s.tokens[j];
+    tl.logprob = lp_row[tl.token];
+    s.prompt_lp[j] = std::move(tl);
+    s.prompt_lp_next = j + 1;
+  }
   scheduler.take_finished();
+}
+
+TokenLogprob Engine::Impl::raw_logprobs(const float* row, int k) {
+  const int V = model.config().vocab_size;
+  Sampler::log_softmax(std::span<const float>(row, V), lp_row);
+  TokenLogprob tl;
+  k = std::min(k, V);
+  lp_order.resize(V);
+  for (int i = 0; i < V; ++i) lp_order[i] = i;
+  const auto& lp = lp_row;
+  std::partial_sort(lp_order.begin(), lp_order.begin() + k, lp_order.end(),
+                    [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
+  for (int i = 0; i < k; ++i) tl.top.emplace_back(lp_order[i], lp[lp_order[i]]);
+  return tl;
+}
+
+// vLLM's logits processors as -inf masks on `row` (a copy of the raw logits), before the sampler's
+// logit_bias and penalties. An error when nothing is left to sample.
+std::optional<Engine::Impl::MaskError> Engine::Impl::mask_logits(Seq& s, std::span<float> row) {
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  const Request& r = s.req;
+  const auto V = static_cast<int32_t>(row.size());
+  auto ban = [&](int32_t t) {
+    if (t >= 0 && t < V) row[t] = kMasked;
+  };
+  bool masked = false;
+  if (r.constraint) {
+    if (!s.constraint) s.constraint = r.constraint->start();
+    if (s.constraint_ended) {  // ignore_eos after the structured output ended: EOS again, nothing else
+      std::vector<float> keep;
+      for (int32_t e : eos_ids) keep.push_back(e >= 0 && e < V ? row[e] : kMasked);
+      std::fill(row.begin(), row.end(), kMasked);
+      for (size_t i = 0; i < eos_ids.size(); ++i)
+        if (eos_ids[i] >= 0 && eos_ids[i] < V) row[eos_ids[i]] = keep[i];
+    } else if (!s.constraint->mask(row, eos_ids)) {
+      return MaskError{"the structured output allows no token here", std::nullopt};
+    }
+    masked = true;
+  }
+  if (r.allowed_token_ids) {
+    auto it = r.allowed_token_ids->begin(), end = r.allowed_token_ids->end();
+    for (int32_t t = 0; t < V; ++t) {
+      while (it != end && *it < t) ++it;
+      if (it == end || *it != t) row[t] = kMasked;
+    }
+    masked = true;
+  }
+  if (r.bad_words) {
+    // vLLM's NoBadWordsLogitsProcessor: the generated tokens (not the prompt) must end with the prefix.
+    std::span<const int32_t> out(s.tokens.data() + s.prompt_len, static_cast<size_t>(s.generated));
+    for (const auto& w : *r.bad_words) {
+      if (w.empty() || w.size() - 1 > out.size()) continue;
+      if (std::equal(w.begin(), w.end() - 1, out.end() - static_cast<long>(w.size() - 1))) {
+        ban(w.back());
+        masked = true;
+      }
+    }
+  }
+  if (s.generated < r.min_tokens) {  // as vLLM: with ignore_eos, EOS is an ordinary token and stays
+    if (!r.ignore_eos)
+      for (int32_t e : eos_ids) ban(e);
+    for (int32_t t : r.stop_token_ids) ban(t);
+    masked = true;
+  }
+  if (masked && std::none_of(row.begin(), row.end(), [](float x) { return x > kMasked; }))
+    return MaskError{"no token can come next: this request's structured output, allowed_token_ids, bad_words and "
+                     "min_tokens together exclude every token", ErrorKind::kInvalid};
+  return std::nullopt;
 }
 
 void Engine::Impl::handle_logits(Seq& s, const float* row) {
   const int V = model.config().vocab_size;
   if (s.generated == 0 && !s.first_token_sent) prompt_tokens_total += s.prompt_len;
-  scratch_row.assign(row, row + V);
   Output out;
-  if (s.req.logprobs >= 0) {
-    std::vector<float> lp;
-    Sampler::log_softmax(scratch_row, lp);
-    TokenLogprob tl;
-    // The chosen token is filled in below; alternatives are the top-k of the model's distribution.
-    int k = std::min(s.req.logprobs, V);
-    std::vector<int32_t> idx(V);
-    for (int i = 0; i < V; ++i) idx[i] = i;
-    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                      [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
-    for (int i = 0; i < k; ++i) tl.top.emplace_back(idx[i], lp[idx[i]]);
-    out.logprobs.push_back(std::move(tl));
-    std::span<const int32_t> prompt(s.tokens.data(), s.prompt_len);
-    int32_t tok_id = s.sampler->sample(scratch_row, prompt);
-    out.logprobs.back().token = tok_id;
-    out.logprobs.back().logprob = lp[tok_id];
-    out.tokens.push_back(tok_id);
-  } else {
-    std::span<const int32_t> prompt(s.tokens.data(), s.prompt_len);
-    out.tokens.push_back(s.sampler->sample(scratch_row, prompt));
+  // Logprobs are the model's raw distribution (as vLLM reports them), before any mask or penalty.
+  if (s.req.logprobs >= 0) out.logprobs.push_back(raw_logprobs(row, s.req.logprobs));
+  scratch_row.assign(row, row + V);
+  if (auto err = mask_logits(s, scratch_row)) {
+    finish(s, FinishReason::kError, err->message, err->kind);
+    return;
   }
-  const int32_t t = out.tokens.back();
+  std::span<const int32_t> prompt(s.tokens.data(), s.prompt_len);
+  const int32_t t = s.sampler->sample(scratch_row, prompt);
+  if (s.req.logprobs >= 0) {
+    out.logprobs.back().token = t;
+    out.logprobs.back().logprob = lp_row[t];
+  }
+  out.tokens.push_back(t);
   s.sampler->accept(t);
+  const bool is_eos = std::find(eos_ids.begin(), eos_ids.end(), t) != eos_ids.end();
+  if (s.constraint && !s.constraint_ended) {
+    s.constraint->accept(t);
+    s.constraint_ended = is_eos;
+  }
   s.tokens.push_back(t);
   ++s.generated;
   ++generation_tokens_total;
 
   FinishReason why = FinishReason::kNone;
-  bool is_eos = std::find(eos_ids.begin(), eos_ids.end(), t) != eos_ids.end();
-  bool is_stop_id = std::find(s.req.stop_token_ids.begin(), s.req.stop_token_ids.end(), t) != s.req.stop_token_ids.end();
-  if ((is_eos && !s.req.ignore_eos) || is_stop_id) {
-    why = FinishReason::kStop;  // the stop token itself is not rendered as text
+  if (is_eos && !s.req.ignore_eos) {
+    why = FinishReason::kStop;  // the stop token itself is not rendered as text; stop_reason stays empty
+  } else if (std::find(s.req.stop_token_ids.begin(), s.req.stop_token_ids.end(), t) != s.req.stop_token_ids.end()) {
+    why = FinishReason::kStop;
+    out.stop_reason = t;
   } else {
     bool stopped = false;
-    out.text = s.text->add(t, &stopped);
-    if (stopped) why = FinishReason::kStop;
+    // vLLM checks stop strings only once more than min_tokens tokens are out (a match must end after that).
+    out.text = s.text->add(t, &stopped, s.generated > s.req.min_tokens);
+    if (stopped) {
+      why = FinishReason::kStop;
+      out.stop_reason = s.text->stop_string();
+    }
   }
   if (why == FinishReason::kNone &&
       (s.generated >= s.req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= max_len))
     why = FinishReason::kLength;
   out.prompt_tokens = s.prompt_len;
   out.completion_tokens = s.generated;
+  if (s.req.prompt_logprobs >= 0 && !s.prompt_lp_sent) {  // once, in the first output
+    LP_CHECK(s.prompt_lp_next == s.prompt_len, "prompt logprobs incomplete: {} of {}", s.prompt_lp_next, s.prompt_len);
+    out.prompt_logprobs = std::move(s.prompt_lp);
+    s.prompt_lp.clear();
+    s.prompt_lp_sent = true;
+  }
   s.first_token_sent = true;
   if (why != FinishReason::kNone) {
     out.text += s.text->finish();
@@ -448,6 +559,20 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
     fail("This model's maximum context length is {} tokens. However, your request has {} input tokens. "
          "Please reduce the length of the input messages.", max_len, req.prompt.size());
   if (req.max_tokens < 1) fail("max_tokens must be at least 1, got {}", req.max_tokens);
+  // The HTTP layer validates these with the API's field names; here only what would break the engine.
+  auto in_vocab = [&](int32_t t, const char* what) {
+    if (t < 0 || t >= V) fail("{} holds token id {}, out of range for vocab size {}", what, t, V);
+  };
+  if (req.min_tokens < 0) fail("min_tokens must be at least 0, got {}", req.min_tokens);
+  if (req.allowed_token_ids) {
+    if (req.allowed_token_ids->empty()) fail("allowed_token_ids is empty");
+    for (int32_t t : *req.allowed_token_ids) in_vocab(t, "allowed_token_ids");
+    LP_CHECK(std::is_sorted(req.allowed_token_ids->begin(), req.allowed_token_ids->end()),
+             "allowed_token_ids must come sorted");
+  }
+  if (req.bad_words)
+    for (const auto& w : *req.bad_words)
+      for (int32_t t : w) in_vocab(t, "bad_words");
   req.max_tokens = static_cast<int>(std::min<int64_t>(req.max_tokens, max_len - static_cast<int64_t>(req.prompt.size())));
   if (!req.adapter.empty() && (!im.adapters || !im.adapters->is_registered(req.adapter)))
     fail_as(ErrorKind::kNotFound, "The model `{}` does not exist.", req.adapter);
@@ -457,6 +582,8 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   seq->channel = ch;
   seq->tokens = req.prompt;
   seq->prompt_len = static_cast<int>(req.prompt.size());
+  seq->prompt_lp_next = req.prompt_logprobs >= 0 ? 1 : seq->prompt_len;
+  if (req.prompt_logprobs >= 0) seq->prompt_lp.resize(req.prompt.size());
   seq->sampler = std::make_unique<Sampler>(req.sampling);
   seq->text = std::make_unique<OutputText>(im.tok, req.skip_special_tokens, req.stop, req.include_stop_str_in_output);
   const std::string adapter = req.adapter;

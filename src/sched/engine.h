@@ -5,6 +5,12 @@
 // max_num_seqs / max_num_batched_tokens / max_loras limits), build one flat batch of prefill chunks and decode
 // tokens of all running requests, run one forward, sample, push outputs, retire finished or aborted requests
 // (freeing KV blocks and adapter holds).
+//
+// Per request, before its sampler (logit_bias, penalties, temperature...): its structured-output constraint,
+// allowed_token_ids, bad_words and min_tokens set the logits of excluded tokens to -inf, as vLLM's logits
+// processors do; logprobs stay the model's raw distribution. prompt_logprobs asks the model for a logits row
+// per prompt position (prefill chunks bounded by SchedulerConfig::max_prompt_logprob_rows, no prefix-cache
+// reuse for that prompt) and keeps only each row's top-k, sent once in the first Output.
 #pragma once
 
 #include <atomic>

@@ -21,27 +21,29 @@ std::string OutputText::emit_upto(size_t end) {
   return out;
 }
 
-std::string OutputText::add(int32_t token, bool* stopped) {
+std::string OutputText::add(int32_t token, bool* stopped, bool check_stop) {
   *stopped = false;
   if (stopped_) return {};
-  size_t old_len = text_.size();
+  const size_t old_len = text_.size();
   text_ += decoder_.step(token);
-  if (stop_) {
-    // A match can only involve the new text: start looking `hold_` bytes before it.
-    size_t from = old_len > hold_ ? old_len - hold_ : 0;
-    size_t best = std::string::npos, best_len = 0;
+  if (stop_ && check_stop && text_.size() > old_len) {
+    // Only matches that end in the new text: each search starts where such a match could begin.
+    size_t best = std::string::npos;
+    const std::string* best_stop = nullptr;
     for (const auto& s : *stop_) {
       if (s.empty()) continue;
+      const size_t from = old_len + 1 > s.size() ? old_len + 1 - s.size() : 0;
       size_t p = text_.find(s, from);
       if (p != std::string::npos && p < best) {
         best = p;
-        best_len = s.size();
+        best_stop = &s;
       }
     }
-    if (best != std::string::npos) {
+    if (best_stop) {
       stopped_ = true;
       *stopped = true;
-      size_t end = include_stop_ ? best + best_len : best;
+      stop_string_ = *best_stop;
+      size_t end = include_stop_ ? best + best_stop->size() : best;
       text_.resize(end);
       return emit_upto(end);
     }

@@ -120,11 +120,15 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   double total = 0;
   for (size_t i = 0; i < keep; ++i) total += prob_[i];
   double r = std::uniform_real_distribution<double>(0.0, total)(rng_);
+  size_t last = 0;  // the last candidate with a nonzero probability: rounding may leave r >= 0 at the end,
+                    // and a token masked to -inf (probability 0) must never be the fallback
   for (size_t i = 0; i < keep; ++i) {
+    if (prob_[i] <= 0) continue;
+    last = i;
     r -= prob_[i];
     if (r < 0) return cand_[i].second;
   }
-  return cand_[keep - 1].second;
+  return cand_[last].second;
 }
 
 void Sampler::log_softmax(std::span<const float> logits, std::vector<float>& out) {

@@ -1,5 +1,8 @@
 // Token sampling from one row of logits: greedy, temperature, top-k, top-p, min-p, with penalties, seeded
-// per request so results are reproducible. Semantics follow vLLM's sampler:
+// per request so results are reproducible. The engine has already set to -inf the logits of tokens the
+// request may not produce (structured output, allowed_token_ids, bad_words, min_tokens: all masks, so their
+// order does not matter); a -inf logit stays -inf through every step below and is never sampled.
+// Semantics follow vLLM's sampler:
 //   0. logit_bias: each (token, bias) is added to that token's logit (OpenAI's logit_bias, applied first, as
 //      vLLM's logits processors run before its penalties);
 //   1. repetition penalty (HF style: logit/p if > 0 else logit*p, over prompt + output tokens),

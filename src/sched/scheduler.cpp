@@ -7,7 +7,8 @@
 namespace lp::sched {
 
 Scheduler::Scheduler(SchedulerConfig config) : cfg_(std::move(config)) {
-  LP_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_num_batched_tokens > 0, "scheduler limits must be positive");
+  LP_CHECK(cfg_.max_num_seqs > 0 && cfg_.max_num_batched_tokens > 0 && cfg_.max_prompt_logprob_rows > 0,
+           "scheduler limits must be positive");
   for (const auto& [t, w] : cfg_.weights) LP_CHECK(w > 0, "weight of tenant '{}' is {}", t, w);
 }
 
@@ -164,15 +165,28 @@ void Scheduler::preempt(SchedulerResources& res, size_t i) {
   activate(tenant).queue.push_front(std::move(s));
 }
 
+namespace {
+
+// Tokens `s` runs next: the rest of its prefill (or its one decode token) within the step's token budget and,
+// while it needs a logits row per prompt position (prompt_logprobs), within the rows left for those.
+int64_t chunk_for(const Seq& s, int64_t budget, int64_t rows) {
+  int64_t chunk = std::min<int64_t>(budget, static_cast<int64_t>(s.tokens.size()) - s.computed);
+  if (s.needs_prompt_rows()) chunk = std::min(chunk, rows);
+  return chunk;
+}
+
+}  // namespace
+
 SchedulerOutput Scheduler::schedule(SchedulerResources& res, double now) {
   SchedulerOutput out;
   int64_t budget = cfg_.max_num_batched_tokens;
+  int64_t rows = cfg_.max_prompt_logprob_rows;
   // 1. Running requests first, oldest first: one decode token each, or the next prefill chunk. Out of KV:
   //    preempt until the older ones fit.
   std::sort(running_.begin(), running_.end(), [](const auto& a, const auto& b) { return a->id < b->id; });
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Seq& s = *running_[i];
-    int64_t chunk = std::min<int64_t>(budget, static_cast<int64_t>(s.tokens.size()) - s.computed);
+    const int64_t chunk = chunk_for(s, budget, rows);
     if (chunk <= 0) {
       ++i;
       continue;
@@ -187,11 +201,12 @@ SchedulerOutput Scheduler::schedule(SchedulerResources& res, double now) {
     }
     if (self_preempted) continue;  // running_[i] is now the next one
     budget -= chunk;
+    if (s.needs_prompt_rows()) rows -= chunk;
     out.chunks.push_back({&s, chunk, false});
     ++i;
   }
   // 2. Admit waiting requests with what is left.
-  admit(res, now, budget, out);
+  admit(res, now, budget, rows, out);
   return out;
 }
 
@@ -203,7 +218,7 @@ void Scheduler::reject_stale(const std::string& tenant, double now, SchedulerOut
     out.rejected.push_back({pop_front(tenant), ErrorKind::kUnavailable, why});
 }
 
-void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, SchedulerOutput& out) {
+void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, int64_t& rows, SchedulerOutput& out) {
   // A request that has waited past the fairness bound for a slot: unpinned adapters other than its own are not
   // admitted meanwhile (their slots drain). The longest-waiting such request decides.
   std::string starving;
@@ -232,6 +247,10 @@ void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, Sche
     if (!pick) break;
     const std::string tenant = *pick_name;
     Seq& s = *pick->queue.front();
+    if (s.needs_prompt_rows() && rows <= 0) {  // its prefill needs logits rows this step has no more of
+      skipped.insert(tenant);
+      continue;
+    }
     if (!tenant.empty()) {
       if (!starving.empty() && tenant != starving && !res.adapter_pinned(tenant)) {
         skipped.insert(tenant);
@@ -256,7 +275,7 @@ void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, Sche
       }
     }
     res.adopt_prefix(s);
-    const int64_t chunk = std::min<int64_t>(budget, static_cast<int64_t>(s.tokens.size()) - s.computed);
+    const int64_t chunk = chunk_for(s, budget, rows);
     if (!res.reserve_kv(s, s.computed + chunk)) {
       res.release(s);  // the adopted prefix and the adapter hold just taken
       break;           // out of KV: the running requests must finish first
@@ -268,6 +287,7 @@ void Scheduler::admit(SchedulerResources& res, double now, int64_t& budget, Sche
     pick->pass += 1.0 / weight_of(tenant);
     std::unique_ptr<Seq> owned = pop_front(tenant);
     budget -= chunk;
+    if (s.needs_prompt_rows()) rows -= chunk;
     out.chunks.push_back({owned.get(), chunk, true});
     running_.push_back(std::move(owned));
   }

@@ -18,6 +18,9 @@
 //   queue at the front without being refused.
 // - Preemption (recompute): when a running request needs KV that is not there, the newest running request of
 //   the tenant holding the most running requests goes back to its queue (its KV and slot hold released).
+// - prompt_logprobs: a request that needs a logits row for every prompt position gets prefill chunks within
+//   the step's max_prompt_logprob_rows (shared by all such requests; the oldest first), so the logits buffer
+//   stays bounded; when none are left it waits (running) or is not admitted this step.
 #pragma once
 
 #include <cstdint>
@@ -118,7 +121,7 @@ class Scheduler {
   void take_running(const std::function<bool(const Seq&)>& pred, std::vector<std::unique_ptr<Seq>>& out);
   void add_places(const std::string& tenant, int n);         // waiting-place counts += n (locks count_mu_)
   void add_places_locked(const std::string& tenant, int n);
-  void admit(SchedulerResources& res, double now, int64_t& budget, SchedulerOutput& out);
+  void admit(SchedulerResources& res, double now, int64_t& budget, int64_t& rows, SchedulerOutput& out);
   void reject_stale(const std::string& tenant, double now, SchedulerOutput& out, const std::string& why);
   size_t pick_victim(size_t from) const;
   void preempt(SchedulerResources& res, size_t i);

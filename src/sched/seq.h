@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kv/kv_cache.h"
+#include "sched/constraint.h"
 #include "sched/output_text.h"
 #include "sched/request.h"
 #include "sched/sampler.h"
@@ -30,6 +32,16 @@ struct Seq {
   size_t registered = 0;         // blocks of the table registered in the prefix cache
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<OutputText> text;
+  // Structured outputs: started on the engine thread before the first sample (null: free). With ignore_eos
+  // an EOS the constraint accepted ends the structured output but not the request: constraint_ended is set
+  // and from then on only EOS ids may follow (the text stays valid; EOS renders as nothing).
+  std::unique_ptr<TokenConstraint> constraint;
+  bool constraint_ended = false;
+  // prompt_logprobs: one entry per prompt token (entry 0 stays empty), filled as prefill chunks run, sent
+  // whole in the first Output and then cleared. Entry j comes from the logits at position j - 1.
+  std::vector<std::optional<TokenLogprob>> prompt_lp;
+  int prompt_lp_next = 0;  // the next entry to compute; prompt_len once done (or when none were asked)
+  bool prompt_lp_sent = false;
   double arrived = 0;             // now_seconds() when submitted
   double adapter_wait_since = -1;  // when admission first found its adapter unavailable (< 0: not waiting)
   bool no_slot = false;            // the last admission attempt found every slot held (not just loading)
@@ -37,6 +49,9 @@ struct Seq {
   bool finished = false;  // set by the engine when the last output was pushed; the scheduler retires it
 
   const std::string& tenant() const { return req.adapter; }
+  // Still needs a logits row for some prompt positions (prompt_logprobs): its prefill chunks are bounded by
+  // SchedulerConfig::max_prompt_logprob_rows and it adopts no cached prefix.
+  bool needs_prompt_rows() const { return req.prompt_logprobs >= 0 && prompt_lp_next < prompt_len; }
 };
 
 }  // namespace lp::sched

@@ -9,7 +9,9 @@
 // (the connection sees EOF or an error, streaming or not, or a write stalls) cancels the producer, which aborts
 // every engine request of the call; the engine frees their KV blocks and adapter holds at its next step.
 #include <chrono>
+#include <optional>
 #include <span>
+#include <variant>
 
 #include "core/clock.h"
 #include "core/log.h"
@@ -32,12 +34,35 @@ using sched::FinishReason;
 constexpr double kKeepAliveS = 0.25;
 constexpr size_t kPollBudget = 64 << 10;
 
+// A template sent with a request (chat_template, behind --trust-request-chat-template) is client code: it runs
+// with bounds far below the model template's (jinja/interpreter.h Limits). Work counts evaluated nodes, copied
+// items and copied bytes / 16, so 5M bounds the time (tens of ms) and the bytes a render can ever allocate
+// (80 MB of strings, 5M items), while a real template over a long chat needs well under 1M.
+text::jinja::TemplateOptions request_template_options() {
+  text::jinja::TemplateOptions o;
+  o.limits.max_work = 5'000'000;
+  o.limits.max_string_bytes = 4u << 20;
+  o.limits.max_items = 100'000;
+  o.limits.max_loop_iterations = 200'000;
+  o.limits.max_call_depth = 64;
+  return o;
+}
+
+// One prompt of the call (completions may send several; choice index = prompt * n + j).
+struct PromptInfo {
+  std::vector<int32_t> ids;
+  std::string echo_text;  // echo: written before the generated text
+};
+
 // Everything both paths need once the request is validated and submitted.
 struct Call {
   ServerState& st;
   ResponseMeta meta;
   GenerateParams params;
   std::string adapter;
+  std::vector<PromptInfo> prompts;
+  bool echo_only = false;  // completions echo with max_tokens 0: the generated token is dropped
+  std::shared_ptr<const std::vector<std::vector<int32_t>>> bad_words;
   int64_t prompt_tokens = 0;
   double t0 = 0;  // arrival
   std::vector<std::shared_ptr<sched::RequestChannel>> chans;
@@ -60,7 +85,31 @@ struct ChoiceProgress {
   int64_t completion_tokens = 0;
   double last_token_time = 0;  // 0: no token yet
   CompletionLogprobState lp_state;
+  bool echo_sent = false;  // streaming: the echo chunk went out
 };
+
+// Per-choice output gathered for the non-streaming answer.
+struct ChoiceRaw {
+  std::string text;
+  std::vector<sched::TokenLogprob> logprobs;
+  std::vector<std::optional<sched::TokenLogprob>> prompt_logprobs;
+  sched::FinishReason finish = sched::FinishReason::kNone;
+  std::variant<std::monostate, std::string, int32_t> stop_reason;
+  int64_t completion_tokens = 0;
+};
+
+// The prompt's logprobs as completion logprobs entries (echo with logprobs): the first has none (null).
+std::vector<sched::TokenLogprob> echo_logprobs(const std::vector<int32_t>& prompt,
+                                               const std::vector<std::optional<sched::TokenLogprob>>& plp) {
+  std::vector<sched::TokenLogprob> out;
+  for (size_t k = 0; k < prompt.size(); ++k) {
+    sched::TokenLogprob lp;
+    if (k < plp.size() && plp[k]) lp = *plp[k];
+    lp.token = prompt[k];
+    out.push_back(std::move(lp));
+  }
+  return out;
+}
 
 // The error an engine output with finish kError stands for: its kind when the engine gave one (404: the
 // adapter was unregistered while the request waited; 503: no adapter slot in time), else a 500.
@@ -90,22 +139,32 @@ void record_finish(ServerState& st, const Call& c, FinishReason why) {
   st.metrics.add("loraplex_request_success_total", {{"finished_reason", finish_reason_json(why)}});
 }
 
-// Validates the model and turns the body into prompt tokens; fills everything of `c` but the channels.
-std::vector<int32_t> prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
+// Validates the model and turns the body into prompt tokens (c.prompts); fills everything of `c` but the
+// channels.
+void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
   ServerState& st = c.st;
-  std::vector<int32_t> prompt;
   const text::Tokenizer& tok = *st.tokenizer;
+  const int64_t max_len = st.backend->max_model_len();
   if (api == Api::kCompletion) {
     CompletionRequest r = parse_completion_request(body);
     c.adapter = resolve_model(st, r.model);
-    if (r.prompt_text) {
-      prompt = tok.encode(*r.prompt_text, /*add_special_tokens=*/true);
-    } else {
-      prompt = std::move(r.prompt_ids);
-      int32_t vocab = tok.vocab_size();
-      for (int32_t id : prompt)
-        if (id >= vocab) fail_param("prompt", "token id {} is out of range for vocab size {}", id, vocab);
+    const int32_t vocab = tok.vocab_size();
+    for (auto& in : r.prompts) {
+      PromptInfo pi;
+      if (in.text) {
+        pi.ids = tok.encode(*in.text, r.add_special_tokens);
+        if (pi.ids.empty()) fail_param("prompt", "the prompt is empty");
+      } else {
+        pi.ids = std::move(in.ids);
+        for (int32_t id : pi.ids)
+          if (id >= vocab) fail_param("prompt", "token id {} is out of range for vocab size {}", id, vocab);
+      }
+      const size_t before = pi.ids.size();
+      truncate_prompt(r, pi.ids, max_len);
+      if (r.echo) pi.echo_text = in.text && pi.ids.size() == before ? *in.text : tok.decode(pi.ids, false);
+      c.prompts.push_back(std::move(pi));
     }
+    c.echo_only = r.echo && r.max_tokens && *r.max_tokens == 0;
     c.params = r;
     *default_max_tokens = 16;  // OpenAI's default for completions
   } else {
@@ -118,29 +177,68 @@ std::vector<int32_t> prepare(Call& c, Api api, const ojson& body, int* default_m
     if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser == ToolParserKind::kMistral)
       r.skip_special_tokens = false;
     c.adapter = resolve_model(st, r.model);
-    if (!st.chat_template)
-      fail_param("messages", "this model has no chat template; use /v1/completions");
-    prompt = text::encode_chat_prompt(*st.chat_template, tok, r.messages, r.add_generation_prompt, r.tools,
-                                      r.chat_template_kwargs, r.add_special_tokens,
-                                      st.options.allow_special_tokens_in_content);
+    const text::ChatTemplate* tmpl = st.chat_template;
+    std::optional<text::ChatTemplate> own;
+    if (r.chat_template) {
+      if (!st.options.trust_request_chat_template)
+        fail_param("chat_template", "Chat template is passed with request, but --trust-request-chat-template is not "
+                   "set. Refused request with untrusted chat template.");
+      try {
+        own.emplace(*r.chat_template, st.chat_template ? st.chat_template->special_tokens() : ojson::object(),
+                    request_template_options());
+      } catch (const Error& e) {
+        fail_param("chat_template", "chat_template: {}", e.what());
+      }
+      tmpl = &*own;
+    }
+    if (!tmpl) fail_param("messages", "this model has no chat template; use /v1/completions");
+    PromptInfo pi;
+    try {
+      pi.ids = text::encode_chat_prompt(*tmpl, tok, r.messages, r.add_generation_prompt, r.tools,
+                                        r.chat_template_kwargs, r.add_special_tokens,
+                                        st.options.allow_special_tokens_in_content, r.continue_final_message);
+    } catch (const ApiError&) {
+      throw;
+    } catch (const Error& e) {
+      if (own) fail_param("chat_template", "chat_template: {}", e.what());
+      if (r.continue_final_message) fail_param("continue_final_message", "{}", e.what());
+      throw;
+    }
+    truncate_prompt(r, pi.ids, max_len);
+    if (r.echo) {
+      // vLLM: the reply is prepended with the last message when it has the reply's role.
+      const ojson& last = r.messages.back();
+      auto content = last.find("content");
+      if ((last["role"] == "assistant" || !r.add_generation_prompt) && content != last.end() && content->is_string())
+        pi.echo_text = content->get<std::string>();
+    }
+    c.prompts.push_back(std::move(pi));
     c.params = r;
     *default_max_tokens = -1;  // the rest of the context
   }
-  check_token_ids(c.params, tok.vocab_size());  // stop_token_ids, logit_bias keys
+  check_token_ids(c.params, tok.vocab_size());  // stop_token_ids, logit_bias keys, allowed_token_ids
+  c.bad_words = bad_words_token_ids(c.params.bad_words,
+                                    [&tok](const std::string& w) { return tok.encode(w, /*add_special_tokens=*/false); });
   c.meta.api = api;
   c.meta.id = make_response_id(api);
   c.meta.created = unix_now();
   c.meta.model = c.params.model.empty() ? st.options.served_model_name : c.params.model;
-  c.prompt_tokens = static_cast<int64_t>(prompt.size());
+  c.prompt_tokens = 0;
+  for (const auto& p : c.prompts) c.prompt_tokens += static_cast<int64_t>(p.ids.size());  // once per prompt, not per n
   const text::Tokenizer* tk = st.tokenizer;
   c.token_text = [tk](int32_t id) { return tk->decode(std::span<const int32_t>(&id, 1), false); };
-  return prompt;
 }
 
-void submit_all(Call& c, std::vector<int32_t> prompt, int default_max_tokens) {
-  auto reqs = make_engine_requests(c.params, std::move(prompt), c.adapter, c.st.backend->max_model_len(),
-                                   default_max_tokens);
-  for (auto& r : reqs) c.chans.push_back(c.st.backend->submit(std::move(r)));  // on a throw, ~Call aborts the rest
+// Every request is built (and checked against the context) before any is submitted; the channels are in
+// choice order, prompt-major.
+void submit_all(Call& c, int default_max_tokens) {
+  std::vector<sched::Request> all;
+  for (const auto& p : c.prompts) {
+    auto reqs = make_engine_requests(c.params, p.ids, c.adapter, c.st.backend->max_model_len(), default_max_tokens,
+                                     c.bad_words);
+    for (auto& r : reqs) all.push_back(std::move(r));
+  }
+  for (auto& r : all) c.chans.push_back(c.st.backend->submit(std::move(r)));  // on a throw, ~Call aborts the rest
 }
 
 // The response of one generation call, polled by the connection (see ResponseProducer).
@@ -148,7 +246,7 @@ class GenerationProducer final : public ResponseProducer {
  public:
   GenerationProducer(std::unique_ptr<Call> call, bool streaming)
       : c_(std::move(call)), in_flight_(c_->st), streaming_(streaming), prog_(c_->chans.size()),
-        results_(c_->chans.size()), last_write_(now_seconds()) {}
+        raw_(c_->chans.size()), last_write_(now_seconds()) {}
   ~GenerationProducer() override {
     for (auto& ch : c_->chans) ch->set_listener(nullptr);  // no wake-up may outlive the connection's strand
   }
@@ -196,31 +294,55 @@ class GenerationProducer final : public ResponseProducer {
         if (!o) break;
         if (o->finish == FinishReason::kError) throw engine_error(*o);
         record_token_latency(c_->st, *c_, prog_[i], o->tokens.size(), i == 0);
-        results_[i].text += o->text;
-        for (auto& lp : o->logprobs) results_[i].logprobs.push_back(std::move(lp));
-        results_[i].completion_tokens = o->completion_tokens;
-        if (o->prompt_tokens > 0) c_->prompt_tokens = o->prompt_tokens;
+        ChoiceRaw& r = raw_[i];
+        r.text += o->text;
+        for (auto& lp : o->logprobs) r.logprobs.push_back(std::move(lp));
+        if (!o->prompt_logprobs.empty()) r.prompt_logprobs = std::move(o->prompt_logprobs);
+        r.completion_tokens = o->completion_tokens;
         if (o->finish != FinishReason::kNone) {
-          results_[i].finish = o->finish;
+          r.finish = o->finish;
+          r.stop_reason = o->stop_reason;
           prog_[i].done = true;
           record_finish(c_->st, *c_, o->finish);
         }
       }
     if (!all_done()) return false;
-    // Tools: each choice's text is split into content and calls, which are patched into the reply.
-    std::vector<std::vector<ToolCall>> calls(results_.size());
-    for (size_t i = 0; i < results_.size(); ++i)
+    std::vector<ChoiceResult> results(raw_.size());
+    std::vector<std::vector<ToolCall>> calls(raw_.size());
+    const bool completion = c_->meta.api == Api::kCompletion;
+    for (size_t i = 0; i < raw_.size(); ++i) {
+      ChoiceRaw& r = raw_[i];
+      const PromptInfo& prompt = prompt_of(i);
+      ChoiceResult& out = results[i];
+      std::string text = c_->echo_only ? std::string() : std::move(r.text);
+      // Tools: the generated text is split into content and calls, which are patched into the reply below.
       if (ChoiceTools* t = tools_of(i)) {
-        ExtractedToolCalls e = t->whole(results_[i].text);
-        results_[i].text = std::move(e.content);
+        ExtractedToolCalls e = t->whole(text);
+        text = std::move(e.content);
         calls[i] = std::move(e.calls);
       }
-    ojson reply = full_response(c_->meta, results_, c_->prompt_tokens, c_->params.logprobs, c_->token_text);
-    for (size_t i = 0; i < results_.size(); ++i)
+      out.text = prompt.echo_text + text;
+      if (completion && c_->params.echo && c_->params.logprobs >= 0) {
+        out.logprobs = echo_logprobs(prompt.ids, r.prompt_logprobs);
+        out.logprobs_null_first = 1;
+      }
+      if (!c_->echo_only)
+        for (auto& lp : r.logprobs) out.logprobs.push_back(std::move(lp));
+      out.finish = r.finish;
+      out.stop_reason = r.stop_reason;
+      out.completion_tokens = r.completion_tokens;
+      out.prompt_logprobs = c_->params.prompt_logprobs >= 0 && !r.prompt_logprobs.empty()
+                                ? prompt_logprobs_json(prompt.ids, r.prompt_logprobs, c_->token_text)
+                                : ojson(nullptr);
+    }
+    ojson reply = full_response(c_->meta, results, c_->prompt_tokens, c_->params.logprobs, c_->token_text);
+    for (size_t i = 0; i < results.size(); ++i)
       if (ChoiceTools* t = tools_of(i)) apply_tool_calls(reply["choices"][i], calls[i], t->finish_as_tool_calls());
     write_json(res, dump_json(reply));
     return true;
   }
+
+  const PromptInfo& prompt_of(size_t choice) const { return c_->prompts[choice / static_cast<size_t>(c_->params.n)]; }
 
   // Streaming: every chunk ready now; the usage chunk and [DONE] once all choices are done; a keep-alive
   // comment after kKeepAliveS of silence.
@@ -278,13 +400,29 @@ class GenerationProducer final : public ResponseProducer {
       return;
     }
     record_token_latency(c.st, c, p, o.tokens.size(), i == 0);
-    if (o.prompt_tokens > 0) c.prompt_tokens = o.prompt_tokens;
     p.completion_tokens = o.completion_tokens;
     const bool chat = c.meta.api == Api::kChat;
     const bool usage_null = c.params.include_usage;
+    const int index = static_cast<int>(i);
     if (chat && !p.role_sent) {
-      out += sse_event(stream_chunk(c.meta, static_cast<int>(i), "", true, nullptr, FinishReason::kNone, usage_null));
+      out += sse_event(stream_chunk(c.meta, index, "", true, nullptr, FinishReason::kNone, usage_null));
       p.role_sent = true;
+    }
+    if (!p.echo_sent) {
+      // echo: the prompt (completions; with logprobs, the prompt's too, the first null) or the echoed message
+      // (chat) in one chunk before the first generated text, as vLLM streams it.
+      p.echo_sent = true;
+      const PromptInfo& prompt = prompt_of(i);
+      ojson lp = nullptr;
+      if (!chat && c.params.echo && c.params.logprobs >= 0)
+        lp = completion_logprobs(echo_logprobs(prompt.ids, o.prompt_logprobs), c.token_text, p.lp_state, 1);
+      if (!prompt.echo_text.empty() || !lp.is_null())
+        out += sse_event(stream_chunk(c.meta, index, prompt.echo_text, false, std::move(lp), FinishReason::kNone,
+                                      usage_null));
+    }
+    if (c.echo_only) {  // the one generated token is not part of the answer
+      o.text.clear();
+      o.logprobs.clear();
     }
     ojson lp = nullptr;
     if (c.params.logprobs >= 0 && !o.logprobs.empty()) {
@@ -297,7 +435,8 @@ class GenerationProducer final : public ResponseProducer {
     if (tools) td = tools->step(o.text, o.finish != FinishReason::kNone);
     else td.content = std::move(o.text);
     if (!td.empty() || !lp.is_null() || o.finish != FinishReason::kNone) {
-      ojson chunk = stream_chunk(c.meta, static_cast<int>(i), td.content, false, std::move(lp), o.finish, usage_null);
+      ojson chunk = stream_chunk(c.meta, index, td.content, false, std::move(lp), o.finish, usage_null,
+                                 o.finish == FinishReason::kNone ? ojson(nullptr) : stop_reason_json(o.stop_reason));
       add_tool_call_deltas(chunk, td.calls);
       if (o.finish != FinishReason::kNone && tools && tools->finish_as_tool_calls()) set_finish_tool_calls(chunk);
       out += sse_event(chunk);
@@ -312,7 +451,7 @@ class GenerationProducer final : public ResponseProducer {
   InFlight in_flight_;
   const bool streaming_;
   std::vector<ChoiceProgress> prog_;
-  std::vector<ChoiceResult> results_;
+  std::vector<ChoiceRaw> raw_;
   double last_write_;
   bool complete_ = false;
   bool failed_ = false;
@@ -325,8 +464,8 @@ void handle_generate(ServerState& st, Api api, const HttpRequest& req, HttpRespo
   InFlight in_flight(st);
   ojson body = parse_body(req.body);
   int default_max_tokens = 16;
-  std::vector<int32_t> prompt = prepare(*call, api, body, &default_max_tokens);
-  submit_all(*call, std::move(prompt), default_max_tokens);
+  prepare(*call, api, body, &default_max_tokens);
+  submit_all(*call, default_max_tokens);
   const bool streaming = call->params.stream;
   res.producer = std::make_shared<GenerationProducer>(std::move(call), streaming);
   res.streaming = streaming;

@@ -8,6 +8,7 @@
 
 #include "server/api_error.h"
 #include "server/json_limits.h"
+#include "server/openai_request_util.h"
 
 namespace lp::server {
 
@@ -15,67 +16,7 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-const char* json_type(const ojson& v) { return v.type_name(); }
-
-// A field that is present and not null.
-const ojson* field(const ojson& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
-double get_number(const ojson& v, const char* name) {
-  if (!v.is_number()) fail_param(name, "'{}' must be a number, got {}", name, json_type(v));
-  double d = v.get<double>();
-  if (!std::isfinite(d)) fail_param(name, "'{}' must be finite", name);
-  return d;
-}
-
-// An integer; 3.0 is accepted as 3 (as pydantic does), 3.5 is not.
-int64_t get_int(const ojson& v, const char* name) {
-  if (v.is_number_integer()) return v.get<int64_t>();
-  if (v.is_number_float()) {
-    double d = v.get<double>();
-    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9e15) return static_cast<int64_t>(d);
-  }
-  fail_param(name, "'{}' must be an integer, got {}", name, v.is_number() ? "a fraction" : json_type(v));
-}
-
-int get_int32(const ojson& v, const char* name) {
-  int64_t x = get_int(v, name);
-  if (x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max())
-    fail_param(name, "'{}' is out of range", name);
-  return static_cast<int>(x);
-}
-
-// Any 64-bit integer, signed or not (OpenAI and vLLM take an int64), as the sampler's unsigned seed: a
-// negative seed is its two's-complement value, so distinct client seeds stay distinct seeds.
-uint64_t get_seed(const ojson& v) {
-  if (v.is_number_unsigned()) return v.get<uint64_t>();
-  return static_cast<uint64_t>(get_int(v, "seed"));
-}
-
-bool get_bool(const ojson& v, const char* name) {
-  if (!v.is_boolean()) fail_param(name, "'{}' must be a boolean, got {}", name, json_type(v));
-  return v.get<bool>();
-}
-
-std::string get_string(const ojson& v, const char* name) {
-  if (!v.is_string()) fail_param(name, "'{}' must be a string, got {}", name, json_type(v));
-  return v.get<std::string>();
-}
-
-std::vector<int32_t> get_token_ids(const ojson& v, const char* name) {
-  if (!v.is_array()) fail_param(name, "'{}' must be a list of token ids", name);
-  std::vector<int32_t> ids;
-  ids.reserve(v.size());
-  for (const auto& x : v) {
-    int64_t id = get_int(x, name);
-    if (id < 0 || id > std::numeric_limits<int32_t>::max()) fail_param(name, "'{}' holds an invalid token id {}", name, id);
-    ids.push_back(static_cast<int32_t>(id));
-  }
-  return ids;
-}
+using namespace request_util;
 
 // {"token id": bias, ...} as sorted (id, bias) pairs; ids are checked against the vocabulary later
 // (check_token_ids), when the tokenizer is known.
@@ -109,7 +50,7 @@ std::shared_ptr<const std::vector<std::pair<int32_t, float>>> get_logit_bias(con
   return out;
 }
 
-void parse_common(const ojson& b, GenerateParams& p) {
+void parse_common(const ojson& b, GenerateParams& p, bool chat) {
   if (const ojson* v = field(b, "model")) p.model = get_string(*v, "model");
   auto& s = p.sampling;
   if (const ojson* v = field(b, "temperature")) {
@@ -150,10 +91,11 @@ void parse_common(const ojson& b, GenerateParams& p) {
     p.n = static_cast<int>(n);
   }
   // max_completion_tokens (the newer OpenAI name) wins over max_tokens, as in vLLM.
+  // 0 only for a completion with echo (the prompt alone, as vLLM); checked once echo is known.
   for (const char* name : {"max_tokens", "max_completion_tokens"}) {
     if (const ojson* v = field(b, name)) {
       int64_t m = get_int(*v, name);
-      if (m < 1) fail_param(name, "{} must be at least 1, got {}", name, m);
+      if (m < 0) fail_param(name, "{} must be at least 1, got {}", name, m);
       p.max_tokens = static_cast<int>(std::min<int64_t>(m, std::numeric_limits<int32_t>::max()));
     }
   }
@@ -191,14 +133,16 @@ void parse_common(const ojson& b, GenerateParams& p) {
     if (!p.stream) fail_param("stream_options", "Stream options can only be defined when `stream=True`.");
     if (const ojson* u = field(*v, "include_usage")) p.include_usage = get_bool(*u, "stream_options.include_usage");
   }
-  if (const ojson* v = field(b, "echo"))
-    if (get_bool(*v, "echo")) fail_param("echo", "'echo' is not supported");
   if (const ojson* v = field(b, "best_of")) {
     const int64_t best_of = get_int(*v, "best_of");
     if (best_of != p.n) fail_param("best_of", "'best_of' must equal n ({}), got {}", p.n, best_of);
   }
   if (const ojson* v = field(b, "suffix"))
     if (!get_string(*v, "suffix").empty()) fail_param("suffix", "'suffix' is not supported");
+  parse_vllm_fields(b, p, chat);
+  if (p.max_tokens && *p.max_tokens == 0 && !(p.echo && !chat))
+    fail_param(field(b, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens",
+               "max_tokens must be at least 1, got 0 (0 is allowed only with echo, for completions)");
 }
 
 // Chat roles the API accepts (OpenAI's, "developer" being the newer name of "system").
@@ -290,6 +234,10 @@ void check_token_ids(const GenerateParams& p, int32_t vocab_size) {
     for (const auto& [id, bias] : *p.sampling.logit_bias)
       if (id >= vocab_size)
         fail_param("logit_bias", "token id {} is out of range for vocab size {}", id, vocab_size);
+  if (p.allowed_token_ids)
+    for (int32_t id : *p.allowed_token_ids)
+      if (id >= vocab_size)
+        fail_param("allowed_token_ids", "token id {} is out of range for vocab size {}", id, vocab_size);
 }
 
 ojson parse_body(const std::string& body) {
@@ -302,7 +250,7 @@ ojson parse_body(const std::string& body) {
 
 CompletionRequest parse_completion_request(const ojson& b) {
   CompletionRequest r;
-  parse_common(b, r);
+  parse_common(b, r, /*chat=*/false);
   if (const ojson* v = field(b, "logprobs")) {
     if (v->is_boolean()) fail_param("logprobs", "'logprobs' must be an integer for completions");
     int64_t k = get_int(*v, "logprobs");
@@ -310,36 +258,42 @@ CompletionRequest parse_completion_request(const ojson& b) {
       fail_param("logprobs", "logprobs must be between 0 and {}, got {}", limits::kMaxLogprobs, k);
     r.logprobs = static_cast<int>(k);
   }
+  if (const ojson* v = field(b, "add_special_tokens")) r.add_special_tokens = get_bool(*v, "add_special_tokens");
   const ojson* pr = field(b, "prompt");
   if (!pr) fail_param("prompt", "'prompt' is required");
   if (pr->is_string()) {
-    r.prompt_text = pr->get<std::string>();
+    r.prompts.push_back({pr->get<std::string>(), {}});
   } else if (pr->is_array()) {
     if (pr->empty()) fail_param("prompt", "the prompt is empty");
     const ojson& first = (*pr)[0];
     if (first.is_number()) {
-      r.prompt_ids = get_token_ids(*pr, "prompt");
-    } else if (pr->size() == 1 && first.is_string()) {
-      r.prompt_text = first.get<std::string>();
-    } else if (pr->size() == 1 && first.is_array()) {
-      r.prompt_ids = get_token_ids(first, "prompt");
+      r.prompts.push_back({std::nullopt, get_token_ids(*pr, "prompt")});
     } else if (first.is_string() || first.is_array()) {
-      fail_param("prompt", "batched prompts (a list of {} prompts) are not supported; send one prompt per request",
-                 pr->size());
+      // A batch: strings or lists of ids, never mixed (OpenAI's and vLLM's prompt types).
+      for (const auto& x : *pr) {
+        if (first.is_string() && x.is_string()) r.prompts.push_back({x.get<std::string>(), {}});
+        else if (first.is_array() && x.is_array()) r.prompts.push_back({std::nullopt, get_token_ids(x, "prompt")});
+        else fail_param("prompt", "a list of prompts must hold only strings or only lists of token ids");
+      }
     } else {
-      fail_param("prompt", "'prompt' must be a string, a list of token ids or a list of one string");
+      fail_param("prompt", "'prompt' must be a string, a list of token ids, or a list of strings or of token id lists");
     }
   } else {
     fail_param("prompt", "'prompt' must be a string or a list of token ids, got {}", json_type(*pr));
   }
-  if ((r.prompt_text && r.prompt_text->empty()) || (!r.prompt_text && r.prompt_ids.empty()))
-    fail_param("prompt", "the prompt is empty");
+  for (const auto& p : r.prompts)
+    if ((p.text && p.text->empty()) || (!p.text && p.ids.empty())) fail_param("prompt", "the prompt is empty");
+  if (static_cast<int64_t>(r.prompts.size()) * r.n > limits::kMaxChoices)
+    fail_param("prompt", "{} prompts with n = {} make {} choices; at most {} are allowed", r.prompts.size(), r.n,
+               r.prompts.size() * static_cast<size_t>(r.n), limits::kMaxChoices);
+  // echo with logprobs shows the prompt tokens' logprobs too (vLLM: prompt_logprobs = logprobs).
+  if (r.echo && r.logprobs >= 0 && r.prompt_logprobs < 0) r.prompt_logprobs = r.logprobs;
   return r;
 }
 
 ChatRequest parse_chat_request(const ojson& b) {
   ChatRequest r;
-  parse_common(b, r);
+  parse_common(b, r, /*chat=*/true);
   bool want_logprobs = false;
   if (const ojson* v = field(b, "logprobs")) want_logprobs = get_bool(*v, "logprobs");
   if (const ojson* v = field(b, "top_logprobs")) {
@@ -361,36 +315,53 @@ ChatRequest parse_chat_request(const ojson& b) {
     if (!v->is_array()) fail_param("tools", "'tools' must be a list");
     if (!v->empty()) r.tools = *v;
   }
-  // Stand-in for the fields branch's parse_tool_choice (which checks more): the tool-calling wiring needs it.
-  r.tool_choice.kind = r.tools.is_null() ? ToolChoice::Kind::kNone : ToolChoice::Kind::kAuto;
-  if (const ojson* v = field(b, "tool_choice")) {
-    if (v->is_string() && (*v == "none" || *v == "auto" || *v == "required")) {
-      r.tool_choice.kind = *v == "none"   ? ToolChoice::Kind::kNone
-                           : *v == "auto" ? ToolChoice::Kind::kAuto
-                                          : ToolChoice::Kind::kRequired;
-    } else if (const ojson* f = v->is_object() ? field(*v, "function") : nullptr;
-               f && f->is_object() && f->contains("name") && (*f)["name"].is_string()) {
-      r.tool_choice.kind = ToolChoice::Kind::kNamed;
-      r.tool_choice.name = (*f)["name"].get<std::string>();
-    } else {
-      fail_param("tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or "
-                 "{{\"type\": \"function\", \"function\": {{\"name\": ...}}}}");
-    }
-  }
-  if (const ojson* v = field(b, "parallel_tool_calls")) r.parallel_tool_calls = get_bool(*v, "parallel_tool_calls");
   if (const ojson* v = field(b, "chat_template_kwargs")) {
     if (!v->is_object()) fail_param("chat_template_kwargs", "'chat_template_kwargs' must be an object");
     r.chat_template_kwargs = *v;
   }
-  if (const ojson* v = field(b, "add_generation_prompt"))
-    r.add_generation_prompt = get_bool(*v, "add_generation_prompt");
+  if (const ojson* v = field(b, "documents")) {
+    // Handed to the template as `documents` (RAG templates read it), as vLLM does.
+    if (!v->is_array()) fail_param("documents", "'documents' must be a list of objects");
+    for (const auto& d : *v)
+      if (!d.is_object()) fail_param("documents", "'documents' must be a list of objects, got a {}", json_type(d));
+    r.chat_template_kwargs["documents"] = *v;
+  }
+  if (const ojson* v = field(b, "reasoning_effort")) {
+    // Passed to the template, as vLLM does (gpt-oss style templates read it).
+    const std::string e = get_string(*v, "reasoning_effort");
+    if (e != "low" && e != "medium" && e != "high")
+      fail_param("reasoning_effort", "reasoning_effort must be one of low, medium, high, got '{}'", e);
+    if (!r.chat_template_kwargs.contains("reasoning_effort")) r.chat_template_kwargs["reasoning_effort"] = e;
+  }
+  if (const ojson* v = field(b, "include_reasoning")) get_bool(*v, "include_reasoning");  // no reasoning parser
+  const ojson* agp = field(b, "add_generation_prompt");
+  if (agp) r.add_generation_prompt = get_bool(*agp, "add_generation_prompt");
+  if (const ojson* v = field(b, "continue_final_message")) r.continue_final_message = get_bool(*v, "continue_final_message");
+  if (r.continue_final_message) {
+    if (agp && r.add_generation_prompt)
+      fail_param("continue_final_message", "Cannot set both `continue_final_message` and `add_generation_prompt` to True.");
+    r.add_generation_prompt = false;
+    const ojson& last = r.messages.back();
+    if (last["role"] != "assistant")
+      fail_param("continue_final_message", "continue_final_message needs the last message to be an assistant message, "
+                 "got role '{}'", last["role"].get<std::string>());
+    if (!last.contains("content") || !last["content"].is_string() || last["content"].get_ref<const std::string&>().empty())
+      fail_param("continue_final_message", "continue_final_message needs the last message to have text content");
+  }
   if (const ojson* v = field(b, "add_special_tokens")) r.add_special_tokens = get_bool(*v, "add_special_tokens");
+  if (const ojson* v = field(b, "chat_template")) {
+    r.chat_template = get_string(*v, "chat_template");
+    if (r.chat_template->empty()) fail_param("chat_template", "'chat_template' must not be empty");
+  }
+  r.tool_choice = parse_tool_choice(b, r.tools);
+  if (const ojson* v = field(b, "parallel_tool_calls")) r.parallel_tool_calls = get_bool(*v, "parallel_tool_calls");
   return r;
 }
 
 std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::vector<int32_t> prompt,
                                                  const std::string& adapter, int64_t max_model_len,
-                                                 int default_max_tokens) {
+                                                 int default_max_tokens,
+                                                 std::shared_ptr<const std::vector<std::vector<int32_t>>> bad_words) {
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
   if (n_prompt == 0) fail_param("prompt", "the prompt is empty");
   if (n_prompt >= max_model_len)
@@ -408,9 +379,13 @@ std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::v
                                  "messages or completion.",
                                  max_model_len, n_prompt + max_tokens, n_prompt, max_tokens),
                      ErrorKind::kInvalid, "max_tokens", "context_length_exceeded");
+    if (max_tokens == 0) max_tokens = 1;  // echo only: one token is generated and dropped, as vLLM
   } else {
     max_tokens = default_max_tokens < 0 ? left : std::min<int64_t>(default_max_tokens, left);
   }
+  if (p.min_tokens > max_tokens)
+    fail_param("min_tokens", "min_tokens must be less than or equal to max_tokens={}, got {}", max_tokens,
+               p.min_tokens);
   sched::Request base;
   base.prompt = std::move(prompt);
   base.adapter = adapter;
@@ -422,6 +397,11 @@ std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::v
   base.include_stop_str_in_output = p.include_stop_str_in_output;
   base.skip_special_tokens = p.skip_special_tokens;
   base.logprobs = p.logprobs;
+  base.min_tokens = p.min_tokens;
+  if (p.allowed_token_ids)
+    base.allowed_token_ids = std::make_shared<const std::vector<int32_t>>(*p.allowed_token_ids);
+  base.bad_words = std::move(bad_words);
+  base.prompt_logprobs = p.prompt_logprobs;
   std::vector<sched::Request> out(p.n, base);
   if (p.sampling.seed)
     for (int i = 0; i < p.n; ++i)

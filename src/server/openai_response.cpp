@@ -35,11 +35,54 @@ int64_t unix_now() {
       .count();
 }
 
+ojson stop_reason_json(const std::variant<std::monostate, std::string, int32_t>& r) {
+  if (const auto* s = std::get_if<std::string>(&r)) return *s;
+  if (const auto* id = std::get_if<int32_t>(&r)) return *id;
+  return nullptr;
+}
+
+ojson prompt_logprobs_json(const std::vector<int32_t>& prompt,
+                           const std::vector<std::optional<sched::TokenLogprob>>& lps, const TokenText& text) {
+  ojson out = ojson::array();
+  for (size_t i = 0; i < lps.size(); ++i) {
+    if (!lps[i]) {
+      out.push_back(nullptr);
+      continue;
+    }
+    const sched::TokenLogprob& lp = *lps[i];
+    const int32_t token = i < prompt.size() ? prompt[i] : lp.token;
+    ojson d = ojson::object();
+    // The prompt token first, then its alternatives best first (rank = position), as vLLM orders them.
+    ojson rank = lp.rank > 0 ? ojson(lp.rank) : ojson(nullptr);
+    for (size_t k = 0; k < lp.top.size(); ++k)
+      if (lp.top[k].first == token && rank.is_null()) rank = static_cast<int>(k + 1);
+    d[std::to_string(token)] = {{"logprob", json_logprob(lp.logprob)}, {"rank", rank}, {"decoded_token", text(token)}};
+    for (size_t k = 0; k < lp.top.size(); ++k) {
+      const std::string key = std::to_string(lp.top[k].first);
+      if (d.contains(key)) continue;
+      d[key] = {{"logprob", json_logprob(lp.top[k].second)},
+                {"rank", static_cast<int>(k + 1)},
+                {"decoded_token", text(lp.top[k].first)}};
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 ojson completion_logprobs(const std::vector<sched::TokenLogprob>& lps, const TokenText& text,
-                          CompletionLogprobState& state) {
+                          CompletionLogprobState& state, size_t null_first) {
   ojson tokens = ojson::array(), token_lps = ojson::array(), top = ojson::array(), offsets = ojson::array();
-  for (const auto& lp : lps) {
+  for (size_t i = 0; i < lps.size(); ++i) {
+    const auto& lp = lps[i];
     std::string t = text(lp.token);
+    if (i < null_first) {
+      tokens.push_back(t);
+      token_lps.push_back(nullptr);
+      top.push_back(nullptr);
+      offsets.push_back(state.text_offset);
+      state.text_offset += t.size();
+      continue;
+    }
     tokens.push_back(t);
     token_lps.push_back(json_logprob(lp.logprob));
     ojson alts = ojson::object();
@@ -104,12 +147,14 @@ ojson full_response(const ResponseMeta& meta, const std::vector<ChoiceResult>& c
     } else {
       if (logprobs >= 0) {
         CompletionLogprobState st;
-        lp = completion_logprobs(c.logprobs, text, st);
+        lp = completion_logprobs(c.logprobs, text, st, c.logprobs_null_first);
       }
       choice["text"] = c.text;
       choice["logprobs"] = std::move(lp);
     }
     choice["finish_reason"] = finish_reason_json(c.finish);
+    choice["stop_reason"] = stop_reason_json(c.stop_reason);
+    if (meta.api == Api::kCompletion) choice["prompt_logprobs"] = c.prompt_logprobs;
     arr.push_back(std::move(choice));
   }
   ojson r;
@@ -119,11 +164,12 @@ ojson full_response(const ResponseMeta& meta, const std::vector<ChoiceResult>& c
   r["model"] = meta.model;
   r["choices"] = std::move(arr);
   r["usage"] = usage_json(prompt_tokens, completion_tokens);
+  if (meta.api == Api::kChat) r["prompt_logprobs"] = choices.empty() ? ojson(nullptr) : choices[0].prompt_logprobs;
   return r;
 }
 
 ojson stream_chunk(const ResponseMeta& meta, int index, const std::string& text, bool role_delta, ojson logprobs,
-                   sched::FinishReason finish, bool with_usage_null) {
+                   sched::FinishReason finish, bool with_usage_null, ojson stop_reason) {
   ojson choice;
   choice["index"] = index;
   if (meta.api == Api::kChat) {
@@ -136,6 +182,7 @@ ojson stream_chunk(const ResponseMeta& meta, int index, const std::string& text,
   }
   choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = finish == sched::FinishReason::kNone ? ojson(nullptr) : ojson(finish_reason_json(finish));
+  choice["stop_reason"] = std::move(stop_reason);
   ojson r;
   r["id"] = meta.id;
   r["object"] = meta.api == Api::kChat ? "chat.completion.chunk" : "text_completion";

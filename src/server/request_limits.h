@@ -39,5 +39,11 @@ inline constexpr size_t kMaxStopTokenIds = 64;
 // decimal token ids inside the vocabulary, values in [-100, 100] (OpenAI's range).
 inline constexpr size_t kMaxLogitBias = 1024;
 inline constexpr double kMaxLogitBiasValue = 100.0;
+// bad_words: each word becomes one or two token sequences checked against the generated tail at every step,
+// so count and length bound that per-token cost (vLLM has no bound).
+inline constexpr size_t kMaxBadWords = 128;
+inline constexpr size_t kMaxBadWordBytes = 256;
+// A completion's prompts times n: every choice is an engine sequence with its own KV, as n alone.
+inline constexpr int kMaxChoices = 128;
 
 }  // namespace lp::server::limits

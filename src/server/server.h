@@ -59,6 +59,9 @@ struct ServerOptions {
   // Chat: special-token text in client strings (messages, tools) is matched as special tokens, as vLLM does,
   // instead of being plain text (text/chat_prompt.h). Lets a tenant forge turns; off by default.
   bool allow_special_tokens_in_content = false;
+  // Chat: a request's own `chat_template` is rendered (with tight bounds) instead of refused with a 400, as
+  // vLLM's --trust-request-chat-template.
+  bool trust_request_chat_template = false;
 };
 
 class Server {

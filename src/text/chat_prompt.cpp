@@ -1,6 +1,9 @@
 #include "text/chat_prompt.h"
 
+#include <algorithm>
 #include <string_view>
+
+#include "core/check.h"
 
 #include "text/tokenizer_utf8.h"
 
@@ -176,23 +179,68 @@ class Protector {
 
 }  // namespace
 
+namespace {
+
+// The last message's content as transformers reads it for continue_final_message.
+std::string final_content(const ojson& messages) {
+  if (!messages.is_array() || messages.empty()) fail("continue_final_message needs at least one message");
+  const ojson& last = messages.back();
+  auto c = last.is_object() ? last.find("content") : last.end();
+  if (c == last.end() || !c->is_string()) fail("continue_final_message needs the last message to have text content");
+  return c->get<std::string>();
+}
+
+}  // namespace
+
+size_t continue_final_message_end(const std::string& rendered, const std::string& final_content) {
+  if (!final_content.empty()) {
+    if (size_t at = rendered.rfind(final_content); at != std::string::npos) return at + final_content.size();
+  }
+  const size_t b = final_content.find_first_not_of(" \t\n\r\f\v");
+  if (b != std::string::npos) {
+    const size_t e = final_content.find_last_not_of(" \t\n\r\f\v");
+    const std::string stripped = final_content.substr(b, e - b + 1);
+    if (size_t at = rendered.rfind(stripped); at != std::string::npos) return at + stripped.size();
+  }
+  fail("continue_final_message is set but the final message does not appear in the chat after applying the chat "
+       "template");
+}
+
 ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok, const ojson& messages,
-                              bool add_generation_prompt, const ojson& tools, const ojson& extra_vars) {
+                              bool add_generation_prompt, const ojson& tools, const ojson& extra_vars,
+                              bool continue_final_message) {
   Protector prot(tok);
   ojson m = messages, t = tools, x = extra_vars;
   prot.protect(m);
   prot.protect(t);
   prot.protect(x);
-  return prot.restore(tmpl.render(m, add_generation_prompt, t, x));
+  ChatPrompt p = prot.restore(tmpl.render(m, add_generation_prompt, t, x));
+  if (continue_final_message) {
+    const size_t end = continue_final_message_end(p.text, final_content(messages));
+    p.text.resize(end);
+    // Plain ranges past the cut go; one straddling it is clipped (the kept bytes stay plain text).
+    std::vector<ByteRange> kept;
+    for (ByteRange r : p.plain) {
+      if (r.begin >= end) continue;
+      r.end = std::min(r.end, end);
+      kept.push_back(r);
+    }
+    p.plain = std::move(kept);
+  }
+  return p;
 }
 
 std::vector<int32_t> encode_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok, const ojson& messages,
                                         bool add_generation_prompt, const ojson& tools,
                                         const ojson& extra_vars, bool add_special_tokens,
-                                        bool allow_special_tokens_in_content) {
-  if (allow_special_tokens_in_content)
-    return tok.encode(tmpl.render(messages, add_generation_prompt, tools, extra_vars), add_special_tokens);
-  const ChatPrompt p = render_chat_prompt(tmpl, tok, messages, add_generation_prompt, tools, extra_vars);
+                                        bool allow_special_tokens_in_content, bool continue_final_message) {
+  if (allow_special_tokens_in_content) {
+    std::string text = tmpl.render(messages, add_generation_prompt, tools, extra_vars);
+    if (continue_final_message) text.resize(continue_final_message_end(text, final_content(messages)));
+    return tok.encode(text, add_special_tokens);
+  }
+  const ChatPrompt p =
+      render_chat_prompt(tmpl, tok, messages, add_generation_prompt, tools, extra_vars, continue_final_message);
   return tok.encode(p.text, add_special_tokens, p.plain);
 }
 

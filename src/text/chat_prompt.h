@@ -37,10 +37,18 @@ struct ChatPrompt {
 };
 
 // Renders like ChatTemplate::render, with the client strings' special-token text recorded as plain ranges.
+// `continue_final_message`: the prompt ends right after the last message's content (its end-of-turn cut
+// off), so the model continues that message, as transformers' apply_chat_template(continue_final_message=True)
+// does: the content's last occurrence in the rendered text (else its stripped form's); lp::Error when the
+// template did not write it.
 ChatPrompt render_chat_prompt(const ChatTemplate& tmpl, const Tokenizer& tok,
                               const nlohmann::ordered_json& messages, bool add_generation_prompt,
                               const nlohmann::ordered_json& tools = nullptr,
-                              const nlohmann::ordered_json& extra_vars = nlohmann::ordered_json::object());
+                              const nlohmann::ordered_json& extra_vars = nlohmann::ordered_json::object(),
+                              bool continue_final_message = false);
+
+// The length of `rendered` kept by continue_final_message (see above), for the final message's content.
+size_t continue_final_message_end(const std::string& rendered, const std::string& final_content);
 
 // The prompt's ids: render_chat_prompt + Tokenizer::encode with its plain ranges; with
 // allow_special_tokens_in_content, ChatTemplate::render + Tokenizer::encode (special-token text in messages
@@ -49,6 +57,6 @@ std::vector<int32_t> encode_chat_prompt(const ChatTemplate& tmpl, const Tokenize
                                         const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                         const nlohmann::ordered_json& tools,
                                         const nlohmann::ordered_json& extra_vars, bool add_special_tokens,
-                                        bool allow_special_tokens_in_content);
+                                        bool allow_special_tokens_in_content, bool continue_final_message = false);
 
 }  // namespace lp::text

@@ -106,7 +106,21 @@ class FakeBackend : public server::Backend {
       }
       o.prompt_tokens = static_cast<int>(req.prompt.size());
       o.completion_tokens = i + 1;
-      if (i + 1 == req.max_tokens) o.finish = sched::FinishReason::kLength;
+      if (i == 0 && req.prompt_logprobs >= 0) {  // prompt token k: logprob -k/4, rank k + 1, alternatives 300+
+        o.prompt_logprobs.emplace_back(std::nullopt);
+        for (size_t k = 1; k < req.prompt.size(); ++k) {
+          sched::TokenLogprob lp{req.prompt[k], -0.25f * static_cast<float>(k), {}, static_cast<int>(k) + 1};
+          for (int a = 0; a < req.prompt_logprobs; ++a) lp.top.push_back({300 + a, -0.1f * static_cast<float>(a)});
+          o.prompt_logprobs.emplace_back(lp);
+        }
+      }
+      if (i + 1 == req.max_tokens) {
+        o.finish = sched::FinishReason::kLength;
+        if (!req.stop_token_ids.empty()) {  // "stopped" by the first stop token id
+          o.finish = sched::FinishReason::kStop;
+          o.stop_reason = req.stop_token_ids[0];
+        }
+      }
       if (req.adapter == "broken") {
         o = {};
         o.finish = sched::FinishReason::kError;

@@ -34,7 +34,7 @@ TEST(OpenAIRequest, CompletionDefaultsAndFields) {
           "stop_token_ids":[5,6],"max_tokens":7,"ignore_eos":true,"logprobs":2,"stream":true,
           "stream_options":{"include_usage":true},"unknown_field":1})"));
   EXPECT_EQ(r.model, "m");
-  EXPECT_EQ(*r.prompt_text, "hi");
+  EXPECT_EQ(*r.prompts.at(0).text, "hi");
   EXPECT_EQ(r.sampling.temperature, 0.0f);
   EXPECT_EQ(r.sampling.top_p, 0.5f);
   EXPECT_EQ(r.sampling.top_k, 4);
@@ -57,14 +57,15 @@ TEST(OpenAIRequest, CompletionDefaultsAndFields) {
 }
 
 TEST(OpenAIRequest, PromptForms) {
-  EXPECT_EQ(parse_completion_request(ojson::parse(R"({"prompt":[1,2,3]})")).prompt_ids,
+  EXPECT_EQ(parse_completion_request(ojson::parse(R"({"prompt":[1,2,3]})")).prompts.at(0).ids,
             (std::vector<int32_t>{1, 2, 3}));
-  EXPECT_EQ(*parse_completion_request(ojson::parse(R"({"prompt":["one"]})")).prompt_text, "one");
-  EXPECT_EQ(parse_completion_request(ojson::parse(R"({"prompt":[[4,5]]})")).prompt_ids, (std::vector<int32_t>{4, 5}));
+  EXPECT_EQ(*parse_completion_request(ojson::parse(R"({"prompt":["one"]})")).prompts.at(0).text, "one");
+  EXPECT_EQ(parse_completion_request(ojson::parse(R"({"prompt":[[4,5]]})")).prompts.at(0).ids,
+            (std::vector<int32_t>{4, 5}));
   EXPECT_EQ(refused_param(R"({"prompt":""})"), "prompt");
   EXPECT_EQ(refused_param(R"({"prompt":[]})"), "prompt");
   EXPECT_EQ(refused_param(R"({})"), "prompt");
-  EXPECT_EQ(refused_param(R"({"prompt":["a","b"]})"), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt":["a",[1]]})"), "prompt");  // a batch is never mixed
   EXPECT_EQ(refused_param(R"({"prompt":[1,-2]})"), "prompt");
   EXPECT_EQ(refused_param(R"({"prompt":5})"), "prompt");
 }
@@ -95,7 +96,7 @@ TEST(OpenAIRequest, OutOfRangeAndWrongTypesNameTheField) {
       {R"({"prompt":"x","stream":"yes"})", "stream"},
       {R"({"prompt":"x","stream_options":{"include_usage":true}})", "stream_options"},
       {R"({"prompt":"x","model":7})", "model"},
-      {R"({"prompt":"x","echo":true})", "echo"},
+      {R"({"prompt":"x","echo":1})", "echo"},
   };
   for (const auto& c : cases) EXPECT_EQ(refused_param(c.body), c.param) << c.body;
   EXPECT_EQ(refused_param(R"({"prompt":"x","n":2.0,"max_tokens":3.0})"), "");  // integral floats are integers
