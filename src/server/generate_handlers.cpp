@@ -173,8 +173,9 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
     // output must follow c.tools.schema (the constraint is attached where the engine requests are built).
     c.tools = setup_tools(r.tools, r.tool_choice, r.parallel_tool_calls,
                           ToolFlags{st.options.enable_auto_tool_choice, st.options.tool_call_parser});
-    // vLLM's mistral parser keeps special tokens: [TOOL_CALLS] is one, and it marks the calls.
-    if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser == ToolParserKind::kMistral)
+    // vLLM's hermes and mistral parsers keep special tokens: their markers are special in some models
+    // ([TOOL_CALLS] always), and a skipped marker would hide the call.
+    if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser != ToolParserKind::kLlama3Json)
       r.skip_special_tokens = false;
     c.adapter = resolve_model(st, r.model);
     const text::ChatTemplate* tmpl = st.chat_template;
