@@ -170,9 +170,10 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
   } else {
     ChatRequest r = parse_chat_request(body);
     // tools validated, tool_choice checked against them and the server's flags. kNamed / kRequired: the
-    // output must follow c.tools.schema (the constraint is attached where the engine requests are built).
+    // output must follow the tools' schema, a structured output like any other (vLLM does the same).
     c.tools = setup_tools(r.tools, r.tool_choice, r.parallel_tool_calls,
                           ToolFlags{st.options.enable_auto_tool_choice, st.options.tool_call_parser});
+    constrain_tool_output(c.tools, r.structured);
     // vLLM's hermes and mistral parsers keep special tokens: their markers are special in some models
     // ([TOOL_CALLS] always), and a skipped marker would hide the call.
     if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser != ToolParserKind::kLlama3Json)

@@ -40,6 +40,18 @@ ToolSetup setup_tools(const ojson& tools, const ToolChoice& choice, bool paralle
   return s;
 }
 
+void constrain_tool_output(const ToolSetup& setup, StructuredOutput& structured) {
+  if (setup.mode != Mode::kNamed && setup.mode != Mode::kRequired) return;
+  // vLLM lets the tool schema win silently; a request asking for both gets told instead.
+  if (structured.kind != StructuredOutput::Kind::kNone)
+    fail_param("tool_choice", "tool_choice \"required\" or a named function constrains the output to the tool "
+               "call; it can't be combined with '{}'", structured.param);
+  structured = StructuredOutput{};
+  structured.kind = StructuredOutput::Kind::kJsonSchema;
+  structured.schema = setup.schema;
+  structured.param = "tool_choice";
+}
+
 ChoiceTools::ChoiceTools(const ToolSetup& setup) : setup_(&setup) {
   if (setup.mode == Mode::kAuto) stream_.emplace(setup.parser);
 }

@@ -36,6 +36,10 @@ struct ToolFlags {
 ToolSetup setup_tools(const nlohmann::ordered_json& tools, const ToolChoice& choice, bool parallel_tool_calls,
                       const ToolFlags& flags);
 
+// kNamed / kRequired: the output must follow setup.schema, so `structured` becomes that JSON schema (param
+// "tool_choice"); ApiError(kInvalid) when the request already asks for another structured output.
+void constrain_tool_output(const ToolSetup& setup, StructuredOutput& structured);
+
 // The tool-call state of one choice.
 class ChoiceTools {
  public:

@@ -342,6 +342,31 @@ TEST(ToolValidation, ToolChoiceRules) {
   EXPECT_FALSE(tool_parser_from_name("pythonic"));
 }
 
+TEST(ToolValidation, NamedAndRequiredBecomeAJsonSchemaOutput) {
+  StructuredOutput so;
+  constrain_tool_output(setup_tools(kTools, ToolChoice{ToolChoice::Kind::kNamed, "get_weather"}, true, ToolFlags{}), so);
+  EXPECT_EQ(so.kind, StructuredOutput::Kind::kJsonSchema);
+  EXPECT_EQ(so.param, "tool_choice");
+  EXPECT_EQ(so.schema, json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})"));
+  StructuredOutput req;
+  ToolSetup r = setup_tools(kTools, ToolChoice{ToolChoice::Kind::kRequired, ""}, true, ToolFlags{});
+  constrain_tool_output(r, req);
+  EXPECT_EQ(req.schema, r.schema);
+  StructuredOutput untouched;
+  constrain_tool_output(setup_tools(kTools, ToolChoice{}, true, ToolFlags{true, "hermes"}), untouched);
+  EXPECT_EQ(untouched.kind, StructuredOutput::Kind::kNone);
+  StructuredOutput both;
+  both.kind = StructuredOutput::Kind::kJsonObject;
+  both.param = "response_format";
+  try {
+    constrain_tool_output(r, both);
+    ADD_FAILURE() << "tool_choice required with response_format must be refused";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.param(), "tool_choice");
+    EXPECT_NE(std::string(e.what()).find("response_format"), std::string::npos) << e.what();
+  }
+}
+
 // ---- per-choice state and reply JSON ----
 
 TEST(ChoiceTools, NamedStreamsTheOutputAsArguments) {
