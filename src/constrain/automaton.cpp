@@ -84,6 +84,19 @@ class NfaBuilder {
   int32_t split(int32_t a, int32_t b) { return add({kSplit, 0, 0, a, b}); }
 
   int32_t build(const Node& n, int32_t next) {
+    // The tree comes from outside (a pattern, a schema): bound the recursion instead of the stack.
+    if (++depth_ > kMaxDepth) fail("the structured output is too complex: nested more than {} levels deep", kMaxDepth);
+    const int32_t entry = build_node(n, next);
+    --depth_;
+    return entry;
+  }
+
+  std::vector<State>& states() { return states_; }
+
+ private:
+  static constexpr int kMaxDepth = 2000;
+
+  int32_t build_node(const Node& n, int32_t next) {
     switch (n.kind) {
       case Node::Kind::kEmpty: return next;
       case Node::Kind::kText: {
@@ -119,9 +132,6 @@ class NfaBuilder {
     LP_CHECK(false, "unknown node kind");
   }
 
-  std::vector<State>& states() { return states_; }
-
- private:
   // A state that leads to each entry (nothing: a state that never matches).
   int32_t any_of(const std::vector<int32_t>& entries) {
     if (entries.empty()) return add({kByte, 1, 0, -1, -1});  // lo > hi: no byte passes
@@ -172,6 +182,7 @@ class NfaBuilder {
   }
 
   int max_states_;
+  int depth_ = 0;
   std::vector<State> states_;
 };
 

@@ -20,7 +20,7 @@ namespace lp::constrain {
 struct Vocabulary::Impl {
   struct TrieNode {
     int32_t skip;    // index just past this node's subtree
-    int32_t token;   // the token whose bytes end here, or -1
+    int32_t token;   // the token whose bytes end here, or `size` (a spare bit past the ids: no branch)
     uint16_t depth;  // 1 for a token's first byte
     uint8_t byte;
   };
@@ -70,7 +70,7 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
       emit(static_cast<uint8_t>(s.back()), static_cast<int>(s.size()), id);
     } else {
       for (size_t k = common; k < s.size(); ++k)
-        emit(static_cast<uint8_t>(s[k]), static_cast<int>(k + 1), k + 1 == s.size() ? id : -1);
+        emit(static_cast<uint8_t>(s[k]), static_cast<int>(k + 1), k + 1 == s.size() ? id : impl->size);
     }
     prev = &s;
   }
@@ -98,6 +98,7 @@ struct Mask {
 // Everything a constraint needs, shared so a running request keeps it alive whatever happens to the Grammar.
 struct GrammarCore {
   Dfa dfa;
+  std::vector<int32_t> rows;  // dfa.next with each target premultiplied by num_classes (-1 stays)
   std::shared_ptr<const Vocabulary> vocab;
   GrammarLimits limits;
 
@@ -106,34 +107,33 @@ struct GrammarCore {
   mutable std::deque<int32_t> cached;                      // oldest first, for eviction
   mutable size_t cached_bytes = 0;
 
+  // The pruned trie pass. The loop is a chain of dependent loads (parent state -> child state), so it is
+  // kept free of unpredictable branches: states are stored premultiplied by the class count (row offsets),
+  // and a node that ends no token sets a spare bit past the vocabulary.
   std::shared_ptr<const Mask> compute(int32_t state) const {
     const auto& v = vocab->impl();
     auto m = std::make_shared<Mask>();
-    m->bits.assign((static_cast<size_t>(v.size) + 63) / 64, 0);
+    m->bits.assign(static_cast<size_t>(v.size) / 64 + 1, 0);  // room for the spare bit `size`
     uint64_t* bits = m->bits.data();
     std::vector<int32_t> at(static_cast<size_t>(v.max_depth) + 1);
-    at[0] = state;
+    at[0] = state * dfa.num_classes;
     const Vocabulary::Impl::TrieNode* nodes = v.nodes.data();
     const auto n = static_cast<int32_t>(v.nodes.size());
-    const int32_t* next = dfa.next.data();
+    const int32_t* next = rows.data();
     const uint8_t* cls = dfa.byte_class.data();
-    const size_t classes = static_cast<size_t>(dfa.num_classes);
-    bool any = false;
     for (int32_t i = 0; i < n;) {
       const auto& x = nodes[i];
-      const int32_t s = next[static_cast<size_t>(at[x.depth - 1]) * classes + cls[x.byte]];
+      const int32_t s = next[at[x.depth - 1] + cls[x.byte]];
       if (s < 0) {
         i = x.skip;
         continue;
       }
       at[x.depth] = s;
-      if (x.token >= 0) {
-        bits[x.token >> 6] |= uint64_t{1} << (x.token & 63);
-        any = true;
-      }
+      bits[x.token >> 6] |= uint64_t{1} << (x.token & 63);
       ++i;
     }
-    m->any = any;
+    bits[v.size >> 6] &= ~(uint64_t{1} << (v.size & 63));
+    m->any = std::any_of(m->bits.begin(), m->bits.end(), [](uint64_t w) { return w != 0; });
     return m;
   }
 
@@ -257,6 +257,10 @@ std::shared_ptr<const Grammar> Grammar::compile(const NodePtr& root, std::shared
   LP_CHECK(root != nullptr && vocab != nullptr);
   auto core = std::make_shared<GrammarCore>();
   core->dfa = compile_dfa(*root, limits.max_nfa_states, limits.max_dfa_states);
+  LP_CHECK(static_cast<int64_t>(core->dfa.num_states()) * core->dfa.num_classes < (int64_t{1} << 31));
+  core->rows = core->dfa.next;
+  for (int32_t& r : core->rows)
+    if (r >= 0) r *= core->dfa.num_classes;
   core->vocab = std::move(vocab);
   core->limits = limits;
   core->masks.resize(core->dfa.num_states());
