@@ -212,7 +212,9 @@ class GrammarConstraint final : public sched::TokenConstraint {
     } else {
       mask_ = core_->mask_of(state_);
       apply_mask(logits, mask_->bits);
-      any = mask_->any && !logits.empty();
+      any = mask_->any;
+      if (any && logits.size() < static_cast<size_t>(core_->vocab->size()))  // a row shorter than the vocab
+        any = std::any_of(logits.begin(), logits.end(), [](float x) { return x != kNegInf; });
     }
     for (size_t i = 0; i < eos.size(); ++i) {
       const int32_t id = eos[i];

@@ -306,6 +306,25 @@ TEST(Masks, cache_is_bounded_and_shared) {
   EXPECT_EQ(errors.load(), 0);
 }
 
+TEST(Masks, a_logits_row_shorter_than_the_vocabulary) {
+  // Only ids the row holds count: when every allowed token lies past it, nothing is allowed.
+  const auto vocab = demo_vocab();
+  int32_t last = -1;
+  for (int32_t id = 0; id < vocab->size(); ++id)
+    if (!vocab->bytes(id).empty()) last = id;
+  ASSERT_GT(last, 300);
+  const auto g = Grammar::compile(text(vocab->bytes(last)), vocab);
+  std::vector<float> logits(vocab->size(), 0.0f);
+  ASSERT_TRUE(g->start()->mask(logits, std::vector<int32_t>{}));
+  EXPECT_TRUE(std::isfinite(logits[last]));
+  logits.assign(static_cast<size_t>(last), 0.0f);  // ids 0..last-1 only
+  auto c = g->start();
+  const bool any = c->mask(logits, std::vector<int32_t>{});
+  bool finite = false;
+  for (float x : logits) finite = finite || std::isfinite(x);
+  EXPECT_EQ(any, finite);
+}
+
 TEST(Grammar, over_large_tree_is_an_invalid_error) {
   const auto vocab = demo_vocab();
   NodePtr ab = set({{'a', 'b'}});
