@@ -6,7 +6,6 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
-
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,9 +29,9 @@ struct ToolFlags {
   std::string tool_call_parser;
 };
 
-// vLLM's rules: without tools, tool_choice "auto"/"none" mean nothing and a named or "required" choice is a 400;
-// with tools, "auto" needs both server flags (else 400), a named function must be one of `tools` (else 400).
-// `tools` is validated (validate_tools: 400s naming e.g. "tools[1].function.name").
+// vLLM's rules: without tools, tool_choice "auto"/"none" mean nothing and a named or "required" choice is a
+// 400; with tools, "auto" needs both server flags (else 400), a named function must be one of `tools` (else
+// 400). `tools` is validated (validate_tools: 400s naming e.g. "tools[1].function.name").
 ToolSetup setup_tools(const nlohmann::ordered_json& tools, const ToolChoice& choice, bool parallel_tool_calls,
                       const ToolFlags& flags);
 
@@ -45,7 +44,8 @@ class ChoiceTools {
  public:
   explicit ChoiceTools(const ToolSetup& setup);
 
-  // Streaming: each text delta in, what the client gets out (content and tool-call deltas); finish() at the end.
+  // Streaming: each text delta in, what the client gets out (content and tool-call deltas); finish() at the
+  // end.
   ToolStreamDelta feed(std::string_view text);
   ToolStreamDelta finish();
   // feed(text), and when `last` finish() too, in one delta.
@@ -57,7 +57,7 @@ class ChoiceTools {
   bool finish_as_tool_calls() const { return called_ && (setup_->mode != ToolSetup::Mode::kNamed); }
 
  private:
-  const ToolSetup* setup_;                 // the call's; outlives every choice
+  const ToolSetup* setup_;                // the call's; outlives every choice
   std::optional<ToolCallStream> stream_;  // kAuto
   std::string buffered_;                  // kRequired: the list is read at the end
   bool named_started_ = false;
@@ -67,7 +67,8 @@ class ChoiceTools {
 // The non-streaming chat choice (as full_response built it) with its calls: message.content null when empty,
 // message.tool_calls [{"id", "type": "function", "function": {"name", "arguments"}}], finish_reason
 // "tool_calls" when `finish_tool_calls`.
-void apply_tool_calls(nlohmann::ordered_json& choice, const std::vector<ToolCall>& calls, bool finish_tool_calls);
+void apply_tool_calls(nlohmann::ordered_json& choice, const std::vector<ToolCall>& calls,
+                      bool finish_tool_calls);
 
 // The streaming chunk (as stream_chunk built it) with delta.tool_calls: a call's first delta {"index", "id",
 // "type": "function", "function": {"name", "arguments"}}, later ones {"index", "function": {"arguments"}}.

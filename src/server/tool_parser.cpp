@@ -19,12 +19,16 @@ constexpr std::string_view kPythonTag = "<|python_tag|>";
 constexpr std::string_view kMistralStart = "[TOOL_CALLS]";
 constexpr const char* kWs = " \t\r\n";
 
-bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 size_t skip_ws(std::string_view t, size_t i) {
   while (i < t.size() && is_ws(t[i])) ++i;
   return i;
 }
-bool starts_with_at(std::string_view t, size_t i, std::string_view m) { return t.substr(i, m.size()) == m; }
+bool starts_with_at(std::string_view t, size_t i, std::string_view m) {
+  return t.substr(i, m.size()) == m;
+}
 // t[i..] is a proper prefix of m: the marker may still be completing.
 bool partial_marker_at(std::string_view t, size_t i, std::string_view m) {
   std::string_view rest = t.substr(i);
@@ -39,14 +43,20 @@ size_t json_value_end(std::string_view t, size_t pos) {
   for (size_t i = pos; i < t.size(); ++i) {
     char c = t[i];
     if (in_str) {
-      if (esc) esc = false;
-      else if (c == '\\') esc = true;
-      else if (c == '"') in_str = false;
+      if (esc)
+        esc = false;
+      else if (c == '\\')
+        esc = true;
+      else if (c == '"')
+        in_str = false;
       continue;
     }
-    if (c == '"') in_str = true;
-    else if (c == '{' || c == '[') ++depth;
-    else if ((c == '}' || c == ']') && --depth == 0) return i + 1;
+    if (c == '"')
+      in_str = true;
+    else if (c == '{' || c == '[')
+      ++depth;
+    else if ((c == '}' || c == ']') && --depth == 0)
+      return i + 1;
   }
   return std::string_view::npos;
 }
@@ -87,10 +97,18 @@ struct Item {
   size_t end = 0;
   std::vector<ToolCall> calls;
 };
-Item more() { return {}; }
-Item content(size_t end) { return {Item::kContent, end, {}}; }
-Item skip(size_t end) { return {Item::kSkip, end, {}}; }
-Item calls(size_t end, std::vector<ToolCall> c) { return {Item::kCalls, end, std::move(c)}; }
+Item more() {
+  return {};
+}
+Item content(size_t end) {
+  return {Item::kContent, end, {}};
+}
+Item skip(size_t end) {
+  return {Item::kSkip, end, {}};
+}
+Item calls(size_t end, std::vector<ToolCall> c) {
+  return {Item::kCalls, end, std::move(c)};
+}
 
 // Text outside calls, up to the next `marker`; a tail that may be the marker's start is held back.
 Item outside_until(std::string_view t, size_t pos, std::string_view marker, bool at_end) {
@@ -118,7 +136,8 @@ Item hermes_step(std::string_view t, size_t pos, bool at_end) {
   size_t e = json_value_end(t, i);
   if (e == std::string_view::npos) return at_end ? bad : more();
   size_t k = skip_ws(t, e), end = 0;
-  if (starts_with_at(t, k, kHermesEnd)) end = k + kHermesEnd.size();
+  if (starts_with_at(t, k, kHermesEnd))
+    end = k + kHermesEnd.size();
   else if (k == t.size() || partial_marker_at(t, k, kHermesEnd)) {
     if (!at_end) return more();
     if (k < t.size()) return bad;
@@ -194,13 +213,15 @@ Item llama_step(std::string_view t, size_t pos, bool at_end, State& state) {
     case State::kStart: {
       size_t i = skip_ws(t, pos);
       if (i == t.size()) return at_end ? content(i) : more();
-      if (starts_with_at(t, i, kPythonTag)) return llama_object(t, pos, skip_ws(t, i + kPythonTag.size()), at_end, state);
+      if (starts_with_at(t, i, kPythonTag))
+        return llama_object(t, pos, skip_ws(t, i + kPythonTag.size()), at_end, state);
       if (t[i] == '{') return llama_object(t, pos, i, at_end, state);
       if (!at_end && partial_marker_at(t, i, kPythonTag)) return more();
       state = State::kContentOnly;
       return skip(pos);
     }
-    case State::kLlamaRegion: return llama_object(t, pos, skip_ws(t, pos), at_end, state);
+    case State::kLlamaRegion:
+      return llama_object(t, pos, skip_ws(t, pos), at_end, state);
     case State::kLlamaAfterObject: {
       size_t i = skip_ws(t, pos);
       if (i == t.size()) return skip(i);
@@ -211,7 +232,8 @@ Item llama_step(std::string_view t, size_t pos, bool at_end, State& state) {
       state = State::kContentOnly;
       return skip(i);
     }
-    default: return content(t.size());
+    default:
+      return content(t.size());
   }
 }
 
@@ -273,7 +295,8 @@ ToolStreamDelta ToolCallStream::run(bool at_end) {
       held_ws_.clear();  // whitespace between content and a call is not content
       after_call_ = true;
       for (auto& c : it.calls)
-        out.calls.push_back(ToolCallDelta{n_calls_++, std::move(c.id), std::move(c.name), std::move(c.arguments)});
+        out.calls.push_back(
+            ToolCallDelta{n_calls_++, std::move(c.id), std::move(c.name), std::move(c.arguments)});
     }
     pos_ = it.end;
   }
@@ -305,7 +328,8 @@ ExtractedToolCalls extract_tool_calls(ToolParserKind kind, std::string_view text
   ExtractedToolCalls r;
   for (ToolStreamDelta d : {s.feed(text), s.finish()}) {
     r.content += d.content;
-    for (auto& c : d.calls) r.calls.push_back(ToolCall{std::move(c.id), std::move(c.name), std::move(c.arguments)});
+    for (auto& c : d.calls)
+      r.calls.push_back(ToolCall{std::move(c.id), std::move(c.name), std::move(c.arguments)});
   }
   return r;
 }
@@ -323,12 +347,18 @@ bool valid_function_name(const std::string& s) {
 
 const char* json_type_name(const ojson& j) {
   switch (j.type()) {
-    case ojson::value_t::null: return "null";
-    case ojson::value_t::boolean: return "a boolean";
-    case ojson::value_t::string: return "a string";
-    case ojson::value_t::array: return "a list";
-    case ojson::value_t::object: return "an object";
-    default: return "a number";
+    case ojson::value_t::null:
+      return "null";
+    case ojson::value_t::boolean:
+      return "a boolean";
+    case ojson::value_t::string:
+      return "a string";
+    case ojson::value_t::array:
+      return "a list";
+    case ojson::value_t::object:
+      return "an object";
+    default:
+      return "a number";
   }
 }
 
@@ -354,7 +384,8 @@ std::vector<ToolSpec> validate_tools(const ojson& tools) {
     spec.name = n->get<std::string>();
     if (!valid_function_name(spec.name))
       fail_param(at + ".function.name",
-                 "{}.function.name '{}' must be 1 to 64 letters, digits, underscores or dashes", at, spec.name);
+                 "{}.function.name '{}' must be 1 to 64 letters, digits, underscores or dashes", at,
+                 spec.name);
     if (auto d = f->find("description"); d != f->end() && !d->is_null() && !d->is_string())
       fail_param(at + ".function.description", "{}.function.description must be a string", at);
     if (auto s = f->find("strict"); s != f->end() && !s->is_null() && !s->is_boolean())
@@ -362,15 +393,16 @@ std::vector<ToolSpec> validate_tools(const ojson& tools) {
     auto p = f->find("parameters");
     if (p != f->end() && !p->is_null()) {
       if (!p->is_object())
-        fail_param(at + ".function.parameters", "{}.function.parameters must be a JSON schema object, got {}", at,
-                   json_type_name(*p));
+        fail_param(at + ".function.parameters", "{}.function.parameters must be a JSON schema object, got {}",
+                   at, json_type_name(*p));
       if (auto ty = p->find("type"); ty != p->end() && !(ty->is_string() && *ty == "object"))
-        fail_param(at + ".function.parameters", "{}.function.parameters must describe an object (\"type\": \"object\")",
-                   at);
+        fail_param(at + ".function.parameters",
+                   "{}.function.parameters must describe an object (\"type\": \"object\")", at);
       if (!p->empty()) spec.parameters = nlohmann::json::parse(p->dump());
     }
     // vLLM's default for a function without parameters: it takes an empty object.
-    if (spec.parameters.is_null()) spec.parameters = {{"type", "object"}, {"properties", nlohmann::json::object()}};
+    if (spec.parameters.is_null())
+      spec.parameters = {{"type", "object"}, {"properties", nlohmann::json::object()}};
     out.push_back(std::move(spec));
   }
   return out;
@@ -382,7 +414,9 @@ const ToolSpec& find_tool(const std::vector<ToolSpec>& tools, const std::string&
   fail_param("tool_choice", "tool_choice names the function '{}', which is not in 'tools'", name);
 }
 
-nlohmann::json named_tool_schema(const ToolSpec& tool) { return tool.parameters; }
+nlohmann::json named_tool_schema(const ToolSpec& tool) {
+  return tool.parameters;
+}
 
 nlohmann::json required_tools_schema(const std::vector<ToolSpec>& tools, bool parallel_tool_calls) {
   using json = nlohmann::json;
@@ -395,10 +429,11 @@ nlohmann::json required_tools_schema(const std::vector<ToolSpec>& tools, bool pa
         for (auto& [k, v] : d->items()) defs[k] = v;
       params.erase("$defs");
     }
-    any.push_back({{"type", "object"},
-                   {"properties", {{"name", {{"type", "string"}, {"enum", {t.name}}}}, {"parameters", params}}},
-                   {"required", {"name", "parameters"}},
-                   {"additionalProperties", false}});
+    any.push_back(
+        {{"type", "object"},
+         {"properties", {{"name", {{"type", "string"}, {"enum", {t.name}}}}, {"parameters", params}}},
+         {"required", {"name", "parameters"}},
+         {"additionalProperties", false}});
   }
   json s = {{"type", "array"}, {"minItems", 1}, {"items", {{"anyOf", std::move(any)}}}};
   if (!parallel_tool_calls) s["maxItems"] = 1;

@@ -1,12 +1,12 @@
-// Tool calls in generated text, as vLLM's --tool-call-parser reads them: hermes (`<tool_call>{...}</tool_call>`
-// blocks), llama3_json (a JSON object, optionally after `<|python_tag|>`, several separated by `;`) and mistral
-// (`[TOOL_CALLS]` then a JSON list of {"name", "arguments"}, or v11's `[TOOL_CALLS]name{...}`). Pure functions of
-// text, so every format is unit-tested without a model; the streaming extractor and the whole-text parser run
-// the same scanner, so a stream always adds up to the non-streaming reply.
+// Tool calls in generated text, as vLLM's --tool-call-parser reads them: hermes (`<tool_call>{...}
+// </tool_call>` blocks), llama3_json (a JSON object, optionally after `<|python_tag|>`, several separated by
+// `;`) and mistral (`[TOOL_CALLS]` then a JSON list of {"name", "arguments"}, or v11's
+// `[TOOL_CALLS]name{...}`). Pure functions of text, so every format is unit-tested without a model; the
+// streaming extractor and the whole-text parser run the same scanner, so a stream always adds up to the
+// non-streaming reply.
 #pragma once
 
 #include <nlohmann/json.hpp>
-
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,8 +33,9 @@ std::string make_tool_call_id(ToolParserKind kind = ToolParserKind::kHermes);
 
 // The text of a whole reply split into content (the text outside the calls; whitespace that only separates
 // calls from each other or from the content is dropped) and calls. A block whose JSON does not parse, or is
-// not {"name": string, "arguments"/"parameters": object}, stays content, as vLLM keeps it (vLLM turns the whole
-// reply into content when any block is bad; here only that block is, so a stream never takes back a call).
+// not {"name": string, "arguments"/"parameters": object}, stays content, as vLLM keeps it (vLLM turns the
+// whole reply into content when any block is bad; here only that block is, so a stream never takes back a
+// call).
 struct ExtractedToolCalls {
   std::string content;
   std::vector<ToolCall> calls;
@@ -75,9 +76,9 @@ class ToolCallStream {
 
   ToolParserKind kind_;
   State state_ = State::kStart;
-  std::string text_;      // everything fed; [pos_, end) is not decided yet
+  std::string text_;  // everything fed; [pos_, end) is not decided yet
   size_t pos_ = 0;
-  std::string held_ws_;   // trailing whitespace of the content, sent when more content follows
+  std::string held_ws_;      // trailing whitespace of the content, sent when more content follows
   bool after_call_ = false;  // drop the whitespace that follows a call
   int n_calls_ = 0;
   bool finished_ = false;

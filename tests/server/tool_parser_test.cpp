@@ -2,13 +2,14 @@
 // calls written out by hand), the streaming extractor against the whole-text parser on every way of cutting
 // the text into 1-3 byte deltas (and never a marker or call JSON leaked as content), the constrained-mode
 // schemas, tools validation and tool_choice rules, and the reply JSON.
+#include "server/tool_parser.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
 
 #include "server/api_error.h"
 #include "server/tool_calls.h"
-#include "server/tool_parser.h"
 
 namespace lp::server {
 namespace {
@@ -41,65 +42,76 @@ void expect_calls(const ExtractedToolCalls& r, const std::string& content, const
 // ---- whole text ----
 
 TEST(HermesParser, OneCall) {
-  auto r = extract_tool_calls(
-      K::kHermes, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}\n</tool_call>");
+  auto r = extract_tool_calls(K::kHermes,
+                              "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", "
+                              "\"unit\": \"c\"}}\n</tool_call>");
   expect_calls(r, "", {{"get_weather", R"({"city":"Paris","unit":"c"})"}}, K::kHermes);
 }
 
 TEST(HermesParser, SeveralCallsAndContentAround) {
-  auto r = extract_tool_calls(K::kHermes,
-                              "Let me check both.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": [1, 2]}}\n"
-                              "</tool_call>\n<tool_call>\n{\"name\": \"b\", \"arguments\": {}}\n</tool_call>\nDone.");
+  auto r = extract_tool_calls(
+      K::kHermes,
+      "Let me check both.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {\"x\": [1, 2]}}\n"
+      "</tool_call>\n<tool_call>\n{\"name\": \"b\", \"arguments\": {}}\n</tool_call>\nDone.");
   expect_calls(r, "Let me check both.Done.", {{"a", R"({"x":[1,2]})"}, {"b", "{}"}}, K::kHermes);
 }
 
 TEST(HermesParser, UnicodeArgumentsStayUtf8) {
-  auto r = extract_tool_calls(
-      K::kHermes, "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"caf\u00e9 \u6771\u4eac \\ud83d\\ude00 \\\"x\\\"\"}}</tool_call>");
+  auto r = extract_tool_calls(K::kHermes,
+                              "<tool_call>{\"name\": \"search\", \"arguments\": {\"q\": \"caf\u00e9 "
+                              "\u6771\u4eac \\ud83d\\ude00 \\\"x\\\"\"}}</tool_call>");
   expect_calls(r, "", {{"search", "{\"q\":\"caf\u00e9 \u6771\u4eac \U0001F600 \\\"x\\\"\"}"}}, K::kHermes);
 }
 
 TEST(HermesParser, MalformedCallStaysContent) {
   for (std::string bad : {"<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": }</tool_call>",
-                          "<tool_call>{\"arguments\": {}}</tool_call>",            // no name
+                          "<tool_call>{\"arguments\": {}}</tool_call>",                  // no name
                           "<tool_call>{\"name\": \"f\", \"arguments\": 3}</tool_call>",  // not an object
-                          "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}",       // cut short
+                          "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}",      // cut short
                           "<tool_call>", "Hi <tool_call"})
     expect_calls(extract_tool_calls(K::kHermes, bad), bad, {}, K::kHermes);
 }
 
 TEST(HermesParser, UnclosedLastCallIsACall) {
   // vLLM's regex takes `<tool_call>` to the end of the text when the closing tag never came.
-  expect_calls(extract_tool_calls(K::kHermes, "x <tool_call>{\"name\": \"f\", \"arguments\": {\"s\": \"}\"}}"), "x",
-               {{"f", R"({"s":"}"})"}}, K::kHermes);
+  expect_calls(
+      extract_tool_calls(K::kHermes, "x <tool_call>{\"name\": \"f\", \"arguments\": {\"s\": \"}\"}}"), "x",
+      {{"f", R"({"s":"}"})"}}, K::kHermes);
 }
 
 TEST(HermesParser, ClosingTagInsideAnArgumentDoesNotEndTheCall) {
-  expect_calls(extract_tool_calls(K::kHermes, "<tool_call>{\"name\": \"echo\", \"arguments\": {\"s\": \"</tool_call>\"}}</tool_call>"),
+  expect_calls(extract_tool_calls(
+                   K::kHermes,
+                   "<tool_call>{\"name\": \"echo\", \"arguments\": {\"s\": \"</tool_call>\"}}</tool_call>"),
                "", {{"echo", R"({"s":"</tool_call>"})"}}, K::kHermes);
 }
 
 TEST(HermesParser, PlainTextUnchanged) {
-  for (std::string t : {"", "Hello", "  spaced  ", "a <b> c </tool_call> {\"name\": \"f\", \"arguments\": {}}"})
+  for (std::string t :
+       {"", "Hello", "  spaced  ", "a <b> c </tool_call> {\"name\": \"f\", \"arguments\": {}}"})
     expect_calls(extract_tool_calls(K::kHermes, t), t, {}, K::kHermes);
 }
 
 TEST(Llama3JsonParser, CallsWithAndWithoutPythonTag) {
-  expect_calls(extract_tool_calls(K::kLlama3Json, "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"x\": 1}}"), "",
-               {{"f", R"({"x":1})"}}, K::kLlama3Json);
-  expect_calls(extract_tool_calls(K::kLlama3Json, " {\"name\": \"f\", \"arguments\": {\"a\": {\"b\": {\"c\": null}}}}"),
+  expect_calls(
+      extract_tool_calls(K::kLlama3Json, "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"x\": 1}}"), "",
+      {{"f", R"({"x":1})"}}, K::kLlama3Json);
+  expect_calls(extract_tool_calls(K::kLlama3Json,
+                                  " {\"name\": \"f\", \"arguments\": {\"a\": {\"b\": {\"c\": null}}}}"),
                "", {{"f", R"({"a":{"b":{"c":null}}})"}}, K::kLlama3Json);
 }
 
 TEST(Llama3JsonParser, SeveralSeparatedBySemicolons) {
-  expect_calls(extract_tool_calls(K::kLlama3Json,
-                                  "{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {\"y\": \"\u00fc;\"}}"),
-               "", {{"a", "{}"}, {"b", "{\"y\":\"\u00fc;\"}"}}, K::kLlama3Json);
+  expect_calls(
+      extract_tool_calls(
+          K::kLlama3Json,
+          "{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {\"y\": \"\u00fc;\"}}"),
+      "", {{"a", "{}"}, {"b", "{\"y\":\"\u00fc;\"}"}}, K::kLlama3Json);
 }
 
 TEST(Llama3JsonParser, TextIsContent) {
-  for (std::string t : {"The answer is {x}.", "{\"not\": \"a call\"}", "{\"name\": \"f\", \"parameters\": {", "<|python",
-                        "{\"name\": \"f\" \"parameters\": {}}"})
+  for (std::string t : {"The answer is {x}.", "{\"not\": \"a call\"}", "{\"name\": \"f\", \"parameters\": {",
+                        "<|python", "{\"name\": \"f\" \"parameters\": {}}"})
     expect_calls(extract_tool_calls(K::kLlama3Json, t), t, {}, K::kLlama3Json);
 }
 
@@ -116,16 +128,16 @@ TEST(MistralParser, ListOfCalls) {
 }
 
 TEST(MistralParser, ContentBeforeAndV11Form) {
-  expect_calls(extract_tool_calls(K::kMistral, "Sure. [TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}]"), "Sure.",
-               {{"f", "{}"}}, K::kMistral);
+  expect_calls(extract_tool_calls(K::kMistral, "Sure. [TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}]"),
+               "Sure.", {{"f", "{}"}}, K::kMistral);
   expect_calls(extract_tool_calls(K::kMistral, "[TOOL_CALLS]add{\"a\": 1}[TOOL_CALLS]neg{\"x\": -2}"), "",
                {{"add", R"({"a":1})"}, {"neg", R"({"x":-2})"}}, K::kMistral);
 }
 
 TEST(MistralParser, MalformedStaysContent) {
-  for (std::string bad : {"[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {]", "[TOOL_CALLS][]",
-                          "[TOOL_CALLS][{\"name\": \"add\"}]", "[TOOL_CALLS] !", "[TOOL_CALLS]f{\"a\": 1",
-                          "no calls [TOOL_CA"})
+  for (std::string bad :
+       {"[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {]", "[TOOL_CALLS][]",
+        "[TOOL_CALLS][{\"name\": \"add\"}]", "[TOOL_CALLS] !", "[TOOL_CALLS]f{\"a\": 1", "no calls [TOOL_CA"})
     expect_calls(extract_tool_calls(K::kMistral, bad), bad, {}, K::kMistral);
 }
 
@@ -198,23 +210,24 @@ TEST(ToolCallStream, HermesEveryCuttingMatchesWholeText) {
        {"<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
         "Let me see. <tool_call>{\"name\": \"a\", \"arguments\": {\"s\": \"</tool_call>\"}}</tool_call>\n"
         "<tool_call>{\"name\": \"b\", \"arguments\": {\"u\": \"\u00e9\u6771\"}}</tool_call> ok <",
-        "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": }</tool_call> after", "a < b <tool and <tool_call",
-        "<tool_call>{\"name\": \"f\", \"arguments\": {}}"})
+        "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": }</tool_call> after",
+        "a < b <tool and <tool_call", "<tool_call>{\"name\": \"f\", \"arguments\": {}}"})
     expect_stream_equals_whole(K::kHermes, t);
 }
 
 TEST(ToolCallStream, Llama3JsonEveryCuttingMatchesWholeText) {
-  for (std::string t : {"<|python_tag|>{\"name\": \"f\", \"parameters\": {\"x\": \"{;}\"}}",
-                        "  {\"name\": \"a\", \"parameters\": {}} ; {\"name\": \"b\", \"arguments\": {\"k\": [1]}}",
-                        "{\"name\": \"a\", \"parameters\": {}}; not json", "<|python_", "Plain {text} here",
-                        "{\"key\": 1}"})
+  for (std::string t :
+       {"<|python_tag|>{\"name\": \"f\", \"parameters\": {\"x\": \"{;}\"}}",
+        "  {\"name\": \"a\", \"parameters\": {}} ; {\"name\": \"b\", \"arguments\": {\"k\": [1]}}",
+        "{\"name\": \"a\", \"parameters\": {}}; not json", "<|python_", "Plain {text} here", "{\"key\": 1}"})
     expect_stream_equals_whole(K::kLlama3Json, t);
 }
 
 TEST(ToolCallStream, MistralEveryCuttingMatchesWholeText) {
-  for (std::string t : {"[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1}}, {\"name\": \"b\", \"arguments\": {}}]",
-                        "Hi [TOOL_CALLS]f{\"q\": \"\u00fc\"} bye", "[TOOL_CALLS][{\"name\": \"add\"", "[TOOL",
-                        "x [TOOL_CALLS] nope"})
+  for (std::string t :
+       {"[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1}}, {\"name\": \"b\", \"arguments\": {}}]",
+        "Hi [TOOL_CALLS]f{\"q\": \"\u00fc\"} bye", "[TOOL_CALLS][{\"name\": \"add\"", "[TOOL",
+        "x [TOOL_CALLS] nope"})
     expect_stream_equals_whole(K::kMistral, t);
 }
 
@@ -246,13 +259,15 @@ TEST(ToolSchemas, ValidatedToolsAndDefaultParameters) {
   ASSERT_EQ(specs.size(), 3u);
   EXPECT_EQ(specs[0].name, "get_weather");
   EXPECT_EQ(specs[1].parameters, json::parse(R"({"type": "object", "properties": {}})"));
-  EXPECT_EQ(named_tool_schema(specs[0]),
-            json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})"));
+  EXPECT_EQ(
+      named_tool_schema(specs[0]),
+      json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})"));
 }
 
 TEST(ToolSchemas, RequiredIsAListOfAnyTool) {
   auto specs = validate_tools(kTools);
-  json alt = json::parse(R"({"type": "object", "required": ["name", "parameters"], "additionalProperties": false})");
+  json alt =
+      json::parse(R"({"type": "object", "required": ["name", "parameters"], "additionalProperties": false})");
   json a = alt, b = alt, c = alt;
   a["properties"] = json::parse(R"({"name": {"type": "string", "enum": ["get_weather"]}, "parameters":
       {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}})");
@@ -260,7 +275,9 @@ TEST(ToolSchemas, RequiredIsAListOfAnyTool) {
       {"type": "object", "properties": {}}})");
   c["properties"] = json::parse(R"({"name": {"type": "string", "enum": ["lookup"]}, "parameters":
       {"type": "object", "properties": {"item": {"$ref": "#/$defs/Item"}}}})");
-  json expected = {{"type", "array"}, {"minItems", 1}, {"items", {{"anyOf", {a, b, c}}}},
+  json expected = {{"type", "array"},
+                   {"minItems", 1},
+                   {"items", {{"anyOf", {a, b, c}}}},
                    {"$defs", json::parse(R"({"Item": {"type": "string", "maxLength": 8}})")}};
   EXPECT_EQ(required_tools_schema(specs, true), expected);
   expected["maxItems"] = 1;
@@ -301,15 +318,18 @@ TEST(ToolValidation, EveryBadFieldIsNamed) {
   EXPECT_EQ(refused(kTools), "");
   EXPECT_EQ(refused(with(R"({"type": "function", "function": {}})")), "tools[1].function.name");
   EXPECT_EQ(refused(with(R"({"type": "function", "function": {"name": 3}})")), "tools[1].function.name");
-  EXPECT_EQ(refused(with(R"({"type": "function", "function": {"name": "get weather"}})")), "tools[1].function.name");
+  EXPECT_EQ(refused(with(R"({"type": "function", "function": {"name": "get weather"}})")),
+            "tools[1].function.name");
   EXPECT_EQ(refused(with(R"({"type": "function", "function": {"name": ""}})")), "tools[1].function.name");
   EXPECT_EQ(refused(with(R"({"type": "code_interpreter", "function": {"name": "f"}})")), "tools[1].type");
   EXPECT_EQ(refused(with(R"({"type": "function"})")), "tools[1].function");
   EXPECT_EQ(refused(with(R"("f")")), "tools[1]");
-  EXPECT_EQ(refused(with(R"({"function": {"name": "f", "parameters": []}})")), "tools[1].function.parameters");
+  EXPECT_EQ(refused(with(R"({"function": {"name": "f", "parameters": []}})")),
+            "tools[1].function.parameters");
   EXPECT_EQ(refused(with(R"({"function": {"name": "f", "parameters": {"type": "string"}}})")),
             "tools[1].function.parameters");
-  EXPECT_EQ(refused(with(R"({"function": {"name": "f", "description": 1}})")), "tools[1].function.description");
+  EXPECT_EQ(refused(with(R"({"function": {"name": "f", "description": 1}})")),
+            "tools[1].function.description");
   EXPECT_EQ(refused(ojson::parse(R"({"name": "f"})")), "tools");
 }
 
@@ -325,7 +345,8 @@ TEST(ToolValidation, ToolChoiceRules) {
   try {
     setup_tools(kTools, automatic, true, ToolFlags{});
   } catch (const ApiError& e) {
-    EXPECT_STREQ(e.what(), "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set");
+    EXPECT_STREQ(e.what(),
+                 "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set");
   }
   EXPECT_EQ(setup_tools(nullptr, automatic, true, ToolFlags{}).mode, ToolSetup::Mode::kNone);
   EXPECT_EQ(setup_tools(kTools, none, true, ToolFlags{}).mode, ToolSetup::Mode::kNone);
@@ -344,10 +365,13 @@ TEST(ToolValidation, ToolChoiceRules) {
 
 TEST(ToolValidation, NamedAndRequiredBecomeAJsonSchemaOutput) {
   StructuredOutput so;
-  constrain_tool_output(setup_tools(kTools, ToolChoice{ToolChoice::Kind::kNamed, "get_weather"}, true, ToolFlags{}), so);
+  constrain_tool_output(
+      setup_tools(kTools, ToolChoice{ToolChoice::Kind::kNamed, "get_weather"}, true, ToolFlags{}), so);
   EXPECT_EQ(so.kind, StructuredOutput::Kind::kJsonSchema);
   EXPECT_EQ(so.param, "tool_choice");
-  EXPECT_EQ(so.schema, json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})"));
+  EXPECT_EQ(
+      so.schema,
+      json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})"));
   StructuredOutput req;
   ToolSetup r = setup_tools(kTools, ToolChoice{ToolChoice::Kind::kRequired, ""}, true, ToolFlags{});
   constrain_tool_output(r, req);
@@ -419,15 +443,22 @@ TEST(ToolReplyJson, MessageAndDeltaShapes) {
   ojson choice = ojson::parse(
       R"({"index": 0, "message": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": "stop"})");
   apply_tool_calls(choice, {ToolCall{"chatcmpl-tool-1", "now", "{}"}}, true);
-  EXPECT_EQ(choice, ojson::parse(R"({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls":
+  EXPECT_EQ(choice,
+            ojson::parse(R"({"index": 0, "message": {"role": "assistant", "content": null, "tool_calls":
       [{"id": "chatcmpl-tool-1", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
       "logprobs": null, "finish_reason": "tool_calls"})"));
-  ojson kept = ojson::parse(R"({"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "length"})");
+  ojson kept = ojson::parse(
+      R"({"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "length"})");
   apply_tool_calls(kept, {}, false);
-  EXPECT_EQ(kept, ojson::parse(R"({"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "length"})"));
+  EXPECT_EQ(
+      kept,
+      ojson::parse(
+          R"({"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "length"})"));
 
-  ojson chunk = ojson::parse(R"({"id": "x", "choices": [{"index": 1, "delta": {}, "logprobs": null, "finish_reason": null}]})");
-  add_tool_call_deltas(chunk, {ToolCallDelta{0, "chatcmpl-tool-2", "f", ""}, ToolCallDelta{0, "", "", "{\"a\""}});
+  ojson chunk = ojson::parse(
+      R"({"id": "x", "choices": [{"index": 1, "delta": {}, "logprobs": null, "finish_reason": null}]})");
+  add_tool_call_deltas(chunk,
+                       {ToolCallDelta{0, "chatcmpl-tool-2", "f", ""}, ToolCallDelta{0, "", "", "{\"a\""}});
   set_finish_tool_calls(chunk);
   EXPECT_EQ(chunk, ojson::parse(R"({"id": "x", "choices": [{"index": 1, "delta": {"tool_calls": [
       {"index": 0, "id": "chatcmpl-tool-2", "type": "function", "function": {"name": "f", "arguments": ""}},

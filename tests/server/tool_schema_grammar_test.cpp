@@ -26,8 +26,8 @@ std::shared_ptr<const constrain::Vocabulary> demo_vocab() {
 }
 
 std::shared_ptr<const constrain::Grammar> grammar_of(const nlohmann::json& schema) {
-  return constrain::Grammar::compile(constrain::json_schema_node(nlohmann::ordered_json::parse(schema.dump())),
-                                     demo_vocab());
+  return constrain::Grammar::compile(
+      constrain::json_schema_node(nlohmann::ordered_json::parse(schema.dump())), demo_vocab());
 }
 
 const std::vector<ToolSpec>& tools() {
@@ -47,22 +47,24 @@ TEST(ToolSchemaGrammar, RequiredAcceptsExactlyListsOfTheTools) {
     std::string text;
     std::vector<std::string> names;
   };
-  for (const Ok& ok : std::vector<Ok>{
-           {R"([{"name": "now", "parameters": {}}])", {"now"}},
-           {R"([{"name": "get_weather", "parameters": {"city": "Oslo"}}, {"name": "lookup", "parameters": {"item": "abc"}}])",
-            {"get_weather", "lookup"}},
-           {R"([{"name":"now","parameters":{}},{"name":"now","parameters":{}}])", {"now", "now"}}}) {
+  for (
+      const Ok& ok : std::vector<Ok>{
+          {R"([{"name": "now", "parameters": {}}])", {"now"}},
+          {R"([{"name": "get_weather", "parameters": {"city": "Oslo"}}, {"name": "lookup", "parameters": {"item": "abc"}}])",
+           {"get_weather", "lookup"}},
+          {R"([{"name":"now","parameters":{}},{"name":"now","parameters":{}}])", {"now", "now"}}}) {
     EXPECT_TRUE(g->matches(ok.text)) << ok.text;
     auto calls = calls_from_required_output(ok.text);
     ASSERT_TRUE(calls) << ok.text;
     ASSERT_EQ(calls->size(), ok.names.size());
     for (size_t i = 0; i < ok.names.size(); ++i) EXPECT_EQ((*calls)[i].name, ok.names[i]);
   }
-  for (std::string bad : {"[]", R"([{"name": "send_email", "parameters": {}}])",
-                          R"([{"name": "get_weather", "parameters": {}}])",              // city is required
-                          R"([{"name": "lookup", "parameters": {"item": "far too long"}}])",  // $ref'd maxLength
-                          R"([{"name": "now"}])", R"({"name": "now", "parameters": {}})",
-                          R"([{"name": "now", "parameters": {}, "extra": 1}])"})
+  for (std::string bad :
+       {"[]", R"([{"name": "send_email", "parameters": {}}])",
+        R"([{"name": "get_weather", "parameters": {}}])",                   // city is required
+        R"([{"name": "lookup", "parameters": {"item": "far too long"}}])",  // $ref'd maxLength
+        R"([{"name": "now"}])", R"({"name": "now", "parameters": {}})",
+        R"([{"name": "now", "parameters": {}, "extra": 1}])"})
     EXPECT_FALSE(g->matches(bad)) << bad;
 }
 
