@@ -10,6 +10,7 @@ namespace lp::server {
 
 using ojson = nlohmann::ordered_json;
 using State = ToolCallStream::State;
+using JsonScan = ToolCallStream::JsonScan;
 
 namespace {
 
@@ -35,29 +36,32 @@ bool partial_marker_at(std::string_view t, size_t i, std::string_view m) {
   return rest.size() < m.size() && m.substr(0, rest.size()) == rest;
 }
 
-// One past the end of the balanced JSON object or array starting at t[pos] ('{' or '['), or npos when the
+// One past the end of the balanced JSON object or array starting at t[start] ('{' or '['), or npos when the
 // text ends first. Brackets inside strings (escapes included) do not count; validity is left to the parser.
-size_t json_value_end(std::string_view t, size_t pos) {
-  int depth = 0;
-  bool in_str = false, esc = false;
-  for (size_t i = pos; i < t.size(); ++i) {
+// `scan` carries the scan of `start` across calls, so a call streamed in many deltas is read once, not once
+// per delta.
+size_t json_value_end(std::string_view t, size_t start, JsonScan& scan) {
+  if (scan.start != start) scan = JsonScan{start, start};
+  if (scan.end != std::string_view::npos) return scan.end;
+  for (size_t i = scan.pos; i < t.size(); ++i) {
     char c = t[i];
-    if (in_str) {
-      if (esc)
-        esc = false;
+    if (scan.in_str) {
+      if (scan.esc)
+        scan.esc = false;
       else if (c == '\\')
-        esc = true;
+        scan.esc = true;
       else if (c == '"')
-        in_str = false;
+        scan.in_str = false;
       continue;
     }
     if (c == '"')
-      in_str = true;
+      scan.in_str = true;
     else if (c == '{' || c == '[')
-      ++depth;
-    else if ((c == '}' || c == ']') && --depth == 0)
-      return i + 1;
+      ++scan.depth;
+    else if ((c == '}' || c == ']') && --scan.depth == 0)
+      return scan.end = i + 1;
   }
+  scan.pos = t.size();
   return std::string_view::npos;
 }
 
@@ -127,13 +131,13 @@ Item outside_until(std::string_view t, size_t pos, std::string_view marker, bool
 // hermes: `<tool_call>JSON</tool_call>`; the closing tag may be missing at the very end (vLLM's regex allows
 // it). The object's end is found by its brackets, so a "</tool_call>" inside a string argument does not cut
 // it. A bad block: its opening tag is content, and the scan goes on after it.
-Item hermes_step(std::string_view t, size_t pos, bool at_end) {
+Item hermes_step(std::string_view t, size_t pos, bool at_end, JsonScan& scan) {
   if (!starts_with_at(t, pos, kHermesStart)) return outside_until(t, pos, kHermesStart, at_end);
   const Item bad = content(pos + kHermesStart.size());
   size_t i = skip_ws(t, pos + kHermesStart.size());
   if (i == t.size()) return at_end ? bad : more();
   if (t[i] != '{') return bad;
-  size_t e = json_value_end(t, i);
+  size_t e = json_value_end(t, i, scan);
   if (e == std::string_view::npos) return at_end ? bad : more();
   size_t k = skip_ws(t, e), end = 0;
   if (starts_with_at(t, k, kHermesEnd))
@@ -151,13 +155,13 @@ Item hermes_step(std::string_view t, size_t pos, bool at_end) {
 }
 
 // mistral: `[TOOL_CALLS][{"name", "arguments"}, ...]`, or v11's `[TOOL_CALLS]name{arguments}`.
-Item mistral_step(std::string_view t, size_t pos, bool at_end) {
+Item mistral_step(std::string_view t, size_t pos, bool at_end, JsonScan& scan) {
   if (!starts_with_at(t, pos, kMistralStart)) return outside_until(t, pos, kMistralStart, at_end);
   const Item bad = content(pos + kMistralStart.size());
   size_t i = skip_ws(t, pos + kMistralStart.size());
   if (i == t.size()) return at_end ? bad : more();
   if (t[i] == '[') {
-    size_t e = json_value_end(t, i);
+    size_t e = json_value_end(t, i, scan);
     if (e == std::string_view::npos) return at_end ? bad : more();
     auto j = parse_json(t.substr(i, e - i));
     if (!j || !j->is_array() || j->empty()) return bad;
@@ -175,7 +179,7 @@ Item mistral_step(std::string_view t, size_t pos, bool at_end) {
   if (k == i) return bad;
   if (k == t.size()) return at_end ? bad : more();
   if (t[k] != '{') return bad;
-  size_t e = json_value_end(t, k);
+  size_t e = json_value_end(t, k, scan);
   if (e == std::string_view::npos) return at_end ? bad : more();
   auto args = parse_json(t.substr(k, e - k));
   if (!args || !args->is_object()) return bad;
@@ -184,13 +188,13 @@ Item mistral_step(std::string_view t, size_t pos, bool at_end) {
 }
 
 // llama3_json: one JSON object at [i, ...); a call, or (bad or unfinished at the end) the rest is content.
-Item llama_object(std::string_view t, size_t pos, size_t i, bool at_end, State& state) {
+Item llama_object(std::string_view t, size_t pos, size_t i, bool at_end, State& state, JsonScan& scan) {
   if (i == t.size()) return at_end ? skip(i) : more();
   if (t[i] != '{') {
     state = State::kContentOnly;
     return skip(pos);
   }
-  size_t e = json_value_end(t, i);
+  size_t e = json_value_end(t, i, scan);
   if (e == std::string_view::npos) {
     if (!at_end) return more();
     state = State::kContentOnly;
@@ -208,20 +212,20 @@ Item llama_object(std::string_view t, size_t pos, size_t i, bool at_end, State& 
 
 // llama3_json: the reply is calls only when it opens with `<|python_tag|>` or `{` (leading whitespace aside);
 // then objects separated by `;`. Whatever does not fit ends the calls: the rest is content.
-Item llama_step(std::string_view t, size_t pos, bool at_end, State& state) {
+Item llama_step(std::string_view t, size_t pos, bool at_end, State& state, JsonScan& scan) {
   switch (state) {
     case State::kStart: {
       size_t i = skip_ws(t, pos);
       if (i == t.size()) return at_end ? content(i) : more();
       if (starts_with_at(t, i, kPythonTag))
-        return llama_object(t, pos, skip_ws(t, i + kPythonTag.size()), at_end, state);
-      if (t[i] == '{') return llama_object(t, pos, i, at_end, state);
+        return llama_object(t, pos, skip_ws(t, i + kPythonTag.size()), at_end, state, scan);
+      if (t[i] == '{') return llama_object(t, pos, i, at_end, state, scan);
       if (!at_end && partial_marker_at(t, i, kPythonTag)) return more();
       state = State::kContentOnly;
       return skip(pos);
     }
     case State::kLlamaRegion:
-      return llama_object(t, pos, skip_ws(t, pos), at_end, state);
+      return llama_object(t, pos, skip_ws(t, pos), at_end, state, scan);
     case State::kLlamaAfterObject: {
       size_t i = skip_ws(t, pos);
       if (i == t.size()) return skip(i);
@@ -286,9 +290,9 @@ ToolStreamDelta ToolCallStream::run(bool at_end) {
   if (state_ == State::kStart && kind_ != ToolParserKind::kLlama3Json) state_ = State::kOutside;
   std::string_view t = text_;
   while (pos_ < t.size()) {
-    Item it = kind_ == ToolParserKind::kHermes    ? hermes_step(t, pos_, at_end)
-              : kind_ == ToolParserKind::kMistral ? mistral_step(t, pos_, at_end)
-                                                  : llama_step(t, pos_, at_end, state_);
+    Item it = kind_ == ToolParserKind::kHermes    ? hermes_step(t, pos_, at_end, scan_)
+              : kind_ == ToolParserKind::kMistral ? mistral_step(t, pos_, at_end, scan_)
+                                                  : llama_step(t, pos_, at_end, state_, scan_);
     if (it.kind == Item::kMore) break;
     if (it.kind == Item::kContent) add_content(t.substr(pos_, it.end - pos_), out);
     if (it.kind == Item::kCalls) {
@@ -304,6 +308,7 @@ ToolStreamDelta ToolCallStream::run(bool at_end) {
   if (pos_ > 4096) {
     text_.erase(0, pos_);
     pos_ = 0;
+    scan_ = JsonScan{};  // its positions moved
   }
   return out;
 }

@@ -69,6 +69,14 @@ class ToolCallStream {
 
   // The parser's state between items (internal; public only for the scanner in tool_parser.cpp).
   enum class State { kStart, kOutside, kLlamaRegion, kLlamaAfterObject, kContentOnly };
+  // The bracket scan of the JSON value starting at `start` (npos: none), resumed as text arrives.
+  struct JsonScan {
+    size_t start = std::string_view::npos;
+    size_t pos = 0;                       // scanned up to here
+    size_t end = std::string_view::npos;  // the value's end once found
+    int depth = 0;
+    bool in_str = false, esc = false;
+  };
 
  private:
   ToolStreamDelta run(bool at_end);
@@ -76,6 +84,7 @@ class ToolCallStream {
 
   ToolParserKind kind_;
   State state_ = State::kStart;
+  JsonScan scan_;
   std::string text_;  // everything fed; [pos_, end) is not decided yet
   size_t pos_ = 0;
   std::string held_ws_;      // trailing whitespace of the content, sent when more content follows

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <random>
 
 #include "server/api_error.h"
@@ -229,6 +230,27 @@ TEST(ToolCallStream, MistralEveryCuttingMatchesWholeText) {
         "Hi [TOOL_CALLS]f{\"q\": \"\u00fc\"} bye", "[TOOL_CALLS][{\"name\": \"add\"", "[TOOL",
         "x [TOOL_CALLS] nope"})
     expect_stream_equals_whole(K::kMistral, t);
+}
+
+TEST(ToolCallStream, ALongCallStreamedByteByByteIsScannedOnce) {
+  // 256 KiB of arguments fed one byte at a time: rescanning the open call on every delta would be ~3e10
+  // steps.
+  std::string big(256 << 10, 'x');
+  for (K kind : {K::kHermes, K::kLlama3Json, K::kMistral}) {
+    std::string text =
+        kind == K::kHermes
+            ? "<tool_call>{\"name\": \"f\", \"arguments\": {\"s\": \"" + big + "\"}}</tool_call>"
+        : kind == K::kMistral ? "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"s\": \"" + big + "\"}}]"
+                              : "{\"name\": \"f\", \"parameters\": {\"s\": \"" + big + "\"}}";
+    auto t0 = std::chrono::steady_clock::now();
+    ToolCallStream s(kind);
+    int calls = 0;
+    for (char c : text) calls += static_cast<int>(s.feed(std::string_view(&c, 1)).calls.size());
+    calls += static_cast<int>(s.finish().calls.size());
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(calls, 1);
+    EXPECT_LT(secs, 2.0) << "kind " << static_cast<int>(kind);
+  }
 }
 
 TEST(ToolCallStream, ContentFlowsBeforeACallIsDecided) {
