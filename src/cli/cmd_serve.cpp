@@ -26,6 +26,7 @@
 #include "sched/engine.h"
 #include "server/backend.h"
 #include "server/server.h"
+#include "server/tool_parser.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 
@@ -63,6 +64,8 @@ struct ServeArgs {
   int threads = 0;
   bool mmap_weights = false;
   QuantFlags quant;
+  bool enable_auto_tool_choice = false;
+  std::string tool_call_parser;
   std::string kv_cache_dtype = "auto";
   int http_threads = 2;
   int max_connections = 512;
@@ -165,6 +168,10 @@ void run_serve(ServeArgs a) {
   const bool lora = a.enable_lora || !modules.empty() || a.allow_runtime_lora_updating || a.enable_lora_resolver;
   if (a.served_model_name.empty()) a.served_model_name = default_served_name(a.model_dir);
   check_quantization_flag(a.quant.quantization);  // a typo fails before the port is bound
+  if (!a.tool_call_parser.empty() && !server::tool_parser_from_name(a.tool_call_parser))
+    fail("--tool-call-parser: unknown parser '{}' (known: {})", a.tool_call_parser, server::kToolParserNames);
+  if (a.enable_auto_tool_choice && a.tool_call_parser.empty())
+    fail("--enable-auto-tool-choice requires --tool-call-parser");
 
   // Signals: blocked in every thread (they inherit this mask), taken with sigwait() below.
   sigset_t sigs;
@@ -184,6 +191,8 @@ void run_serve(ServeArgs a) {
   so.allow_runtime_lora_updating = a.allow_runtime_lora_updating;
   if (!a.lora_root.empty()) so.lora_root = std::filesystem::canonical(a.lora_root);
   so.enable_lora_resolver = a.enable_lora_resolver;
+  so.enable_auto_tool_choice = a.enable_auto_tool_choice;
+  so.tool_call_parser = a.tool_call_parser;
   so.http_threads = a.http_threads;
   so.max_connections = a.max_connections;
   so.allowed_origins = a.allowed_origins;
@@ -358,6 +367,10 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
   c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
   add_quant_flags(c, a->quant);
+  c->add_flag("--enable-auto-tool-choice", a->enable_auto_tool_choice,
+              "Chat: read tool calls out of the model's text for tool_choice \"auto\" (needs --tool-call-parser)");
+  c->add_option("--tool-call-parser", a->tool_call_parser,
+                "How tool calls look in the model's text: hermes | llama3_json | mistral (as vLLM)");
   c->add_option("--http-threads", a->http_threads, "HTTP I/O threads (non-blocking: they never wait on the engine or a slow client)");
   c->add_option("--max-connections", a->max_connections, "Open HTTP connections at most (more: 503 and close)");
   c->add_option("--allowed-origins", a->allowed_origins,

@@ -19,6 +19,7 @@
 #include "server/handlers.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "server/tool_calls.h"
 #include "text/chat_prompt.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
@@ -68,6 +69,7 @@ struct Call {
   std::vector<std::shared_ptr<sched::RequestChannel>> chans;
   TokenText token_text;    // a token in logprobs ("token_id:<id>" with return_tokens_as_token_ids)
   TokenText decoded_text;  // a token's text (prompt_logprobs' decoded_token)
+  ToolSetup tools;         // chat: how `tools` / `tool_choice` shape the reply
 
   Call(ServerState& s) : st(s) {}
   ~Call() { abort(); }  // a no-op for finished requests (the engine already dropped them)
@@ -80,6 +82,7 @@ struct Call {
 // Per-choice progress, shared by both paths.
 struct ChoiceProgress {
   bool done = false;
+  std::optional<ChoiceTools> tools;  // chat with tools: this choice's tool-call state (GenerationProducer::tools_of)
   bool role_sent = false;
   int64_t completion_tokens = 0;
   double last_token_time = 0;  // 0: no token yet
@@ -184,6 +187,15 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
     *default_max_tokens = 16;  // OpenAI's default for completions
   } else {
     ChatRequest r = parse_chat_request(body);
+    // tools validated, tool_choice checked against them and the server's flags. kNamed / kRequired: the
+    // output must follow the tools' schema, a structured output like any other (vLLM does the same).
+    c.tools = setup_tools(r.tools, r.tool_choice, r.parallel_tool_calls,
+                          ToolFlags{st.options.enable_auto_tool_choice, st.options.tool_call_parser});
+    constrain_tool_output(c.tools, r.structured);
+    // vLLM's hermes and mistral parsers keep special tokens: their markers are special in some models
+    // ([TOOL_CALLS] always), and a skipped marker would hide the call.
+    if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser != ToolParserKind::kLlama3Json)
+      r.skip_special_tokens = false;
     c.adapter = resolve_model(st, r.model);
     const text::ChatTemplate* tmpl = st.chat_template;
     std::optional<text::ChatTemplate> own;
@@ -324,12 +336,20 @@ class GenerationProducer final : public ResponseProducer {
       }
     if (!all_done()) return false;
     std::vector<ChoiceResult> results(raw_.size());
+    std::vector<std::vector<ToolCall>> calls(raw_.size());
     const bool completion = c_->meta.api == Api::kCompletion;
     for (size_t i = 0; i < raw_.size(); ++i) {
       ChoiceRaw& r = raw_[i];
       const PromptInfo& prompt = prompt_of(i);
       ChoiceResult& out = results[i];
-      out.text = prompt.echo_text + (c_->echo_only ? std::string() : r.text);
+      std::string text = c_->echo_only ? std::string() : std::move(r.text);
+      // Tools: the generated text is split into content and calls, which are patched into the reply below.
+      if (ChoiceTools* t = tools_of(i)) {
+        ExtractedToolCalls e = t->whole(text);
+        text = std::move(e.content);
+        calls[i] = std::move(e.calls);
+      }
+      out.text = prompt.echo_text + text;
       if (completion && c_->params.echo && c_->params.logprobs >= 0) {
         out.logprobs = echo_logprobs(prompt.ids, r.prompt_logprobs);
         out.logprobs_null_first = 1;
@@ -343,8 +363,10 @@ class GenerationProducer final : public ResponseProducer {
                                 ? prompt_logprobs_json(prompt.ids, r.prompt_logprobs, c_->decoded_text)
                                 : ojson(nullptr);
     }
-    write_json(res, dump_json(full_response(c_->meta, results, c_->prompt_tokens, c_->params.logprobs,
-                                            c_->token_text)));
+    ojson reply = full_response(c_->meta, results, c_->prompt_tokens, c_->params.logprobs, c_->token_text);
+    for (size_t i = 0; i < results.size(); ++i)
+      if (ChoiceTools* t = tools_of(i)) apply_tool_calls(reply["choices"][i], calls[i], t->finish_as_tool_calls());
+    write_json(res, dump_json(reply));
     return true;
   }
 
@@ -380,6 +402,12 @@ class GenerationProducer final : public ResponseProducer {
     for (const auto& p : prog_)
       if (!p.done) return false;
     return true;
+  }
+  // Choice i's tool-call state, made on first use; null when the call's tools do not touch the reply.
+  ChoiceTools* tools_of(size_t i) {
+    if (c_->tools.mode == ToolSetup::Mode::kNone) return nullptr;
+    if (!prog_[i].tools) prog_[i].tools.emplace(c_->tools);
+    return &*prog_[i].tools;
   }
   int64_t total_completion_tokens() const {
     int64_t t = 0;
@@ -434,9 +462,18 @@ class GenerationProducer final : public ResponseProducer {
       lp = chat ? ojson{{"content", chat_logprobs_content(o.logprobs, c.token_text, c.params.logprobs)}}
                 : completion_logprobs(o.logprobs, c.token_text, p.lp_state);
     }
-    if (!o.text.empty() || !lp.is_null() || o.finish != FinishReason::kNone)
-      emit(stream_chunk(c.meta, index, o.text, false, std::move(lp), o.finish, usage_null,
-                        o.finish == FinishReason::kNone ? ojson(nullptr) : stop_reason_json(o.stop_reason)));
+    // Tools: the text goes through the choice's extractor (content and tool-call deltas).
+    ChoiceTools* tools = tools_of(i);
+    ToolStreamDelta td;
+    if (tools) td = tools->step(o.text, o.finish != FinishReason::kNone);
+    else td.content = std::move(o.text);
+    if (!td.empty() || !lp.is_null() || o.finish != FinishReason::kNone) {
+      ojson chunk = stream_chunk(c.meta, index, td.content, false, std::move(lp), o.finish, usage_null,
+                                 o.finish == FinishReason::kNone ? ojson(nullptr) : stop_reason_json(o.stop_reason));
+      add_tool_call_deltas(chunk, td.calls);
+      if (o.finish != FinishReason::kNone && tools && tools->finish_as_tool_calls()) set_finish_tool_calls(chunk);
+      emit(std::move(chunk));
+    }
     if (o.finish != FinishReason::kNone) {
       p.done = true;
       record_finish(c.st, c, o.finish);

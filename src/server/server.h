@@ -38,6 +38,9 @@ struct ServerOptions {
   std::string api_key;                   // "": no authentication
   std::string served_model_name;         // the base model's id in the API
   std::string model_dir;                 // the base model's folder ("root" in /v1/models)
+  // Tool calling (server/tool_calls.h): tool_choice "auto" needs both, as in vLLM.
+  bool enable_auto_tool_choice = false;
+  std::string tool_call_parser;          // "" | hermes | llama3_json | mistral (checked by the CLI)
   size_t max_request_bytes = 16u << 20;  // bodies over this: 413
   bool allow_runtime_lora_updating = false;
   std::optional<std::filesystem::path> lora_root;

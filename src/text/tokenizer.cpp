@@ -281,6 +281,15 @@ std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
   return std::string(*t);
 }
 
+std::string Tokenizer::token_bytes(int32_t id) const {
+  const Impl& im = *impl_;
+  const auto t = im.token_of(id);
+  if (!t || im.special[id]) return "";
+  std::string bytes(*t);
+  if (im.decoder) im.decoder->token_bytes(bytes);
+  return bytes;
+}
+
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
   for (const AddedToken& t : impl_->added.tokens())
     if (t.content == token) return t.id;

@@ -66,6 +66,9 @@ class Tokenizer {
   std::string decode(std::span<const int32_t> ids, const DecodeOptions& options) const;
 
   std::optional<std::string> id_to_token(int32_t id) const;
+  // The raw bytes token `id` stands for inside a text (byte-level BPE undone, SentencePiece's U+2581 as a
+  // space, <0xNN> as that byte; may be part of a UTF-8 character). "" for special tokens and unknown ids.
+  std::string token_bytes(int32_t id) const;
   std::optional<int32_t> token_to_id(std::string_view token) const;
   // One past the largest id (model vocab and added tokens): the embedding rows the ids need.
   int32_t vocab_size() const;

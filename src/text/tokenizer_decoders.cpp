@@ -34,6 +34,17 @@ class ByteLevelDecoder final : public Decoder {
     }
     tokens.assign(1, utf8_lossy(bytes));
   }
+  void token_bytes(std::string& t) const override {
+    std::string mapped;
+    size_t pos = 0;
+    while (pos < t.size()) {
+      if (utf8_valid_len(t, pos) == 0) return;
+      const int b = byte_level_char_to_byte(utf8_next(t, pos));
+      if (b < 0) return;  // not in the byte alphabet: raw UTF-8, as decode_chain takes it
+      mapped.push_back(static_cast<char>(b));
+    }
+    t.swap(mapped);
+  }
 };
 
 class ReplaceDecoder final : public Decoder {
@@ -43,6 +54,7 @@ class ReplaceDecoder final : public Decoder {
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (std::string& t : tokens) t = pattern_.replace_all(t, content_);
   }
+  void token_bytes(std::string& t) const override { t = pattern_.replace_all(t, content_); }
 
  private:
   Regex pattern_;
@@ -95,6 +107,9 @@ class ByteFallbackDecoder final : public Decoder {
     }
     flush();
     tokens.swap(out);
+  }
+  void token_bytes(std::string& t) const override {
+    if (const int b = byte_token_value(t); b >= 0) t.assign(1, static_cast<char>(b));
   }
 };
 
@@ -163,6 +178,17 @@ class MetaspaceDecoder final : public Decoder {
       tokens[i] = std::move(out);
     }
   }
+  void token_bytes(std::string& t) const override {
+    std::string out;
+    size_t pos = 0;
+    while (pos < t.size()) {
+      const size_t start = pos;
+      if (utf8_valid_len(t, pos) == 0) return;
+      if (utf8_next(t, pos) == replacement_) out.push_back(' ');
+      else out.append(t, start, pos - start);
+    }
+    t.swap(out);
+  }
 
  private:
   char32_t replacement_;
@@ -174,6 +200,9 @@ class SequenceDecoder final : public Decoder {
   explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> parts) : parts_(std::move(parts)) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (const auto& d : parts_) d->decode_chain(tokens);
+  }
+  void token_bytes(std::string& t) const override {
+    for (const auto& d : parts_) d->token_bytes(t);
   }
 
  private:

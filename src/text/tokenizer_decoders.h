@@ -17,6 +17,10 @@ class Decoder {
  public:
   virtual ~Decoder() = default;
   virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+  // Rewrites one token string into the bytes it stands for in the middle of a text (constrained decoding
+  // needs each token's bytes alone): what decode_chain does per token, without its lossy UTF-8 repair and
+  // without what only applies at the edges of a text (Strip, Metaspace's first-token rule).
+  virtual void token_bytes(std::string& token) const {}
 };
 
 // Builds the decoder described by `j`; JSON null gives nullptr (tokens are joined with spaces).

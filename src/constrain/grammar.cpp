@@ -1,0 +1,317 @@
+#include "constrain/grammar.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <numeric>
+
+#include "constrain/automaton.h"
+#include "core/check.h"
+#include "text/tokenizer.h"
+
+namespace lp::constrain {
+
+// ---------------------------------------------------------------------------------------------------------
+// Vocabulary: a byte trie of every token, in depth-first preorder, so one DFA state's allowed set is a single
+// forward pass that jumps over (skip) every subtree whose prefix the DFA rejects.
+
+struct Vocabulary::Impl {
+  struct TrieNode {
+    int32_t skip;    // index just past this node's subtree
+    int32_t token;   // the token whose bytes end here, or `size` (a spare bit past the ids: no branch)
+    uint16_t depth;  // 1 for a token's first byte
+    uint8_t byte;
+  };
+  int32_t size = 0;
+  std::vector<std::string> bytes;
+  std::vector<TrieNode> nodes;
+  int max_depth = 0;
+};
+
+Vocabulary::Vocabulary(const text::Tokenizer& tok) {
+  auto impl = std::make_shared<Impl>();
+  impl->size = tok.vocab_size();
+  impl->bytes.resize(impl->size);
+  std::vector<int32_t> order;
+  for (int32_t id = 0; id < impl->size; ++id) {
+    impl->bytes[id] = tok.token_bytes(id);
+    if (!impl->bytes[id].empty() && impl->bytes[id].size() < 0xFFFF) order.push_back(id);
+  }
+  const auto& b = impl->bytes;
+  std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; });
+
+  // Sorted strings give the preorder directly: each string adds the nodes past its common prefix with the
+  // one before. A token whose bytes repeat another's (a <0xNN> byte token and the same single-byte token)
+  // becomes a second node at the same depth right after the first: the same transition, so the walk stays
+  // exact. A node's subtree ends where the next node at its depth or above begins.
+  auto& nodes = impl->nodes;
+  std::vector<int32_t> open;  // nodes whose subtree has not ended, by depth
+  auto emit = [&](uint8_t byte, int depth, int32_t token) {
+    const auto index = static_cast<int32_t>(nodes.size());
+    while (!open.empty() && nodes[open.back()].depth >= depth) {
+      nodes[open.back()].skip = index;
+      open.pop_back();
+    }
+    nodes.push_back({0, token, static_cast<uint16_t>(depth), byte});
+    open.push_back(index);
+    impl->max_depth = std::max(impl->max_depth, depth);
+  };
+  const std::string* prev = nullptr;
+  for (int32_t id : order) {
+    const std::string& s = b[id];
+    size_t common = 0;
+    if (prev) {
+      const size_t limit = std::min(prev->size(), s.size());
+      while (common < limit && (*prev)[common] == s[common]) ++common;
+    }
+    if (prev && common == s.size()) {  // same bytes as the previous token
+      emit(static_cast<uint8_t>(s.back()), static_cast<int>(s.size()), id);
+    } else {
+      for (size_t k = common; k < s.size(); ++k)
+        emit(static_cast<uint8_t>(s[k]), static_cast<int>(k + 1), k + 1 == s.size() ? id : impl->size);
+    }
+    prev = &s;
+  }
+  for (int32_t i : open) nodes[i].skip = static_cast<int32_t>(nodes.size());
+  impl_ = std::move(impl);
+}
+
+int32_t Vocabulary::size() const { return impl_->size; }
+const std::string& Vocabulary::bytes(int32_t id) const {
+  static const std::string kNone;
+  return id >= 0 && id < impl_->size ? impl_->bytes[id] : kNone;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Grammar
+
+namespace {
+
+struct Mask {
+  std::vector<uint64_t> bits;  // bit id: the token keeps the DFA alive
+  bool any = false;
+  size_t bytes() const { return bits.size() * sizeof(uint64_t) + sizeof(Mask) + 64; }
+};
+
+// Everything a constraint needs, shared so a running request keeps it alive whatever happens to the Grammar.
+struct GrammarCore {
+  Dfa dfa;
+  std::vector<int32_t> rows;  // dfa.next with each target premultiplied by num_classes (-1 stays)
+  std::shared_ptr<const Vocabulary> vocab;
+  GrammarLimits limits;
+
+  mutable std::mutex mu;  // guards the cache below
+  mutable std::vector<std::shared_ptr<const Mask>> masks;  // per DFA state, null: not cached
+  mutable std::deque<int32_t> cached;                      // oldest first, for eviction
+  mutable size_t cached_bytes = 0;
+
+  // The pruned trie pass. The loop is a chain of dependent loads (parent state -> child state), so it is
+  // kept free of unpredictable branches: states are stored premultiplied by the class count (row offsets),
+  // and a node that ends no token sets a spare bit past the vocabulary.
+  std::shared_ptr<const Mask> compute(int32_t state) const {
+    const auto& v = vocab->impl();
+    auto m = std::make_shared<Mask>();
+    m->bits.assign(static_cast<size_t>(v.size) / 64 + 1, 0);  // room for the spare bit `size`
+    uint64_t* bits = m->bits.data();
+    std::vector<int32_t> at(static_cast<size_t>(v.max_depth) + 1);
+    at[0] = state * dfa.num_classes;
+    const Vocabulary::Impl::TrieNode* nodes = v.nodes.data();
+    const auto n = static_cast<int32_t>(v.nodes.size());
+    const int32_t* next = rows.data();
+    const uint8_t* cls = dfa.byte_class.data();
+    for (int32_t i = 0; i < n;) {
+      const auto& x = nodes[i];
+      const int32_t s = next[at[x.depth - 1] + cls[x.byte]];
+      if (s < 0) {
+        i = x.skip;
+        continue;
+      }
+      at[x.depth] = s;
+      bits[x.token >> 6] |= uint64_t{1} << (x.token & 63);
+      ++i;
+    }
+    bits[v.size >> 6] &= ~(uint64_t{1} << (v.size & 63));
+    m->any = std::any_of(m->bits.begin(), m->bits.end(), [](uint64_t w) { return w != 0; });
+    return m;
+  }
+
+  std::shared_ptr<const Mask> mask_of(int32_t state) const {
+    {
+      std::lock_guard lock(mu);
+      if (masks[state]) return masks[state];
+    }
+    std::shared_ptr<const Mask> m = compute(state);  // outside the lock: other requests keep going
+    std::lock_guard lock(mu);
+    if (masks[state]) return masks[state];
+    // Bounded: evict the oldest until the new one fits (a mask in use stays alive through its shared_ptr).
+    while (!cached.empty() && cached_bytes + m->bytes() > limits.mask_cache_bytes) {
+      cached_bytes -= masks[cached.front()]->bytes();
+      masks[cached.front()].reset();
+      cached.pop_front();
+    }
+    if (cached_bytes + m->bytes() <= limits.mask_cache_bytes) {
+      masks[state] = m;
+      cached.push_back(state);
+      cached_bytes += m->bytes();
+    }
+    return m;
+  }
+};
+
+}  // namespace
+
+struct Grammar::Impl {
+  std::shared_ptr<const GrammarCore> core;
+};
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Sets to -inf every logit whose bit is clear; ids past the mask (a model vocab larger than the tokenizer's)
+// are never allowed.
+void apply_mask(std::span<float> logits, const std::vector<uint64_t>& bits) {
+  float* p = logits.data();
+  const size_t n = logits.size();
+  const size_t full_words = std::min(bits.size(), n / 64);
+  for (size_t w = 0; w < full_words; ++w) {
+    const uint64_t b = bits[w];
+    float* q = p + w * 64;
+    if (b == ~uint64_t{0}) continue;
+    if (b == 0) {
+      for (int k = 0; k < 64; ++k) q[k] = kNegInf;
+      continue;
+    }
+    for (uint64_t z = ~b; z; z &= z - 1) q[std::countr_zero(z)] = kNegInf;
+  }
+  for (size_t i = full_words * 64; i < n; ++i) {
+    const size_t w = i >> 6;
+    if (w >= bits.size() || !((bits[w] >> (i & 63)) & 1)) p[i] = kNegInf;
+  }
+}
+
+class GrammarConstraint final : public sched::TokenConstraint {
+ public:
+  explicit GrammarConstraint(std::shared_ptr<const GrammarCore> core)
+      : core_(std::move(core)), state_(core_->dfa.start) {}
+
+  bool mask(std::span<float> logits, std::span<const int32_t> eos) override {
+    eos_.assign(eos.begin(), eos.end());
+    const Dfa& dfa = core_->dfa;
+    const bool dead = ended_ || state_ < 0;
+    const bool may_end = !dead && dfa.accepting[state_];
+    // EOS logits as the model gave them, restored below where the output may end.
+    saved_.clear();
+    for (int32_t id : eos)
+      saved_.push_back(id >= 0 && static_cast<size_t>(id) < logits.size() ? logits[id] : kNegInf);
+    bool any = false;
+    if (dead || !dfa.has_exit[state_]) {
+      std::fill(logits.begin(), logits.end(), kNegInf);
+    } else {
+      mask_ = core_->mask_of(state_);
+      apply_mask(logits, mask_->bits);
+      any = mask_->any;
+      if (any && logits.size() < static_cast<size_t>(core_->vocab->size()))  // a row shorter than the vocab
+        any = std::any_of(logits.begin(), logits.end(), [](float x) { return x != kNegInf; });
+    }
+    for (size_t i = 0; i < eos.size(); ++i) {
+      const int32_t id = eos[i];
+      if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
+      if (may_end) {
+        logits[id] = saved_[i];
+        any = true;
+      } else {
+        logits[id] = kNegInf;
+      }
+    }
+    return any;
+  }
+
+  void accept(int32_t token) override {
+    if (ended_ || state_ < 0) return;
+    if (std::find(eos_.begin(), eos_.end(), token) != eos_.end()) {
+      ended_ = true;
+      return;
+    }
+    const std::string& b = core_->vocab->bytes(token);
+    state_ = b.empty() ? -1 : core_->dfa.run(state_, b);  // a token mask() refused leaves nothing allowed
+  }
+
+  bool complete() const override {
+    return ended_ || (state_ >= 0 && core_->dfa.accepting[state_] && !core_->dfa.has_exit[state_]);
+  }
+
+ private:
+  std::shared_ptr<const GrammarCore> core_;
+  int32_t state_;
+  bool ended_ = false;
+  std::vector<int32_t> eos_;
+  std::vector<float> saved_;
+  std::shared_ptr<const Mask> mask_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Grammar> Grammar::compile(const NodePtr& root, std::shared_ptr<const Vocabulary> vocab,
+                                                const GrammarLimits& limits) {
+  LP_CHECK(root != nullptr && vocab != nullptr);
+  auto core = std::make_shared<GrammarCore>();
+  core->dfa = compile_dfa(*root, limits.max_nfa_states, limits.max_dfa_states);
+  LP_CHECK(static_cast<int64_t>(core->dfa.num_states()) * core->dfa.num_classes < (int64_t{1} << 31));
+  core->rows = core->dfa.next;
+  for (int32_t& r : core->rows)
+    if (r >= 0) r *= core->dfa.num_classes;
+  core->vocab = std::move(vocab);
+  core->limits = limits;
+  core->masks.resize(core->dfa.num_states());
+  auto impl = std::make_unique<Impl>();
+  impl->core = std::move(core);
+  return std::make_shared<const Grammar>(std::move(impl));
+}
+
+Grammar::Grammar(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Grammar::~Grammar() = default;
+
+std::unique_ptr<sched::TokenConstraint> Grammar::start() const {
+  return std::make_unique<GrammarConstraint>(impl_->core);
+}
+
+int Grammar::num_states() const { return impl_->core->dfa.num_states(); }
+
+bool Grammar::matches(std::string_view bytes) const {
+  const Dfa& dfa = impl_->core->dfa;
+  if (dfa.start < 0) return false;
+  const int32_t s = dfa.run(dfa.start, bytes);
+  return s >= 0 && dfa.accepting[s];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+GrammarCache::GrammarCache(std::shared_ptr<const Vocabulary> vocab, size_t max_entries, GrammarLimits limits)
+    : vocab_(std::move(vocab)), max_entries_(std::max<size_t>(max_entries, 1)), limits_(limits) {}
+
+std::shared_ptr<const Grammar> GrammarCache::get(const std::string& key, const std::function<NodePtr()>& build) {
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < entries_.size(); ++i)
+      if (entries_[i].first == key) {
+        auto hit = entries_[i];
+        entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
+        entries_.push_back(hit);
+        return hit.second;
+      }
+  }
+  // Compiled outside the lock (a large schema takes a while; other keys need not wait). A throw leaves the
+  // cache as it was.
+  std::shared_ptr<const Grammar> g = Grammar::compile(build(), vocab_, limits_);
+  std::lock_guard lock(mu_);
+  for (auto& e : entries_)
+    if (e.first == key) return e.second;  // another thread got there first
+  if (entries_.size() >= max_entries_) entries_.erase(entries_.begin());
+  entries_.emplace_back(key, g);
+  return g;
+}
+
+}  // namespace lp::constrain
