@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "constrain/automaton.h"
+#include "constrain/mask_apply.h"
 #include "core/check.h"
 #include "text/tokenizer.h"
 
@@ -169,28 +170,6 @@ struct Grammar::Impl {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// Sets to -inf every logit whose bit is clear; ids past the mask (a model vocab larger than the tokenizer's)
-// are never allowed.
-void apply_mask(std::span<float> logits, const std::vector<uint64_t>& bits) {
-  float* p = logits.data();
-  const size_t n = logits.size();
-  const size_t full_words = std::min(bits.size(), n / 64);
-  for (size_t w = 0; w < full_words; ++w) {
-    const uint64_t b = bits[w];
-    float* q = p + w * 64;
-    if (b == ~uint64_t{0}) continue;
-    if (b == 0) {
-      for (int k = 0; k < 64; ++k) q[k] = kNegInf;
-      continue;
-    }
-    for (uint64_t z = ~b; z; z &= z - 1) q[std::countr_zero(z)] = kNegInf;
-  }
-  for (size_t i = full_words * 64; i < n; ++i) {
-    const size_t w = i >> 6;
-    if (w >= bits.size() || !((bits[w] >> (i & 63)) & 1)) p[i] = kNegInf;
-  }
-}
 
 class GrammarConstraint final : public sched::TokenConstraint {
  public:
