@@ -19,12 +19,15 @@ namespace lp::constrain {
 // forward pass that jumps over (skip) every subtree whose prefix the DFA rejects.
 
 struct Vocabulary::Impl {
+  // 8 bytes: the pass streams the whole array for states that allow most tokens, so its size is time.
   struct TrieNode {
-    int32_t skip;    // index just past this node's subtree
-    int32_t token;   // the token whose bytes end here, or `size` (a spare bit past the ids: no branch)
-    uint16_t depth;  // 1 for a token's first byte
-    uint8_t byte;
+    uint32_t token : 24;  // the token whose bytes end here, or `size` (a spare bit past the ids: no branch)
+    uint32_t byte : 8;
+    uint32_t skip : 24;   // index just past this node's subtree
+    uint32_t depth : 8;   // 1 for a token's first byte
   };
+  static constexpr int kMaxTokenBytes = 255;         // longer tokens (none in real vocabularies) never match
+  static constexpr int64_t kMaxIndex = (1 << 24) - 1;  // vocabulary ids and trie nodes
   int32_t size = 0;
   std::vector<std::string> bytes;
   std::vector<TrieNode> nodes;
@@ -34,11 +37,13 @@ struct Vocabulary::Impl {
 Vocabulary::Vocabulary(const text::Tokenizer& tok) {
   auto impl = std::make_shared<Impl>();
   impl->size = tok.vocab_size();
+  if (impl->size >= Impl::kMaxIndex) fail("a vocabulary of {} tokens is too large for constrained decoding", impl->size);
   impl->bytes.resize(impl->size);
   std::vector<int32_t> order;
   for (int32_t id = 0; id < impl->size; ++id) {
     impl->bytes[id] = tok.token_bytes(id);
-    if (!impl->bytes[id].empty() && impl->bytes[id].size() < 0xFFFF) order.push_back(id);
+    const size_t len = impl->bytes[id].size();
+    if (len > 0 && len <= Impl::kMaxTokenBytes) order.push_back(id);
   }
   const auto& b = impl->bytes;
   std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; });
@@ -50,12 +55,14 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
   auto& nodes = impl->nodes;
   std::vector<int32_t> open;  // nodes whose subtree has not ended, by depth
   auto emit = [&](uint8_t byte, int depth, int32_t token) {
+    static_assert(sizeof(Impl::TrieNode) == 8);
     const auto index = static_cast<int32_t>(nodes.size());
-    while (!open.empty() && nodes[open.back()].depth >= depth) {
-      nodes[open.back()].skip = index;
+    while (!open.empty() && static_cast<int>(nodes[open.back()].depth) >= depth) {
+      nodes[open.back()].skip = static_cast<uint32_t>(index);
       open.pop_back();
     }
-    nodes.push_back({0, token, static_cast<uint16_t>(depth), byte});
+    if (index >= Impl::kMaxIndex) fail("the vocabulary is too large for constrained decoding");
+    nodes.push_back({static_cast<uint32_t>(token), byte, 0, static_cast<uint32_t>(depth)});
     open.push_back(index);
     impl->max_depth = std::max(impl->max_depth, depth);
   };
@@ -75,7 +82,7 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
     }
     prev = &s;
   }
-  for (int32_t i : open) nodes[i].skip = static_cast<int32_t>(nodes.size());
+  for (int32_t i : open) nodes[i].skip = static_cast<uint32_t>(nodes.size());
   impl_ = std::move(impl);
 }
 
@@ -126,11 +133,12 @@ struct GrammarCore {
       const auto& x = nodes[i];
       const int32_t s = next[at[x.depth - 1] + cls[x.byte]];
       if (s < 0) {
-        i = x.skip;
+        i = static_cast<int32_t>(x.skip);
         continue;
       }
       at[x.depth] = s;
-      bits[x.token >> 6] |= uint64_t{1} << (x.token & 63);
+      const uint32_t tok = x.token;
+      bits[tok >> 6] |= uint64_t{1} << (tok & 63);
       ++i;
     }
     bits[v.size >> 6] &= ~(uint64_t{1} << (v.size & 63));
