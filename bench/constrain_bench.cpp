@@ -39,27 +39,30 @@ NodePtr json_object_tree() {
   NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}),
                      concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
   NodePtr str = concat({text("\""), repeat(chr, 0, -1), text("\"")});
-  NodePtr integer = concat({optional(text("-")), alt({text("0"), concat({set({{'1', '9'}}), repeat(set({{'0', '9'}}), 0, 15)})})});
+  NodePtr integer = concat(
+      {optional(text("-")), alt({text("0"), concat({set({{'1', '9'}}), repeat(set({{'0', '9'}}), 0, 15)})})});
   NodePtr arr = concat({text("["), ws, repeat(str, 0, -1, concat({ws, text(","), ws})), ws, text("]")});
   auto field = [&](const char* name, NodePtr v) {
     return concat({text(std::string("\"") + name + "\""), ws, text(":"), ws, v});
   };
-  return concat({text("{"), ws, field("name", str), ws, text(","), ws, field("age", integer), ws, text(","), ws,
-                 field("tags", arr), ws, text("}")});
+  return concat({text("{"), ws, field("name", str), ws, text(","), ws, field("age", integer), ws, text(","),
+                 ws, field("tags", arr), ws, text("}")});
 }
 
 // Any JSON value nested `depth` levels (bounded whitespace), as json_object mode needs: arrays and objects
 // whose items are the level below.
 NodePtr nested_json(int depth) {
   NodePtr ws = repeat(set({{' ', ' '}, {'\n', '\n'}}), 0, 2);
-  NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}), concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
+  NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}),
+                     concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
   NodePtr str = concat({text("\""), repeat(chr, 0, -1), text("\"")});
   NodePtr num = concat({optional(text("-")), repeat(set({{'0', '9'}}), 1, 16)});
   NodePtr value = alt({str, num, text("true"), text("false"), text("null")});
   NodePtr sep = concat({ws, text(","), ws});
   for (int d = 0; d < depth; ++d) {
     NodePtr arr = concat({text("["), ws, repeat(value, 0, -1, sep), ws, text("]")});
-    NodePtr obj = concat({text("{"), ws, repeat(concat({str, ws, text(":"), ws, value}), 0, -1, sep), ws, text("}")});
+    NodePtr obj =
+        concat({text("{"), ws, repeat(concat({str, ws, text(":"), ws, value}), 0, -1, sep), ws, text("}")});
     value = alt({str, num, text("true"), text("false"), text("null"), arr, obj});
   }
   return value;
@@ -75,8 +78,8 @@ int main(int argc, char** argv) {
   const auto tok = lp::text::Tokenizer::from_dir(dir);
   auto t0 = Clock::now();
   const auto vocab = std::make_shared<const Vocabulary>(tok);
-  std::printf("tokenizer %s: %d ids; Vocabulary (token bytes + trie) built in %.1f ms\n", dir.string().c_str(),
-              vocab->size(), us_since(t0) / 1000);
+  std::printf("tokenizer %s: %d ids; Vocabulary (token bytes + trie) built in %.1f ms\n",
+              dir.string().c_str(), vocab->size(), us_since(t0) / 1000);
   const NodePtr tree = json_object_tree();
   t0 = Clock::now();
   auto grammar = Grammar::compile(tree, vocab);
@@ -138,7 +141,8 @@ int main(int argc, char** argv) {
         t0 = Clock::now();
         if (impl == 0) apply_mask_plain(logits, bits);
 #if defined(__x86_64__) && defined(__GNUC__)
-        else apply_mask_avx512(logits, bits);
+        else
+          apply_mask_avx512(logits, bits);
 #endif
         times.push_back(us_since(t0));
       }
@@ -177,9 +181,10 @@ int main(int argc, char** argv) {
       (pass == 0 ? per_token_fresh : per_token_shared).push_back(total / std::max(tokens, 1));
     }
   }
-  std::printf("random walk, <=200 tokens:   %.1f us/token with a fresh grammar (cold states included), "
-              "%.1f us/token with a shared warm one   (medians of 10 walks)\n",
-              median(per_token_fresh), median(per_token_shared));
+  std::printf(
+      "random walk, <=200 tokens:   %.1f us/token with a fresh grammar (cold states included), "
+      "%.1f us/token with a shared warm one   (medians of 10 walks)\n",
+      median(per_token_fresh), median(per_token_shared));
 
   for (int depth : {2, 4, 6, 8}) {
     t0 = Clock::now();
@@ -188,7 +193,8 @@ int main(int argc, char** argv) {
       std::printf("any JSON nested %d deep: %d DFA states, compiled in %.1f ms\n", depth, g->num_states(),
                   us_since(t0) / 1000);
     } catch (const lp::Error& e) {
-      std::printf("any JSON nested %d deep: refused after %.1f ms: %s\n", depth, us_since(t0) / 1000, e.what());
+      std::printf("any JSON nested %d deep: refused after %.1f ms: %s\n", depth, us_since(t0) / 1000,
+                  e.what());
     }
   }
   return 0;

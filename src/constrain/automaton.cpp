@@ -13,11 +13,15 @@ namespace {
   fail("the structured output is too complex: more than {} {} (simplify the schema or pattern)", limit, what);
 }
 
-int utf8_len(uint32_t c) { return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4; }
+int utf8_len(uint32_t c) {
+  return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+}
 
 void encode(uint32_t c, uint8_t* out) {
   switch (utf8_len(c)) {
-    case 1: out[0] = static_cast<uint8_t>(c); break;
+    case 1:
+      out[0] = static_cast<uint8_t>(c);
+      break;
     case 2:
       out[0] = static_cast<uint8_t>(0xC0 | (c >> 6));
       out[1] = static_cast<uint8_t>(0x80 | (c & 0x3F));
@@ -85,7 +89,8 @@ class NfaBuilder {
 
   int32_t build(const Node& n, int32_t next) {
     // The tree comes from outside (a pattern, a schema): bound the recursion instead of the stack.
-    if (++depth_ > kMaxDepth) fail("the structured output is too complex: nested more than {} levels deep", kMaxDepth);
+    if (++depth_ > kMaxDepth)
+      fail("the structured output is too complex: nested more than {} levels deep", kMaxDepth);
     const int32_t entry = build_node(n, next);
     --depth_;
     return entry;
@@ -98,7 +103,8 @@ class NfaBuilder {
 
   int32_t build_node(const Node& n, int32_t next) {
     switch (n.kind) {
-      case Node::Kind::kEmpty: return next;
+      case Node::Kind::kEmpty:
+        return next;
       case Node::Kind::kText: {
         int32_t cur = next;
         for (size_t i = n.text.size(); i-- > 0;) {
@@ -127,7 +133,8 @@ class NfaBuilder {
         for (const auto& k : n.kids) entries.push_back(build(*k, next));
         return any_of(entries);
       }
-      case Node::Kind::kRepeat: return build_repeat(n, next);
+      case Node::Kind::kRepeat:
+        return build_repeat(n, next);
     }
     LP_CHECK(false, "unknown node kind");
   }

@@ -25,7 +25,9 @@ struct Dfa {
   int32_t start = -1;                     // -1: the grammar matches nothing
 
   int num_states() const { return static_cast<int>(accepting.size()); }
-  int32_t step(int32_t s, uint8_t b) const { return next[static_cast<size_t>(s) * num_classes + byte_class[b]]; }
+  int32_t step(int32_t s, uint8_t b) const {
+    return next[static_cast<size_t>(s) * num_classes + byte_class[b]];
+  }
   // The state after `bytes` from `s`, or -1 once dead.
   int32_t run(int32_t s, std::string_view bytes) const {
     for (char c : bytes) {

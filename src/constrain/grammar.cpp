@@ -23,10 +23,10 @@ struct Vocabulary::Impl {
   struct TrieNode {
     uint32_t token : 24;  // the token whose bytes end here, or `size` (a spare bit past the ids: no branch)
     uint32_t byte : 8;
-    uint32_t skip : 24;   // index just past this node's subtree
-    uint32_t depth : 8;   // 1 for a token's first byte
+    uint32_t skip : 24;  // index just past this node's subtree
+    uint32_t depth : 8;  // 1 for a token's first byte
   };
-  static constexpr int kMaxTokenBytes = 255;         // longer tokens (none in real vocabularies) never match
+  static constexpr int kMaxTokenBytes = 255;  // longer tokens (none in real vocabularies) never match
   static constexpr int64_t kMaxIndex = (1 << 24) - 1;  // vocabulary ids and trie nodes
   int32_t size = 0;
   std::vector<std::string> bytes;
@@ -37,7 +37,8 @@ struct Vocabulary::Impl {
 Vocabulary::Vocabulary(const text::Tokenizer& tok) {
   auto impl = std::make_shared<Impl>();
   impl->size = tok.vocab_size();
-  if (impl->size >= Impl::kMaxIndex) fail("a vocabulary of {} tokens is too large for constrained decoding", impl->size);
+  if (impl->size >= Impl::kMaxIndex)
+    fail("a vocabulary of {} tokens is too large for constrained decoding", impl->size);
   impl->bytes.resize(impl->size);
   std::vector<int32_t> order;
   for (int32_t id = 0; id < impl->size; ++id) {
@@ -46,7 +47,8 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
     if (len > 0 && len <= Impl::kMaxTokenBytes) order.push_back(id);
   }
   const auto& b = impl->bytes;
-  std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; });
+  std::sort(order.begin(), order.end(),
+            [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; });
 
   // Sorted strings give the preorder directly: each string adds the nodes past its common prefix with the
   // one before. A token whose bytes repeat another's (a <0xNN> byte token and the same single-byte token)
@@ -86,7 +88,9 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
   impl_ = std::move(impl);
 }
 
-int32_t Vocabulary::size() const { return impl_->size; }
+int32_t Vocabulary::size() const {
+  return impl_->size;
+}
 const std::string& Vocabulary::bytes(int32_t id) const {
   static const std::string kNone;
   return id >= 0 && id < impl_->size ? impl_->bytes[id] : kNone;
@@ -110,7 +114,7 @@ struct GrammarCore {
   std::shared_ptr<const Vocabulary> vocab;
   GrammarLimits limits;
 
-  mutable std::mutex mu;  // guards the cache below
+  mutable std::mutex mu;                                   // guards the cache below
   mutable std::vector<std::shared_ptr<const Mask>> masks;  // per DFA state, null: not cached
   mutable std::deque<int32_t> cached;                      // oldest first, for eviction
   mutable size_t cached_bytes = 0;
@@ -265,7 +269,9 @@ std::unique_ptr<sched::TokenConstraint> Grammar::start() const {
   return std::make_unique<GrammarConstraint>(impl_->core);
 }
 
-int Grammar::num_states() const { return impl_->core->dfa.num_states(); }
+int Grammar::num_states() const {
+  return impl_->core->dfa.num_states();
+}
 
 bool Grammar::matches(std::string_view bytes) const {
   const Dfa& dfa = impl_->core->dfa;
@@ -279,7 +285,8 @@ bool Grammar::matches(std::string_view bytes) const {
 GrammarCache::GrammarCache(std::shared_ptr<const Vocabulary> vocab, size_t max_entries, GrammarLimits limits)
     : vocab_(std::move(vocab)), max_entries_(std::max<size_t>(max_entries, 1)), limits_(limits) {}
 
-std::shared_ptr<const Grammar> GrammarCache::get(const std::string& key, const std::function<NodePtr()>& build) {
+std::shared_ptr<const Grammar> GrammarCache::get(const std::string& key,
+                                                 const std::function<NodePtr()>& build) {
   {
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < entries_.size(); ++i)

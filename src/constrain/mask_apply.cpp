@@ -43,7 +43,8 @@ void apply_mask_plain(std::span<float> logits, const std::vector<uint64_t>& bits
 #if defined(__x86_64__) && defined(__GNUC__)
 // AVX-512: a mask word is four 16-lane masked stores of -inf (a row that is mostly refused is written at
 // full vector width; a mixed word costs no per-bit loop). Chosen at run time.
-__attribute__((target("avx512f"))) void apply_mask_avx512(std::span<float> logits, const std::vector<uint64_t>& bits) {
+__attribute__((target("avx512f"))) void apply_mask_avx512(std::span<float> logits,
+                                                          const std::vector<uint64_t>& bits) {
   float* p = logits.data();
   const size_t words = std::min(bits.size(), logits.size() / 64);
   const __m512 neg = _mm512_set1_ps(kNegInf);

@@ -19,8 +19,8 @@ TEST(Utf8Sequences, cover_exactly_the_range) {
   // For ranges with awkward ends: every code point's encoding matches exactly one sequence when inside, none
   // when outside; every sequence's strings decode to code points inside (checked by enumerating them all).
   const std::pair<uint32_t, uint32_t> cases[] = {
-      {0, 0x10FFFF}, {0x7F, 0x80}, {0x7FE, 0x801}, {0xD7FF, 0xE000}, {0xD800, 0xDFFF}, {0x123, 0x4567},
-      {0xFFFE, 0x10001}, {0x10FF00, 0x10FFFF}, {0x41, 0x41}, {0x3FF, 0x1F3FF},
+      {0, 0x10FFFF},   {0x7F, 0x80},      {0x7FE, 0x801},       {0xD7FF, 0xE000}, {0xD800, 0xDFFF},
+      {0x123, 0x4567}, {0xFFFE, 0x10001}, {0x10FF00, 0x10FFFF}, {0x41, 0x41},     {0x3FF, 0x1F3FF},
   };
   for (auto [lo, hi] : cases) {
     const auto seqs = utf8_sequences(lo, hi);
@@ -75,11 +75,15 @@ TEST(Dfa, random_trees_agree_with_pcre2) {
       if (!want) return;
       const int32_t end = dfa.start < 0 ? -1 : dfa.run(dfa.start, s);
       const bool got = end >= 0 && dfa.accepting[end];
-      ASSERT_EQ(got, *want) << "pattern " << to_pcre(*tree).substr(0, 300) << " string '" << s << "' (" << s.size() << " bytes)";
+      ASSERT_EQ(got, *want) << "pattern " << to_pcre(*tree).substr(0, 300) << " string '" << s << "' ("
+                            << s.size() << " bytes)";
       // A prefix is alive in the trimmed DFA exactly when some match extends it.
       // (PCRE2 refuses a truncated final character even in partial mode: valid UTF-8 only.)
       const auto alive = s.empty() || !text::utf8_is_valid(s) ? std::nullopt : ref.prefix(s);
-      if (alive) ASSERT_EQ(end >= 0, *alive) << "prefix of " << to_pcre(*tree).substr(0, 300) << " string '" << s << "'";
+      if (alive) {
+        ASSERT_EQ(end >= 0, *alive) << "prefix of " << to_pcre(*tree).substr(0, 300) << " string '" << s
+                                    << "'";
+      }
       ++compared;
       matched += got;
     };
@@ -96,7 +100,8 @@ TEST(Dfa, random_trees_agree_with_pcre2) {
 
 TEST(Dfa, grammar_matches_is_the_dfa) {
   // Grammar::matches through the public interface, on a tree with a separated repeat of non-ASCII sets.
-  const NodePtr tree = concat({text("["), repeat(set({{0x430, 0x44F}, {'0', '9'}}), 0, -1, text(", ")), text("]")});
+  const NodePtr tree =
+      concat({text("["), repeat(set({{0x430, 0x44F}, {'0', '9'}}), 0, -1, text(", ")), text("]")});
   const Dfa dfa = compile_dfa(*tree, 1000, 1000);
   const test::Pcre ref(*tree);
   for (const char* s : {"[]", "[ж]", "[ж, 5, я]", "[ж,5]", "[, ж]", "[ж, ]", "[\xD0]", "[a]"}) {
@@ -142,7 +147,8 @@ TEST(Dfa, unbounded_separated_repeat_keeps_one_copy_of_the_item) {
   const NodePtr deep = nested_value(3);
   const Dfa dfa = compile_dfa(*deep, 200000, 20000);
   const test::Pcre ref(*deep);
-  for (const char* s : {"[]", "[[1,[null]],{\"a\":[{}]}]", "{\"k\":{\"k\":{\"k\":\"v\"}}}", "[1,]", "{\"a\"}"}) {
+  for (const char* s :
+       {"[]", "[[1,[null]],{\"a\":[{}]}]", "{\"k\":{\"k\":{\"k\":\"v\"}}}", "[1,]", "{\"a\"}"}) {
     const int32_t end = dfa.run(dfa.start, s);
     EXPECT_EQ(end >= 0 && dfa.accepting[end], *ref.full(s)) << s;
   }

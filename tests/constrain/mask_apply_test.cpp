@@ -24,7 +24,11 @@ TEST(ApplyMask, plain_and_avx512_equal_the_reference) {
       std::vector<uint64_t> bits((vocab + 63) / 64);
       for (auto& w : bits) {
         const int pick = static_cast<int>(rng() % 4);
-        w = kind == 0 ? ~uint64_t{0} : kind == 1 ? 0 : pick == 0 ? 0 : pick == 1 ? ~uint64_t{0} : rng() & rng();
+        w = kind == 0   ? ~uint64_t{0}
+            : kind == 1 ? 0
+            : pick == 0 ? 0
+            : pick == 1 ? ~uint64_t{0}
+                        : rng() & rng();
       }
       if (vocab % 64) bits.back() &= (uint64_t{1} << (vocab % 64)) - 1;  // as Grammar builds them
       for (size_t row_size : {vocab / 2, vocab, vocab + 1, vocab + 100}) {
