@@ -384,5 +384,30 @@ TEST(GrammarCache, lru_by_key_and_throws_are_not_cached) {
   EXPECT_EQ(failing, 2);
 }
 
+TEST(GrammarCache, concurrent_gets_share_one_grammar_per_key) {
+  const auto vocab = demo_vocab();
+  GrammarCache cache(vocab, 4);
+  std::vector<std::thread> threads;
+  std::vector<std::shared_ptr<const Grammar>> got(8 * 50);
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        const std::string key = "k" + std::to_string(i % 3);
+        got[t * 50 + i] = cache.get(key, [&] { return text(key); });
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int i = 0; i < 8 * 50; ++i) {
+    const std::string key = "k" + std::to_string((i % 50) % 3);
+    ASSERT_TRUE(got[i]->matches(key)) << i;
+  }
+  // Three keys fit: after the race, each key has one grammar that every later get returns.
+  for (int k = 0; k < 3; ++k) {
+    const std::string key = "k" + std::to_string(k);
+    const auto a = cache.get(key, [&] { return text(key); });
+    EXPECT_EQ(cache.get(key, [&] { return text("other"); }), a);
+  }
+}
+
 }  // namespace
 }  // namespace lp::constrain
