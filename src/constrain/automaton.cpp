@@ -1,6 +1,7 @@
 #include "constrain/automaton.h"
 
 #include <algorithm>
+#include <numeric>
 #include <unordered_map>
 
 #include "core/check.h"
@@ -353,6 +354,34 @@ Dfa compile_dfa(const Node& root, int max_nfa_states, int max_dfa_states) {
   }
   dfa.start = start >= 0 ? renum[start] : -1;
   return dfa;
+}
+
+std::vector<int32_t> horizon_classes(const Dfa& dfa, int rounds) {
+  const int n = dfa.num_states();
+  const int c = dfa.num_classes;
+  std::vector<int32_t> cls(n, 0), fresh(n);
+  if (int64_t{n} * c * rounds > 50'000'000) {
+    std::iota(cls.begin(), cls.end(), 0);
+    return cls;
+  }
+  int count = n > 0 ? 1 : 0;
+  std::vector<int32_t> sig(static_cast<size_t>(c) + 1);
+  for (int r = 0; r < rounds; ++r) {
+    std::unordered_map<std::vector<int32_t>, int32_t, VecHash> ids;
+    for (int s = 0; s < n; ++s) {
+      sig[0] = cls[s];
+      for (int k = 0; k < c; ++k) {
+        const int32_t t = dfa.next[static_cast<size_t>(s) * c + k];
+        sig[k + 1] = t < 0 ? -1 : cls[t];
+      }
+      fresh[s] = ids.try_emplace(sig, static_cast<int32_t>(ids.size())).first->second;
+    }
+    cls.swap(fresh);
+    const int now = static_cast<int>(ids.size());
+    if (now == count) break;  // refinement only splits: the same count means the same partition
+    count = now;
+  }
+  return cls;
 }
 
 }  // namespace lp::constrain

@@ -42,6 +42,12 @@ struct Dfa {
 // would exceed max_nfa_states or the DFA max_dfa_states (checked while building, so it never runs away).
 Dfa compile_dfa(const Node& root, int max_nfa_states, int max_dfa_states);
 
+// Classes of states from which the same byte strings of length <= `rounds` stay alive (Moore refinement
+// from "all states alike", acceptance ignored, stopped once stable). States in one class allow the same
+// tokens when no token is longer than `rounds`. Past a work budget (a huge DFA) every state is its own
+// class, which is always sound.
+std::vector<int32_t> horizon_classes(const Dfa& dfa, int rounds);
+
 // The UTF-8 encodings of the code points lo..hi (surrogates left out) as sequences of byte ranges: every
 // byte string matching one sequence (range by range) is the encoding of one code point in lo..hi, and every
 // such encoding matches exactly one sequence.

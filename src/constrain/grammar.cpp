@@ -115,7 +115,11 @@ struct GrammarCore {
   GrammarLimits limits;
 
   mutable std::mutex mu;                                   // guards the cache below
-  mutable std::vector<std::shared_ptr<const Mask>> masks;  // per DFA state, null: not cached
+  // States whose masks are equal for sure: the same byte strings up to the longest token stay alive from
+  // them (k-equivalence with k = the vocabulary's longest token, acceptance ignored: EOS is handled apart).
+  // Positions far from the end of a long bounded repeat (a string with maxLength) share one mask this way.
+  std::vector<int32_t> mask_class;
+  mutable std::vector<std::shared_ptr<const Mask>> masks;  // per mask class, null: not cached
   mutable std::deque<int32_t> cached;                      // oldest first, for eviction
   mutable size_t cached_bytes = 0;
 
@@ -151,13 +155,14 @@ struct GrammarCore {
   }
 
   std::shared_ptr<const Mask> mask_of(int32_t state) const {
+    const int32_t key = mask_class[state];
     {
       std::lock_guard lock(mu);
-      if (masks[state]) return masks[state];
+      if (masks[key]) return masks[key];
     }
     std::shared_ptr<const Mask> m = compute(state);  // outside the lock: other requests keep going
     std::lock_guard lock(mu);
-    if (masks[state]) return masks[state];
+    if (masks[key]) return masks[key];
     // Bounded: evict the oldest until the new one fits (a mask in use stays alive through its shared_ptr).
     while (!cached.empty() && cached_bytes + m->bytes() > limits.mask_cache_bytes) {
       cached_bytes -= masks[cached.front()]->bytes();
@@ -165,8 +170,8 @@ struct GrammarCore {
       cached.pop_front();
     }
     if (cached_bytes + m->bytes() <= limits.mask_cache_bytes) {
-      masks[state] = m;
-      cached.push_back(state);
+      masks[key] = m;
+      cached.push_back(key);
       cached_bytes += m->bytes();
     }
     return m;
@@ -256,6 +261,7 @@ std::shared_ptr<const Grammar> Grammar::compile(const NodePtr& root, std::shared
     if (r >= 0) r *= core->dfa.num_classes;
   core->vocab = std::move(vocab);
   core->limits = limits;
+  core->mask_class = horizon_classes(core->dfa, core->vocab->impl().max_depth);
   core->masks.resize(core->dfa.num_states());
   auto impl = std::make_unique<Impl>();
   impl->core = std::move(core);

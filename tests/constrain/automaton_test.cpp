@@ -154,6 +154,55 @@ TEST(Dfa, unbounded_separated_repeat_keeps_one_copy_of_the_item) {
   }
 }
 
+// horizon_classes against its definition: two states share a class iff the same strings of length <= h
+// stay alive from both, enumerated over one byte per byte class.
+TEST(Dfa, horizon_classes_group_states_with_the_same_short_futures) {
+  test::TreeGen gen(777);
+  int merged = 0;
+  std::vector<NodePtr> trees = {
+      repeat(set({{'a', 'b'}}), 0, 12),
+      concat({text("\""), repeat(set({{0x20, 0x7E}, {0x430, 0x44F}}), 0, 9), text("\"")})};
+  for (int i = 0; i < 40; ++i) trees.push_back(gen.tree(3));
+  for (const NodePtr& tree : trees) {
+    const Dfa dfa = compile_dfa(*tree, 100000, 5000);
+    if (dfa.num_states() == 0 || dfa.num_states() > 300) continue;
+    std::vector<uint8_t> rep;  // one byte per class
+    for (int c = 0, b = 0; b < 256; ++b)
+      if (dfa.byte_class[b] == c) {
+        rep.push_back(static_cast<uint8_t>(b));
+        ++c;
+      }
+    for (int h = 1; h <= 3; ++h) {
+      const std::vector<int32_t> cls = horizon_classes(dfa, h);
+      // Alive strings of length <= h as a bit vector over all class sequences.
+      auto future = [&](int32_t s) {
+        std::vector<bool> out;
+        std::vector<std::pair<int32_t, int>> frontier = {{s, 0}};
+        for (int len = 1; len <= h; ++len) {
+          std::vector<std::pair<int32_t, int>> nxt;
+          for (auto [q, _] : frontier)
+            for (uint8_t b : rep) {
+              const int32_t t = q < 0 ? -1 : dfa.step(q, b);
+              out.push_back(t >= 0);
+              nxt.emplace_back(t, 0);
+            }
+          frontier.swap(nxt);
+        }
+        return out;
+      };
+      std::vector<std::vector<bool>> f(dfa.num_states());
+      for (int s = 0; s < dfa.num_states(); ++s) f[s] = future(s);
+      for (int s = 0; s < dfa.num_states(); ++s)
+        for (int t = s + 1; t < dfa.num_states(); ++t) {
+          ASSERT_EQ(cls[s] == cls[t], f[s] == f[t])
+              << to_pcre(*tree).substr(0, 200) << " h " << h << " states " << s << ", " << t;
+          merged += cls[s] == cls[t];
+        }
+    }
+  }
+  EXPECT_GT(merged, 50);
+}
+
 TEST(Dfa, trimmed_and_empty_languages) {
   const Dfa none = compile_dfa(*alt({}), 100, 100);
   EXPECT_EQ(none.start, -1);

@@ -75,6 +75,8 @@ std::vector<NodePtr> sample_trees() {
       alt({text("yes"), text("no"), text("maybe so")}),
       concat({repeat(set({{0x430, 0x44F}, {'a', 'z'}}), 1, 6, text(" ")), text(".")}),
       repeat(set({{'0', '9'}}), 3, 3),
+      // A string with a maxLength: positions far from the end share a mask class.
+      concat({text("\""), repeat(set({{0x20, 0x21}, {0x23, 0x10FFFF}}), 0, 40), text("\"")}),
   };
   test::TreeGen gen(99);
   for (int i = 0; i < 6; ++i) out.push_back(gen.tree(3));
@@ -164,6 +166,10 @@ TEST(Masks, equal_brute_force_on_real_vocabularies) {
     const int more = check_masks(
         concat({repeat(set({{0x430, 0x44F}, {'A', 'Z'}}), 1, 6, text(" ")), text(".")}), vocab, 2, 8, 5);
     EXPECT_GT(more, 4) << name;
+    // A string with maxLength 150 (longer than the longest token): shared mask classes on a real vocabulary.
+    const int bounded = check_masks(
+        concat({text("\""), repeat(set({{0x20, 0x21}, {0x23, 0x10FFFF}}), 0, 150), text("\"")}), vocab, 2, 9, 97);
+    EXPECT_GT(bounded, 10) << name;
   }
 }
 
