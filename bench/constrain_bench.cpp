@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "constrain/grammar.h"
+#include "constrain/mask_apply.h"
 #include "core/check.h"
 #include "text/tokenizer.h"
 
@@ -38,27 +39,30 @@ NodePtr json_object_tree() {
   NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}),
                      concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
   NodePtr str = concat({text("\""), repeat(chr, 0, -1), text("\"")});
-  NodePtr integer = concat({optional(text("-")), alt({text("0"), concat({set({{'1', '9'}}), repeat(set({{'0', '9'}}), 0, 15)})})});
+  NodePtr integer = concat(
+      {optional(text("-")), alt({text("0"), concat({set({{'1', '9'}}), repeat(set({{'0', '9'}}), 0, 15)})})});
   NodePtr arr = concat({text("["), ws, repeat(str, 0, -1, concat({ws, text(","), ws})), ws, text("]")});
   auto field = [&](const char* name, NodePtr v) {
     return concat({text(std::string("\"") + name + "\""), ws, text(":"), ws, v});
   };
-  return concat({text("{"), ws, field("name", str), ws, text(","), ws, field("age", integer), ws, text(","), ws,
-                 field("tags", arr), ws, text("}")});
+  return concat({text("{"), ws, field("name", str), ws, text(","), ws, field("age", integer), ws, text(","),
+                 ws, field("tags", arr), ws, text("}")});
 }
 
 // Any JSON value nested `depth` levels (bounded whitespace), as json_object mode needs: arrays and objects
 // whose items are the level below.
 NodePtr nested_json(int depth) {
   NodePtr ws = repeat(set({{' ', ' '}, {'\n', '\n'}}), 0, 2);
-  NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}), concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
+  NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}),
+                     concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
   NodePtr str = concat({text("\""), repeat(chr, 0, -1), text("\"")});
   NodePtr num = concat({optional(text("-")), repeat(set({{'0', '9'}}), 1, 16)});
   NodePtr value = alt({str, num, text("true"), text("false"), text("null")});
   NodePtr sep = concat({ws, text(","), ws});
   for (int d = 0; d < depth; ++d) {
     NodePtr arr = concat({text("["), ws, repeat(value, 0, -1, sep), ws, text("]")});
-    NodePtr obj = concat({text("{"), ws, repeat(concat({str, ws, text(":"), ws, value}), 0, -1, sep), ws, text("}")});
+    NodePtr obj =
+        concat({text("{"), ws, repeat(concat({str, ws, text(":"), ws, value}), 0, -1, sep), ws, text("}")});
     value = alt({str, num, text("true"), text("false"), text("null"), arr, obj});
   }
   return value;
@@ -74,8 +78,8 @@ int main(int argc, char** argv) {
   const auto tok = lp::text::Tokenizer::from_dir(dir);
   auto t0 = Clock::now();
   const auto vocab = std::make_shared<const Vocabulary>(tok);
-  std::printf("tokenizer %s: %d ids; Vocabulary (token bytes + trie) built in %.1f ms\n", dir.string().c_str(),
-              vocab->size(), us_since(t0) / 1000);
+  std::printf("tokenizer %s: %d ids; Vocabulary (token bytes + trie) built in %.1f ms\n",
+              dir.string().c_str(), vocab->size(), us_since(t0) / 1000);
   const NodePtr tree = json_object_tree();
   t0 = Clock::now();
   auto grammar = Grammar::compile(tree, vocab);
@@ -122,6 +126,31 @@ int main(int argc, char** argv) {
                 median(warm));
   }
 
+  // The warm path's two implementations on their own: a mask allowing 2 ids, and one allowing ~97%.
+  for (int dense = 0; dense < 2; ++dense) {
+    std::vector<uint64_t> bits((static_cast<size_t>(vocab->size()) + 63) / 64, 0);
+    if (dense)
+      for (auto& w : bits) w = ~uint64_t{0} ^ (uint64_t{1} << (rng() % 64));
+    else
+      bits[10] = 3;
+    for (int impl = 0; impl < 2; ++impl) {
+      if (impl == 1 && !have_avx512()) continue;
+      std::vector<double> times;
+      for (int rep = 0; rep < 200; ++rep) {
+        logits = model_logits;
+        t0 = Clock::now();
+        if (impl == 0) apply_mask_plain(logits, bits);
+#if defined(__x86_64__) && defined(__GNUC__)
+        else
+          apply_mask_avx512(logits, bits);
+#endif
+        times.push_back(us_since(t0));
+      }
+      std::printf("apply a %s mask, %s: %.1f us (median)\n", dense ? "dense" : "sparse",
+                  impl ? "AVX-512" : "plain  ", median(times));
+    }
+  }
+
   // (c) random constrained walks: uniform over the allowed tokens (nearly all inside strings, so the walk
   // leaves a string when it draws a token with a quote), a fresh grammar per walk, mask + accept timed.
   std::vector<double> per_token_fresh, per_token_shared;
@@ -152,9 +181,51 @@ int main(int argc, char** argv) {
       (pass == 0 ? per_token_fresh : per_token_shared).push_back(total / std::max(tokens, 1));
     }
   }
-  std::printf("random walk, <=200 tokens:   %.1f us/token with a fresh grammar (cold states included), "
-              "%.1f us/token with a shared warm one   (medians of 10 walks)\n",
-              median(per_token_fresh), median(per_token_shared));
+  std::printf(
+      "random walk, <=200 tokens:   %.1f us/token with a fresh grammar (cold states included), "
+      "%.1f us/token with a shared warm one   (medians of 10 walks)\n",
+      median(per_token_fresh), median(per_token_shared));
+
+  // (d) a string with maxLength 200: every position is its own DFA state, but positions more than a longest
+  // token from the end share a mask class.
+  {
+    NodePtr chr = set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}});
+    NodePtr bounded = concat({text("{\"s\": \""), repeat(chr, 0, 200), text("\"}")});
+    std::vector<double> per_token;
+    int states = 0, walked = 0;
+    for (int walk = 0; walk < 5; ++walk) {
+      auto g = Grammar::compile(bounded, vocab);
+      states = g->num_states();
+      auto c = g->start();
+      std::mt19937 wrng(7 + walk);
+      double total = 0;
+      int tokens = 0;
+      std::vector<int32_t> ok;
+      std::string out;
+      for (; tokens < 200; ++tokens) {
+        logits = model_logits;
+        t0 = Clock::now();
+        if (!c->mask(logits, eos)) break;
+        total += us_since(t0);
+        // Stay inside the string for ~60 tokens (no closing quote), then let the walk end it.
+        const bool inside = out.size() >= 7 && tokens < 60;
+        ok.clear();
+        for (size_t id = 0; id < row; ++id)
+          if (std::isfinite(logits[id]) && !(inside && vocab->bytes(id).find('"') != std::string::npos))
+            ok.push_back(static_cast<int32_t>(id));
+        if (ok.empty()) break;
+        const int32_t pick = ok[wrng() % ok.size()];
+        c->accept(pick);
+        if (pick == eos[0]) break;
+        out += vocab->bytes(pick);
+      }
+      walked += tokens;
+      per_token.push_back(total / std::max(tokens, 1));
+    }
+    std::printf(
+        "string maxLength 200 (%d DFA states), fresh grammar: %.1f us/token (median of 5 walks, %d tokens)\n",
+        states, median(per_token), walked);
+  }
 
   for (int depth : {2, 4, 6, 8}) {
     t0 = Clock::now();
@@ -163,7 +234,8 @@ int main(int argc, char** argv) {
       std::printf("any JSON nested %d deep: %d DFA states, compiled in %.1f ms\n", depth, g->num_states(),
                   us_since(t0) / 1000);
     } catch (const lp::Error& e) {
-      std::printf("any JSON nested %d deep: refused after %.1f ms: %s\n", depth, us_since(t0) / 1000, e.what());
+      std::printf("any JSON nested %d deep: refused after %.1f ms: %s\n", depth, us_since(t0) / 1000,
+                  e.what());
     }
   }
   return 0;

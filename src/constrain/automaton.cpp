@@ -1,6 +1,7 @@
 #include "constrain/automaton.h"
 
 #include <algorithm>
+#include <numeric>
 #include <unordered_map>
 
 #include "core/check.h"
@@ -13,11 +14,15 @@ namespace {
   fail("the structured output is too complex: more than {} {} (simplify the schema or pattern)", limit, what);
 }
 
-int utf8_len(uint32_t c) { return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4; }
+int utf8_len(uint32_t c) {
+  return c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+}
 
 void encode(uint32_t c, uint8_t* out) {
   switch (utf8_len(c)) {
-    case 1: out[0] = static_cast<uint8_t>(c); break;
+    case 1:
+      out[0] = static_cast<uint8_t>(c);
+      break;
     case 2:
       out[0] = static_cast<uint8_t>(0xC0 | (c >> 6));
       out[1] = static_cast<uint8_t>(0x80 | (c & 0x3F));
@@ -85,7 +90,8 @@ class NfaBuilder {
 
   int32_t build(const Node& n, int32_t next) {
     // The tree comes from outside (a pattern, a schema): bound the recursion instead of the stack.
-    if (++depth_ > kMaxDepth) fail("the structured output is too complex: nested more than {} levels deep", kMaxDepth);
+    if (++depth_ > kMaxDepth)
+      fail("the structured output is too complex: nested more than {} levels deep", kMaxDepth);
     const int32_t entry = build_node(n, next);
     --depth_;
     return entry;
@@ -98,7 +104,8 @@ class NfaBuilder {
 
   int32_t build_node(const Node& n, int32_t next) {
     switch (n.kind) {
-      case Node::Kind::kEmpty: return next;
+      case Node::Kind::kEmpty:
+        return next;
       case Node::Kind::kText: {
         int32_t cur = next;
         for (size_t i = n.text.size(); i-- > 0;) {
@@ -127,7 +134,8 @@ class NfaBuilder {
         for (const auto& k : n.kids) entries.push_back(build(*k, next));
         return any_of(entries);
       }
-      case Node::Kind::kRepeat: return build_repeat(n, next);
+      case Node::Kind::kRepeat:
+        return build_repeat(n, next);
     }
     LP_CHECK(false, "unknown node kind");
   }
@@ -346,6 +354,34 @@ Dfa compile_dfa(const Node& root, int max_nfa_states, int max_dfa_states) {
   }
   dfa.start = start >= 0 ? renum[start] : -1;
   return dfa;
+}
+
+std::vector<int32_t> horizon_classes(const Dfa& dfa, int rounds) {
+  const int n = dfa.num_states();
+  const int c = dfa.num_classes;
+  std::vector<int32_t> cls(n, 0), fresh(n);
+  if (int64_t{n} * c * rounds > 50'000'000) {
+    std::iota(cls.begin(), cls.end(), 0);
+    return cls;
+  }
+  int count = n > 0 ? 1 : 0;
+  std::vector<int32_t> sig(static_cast<size_t>(c) + 1);
+  for (int r = 0; r < rounds; ++r) {
+    std::unordered_map<std::vector<int32_t>, int32_t, VecHash> ids;
+    for (int s = 0; s < n; ++s) {
+      sig[0] = cls[s];
+      for (int k = 0; k < c; ++k) {
+        const int32_t t = dfa.next[static_cast<size_t>(s) * c + k];
+        sig[k + 1] = t < 0 ? -1 : cls[t];
+      }
+      fresh[s] = ids.try_emplace(sig, static_cast<int32_t>(ids.size())).first->second;
+    }
+    cls.swap(fresh);
+    const int now = static_cast<int>(ids.size());
+    if (now == count) break;  // refinement only splits: the same count means the same partition
+    count = now;
+  }
+  return cls;
 }
 
 }  // namespace lp::constrain

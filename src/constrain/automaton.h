@@ -25,7 +25,9 @@ struct Dfa {
   int32_t start = -1;                     // -1: the grammar matches nothing
 
   int num_states() const { return static_cast<int>(accepting.size()); }
-  int32_t step(int32_t s, uint8_t b) const { return next[static_cast<size_t>(s) * num_classes + byte_class[b]]; }
+  int32_t step(int32_t s, uint8_t b) const {
+    return next[static_cast<size_t>(s) * num_classes + byte_class[b]];
+  }
   // The state after `bytes` from `s`, or -1 once dead.
   int32_t run(int32_t s, std::string_view bytes) const {
     for (char c : bytes) {
@@ -39,6 +41,12 @@ struct Dfa {
 // Compiles `root`. Throws lp::Error(kInvalid) "the structured output is too complex: ..." when the NFA
 // would exceed max_nfa_states or the DFA max_dfa_states (checked while building, so it never runs away).
 Dfa compile_dfa(const Node& root, int max_nfa_states, int max_dfa_states);
+
+// Classes of states from which the same byte strings of length <= `rounds` stay alive (Moore refinement
+// from "all states alike", acceptance ignored, stopped once stable). States in one class allow the same
+// tokens when no token is longer than `rounds`. Past a work budget (a huge DFA) every state is its own
+// class, which is always sound.
+std::vector<int32_t> horizon_classes(const Dfa& dfa, int rounds);
 
 // The UTF-8 encodings of the code points lo..hi (surrogates left out) as sequences of byte ranges: every
 // byte string matching one sequence (range by range) is the encoding of one code point in lo..hi, and every

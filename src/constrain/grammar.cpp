@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "constrain/automaton.h"
+#include "constrain/mask_apply.h"
 #include "core/check.h"
 #include "text/tokenizer.h"
 
@@ -18,12 +19,15 @@ namespace lp::constrain {
 // forward pass that jumps over (skip) every subtree whose prefix the DFA rejects.
 
 struct Vocabulary::Impl {
+  // 8 bytes: the pass streams the whole array for states that allow most tokens, so its size is time.
   struct TrieNode {
-    int32_t skip;    // index just past this node's subtree
-    int32_t token;   // the token whose bytes end here, or `size` (a spare bit past the ids: no branch)
-    uint16_t depth;  // 1 for a token's first byte
-    uint8_t byte;
+    uint32_t token : 24;  // the token whose bytes end here, or `size` (a spare bit past the ids: no branch)
+    uint32_t byte : 8;
+    uint32_t skip : 24;  // index just past this node's subtree
+    uint32_t depth : 8;  // 1 for a token's first byte
   };
+  static constexpr int kMaxTokenBytes = 255;  // longer tokens (none in real vocabularies) never match
+  static constexpr int64_t kMaxIndex = (1 << 24) - 1;  // vocabulary ids and trie nodes
   int32_t size = 0;
   std::vector<std::string> bytes;
   std::vector<TrieNode> nodes;
@@ -33,14 +37,18 @@ struct Vocabulary::Impl {
 Vocabulary::Vocabulary(const text::Tokenizer& tok) {
   auto impl = std::make_shared<Impl>();
   impl->size = tok.vocab_size();
+  if (impl->size >= Impl::kMaxIndex)
+    fail("a vocabulary of {} tokens is too large for constrained decoding", impl->size);
   impl->bytes.resize(impl->size);
   std::vector<int32_t> order;
   for (int32_t id = 0; id < impl->size; ++id) {
     impl->bytes[id] = tok.token_bytes(id);
-    if (!impl->bytes[id].empty() && impl->bytes[id].size() < 0xFFFF) order.push_back(id);
+    const size_t len = impl->bytes[id].size();
+    if (len > 0 && len <= Impl::kMaxTokenBytes) order.push_back(id);
   }
   const auto& b = impl->bytes;
-  std::sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; });
+  std::sort(order.begin(), order.end(),
+            [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; });
 
   // Sorted strings give the preorder directly: each string adds the nodes past its common prefix with the
   // one before. A token whose bytes repeat another's (a <0xNN> byte token and the same single-byte token)
@@ -49,12 +57,14 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
   auto& nodes = impl->nodes;
   std::vector<int32_t> open;  // nodes whose subtree has not ended, by depth
   auto emit = [&](uint8_t byte, int depth, int32_t token) {
+    static_assert(sizeof(Impl::TrieNode) == 8);
     const auto index = static_cast<int32_t>(nodes.size());
-    while (!open.empty() && nodes[open.back()].depth >= depth) {
-      nodes[open.back()].skip = index;
+    while (!open.empty() && static_cast<int>(nodes[open.back()].depth) >= depth) {
+      nodes[open.back()].skip = static_cast<uint32_t>(index);
       open.pop_back();
     }
-    nodes.push_back({0, token, static_cast<uint16_t>(depth), byte});
+    if (index >= Impl::kMaxIndex) fail("the vocabulary is too large for constrained decoding");
+    nodes.push_back({static_cast<uint32_t>(token), byte, 0, static_cast<uint32_t>(depth)});
     open.push_back(index);
     impl->max_depth = std::max(impl->max_depth, depth);
   };
@@ -74,11 +84,13 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
     }
     prev = &s;
   }
-  for (int32_t i : open) nodes[i].skip = static_cast<int32_t>(nodes.size());
+  for (int32_t i : open) nodes[i].skip = static_cast<uint32_t>(nodes.size());
   impl_ = std::move(impl);
 }
 
-int32_t Vocabulary::size() const { return impl_->size; }
+int32_t Vocabulary::size() const {
+  return impl_->size;
+}
 const std::string& Vocabulary::bytes(int32_t id) const {
   static const std::string kNone;
   return id >= 0 && id < impl_->size ? impl_->bytes[id] : kNone;
@@ -102,8 +114,12 @@ struct GrammarCore {
   std::shared_ptr<const Vocabulary> vocab;
   GrammarLimits limits;
 
-  mutable std::mutex mu;  // guards the cache below
-  mutable std::vector<std::shared_ptr<const Mask>> masks;  // per DFA state, null: not cached
+  mutable std::mutex mu;                                   // guards the cache below
+  // States whose masks are equal for sure: the same byte strings up to the longest token stay alive from
+  // them (k-equivalence with k = the vocabulary's longest token, acceptance ignored: EOS is handled apart).
+  // Positions far from the end of a long bounded repeat (a string with maxLength) share one mask this way.
+  std::vector<int32_t> mask_class;
+  mutable std::vector<std::shared_ptr<const Mask>> masks;  // per mask class, null: not cached
   mutable std::deque<int32_t> cached;                      // oldest first, for eviction
   mutable size_t cached_bytes = 0;
 
@@ -125,11 +141,12 @@ struct GrammarCore {
       const auto& x = nodes[i];
       const int32_t s = next[at[x.depth - 1] + cls[x.byte]];
       if (s < 0) {
-        i = x.skip;
+        i = static_cast<int32_t>(x.skip);
         continue;
       }
       at[x.depth] = s;
-      bits[x.token >> 6] |= uint64_t{1} << (x.token & 63);
+      const uint32_t tok = x.token;
+      bits[tok >> 6] |= uint64_t{1} << (tok & 63);
       ++i;
     }
     bits[v.size >> 6] &= ~(uint64_t{1} << (v.size & 63));
@@ -138,13 +155,14 @@ struct GrammarCore {
   }
 
   std::shared_ptr<const Mask> mask_of(int32_t state) const {
+    const int32_t key = mask_class[state];
     {
       std::lock_guard lock(mu);
-      if (masks[state]) return masks[state];
+      if (masks[key]) return masks[key];
     }
     std::shared_ptr<const Mask> m = compute(state);  // outside the lock: other requests keep going
     std::lock_guard lock(mu);
-    if (masks[state]) return masks[state];
+    if (masks[key]) return masks[key];
     // Bounded: evict the oldest until the new one fits (a mask in use stays alive through its shared_ptr).
     while (!cached.empty() && cached_bytes + m->bytes() > limits.mask_cache_bytes) {
       cached_bytes -= masks[cached.front()]->bytes();
@@ -152,8 +170,8 @@ struct GrammarCore {
       cached.pop_front();
     }
     if (cached_bytes + m->bytes() <= limits.mask_cache_bytes) {
-      masks[state] = m;
-      cached.push_back(state);
+      masks[key] = m;
+      cached.push_back(key);
       cached_bytes += m->bytes();
     }
     return m;
@@ -169,28 +187,6 @@ struct Grammar::Impl {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// Sets to -inf every logit whose bit is clear; ids past the mask (a model vocab larger than the tokenizer's)
-// are never allowed.
-void apply_mask(std::span<float> logits, const std::vector<uint64_t>& bits) {
-  float* p = logits.data();
-  const size_t n = logits.size();
-  const size_t full_words = std::min(bits.size(), n / 64);
-  for (size_t w = 0; w < full_words; ++w) {
-    const uint64_t b = bits[w];
-    float* q = p + w * 64;
-    if (b == ~uint64_t{0}) continue;
-    if (b == 0) {
-      for (int k = 0; k < 64; ++k) q[k] = kNegInf;
-      continue;
-    }
-    for (uint64_t z = ~b; z; z &= z - 1) q[std::countr_zero(z)] = kNegInf;
-  }
-  for (size_t i = full_words * 64; i < n; ++i) {
-    const size_t w = i >> 6;
-    if (w >= bits.size() || !((bits[w] >> (i & 63)) & 1)) p[i] = kNegInf;
-  }
-}
 
 class GrammarConstraint final : public sched::TokenConstraint {
  public:
@@ -265,6 +261,7 @@ std::shared_ptr<const Grammar> Grammar::compile(const NodePtr& root, std::shared
     if (r >= 0) r *= core->dfa.num_classes;
   core->vocab = std::move(vocab);
   core->limits = limits;
+  core->mask_class = horizon_classes(core->dfa, core->vocab->impl().max_depth);
   core->masks.resize(core->dfa.num_states());
   auto impl = std::make_unique<Impl>();
   impl->core = std::move(core);
@@ -278,7 +275,9 @@ std::unique_ptr<sched::TokenConstraint> Grammar::start() const {
   return std::make_unique<GrammarConstraint>(impl_->core);
 }
 
-int Grammar::num_states() const { return impl_->core->dfa.num_states(); }
+int Grammar::num_states() const {
+  return impl_->core->dfa.num_states();
+}
 
 bool Grammar::matches(std::string_view bytes) const {
   const Dfa& dfa = impl_->core->dfa;
@@ -292,7 +291,8 @@ bool Grammar::matches(std::string_view bytes) const {
 GrammarCache::GrammarCache(std::shared_ptr<const Vocabulary> vocab, size_t max_entries, GrammarLimits limits)
     : vocab_(std::move(vocab)), max_entries_(std::max<size_t>(max_entries, 1)), limits_(limits) {}
 
-std::shared_ptr<const Grammar> GrammarCache::get(const std::string& key, const std::function<NodePtr()>& build) {
+std::shared_ptr<const Grammar> GrammarCache::get(const std::string& key,
+                                                 const std::function<NodePtr()>& build) {
   {
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < entries_.size(); ++i)

@@ -184,8 +184,11 @@ class MetaspaceDecoder final : public Decoder {
     while (pos < t.size()) {
       const size_t start = pos;
       if (utf8_valid_len(t, pos) == 0) return;
-      if (utf8_next(t, pos) == replacement_) out.push_back(' ');
-      else out.append(t, start, pos - start);
+      if (utf8_next(t, pos) == replacement_) {
+        out.push_back(' ');
+      } else {
+        out.append(t, start, pos - start);
+      }
     }
     t.swap(out);
   }

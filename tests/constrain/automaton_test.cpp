@@ -19,8 +19,8 @@ TEST(Utf8Sequences, cover_exactly_the_range) {
   // For ranges with awkward ends: every code point's encoding matches exactly one sequence when inside, none
   // when outside; every sequence's strings decode to code points inside (checked by enumerating them all).
   const std::pair<uint32_t, uint32_t> cases[] = {
-      {0, 0x10FFFF}, {0x7F, 0x80}, {0x7FE, 0x801}, {0xD7FF, 0xE000}, {0xD800, 0xDFFF}, {0x123, 0x4567},
-      {0xFFFE, 0x10001}, {0x10FF00, 0x10FFFF}, {0x41, 0x41}, {0x3FF, 0x1F3FF},
+      {0, 0x10FFFF},   {0x7F, 0x80},      {0x7FE, 0x801},       {0xD7FF, 0xE000}, {0xD800, 0xDFFF},
+      {0x123, 0x4567}, {0xFFFE, 0x10001}, {0x10FF00, 0x10FFFF}, {0x41, 0x41},     {0x3FF, 0x1F3FF},
   };
   for (auto [lo, hi] : cases) {
     const auto seqs = utf8_sequences(lo, hi);
@@ -75,11 +75,15 @@ TEST(Dfa, random_trees_agree_with_pcre2) {
       if (!want) return;
       const int32_t end = dfa.start < 0 ? -1 : dfa.run(dfa.start, s);
       const bool got = end >= 0 && dfa.accepting[end];
-      ASSERT_EQ(got, *want) << "pattern " << to_pcre(*tree).substr(0, 300) << " string '" << s << "' (" << s.size() << " bytes)";
+      ASSERT_EQ(got, *want) << "pattern " << to_pcre(*tree).substr(0, 300) << " string '" << s << "' ("
+                            << s.size() << " bytes)";
       // A prefix is alive in the trimmed DFA exactly when some match extends it.
       // (PCRE2 refuses a truncated final character even in partial mode: valid UTF-8 only.)
       const auto alive = s.empty() || !text::utf8_is_valid(s) ? std::nullopt : ref.prefix(s);
-      if (alive) ASSERT_EQ(end >= 0, *alive) << "prefix of " << to_pcre(*tree).substr(0, 300) << " string '" << s << "'";
+      if (alive) {
+        ASSERT_EQ(end >= 0, *alive) << "prefix of " << to_pcre(*tree).substr(0, 300) << " string '" << s
+                                    << "'";
+      }
       ++compared;
       matched += got;
     };
@@ -96,7 +100,8 @@ TEST(Dfa, random_trees_agree_with_pcre2) {
 
 TEST(Dfa, grammar_matches_is_the_dfa) {
   // Grammar::matches through the public interface, on a tree with a separated repeat of non-ASCII sets.
-  const NodePtr tree = concat({text("["), repeat(set({{0x430, 0x44F}, {'0', '9'}}), 0, -1, text(", ")), text("]")});
+  const NodePtr tree =
+      concat({text("["), repeat(set({{0x430, 0x44F}, {'0', '9'}}), 0, -1, text(", ")), text("]")});
   const Dfa dfa = compile_dfa(*tree, 1000, 1000);
   const test::Pcre ref(*tree);
   for (const char* s : {"[]", "[ж]", "[ж, 5, я]", "[ж,5]", "[, ж]", "[ж, ]", "[\xD0]", "[a]"}) {
@@ -142,10 +147,60 @@ TEST(Dfa, unbounded_separated_repeat_keeps_one_copy_of_the_item) {
   const NodePtr deep = nested_value(3);
   const Dfa dfa = compile_dfa(*deep, 200000, 20000);
   const test::Pcre ref(*deep);
-  for (const char* s : {"[]", "[[1,[null]],{\"a\":[{}]}]", "{\"k\":{\"k\":{\"k\":\"v\"}}}", "[1,]", "{\"a\"}"}) {
+  for (const char* s :
+       {"[]", "[[1,[null]],{\"a\":[{}]}]", "{\"k\":{\"k\":{\"k\":\"v\"}}}", "[1,]", "{\"a\"}"}) {
     const int32_t end = dfa.run(dfa.start, s);
     EXPECT_EQ(end >= 0 && dfa.accepting[end], *ref.full(s)) << s;
   }
+}
+
+// horizon_classes against its definition: two states share a class iff the same strings of length <= h
+// stay alive from both, enumerated over one byte per byte class.
+TEST(Dfa, horizon_classes_group_states_with_the_same_short_futures) {
+  test::TreeGen gen(777);
+  int merged = 0;
+  std::vector<NodePtr> trees = {
+      repeat(set({{'a', 'b'}}), 0, 12),
+      concat({text("\""), repeat(set({{0x20, 0x7E}, {0x430, 0x44F}}), 0, 9), text("\"")})};
+  for (int i = 0; i < 40; ++i) trees.push_back(gen.tree(3));
+  for (const NodePtr& tree : trees) {
+    const Dfa dfa = compile_dfa(*tree, 100000, 5000);
+    if (dfa.num_states() == 0 || dfa.num_states() > 300) continue;
+    std::vector<uint8_t> rep;  // one byte per class
+    for (int c = 0, b = 0; b < 256; ++b)
+      if (dfa.byte_class[b] == c) {
+        rep.push_back(static_cast<uint8_t>(b));
+        ++c;
+      }
+    for (int h = 1; h <= 3; ++h) {
+      const std::vector<int32_t> cls = horizon_classes(dfa, h);
+      // Alive strings of length <= h as a bit vector over all class sequences.
+      auto future = [&](int32_t s) {
+        std::vector<bool> out;
+        std::vector<std::pair<int32_t, int>> frontier = {{s, 0}};
+        for (int len = 1; len <= h; ++len) {
+          std::vector<std::pair<int32_t, int>> nxt;
+          for (auto [q, _] : frontier)
+            for (uint8_t b : rep) {
+              const int32_t t = q < 0 ? -1 : dfa.step(q, b);
+              out.push_back(t >= 0);
+              nxt.emplace_back(t, 0);
+            }
+          frontier.swap(nxt);
+        }
+        return out;
+      };
+      std::vector<std::vector<bool>> f(dfa.num_states());
+      for (int s = 0; s < dfa.num_states(); ++s) f[s] = future(s);
+      for (int s = 0; s < dfa.num_states(); ++s)
+        for (int t = s + 1; t < dfa.num_states(); ++t) {
+          ASSERT_EQ(cls[s] == cls[t], f[s] == f[t])
+              << to_pcre(*tree).substr(0, 200) << " h " << h << " states " << s << ", " << t;
+          merged += cls[s] == cls[t];
+        }
+    }
+  }
+  EXPECT_GT(merged, 50);
 }
 
 TEST(Dfa, trimmed_and_empty_languages) {

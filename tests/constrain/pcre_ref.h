@@ -48,7 +48,8 @@ class Pcre {
     PCRE2_SIZE off = 0;
     pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                      PCRE2_UTF | PCRE2_ANCHORED | PCRE2_DOTALL | extra, &err, &off, nullptr);
-    if (!code) throw std::runtime_error("PCRE2 rejected a pattern of " + std::to_string(pattern.size()) + " bytes");
+    if (!code)
+      throw std::runtime_error("PCRE2 rejected a pattern of " + std::to_string(pattern.size()) + " bytes");
     return code;
   }
   std::optional<bool> run(const pcre2_code* code, std::string_view s, uint32_t opts) const {
@@ -93,9 +94,12 @@ class TreeGen {
   NodePtr tree(int depth) {
     const int pick = depth <= 0 ? static_cast<int>(rng_() % 3) : static_cast<int>(rng_() % 7);
     switch (pick) {
-      case 0: return text(kTexts[rng_() % std::size(kTexts)]);
-      case 1: return set(ranges());
-      case 2: return rng_() % 4 == 0 ? empty() : text(kTexts[rng_() % std::size(kTexts)]);
+      case 0:
+        return text(kTexts[rng_() % std::size(kTexts)]);
+      case 1:
+        return set(ranges());
+      case 2:
+        return rng_() % 4 == 0 ? empty() : text(kTexts[rng_() % std::size(kTexts)]);
       case 3:
       case 4: {
         std::vector<NodePtr> kids;
@@ -113,12 +117,13 @@ class TreeGen {
 
   CodepointRanges ranges() {
     static const std::pair<uint32_t, uint32_t> kPool[] = {
-        {'a', 'c'},        {'0', '9'},         {'a', 'a'},         {0x20, 0x7F},     {0x7E, 0x81},
-        {0xE0, 0xE9},      {0x7FF, 0x800},     {0x430, 0x436},     {0xD7FF, 0xE000}, {0xFFFF, 0x10000},
-        {0x1F600, 0x1F601}, {0x10FFFE, 0x10FFFF}, {0x80, 0x10FFFF}, {0, 0x10FFFF},   {0x3040, 0x30FF},
+        {'a', 'c'},         {'0', '9'},           {'a', 'a'},       {0x20, 0x7F},     {0x7E, 0x81},
+        {0xE0, 0xE9},       {0x7FF, 0x800},       {0x430, 0x436},   {0xD7FF, 0xE000}, {0xFFFF, 0x10000},
+        {0x1F600, 0x1F601}, {0x10FFFE, 0x10FFFF}, {0x80, 0x10FFFF}, {0, 0x10FFFF},    {0x3040, 0x30FF},
     };
     CodepointRanges r;
-    for (int i = 0, n = 1 + static_cast<int>(rng_() % 2); i < n; ++i) r.push_back(kPool[rng_() % std::size(kPool)]);
+    for (int i = 0, n = 1 + static_cast<int>(rng_() % 2); i < n; ++i)
+      r.push_back(kPool[rng_() % std::size(kPool)]);
     return r;
   }
 
@@ -131,9 +136,11 @@ class TreeGen {
 
   // Bytes of the alphabet: what the trees use, plus bytes no UTF-8 text holds.
   std::string random_bytes(int max_len) {
-    static const std::string kBytes = std::string("abc09,;- é\xC3\xA9\xD0\xB0\xF0\x9F\x98\x80\xED\xA0\x80\xEE\x80\x80\x7F\xC2\x80\xFF\xC0\x80", 34);
+    static const std::string kBytes = std::string(
+        "abc09,;- é\xC3\xA9\xD0\xB0\xF0\x9F\x98\x80\xED\xA0\x80\xEE\x80\x80\x7F\xC2\x80\xFF\xC0\x80", 34);
     std::string s;
-    for (int i = 0, n = static_cast<int>(rng_() % (max_len + 1)); i < n; ++i) s += kBytes[rng_() % kBytes.size()];
+    for (int i = 0, n = static_cast<int>(rng_() % (max_len + 1)); i < n; ++i)
+      s += kBytes[rng_() % kBytes.size()];
     return s;
   }
 
@@ -141,10 +148,17 @@ class TreeGen {
   std::string mutate(std::string s) {
     const std::string extra = random_bytes(2);
     switch (rng_() % 4) {
-      case 0: s.insert(s.empty() ? 0 : rng_() % (s.size() + 1), extra); break;
-      case 1: if (!s.empty()) s.erase(rng_() % s.size(), 1); break;
-      case 2: if (!s.empty() && !extra.empty()) s[rng_() % s.size()] = extra[0]; break;
-      default: if (!s.empty()) s.resize(rng_() % s.size());
+      case 0:
+        s.insert(s.empty() ? 0 : rng_() % (s.size() + 1), extra);
+        break;
+      case 1:
+        if (!s.empty()) s.erase(rng_() % s.size(), 1);
+        break;
+      case 2:
+        if (!s.empty() && !extra.empty()) s[rng_() % s.size()] = extra[0];
+        break;
+      default:
+        if (!s.empty()) s.resize(rng_() % s.size());
     }
     return s;
   }
@@ -157,8 +171,11 @@ class TreeGen {
 
   void emit(const Node& n, std::string& out) {
     switch (n.kind) {
-      case Node::Kind::kEmpty: return;
-      case Node::Kind::kText: out += n.text; return;
+      case Node::Kind::kEmpty:
+        return;
+      case Node::Kind::kText:
+        out += n.text;
+        return;
       case Node::Kind::kSet: {
         if (n.ranges.empty()) return;
         for (;;) {

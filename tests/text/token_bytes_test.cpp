@@ -23,7 +23,9 @@ fs::path npm_models(const std::string& name) {
 
 const char* const kTexts[] = {
     "Hello, world! The quick brown fox jumps over the lazy dog.\n\tIndented  two  spaces",
-    "Grüße aus Köln — naïve café, 東京の天気は晴れです。 Привет, мир! 🙂🚀 emoji and ZWJ 👩‍💻",
+    "Grüße aus Köln — naïve café, 東京の天気は晴れです。 Привет, мир! 🙂🚀 emoji and "
+    "ZWJ "
+    "👩‍💻",
     "{\"name\": \"Ünïcödé\", \"tags\": [\"a\", \"b\"], \"n\": -12.5e3}\r\n  x = y ** 2  # code",
     "   leading spaces, ঘ অ (Bengali), عربى (Arabic), ελληνικά, 한국어, and trailing   ",
 };
@@ -83,11 +85,21 @@ TEST_P(TokenBytes, byte_fallback_and_specials) {
   const fs::path dir = npm_models(GetParam());
   if (!fs::exists(dir / "tokenizer.json")) LP_FIXTURE_MISSING() << dir << " is missing";
   const Tokenizer tok = Tokenizer::from_dir(dir);
-  if (auto id = tok.token_to_id("<0x0A>")) EXPECT_EQ(tok.token_bytes(*id), "\n");
-  if (auto id = tok.token_to_id("<0xE6>")) EXPECT_EQ(tok.token_bytes(*id), "\xE6");
-  if (auto id = tok.token_to_id("Ċ")) EXPECT_EQ(tok.token_bytes(*id), "\n");  // byte-level newline
-  if (auto id = tok.eos_id()) EXPECT_EQ(tok.token_bytes(*id), "");
-  if (auto id = tok.bos_id()) EXPECT_EQ(tok.token_bytes(*id), "");
+  if (auto id = tok.token_to_id("<0x0A>")) {
+    EXPECT_EQ(tok.token_bytes(*id), "\n");
+  }
+  if (auto id = tok.token_to_id("<0xE6>")) {
+    EXPECT_EQ(tok.token_bytes(*id), "\xE6");
+  }
+  if (auto id = tok.token_to_id("Ċ")) {  // byte-level newline
+    EXPECT_EQ(tok.token_bytes(*id), "\n");
+  }
+  if (auto id = tok.eos_id()) {
+    EXPECT_EQ(tok.token_bytes(*id), "");
+  }
+  if (auto id = tok.bos_id()) {
+    EXPECT_EQ(tok.token_bytes(*id), "");
+  }
   EXPECT_EQ(tok.token_bytes(-1), "");
   EXPECT_EQ(tok.token_bytes(tok.vocab_size()), "");
 }
