@@ -15,8 +15,8 @@
 namespace lp::constrain {
 
 // ---------------------------------------------------------------------------------------------------------
-// Vocabulary: a byte trie of every token, in depth-first preorder, so one DFA state's allowed set is a single
-// forward pass that jumps over (skip) every subtree whose prefix the DFA rejects.
+// Vocabulary: byte tries of the tokens (short and long ones apart, see kShortBytes), in depth-first preorder,
+// so one DFA state's allowed set is a forward pass that jumps over (skip) every subtree the DFA rejects.
 
 struct Vocabulary::Impl {
   // 8 bytes: the pass streams the whole array for states that allow most tokens, so its size is time.
@@ -26,35 +26,34 @@ struct Vocabulary::Impl {
     uint32_t skip : 24;  // index just past this node's subtree
     uint32_t depth : 8;  // 1 for a token's first byte
   };
+  struct Trie {
+    std::vector<TrieNode> nodes;
+    int max_depth = 0;
+  };
   static constexpr int kMaxTokenBytes = 255;  // longer tokens (none in real vocabularies) never match
   static constexpr int64_t kMaxIndex = (1 << 24) - 1;  // vocabulary ids and trie nodes
+  // Tokens up to kShortBytes long go in one trie, longer ones in another. A short-token mask depends only on
+  // what the DFA does over the next kShortBytes bytes, so states alike that far share it (every position of a
+  // long bounded string but the last few); the long-token trie is small (2k of qwen3's 151k tokens, 24k
+  // nodes of 333k) and walked per state.
+  static constexpr int kShortBytes = 16;
   int32_t size = 0;
   std::vector<std::string> bytes;
-  std::vector<TrieNode> nodes;
-  int max_depth = 0;
+  Trie short_tokens, long_tokens;
 };
 
-Vocabulary::Vocabulary(const text::Tokenizer& tok) {
-  auto impl = std::make_shared<Impl>();
-  impl->size = tok.vocab_size();
-  if (impl->size >= Impl::kMaxIndex)
-    fail("a vocabulary of {} tokens is too large for constrained decoding", impl->size);
-  impl->bytes.resize(impl->size);
-  std::vector<int32_t> order;
-  for (int32_t id = 0; id < impl->size; ++id) {
-    impl->bytes[id] = tok.token_bytes(id);
-    const size_t len = impl->bytes[id].size();
-    if (len > 0 && len <= Impl::kMaxTokenBytes) order.push_back(id);
-  }
-  const auto& b = impl->bytes;
-  std::sort(order.begin(), order.end(),
-            [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; });
+namespace {
 
-  // Sorted strings give the preorder directly: each string adds the nodes past its common prefix with the
-  // one before. A token whose bytes repeat another's (a <0xNN> byte token and the same single-byte token)
-  // becomes a second node at the same depth right after the first: the same transition, so the walk stays
-  // exact. A node's subtree ends where the next node at its depth or above begins.
-  auto& nodes = impl->nodes;
+// The trie of `ids` (sorted by bytes) in preorder. Sorted strings give the preorder directly: each adds the
+// nodes past its common prefix with the one before. A token whose bytes repeat another's (a <0xNN> byte token
+// and the same single-byte token) becomes a second node at the same depth right after the first: the same
+// transition, so the walk stays exact. A node's subtree ends where the next node at its depth or above
+// begins.
+Vocabulary::Impl::Trie build_trie(const std::vector<std::string>& b, const std::vector<int32_t>& ids,
+                                  int32_t spare) {
+  using Impl = Vocabulary::Impl;
+  Impl::Trie trie;
+  auto& nodes = trie.nodes;
   std::vector<int32_t> open;  // nodes whose subtree has not ended, by depth
   auto emit = [&](uint8_t byte, int depth, int32_t token) {
     static_assert(sizeof(Impl::TrieNode) == 8);
@@ -66,10 +65,10 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
     if (index >= Impl::kMaxIndex) fail("the vocabulary is too large for constrained decoding");
     nodes.push_back({static_cast<uint32_t>(token), byte, 0, static_cast<uint32_t>(depth)});
     open.push_back(index);
-    impl->max_depth = std::max(impl->max_depth, depth);
+    trie.max_depth = std::max(trie.max_depth, depth);
   };
   const std::string* prev = nullptr;
-  for (int32_t id : order) {
+  for (int32_t id : ids) {
     const std::string& s = b[id];
     size_t common = 0;
     if (prev) {
@@ -80,11 +79,37 @@ Vocabulary::Vocabulary(const text::Tokenizer& tok) {
       emit(static_cast<uint8_t>(s.back()), static_cast<int>(s.size()), id);
     } else {
       for (size_t k = common; k < s.size(); ++k)
-        emit(static_cast<uint8_t>(s[k]), static_cast<int>(k + 1), k + 1 == s.size() ? id : impl->size);
+        emit(static_cast<uint8_t>(s[k]), static_cast<int>(k + 1), k + 1 == s.size() ? id : spare);
     }
     prev = &s;
   }
   for (int32_t i : open) nodes[i].skip = static_cast<uint32_t>(nodes.size());
+  return trie;
+}
+
+}  // namespace
+
+Vocabulary::Vocabulary(const text::Tokenizer& tok) {
+  auto impl = std::make_shared<Impl>();
+  impl->size = tok.vocab_size();
+  if (impl->size >= Impl::kMaxIndex)
+    fail("a vocabulary of {} tokens is too large for constrained decoding", impl->size);
+  impl->bytes.resize(impl->size);
+  std::vector<int32_t> short_ids, long_ids;
+  for (int32_t id = 0; id < impl->size; ++id) {
+    impl->bytes[id] = tok.token_bytes(id);
+    const size_t len = impl->bytes[id].size();
+    if (len > 0 && len <= Impl::kShortBytes)
+      short_ids.push_back(id);
+    else if (len > Impl::kShortBytes && len <= Impl::kMaxTokenBytes)
+      long_ids.push_back(id);
+  }
+  const auto& b = impl->bytes;
+  auto by_bytes = [&](int32_t x, int32_t y) { return b[x] != b[y] ? b[x] < b[y] : x < y; };
+  std::sort(short_ids.begin(), short_ids.end(), by_bytes);
+  std::sort(long_ids.begin(), long_ids.end(), by_bytes);
+  impl->short_tokens = build_trie(b, short_ids, impl->size);
+  impl->long_tokens = build_trie(b, long_ids, impl->size);
   impl_ = std::move(impl);
 }
 
@@ -114,27 +139,25 @@ struct GrammarCore {
   std::shared_ptr<const Vocabulary> vocab;
   GrammarLimits limits;
 
-  mutable std::mutex mu;                                   // guards the cache below
+  mutable std::mutex mu;  // guards the cache below
   // States whose masks are equal for sure: the same byte strings up to the longest token stay alive from
   // them (k-equivalence with k = the vocabulary's longest token, acceptance ignored: EOS is handled apart).
   // Positions far from the end of a long bounded repeat (a string with maxLength) share one mask this way.
   std::vector<int32_t> mask_class;
-  mutable std::vector<std::shared_ptr<const Mask>> masks;  // per mask class, null: not cached
+  std::vector<int32_t> short_class;  // the same over Vocabulary::Impl::kShortBytes bytes, for short tokens
+  mutable std::vector<std::shared_ptr<const Mask>> masks;  // by key (see cached_or), null: not cached
   mutable std::deque<int32_t> cached;                      // oldest first, for eviction
   mutable size_t cached_bytes = 0;
 
-  // The pruned trie pass. The loop is a chain of dependent loads (parent state -> child state), so it is
-  // kept free of unpredictable branches: states are stored premultiplied by the class count (row offsets),
-  // and a node that ends no token sets a spare bit past the vocabulary.
-  std::shared_ptr<const Mask> compute(int32_t state) const {
-    const auto& v = vocab->impl();
-    auto m = std::make_shared<Mask>();
-    m->bits.assign(static_cast<size_t>(v.size) / 64 + 1, 0);  // room for the spare bit `size`
-    uint64_t* bits = m->bits.data();
-    std::vector<int32_t> at(static_cast<size_t>(v.max_depth) + 1);
+  // The pruned trie pass: sets the bit of every token of `trie` whose bytes keep the DFA alive from `state`
+  // (and the spare bit `size`). The loop is a chain of dependent loads (parent state -> child state), kept
+  // free of unpredictable branches: states are stored premultiplied by the class count (row offsets), and a
+  // node that ends no token sets the spare bit.
+  void walk(const Vocabulary::Impl::Trie& trie, int32_t state, uint64_t* bits) const {
+    std::vector<int32_t> at(static_cast<size_t>(trie.max_depth) + 1);
     at[0] = state * dfa.num_classes;
-    const Vocabulary::Impl::TrieNode* nodes = v.nodes.data();
-    const auto n = static_cast<int32_t>(v.nodes.size());
+    const Vocabulary::Impl::TrieNode* nodes = trie.nodes.data();
+    const auto n = static_cast<int32_t>(trie.nodes.size());
     const int32_t* next = rows.data();
     const uint8_t* cls = dfa.byte_class.data();
     for (int32_t i = 0; i < n;) {
@@ -149,21 +172,47 @@ struct GrammarCore {
       bits[tok >> 6] |= uint64_t{1} << (tok & 63);
       ++i;
     }
-    bits[v.size >> 6] &= ~(uint64_t{1} << (v.size & 63));
-    m->any = std::any_of(m->bits.begin(), m->bits.end(), [](uint64_t w) { return w != 0; });
+  }
+
+  std::shared_ptr<const Mask> finish(std::vector<uint64_t> bits) const {
+    const int32_t spare = vocab->size();
+    bits[spare >> 6] &= ~(uint64_t{1} << (spare & 63));
+    auto m = std::make_shared<Mask>();
+    m->any = std::any_of(bits.begin(), bits.end(), [](uint64_t w) { return w != 0; });
+    m->bits = std::move(bits);
     return m;
   }
 
+  // The mask of a state: its short-token part, shared by the states alike over kShortBytes bytes, plus its
+  // long tokens; the whole shared by the states alike over the longest token.
   std::shared_ptr<const Mask> mask_of(int32_t state) const {
-    const int32_t key = mask_class[state];
+    const auto& v = vocab->impl();
+    return cached_or(mask_class[state], [&] {
+      const int32_t n = dfa.num_states();
+      std::shared_ptr<const Mask> short_part = cached_or(n + short_class[state], [&] {
+        std::vector<uint64_t> bits(static_cast<size_t>(v.size) / 64 + 1, 0);  // room for the spare bit
+        walk(v.short_tokens, state, bits.data());
+        return finish(std::move(bits));
+      });
+      if (v.long_tokens.nodes.empty()) return short_part;
+      std::vector<uint64_t> bits = short_part->bits;
+      walk(v.long_tokens, state, bits.data());
+      return finish(std::move(bits));
+    });
+  }
+
+  // The cached mask under `key` ([0, n): whole masks by mask_class, [n, 2n): short parts by short_class), or
+  // make() (called outside the lock: other requests keep going) cached. Bounded: the oldest are evicted until
+  // the new one fits (a mask in use stays alive through its shared_ptr).
+  template <class Make>
+  std::shared_ptr<const Mask> cached_or(int32_t key, Make make) const {
     {
       std::lock_guard lock(mu);
       if (masks[key]) return masks[key];
     }
-    std::shared_ptr<const Mask> m = compute(state);  // outside the lock: other requests keep going
+    std::shared_ptr<const Mask> m = make();
     std::lock_guard lock(mu);
     if (masks[key]) return masks[key];
-    // Bounded: evict the oldest until the new one fits (a mask in use stays alive through its shared_ptr).
     while (!cached.empty() && cached_bytes + m->bytes() > limits.mask_cache_bytes) {
       cached_bytes -= masks[cached.front()]->bytes();
       masks[cached.front()].reset();
@@ -261,8 +310,10 @@ std::shared_ptr<const Grammar> Grammar::compile(const NodePtr& root, std::shared
     if (r >= 0) r *= core->dfa.num_classes;
   core->vocab = std::move(vocab);
   core->limits = limits;
-  core->mask_class = horizon_classes(core->dfa, core->vocab->impl().max_depth);
-  core->masks.resize(core->dfa.num_states());
+  const auto& v = core->vocab->impl();
+  core->mask_class = horizon_classes(core->dfa, std::max(v.short_tokens.max_depth, v.long_tokens.max_depth));
+  core->short_class = horizon_classes(core->dfa, v.short_tokens.max_depth);
+  core->masks.resize(2 * static_cast<size_t>(core->dfa.num_states()));
   auto impl = std::make_unique<Impl>();
   impl->core = std::move(core);
   return std::make_shared<const Grammar>(std::move(impl));

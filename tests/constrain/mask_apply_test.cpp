@@ -23,10 +23,11 @@ TEST(ApplyMask, plain_and_avx512_equal_the_reference) {
     for (int kind = 0; kind < 4; ++kind) {
       std::vector<uint64_t> bits((vocab + 63) / 64);
       for (auto& w : bits) {
-        const int pick = static_cast<int>(rng() % 4);
+        const int pick = static_cast<int>(rng() % 5);
         w = kind == 0   ? ~uint64_t{0}
             : kind == 1 ? 0
             : pick == 0 ? 0
+            : pick == 4 ? ~(uint64_t{1} << (rng() % 64) | uint64_t{1} << (rng() % 64))  // one or two refused
             : pick == 1 ? ~uint64_t{0}
                         : rng() & rng();
       }
