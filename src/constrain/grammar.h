@@ -22,7 +22,7 @@ namespace lp::constrain {
 struct GrammarLimits {
   int max_nfa_states = 200000;
   int max_dfa_states = 20000;         // more: lp::Error(kInvalid) "the schema is too complex ..."
-  size_t mask_cache_bytes = 64 << 20;  // per Grammar
+  size_t mask_cache_bytes = 16 << 20;  // per Grammar (~860 masks of a 152k vocabulary)
 };
 
 // Every token's UTF-8 bytes (byte-level BPE undone, SentencePiece's U+2581 as a space, <0xNN> byte tokens as
@@ -61,7 +61,7 @@ class Grammar : public sched::ConstraintFactory {
 // Compiled grammars by key (the canonical text of what was asked for), shared across requests, LRU-bounded.
 class GrammarCache {
  public:
-  GrammarCache(std::shared_ptr<const Vocabulary> vocab, size_t max_entries = 32, GrammarLimits limits = {});
+  GrammarCache(std::shared_ptr<const Vocabulary> vocab, size_t max_entries = 16, GrammarLimits limits = {});
   // The cached grammar for `key`, or build(), compiled and cached (a throw is not cached). Thread-safe.
   std::shared_ptr<const Grammar> get(const std::string& key, const std::function<NodePtr()>& build);
 

@@ -74,9 +74,20 @@ await run([
     const jobs = [];
     for (let i = 0; i < 12; ++i) {
       const model = ['tiny', 'medical-qa', 'legal-summary'][i % 3];
-      if (i % 2 === 0) {
+      if (i % 4 === 0) {
         jobs.push(client.chat.completions.create({ model, messages, temperature: 1, seed: i, max_tokens: 64 })
           .then((r) => ({ free: true, r })));
+      } else if (i % 4 === 2) {  // regex and choice in the same batch
+        jobs.push(client.chat.completions.create({ model, messages, temperature: 1, seed: i, max_tokens: 32,
+          structured_outputs: { regex: '[a-z]{2,5}-[0-9]{3}' } }).then((r) => {
+          assert(/^[a-z]{2,5}-[0-9]{3}$/.test(r.choices[0].message.content), `batched regex ${r.choices[0].message.content}`);
+          return { free: true, r };
+        }));
+        jobs.push(client.completions.create({ model, prompt: 'Pick:', temperature: 1, seed: i, max_tokens: 16,
+          structured_outputs: { choice: ['red', 'green', 'blue'] } }).then((r) => {
+          assert(['red', 'green', 'blue'].includes(r.choices[0].text), `batched choice ${r.choices[0].text}`);
+          return { free: true, r };
+        }));
       } else {
         jobs.push(client.chat.completions.create({ model, messages, temperature: 1, seed: i, max_tokens: 600,
           response_format: schemaFormat }).then((r) => ({ free: false, r, model, seed: i })));

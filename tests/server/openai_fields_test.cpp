@@ -184,7 +184,7 @@ TEST(VllmFields, KnownButUnimplementedFieldsAre400NamingThem) {
   EXPECT_EQ(refused(R"({"prompt":"x","some_unknown_extra":{"deep":[1,2]}})"), "");  // truly unknown: ignored
 }
 
-TEST(VllmFields, StructuredOutputsParsedNotCompiled) {
+TEST(VllmFields, StructuredOutputsParsedIntoTheirSpec) {
   using K = StructuredOutput::Kind;
   auto js = cmpl(R"(,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}})");
   EXPECT_EQ(js.structured.kind, K::kJsonSchema);
