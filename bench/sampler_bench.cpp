@@ -1,6 +1,8 @@
 // Per-token sampling cost on the engine thread, against the full-vocabulary sort that a naive top-p
 // sampler does (the baseline, timed in the same run). Peaked logits (std 8) are what trained models give;
-// flat ones (std 3) make the top-p set large. Run: build/bench/sampler_bench
+// flat ones (std 3) make the top-p set large. Then the cost of one row's logprobs (log-sum-exp + top 20), as the
+// engine reports them, against a full log-softmax + partial sort (timed in the same run).
+// Run: build/bench/sampler_bench
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -53,5 +55,32 @@ int main() {
         std::printf("%-8d %-6.0f %-6.2f %12.3f %12.3f %8.2f\n", V, sd, top_p, a, b, a / b);
       }
     }
+  }
+  std::printf("\n%-8s %16s %20s %8s\n", "vocab", "logprobs ms", "log_softmax+sort ms", "ratio");
+  for (int V : {49152, 151936}) {
+    std::mt19937 rng(2);
+    std::normal_distribution<float> d(0, 8);
+    std::vector<float> row(V);
+    for (float& x : row) x = d(rng);
+    std::vector<double> t_new, t_old;
+    std::vector<float> scratch, lp;
+    std::vector<std::pair<int32_t, float>> top;
+    std::vector<int32_t> order(V);
+    float sink = 0;
+    for (int r = 0; r < kReps; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      sink += lp::sched::Sampler::log_sum_exp(row, scratch);
+      lp::sched::Sampler::top_k(row, 20, top);
+      t_new.push_back(ms_since(t0));
+      t0 = std::chrono::steady_clock::now();
+      lp::sched::Sampler::log_softmax(row, lp);
+      for (int i = 0; i < V; ++i) order[i] = i;
+      std::partial_sort(order.begin(), order.begin() + 20, order.end(),
+                        [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
+      sink += lp[order[0]];
+      t_old.push_back(ms_since(t0));
+    }
+    const double a = lp::median(t_new), b = lp::median(t_old);
+    std::printf("%-8d %16.3f %20.3f %8.2f%s\n", V, a, b, a / b, sink == 12345.f ? " " : "");
   }
 }

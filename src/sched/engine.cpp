@@ -44,9 +44,10 @@ struct Engine::Impl : SchedulerResources {
     log(LogLevel::kError, "engine: the structured output of request {} failed: {}", s.id, e.what());
     return {fmt::format("the structured output failed: {}", e.what()), std::nullopt};
   }
-  // The log-softmax of a raw logits row (kept in lp_row) and its top k tokens.
-  TokenLogprob raw_logprobs(const float* row, int k) { return top_logprobs(row, k, lp_row, lp_order); }
-  TokenLogprob top_logprobs(const float* row, int k, std::vector<float>& lp, std::vector<int32_t>& order) const;
+  // The log-softmax normalizer of a raw logits row (kept in lp_lse) and its top k tokens.
+  TokenLogprob raw_logprobs(const float* row, int k) { return top_logprobs(row, k, lp_scratch, &lp_lse); }
+  // `scratch` holds a copy of the row; *lse gets the row's log-sum-exp (a token's logprob is logit - lse).
+  TokenLogprob top_logprobs(const float* row, int k, std::vector<float>& scratch, float* lse) const;
   void publish_stats();
   bool is_aborted(const Seq& s) const;
 
@@ -79,8 +80,8 @@ struct Engine::Impl : SchedulerResources {
   model::Batch batch;
   Buffer<float> logits;
   std::vector<float> scratch_row;
-  std::vector<float> lp_row;       // raw_logprobs(): the last row's log-softmax
-  std::vector<int32_t> lp_order;   // raw_logprobs(): scratch for the top-k
+  std::vector<float> lp_scratch;   // raw_logprobs(): a copy of the row
+  float lp_lse = 0;                // raw_logprobs(): the last row's log-sum-exp
 
   // Stats: written by the engine thread, read by any thread under stats_mu.
   mutable std::mutex stats_mu;
@@ -307,15 +308,16 @@ void Engine::Impl::step() {
   for (size_t i = 0; i < rows.size(); ++i)
     if (rows[i].entry >= 0) prompt_rows.push_back(i);
   pool.parallel_for(static_cast<int64_t>(prompt_rows.size()), 1, [&](int64_t b, int64_t e) {
-    std::vector<float> lp;
-    std::vector<int32_t> order;
+    std::vector<float> scratch;
     for (int64_t r = b; r < e; ++r) {
       const size_t i = prompt_rows[r];
       Seq& s = *rows[i].seq;
       const int j = rows[i].entry;
-      TokenLogprob tl = top_logprobs(logits.data() + i * V, s.req.prompt_logprobs, lp, order);
+      const float* row = logits.data() + i * V;
+      float lse = 0;
+      TokenLogprob tl = top_logprobs(row, s.req.prompt_logprobs, scratch, &lse);
       tl.token = s.tokens[j];
-      tl.logprob = lp[tl.token];
+      tl.logprob = row[tl.token] - lse;
       s.prompt_lp[j] = std::move(tl);  // distinct entries: no two threads write the same one
     }
   });
@@ -329,17 +331,13 @@ void Engine::Impl::step() {
   scheduler.take_finished();
 }
 
-TokenLogprob Engine::Impl::top_logprobs(const float* row, int k, std::vector<float>& lp,
-                                        std::vector<int32_t>& order) const {
-  const int V = model.config().vocab_size;
-  Sampler::log_softmax(std::span<const float>(row, V), lp);
+TokenLogprob Engine::Impl::top_logprobs(const float* row, int k, std::vector<float>& scratch, float* lse) const {
+  const std::span<const float> r(row, static_cast<size_t>(model.config().vocab_size));
+  *lse = Sampler::log_sum_exp(r, scratch);
   TokenLogprob tl;
-  k = std::min(k, V);
-  order.resize(V);
-  for (int i = 0; i < V; ++i) order[i] = i;
-  std::partial_sort(order.begin(), order.begin() + k, order.end(),
-                    [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
-  for (int i = 0; i < k; ++i) tl.top.emplace_back(order[i], lp[order[i]]);
+  std::vector<std::pair<int32_t, float>> best;
+  Sampler::top_k(r, k, best);
+  for (const auto& [id, logit] : best) tl.top.emplace_back(id, logit - *lse);
   return tl;
 }
 
@@ -420,7 +418,7 @@ void Engine::Impl::handle_logits(Seq& s, const float* row) {
   const int32_t t = s.sampler->sample(scratch_row, prompt);
   if (s.req.logprobs >= 0) {
     out.logprobs.back().token = t;
-    out.logprobs.back().logprob = lp_row[t];
+    out.logprobs.back().logprob = row[t] - lp_lse;
   }
   out.tokens.push_back(t);
   s.sampler->accept(t);

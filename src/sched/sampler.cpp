@@ -140,4 +140,30 @@ void Sampler::log_softmax(std::span<const float> logits, std::vector<float>& out
   for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - lse;
 }
 
+float Sampler::log_sum_exp(std::span<const float> logits, std::vector<float>& scratch) {
+  const auto n = static_cast<int64_t>(logits.size());
+  LP_CHECK(n > 0);
+  const int64_t at = kernels::argmax(logits.data(), n);
+  const float mx = logits[at];
+  if (!std::isfinite(mx)) return mx;
+  // softmax leaves exp(max - max) / sum = 1 / sum at the argmax, so sum needs no second pass.
+  scratch.assign(logits.begin(), logits.end());
+  kernels::softmax(scratch.data(), n);
+  return mx - std::log(scratch[at]);
+}
+
+void Sampler::top_k(std::span<const float> logits, int k, std::vector<std::pair<int32_t, float>>& out) {
+  out.clear();
+  if (k <= 0) return;
+  const auto want = static_cast<size_t>(k);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float v = logits[i];
+    // Ids come in increasing order, so an equal logit never displaces one already kept (lower id first).
+    if (out.size() == want && !(v > out.back().second)) continue;
+    auto pos = std::find_if(out.begin(), out.end(), [v](const auto& e) { return e.second < v; });
+    out.insert(pos, {static_cast<int32_t>(i), v});
+    if (out.size() > want) out.pop_back();
+  }
+}
+
 }  // namespace lp::sched

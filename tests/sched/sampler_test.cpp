@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
 #include <set>
 
 namespace lp::sched {
@@ -192,6 +194,36 @@ TEST(Sampler, TinyTemperatureIsGreedy) {
   EXPECT_EQ(support(p, logits_of({0.3, 0.3, 0.4})), (std::set<int32_t>{2}));
   p.temperature = 1e-5f;
   EXPECT_FALSE(p.greedy());
+}
+
+// log_sum_exp against a double-precision sum written out here; top_k against a full sort by (logit desc, id
+// asc). Rows of awkward lengths (not multiples of 16), a wide spread (tokens ~200 nats below the best, whose
+// probabilities underflow a float), and many ties.
+TEST(Sampler, LogSumExpAndTopKMatchAPlainComputation) {
+  std::mt19937 rng(7);
+  for (int n : {1, 15, 17, 1000, 151733}) {
+    std::uniform_real_distribution<float> u(-200.f, 50.f);
+    std::vector<float> row(n);
+    for (auto& x : row) x = std::round(u(rng) * 4) / 4;  // quarter steps: plenty of ties
+    double mx = *std::max_element(row.begin(), row.end());
+    double sum = 0;
+    for (float x : row) sum += std::exp(static_cast<double>(x) - mx);
+    const double want = mx + std::log(sum);
+    std::vector<float> scratch;
+    EXPECT_NEAR(Sampler::log_sum_exp(row, scratch), want, 1e-4 * std::max(1.0, std::fabs(want))) << n;
+    for (int k : {0, 1, 5, 20}) {
+      std::vector<int32_t> idx(n);
+      for (int i = 0; i < n; ++i) idx[i] = i;
+      std::sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+      std::vector<std::pair<int32_t, float>> got;
+      Sampler::top_k(row, k, got);
+      ASSERT_EQ(got.size(), static_cast<size_t>(std::min(k, n)));
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].first, idx[i]) << "n " << n << " k " << k << " rank " << i;
+        EXPECT_EQ(got[i].second, row[idx[i]]);
+      }
+    }
+  }
 }
 
 }  // namespace
