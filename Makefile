@@ -4,7 +4,7 @@ BUILD_ASAN ?= build-asan
 BUILD_TSAN ?= build-tsan
 # The tests with threads of their own (adapter manager + loader thread, engine thread, compute pool, HTTP
 # connection threads), run under ThreadSanitizer. Only these targets are built in the TSan tree.
-TSAN_TESTS ?= adapter_manager_tsan_test adapter_manager_test engine_test thread_pool_test http_server_test
+TSAN_TESTS ?= adapter_manager_tsan_test adapter_manager_test engine_test engine_request_fields_test thread_pool_test http_server_test grammar_test
 JOBS       ?= $(shell nproc)
 DEMO       ?= demo/smol
 PORT       ?= 8000
