@@ -190,7 +190,8 @@ uint64_t Engine::Impl::hash_of_block(Seq& s, size_t i) {
     LP_CHECK((j + 1) * bs <= s.tokens.size());
     std::span<const int32_t> toks(s.tokens.data() + j * bs, bs);
     const uint64_t prev = j ? s.hashes[j - 1] : 0;
-    uint64_t h = cfg.block_hash ? cfg.block_hash(prev, s.adapter_key, toks) : kv::block_hash(prev, s.adapter_key, toks);
+    const uint64_t key = s.prefix_key();
+    uint64_t h = cfg.block_hash ? cfg.block_hash(prev, key, toks) : kv::block_hash(prev, key, toks);
     s.hashes.push_back(h == 0 ? 1 : h);  // 0 means "no hash" to the allocator
   }
   return s.hashes[i];
@@ -200,7 +201,7 @@ uint64_t Engine::Impl::hash_of_block(Seq& s, size_t i) {
 kv::BlockIdentity Engine::Impl::identity_of_block(Seq& s, size_t i) const {
   const size_t bs = static_cast<size_t>(cfg.block_size);
   kv::BlockIdentity id;
-  id.adapter_key = s.adapter_key;
+  id.adapter_key = s.prefix_key();
   id.parent = i ? s.blocks.table()[i - 1] : -1;
   id.tokens = std::span<const int32_t>(s.tokens.data() + i * bs, bs);
   return id;

@@ -43,6 +43,9 @@ struct Request {
   std::shared_ptr<const std::vector<std::vector<int32_t>>> bad_words;
   int prompt_logprobs = -1;  // -1: none; k >= 0: each prompt token's logprob + top-k alternatives
   std::shared_ptr<const ConstraintFactory> constraint;  // structured outputs; null: free
+  // vLLM's cache_salt, hashed (0: none): cached prefix blocks are shared only between requests of the same
+  // adapter and the same salt, so a tenant's users can keep their prompts from probing each other's.
+  uint64_t cache_salt = 0;
 };
 
 struct TokenLogprob {

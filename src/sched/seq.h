@@ -50,6 +50,16 @@ struct Seq {
   bool finished = false;  // set by the engine when the last output was pushed; the scheduler retires it
 
   const std::string& tenant() const { return req.adapter; }
+  // Who may share this sequence's cached prefix blocks: the adapter registration, and the salt when there is
+  // one (mixed in with a splitmix finalizer; unsalted keys are small registration ids).
+  uint64_t prefix_key() const {
+    if (req.cache_salt == 0) return adapter_key;
+    uint64_t h = adapter_key * 0x9e3779b97f4a7c15ull ^ req.cache_salt;
+    h ^= h >> 31;
+    h *= 0x7fb5d329728ea185ull;
+    h ^= h >> 27;
+    return h;
+  }
   // Still needs a logits row for some prompt positions (prompt_logprobs): its prefill chunks are bounded by
   // SchedulerConfig::max_prompt_logprob_rows and it adopts no cached prefix.
   bool needs_prompt_rows() const { return req.prompt_logprobs >= 0 && prompt_lp_next < prompt_len; }

@@ -406,6 +406,7 @@ std::vector<sched::Request> make_engine_requests(const GenerateParams& p, std::v
     base.allowed_token_ids = std::make_shared<const std::vector<int32_t>>(*p.allowed_token_ids);
   base.bad_words = std::move(bad_words);
   base.prompt_logprobs = p.prompt_logprobs;
+  base.cache_salt = p.cache_salt;
   std::vector<sched::Request> out(p.n, base);
   if (p.sampling.seed)
     for (int i = 0; i < p.n; ++i)

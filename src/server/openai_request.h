@@ -58,6 +58,7 @@ struct GenerateParams {
   int min_tokens = 0;                // <= max_tokens (checked in make_engine_requests)
   std::optional<std::vector<int32_t>> allowed_token_ids;  // sorted, unique, non-empty; inside the vocabulary
   std::vector<std::string> bad_words;  // turned into token sequences by bad_words_token_ids()
+  uint64_t cache_salt = 0;             // a hash of vLLM's cache_salt; 0: none
   int prompt_logprobs = -1;          // -1: none; k: each prompt token's logprob + top k (echo+logprobs sets it)
   bool echo = false;                 // completions: the prompt before the text; chat: see ChatRequest
   bool return_tokens_as_token_ids = false;  // logprobs name tokens "token_id:<id>" (vLLM)

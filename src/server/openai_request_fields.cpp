@@ -3,6 +3,7 @@
 // the output. docs/api.md lists every field of CompletionRequest / ChatCompletionRequest and its fate; this
 // file and openai_request.cpp are that table in code.
 #include <algorithm>
+#include <functional>
 
 #include "server/openai_request.h"
 #include "server/json_limits.h"
@@ -205,10 +206,10 @@ void parse_vllm_fields(const ojson& b, GenerateParams& p, bool chat) {
   if (const ojson* v = field(b, "spaces_between_special_tokens")) get_bool(*v, "spaces_between_special_tokens");
   if (const ojson* v = field(b, "request_id")) get_string(*v, "request_id");
   if (const ojson* v = field(b, "cache_salt")) {
-    // Accepted without salting: the prefix cache is already partitioned by adapter (tenant); requests of one
-    // adapter share it, salted or not (docs/api.md).
+    // Prefix-cache blocks are shared only within one adapter and one salt (sched::Request::cache_salt).
     if (!v->is_string() || v->get_ref<const std::string&>().empty())
       fail_param("cache_salt", "Parameter 'cache_salt' must be a non-empty string if provided.");
+    p.cache_salt = std::hash<std::string>{}(v->get<std::string>()) | 1;  // never 0 (= no salt)
   }
 }
 

@@ -5,7 +5,7 @@
 // --trust-request-chat-template, used with it), VLLM_API_KEY, --chat-template and --no-enable-prefix-caching.
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { makeModel, startServer, assert, assertEq, expectError, run } from './lib.mjs';
+import { makeModel, startServer, assert, assertEq, expectError, run, scrape, metric, waitFor } from './lib.mjs';
 
 const m = makeModel(0);
 const config = JSON.parse(readFileSync(path.join(m.model, 'config.json'), 'utf8'));
@@ -140,6 +140,31 @@ await run([
     let last = null;
     for await (const c of s) if (c.choices.length) last = c.choices[0];
     assertEq(last.stop_reason, stop, 'streamed on the final chunk');
+  }],
+  ['cache_salt: cached prefix blocks are shared only under the same salt', async () => {
+    // A prompt of several full blocks (16 tokens each), new to this server.
+    const prompt = Array.from({ length: 80 }, (_, i) => 100 + ((i * 7) % 200));
+    const counters = async () => {
+      const f = await scrape(srv.url);
+      return { hits: metric(f, 'vllm:prefix_cache_hits_total', { model_name: 'tiny' }),
+        queries: metric(f, 'vllm:prefix_cache_queries_total', { model_name: 'tiny' }) };
+    };
+    // One request, then the counters once the engine has published its lookup (stats follow the step).
+    const ask = async (salt) => {
+      const before = await counters();
+      const r = await post(srv.url, '/v1/completions', { model: 'tiny', prompt, max_tokens: 1, temperature: 0,
+        ...(salt ? { cache_salt: salt } : {}) });
+      assertEq(r.status, 200, `salt ${salt}`);
+      let after;
+      await waitFor(async () => (after = await counters()).queries >= before.queries + prompt.length, 'stats');
+      return after.hits - before.hits;
+    };
+    await ask('tenant-a');
+    assertEq(await ask('tenant-b'), 0, 'another salt finds nothing');
+    assertEq(await ask(null), 0, 'no salt finds nothing');
+    assert(await ask('tenant-a') >= 64, 'the same salt hits its own blocks');
+    const bad = await post(srv.url, '/v1/completions', { model: 'tiny', prompt: 'x', cache_salt: '' });
+    assertEq([bad.status, bad.json.error.param], [400, 'cache_salt'], 'empty salt');
   }],
   ['truncate_prompt_tokens keeps the last k tokens', async () => {
     const r = await client.completions.create({ model: 'tiny', prompt: 'one two three four five six seven', max_tokens: 1,
