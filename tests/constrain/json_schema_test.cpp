@@ -14,6 +14,7 @@
 
 #include "core/check.h"
 #include "pcre_oracle.h"
+#include "util/string_edits.h"
 
 namespace lp::constrain {
 namespace {
@@ -371,24 +372,8 @@ const std::vector<SchemaCase>& schema_cases() {
 
 std::vector<std::string> mutations(const std::string& s, std::mt19937& rng) {
   static const std::string inserts = " \n\t,:{}[]\"\\0aeu-.";
-  std::vector<std::string> out;
-  for (int i = 0; i < 12 && !s.empty(); ++i) {
-    std::string m = s;
-    const size_t at = rng() % m.size();
-    switch (rng() % 3) {
-      case 0:
-        m.erase(at, 1);
-        break;
-      case 1:
-        m.insert(at, 1, inserts[rng() % inserts.size()]);
-        break;
-      default:
-        m[at] = inserts[rng() % inserts.size()];
-        break;
-    }
-    out.push_back(m);
-  }
-  return out;
+  const auto any = [&](const std::string&, size_t) { return inserts[rng() % inserts.size()]; };
+  return lp::test::one_edit_mutations(s, rng, 12, any, any);
 }
 
 // Whatever the tree accepts is JSON the schema accepts, in the documented form.

@@ -11,6 +11,7 @@
 
 #include "core/check.h"
 #include "pcre_oracle.h"
+#include "util/string_edits.h"
 
 namespace lp::constrain {
 namespace {
@@ -99,24 +100,9 @@ std::vector<std::string> random_strings(const std::string& pattern, std::mt19937
 
 // Small edits of a string: one code unit deleted, duplicated, or replaced by a neighbour character.
 std::vector<std::string> mutations(const std::string& s, std::mt19937& rng) {
-  std::vector<std::string> out;
-  for (int i = 0; i < 6 && !s.empty(); ++i) {
-    std::string m = s;
-    const size_t at = rng() % m.size();
-    switch (rng() % 3) {
-      case 0:
-        m.erase(at, 1);
-        break;
-      case 1:
-        m.insert(at, 1, m[at]);
-        break;
-      default:
-        m[at] = static_cast<char>(m[at] ^ 1);
-        break;
-    }
-    out.push_back(m);
-  }
-  return out;
+  return lp::test::one_edit_mutations(
+      s, rng, 6, [](const std::string& m, size_t at) { return m[at]; },
+      [](const std::string& m, size_t at) { return static_cast<char>(m[at] ^ 1); });
 }
 
 TEST(ParseRegex, HandWrittenExamplesHoldForTheOriginalPattern) {

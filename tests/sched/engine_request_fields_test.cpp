@@ -13,68 +13,13 @@
 #include <variant>
 
 #include "lora/adapter_manager.h"
-#include "lora/demo_adapter.h"
-#include "model/demo_model.h"
 #include "model/model.h"
 #include "sched/engine.h"
-#include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
-#include "util/test_util.h"
+#include "util/engine_util.h"
 
 namespace lp::sched {
 namespace {
-
-using namespace std::chrono_literals;
-using StopReason = std::variant<std::monostate, std::string, int32_t>;
-
-struct Result {
-  std::vector<int32_t> tokens;
-  std::string text;
-  FinishReason finish = FinishReason::kNone;
-  std::string error;
-  std::optional<ErrorKind> error_kind;
-  StopReason stop_reason;
-  std::vector<std::optional<TokenLogprob>> prompt_logprobs;
-  std::vector<TokenLogprob> logprobs;
-  int outputs_with_prompt_logprobs = 0;
-  bool prompt_logprobs_in_first = false;
-};
-
-Result collect(const std::shared_ptr<RequestChannel>& ch) {
-  Result r;
-  for (bool first = true;; first = false) {
-    auto o = ch->pop(30s);
-    if (!o) {
-      r.error = "timeout";
-      return r;
-    }
-    r.tokens.insert(r.tokens.end(), o->tokens.begin(), o->tokens.end());
-    r.text += o->text;
-    r.logprobs.insert(r.logprobs.end(), o->logprobs.begin(), o->logprobs.end());
-    if (!o->prompt_logprobs.empty()) {
-      ++r.outputs_with_prompt_logprobs;
-      r.prompt_logprobs_in_first = first;
-      r.prompt_logprobs = o->prompt_logprobs;
-    }
-    if (o->finish != FinishReason::kNone) {
-      r.finish = o->finish;
-      r.error = o->error;
-      r.error_kind = o->error_kind;
-      r.stop_reason = o->stop_reason;
-      return r;
-    }
-  }
-}
-
-// Stats are published after each step, a moment after the outputs of that step: wait for them to settle.
-EngineStats idle_stats(const Engine& e) {
-  for (int i = 0; i < 500; ++i) {
-    auto st = e.stats();
-    if (st.running == 0 && st.waiting == 0 && st.kv_usage == 0.0) return st;
-    std::this_thread::sleep_for(10ms);
-  }
-  return e.stats();
-}
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
@@ -128,57 +73,14 @@ class ThrowingFactory : public ConstraintFactory {
   std::unique_ptr<TokenConstraint> start() const override { return std::make_unique<ThrowingConstraint>(); }
 };
 
-class EngineRequestFieldsTest : public ::testing::Test {
+class EngineRequestFieldsTest : public test::DemoEngineTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new test::TempDir("engine_fields");
-    text::write_demo_tokenizer(dir_->path(), 512, 1);
-    model::DemoSpec spec;
-    spec.shape = "tiny";
-    spec.seed = 4;
-    model::write_demo_model(dir_->path(), spec);
-    auto cfg = model::ModelConfig::from_dir(dir_->path());
-    for (int i = 0; i < 2; ++i)
-      lora::write_demo_adapter(dir_->path() / "adapters" / ("a" + std::to_string(i)), cfg,
-                               lora::demo_adapter_spec(i, 8, true, 3, DType::kBF16));
-  }
-  static void TearDownTestSuite() { delete dir_; }
+  static void SetUpTestSuite() { make_dir("engine_fields", 2); }
 
   void SetUp() override {
-    model_ = model::Model::load(dir_->path());
-    tok_ = std::make_unique<text::Tokenizer>(text::Tokenizer::from_dir(dir_->path()));
+    DemoEngineTest::SetUp();
     ASSERT_TRUE(tok_->eos_id().has_value());
     eos_ = *tok_->eos_id();
-  }
-
-  std::unique_ptr<lora::AdapterManager> make_manager() {
-    lora::ManagerOptions o;
-    o.max_loras = 2;
-    o.max_cpu_loras = 2;
-    o.max_lora_rank = 8;
-    o.lora_dtype = DType::kBF16;
-    auto m = std::make_unique<lora::AdapterManager>(model_->config(), o);
-    for (int i = 0; i < 2; ++i)
-      m->register_adapter("a" + std::to_string(i), dir_->path() / "adapters" / ("a" + std::to_string(i)));
-    return m;
-  }
-
-  static Request greedy(std::vector<int32_t> prompt, int n, std::string adapter = "") {
-    Request r;
-    r.prompt = std::move(prompt);
-    r.max_tokens = n;
-    r.ignore_eos = true;
-    r.sampling.temperature = 0;
-    r.adapter = std::move(adapter);
-    return r;
-  }
-
-  static std::vector<int32_t> prompt(int n, uint64_t seed) {
-    model::DemoRng rng(seed, "p");
-    std::vector<int32_t> p(n);
-    for (auto& t : p)
-      t = static_cast<int32_t>(rng.next() % 400);  // ordinary tokens (specials are at the end)
-    return p;
   }
 
   static std::shared_ptr<const std::vector<std::pair<int32_t, float>>> bias(int32_t t, float b) {
@@ -186,12 +88,8 @@ class EngineRequestFieldsTest : public ::testing::Test {
         std::vector<std::pair<int32_t, float>>{{t, b}});
   }
 
-  static test::TempDir* dir_;
-  std::unique_ptr<model::Model> model_;
-  std::unique_ptr<text::Tokenizer> tok_;
   int32_t eos_ = -1;
 };
-test::TempDir* EngineRequestFieldsTest::dir_ = nullptr;
 
 TEST_F(EngineRequestFieldsTest, ConstraintAllowsOnlyItsTokensAndEndsWithEos) {
   Engine engine(*model_, *tok_, nullptr, EngineConfig{});
@@ -567,7 +465,7 @@ TEST_F(EngineRequestFieldsTest, RestrictedRequestsAreBatchInvariant) {
     }
     return r;
   };
-  auto mgr = make_manager();
+  auto mgr = make_manager(2, 2);
   EngineConfig cfg;
   cfg.sched.max_num_batched_tokens = 24;
   Engine engine(*model_, *tok_, mgr.get(), cfg);

@@ -8,85 +8,19 @@
 
 #include "lora/adapter_manager.h"
 #include "lora/demo_adapter.h"
-#include "model/demo_model.h"
 #include "model/runner.h"
 #include "sched/engine.h"
-#include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
-#include "util/test_util.h"
+#include "util/engine_util.h"
 
 namespace lp::sched {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Result {
-  std::vector<int32_t> tokens;
-  std::string text;
-  FinishReason finish = FinishReason::kNone;
-  std::string error;
-};
-
-// Stats are published after each step, a moment after the outputs of that step: wait for them to settle.
-EngineStats idle_stats(const Engine& e) {
-  for (int i = 0; i < 500; ++i) {
-    auto st = e.stats();
-    if (st.running == 0 && st.waiting == 0 && st.kv_usage == 0.0) return st;
-    std::this_thread::sleep_for(10ms);
-  }
-  return e.stats();
-}
-
-Result collect(const std::shared_ptr<RequestChannel>& ch) {
-  Result r;
-  for (;;) {
-    auto o = ch->pop(30s);
-    if (!o) {
-      r.error = "timeout";
-      return r;
-    }
-    r.tokens.insert(r.tokens.end(), o->tokens.begin(), o->tokens.end());
-    r.text += o->text;
-    if (o->finish != FinishReason::kNone) {
-      r.finish = o->finish;
-      r.error = o->error;
-      return r;
-    }
-  }
-}
-
-class EngineTest : public ::testing::Test {
+class EngineTest : public test::DemoEngineTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new test::TempDir("engine");
-    text::write_demo_tokenizer(dir_->path(), 512, 1);
-    model::DemoSpec spec;
-    spec.shape = "tiny";
-    spec.seed = 4;
-    model::write_demo_model(dir_->path(), spec);
-    auto cfg = model::ModelConfig::from_dir(dir_->path());
-    for (int i = 0; i < 6; ++i)
-      lora::write_demo_adapter(dir_->path() / "adapters" / ("a" + std::to_string(i)), cfg,
-                               lora::demo_adapter_spec(i, 8, true, 3, DType::kBF16));
-  }
-  static void TearDownTestSuite() { delete dir_; }
-
-  void SetUp() override {
-    model_ = model::Model::load(dir_->path());
-    tok_ = std::make_unique<text::Tokenizer>(text::Tokenizer::from_dir(dir_->path()));
-  }
-
-  std::unique_ptr<lora::AdapterManager> make_manager(int max_loras, int max_cpu) {
-    lora::ManagerOptions o;
-    o.max_loras = max_loras;
-    o.max_cpu_loras = max_cpu;
-    o.max_lora_rank = 8;
-    o.lora_dtype = DType::kBF16;
-    auto m = std::make_unique<lora::AdapterManager>(model_->config(), o);
-    for (int i = 0; i < 6; ++i)
-      m->register_adapter("a" + std::to_string(i), dir_->path() / "adapters" / ("a" + std::to_string(i)));
-    return m;
-  }
+  static void SetUpTestSuite() { make_dir("engine", 6); }
 
   // Greedy tokens of one request run alone through the plain Runner (no engine).
   std::vector<int32_t> alone(const std::vector<int32_t>& prompt, int n, const std::string& adapter) {
@@ -96,7 +30,7 @@ class EngineTest : public ::testing::Test {
     int32_t slot = -1;
     if (!adapter.empty()) {
       bank = std::make_unique<lora::SlotBank>(model_->config(), 1, 8, DType::kBF16);
-      bank->load(0, lora::pack_adapter(lora::load_adapter(dir_->path() / "adapters" / adapter,
+      bank->load(0, lora::pack_adapter(lora::load_adapter(dir_->adapter(adapter),
                                                           lora::base_shapes(model_->config())),
                                        DType::kBF16));
       r.set_lora(&bank->view());
@@ -115,30 +49,8 @@ class EngineTest : public ::testing::Test {
     return out;
   }
 
-  Request greedy(std::vector<int32_t> prompt, int n, std::string adapter = "") {
-    Request r;
-    r.prompt = std::move(prompt);
-    r.max_tokens = n;
-    r.ignore_eos = true;
-    r.sampling.temperature = 0;
-    r.adapter = std::move(adapter);
-    return r;
-  }
-
-  std::vector<int32_t> prompt(int n, uint64_t seed) {
-    model::DemoRng rng(seed, "p");
-    std::vector<int32_t> p(n);
-    for (auto& t : p) t = static_cast<int32_t>(rng.next() % 400);  // ordinary tokens (specials are at the end)
-    return p;
-  }
-
   void concurrent_mixed_adapters_equal_alone();
-
-  static test::TempDir* dir_;
-  std::unique_ptr<model::Model> model_;
-  std::unique_ptr<text::Tokenizer> tok_;
 };
-test::TempDir* EngineTest::dir_ = nullptr;
 
 // 32 concurrent greedy requests over 6 adapters and the base model, with a small token budget (chunked
 // prefill) and a KV cache too small for all of them (preemption): each gets exactly what it gets alone.
@@ -272,7 +184,7 @@ TEST_F(EngineTest, PrefixCacheReusesBlocksPerAdapter) {
   EXPECT_EQ(idle_stats(engine).prefix_cache_hit_tokens, 96);
   // Registered again from the same folder (as after retraining in place): the old KV must not be reused.
   mgr->unregister_adapter("a1");
-  mgr->register_adapter("a1", dir_->path() / "adapters" / "a1");
+  mgr->register_adapter("a1", dir_->adapter("a1"));
   EXPECT_EQ(collect(engine.submit(greedy(p, 6, "a1"))).tokens, want_a1);
   EXPECT_EQ(idle_stats(engine).prefix_cache_hit_tokens, 96) << "KV of an earlier registration was reused";
   EXPECT_EQ(collect(engine.submit(greedy(p, 6, "a1"))).tokens, want_a1);
@@ -336,17 +248,12 @@ TEST_F(EngineTest, AdmissionIsRoundRobinAcrossTenants) {
 // its request waits answers kNotFound.
 TEST_F(EngineTest, AdapterWaitsAreBoundedAndNeverBlockTheBase) {
   std::atomic<bool> disk_back{false};
-  lora::ManagerOptions o;
-  o.max_loras = 2;
-  o.max_cpu_loras = 2;
-  o.max_lora_rank = 8;
-  o.lora_dtype = DType::kBF16;
+  lora::ManagerOptions o = test::DemoModelDir::manager_options(2, 2);
   o.on_load = [&](const std::string& name) {
     while (name == "a2" && !disk_back.load()) std::this_thread::sleep_for(5ms);
   };
   auto mgr = std::make_unique<lora::AdapterManager>(model_->config(), o);
-  for (int i = 0; i < 4; ++i)  // a0 and a1 fill the host tier at registration; a2, a3 start on disk
-    mgr->register_adapter("a" + std::to_string(i), dir_->path() / "adapters" / ("a" + std::to_string(i)));
+  dir_->register_adapters(*mgr, 4);  // a0 and a1 fill the host tier at registration; a2, a3 start on disk
   EngineConfig cfg;
   cfg.sched.adapter_wait_timeout_s = 0.5;
   Engine engine(*model_, *tok_, mgr.get(), cfg);

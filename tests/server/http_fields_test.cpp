@@ -10,45 +10,20 @@
 #include <set>
 #include <thread>
 
-#include "fake_backend.h"
 #include "server/http_client.h"
 #include "server/server.h"
 #include "text/chat_template.h"
 #include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
-#include "util/test_util.h"
+#include "util/server_fixture.h"
 
 namespace lp::server {
 namespace {
 
 using json = nlohmann::json;
 
-struct Fixture {
-  test::TempDir dir{"http-fields"};
-  test::FakeBackend backend;
-  std::optional<text::Tokenizer> tok;
-  std::optional<text::ChatTemplate> tmpl;
-  std::unique_ptr<Server> server;
-  std::thread thread;
-  int port = 0;
-
-  explicit Fixture(ServerOptions o = {}) {
-    std::signal(SIGPIPE, SIG_IGN);
-    text::write_demo_tokenizer(dir.path() / "model", 600, 1);
-    tok.emplace(text::Tokenizer::from_dir(dir.path() / "model"));
-    tmpl.emplace(text::ChatTemplate::from_dir(dir.path() / "model"));
-    o.port = 0;
-    o.served_model_name = "base";
-    o.model_dir = (dir.path() / "model").string();
-    server = std::make_unique<Server>(o);
-    port = server->bind();
-    thread = std::thread([this] { server->listen(); });
-    server->attach(&backend, &*tok, &*tmpl);
-  }
-  ~Fixture() {
-    server->stop();
-    thread.join();
-  }
+struct Fixture : test::FakeServer {
+  explicit Fixture(ServerOptions o = {}) : FakeServer("http-fields", std::move(o)) {}
   HttpClientResponse post(const std::string& path, const std::string& body) {
     HttpClient c("127.0.0.1", port, 10);
     HttpClientResponse r = c.request("POST", path, body, {{"Content-Type", "application/json"}});

@@ -15,19 +15,19 @@
 #include <set>
 #include <thread>
 
-#include "fake_backend.h"
 #include "server/http_client.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "text/chat_template.h"
 #include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
-#include "util/test_util.h"
+#include "util/server_fixture.h"
 
 namespace lp::server {
 namespace {
 
 using json = nlohmann::json;
+using test::wait_for;
 
 // The calls the tests make, over HttpClient: nullopt when no whole response came back.
 class Client {
@@ -56,32 +56,8 @@ class Client {
   HttpClient c_;
 };
 
-struct Fixture {
-  test::TempDir dir{"http"};
-  test::FakeBackend backend;
-  std::optional<text::Tokenizer> tok;
-  std::optional<text::ChatTemplate> tmpl;
-  std::unique_ptr<Server> server;
-  std::thread thread;
-  int port = 0;
-
-  explicit Fixture(ServerOptions o = {}, bool attach = true) {
-    std::signal(SIGPIPE, SIG_IGN);
-    text::write_demo_tokenizer(dir.path() / "model", 600, 1);
-    tok.emplace(text::Tokenizer::from_dir(dir.path() / "model"));
-    tmpl.emplace(text::ChatTemplate::from_dir(dir.path() / "model"));
-    o.port = 0;
-    o.served_model_name = "base";
-    o.model_dir = (dir.path() / "model").string();
-    server = std::make_unique<Server>(o);
-    port = server->bind();
-    thread = std::thread([this] { server->listen(); });
-    if (attach) server->attach(&backend, &*tok, &*tmpl);
-  }
-  ~Fixture() {
-    server->stop();
-    thread.join();
-  }
+struct Fixture : test::FakeServer {
+  explicit Fixture(ServerOptions o = {}, bool attach = true) : FakeServer("http", std::move(o), {}, attach) {}
   Client client() { return Client(port); }
   std::optional<HttpClientResponse> post(const std::string& path, const std::string& body, HttpHeaders h = {}) {
     return client().Post(path, body, "application/json", std::move(h));
@@ -268,15 +244,6 @@ TEST(HttpServer, HealthIs503UntilAttachedAndWhileDraining) {
   EXPECT_EQ(f.client().Get("/health")->status, 503);
   EXPECT_EQ(f.post("/v1/completions", R"({"prompt":"x"})")->status, 503);
   EXPECT_TRUE(f.server->wait_idle(1.0));
-}
-
-bool wait_for(const std::function<bool()>& cond, double seconds) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return cond();
 }
 
 TEST(HttpServer, ClientGoneMidStreamAbortsRequest) {

@@ -8,24 +8,13 @@
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "text/chat_prompt.h"
+#include "util/openai_util.h"
 
 namespace lp::server {
 namespace {
 
 using ojson = nlohmann::ordered_json;
-
-// The param an invalid body is refused for ("" when it is accepted).
-std::string refused(const std::string& body, bool chat = false) {
-  try {
-    ojson j = parse_body(body);
-    if (chat) parse_chat_request(j);
-    else parse_completion_request(j);
-  } catch (const ApiError& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalid);
-    return e.param().empty() ? "<none>" : e.param();
-  }
-  return "";
-}
+using test::refused_param;
 
 CompletionRequest cmpl(const std::string& extra) {
   return parse_completion_request(parse_body(R"({"prompt":"x")" + extra + "}"));
@@ -34,7 +23,7 @@ ChatRequest chat(const std::string& extra, const std::string& messages = R"([{"r
   return parse_chat_request(parse_body(R"({"messages":)" + messages + extra + "}"));
 }
 std::string chat_refused(const std::string& extra, const std::string& messages = R"([{"role":"user","content":"hi"}])") {
-  return refused(R"({"messages":)" + messages + extra + "}", true);
+  return refused_param(R"({"messages":)" + messages + extra + "}", true);
 }
 
 TEST(VllmFields, SamplingExtrasParsed) {
@@ -57,8 +46,9 @@ TEST(VllmFields, SamplingExtrasParsed) {
   EXPECT_FALSE(d.return_tokens_as_token_ids);
   EXPECT_TRUE(cmpl(R"(,"return_tokens_as_token_ids":true,"spaces_between_special_tokens":false)")
                   .return_tokens_as_token_ids);
-  EXPECT_EQ(refused(R"({"prompt":"x","return_tokens_as_token_ids":1})"), "return_tokens_as_token_ids");
-  EXPECT_EQ(refused(R"({"prompt":"x","spaces_between_special_tokens":"no"})"), "spaces_between_special_tokens");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","return_tokens_as_token_ids":1})"), "return_tokens_as_token_ids");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","spaces_between_special_tokens":"no"})"),
+            "spaces_between_special_tokens");
   EXPECT_FALSE(cmpl(R"(,"add_special_tokens":false)").add_special_tokens);
   // Chat takes the same extras.
   auto c = chat(R"(,"min_tokens":2,"prompt_logprobs":0,"bad_words":["x"])");
@@ -88,15 +78,18 @@ TEST(VllmFields, SamplingExtrasRangesAndTypes) {
       {R"(,"echo":"yes")", "echo"},
       {R"(,"max_tokens":0)", "max_tokens"},  // 0 only with echo
   };
-  for (const auto& c : cases) EXPECT_EQ(refused(std::string(R"({"prompt":"x")") + c.extra + "}"), c.param) << c.extra;
-  EXPECT_EQ(refused(R"({"prompt":"x","prompt_logprobs":0,"stream":true})"), "");  // as vLLM: only > 0 is refused
-  EXPECT_EQ(refused(R"({"prompt":"x","prompt_logprobs":20})"), "");
-  EXPECT_EQ(refused(R"({"prompt":"x","echo":true,"max_tokens":0})"), "");
+  for (const auto& c : cases)
+    EXPECT_EQ(refused_param(std::string(R"({"prompt":"x")") + c.extra + "}"), c.param) << c.extra;
+  EXPECT_EQ(refused_param(R"({"prompt":"x","prompt_logprobs":0,"stream":true})"),
+            "");  // as vLLM: only > 0 is refused
+  EXPECT_EQ(refused_param(R"({"prompt":"x","prompt_logprobs":20})"), "");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","echo":true,"max_tokens":0})"), "");
   EXPECT_EQ(chat_refused(R"(,"echo":true,"max_tokens":0)"), "max_tokens");
   std::string many = R"({"prompt":"x","bad_words":[)";
   for (size_t i = 0; i <= limits::kMaxBadWords; ++i) many += (i ? ",\"w" : "\"w") + std::to_string(i) + "\"";
-  EXPECT_EQ(refused(many + "]}"), "bad_words");
-  EXPECT_EQ(refused(R"({"prompt":"x","bad_words":[")" + std::string(limits::kMaxBadWordBytes + 1, 'a') + "\"]}"),
+  EXPECT_EQ(refused_param(many + "]}"), "bad_words");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","bad_words":[")" + std::string(limits::kMaxBadWordBytes + 1, 'a') +
+                          "\"]}"),
             "bad_words");
 }
 
@@ -109,7 +102,7 @@ TEST(VllmFields, StreamOptionsAsVllm) {
   EXPECT_FALSE(cmpl(R"(,"stream":true,"stream_options":{"include_usage":false,"continuous_usage_stats":true})")
                    .continuous_usage);
   EXPECT_FALSE(cmpl(R"(,"stream":true)").include_usage);
-  EXPECT_EQ(refused(R"({"prompt":"x","stream":true,"stream_options":{"continuous_usage_stats":1}})"),
+  EXPECT_EQ(refused_param(R"({"prompt":"x","stream":true,"stream_options":{"continuous_usage_stats":1}})"),
             "stream_options.continuous_usage_stats");
 }
 
@@ -127,14 +120,14 @@ TEST(VllmFields, ListOfPrompts) {
   ASSERT_EQ(ids.prompts.size(), 2u);
   EXPECT_FALSE(ids.prompts[1].text);
   EXPECT_EQ(ids.prompts[1].ids, (std::vector<int32_t>{3}));
-  EXPECT_EQ(refused(R"({"prompt":["a",""]})"), "prompt");
-  EXPECT_EQ(refused(R"({"prompt":[[1],[]]})"), "prompt");
-  EXPECT_EQ(refused(R"({"prompt":[[1],"a"]})"), "prompt");
-  EXPECT_EQ(refused(R"({"prompt":[{"a":1}]})"), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt":["a",""]})"), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt":[[1],[]]})"), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt":[[1],"a"]})"), "prompt");
+  EXPECT_EQ(refused_param(R"({"prompt":[{"a":1}]})"), "prompt");
   // prompts * n is bounded like n alone.
   std::string body = R"({"n":2,"prompt":[)";
   for (int i = 0; i < limits::kMaxChoices / 2 + 1; ++i) body += i ? ",\"p\"" : "\"p\"";
-  EXPECT_EQ(refused(body + "]}"), "prompt");
+  EXPECT_EQ(refused_param(body + "]}"), "prompt");
 }
 
 TEST(VllmFields, KnownButUnimplementedFieldsAre400NamingThem) {
@@ -164,10 +157,10 @@ TEST(VllmFields, KnownButUnimplementedFieldsAre400NamingThem) {
       {R"(,"suffix":"tail")", "suffix"},
   };
   for (const auto& c : cases) {
-    EXPECT_EQ(refused(std::string(R"({"prompt":"x")") + c.extra + "}"), c.param) << c.extra;
+    EXPECT_EQ(refused_param(std::string(R"({"prompt":"x")") + c.extra + "}"), c.param) << c.extra;
     if (std::string(c.param) != "suffix") EXPECT_EQ(chat_refused(c.extra), c.param) << "chat " << c.extra;
   }
-  EXPECT_EQ(refused(R"({"prompt":"x","prompt_embeds":"AAAA"})"), "prompt_embeds");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","prompt_embeds":"AAAA"})"), "prompt_embeds");
   try {
     cmpl(R"(,"use_beam_search":true)");
     ADD_FAILURE() << "use_beam_search accepted";
@@ -175,13 +168,15 @@ TEST(VllmFields, KnownButUnimplementedFieldsAre400NamingThem) {
     EXPECT_NE(std::string(e.what()).find("use_beam_search"), std::string::npos) << e.what();
   }
   // Their defaults, and the fields that change nothing, are accepted.
-  EXPECT_EQ(refused(R"({"prompt":"x","use_beam_search":false,"length_penalty":1.0,"logits_processors":[],
+  EXPECT_EQ(
+      refused_param(R"({"prompt":"x","use_beam_search":false,"length_penalty":1.0,"logits_processors":[],
                        "return_tokens_as_token_ids":false,"spaces_between_special_tokens":true,"priority":0,
                        "mm_processor_kwargs":{},"vllm_xargs":{},"user":"u","request_id":"r","cache_salt":"s",
                        "guided_decoding_backend":"xgrammar","prompt_embeds":null,"kv_transfer_params":null,
                        "stream":true,"stream_options":{"continuous_usage_stats":false}})"),
-            "");
-  EXPECT_EQ(refused(R"({"prompt":"x","some_unknown_extra":{"deep":[1,2]}})"), "");  // truly unknown: ignored
+      "");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","some_unknown_extra":{"deep":[1,2]}})"),
+            "");  // truly unknown: ignored
 }
 
 TEST(VllmFields, StructuredOutputsParsedIntoTheirSpec) {
@@ -206,13 +201,14 @@ TEST(VllmFields, StructuredOutputsParsedIntoTheirSpec) {
   EXPECT_EQ(cmpl(R"(,"structured_outputs":{"json_object":true})").structured.kind, K::kJsonObject);
   EXPECT_EQ(cmpl(R"(,"structured_outputs":{"json":{"type":"string"}})").structured.kind, K::kJsonSchema);
   // Two kinds at once, and malformed specs.
-  EXPECT_EQ(refused(R"({"prompt":"x","guided_regex":"a","guided_choice":["a"]})"), "guided_choice");
-  EXPECT_EQ(refused(R"({"prompt":"x","response_format":{"type":"json_object"},"guided_regex":"a"})"), "guided_regex");
-  EXPECT_EQ(refused(R"({"prompt":"x","guided_choice":[]})"), "guided_choice");
-  EXPECT_EQ(refused(R"({"prompt":"x","guided_json":"{not json"})"), "guided_json");
-  EXPECT_EQ(refused(R"({"prompt":"x","response_format":{"type":"json_schema"}})"), "response_format");
-  EXPECT_EQ(refused(R"({"prompt":"x","response_format":{"type":"xml"}})"), "response_format");
-  EXPECT_EQ(refused(R"({"prompt":"x","response_format":"json"})"), "response_format");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","guided_regex":"a","guided_choice":["a"]})"), "guided_choice");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","response_format":{"type":"json_object"},"guided_regex":"a"})"),
+            "guided_regex");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","guided_choice":[]})"), "guided_choice");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","guided_json":"{not json"})"), "guided_json");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","response_format":{"type":"json_schema"}})"), "response_format");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","response_format":{"type":"xml"}})"), "response_format");
+  EXPECT_EQ(refused_param(R"({"prompt":"x","response_format":"json"})"), "response_format");
 }
 
 TEST(VllmFields, ToolChoice) {
@@ -242,7 +238,9 @@ TEST(VllmFields, ChatOnlyFields) {
   EXPECT_FALSE(r.add_generation_prompt);  // implied
   EXPECT_EQ(chat_refused(R"(,"continue_final_message":true,"add_generation_prompt":true)", open),
             "continue_final_message");
-  EXPECT_EQ(refused(R"({"messages":)" + open + R"(,"continue_final_message":true,"add_generation_prompt":false})", true),
+  EXPECT_EQ(refused_param(
+                R"({"messages":)" + open + R"(,"continue_final_message":true,"add_generation_prompt":false})",
+                true),
             "");
   EXPECT_EQ(chat_refused(R"(,"continue_final_message":true)"), "continue_final_message");  // last is a user's
   EXPECT_EQ(*chat(R"(,"chat_template":"{{ messages[0].content }}")").chat_template, "{{ messages[0].content }}");

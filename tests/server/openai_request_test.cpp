@@ -8,24 +8,13 @@
 
 #include "server/api_error.h"
 #include "server/openai_request.h"
+#include "util/openai_util.h"
 
 namespace lp::server {
 namespace {
 
 using ojson = nlohmann::ordered_json;
-
-// The param an invalid body is refused for ("" when it is accepted).
-std::string refused_param(const std::string& body, bool chat = false) {
-  try {
-    ojson j = parse_body(body);
-    if (chat) parse_chat_request(j);
-    else parse_completion_request(j);
-  } catch (const ApiError& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::kInvalid);
-    return e.param().empty() ? "<none>" : e.param();
-  }
-  return "";
-}
+using test::refused_param;
 
 TEST(OpenAIRequest, CompletionDefaultsAndFields) {
   auto r = parse_completion_request(ojson::parse(

