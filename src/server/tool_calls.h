@@ -20,7 +20,7 @@ struct ToolSetup {
   Mode mode = Mode::kNone;
   ToolParserKind parser = ToolParserKind::kHermes;  // kAuto
   std::string name;                                 // kNamed: the function
-  nlohmann::json schema;                            // kNamed / kRequired: what the output must follow
+  nlohmann::ordered_json schema;                    // kNamed / kRequired: what the output must follow
 };
 
 // The server's tool flags: --enable-auto-tool-choice, --tool-call-parser NAME ("" = none).

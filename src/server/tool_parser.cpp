@@ -403,11 +403,11 @@ std::vector<ToolSpec> validate_tools(const ojson& tools) {
       if (auto ty = p->find("type"); ty != p->end() && !(ty->is_string() && *ty == "object"))
         fail_param(at + ".function.parameters",
                    "{}.function.parameters must describe an object (\"type\": \"object\")", at);
-      if (!p->empty()) spec.parameters = nlohmann::json::parse(p->dump());
+      if (!p->empty()) spec.parameters = *p;
     }
     // vLLM's default for a function without parameters: it takes an empty object.
     if (spec.parameters.is_null())
-      spec.parameters = {{"type", "object"}, {"properties", nlohmann::json::object()}};
+      spec.parameters = {{"type", "object"}, {"properties", ojson::object()}};
     out.push_back(std::move(spec));
   }
   return out;
@@ -419,12 +419,12 @@ const ToolSpec& find_tool(const std::vector<ToolSpec>& tools, const std::string&
   fail_param("tool_choice", "tool_choice names the function '{}', which is not in 'tools'", name);
 }
 
-nlohmann::json named_tool_schema(const ToolSpec& tool) {
+ojson named_tool_schema(const ToolSpec& tool) {
   return tool.parameters;
 }
 
-nlohmann::json required_tools_schema(const std::vector<ToolSpec>& tools, bool parallel_tool_calls) {
-  using json = nlohmann::json;
+ojson required_tools_schema(const std::vector<ToolSpec>& tools, bool parallel_tool_calls) {
+  using json = ojson;
   json any = json::array();
   json defs = json::object();
   for (const auto& t : tools) {

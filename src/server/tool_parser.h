@@ -98,7 +98,8 @@ class ToolCallStream {
 // One entry of `tools`, validated.
 struct ToolSpec {
   std::string name;
-  nlohmann::json parameters;  // a JSON schema of an object; {"type":"object","properties":{}} when absent
+  nlohmann::ordered_json parameters;  // a JSON schema of an object (the client's key order: properties are
+                                     // generated in it); {"type":"object","properties":{}} when absent
 };
 
 // Checks `tools` (null or a list) as vLLM's request model does: each entry {"type": "function", "function":
@@ -111,12 +112,12 @@ const ToolSpec& find_tool(const std::vector<ToolSpec>& tools, const std::string&
 
 // tool_choice {"type": "function", "function": {"name": N}}: the model's output IS the arguments, so it must
 // follow N's parameters schema (vLLM).
-nlohmann::json named_tool_schema(const ToolSpec& tool);
+nlohmann::ordered_json named_tool_schema(const ToolSpec& tool);
 
 // tool_choice "required": vLLM's schema, a list (minItems 1; maxItems 1 without parallel_tool_calls) of
 // anyOf one {"name": <enum [tool name]>, "parameters": <its schema>} per tool; the tools' "$defs" are hoisted
 // to the root, so their "#/$defs/..." references still resolve.
-nlohmann::json required_tools_schema(const std::vector<ToolSpec>& tools, bool parallel_tool_calls);
+nlohmann::ordered_json required_tools_schema(const std::vector<ToolSpec>& tools, bool parallel_tool_calls);
 
 // The calls of a constrained output. Named: one call whose arguments are the output (re-serialized when it
 // parses as JSON, verbatim otherwise, e.g. cut by max_tokens). Required: the list's items; nullopt when the

@@ -276,14 +276,26 @@ const ojson kTools = ojson::parse(R"([
    "properties": {"item": {"$ref": "#/$defs/Item"}}, "$defs": {"Item": {"type": "string", "maxLength": 8}}}}}
 ])");
 
+// Schemas keep the client's key order (properties are generated in it); compared here as plain JSON values.
+json unordered(const ojson& j) { return json::parse(j.dump()); }
+
 TEST(ToolSchemas, ValidatedToolsAndDefaultParameters) {
   auto specs = validate_tools(kTools);
   ASSERT_EQ(specs.size(), 3u);
   EXPECT_EQ(specs[0].name, "get_weather");
-  EXPECT_EQ(specs[1].parameters, json::parse(R"({"type": "object", "properties": {}})"));
+  EXPECT_EQ(unordered(specs[1].parameters), json::parse(R"({"type": "object", "properties": {}})"));
   EXPECT_EQ(
-      named_tool_schema(specs[0]),
+      unordered(named_tool_schema(specs[0])),
       json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})"));
+}
+
+TEST(ToolSchemas, PropertiesKeepTheClientsOrder) {
+  const auto specs = validate_tools(ojson::parse(R"([{"type": "function", "function": {"name": "f", "parameters":
+      {"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}}}}])"));
+  EXPECT_EQ(named_tool_schema(specs[0])["properties"].dump(), R"({"zeta":{"type":"string"},"alpha":{"type":"integer"}})");
+  const ojson req = required_tools_schema(specs, true);
+  EXPECT_EQ(req["items"]["anyOf"][0]["properties"]["parameters"]["properties"].begin().key(), "zeta");
+  EXPECT_EQ(req["items"]["anyOf"][0]["properties"].begin().key(), "name");  // the name before the arguments
 }
 
 TEST(ToolSchemas, RequiredIsAListOfAnyTool) {
@@ -301,9 +313,9 @@ TEST(ToolSchemas, RequiredIsAListOfAnyTool) {
                    {"minItems", 1},
                    {"items", {{"anyOf", {a, b, c}}}},
                    {"$defs", json::parse(R"({"Item": {"type": "string", "maxLength": 8}})")}};
-  EXPECT_EQ(required_tools_schema(specs, true), expected);
+  EXPECT_EQ(unordered(required_tools_schema(specs, true)), expected);
   expected["maxItems"] = 1;
-  EXPECT_EQ(required_tools_schema(specs, false), expected);
+  EXPECT_EQ(unordered(required_tools_schema(specs, false)), expected);
 }
 
 TEST(ToolSchemas, ConstrainedOutputsToCalls) {
@@ -377,7 +389,7 @@ TEST(ToolValidation, ToolChoiceRules) {
   EXPECT_EQ(a.parser, K::kMistral);
   ToolSetup n = setup_tools(kTools, named, true, ToolFlags{});
   EXPECT_EQ(n.mode, ToolSetup::Mode::kNamed);
-  EXPECT_EQ(n.schema, json::parse(R"({"type": "object", "properties": {}})"));
+  EXPECT_EQ(unordered(n.schema), json::parse(R"({"type": "object", "properties": {}})"));
   ToolSetup r = setup_tools(kTools, required, false, ToolFlags{});
   EXPECT_EQ(r.mode, ToolSetup::Mode::kRequired);
   EXPECT_EQ(r.schema["maxItems"], 1);
@@ -392,7 +404,7 @@ TEST(ToolValidation, NamedAndRequiredBecomeAJsonSchemaOutput) {
   EXPECT_EQ(so.kind, StructuredOutput::Kind::kJsonSchema);
   EXPECT_EQ(so.param, "tool_choice");
   EXPECT_EQ(
-      so.schema,
+      unordered(so.schema),
       json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})"));
   StructuredOutput req;
   ToolSetup r = setup_tools(kTools, ToolChoice{ToolChoice::Kind::kRequired, ""}, true, ToolFlags{});

@@ -25,9 +25,8 @@ std::shared_ptr<const constrain::Vocabulary> demo_vocab() {
   return vocab;
 }
 
-std::shared_ptr<const constrain::Grammar> grammar_of(const nlohmann::json& schema) {
-  return constrain::Grammar::compile(
-      constrain::json_schema_node(nlohmann::ordered_json::parse(schema.dump())), demo_vocab());
+std::shared_ptr<const constrain::Grammar> grammar_of(const nlohmann::ordered_json& schema) {
+  return constrain::Grammar::compile(constrain::json_schema_node(schema), demo_vocab());
 }
 
 const std::vector<ToolSpec>& tools() {
