@@ -319,6 +319,9 @@ void Engine::Impl::step() {
       TokenLogprob tl = top_logprobs(row, s.req.prompt_logprobs, scratch, &lse);
       tl.token = s.tokens[j];
       tl.logprob = row[tl.token] - lse;
+      // vLLM's rank: 1 + the tokens strictly more likely than this one.
+      const float own = row[tl.token];
+      tl.rank = 1 + static_cast<int>(std::count_if(row, row + V, [own](float x) { return x > own; }));
       s.prompt_lp[j] = std::move(tl);  // distinct entries: no two threads write the same one
     }
   });

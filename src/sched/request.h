@@ -52,7 +52,7 @@ struct TokenLogprob {
   int32_t token = 0;
   float logprob = 0;
   std::vector<std::pair<int32_t, float>> top;  // (token, logprob), best first, `logprobs` entries
-  int rank = 0;  // prompt_logprobs: 1-based rank of `token` in the vocabulary by logprob; 0: not computed
+  int rank = 0;  // prompt_logprobs: 1 + the tokens with a strictly higher logprob (vLLM); 0: not computed
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };

@@ -340,6 +340,7 @@ TEST_F(EngineRequestFieldsTest, PromptLogprobsMatchPrefixRuns) {
   for (size_t j = 1; j < p.size(); j += 11) check.push_back(j);
   for (size_t j : {127, 128, 129, 255, 256, 257, 299}) check.push_back(j);
   std::map<size_t, TokenLogprob> want;
+  std::map<size_t, int> want_rank;
   {
     EngineConfig cfg;
     cfg.enable_prefix_caching = false;
@@ -353,6 +354,13 @@ TEST_F(EngineRequestFieldsTest, PromptLogprobsMatchPrefixRuns) {
       ASSERT_EQ(got.logprobs.size(), 1u) << got.error;
       ASSERT_EQ(got.logprobs[0].token, p[j]);
       want[j] = got.logprobs[0];
+      // The whole distribution, for the rank: 1 + the tokens strictly more likely than p[j].
+      r.logprobs = model_->config().vocab_size;
+      Result all = collect(ref.submit(r));
+      ASSERT_EQ(all.logprobs.size(), 1u) << all.error;
+      int rank = 1;
+      for (const auto& [id, lp] : all.logprobs[0].top) rank += lp > all.logprobs[0].logprob;
+      want_rank[j] = rank;
     }
   }
   EngineConfig cfg;
@@ -380,6 +388,7 @@ TEST_F(EngineRequestFieldsTest, PromptLogprobsMatchPrefixRuns) {
   for (const auto& [j, w] : want) {
     const TokenLogprob& g = *a.prompt_logprobs[j];
     EXPECT_NEAR(g.logprob, w.logprob, 1e-4) << "entry " << j;
+    EXPECT_EQ(g.rank, want_rank[j]) << "entry " << j;
     ASSERT_EQ(g.top.size(), w.top.size());
     for (size_t i = 0; i < w.top.size(); ++i) {
       EXPECT_EQ(g.top[i].first, w.top[i].first) << "entry " << j << " alternative " << i;
