@@ -24,7 +24,6 @@ void refuse_unless(const ojson& b, const char* name, F is_default, const char* w
 }
 
 bool is_false(const ojson& v) { return v.is_boolean() && !v.get<bool>(); }
-bool is_true(const ojson& v) { return v.is_boolean() && v.get<bool>(); }
 bool is_empty(const ojson& v) { return (v.is_object() || v.is_array() || v.is_string()) && v.empty(); }
 
 void add_structured(GenerateParams& p, StructuredOutput::Kind kind, const std::string& param) {

@@ -158,7 +158,9 @@ TEST(VllmFields, KnownButUnimplementedFieldsAre400NamingThem) {
   };
   for (const auto& c : cases) {
     EXPECT_EQ(refused_param(std::string(R"({"prompt":"x")") + c.extra + "}"), c.param) << c.extra;
-    if (std::string(c.param) != "suffix") EXPECT_EQ(chat_refused(c.extra), c.param) << "chat " << c.extra;
+    if (std::string(c.param) != "suffix") {
+      EXPECT_EQ(chat_refused(c.extra), c.param) << "chat " << c.extra;
+    }
   }
   EXPECT_EQ(refused_param(R"({"prompt":"x","prompt_embeds":"AAAA"})"), "prompt_embeds");
   try {

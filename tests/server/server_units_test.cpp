@@ -84,8 +84,12 @@ TEST(OpenAIResponse, ChunksAndFullResponses) {
 
   ResponseMeta cmpl{Api::kCompletion, "cmpl-1", 5, "m"};
   std::vector<ChoiceResult> choices(2);
-  choices[0] = {"ab", sched::FinishReason::kLength, {}, 2};
-  choices[1] = {"c", sched::FinishReason::kStop, {}, 1};
+  choices[0].text = "ab";
+  choices[0].finish = sched::FinishReason::kLength;
+  choices[0].completion_tokens = 2;
+  choices[1].text = "c";
+  choices[1].finish = sched::FinishReason::kStop;
+  choices[1].completion_tokens = 1;
   ojson full = full_response(cmpl, choices, 10, -1, [](int32_t) { return std::string(); });
   EXPECT_EQ(full["object"], "text_completion");
   EXPECT_EQ(full["choices"][1]["text"], "c");

@@ -195,8 +195,9 @@ TEST(VllmMetrics, RequestFamiliesHaveVllmNamesTypesLabelsAndBuckets) {
   for (const auto& [name, type] : types) {
     ASSERT_EQ(fams.count(name), 1u) << name;
     EXPECT_EQ(fams[name].type, type) << name;
-    if (name.starts_with("vllm:"))
+    if (name.starts_with("vllm:")) {
       for (const auto& [n, l, v] : fams[name].samples) EXPECT_EQ(l.at("model_name"), "base") << n;
+    }
   }
   check_histogram(fams["vllm:time_to_first_token_seconds"], kTtft);
   check_histogram(fams["vllm:time_per_output_token_seconds"], kTpot);
