@@ -151,8 +151,8 @@ await run([
   }],
   ['tool_choice named: arguments parse and match the parameters, stream and not', async () => {
     const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather in a city',
-      parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 10 },
-        unit: { enum: ['c', 'f'] } }, required: ['city', 'unit'] } } },
+      parameters: { type: 'object', properties: { unit: { enum: ['c', 'f'] },
+        city: { type: 'string', maxLength: 10 } }, required: ['unit', 'city'] } } },
     { type: 'function', function: { name: 'book', parameters: { type: 'object',
       properties: { nights: { type: 'integer' } }, required: ['nights'] } } }];
     const validArgs = ajv.compile(tools[0].function.parameters);
@@ -165,7 +165,8 @@ await run([
       assertEq(calls[0].type, 'function', 'type');
       assertEq(calls[0].function.name, 'get_weather', 'name');
       assert(typeof calls[0].id === 'string' && calls[0].id.length > 0, 'id');
-      checkJson(calls[0].function.arguments, validArgs, `named seed ${seed}`);
+      const args = checkJson(calls[0].function.arguments, validArgs, `named seed ${seed}`);
+      assertEq(Object.keys(args), ['unit', 'city'], 'arguments in the order the schema lists them');
       const stream = await client.chat.completions.create({ model: 'tiny', messages, temperature: 1, seed,
         max_tokens: 300, tools, tool_choice: toolChoice, stream: true });
       const acc = {};
