@@ -11,6 +11,7 @@ ToolSetup setup_tools(const ojson& tools, const ToolChoice& choice, bool paralle
                       const ToolFlags& flags) {
   std::vector<ToolSpec> specs = validate_tools(tools);
   ToolSetup s;
+  s.parallel = parallel_tool_calls;
   if (specs.empty()) {
     // vLLM's wording. "auto" without tools is the default and means nothing.
     if (choice.kind == ToolChoice::Kind::kNamed || choice.kind == ToolChoice::Kind::kRequired)
@@ -61,6 +62,13 @@ ChoiceTools::ChoiceTools(const ToolSetup& setup) : setup_(&setup) {
   if (setup.mode == Mode::kAuto) stream_.emplace(setup.parser);
 }
 
+// parallel_tool_calls false: the calls after the first are dropped (OpenAI's "at most one call"); the
+// parser numbers calls from 0, so only index 0 is kept.
+void ChoiceTools::keep_first_call(ToolStreamDelta& d) const {
+  if (setup_->parallel) return;
+  std::erase_if(d.calls, [](const ToolCallDelta& c) { return c.index > 0; });
+}
+
 ToolStreamDelta ChoiceTools::feed(std::string_view text) {
   ToolStreamDelta d;
   switch (setup_->mode) {
@@ -69,6 +77,7 @@ ToolStreamDelta ChoiceTools::feed(std::string_view text) {
       break;
     case Mode::kAuto:
       d = stream_->feed(text);
+      keep_first_call(d);
       called_ = called_ || !d.calls.empty();
       break;
     case Mode::kNamed:
@@ -93,6 +102,7 @@ ToolStreamDelta ChoiceTools::finish() {
       break;
     case Mode::kAuto:
       d = stream_->finish();
+      keep_first_call(d);
       called_ = called_ || !d.calls.empty();
       break;
     case Mode::kNamed:
@@ -134,6 +144,7 @@ ExtractedToolCalls ChoiceTools::whole(std::string_view text) {
       break;
     case Mode::kAuto:
       r = extract_tool_calls(setup_->parser, text);
+      if (!setup_->parallel && r.calls.size() > 1) r.calls.resize(1);
       break;
     case Mode::kNamed:
       r.calls.push_back(call_from_named_output(setup_->name, text));

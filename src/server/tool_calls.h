@@ -21,6 +21,7 @@ struct ToolSetup {
   ToolParserKind parser = ToolParserKind::kHermes;  // kAuto
   std::string name;                                 // kNamed: the function
   nlohmann::ordered_json schema;                    // kNamed / kRequired: what the output must follow
+  bool parallel = true;  // parallel_tool_calls: false keeps only the first call (kRequired: also the schema)
 };
 
 // The server's tool flags: --enable-auto-tool-choice, --tool-call-parser NAME ("" = none).
@@ -57,6 +58,8 @@ class ChoiceTools {
   bool finish_as_tool_calls() const { return called_ && (setup_->mode != ToolSetup::Mode::kNamed); }
 
  private:
+  void keep_first_call(ToolStreamDelta& d) const;
+
   const ToolSetup* setup_;                // the call's; outlives every choice
   std::optional<ToolCallStream> stream_;  // kAuto
   std::string buffered_;                  // kRequired: the list is read at the end

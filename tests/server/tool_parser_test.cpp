@@ -473,6 +473,30 @@ TEST(ChoiceTools, AutoAndNone) {
   EXPECT_FALSE(u.finish_as_tool_calls());
 }
 
+// parallel_tool_calls false in auto mode: the first call only, streamed or whole.
+TEST(ChoiceTools, AutoWithoutParallelCallsKeepsTheFirst) {
+  const std::string text = "<tool_call>{\"name\": \"now\", \"arguments\": {}}</tool_call>\n"
+                           "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>";
+  for (bool parallel : {true, false}) {
+    ToolSetup a = setup_tools(kTools, ToolChoice{}, parallel, ToolFlags{true, "hermes"});
+    ChoiceTools whole(a);
+    auto w = whole.whole(text);
+    ChoiceTools streamed(a);
+    std::vector<std::string> names;
+    for (size_t i = 0; i < text.size(); i += 3)
+      for (const auto& c : streamed.feed(text.substr(i, 3)).calls) names.push_back(c.name);
+    for (const auto& c : streamed.finish().calls) names.push_back(c.name);
+    if (parallel) {
+      ASSERT_EQ(w.calls.size(), 2u);
+      EXPECT_EQ(names, (std::vector<std::string>{"now", "get_weather"}));
+    } else {
+      ASSERT_EQ(w.calls.size(), 1u);
+      EXPECT_EQ(w.calls[0].name, "now");
+      EXPECT_EQ(names, (std::vector<std::string>{"now"}));
+    }
+  }
+}
+
 TEST(ToolReplyJson, MessageAndDeltaShapes) {
   ojson choice = ojson::parse(
       R"({"index": 0, "message": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": "stop"})");
