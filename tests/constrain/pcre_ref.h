@@ -136,8 +136,10 @@ class TreeGen {
 
   // Bytes of the alphabet: what the trees use, plus bytes no UTF-8 text holds.
   std::string random_bytes(int max_len) {
-    static const std::string kBytes = std::string(
-        "abc09,;- é\xC3\xA9\xD0\xB0\xF0\x9F\x98\x80\xED\xA0\x80\xEE\x80\x80\x7F\xC2\x80\xFF\xC0\x80", 34);
+    // ASCII, valid 2-4 byte characters, an encoded surrogate, DEL, and invalid bytes (no NUL: the literal's
+    // length is its strlen).
+    static const std::string kBytes =
+        "abc09,;- é\xC3\xA9\xD0\xB0\xF0\x9F\x98\x80\xED\xA0\x80\xEE\x80\x80\x7F\xC2\x80\xFF\xC0\x80";
     std::string s;
     for (int i = 0, n = static_cast<int>(rng_() % (max_len + 1)); i < n; ++i)
       s += kBytes[rng_() % kBytes.size()];
