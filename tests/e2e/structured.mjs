@@ -95,6 +95,19 @@ await run([
     }
     jobs.push(client.chat.completions.create({ model: 'medical-qa', messages, temperature: 1, seed: 42,
       max_tokens: 600, response_format: schemaFormat }).then((r) => ({ again: true, r })));
+    // A forced tool call in the same batch (on an adapter): its arguments match the function's parameters.
+    const weather = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object',
+      properties: { city: { type: 'string', maxLength: 10 } }, required: ['city'] } } };
+    const validWeather = ajv.compile(weather.function.parameters);
+    for (const seed of [5, 6])
+      jobs.push(client.chat.completions.create({ model: 'legal-summary', messages, temperature: 1, seed,
+        max_tokens: 200, tools: [weather], tool_choice: { type: 'function', function: { name: 'get_weather' } } })
+        .then((r) => {
+          const calls = r.choices[0].message.tool_calls;
+          assert(calls?.length === 1 && calls[0].function.name === 'get_weather', `batched tool call ${JSON.stringify(calls)}`);
+          checkJson(calls[0].function.arguments, validWeather, `batched tool call seed ${seed}`);
+          return { free: true, r };
+        }));
     for (const j of await Promise.all(jobs)) {
       if (j.again) assertEq(j.r.choices[0].message.content, solo.choices[0].message.content, 'batched == solo');
       else if (!j.free) checkJson(j.r.choices[0].message.content, validPerson, `batched ${j.model} ${j.seed}`);
