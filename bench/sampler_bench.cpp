@@ -5,6 +5,7 @@
 // Run: build/bench/sampler_bench
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -25,6 +26,16 @@ double full_sort_ms(const std::vector<float>& logits) {
   for (size_t i = 0; i < logits.size(); ++i) c[i] = {logits[i], static_cast<int32_t>(i)};
   std::sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   return ms_since(t0);
+}
+
+// The baseline the engine used before: a double-precision log-softmax of the whole row.
+void log_softmax(const std::vector<float>& logits, std::vector<float>& out) {
+  out.resize(logits.size());
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - mx));
+  const float lse = mx + static_cast<float>(std::log(sum));
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - lse;
 }
 
 }  // namespace
@@ -73,7 +84,7 @@ int main() {
       lp::sched::Sampler::top_k(row, 20, top);
       t_new.push_back(ms_since(t0));
       t0 = std::chrono::steady_clock::now();
-      lp::sched::Sampler::log_softmax(row, lp);
+      log_softmax(row, lp);
       for (int i = 0; i < V; ++i) order[i] = i;
       std::partial_sort(order.begin(), order.begin() + 20, order.end(),
                         [&](int32_t a, int32_t b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });

@@ -131,15 +131,6 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt
   return cand_[last].second;
 }
 
-void Sampler::log_softmax(std::span<const float> logits, std::vector<float>& out) {
-  out.resize(logits.size());
-  float mx = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;
-  for (float l : logits) sum += std::exp(static_cast<double>(l - mx));
-  float lse = mx + static_cast<float>(std::log(sum));
-  for (size_t i = 0; i < logits.size(); ++i) out[i] = logits[i] - lse;
-}
-
 float Sampler::log_sum_exp(std::span<const float> logits, std::vector<float>& scratch) {
   const auto n = static_cast<int64_t>(logits.size());
   LP_CHECK(n > 0);

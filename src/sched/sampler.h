@@ -50,12 +50,11 @@ class Sampler {
   int32_t sample(std::span<float> logits, std::span<const int32_t> prompt);
   // Records an emitted token (for frequency/presence/repetition penalties).
   void accept(int32_t token);
-  // log-softmax of the model's raw logits (before penalties and temperature, as vLLM reports them).
-  static void log_softmax(std::span<const float> logits, std::vector<float>& out);
-  // The same distribution without writing it out: log(sum(exp(logits))), vectorized (a token's logprob is
-  // its logit minus this), and the k largest logits as (id, logit), larger first, lower id on ties. The
-  // engine reports logprobs with these, since a full log-softmax per row costs milliseconds on a large
-  // vocabulary, on the thread every tenant's step waits for. `scratch` receives a copy of the row.
+  // The model's raw log-probabilities (before penalties and temperature, as vLLM reports them) without
+  // writing out the whole log-softmax: log(sum(exp(logits))), vectorized (a token's logprob is its logit
+  // minus this), and the k largest logits as (id, logit), larger first, lower id on ties. A full log-softmax
+  // per row costs milliseconds on a large vocabulary, on the thread every tenant's step waits for.
+  // `scratch` receives a copy of the row.
   static float log_sum_exp(std::span<const float> logits, std::vector<float>& scratch);
   static void top_k(std::span<const float> logits, int k, std::vector<std::pair<int32_t, float>>& out);
 

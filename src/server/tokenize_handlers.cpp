@@ -33,31 +33,6 @@ bool bool_or(const ojson& body, const char* name, bool dflt) {
   return present(body, name) ? bool_field(body, name) : dflt;
 }
 
-// Hugging Face's continue_final_message: the conversation rendered without a generation prompt, cut right
-// after the last occurrence of the final message's content (its stripped form when the template stripped
-// it), so the model continues that message instead of starting a new turn. Plain ranges past the cut go.
-text::ChatPrompt continue_final(text::ChatPrompt p, const ojson& messages) {
-  const ojson& last = messages.back();
-  auto it = last.find("content");
-  if (it == last.end() || !it->is_string() || it->get_ref<const std::string&>().empty())
-    fail_param("continue_final_message", "continue_final_message needs a final message with text content");
-  std::string content = it->get<std::string>();
-  size_t at = p.text.rfind(content);
-  if (at == std::string::npos) {
-    const char* ws = " \t\n\r\f\v";
-    size_t b = content.find_first_not_of(ws), e = content.find_last_not_of(ws);
-    content = b == std::string::npos ? std::string() : content.substr(b, e - b + 1);
-    at = content.empty() ? std::string::npos : p.text.rfind(content);
-  }
-  if (at == std::string::npos)
-    fail_param("continue_final_message", "the chat template does not render the final message's content");
-  const size_t cut = at + content.size();
-  p.text.resize(cut);
-  std::erase_if(p.plain, [cut](const text::ByteRange& r) { return r.begin >= cut; });
-  for (auto& r : p.plain) r.end = std::min(r.end, cut);
-  return p;
-}
-
 // The messages form: validated as a chat request is (roles, content, tools, chat_template_kwargs).
 std::vector<int32_t> tokenize_messages(ServerState& st, const ojson& body) {
   if (present(body, "chat_template"))
@@ -78,17 +53,16 @@ std::vector<int32_t> tokenize_messages(ServerState& st, const ojson& body) {
   const ChatRequest r = parse_chat_request(sub);
   const text::Tokenizer& tok = *st.tokenizer;
   const text::ChatTemplate& tmpl = *st.chat_template;
-  if (!continue_final_message)
-    return text::encode_chat_prompt(tmpl, tok, r.messages, add_generation_prompt, r.tools,
-                                    r.chat_template_kwargs, add_special_tokens,
-                                    st.options.allow_special_tokens_in_content);
-  text::ChatPrompt p;
-  if (st.options.allow_special_tokens_in_content)
-    p.text = tmpl.render(r.messages, false, r.tools, r.chat_template_kwargs);
-  else
-    p = text::render_chat_prompt(tmpl, tok, r.messages, false, r.tools, r.chat_template_kwargs);
-  p = continue_final(std::move(p), r.messages);
-  return tok.encode(p.text, add_special_tokens, p.plain);
+  try {
+    return text::encode_chat_prompt(tmpl, tok, r.messages, add_generation_prompt, r.tools, r.chat_template_kwargs,
+                                    add_special_tokens, st.options.allow_special_tokens_in_content,
+                                    continue_final_message);
+  } catch (const ApiError&) {
+    throw;
+  } catch (const Error& e) {
+    if (continue_final_message) fail_param("continue_final_message", "{}", e.what());
+    throw;
+  }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "server/api_error.h"
+#include "server/openai_request_util.h"
 
 namespace lp::server {
 
@@ -350,33 +351,16 @@ bool valid_function_name(const std::string& s) {
   return true;
 }
 
-const char* json_type_name(const ojson& j) {
-  switch (j.type()) {
-    case ojson::value_t::null:
-      return "null";
-    case ojson::value_t::boolean:
-      return "a boolean";
-    case ojson::value_t::string:
-      return "a string";
-    case ojson::value_t::array:
-      return "a list";
-    case ojson::value_t::object:
-      return "an object";
-    default:
-      return "a number";
-  }
-}
-
 }  // namespace
 
 std::vector<ToolSpec> validate_tools(const ojson& tools) {
   std::vector<ToolSpec> out;
   if (tools.is_null()) return out;
-  if (!tools.is_array()) fail_param("tools", "'tools' must be a list, got {}", json_type_name(tools));
+  if (!tools.is_array()) fail_param("tools", "'tools' must be a list, got {}", request_util::json_type(tools));
   for (size_t i = 0; i < tools.size(); ++i) {
     const ojson& t = tools[i];
     const std::string at = fmt::format("tools[{}]", i);
-    if (!t.is_object()) fail_param(at, "{} must be an object, got {}", at, json_type_name(t));
+    if (!t.is_object()) fail_param(at, "{} must be an object, got {}", at, request_util::json_type(t));
     if (auto ty = t.find("type"); ty != t.end() && !(ty->is_string() && *ty == "function"))
       fail_param(at + ".type", "{}.type must be \"function\"", at);
     auto f = t.find("function");
@@ -399,7 +383,7 @@ std::vector<ToolSpec> validate_tools(const ojson& tools) {
     if (p != f->end() && !p->is_null()) {
       if (!p->is_object())
         fail_param(at + ".function.parameters", "{}.function.parameters must be a JSON schema object, got {}",
-                   at, json_type_name(*p));
+                   at, request_util::json_type(*p));
       if (auto ty = p->find("type"); ty != p->end() && !(ty->is_string() && *ty == "object"))
         fail_param(at + ".function.parameters",
                    "{}.function.parameters must describe an object (\"type\": \"object\")", at);
