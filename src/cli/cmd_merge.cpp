@@ -1,6 +1,9 @@
-// `loraplex merge --model DIR --adapter DIR --out DIR`: a complete HF model folder with W + s·B·A merged.
+// `loraplex merge --model DIR --adapter DIR [--adapter DIR ...] [--scale S ...] --out DIR`: a complete HF model
+// folder with W + sum of scale·s·B·A merged (one adapter, or a stack with per-adapter multipliers).
 // A quantized base is refused (lora/merge.h says why): --quantization int8 here, or an AWQ / GPTQ checkpoint.
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -12,13 +15,17 @@ namespace lp::cli {
 
 void add_merge_command(CLI::App& app) {
   struct Args {
-    std::string model, adapter, out;
+    std::string model, out;
+    std::vector<std::string> adapters;
+    std::vector<double> scales;
     std::string quantization = "none";
   };
   auto args = std::make_shared<Args>();
   CLI::App* c = app.add_subcommand("merge", "Merge a LoRA adapter into the base weights (W + s·B·A)");
   c->add_option("--model", args->model, "Base model folder")->required();
-  c->add_option("--adapter", args->adapter, "PEFT adapter folder")->required();
+  c->add_option("--adapter", args->adapters, "PEFT adapter folder (repeat to merge a stack)")->required();
+  c->add_option("--scale", args->scales,
+                "Multiplier of each --adapter's alpha/r scale, in the same order (default 1 each)");
   c->add_option("--out", args->out, "Output model folder")->required();
   c->add_option(
       "--quantization,-q", args->quantization,
@@ -32,9 +39,18 @@ void add_merge_command(CLI::App& app) {
           "--quantization {} --lora-modules ...): it stays exact on top",
           args->quantization, args->quantization);
     double t0 = now_seconds();
-    lora::merge_adapter(args->model, args->adapter, args->out);
-    std::printf("merged %s into %s -> %s in %.2f s\n", args->adapter.c_str(), args->model.c_str(),
-                args->out.c_str(), now_seconds() - t0);
+    if (!args->scales.empty() && args->scales.size() != args->adapters.size())
+      fail("merge: {} --scale values for {} --adapter folders (give one per adapter, or none)",
+           args->scales.size(), args->adapters.size());
+    std::vector<lora::MergeTerm> terms;
+    std::string names;
+    for (size_t i = 0; i < args->adapters.size(); ++i) {
+      terms.push_back({args->adapters[i], args->scales.empty() ? 1.0 : args->scales[i]});
+      names += (i ? " + " : "") + args->adapters[i];
+    }
+    lora::merge_adapters(args->model, terms, args->out);
+    std::printf("merged %s into %s -> %s in %.2f s\n", names.c_str(), args->model.c_str(), args->out.c_str(),
+                now_seconds() - t0);
   });
 }
 

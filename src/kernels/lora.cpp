@@ -10,44 +10,96 @@
 
 namespace lp::kernels {
 
-void lora_plan_build(std::span<const int32_t> slot, LoraPlan& plan, bool merge) {
+namespace {
+struct Entry {
+  int32_t row, slot, level;
+  float scale;
+};
+}  // namespace
+
+void lora_plan_build(std::span<const int32_t> slot, std::span<const float> scale, std::span<const LoraUse> more,
+                     LoraPlan& plan, bool merge) {
   plan.rows.clear();
+  plan.scale.clear();
   plan.groups.clear();
+  plan.order.clear();
   const int32_t T = static_cast<int32_t>(slot.size());
-  // 1. Runs of >= kSgmvMinRun equal slots are groups of their own, read in place.
-  std::vector<int32_t> loose;  // tokens in short runs
-  for (int32_t t = 0; t < T;) {
-    int32_t e = t + 1;
-    while (e < T && slot[e] == slot[t]) ++e;
-    if (slot[t] >= 0) {
-      if (merge && e - t >= kSgmvMinRun) {
-        LoraGroup g{slot[t], static_cast<int32_t>(plan.rows.size()), e - t, true};
-        for (int32_t i = t; i < e; ++i) plan.rows.push_back(i);
-        plan.groups.push_back(g);
-      } else {
-        for (int32_t i = t; i < e; ++i) loose.push_back(i);
-      }
-    }
-    t = e;
+  LP_CHECK(scale.empty() || static_cast<int32_t>(scale.size()) == T, "lora: {} scales for {} tokens", scale.size(), T);
+  // 0. The (token, adapter) entries with their stack position, level by level, rows ascending in a level.
+  std::vector<Entry> es;
+  std::vector<int32_t> depth(T, 0);
+  for (int32_t t = 0; t < T; ++t) {
+    const float m = scale.empty() ? 1.f : scale[t];
+    if (slot[t] >= 0 && m != 0.f) es.push_back({t, slot[t], depth[t]++, m});
   }
-  if (!merge) {
-    for (int32_t t : loose) {
-      plan.groups.push_back(LoraGroup{slot[t], static_cast<int32_t>(plan.rows.size()), 1, true});
-      plan.rows.push_back(t);
-    }
-    return;
+  int32_t levels = T > 0 && !es.empty() ? 1 : 0;
+  for (const LoraUse& u : more) {
+    LP_CHECK(u.row >= 0 && u.row < T, "lora: stacked adapter on row {} of {}", u.row, T);
+    if (u.slot < 0 || u.scale == 0.f) continue;
+    es.push_back({u.row, u.slot, depth[u.row]++, u.scale});
+    levels = std::max(levels, depth[u.row]);
   }
-  // 2. Loose tokens grouped by slot (stable: rows ascending within a group).
-  std::stable_sort(loose.begin(), loose.end(), [&](int32_t a, int32_t b) { return slot[a] < slot[b]; });
-  for (size_t i = 0; i < loose.size();) {
+  if (levels > 1)
+    std::stable_sort(es.begin(), es.end(), [](const Entry& a, const Entry& b) {
+      return a.level != b.level ? a.level < b.level : a.row < b.row;
+    });
+  std::vector<int32_t> level_of;  // of each entry pushed
+  auto push = [&](const Entry& e) {
+    plan.rows.push_back(e.row);
+    plan.scale.push_back(e.scale);
+    level_of.push_back(e.level);
+  };
+  // 1. Runs of >= kSgmvMinRun entries of one level on consecutive rows with one slot are groups of their own,
+  //    read in place.
+  std::vector<Entry> loose;  // entries in short runs
+  for (size_t i = 0; i < es.size();) {
     size_t j = i + 1;
-    while (j < loose.size() && slot[loose[j]] == slot[loose[i]]) ++j;
-    LoraGroup g{slot[loose[i]], static_cast<int32_t>(plan.rows.size()), static_cast<int32_t>(j - i), false};
-    g.contiguous = loose[j - 1] - loose[i] == static_cast<int32_t>(j - i - 1);
-    for (size_t k = i; k < j; ++k) plan.rows.push_back(loose[k]);
-    plan.groups.push_back(g);
+    while (j < es.size() && es[j].level == es[i].level && es[j].slot == es[i].slot && es[j].row == es[j - 1].row + 1)
+      ++j;
+    if (merge && j - i >= static_cast<size_t>(kSgmvMinRun)) {
+      plan.groups.push_back(LoraGroup{es[i].slot, static_cast<int32_t>(plan.rows.size()), static_cast<int32_t>(j - i), true});
+      for (size_t k = i; k < j; ++k) push(es[k]);
+    } else {
+      loose.insert(loose.end(), es.begin() + static_cast<std::ptrdiff_t>(i), es.begin() + static_cast<std::ptrdiff_t>(j));
+    }
     i = j;
   }
+  if (!merge) {
+    for (const Entry& e : loose) {
+      plan.groups.push_back(LoraGroup{e.slot, static_cast<int32_t>(plan.rows.size()), 1, true});
+      push(e);
+    }
+  } else {
+    // 2. Loose entries grouped by slot (stable: by level, then rows ascending, within a group).
+    std::stable_sort(loose.begin(), loose.end(), [](const Entry& a, const Entry& b) { return a.slot < b.slot; });
+    for (size_t i = 0; i < loose.size();) {
+      size_t j = i + 1;
+      while (j < loose.size() && loose[j].slot == loose[i].slot) ++j;
+      LoraGroup g{loose[i].slot, static_cast<int32_t>(plan.rows.size()), static_cast<int32_t>(j - i), true};
+      for (size_t k = i; k < j; ++k) {
+        g.contiguous &= k == i || loose[k].row == loose[k - 1].row + 1;
+        push(loose[k]);
+      }
+      plan.groups.push_back(g);
+      i = j;
+    }
+  }
+  if (levels <= 1) return;
+  // 3. Stacked: the expand order, every group's entries of level 0, then of level 1, ... (each group's entries
+  //    are sorted by level, so each level is one stretch of it).
+  for (int32_t L = 0; L < levels; ++L)
+    for (size_t gi = 0; gi < plan.groups.size(); ++gi) {
+      const LoraGroup& g = plan.groups[gi];
+      int32_t b = g.first, e = g.first + g.count;
+      while (b < e && level_of[b] < L) ++b;
+      int32_t f = b;
+      while (f < e && level_of[f] == L) ++f;
+      if (f > b) plan.order.push_back(LoraRun{static_cast<int32_t>(gi), b, f - b});
+    }
+}
+
+void lora_plan_build(std::span<const int32_t> slot, LoraPlan& plan, bool merge) {
+  lora_plan_build(slot, {}, {}, plan, merge);
 }
 
 namespace detail {
@@ -63,7 +115,7 @@ void lora_expand_scalar(const ExpandArgs& a, int64_t n0, int64_t n1) {
         to_f32(a.dtype, static_cast<const char*>(a.bt) + (j * a.out + n) * static_cast<int64_t>(dtype_size(a.dtype)), &b, 1);
         acc = std::fma(v[j], b, acc);
       }
-      y[n] += acc;
+      y[n] = std::fma(a.scale_of(t), acc, y[n]);
     }
   }
 }
@@ -176,36 +228,63 @@ void lora_apply_with(const IsaKernels& k, ComputePool& pool, const LoraPlan& pla
   pool.parallel_for(static_cast<int64_t>(s.items.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) shrink_item(s.items[i]);
   });
-  // 4. Expand, one parallel pass over (work, chunk of output columns): y[row] += Bᵀ[slot]ᵀ v[row], vectorized
-  //    over the outputs (B is stored transposed in the slots) and added straight into each token's row, so
-  //    gathered groups need no scatter step.
+  // 4. Expand: y[row] += scale * Bᵀ[slot]ᵀ v[row], vectorized over the outputs (B is stored transposed in the
+  //    slots) and added straight into each token's row, so gathered groups need no scatter step.
   const ExpandFn expand = expand_for(k);
   constexpr int64_t kColChunk = 256;
-  s.items.clear();
-  for (size_t i = 0; i < s.work.size(); ++i)
-    for (int64_t n0 = 0; n0 < targets[s.work[i].t].w->out; n0 += kColChunk)
-      s.items.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(n0));
-  auto expand_item = [&](const std::pair<int32_t, int32_t>& it) {
-    const LoraScratch::Work& wk = s.work[it.first];
+  auto expand_range = [&](const LoraScratch::Work& wk, int32_t first, int32_t count, int64_t n0, int64_t n1) {
     const LoraTarget& tg = targets[wk.t];
     const LoraWeights& w = *tg.w;
     const LoraGroup& g = plan.groups[wk.g];
     const int64_t mr = w.max_rank, out = w.out;
     ExpandArgs a;
-    a.v = s.v.data() + s.v_base[wk.t] + g.first * mr;
+    a.v = s.v.data() + s.v_base[wk.t] + first * mr;
     a.ldv = mr;
-    a.T = g.count;
+    a.T = count;
     a.rank = wk.rank;
     a.bt = static_cast<const char*>(w.b) + static_cast<int64_t>(g.slot) * mr * out * esz;
     a.dtype = w.dtype;
     a.out = out;
     a.y = tg.y;
     a.ldy = tg.ldy;
-    a.rows = plan.rows.data() + g.first;
-    expand(a, it.second, std::min<int64_t>(it.second + kColChunk, out));
+    a.rows = plan.rows.data() + first;
+    a.scale = plan.scale.data() + first;
+    expand(a, n0, n1);
   };
+  s.items.clear();
+  if (!plan.stacked()) {
+    // Every row is in one group: one parallel pass over (work, chunk of output columns).
+    for (size_t i = 0; i < s.work.size(); ++i)
+      for (int64_t n0 = 0; n0 < targets[s.work[i].t].w->out; n0 += kColChunk)
+        s.items.emplace_back(static_cast<int32_t>(i), static_cast<int32_t>(n0));
+    pool.parallel_for(static_cast<int64_t>(s.items.size()), 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const LoraScratch::Work& wk = s.work[s.items[i].first];
+        const LoraGroup& g = plan.groups[wk.g];
+        const int64_t n0 = s.items[i].second;
+        expand_range(wk, g.first, g.count, n0, std::min<int64_t>(n0 + kColChunk, targets[wk.t].w->out));
+      }
+    });
+    return;
+  }
+  // A row may be in several groups: one item per (target, chunk of output columns) adds every term of its
+  // columns in the plan's order (stack position by stack position), so no two items write one element and
+  // each token's terms are added in its stack order. A slot's Bᵀ columns, read again at the next stack
+  // position, are still in this core's cache.
+  s.work_of.assign(targets.size() * G, -1);
+  for (size_t i = 0; i < s.work.size(); ++i) s.work_of[s.work[i].t * G + s.work[i].g] = static_cast<int32_t>(i);
+  for (size_t t = 0; t < targets.size(); ++t)
+    for (int64_t n0 = 0; n0 < targets[t].w->out; n0 += kColChunk)
+      s.items.emplace_back(static_cast<int32_t>(t), static_cast<int32_t>(n0));
   pool.parallel_for(static_cast<int64_t>(s.items.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) expand_item(s.items[i]);
+    for (int64_t i = b; i < e; ++i) {
+      const size_t t = static_cast<size_t>(s.items[i].first);
+      const int64_t n0 = s.items[i].second, n1 = std::min<int64_t>(n0 + kColChunk, targets[t].w->out);
+      for (const LoraRun& run : plan.order) {
+        const int32_t wi = s.work_of[t * G + static_cast<size_t>(run.group)];
+        if (wi >= 0) expand_range(s.work[wi], run.first, run.count, n0, n1);
+      }
+    }
   });
 }
 

@@ -1,6 +1,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/lora_expand.h"
@@ -34,6 +35,8 @@ void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
   for (int64_t t = 0; t < a.T; ++t) {
     const float* v = a.v + t * a.ldv;
     float* y = a.y_row(t);
+    const float sc = a.scale_of(t);
+    const __m256 s = _mm256_set1_ps(sc);
     int64_t n = n0;
     for (; n + 32 <= n1; n += 32) {
       __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
@@ -45,10 +48,10 @@ void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
         acc2 = _mm256_fmadd_ps(vj, load8<D>(a.bt, base + 16, 8), acc2);
         acc3 = _mm256_fmadd_ps(vj, load8<D>(a.bt, base + 24, 8), acc3);
       }
-      acc0 = _mm256_add_ps(_mm256_loadu_ps(y + n), acc0);
-      acc1 = _mm256_add_ps(_mm256_loadu_ps(y + n + 8), acc1);
-      acc2 = _mm256_add_ps(_mm256_loadu_ps(y + n + 16), acc2);
-      acc3 = _mm256_add_ps(_mm256_loadu_ps(y + n + 24), acc3);
+      acc0 = _mm256_fmadd_ps(s, acc0, _mm256_loadu_ps(y + n));
+      acc1 = _mm256_fmadd_ps(s, acc1, _mm256_loadu_ps(y + n + 8));
+      acc2 = _mm256_fmadd_ps(s, acc2, _mm256_loadu_ps(y + n + 16));
+      acc3 = _mm256_fmadd_ps(s, acc3, _mm256_loadu_ps(y + n + 24));
       _mm256_storeu_ps(y + n, acc0);
       _mm256_storeu_ps(y + n + 8, acc1);
       _mm256_storeu_ps(y + n + 16, acc2);
@@ -60,7 +63,7 @@ void expand(const ExpandArgs& a, int64_t n0, int64_t n1) {
       for (int j = 0; j < a.rank; ++j) acc = _mm256_fmadd_ps(_mm256_set1_ps(v[j]), load8<D>(a.bt, j * a.out + n, w), acc);
       alignas(32) float tmp[8];
       _mm256_store_ps(tmp, acc);
-      for (int64_t i = 0; i < w; ++i) y[n + i] += tmp[i];
+      for (int64_t i = 0; i < w; ++i) y[n + i] = std::fma(sc, tmp[i], y[n + i]);
     }
   }
 }

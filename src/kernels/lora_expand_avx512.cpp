@@ -45,8 +45,9 @@ inline void block64(const ExpandArgs& a, int64_t t0, int64_t n) {
 #pragma GCC unroll 4
   for (int t = 0; t < TT; ++t) {
     float* y = a.y_row(t0 + t) + n;
+    const __m512 s = _mm512_set1_ps(a.scale_of(t0 + t));
 #pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y + 16 * c, _mm512_add_ps(_mm512_loadu_ps(y + 16 * c), acc[t][c]));
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y + 16 * c, _mm512_fmadd_ps(s, acc[t][c], _mm512_loadu_ps(y + 16 * c)));
   }
 }
 
@@ -66,7 +67,8 @@ inline void block16(const ExpandArgs& a, int64_t t0, int64_t n, int64_t n1) {
 #pragma GCC unroll 4
   for (int t = 0; t < TT; ++t) {
     float* y = a.y_row(t0 + t) + n;
-    _mm512_mask_storeu_ps(y, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), acc[t]));
+    const __m512 s = _mm512_set1_ps(a.scale_of(t0 + t));
+    _mm512_mask_storeu_ps(y, m, _mm512_fmadd_ps(s, acc[t], _mm512_maskz_loadu_ps(m, y)));
   }
 }
 

@@ -8,11 +8,21 @@
 #pragma once
 
 #include <filesystem>
+#include <span>
 
 namespace lp::lora {
 
 // Throws lp::Error for a quantized checkpoint (see above), bad folders or an adapter that does not fit.
 void merge_adapter(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
                    const std::filesystem::path& out_dir);
+
+// Several adapters, each with a multiplier of its own alpha/r scale (a request's "adapters" stack):
+// W' = W + sum_i scale_i·s_i·B_i·A_i, summed in double and rounded once.
+struct MergeTerm {
+  std::filesystem::path adapter;
+  double scale = 1.0;
+};
+void merge_adapters(const std::filesystem::path& model_dir, std::span<const MergeTerm> terms,
+                    const std::filesystem::path& out_dir);
 
 }  // namespace lp::lora

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/lora.h"
 
 namespace lp::model {
 
@@ -18,6 +19,10 @@ struct Batch {
   std::vector<kernels::AttnSeq> seqs;  // one per sequence, rows [q_begin, q_begin + q_len)
   std::vector<int32_t> logit_rows;     // rows whose logits are wanted, in output order
   std::vector<int32_t> lora_slots;     // (T) adapter slot of each token, -1 = base model; empty = all -1
+  // A request's own adapter scales and stacks (kernels/lora.h): (T) multiplier of lora_slots[t], empty = all
+  // 1; and the further adapters of tokens that stack several, in each token's stack order.
+  std::vector<float> lora_scales;
+  std::vector<kernels::LoraUse> lora_more;
 
   int64_t size() const { return static_cast<int64_t>(tokens.size()); }
   void clear() {
@@ -27,6 +32,8 @@ struct Batch {
     seqs.clear();
     logit_rows.clear();
     lora_slots.clear();
+    lora_scales.clear();
+    lora_more.clear();
   }
 };
 

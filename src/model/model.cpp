@@ -181,7 +181,7 @@ void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float
   if (lora != nullptr && !b.lora_slots.empty()) {
     LP_CHECK(b.lora_slots.size() == b.tokens.size() && static_cast<int>(lora->layers.size()) == c.n_layers);
     lora_ = lora;
-    kernels::lora_plan_build(b.lora_slots, lora_plan_, lora_merge_);
+    kernels::lora_plan_build(b.lora_slots, b.lora_scales, b.lora_more, lora_plan_, lora_merge_);
   }
 
   kernels::embed(weights_.embed, b.tokens.data(), T, x_.data());

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/buffer.h"
@@ -27,20 +28,30 @@ class Runner {
   void release_sequence(int id);
   int64_t length(int id) const { return seqs_[id].len; }
 
+  // The adapters of one item, slots in the bank given to set_lora(): `slot` (-1 = base model) at `scale`
+  // (a multiplier of its alpha/r, kernels/lora.h), then `more` (slot, scale) stacked on it in order.
+  // Converts from a plain slot, so {seq, tokens, all_logits, slot} reads as before.
+  struct LoraStack {
+    LoraStack(int32_t s = -1, float m = 1.f, std::vector<std::pair<int32_t, float>> rest = {})  // NOLINT
+        : slot(s), scale(m), more(std::move(rest)) {}
+    int32_t slot;
+    float scale;
+    std::vector<std::pair<int32_t, float>> more;
+  };
   // One item of a step: append `tokens` to sequence `seq`; want_all_logits asks for a logits row for every
   // appended token, otherwise only the last one's.
   struct Item {
     int seq;
     std::span<const int32_t> tokens;
     bool want_all_logits = false;
-    int32_t lora_slot = -1;  // adapter slot in the bank given to set_lora(), -1 = base model
+    LoraStack lora;  // an adapter slot (-1 = base model), or a slot with a scale and more stacked on it
   };
   // Runs ONE forward call over all items and returns the logits rows, in item order
   // (rows × vocab, row-major). Throws lp::Error if the KV cache or the context length is exhausted.
   const Buffer<float>& step(std::span<const Item> items);
 
   kv::KvCache& cache() { return cache_; }
-  // Adapter slots the items' lora_slot refer to (must outlive the runner's steps); null = none.
+  // Adapter slots the items' LoraStacks refer to (must outlive the runner's steps); null = none.
   void set_lora(const LoraBankView* lora) { lora_ = lora; }
 
  private:

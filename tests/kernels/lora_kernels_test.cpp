@@ -2,6 +2,7 @@
 // over adapter popularity patterns, batch sizes, mixed ranks and odd shapes; plus batch invariance.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -260,6 +261,202 @@ TEST(LoraKernels, MultiTargetEqualsOneCallPerTarget) {
     EXPECT_EQ(0, std::memcmp(yv.data(), yv2.data(), yv.size() * 4)) << kt.name;
     EXPECT_NE(yq, std::vector<float>(T * 96, 0.25f));
   }
+}
+
+// Random stacks: each token gets 0-3 distinct slots with scales among 1, 0.5, -1.25, 0 and 3; `segments`
+// gives runs of 9 tokens one stack (prefill-like, so SGMV groups appear at every stack position).
+struct Stacks {
+  std::vector<int32_t> first;
+  std::vector<float> scale;
+  std::vector<LoraUse> more;
+};
+Stacks random_stacks(int T, int max_loras, bool segments, std::mt19937_64& rng) {
+  const float scales[] = {1.f, 0.5f, -1.25f, 0.f, 3.f};
+  Stacks st{std::vector<int32_t>(T, -1), std::vector<float>(T, 1.f), {}};
+  std::vector<int32_t> perm(max_loras);
+  int depth = 0;
+  std::vector<float> ms(3);
+  for (int t = 0; t < T; ++t) {
+    if (!segments || t % 9 == 0) {
+      for (int i = 0; i < max_loras; ++i) perm[i] = i;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      depth = static_cast<int>(rng() % 4);
+      for (float& m : ms) m = scales[rng() % 5];
+    }
+    if (depth >= 1) {
+      st.first[t] = perm[0];
+      st.scale[t] = ms[0];
+    }
+    for (int d = 1; d < depth && d < max_loras; ++d) st.more.push_back({t, perm[d], ms[d]});
+  }
+  // Listed in any order across tokens: a token's stack order is the order of its own entries (the reference
+  // reads them the same way).
+  std::shuffle(st.more.begin(), st.more.end(), rng);
+  return st;
+}
+
+// Stacks of adapters with per-token scales vs the reference: the bound of check_vs_reference summed over a
+// token's terms (each term's M times |scale|), plus one rounding of y per term.
+TEST(LoraKernels, StacksAndScalesMatchReferenceOnEveryIsa) {
+  std::mt19937_64 rng(44);
+  ComputePool pool(2);
+  const std::vector<Case> cases = {{37, 53, {1, 8, 16, 3}, 16}, {576, 192, {16, 16, 0, 8}, 16}, {100, 577, {64, 1, 33, 64}, 64}};
+  for (auto isa : detail::supported_isas()) {
+    const auto& kt = detail::kernels_for(isa);
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      for (const Case& c : cases) {
+        Bank bank = make_bank(4, c.max_rank, c.in, c.out, dt, c.ranks, rng());
+        for (int T : {1, 5, 33}) {
+          for (bool segments : {false, true}) {
+            SCOPED_TRACE(testing::Message() << kt.name << " " << dtype_name(dt) << " T=" << T << " in=" << c.in
+                                            << " segments=" << segments);
+            Stacks st = random_stacks(T, 4, segments, rng);
+            const int64_t in = c.in, out = c.out;
+            std::vector<float> x(T * in), y0(T * out);
+            for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+            for (auto& v : y0) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+            std::vector<float> xr = x;
+            if (kt.wants_bf16_x(dt))
+              for (float& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+            std::vector<float> want = y0, got = y0;
+            ref::lora_apply(xr.data(), T, in, st.first.data(), st.scale.data(), st.more, bank.view(), want.data(), out);
+            LoraPlan plan;
+            lora_plan_build(st.first, st.scale, st.more, plan);
+            LoraScratch scratch;
+            detail::lora_apply_with(kt, pool, plan, x.data(), in, bank.view(), got.data(), out, scratch);
+            std::vector<double> tol(got.size(), 0.0), va(bank.max_rank);
+            for (int t = 0; t < T; ++t) {
+              std::vector<std::pair<int32_t, float>> terms = {{st.first[t], st.scale[t]}};
+              for (const LoraUse& u : st.more)
+                if (u.row == t) terms.emplace_back(u.slot, u.scale);
+              int n_terms = 0;
+              std::vector<double> bound(out, 0.0);
+              for (auto [sl, m] : terms) {
+                if (sl < 0 || m == 0.f || bank.ranks[sl] == 0) continue;
+                ++n_terms;
+                const int r = bank.ranks[sl];
+                for (int j = 0; j < r; ++j) {
+                  va[j] = 0;
+                  for (int64_t i = 0; i < in; ++i)
+                    va[j] += std::fabs(static_cast<double>(bank.af[(sl * bank.max_rank + j) * in + i]) * xr[t * in + i]);
+                }
+                for (int64_t n = 0; n < out; ++n) {
+                  double mm = 0;
+                  for (int j = 0; j < r; ++j) mm += std::fabs(bank.bf[(sl * bank.max_rank + j) * out + n]) * va[j];
+                  bound[n] += std::fabs(m) * mm * (static_cast<double>(in) / 8 + 8 + r + 3);
+                }
+              }
+              if (n_terms == 0) {
+                EXPECT_TRUE(test::same_bits(&got[t * out], &y0[t * out], out)) << "token " << t << " changed";
+                continue;
+              }
+              for (int64_t n = 0; n < out; ++n) {
+                const size_t i = t * out + n;
+                tol[i] = test::kF32Eps * bound[n] +
+                         (2.0 + 2 * n_terms) * test::kF32Eps * (std::fabs(y0[i]) + std::fabs(want[i]) + bound[n]);
+              }
+            }
+            EXPECT_EQ(test::count_outside(got.data(), want.data(), tol, got.size(), true), 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Exact properties: scale 1 everywhere is the unscaled plan bit for bit; scale 0 leaves y untouched; a
+// stack [a (m1), b (m2)] is bit for bit the single-adapter pass of a at m1 followed by that of b at m2, alone,
+// in any batch, in an SGMV segment or naive.
+TEST(LoraKernels, StacksAreTheirTermsInOrderBitForBit) {
+  std::mt19937_64 rng(45);
+  ComputePool pool(2);
+  for (auto isa : detail::supported_isas()) {
+    const auto& kt = detail::kernels_for(isa);
+    for (DType dt : {DType::kBF16, DType::kF32}) {
+      Bank bank = make_bank(4, 16, 200, 300, dt, {16, 4, 9, 16}, rng());
+      const int T = 40;
+      std::vector<float> x(T * 200);
+      for (auto& v : x) v = std::uniform_real_distribution<float>(-1, 1)(rng);
+      LoraScratch s;
+      auto run = [&](std::span<const int32_t> first, std::span<const float> scale, std::span<const LoraUse> more,
+                     std::vector<float>& y, bool merge = true, const float* xs = nullptr) {
+        LoraPlan p;
+        lora_plan_build(first, scale, more, p, merge);
+        detail::lora_apply_with(kt, pool, p, xs ? xs : x.data(), 200, bank.view(), y.data(), 300, s);
+      };
+      // Scale 1 == unscaled; scale 0 == untouched.
+      std::vector<int32_t> slots(T);
+      for (int t = 0; t < T; ++t) slots[t] = t < 12 ? 1 : static_cast<int32_t>(rng() % 5) - 1;
+      std::vector<float> plain(T * 300, 0.5f), ones = plain, zeros = plain;
+      run(slots, {}, {}, plain);
+      run(slots, std::vector<float>(T, 1.f), {}, ones);
+      run(slots, std::vector<float>(T, 0.f), {}, zeros);
+      EXPECT_EQ(0, std::memcmp(plain.data(), ones.data(), plain.size() * 4)) << kt.name;
+      EXPECT_TRUE(std::all_of(zeros.begin(), zeros.end(), [](float v) { return v == 0.5f; })) << kt.name;
+      // Stacks: tokens 0-9 one prefill-like stack [1 x0.5, 3 x1, 0 x-2], the rest random stacks of <= 3.
+      Stacks st{std::vector<int32_t>(T, -1), std::vector<float>(T, 1.f), {}};
+      std::vector<std::vector<std::pair<int32_t, float>>> stack(T);
+      for (int t = 0; t < T; ++t) {
+        if (t < 10) {
+          stack[t] = {{1, 0.5f}, {3, 1.f}, {0, -2.f}};
+        } else {
+          std::vector<int32_t> perm = {0, 1, 2, 3};
+          std::shuffle(perm.begin(), perm.end(), rng);
+          const int depth = static_cast<int>(rng() % 4);
+          for (int d = 0; d < depth; ++d) stack[t].emplace_back(perm[d], d == 1 ? 0.75f : 1.f);
+        }
+        if (!stack[t].empty()) st.first[t] = stack[t][0].first, st.scale[t] = stack[t][0].second;
+      }
+      for (int d = 1; d < 3; ++d)
+        for (int t = T - 1; t >= 0; --t)  // rows descending: the plan must not depend on the listing order across tokens
+          if (static_cast<int>(stack[t].size()) > d) st.more.push_back({t, stack[t][d].first, stack[t][d].second});
+      std::vector<float> batched(T * 300, 0.5f), naive = batched, by_terms = batched;
+      run(st.first, st.scale, st.more, batched);
+      run(st.first, st.scale, st.more, naive, /*merge=*/false);
+      for (int d = 0; d < 3; ++d) {  // term by term, one single-adapter pass per stack position
+        std::vector<int32_t> sl(T, -1);
+        std::vector<float> sc(T, 1.f);
+        for (int t = 0; t < T; ++t)
+          if (static_cast<int>(stack[t].size()) > d) sl[t] = stack[t][d].first, sc[t] = stack[t][d].second;
+        run(sl, sc, {}, by_terms);
+      }
+      EXPECT_EQ(0, std::memcmp(batched.data(), naive.data(), batched.size() * 4)) << kt.name;
+      EXPECT_EQ(0, std::memcmp(batched.data(), by_terms.data(), batched.size() * 4)) << kt.name;
+      for (int t = 0; t < T; ++t) {  // alone
+        std::vector<float> alone(300, 0.5f);
+        std::vector<LoraUse> more;
+        for (size_t d = 1; d < stack[t].size(); ++d) more.push_back({0, stack[t][d].first, stack[t][d].second});
+        run(std::span<const int32_t>(&st.first[t], 1), std::span<const float>(&st.scale[t], 1), more, alone, true,
+            &x[t * 200]);
+        ASSERT_EQ(0, std::memcmp(alone.data(), &batched[t * 300], 300 * 4)) << kt.name << " token " << t;
+      }
+    }
+  }
+}
+
+TEST(LoraKernels, StackedPlanOrdersTermsByStackPosition) {
+  // Token 0: [2, 0]; token 1: [0]; token 2: [1, 2, 0]. Loose groups by slot, entries by level within.
+  std::vector<int32_t> first = {2, 0, 1};
+  std::vector<LoraUse> more = {{2, 2, 1.f}, {0, 0, 0.5f}, {2, 0, 1.f}};
+  LoraPlan p;
+  lora_plan_build(first, {}, more, p);
+  ASSERT_EQ(p.groups.size(), 3u);
+  EXPECT_TRUE(p.stacked());
+  // slot 0: (row 1, L0), (row 0, L1), (row 2, L2); slot 1: (row 2, L0); slot 2: (row 0, L0), (row 2, L1)
+  std::vector<int32_t> rows0(p.rows.begin() + p.groups[0].first, p.rows.begin() + p.groups[0].first + 3);
+  EXPECT_EQ(rows0, (std::vector<int32_t>{1, 0, 2}));
+  EXPECT_EQ(p.scale[p.groups[0].first + 1], 0.5f);
+  EXPECT_FALSE(p.groups[0].contiguous);
+  // order: level 0 of groups 0,1,2; level 1 of groups 0,2; level 2 of group 0
+  ASSERT_EQ(p.order.size(), 6u);
+  std::vector<int32_t> gs;
+  for (const LoraRun& r : p.order) gs.push_back(r.group);
+  EXPECT_EQ(gs, (std::vector<int32_t>{0, 1, 2, 0, 2, 0}));
+  LoraPlan flat;
+  lora_plan_build(std::vector<int32_t>{0, 1}, std::vector<float>{0.f, 2.f}, {}, flat);
+  ASSERT_EQ(flat.groups.size(), 1u);  // the scale-0 pair is left out
+  EXPECT_FALSE(flat.stacked());
+  EXPECT_EQ(flat.rows, (std::vector<int32_t>{1}));
 }
 
 TEST(LoraKernels, PlanGroupsEachAdapterOnce) {

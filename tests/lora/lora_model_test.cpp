@@ -1,6 +1,7 @@
 // LoRA in the model: adapter output == base with merged weights; a mixed-adapter batch gives every
 // sequence exactly what it gets alone (also on a base quantized to int8 at load, where the adapters stay
-// BF16 / f32 and add on top); slot -1 is bit-identical to no adapter machinery at all.
+// BF16 / f32 and add on top); slot -1 is bit-identical to no adapter machinery at all; per-request scales
+// and stacks equal the merged weights and batch like everything else.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -20,8 +21,9 @@ namespace {
 using model::Model;
 using model::Runner;
 
-// All-position logits of one sequence, optionally through adapter slot `slot` of `bank`.
-std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids, const SlotBank* bank, int slot) {
+// All-position logits of one sequence, optionally through adapter slot(s) `slot` of `bank`.
+std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids, const SlotBank* bank,
+                             Runner::LoraStack slot) {
   ComputePool pool(2);
   Runner r(m, pool, static_cast<int64_t>(ids.size()) + 16);
   if (bank) r.set_lora(&bank->view());
@@ -200,6 +202,106 @@ void LoraModel::mixed_batch_equals_solo() {
   // The adapters differ from each other and from the base (so equality above is not vacuous).
   for (size_t i = 1; i < 5; ++i)
     EXPECT_NE(0, std::memcmp(solo[0].data(), solo[i].data(), V * 4)) << i;
+}
+
+// Per-request scales and stacks vs the independent reference forward (tests/util) on the base with the
+// adapters merged in double (W + sum_i m_i·s_i·B_i·A_i): F32 weights and slots, normalized error < 1e-4.
+TEST_F(LoraModel, ScalesAndStacksEqualTheReferenceOnMergedWeights) {
+  make(DType::kF32, "tiny");
+  SlotBank bank(model_->config(), 4, 16, DType::kF32);
+  std::vector<std::filesystem::path> ads;
+  for (int i = 0; i < 3; ++i) {
+    ads.push_back(adapter(i, 8, DType::kF32));
+    bank.load(i, pack_adapter(load_adapter(ads[i], base_shapes(model_->config())), DType::kF32));
+  }
+  auto ids = test::demo_ids(21, model_->config().vocab_size, 4);
+  auto base = logits_of(*model_, ids, nullptr, -1);
+  struct Case {
+    std::vector<std::pair<int32_t, float>> stack;  // (adapter = slot, scale)
+  };
+  const std::vector<Case> cases = {{{{0, 0.5f}}}, {{{1, 2.f}}}, {{{2, -1.f}}},
+                                   {{{0, 1.f}, {1, 0.5f}}}, {{{2, 0.75f}, {0, 1.f}, {1, -0.5f}}}};
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const auto& st = cases[c].stack;
+    std::vector<MergeTerm> terms;
+    for (auto [a, m] : st) terms.push_back({ads[a], m});
+    auto merged = dir_.path() / ("merged_stack" + std::to_string(c));
+    merge_adapters(dir_.path() / "base", terms, merged);
+    std::vector<double> want = test::reference_logits(merged, ids);
+    Runner::LoraStack stack(st[0].first, st[0].second, {st.begin() + 1, st.end()});
+    auto got = logits_of(*model_, ids, &bank, stack);
+    EXPECT_LT(test::normalized_error(got, want), 1e-4) << "case " << c;
+    // The case really changes the output, and every adapter of a stack counts: dropping the last one moves
+    // the result away from the merged reference.
+    std::vector<double> base_d(base.begin(), base.end());
+    EXPECT_GT(test::normalized_error(got, base_d), 1e-2) << "case " << c;
+    if (st.size() > 1) {
+      Runner::LoraStack shorter(st[0].first, st[0].second, {st.begin() + 1, st.end() - 1});
+      EXPECT_GT(test::normalized_error(logits_of(*model_, ids, &bank, shorter), want), 1e-3) << "case " << c;
+    }
+  }
+}
+
+// Scales and stacks in one mixed batch with plain adapter and base requests: every sequence gets exactly
+// (bit for bit) what it gets alone, in prefill and in decode; scale 0 is the base, bit for bit; an explicit
+// scale of 1 is the plain adapter, bit for bit.
+TEST_F(LoraModel, ScaledAndStackedMixedBatchEqualsSolo) {
+  make(DType::kBF16, "small");
+  const int V = model_->config().vocab_size;
+  SlotBank bank(model_->config(), 4, 16, DType::kBF16);
+  for (int i = 0; i < 4; ++i)
+    bank.load(i, pack_adapter(load_adapter(adapter(i, 16, DType::kBF16), base_shapes(model_->config())),
+                              DType::kBF16));
+  struct Seq {
+    std::vector<int32_t> ids;
+    Runner::LoraStack lora;
+  };
+  std::vector<Seq> seqs = {
+      {test::demo_ids(9, V, 60), Runner::LoraStack(0)},
+      {test::demo_ids(12, V, 61), Runner::LoraStack(-1)},
+      {test::demo_ids(10, V, 62), Runner::LoraStack(1, 0.5f)},
+      {test::demo_ids(11, V, 63), Runner::LoraStack(2, 1.f, {{3, 0.25f}})},
+      {test::demo_ids(13, V, 64), Runner::LoraStack(3, -1.f, {{0, 1.f}, {1, 2.f}})},
+      {test::demo_ids(8, V, 65), Runner::LoraStack(1, 0.f)},
+      {test::demo_ids(7, V, 66), Runner::LoraStack(0, 1.f, {{2, 1.f}})},
+  };
+  std::vector<std::vector<float>> solo;
+  for (const auto& s : seqs) solo.push_back(logits_of(*model_, s.ids, &bank, s.lora));
+  ComputePool pool(2);
+  {  // prefill: all in one call
+    Runner r(*model_, pool, 1024);
+    r.set_lora(&bank.view());
+    std::vector<Runner::Item> items;
+    for (const auto& s : seqs) items.push_back({r.add_sequence(), s.ids, true, s.lora});
+    const auto& l = r.step(items);
+    size_t row = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      ASSERT_EQ(0, std::memcmp(l.data() + row * V, solo[i].data(), solo[i].size() * 4)) << "prefill seq " << i;
+      row += seqs[i].ids.size();
+    }
+  }
+  {  // decode: each prefilled alone but for its last token, then one step decodes all
+    Runner r(*model_, pool, 1024);
+    r.set_lora(&bank.view());
+    std::vector<Runner::Item> items;
+    for (const auto& s : seqs) {
+      const int id = r.add_sequence();
+      Runner::Item it{id, std::span<const int32_t>(s.ids.data(), s.ids.size() - 1), false, s.lora};
+      r.step({&it, 1});
+      items.push_back({id, std::span<const int32_t>(&s.ids.back(), 1), false, s.lora});
+    }
+    const auto& l = r.step(items);
+    for (size_t i = 0; i < seqs.size(); ++i)
+      ASSERT_EQ(0, std::memcmp(l.data() + i * V, solo[i].data() + (seqs[i].ids.size() - 1) * V, V * 4))
+          << "decode seq " << i;
+  }
+  // Scale 0 == no adapter machinery at all; an explicit 1 == the plain slot.
+  auto base5 = logits_of(*model_, seqs[5].ids, nullptr, -1);
+  EXPECT_EQ(0, std::memcmp(base5.data(), solo[5].data(), base5.size() * 4));
+  auto plain2 = logits_of(*model_, seqs[2].ids, &bank, Runner::LoraStack(1));
+  auto one2 = logits_of(*model_, seqs[2].ids, &bank, Runner::LoraStack(1, 1.f));
+  EXPECT_EQ(0, std::memcmp(plain2.data(), one2.data(), one2.size() * 4));
+  EXPECT_NE(0, std::memcmp(plain2.data(), solo[2].data(), one2.size() * 4));  // 0.5 is not 1
 }
 
 // Slot -1 with a bank full of adapters == no bank at all, bit for bit.
