@@ -1,6 +1,8 @@
 #include "sched/engine.h"
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cctype>
 #include <condition_variable>
 #include <cstring>
@@ -136,6 +138,8 @@ void Engine::Impl::release(Seq& s) {
     adapters->release(s.slot);
     s.slot = -1;
   }
+  for (int32_t slot : s.more_slots) adapters->release(slot);
+  s.more_slots.clear();
 }
 
 void Engine::Impl::finish(Seq& s, FinishReason why, const std::string& error, std::optional<ErrorKind> kind) {
@@ -153,24 +157,68 @@ void Engine::Impl::finish(Seq& s, FinishReason why, const std::string& error, st
 
 AdapterGrant Engine::Impl::acquire_adapter(Seq& s) {
   LP_CHECK(adapters != nullptr, "a request for adapter '{}' without an adapter manager", s.tenant());
-  auto a = adapters->acquire(s.tenant());
   using St = lora::AdapterManager::Status;
-  switch (a.status) {
-    case St::kReady:
-      s.slot = a.slot;
-      if (s.adapter_key != a.id) {  // first admission, or the name was registered again since
-        s.adapter_key = a.id;
-        s.hashes.clear();
-      }
-      return {AdapterGrant::kReady, {}, {}};
-    case St::kLoading: return {AdapterGrant::kLoading, {}, {}};
-    case St::kNoSlot: return {AdapterGrant::kNoSlot, {}, {}};
-    case St::kUnknown:
-      return {AdapterGrant::kFailed, ErrorKind::kNotFound,
-              fmt::format("The model `{}` does not exist (the adapter was unregistered).", s.tenant())};
-    case St::kFailed: break;
+  // Every adapter of the stack gets a slot hold, or none does: holding some while waiting for the others
+  // could deadlock two stacks that wait on each other's slots. Asking for each starts every load at once.
+  std::vector<int32_t> held;
+  std::vector<uint64_t> ids;
+  AdapterGrant grant{AdapterGrant::kReady, {}, {}};
+  auto take = [&](const std::string& name) {
+    auto a = adapters->acquire(name);
+    switch (a.status) {
+      case St::kReady:
+        held.push_back(a.slot);
+        ids.push_back(a.id);
+        return;
+      case St::kLoading:
+        if (grant.kind == AdapterGrant::kReady) grant.kind = AdapterGrant::kLoading;
+        return;
+      case St::kNoSlot:
+        if (grant.kind != AdapterGrant::kFailed) grant.kind = AdapterGrant::kNoSlot;
+        return;
+      case St::kUnknown:
+        if (grant.kind != AdapterGrant::kFailed)
+          grant = {AdapterGrant::kFailed, ErrorKind::kNotFound,
+                   fmt::format("The model `{}` does not exist (the adapter was unregistered).", name)};
+        return;
+      case St::kFailed:
+        if (grant.kind != AdapterGrant::kFailed)
+          grant = {AdapterGrant::kFailed, std::nullopt, fmt::format("adapter '{}' failed to load: {}", name, a.error)};
+        return;
+    }
+  };
+  take(s.tenant());
+  for (const AdapterRef& r : s.req.more_adapters) take(r.name);
+  if (grant.kind != AdapterGrant::kReady) {
+    for (int32_t slot : held) adapters->release(slot);
+    return grant;
   }
-  return {AdapterGrant::kFailed, std::nullopt, fmt::format("adapter '{}' failed to load: {}", s.tenant(), a.error)};
+  s.slot = held[0];
+  s.more_slots.assign(held.begin() + 1, held.end());
+  // A plain adapter keys the prefix cache by its registration id as always; a scaled or stacked one by every
+  // id and scale in order, so no other stack (or scale) shares its blocks.
+  uint64_t key = ids[0];
+  if (s.req.adapter_scale != 1.f || !s.req.more_adapters.empty()) {
+    auto mix = [](uint64_t h) {  // splitmix64's finalizer
+      h ^= h >> 30;
+      h *= 0xbf58476d1ce4e5b9ull;
+      h ^= h >> 27;
+      h *= 0x94d049bb133111ebull;
+      return h ^ (h >> 31);
+    };
+    key = 0x6c6f7261706c6578ull;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const float m = i == 0 ? s.req.adapter_scale : s.req.more_adapters[i - 1].scale;
+      key = mix(key ^ ids[i]);
+      key = mix(key ^ std::bit_cast<uint32_t>(m));
+    }
+    key |= uint64_t{1} << 63;  // never a plain registration id
+  }
+  if (s.adapter_key != key) {  // first admission, or a name was registered again since
+    s.adapter_key = key;
+    s.hashes.clear();
+  }
+  return grant;
 }
 
 bool Engine::Impl::adapter_pinned(const std::string& tenant) {
@@ -258,8 +306,11 @@ void Engine::Impl::step() {
   // 4. One flat batch. Logits rows: the last position of every sequence whose prefill is done (it samples),
   //    and for prompt_logprobs every prompt position whose entry is still missing (entry = position + 1).
   batch.clear();
-  bool any_lora = false;
-  for (const auto& c : plan.chunks) any_lora |= c.seq->slot >= 0;
+  bool any_lora = false, any_scale = false;
+  for (const auto& c : plan.chunks) {
+    any_lora |= c.seq->slot >= 0;
+    any_scale |= c.seq->slot >= 0 && c.seq->req.adapter_scale != 1.f;
+  }
   struct RowOwner {
     Seq* seq;
     int entry;  // prompt_logprobs entry, or -1: the row to sample from
@@ -286,6 +337,10 @@ void Engine::Impl::step() {
       batch.positions.push_back(static_cast<int32_t>(pos));
       batch.slots.push_back(s->blocks.slot(pos, cfg.block_size));
       if (any_lora) batch.lora_slots.push_back(s->slot);
+      if (any_scale) batch.lora_scales.push_back(s->req.adapter_scale);
+      for (size_t k = 0; k < s->more_slots.size(); ++k)
+        batch.lora_more.push_back({static_cast<int32_t>(batch.tokens.size()) - 1, s->more_slots[k],
+                                   s->req.more_adapters[k].scale});
       const int64_t entry = pos + 1;
       if (prompt_rows && entry >= s->prompt_lp_next && entry < s->prompt_len) {  // not again after a preemption
         batch.logit_rows.push_back(static_cast<int32_t>(batch.tokens.size()) - 1);
@@ -611,6 +666,20 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   req.max_tokens = static_cast<int>(std::min<int64_t>(req.max_tokens, max_len - static_cast<int64_t>(req.prompt.size())));
   if (!req.adapter.empty() && (!im.adapters || !im.adapters->is_registered(req.adapter)))
     fail_as(ErrorKind::kNotFound, "The model `{}` does not exist.", req.adapter);
+  if (!std::isfinite(req.adapter_scale)) fail("the adapter scale must be a finite number");
+  if (!req.more_adapters.empty()) {
+    LP_CHECK(!req.adapter.empty(), "stacked adapters without a first adapter");
+    const int n = 1 + static_cast<int>(req.more_adapters.size());
+    if (n > im.adapters->max_loras())
+      fail("a stack of {} adapters needs {} slots at once; this server has --max-loras {}", n, n,
+           im.adapters->max_loras());
+    std::set<std::string> names = {req.adapter};
+    for (const AdapterRef& r : req.more_adapters) {
+      if (!names.insert(r.name).second) fail("adapter `{}` appears twice in one stack", r.name);
+      if (!std::isfinite(r.scale)) fail("the scale of adapter `{}` must be a finite number", r.name);
+      if (!im.adapters->is_registered(r.name)) fail_as(ErrorKind::kNotFound, "The model `{}` does not exist.", r.name);
+    }
+  }
 
   auto seq = std::make_unique<Seq>();
   auto ch = std::make_shared<RequestChannel>();
@@ -622,6 +691,8 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   seq->sampler = std::make_unique<Sampler>(req.sampling);
   seq->text = std::make_unique<OutputText>(im.tok, req.skip_special_tokens, req.stop, req.include_stop_str_in_output);
   const std::string adapter = req.adapter;
+  std::vector<std::string> more;
+  for (const AdapterRef& r : req.more_adapters) more.push_back(r.name);
   seq->req = std::move(req);
   seq->arrived = now_seconds();
   {
@@ -634,6 +705,7 @@ std::shared_ptr<RequestChannel> Engine::submit(Request req) {
   im.cv.notify_one();
   // Counted once accepted (requests refused above are not); unregistered meanwhile: admission reports it.
   if (!adapter.empty()) im.adapters->count_request(adapter);
+  for (const std::string& name : more) im.adapters->count_request(name);
   return ch;
 }
 

@@ -22,9 +22,21 @@
 
 namespace lp::sched {
 
+// One more adapter stacked on a request's first (Request::more_adapters).
+struct AdapterRef {
+  std::string name;
+  float scale = 1.f;
+};
+
 struct Request {
   std::vector<int32_t> prompt;          // token ids (already templated and tokenized)
   std::string adapter;                  // registered adapter name, "" = base model
+  // Per-request adapter scale and stacking (loraplex's "adapters" body field): `adapter` runs at
+  // adapter_scale, a multiplier of its alpha/r (0: the base output), and each of more_adapters (distinct,
+  // registered, not `adapter`) is added on top in order, each in its own slot. Defaults: exactly the plain
+  // adapter. `adapter` is the tenant (fairness, caps) and must be set when more_adapters is not empty.
+  float adapter_scale = 1.f;
+  std::vector<AdapterRef> more_adapters;
   SamplingParams sampling;
   int max_tokens = 16;                  // generated tokens at most (clamped to the context left)
   bool ignore_eos = false;

@@ -50,7 +50,8 @@ struct AdapterGrant {
 class SchedulerResources {
  public:
   virtual ~SchedulerResources() = default;
-  // Only for tenants != "": on kReady one slot hold is taken for `s` (dropped by release()).
+  // Only for tenants != "": on kReady a slot hold is taken for each of `s`'s adapters, all or none (dropped
+  // by release()).
   virtual AdapterGrant acquire_adapter(Seq& s) = 0;
   virtual bool adapter_pinned(const std::string& tenant) = 0;
   // A sequence that starts from nothing adopts the KV of its longest verified cached prefix (raising

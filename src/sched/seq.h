@@ -27,7 +27,10 @@ struct Seq {
   int64_t computed = 0;  // tokens whose K/V are in the cache
   kv::SeqBlocks blocks;
   int32_t slot = -1;             // adapter slot held while running, -1 none
-  uint64_t adapter_key = 0;      // adapter registration id for prefix-cache identity (0 = base model)
+  std::vector<int32_t> more_slots;  // slots of req.more_adapters, held with `slot` (empty while not held)
+  // Prefix-cache identity of the adapters: the registration id of a plain adapter (0 = base model), a hash
+  // of every registration id and scale of a scaled or stacked one.
+  uint64_t adapter_key = 0;
   std::vector<uint64_t> hashes;  // hashes of the full blocks of `tokens` known so far
   size_t registered = 0;         // blocks of the table registered in the prefix cache
   std::unique_ptr<Sampler> sampler;

@@ -22,19 +22,27 @@ class EngineTest : public test::DemoEngineTest {
  protected:
   static void SetUpTestSuite() { make_dir("engine", 6); }
 
-  // Greedy tokens of one request run alone through the plain Runner (no engine).
-  std::vector<int32_t> alone(const std::vector<int32_t>& prompt, int n, const std::string& adapter) {
+  // Greedy tokens of one request run alone through the plain Runner (no engine): on `adapter` at `scale`
+  // with `more` stacked on it, each in its own slot of a bank of its own.
+  std::vector<int32_t> alone(const std::vector<int32_t>& prompt, int n, const std::string& adapter,
+                             float scale = 1.f, const std::vector<AdapterRef>& more = {}) {
     ComputePool pool(2);
     model::Runner r(*model_, pool, 512);
     std::unique_ptr<lora::SlotBank> bank;
-    int32_t slot = -1;
+    model::Runner::LoraStack slot(-1);
     if (!adapter.empty()) {
-      bank = std::make_unique<lora::SlotBank>(model_->config(), 1, 8, DType::kBF16);
-      bank->load(0, lora::pack_adapter(lora::load_adapter(dir_->adapter(adapter),
-                                                          lora::base_shapes(model_->config())),
-                                       DType::kBF16));
+      bank = std::make_unique<lora::SlotBank>(model_->config(), 1 + static_cast<int>(more.size()), 8, DType::kBF16);
+      auto load = [&](int i, const std::string& name) {
+        bank->load(i, lora::pack_adapter(lora::load_adapter(dir_->adapter(name), lora::base_shapes(model_->config())),
+                                         DType::kBF16));
+      };
+      load(0, adapter);
+      slot = model::Runner::LoraStack(0, scale);
+      for (size_t i = 0; i < more.size(); ++i) {
+        load(static_cast<int>(i) + 1, more[i].name);
+        slot.more.emplace_back(static_cast<int32_t>(i) + 1, more[i].scale);
+      }
       r.set_lora(&bank->view());
-      slot = 0;
     }
     int s = r.add_sequence();
     std::vector<int32_t> out;
@@ -99,6 +107,99 @@ void EngineTest::concurrent_mixed_adapters_equal_alone() {
   EXPECT_EQ(st.kv_usage, 0.0);
   EXPECT_GT(st.preemptions_total, 0) << "the KV cache was meant to be too small for all requests";
   EXPECT_EQ(st.generation_tokens_total, 32 * 12);
+}
+
+// Per-request scales and stacks among plain adapter and base requests, under chunked prefill, preemption
+// and slot pressure (4 slots for 6 adapters, stacks of up to 3): each request gets exactly what it gets alone.
+TEST_F(EngineTest, ConcurrentScaledAndStackedEqualAlone) {
+  struct Job {
+    Request req;
+    std::vector<int32_t> want;
+    std::shared_ptr<RequestChannel> ch;
+  };
+  std::vector<Job> jobs;
+  for (int i = 0; i < 21; ++i) {
+    auto p = prompt(3 + (i * 7) % 37, 300 + i);
+    Request r = greedy(p, 10, i % 7 == 6 ? "" : "a" + std::to_string(i % 6));
+    if (i % 3 == 1 && !r.adapter.empty()) r.adapter_scale = i % 2 ? 0.5f : -1.5f;
+    if (i % 4 == 2 && !r.adapter.empty()) r.more_adapters.push_back({"a" + std::to_string((i + 1) % 6), 0.75f});
+    if (i % 5 == 3 && !r.adapter.empty()) {
+      r.more_adapters.push_back({"a" + std::to_string((i + 2) % 6), 1.f});
+      r.more_adapters.push_back({"a" + std::to_string((i + 3) % 6), 2.f});
+    }
+    if (i == 7) r.adapter_scale = 0.f;  // a1 alone (no stack) at scale 0
+    jobs.push_back({r, alone(p, 10, r.adapter, r.adapter_scale, r.more_adapters), nullptr});
+  }
+  ASSERT_TRUE(jobs[7].req.more_adapters.empty());
+  ASSERT_EQ(jobs[7].want, alone(jobs[7].req.prompt, 10, "")) << "scale 0 must be the base model";
+  ASSERT_NE(jobs[1].want, alone(jobs[1].req.prompt, 10, jobs[1].req.adapter)) << "scale 0.5 changed nothing";
+  auto mgr = make_manager(4, 6);
+  EngineConfig cfg;
+  cfg.sched.max_num_batched_tokens = 48;
+  cfg.sched.max_num_seqs = 10;
+  cfg.kv_cache_tokens = 16 * 20;
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  engine.start();
+  for (auto& j : jobs) j.ch = engine.submit(j.req);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Result r = collect(jobs[i].ch);
+    ASSERT_EQ(r.finish, FinishReason::kLength) << r.error;
+    EXPECT_EQ(r.tokens, jobs[i].want) << "job " << i;
+  }
+  auto st = idle_stats(engine);
+  EXPECT_EQ(st.kv_usage, 0.0);
+  EXPECT_TRUE(mgr->consistency_errors().empty()) << mgr->consistency_errors();
+  for (int i = 0; i < 4; ++i) EXPECT_NO_THROW(mgr->unregister_adapter("a" + std::to_string(i)));  // no hold left
+}
+
+// The prefix cache keys on the whole stack with its scales: a repeat of a stack reuses its blocks; the same
+// prompt under another scale, another order, or one adapter more or less does not.
+TEST_F(EngineTest, PrefixCacheKeysOnTheWholeStack) {
+  auto p = prompt(50, 78);  // 3 full blocks before the last token
+  auto mgr = make_manager(4, 4);
+  EngineConfig cfg;
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  engine.start();
+  auto run = [&](const std::string& first, float scale, std::vector<AdapterRef> more) {
+    Request r = greedy(p, 4, first);
+    r.adapter_scale = scale;
+    r.more_adapters = more;
+    auto got = collect(engine.submit(r));
+    EXPECT_EQ(got.tokens, alone(p, 4, first, scale, more));
+    return idle_stats(engine).prefix_cache_hit_tokens;
+  };
+  EXPECT_EQ(run("a1", 1.f, {}), 0);
+  EXPECT_EQ(run("a1", 0.5f, {}), 0);
+  EXPECT_EQ(run("a1", 1.f, {{"a2", 1.f}}), 0);
+  EXPECT_EQ(run("a1", 1.f, {{"a2", 0.5f}}), 0);
+  EXPECT_EQ(run("a2", 1.f, {{"a1", 1.f}}), 0);
+  EXPECT_EQ(run("a1", 1.f, {{"a2", 1.f}, {"a3", 1.f}}), 0);
+  EXPECT_EQ(run("a1", 1.f, {{"a2", 0.5f}}), 48);  // a repeat
+  EXPECT_EQ(run("a1", 0.5f, {}), 96);
+  EXPECT_EQ(run("a1", 1.f, {}), 144);
+}
+
+TEST_F(EngineTest, StackRefusals) {
+  auto mgr = make_manager(2, 4);
+  EngineConfig cfg;
+  Engine engine(*model_, *tok_, mgr.get(), cfg);
+  auto code = [&](float scale, std::vector<AdapterRef> more) {
+    Request r = greedy({1, 2}, 4, "a0");
+    r.adapter_scale = scale;
+    r.more_adapters = std::move(more);
+    try {
+      engine.submit(std::move(r));
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("ok");
+  };
+  EXPECT_EQ(code(1.f, {{"a1", 1.f}}), "ok");
+  EXPECT_EQ(code(1.f, {{"a1", 1.f}, {"a2", 1.f}}), "a stack of 3 adapters needs 3 slots at once; this server has --max-loras 2");
+  EXPECT_EQ(code(1.f, {{"a0", 1.f}}), "adapter `a0` appears twice in one stack");
+  EXPECT_EQ(code(1.f, {{"nope", 1.f}}), "The model `nope` does not exist.");
+  EXPECT_EQ(code(std::nanf(""), {}), "the adapter scale must be a finite number");
+  EXPECT_EQ(code(1.f, {{"a1", INFINITY}}), "the scale of adapter `a1` must be a finite number");
 }
 
 TEST_F(EngineTest, StopStringsStopTokensAndLength) {
