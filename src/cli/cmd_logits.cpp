@@ -1,10 +1,12 @@
 // `loraplex logits`: raw little-endian f32 logits for every position, through the same Model::forward the
 // server uses. Single sequence (--ids → --out FILE, [T, vocab]) or a batch spec (--batch SPEC.json →
-// --out-dir DIR/seq<i>.f32, each entry with its own "adapter" folder or null), the whole batch evaluated in
-// ONE forward call.
+// --out-dir DIR/seq<i>.f32, each entry with its own "adapter" folder or null, or a stack of adapters with
+// scales, "adapters": [{"adapter": DIR, "scale": S}, ...]), the whole batch evaluated in ONE forward call.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
@@ -32,7 +34,7 @@ struct LogitsArgs {
 
 struct SeqSpec {
   std::vector<int32_t> ids;
-  std::string adapter;  // "" = base model
+  std::vector<std::pair<std::string, float>> adapters;  // (folder, scale) in stack order; empty = base model
 };
 
 void write_f32(const std::filesystem::path& p, const float* data, size_t n) {
@@ -63,12 +65,33 @@ std::vector<SeqSpec> read_batch_spec(const std::string& path) {
         fail("{}: entry {} has a bad id {}", path, i, v.dump());
       ids.push_back(v.get<int32_t>());
     }
-    std::string adapter;
+    std::vector<std::pair<std::string, float>> adapters;
     if (auto a = e.find("adapter"); a != e.end() && !a->is_null()) {
       if (!a->is_string()) fail("{}: entry {} has a non-string \"adapter\"", path, i);
-      adapter = a->get<std::string>();
+      adapters.emplace_back(a->get<std::string>(), 1.f);
     }
-    seqs.push_back({std::move(ids), std::move(adapter)});
+    if (auto st = e.find("adapters"); st != e.end() && !st->is_null()) {
+      if (!adapters.empty()) fail("{}: entry {} has both \"adapter\" and \"adapters\"", path, i);
+      if (!st->is_array() || st->empty())
+        fail("{}: entry {}: \"adapters\" must be a non-empty list of {{\"adapter\": DIR, \"scale\": S}}", path, i);
+      for (const auto& x : *st) {
+        if (!x.is_object() || !x.contains("adapter") || !x["adapter"].is_string())
+          fail("{}: entry {}: each \"adapters\" item needs an \"adapter\" folder", path, i);
+        for (const auto& [k, v] : x.items())
+          if (k != "adapter" && k != "scale") fail("{}: entry {}: unknown key \"{}\" in \"adapters\"", path, i, k);
+        float scale = 1.f;
+        if (auto m = x.find("scale"); m != x.end()) {
+          if (!m->is_number() || !std::isfinite(m->get<double>()))
+            fail("{}: entry {}: \"scale\" must be a finite number", path, i);
+          scale = m->get<float>();
+        }
+        const std::string dir = x["adapter"].get<std::string>();
+        for (const auto& [d, _] : adapters)
+          if (d == dir) fail("{}: entry {}: adapter {} is stacked twice", path, i, dir);
+        adapters.emplace_back(dir, scale);
+      }
+    }
+    seqs.push_back({std::move(ids), std::move(adapters)});
   }
   return seqs;
 }
@@ -78,7 +101,8 @@ void run_logits(const LogitsArgs& a) {
   if (!a.ids.empty() && a.out.empty()) fail("--ids needs --out FILE");
   if (!a.batch.empty() && a.out_dir.empty()) fail("--batch needs --out-dir DIR");
   std::vector<SeqSpec> seqs =
-      a.ids.empty() ? read_batch_spec(a.batch) : std::vector<SeqSpec>{{parse_ids(a.ids), a.adapter}};
+      a.ids.empty() ? read_batch_spec(a.batch) : std::vector<SeqSpec>{{parse_ids(a.ids), {}}};
+  if (!a.ids.empty() && !a.adapter.empty()) seqs[0].adapters.emplace_back(a.adapter, 1.f);
 
   auto model = load_model(a.model, a.mmap_weights, a.quant);
   const int V = model->config().vocab_size;
@@ -88,7 +112,7 @@ void run_logits(const LogitsArgs& a) {
     for (int32_t id : s.ids)
       if (id >= V) fail("token id {} is out of range for vocab size {}", id, V);
     total += static_cast<int64_t>(s.ids.size());
-    if (!s.adapter.empty()) adapter_dirs.push_back(s.adapter);
+    for (const auto& [dir, _] : s.adapters) adapter_dirs.push_back(dir);
   }
   CliAdapters adapters = load_cli_adapters(*model, adapter_dirs, a.lora_dtype);
   ComputePool pool(pool_threads(a.threads));
@@ -97,9 +121,17 @@ void run_logits(const LogitsArgs& a) {
                        kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype));
   if (adapters.bank) runner.set_lora(&adapters.bank->view());
   std::vector<model::Runner::Item> items;
-  for (const auto& s : seqs)
-    items.push_back({runner.add_sequence(), s.ids, /*want_all_logits=*/true,
-                     s.adapter.empty() ? -1 : adapters.slot_of.at(s.adapter)});
+  for (const auto& s : seqs) {
+    model::Runner::LoraStack lora;
+    for (size_t k = 0; k < s.adapters.size(); ++k) {
+      const int32_t slot = adapters.slot_of.at(s.adapters[k].first);
+      if (k == 0)
+        lora = model::Runner::LoraStack(slot, s.adapters[k].second);
+      else
+        lora.more.emplace_back(slot, s.adapters[k].second);
+    }
+    items.push_back({runner.add_sequence(), s.ids, /*want_all_logits=*/true, std::move(lora)});
+  }
   const Buffer<float>& logits = runner.step(items);
 
   if (!a.ids.empty()) {

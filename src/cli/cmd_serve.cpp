@@ -6,6 +6,7 @@
 // `loraplex plan` prints the same for the same flags), start the engine, attach. SIGTERM / SIGINT: stop
 // admitting (503), let in-flight requests finish within --shutdown-timeout (then abort them), close, exit 0;
 // a second one exits at once (status 128 + signal).
+#include <algorithm>
 #include <signal.h>
 
 #include <cstdlib>
@@ -39,6 +40,7 @@ struct ServeArgs {
   std::vector<std::string> lora_modules;
   bool enable_lora = false;
   int max_loras = 1;
+  int max_stacked_loras = -1;  // -1: min(4, --max-loras)
   int max_cpu_loras = 0;
   int max_lora_rank = 16;
   std::string lora_dtype = "auto";
@@ -161,6 +163,10 @@ void run_serve(ServeArgs a) {
       if (const char* k = std::getenv(env)) a.api_key = k;
   if (env_true("VLLM_ALLOW_RUNTIME_LORA_UPDATING")) a.allow_runtime_lora_updating = true;
   if (a.enable_lora_resolver && a.lora_root.empty()) fail("--enable-lora-resolver needs --lora-root");
+  if (a.max_stacked_loras < 0) a.max_stacked_loras = std::min(4, a.max_loras);
+  if (a.max_stacked_loras > a.max_loras)
+    fail("--max-stacked-loras {} exceeds --max-loras {}: every adapter of a stack needs a slot at once",
+         a.max_stacked_loras, a.max_loras);
   if (!a.lora_root.empty() && !std::filesystem::is_directory(a.lora_root))
     fail("--lora-root '{}' is not a folder", a.lora_root);
   std::vector<LoraModule> modules;
@@ -191,6 +197,7 @@ void run_serve(ServeArgs a) {
   so.allow_runtime_lora_updating = a.allow_runtime_lora_updating;
   if (!a.lora_root.empty()) so.lora_root = std::filesystem::canonical(a.lora_root);
   so.enable_lora_resolver = a.enable_lora_resolver;
+  so.max_stacked_loras = a.max_stacked_loras;
   so.enable_auto_tool_choice = a.enable_auto_tool_choice;
   so.tool_call_parser = a.tool_call_parser;
   so.http_threads = a.http_threads;
@@ -334,6 +341,10 @@ void add_serve_command(CLI::App& app) {
                 "Adapters: name=path or '{\"name\": ..., \"path\": ..., \"base_model_name\": ...}'");
   c->add_flag("--enable-lora", a->enable_lora, "Enable LoRA (implied by --lora-modules and the adapter flags)");
   c->add_option("--max-loras", a->max_loras, "Adapter slots (adapters in one batch)");
+  c->add_option("--max-stacked-loras", a->max_stacked_loras,
+                "Adapters one request may stack with the \"adapters\" field (each takes a slot, so at most "
+                "--max-loras; default 4 or --max-loras if fewer)")
+      ->check(CLI::Range(1, 64));
   c->add_option("--max-cpu-loras", a->max_cpu_loras, "Host-tier adapters (default = --max-loras)");
   c->add_option("--max-lora-rank", a->max_lora_rank, "Largest adapter rank");
   c->add_option("--lora-dtype", a->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");

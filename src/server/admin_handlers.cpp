@@ -2,6 +2,8 @@
 // `model` to an adapter (with the on-demand resolver). Answers follow vLLM: the admin endpoints reply 200 with
 // a plain-text "Success: ..." message, 400 for a missing field, a duplicate name or an invalid adapter, 404 for
 // an unknown name or a missing folder, 403 for a folder outside --lora-root.
+#include <algorithm>
+
 #include "core/log.h"
 #include "server/backend.h"
 #include "server/handlers.h"
@@ -29,6 +31,50 @@ std::string resolve_model(ServerState& st, const std::string& model) {
   }
   throw ApiError(fmt::format("The model `{}` does not exist.", model), ErrorKind::kNotFound, "model",
                  "model_not_found");
+}
+
+AdapterStack resolve_adapters(ServerState& st, const std::string& model, const std::vector<AdapterSpec>& listed) {
+  AdapterStack out;
+  out.adapter = resolve_model(st, model);
+  if (listed.empty()) return out;
+  constexpr const char* kField = "adapters";
+  if (!st.backend->lora_enabled())
+    throw ApiError("'adapters' needs LoRA, and this server runs without it (--enable-lora)", ErrorKind::kInvalid,
+                   kField);
+  // Counted before any listed name is resolved: a refused stack loads nothing through the resolver.
+  const bool model_listed =
+      std::any_of(listed.begin(), listed.end(), [&](const AdapterSpec& a) { return a.name == out.adapter; });
+  const size_t n = listed.size() + (!out.adapter.empty() && !model_listed ? 1 : 0);
+  if (static_cast<int>(n) > st.options.max_stacked_loras)
+    throw ApiError(fmt::format("the request stacks {} adapters; this server allows at most {} (--max-stacked-loras)",
+                               n, st.options.max_stacked_loras),
+                   ErrorKind::kInvalid, kField);
+  std::vector<sched::AdapterRef> stack;
+  for (const AdapterSpec& a : listed) {
+    if (a.name == st.options.served_model_name)
+      throw ApiError(fmt::format("'adapters' lists the base model `{}`; list adapters only", a.name),
+                     ErrorKind::kInvalid, kField);
+    const std::string name = resolve_model(st, a.name);
+    for (const auto& r : stack)
+      if (r.name == name)
+        throw ApiError(fmt::format("'adapters' lists `{}` twice", name), ErrorKind::kInvalid, kField);
+    stack.push_back({name, a.scale});
+  }
+  // The model's own adapter leads (it is the tenant); at the listed scale when the list names it.
+  if (!out.adapter.empty()) {
+    auto it = std::find_if(stack.begin(), stack.end(), [&](const auto& r) { return r.name == out.adapter; });
+    sched::AdapterRef lead{out.adapter, 1.f};
+    if (it != stack.end()) {
+      lead = *it;
+      stack.erase(it);
+    }
+    stack.insert(stack.begin(), lead);
+  }
+  LP_CHECK(stack.size() == n);
+  out.adapter = stack[0].name;
+  out.scale = stack[0].scale;
+  out.more.assign(stack.begin() + 1, stack.end());
+  return out;
 }
 
 void handle_models(ServerState& st, const HttpRequest&, HttpResponse& res) {

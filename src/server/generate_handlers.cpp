@@ -59,7 +59,7 @@ struct Call {
   ServerState& st;
   ResponseMeta meta;
   GenerateParams params;
-  std::string adapter;
+  AdapterStack adapters;  // adapters.adapter: the tenant ("" = base model)
   std::vector<PromptInfo> prompts;
   bool echo_only = false;  // completions echo with max_tokens 0: the generated token is dropped
   std::shared_ptr<const std::vector<std::vector<int32_t>>> bad_words;
@@ -165,7 +165,7 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
   const int64_t max_len = st.backend->max_model_len();
   if (api == Api::kCompletion) {
     CompletionRequest r = parse_completion_request(body);
-    c.adapter = resolve_model(st, r.model);
+    c.adapters = resolve_adapters(st, r.model, r.adapters);
     const int32_t vocab = tok.vocab_size();
     for (auto& in : r.prompts) {
       PromptInfo pi;
@@ -196,7 +196,7 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
     // ([TOOL_CALLS] always), and a skipped marker would hide the call.
     if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser != ToolParserKind::kLlama3Json)
       r.skip_special_tokens = false;
-    c.adapter = resolve_model(st, r.model);
+    c.adapters = resolve_adapters(st, r.model, r.adapters);
     const text::ChatTemplate* tmpl = st.chat_template;
     std::optional<text::ChatTemplate> own;
     if (r.chat_template) {
@@ -259,10 +259,12 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
 void submit_all(Call& c, int default_max_tokens) {
   std::vector<sched::Request> all;
   for (const auto& p : c.prompts) {
-    auto reqs = make_engine_requests(c.params, p.ids, c.adapter, c.st.backend->max_model_len(), default_max_tokens,
-                                     c.bad_words);
+    auto reqs = make_engine_requests(c.params, p.ids, c.adapters.adapter, c.st.backend->max_model_len(),
+                                     default_max_tokens, c.bad_words);
     for (auto& r : reqs) {
       r.constraint = c.constraint;
+      r.adapter_scale = c.adapters.scale;
+      r.more_adapters = c.adapters.more;
       all.push_back(std::move(r));
     }
   }

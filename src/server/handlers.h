@@ -24,6 +24,17 @@ void handle_unload_adapter(ServerState& st, const HttpRequest& req, HttpResponse
 // (with --enable-lora-resolver) an adapter folder under --lora-root registered now. Throws 404 otherwise.
 std::string resolve_model(ServerState& st, const std::string& model);
 
+// The adapters a request runs with: its model's adapter ("" = base) and the "adapters" field resolved into
+// one stack (first adapter + scale, then the rest in order). The model's adapter leads at scale 1 unless the
+// field lists it (then at the listed scale); listed names resolve like `model` does. ApiError for the base
+// model's name in the list, duplicates, unknown names, and stacks over --max-stacked-loras.
+struct AdapterStack {
+  std::string adapter;
+  float scale = 1.f;
+  std::vector<sched::AdapterRef> more;
+};
+AdapterStack resolve_adapters(ServerState& st, const std::string& model, const std::vector<AdapterSpec>& listed);
+
 // tokenize_handlers.cpp: POST /tokenize, POST /detokenize (vLLM's shapes), and GET /version's body.
 void handle_tokenize(ServerState& st, const HttpRequest& req, HttpResponse& res);
 void handle_detokenize(ServerState& st, const HttpRequest& req, HttpResponse& res);

@@ -39,9 +39,19 @@ struct ToolChoice {
   std::string name;  // kNamed
 };
 
+// One entry of loraplex's "adapters" body field: an adapter stacked on the request, at a multiplier of its
+// alpha/r scale.
+struct AdapterSpec {
+  std::string name;
+  float scale = 1.f;
+};
+inline constexpr size_t kMaxAdaptersField = 16;  // entries parsed at most; --max-stacked-loras bounds the stack
+inline constexpr double kMaxAdapterScale = 16;   // |scale| above it: 400
+
 // What both endpoints share.
 struct GenerateParams {
   std::string model;                 // "" when absent (= the base model)
+  std::vector<AdapterSpec> adapters;  // loraplex's "adapters": [{"name", "scale"}], in stack order
   sched::SamplingParams sampling;    // temperature defaults to 1, as in OpenAI; logit_bias sorted by id
   int n = 1;
   std::optional<int> max_tokens;     // unset: completions 16, chat the context left

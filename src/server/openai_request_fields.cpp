@@ -198,6 +198,31 @@ void parse_vllm_fields(const ojson& b, GenerateParams& p, bool chat) {
   refuse_unless(b, "vllm_xargs", is_empty, "there are no custom extensions to pass them to");
   if (!chat) refuse_unless(b, "prompt_embeds", [](const ojson&) { return false; }, "prompt embeddings are not accepted");
 
+  // --- loraplex's own: per-request adapter scale and stacking. ---
+  if (const ojson* v = field(b, "adapters")) {
+    constexpr const char* kName = "adapters";
+    if (!v->is_array()) fail_param(kName, "'adapters' must be a list of {{\"name\": ..., \"scale\": ...}} objects");
+    if (v->size() > kMaxAdaptersField) fail_param(kName, "'adapters' lists {} adapters; at most {}", v->size(), kMaxAdaptersField);
+    for (const ojson& e : *v) {
+      if (!e.is_object()) fail_param(kName, "each entry of 'adapters' must be an object, got {}", json_type(e));
+      AdapterSpec a;
+      for (const auto& [k, x] : e.items()) {
+        if (k == "name") {
+          a.name = get_string(x, "adapters[].name");
+        } else if (k == "scale") {
+          const double m = get_number(x, "adapters[].scale");
+          if (std::fabs(m) > kMaxAdapterScale)
+            fail_param(kName, "an adapter scale must be within [-{0:g}, {0:g}], got {1:g}", kMaxAdapterScale, m);
+          a.scale = static_cast<float>(m);
+        } else {
+          fail_param(kName, "unknown key '{}' in an 'adapters' entry (name, scale)", k);
+        }
+      }
+      if (a.name.empty()) fail_param(kName, "an 'adapters' entry needs a non-empty \"name\"");
+      p.adapters.push_back(std::move(a));
+    }
+  }
+
   // --- Known, accepted: they do not change the output. Types are still checked. ---
   if (const ojson* v = field(b, "user")) get_string(*v, "user");
   // Only slow (Python) tokenizers put spaces between special tokens; vLLM ignores the flag for fast ones,

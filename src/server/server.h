@@ -45,6 +45,7 @@ struct ServerOptions {
   bool allow_runtime_lora_updating = false;
   std::optional<std::filesystem::path> lora_root;
   bool enable_lora_resolver = false;     // with lora_root: load unknown adapter names from lora_root/<name>
+  int max_stacked_loras = 4;             // adapters one request may stack ("adapters" field)
   // The HTTP layer's bounds (http_connection.h says what each guards against).
   int http_threads = 2;                  // I/O threads; they never block, and the engine wants the cores
   int handler_threads = 4;               // parse / template / tokenize / adapter-load pool

@@ -82,6 +82,67 @@ TEST_F(Cli, BatchLogitsEqualSingleRunsWithMixedAdapters) {
   }
 }
 
+// `logits --batch` entries with "adapters" (stacks with scales): a one-entry stack at scale 1 is "adapter" bit
+// for bit; a stack in a batch equals the same stack alone bit for bit; and it is the base with the stack
+// merged by `loraplex merge --adapter A --adapter B --scale ..` (BF16 weights: much closer to that merged
+// model than the base or either adapter alone is).
+TEST_F(Cli, BatchLogitsWithStacksAndScales) {
+  const std::string ids = "7,3,9,1,4,4,2,8,6,5";
+  const std::string med = adapter("medical-qa").string(), legal = adapter("legal-summary").string();
+  nlohmann::json stack = {{{"adapter", med}, {"scale", 0.5}}, {{"adapter", legal}, {"scale", -1.5}}};
+  nlohmann::json ids_j = nlohmann::json::parse("[" + ids + "]");
+  nlohmann::json spec = nlohmann::json::array({{{"ids", ids_j}, {"adapters", stack}},
+                                               {{"ids", {5, 6, 7}}, {"adapter", legal}},
+                                               {{"ids", ids_j}, {"adapters", {{{"adapter", med}}}}},
+                                               {{"ids", ids_j}, {"adapter", med}},
+                                               {{"ids", {1, 2}}, {"adapter", nullptr}}});
+  nlohmann::json alone = nlohmann::json::array({{{"ids", ids_j}, {"adapters", stack}}});
+  write_file(dir_->path() / "stack_spec.json", spec.dump());
+  write_file(dir_->path() / "stack_alone.json", alone.dump());
+  std::string out;
+  auto logits = [&](const std::string& args) {
+    ASSERT_EQ(0, run_command(bin() + " logits --model " + args + " 2>&1", &out)) << out;
+  };
+  logits(model().string() + " --batch " + (dir_->path() / "stack_spec.json").string() + " --out-dir " +
+         (dir_->path() / "stack_batch").string());
+  logits(model().string() + " --batch " + (dir_->path() / "stack_alone.json").string() + " --out-dir " +
+         (dir_->path() / "stack_alone").string());
+  auto batched = read_f32(dir_->path() / "stack_batch" / "seq0.f32");
+  auto solo = read_f32(dir_->path() / "stack_alone" / "seq0.f32");
+  ASSERT_EQ(batched.size(), 10u * 512);
+  EXPECT_EQ(0, std::memcmp(batched.data(), solo.data(), solo.size() * 4));
+  auto one_stack = read_f32(dir_->path() / "stack_batch" / "seq2.f32");
+  auto plain = read_f32(dir_->path() / "stack_batch" / "seq3.f32");
+  EXPECT_EQ(0, std::memcmp(one_stack.data(), plain.data(), plain.size() * 4));
+
+  auto merged = dir_->path() / "merged_stack";
+  ASSERT_EQ(0, run_command(bin() + " merge --model " + model().string() + " --adapter " + med + " --scale 0.5 --adapter " +
+                               legal + " --scale -1.5 --out " + merged.string() + " 2>&1",
+                           &out))
+      << out;
+  logits(merged.string() + " --ids " + ids + " --out " + (dir_->path() / "merged_stack.f32").string());
+  logits(model().string() + " --ids " + ids + " --out " + (dir_->path() / "stack_base.f32").string());
+  auto want = read_f32(dir_->path() / "merged_stack.f32");
+  auto base = read_f32(dir_->path() / "stack_base.f32");
+  auto err = [&](const std::vector<float>& a) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      num += (a[i] - want[i]) * double(a[i] - want[i]);
+      den += want[i] * double(want[i]);
+    }
+    return std::sqrt(num / den);
+  };
+  EXPECT_LT(err(batched), 0.25 * err(base)) << err(batched) << " vs base " << err(base);
+  EXPECT_LT(err(batched), 0.25 * err(plain)) << err(batched) << " vs medical-qa alone " << err(plain);
+
+  nlohmann::json bad = nlohmann::json::array({{{"ids", {1}}, {"adapters", {{{"adapter", med}}, {{"adapter", med}}}}}});
+  write_file(dir_->path() / "stack_bad.json", bad.dump());
+  EXPECT_EQ(1, run_command(bin() + " logits --model " + model().string() + " --batch " +
+                               (dir_->path() / "stack_bad.json").string() + " --out-dir /tmp 2>&1",
+                           &out));
+  EXPECT_NE(out.find("stacked twice"), std::string::npos) << out;
+}
+
 TEST_F(Cli, MergedModelGeneratesLikeTheAdapter) {
   std::string out, merged_out, adapter_out;
   auto merged = dir_->path() / "merged";

@@ -41,6 +41,28 @@ async function streamText(params) {
 }
 
 await run([
+  ['"adapters": per-request scale and stacking through the openai client', async () => {
+    const prompt = 'The patient';
+    const gen = async (body) => (await client.completions.create({ prompt, max_tokens: 12, temperature: 0,
+      ignore_eos: true, ...body })).choices[0].text;
+    const base = await gen({ model: 'tiny' });
+    const med = await gen({ model: 'medical-qa' });
+    assert(base !== med, 'the adapter changes the output');
+    assertEq(await gen({ model: 'tiny', adapters: [{ name: 'medical-qa', scale: 0 }] }), base, 'scale 0 is the base');
+    assertEq(await gen({ model: 'tiny', adapters: [{ name: 'medical-qa' }] }), med, 'listed at scale 1 is the adapter');
+    const half = await gen({ model: 'medical-qa', adapters: [{ name: 'medical-qa', scale: 0.5 }] });
+    assert(half !== med && half !== base, 'scale 0.5 is neither');
+    const stackBody = { model: 'medical-qa', adapters: [{ name: 'legal-summary', scale: 1.0 }] };
+    const [stack, again, plain, baseAgain] = await Promise.all([gen(stackBody), gen(stackBody), gen({ model: 'medical-qa' }),
+      gen({ model: 'tiny' })]);
+    assert(stack !== med && stack !== base, 'a stack of two is neither adapter alone');
+    assertEq(again, stack, 'a stack is deterministic in a mixed batch');
+    assertEq(plain, med, 'a plain request beside stacks is unchanged');
+    assertEq(baseAgain, base, 'a base request beside stacks is unchanged');
+    const e = await expectError(() => gen({ model: 'medical-qa', adapters: [{ name: 'legal-summary' }, { name: 'too-big' }] }),
+      400, 'BadRequestError', 'three adapters over --max-stacked-loras 2');
+    assert(e.message.includes('--max-stacked-loras'), e.message);
+  }],
   ['models list the base and adapters with parents', async () => {
     const list = await client.models.list();
     const ids = list.data.map((x) => x.id);

@@ -179,6 +179,59 @@ TEST(HttpFields, TruncationAndEngineMapping) {
   EXPECT_EQ(param_of(f.post("/v1/completions", R"({"prompt":"x","use_beam_search":true})")), "use_beam_search");
 }
 
+// loraplex's "adapters" field: the model's adapter leads at scale 1 (or at its listed scale), the others
+// follow in the listed order; every refusal names the field.
+TEST(HttpFields, AdaptersFieldBuildsTheStack) {
+  ServerOptions o;
+  o.max_stacked_loras = 3;
+  Fixture f(o);
+  for (const char* n : {"med", "fr", "code", "legal"}) f.backend.register_adapter(n, "/x", false, false, std::nullopt);
+  auto last = [&] { return f.backend.submitted().back(); };
+  auto stack_of = [&](const sched::Request& r) {
+    std::vector<std::pair<std::string, float>> v = {{r.adapter, r.adapter_scale}};
+    for (const auto& m : r.more_adapters) v.emplace_back(m.name, m.scale);
+    return v;
+  };
+  using Stack = std::vector<std::pair<std::string, float>>;
+  ASSERT_EQ(f.post("/v1/completions", R"({"model":"med","prompt":"x","max_tokens":1})").status, 200);
+  EXPECT_EQ(stack_of(last()), (Stack{{"med", 1.f}}));
+  EXPECT_TRUE(last().more_adapters.empty());
+  ASSERT_EQ(f.post("/v1/completions", R"({"prompt":"x","max_tokens":1,
+      "adapters":[{"name":"med","scale":0.5},{"name":"fr","scale":1.0}]})").status, 200);
+  EXPECT_EQ(stack_of(last()), (Stack{{"med", 0.5f}, {"fr", 1.f}}));
+  ASSERT_EQ(f.post("/v1/completions", R"({"model":"code","prompt":"x","max_tokens":1,
+      "adapters":[{"name":"fr"},{"name":"med","scale":-2}]})").status, 200);
+  EXPECT_EQ(stack_of(last()), (Stack{{"code", 1.f}, {"fr", 1.f}, {"med", -2.f}}));
+  ASSERT_EQ(f.post("/v1/chat/completions", R"({"model":"fr","messages":[{"role":"user","content":"hi"}],
+      "max_tokens":1,"adapters":[{"name":"med","scale":0.25},{"name":"fr","scale":0}]})").status, 200);
+  EXPECT_EQ(stack_of(last()), (Stack{{"fr", 0.f}, {"med", 0.25f}}));
+  ASSERT_EQ(f.post("/v1/completions", R"({"prompt":"x","max_tokens":1,"adapters":[]})").status, 200);
+  EXPECT_EQ(stack_of(last()), (Stack{{"", 1.f}}));
+
+  auto refused = [&](const std::string& fields) {
+    auto r = f.post("/v1/completions", R"({"prompt":"x","max_tokens":1,)" + fields + "}");
+    EXPECT_EQ(param_of(r), "adapters") << fields;
+    return json::parse(r.body)["error"]["message"].get<std::string>();
+  };
+  EXPECT_NE(refused(R"("adapters":{"name":"med"})").find("must be a list"), std::string::npos);
+  EXPECT_NE(refused(R"("adapters":[{"name":"med","weight":1}])").find("unknown key 'weight'"), std::string::npos);
+  EXPECT_NE(refused(R"("adapters":[{"scale":1}])").find("non-empty"), std::string::npos);
+  EXPECT_NE(refused(R"("adapters":[{"name":"med","scale":17}])").find("within [-16, 16]"), std::string::npos);
+  EXPECT_NE(refused(R"("adapters":[{"name":"med"},{"name":"med"}])").find("twice"), std::string::npos);
+  EXPECT_NE(refused(R"("adapters":[{"name":"med"},{"name":"fr"},{"name":"code"},{"name":"legal"}])")
+                .find("at most 3 (--max-stacked-loras)"),
+            std::string::npos);
+  EXPECT_NE(refused(R"("model":"med","adapters":[{"name":"fr"},{"name":"code"},{"name":"legal"}])")
+                .find("stacks 4 adapters"),
+            std::string::npos);
+  EXPECT_NE(refused(R"("adapters":[{"name":"base"}])").find("base model"), std::string::npos);
+  auto unknown = f.post("/v1/completions", R"({"prompt":"x","adapters":[{"name":"nope"}]})");
+  EXPECT_EQ(unknown.status, 404) << unknown.body;
+  const auto before = f.backend.submitted().size();
+  EXPECT_EQ(f.post("/v1/completions", R"({"prompt":"x","adapters":[{"name":"med","scale":"1"}]})").status, 400);
+  EXPECT_EQ(f.backend.submitted().size(), before) << "a refused request reached the engine";
+}
+
 TEST(HttpFields, RequestChatTemplateNeedsTrust) {
   const std::string body =
       R"({"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"Once upon"}],"max_tokens":1,
