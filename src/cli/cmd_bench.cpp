@@ -4,7 +4,10 @@
 //   - with --adapters K: the B requests are spread over K distinct adapters (request b uses adapter b % K);
 //     base-only, fused (SGMV/BGMV) and naive (per token, no grouping) runs are interleaved, and the LoRA
 //     overhead (step with K adapters / base-only step) is printed next to the byte bound
-//     ((base bytes + K x adapter bytes) / base bytes).
+//     ((base bytes + K x adapter bytes) / base bytes);
+//   - with --stack S > 1 as well: a fourth interleaved run in which request b stacks S adapters (b % K, then
+//     (b + 1) % K, ... at scales 1, 0.5, ...), so the LoRA part of a stacked step is compared with the
+//     one-adapter step measured in the same minutes.
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +38,7 @@ struct BenchArgs {
   int gen = 32;
   int repeats = 3;
   int adapters = 0;
+  int stack = 1;
   int rank = 16;
   std::string lora_dtype = "bf16";
   bool json = false;
@@ -44,7 +48,8 @@ struct BenchArgs {
   std::string kv_cache_dtype = "auto";
 };
 
-enum class Mode { kBase, kFused, kNaive };  // base only; SGMV/BGMV grouped; one group per token
+enum class Mode { kBase, kFused, kNaive, kStacked };  // base only; SGMV/BGMV grouped; one group per token;
+                                                   // --stack adapters per request, grouped
 
 struct Timings {
   std::vector<double> prefill, steps;
@@ -52,7 +57,7 @@ struct Timings {
 
 // One cycle: B prompts prefilled in one call, then `gen` decode steps of B tokens.
 void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
-               int gen, const std::vector<int32_t>& slots, Timings& t) {
+               int gen, const std::vector<model::Runner::LoraStack>& slots, Timings& t) {
   const int B = static_cast<int>(prompts.size());
   const int V = m.config().vocab_size;
   std::vector<int> seqs(B);
@@ -77,8 +82,9 @@ void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::ve
 }
 
 void run_bench(const BenchArgs& a) {
-  if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1 || a.adapters < 0 || a.rank < 1)
-    fail("--batch, --prompt-len, --gen, --repeats, --rank must be at least 1 and --adapters at least 0");
+  if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1 || a.adapters < 0 || a.rank < 1 || a.stack < 1)
+    fail("--batch, --prompt-len, --gen, --repeats, --rank, --stack must be at least 1 and --adapters at least 0");
+  if (a.stack > 1 && a.stack > a.adapters) fail("--stack {} needs at least as many --adapters", a.stack);
   auto model = load_model(a.model, a.mmap_weights, a.quant);
   const auto& cfg = model->config();
   if (a.prompt_len + a.gen > cfg.max_model_len)
@@ -115,18 +121,23 @@ void run_bench(const BenchArgs& a) {
     adapter_bytes = lora::slot_bytes(cfg, a.rank, adapters.bank->dtype(), lora::kAllModules);
     runner.set_lora(&adapters.bank->view());
   }
-  std::vector<int32_t> no_slots(B, -1), slots(B, -1);
-  for (int b = 0; b < B && K > 0; ++b) slots[b] = b % K;
+  std::vector<model::Runner::LoraStack> no_slots(B), slots(B), stacked(B);
+  for (int b = 0; b < B && K > 0; ++b) {
+    slots[b] = model::Runner::LoraStack(b % K);
+    stacked[b] = model::Runner::LoraStack(b % K);
+    for (int i = 1; i < a.stack; ++i) stacked[b].more.emplace_back((b + i) % K, 1.f / static_cast<float>(1 << i));
+  }
 
   std::vector<Mode> modes = {Mode::kBase};
   if (K > 0) modes = {Mode::kBase, Mode::kFused, Mode::kNaive};
+  if (K > 0 && a.stack > 1) modes.push_back(Mode::kStacked);
   std::map<Mode, Timings> t;
   for (int rep = 0; rep < a.repeats; ++rep) {
     bws.push_back(kernels::measure_read_bandwidth(pool, size_t{512} << 20, 3));
     for (size_t i = 0; i < modes.size(); ++i) {
       Mode m = modes[(i + rep) % modes.size()];  // rotate the order so drift hits every mode alike
       model->set_lora_grouping(m != Mode::kNaive);
-      run_cycle(*model, runner, prompts, a.gen, m == Mode::kBase ? no_slots : slots, t[m]);
+      run_cycle(*model, runner, prompts, a.gen, m == Mode::kBase ? no_slots : m == Mode::kStacked ? stacked : slots, t[m]);
     }
   }
   model->set_lora_grouping(true);
@@ -195,6 +206,13 @@ void run_bench(const BenchArgs& a) {
     out["lora_part_speedup_fused_vs_naive"] = (naive - step_s) / std::max(fused - step_s, 1e-9);
     out["prefill_s_lora"] = median(t[Mode::kFused].prefill);
     out["prefill_lora_over_base"] = median(t[Mode::kFused].prefill) / prefill_s;
+    if (a.stack > 1) {
+      const double stacked_s = median(t[Mode::kStacked].steps);
+      out["lora_stack"] = a.stack;
+      out["decode_step_ms_stacked"] = stacked_s * 1e3;
+      out["lora_part_ms_stacked"] = (stacked_s - step_s) * 1e3;
+      out["lora_part_stacked_over_fused"] = (stacked_s - step_s) / std::max(fused - step_s, 1e-9);
+    }
   }
   if (a.json) {
     std::printf("%s\n", out.dump(2).c_str());
@@ -232,6 +250,10 @@ void run_bench(const BenchArgs& a) {
                 out["lora_part_speedup_fused_vs_naive"].get<double>());
     std::printf("  prefill with adapters / base-only prefill: %.3f\n",
                 out["prefill_lora_over_base"].get<double>());
+    if (a.stack > 1)
+      std::printf("  stacks of %d adapters per request: step %.2f ms, LoRA part %.2f ms = %.3f x one adapter's\n",
+                  a.stack, out["decode_step_ms_stacked"].get<double>(), out["lora_part_ms_stacked"].get<double>(),
+                  out["lora_part_stacked_over_fused"].get<double>());
   }
 }
 
@@ -248,6 +270,8 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--repeats", args->repeats, "Repetitions (medians are reported)");
   c->add_option("--adapters", args->adapters,
                 "Spread the batch over K distinct synthetic adapters (0: base only)");
+  c->add_option("--stack", args->stack,
+                "Also time a run where each request stacks S of the K adapters (per-request stacking)");
   c->add_option("--rank", args->rank, "Adapter rank (all seven projections)");
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_flag("--json", args->json, "Print one JSON object");
