@@ -26,6 +26,7 @@
 #include "model/model.h"
 #include "sched/engine.h"
 #include "server/backend.h"
+#include "server/lora_routes.h"
 #include "server/server.h"
 #include "server/tool_parser.h"
 #include "text/chat_template.h"
@@ -38,6 +39,7 @@ namespace {
 struct ServeArgs {
   std::string model_dir;
   std::vector<std::string> lora_modules;
+  std::vector<std::string> lora_routes;  // name=adapter:weight,... (server/lora_routes.h)
   bool enable_lora = false;
   int max_loras = 1;
   int max_stacked_loras = -1;  // -1: min(4, --max-loras)
@@ -171,7 +173,16 @@ void run_serve(ServeArgs a) {
     fail("--lora-root '{}' is not a folder", a.lora_root);
   std::vector<LoraModule> modules;
   for (const auto& s : a.lora_modules) modules.push_back(parse_lora_module(s));
-  const bool lora = a.enable_lora || !modules.empty() || a.allow_runtime_lora_updating || a.enable_lora_resolver;
+  std::vector<server::LoraRoute> routes;  // their arms are checked once the adapters are registered
+  for (const auto& s : a.lora_routes) {
+    try {
+      routes.push_back(server::parse_route_spec(s));
+    } catch (const Error& e) {
+      fail("--lora-route '{}': {}", s, e.what());
+    }
+  }
+  const bool lora = a.enable_lora || !modules.empty() || !routes.empty() || a.allow_runtime_lora_updating ||
+                    a.enable_lora_resolver;
   if (a.served_model_name.empty()) a.served_model_name = default_served_name(a.model_dir);
   check_quantization_flag(a.quant.quantization);  // a typo fails before the port is bound
   if (!a.tool_call_parser.empty() && !server::tool_parser_from_name(a.tool_call_parser))
@@ -282,6 +293,16 @@ void run_serve(ServeArgs a) {
     }
     for (const auto& p : a.pin)
       if (!adapters->is_registered(p)) fail("--pin {}: no such adapter in --lora-modules", p);
+    const server::RouteNames names{a.served_model_name,
+                                   [&adapters](const std::string& n) { return adapters->is_registered(n); }};
+    for (size_t i = 0; i < routes.size(); ++i) {
+      try {
+        srv.lora_routes().set(routes[i], names, /*replace=*/false);
+      } catch (const Error& e) {
+        fail("--lora-route '{}': {}", a.lora_routes[i], e.what());
+      }
+      log_info("route '{}' -> {}", routes[i].name, a.lora_routes[i].substr(a.lora_routes[i].find('=') + 1));
+    }
   } else if (!a.pin.empty()) {
     fail("--pin needs --lora-modules");
   }
@@ -339,6 +360,9 @@ void add_serve_command(CLI::App& app) {
   c->add_option("model", a->model_dir, "Model folder (Hugging Face layout)")->required();
   c->add_option("--lora-modules", a->lora_modules,
                 "Adapters: name=path or '{\"name\": ..., \"path\": ..., \"base_model_name\": ...}'");
+  c->add_option("--lora-route", a->lora_routes,
+                "A model name served by registered adapters split by weight, sticky per request `user`: "
+                "'assistant=v2-stable:90,v3-candidate:10' (repeatable)");
   c->add_flag("--enable-lora", a->enable_lora, "Enable LoRA (implied by --lora-modules and the adapter flags)");
   c->add_option("--max-loras", a->max_loras, "Adapter slots (adapters in one batch)");
   c->add_option("--max-stacked-loras", a->max_stacked_loras,
@@ -370,7 +394,8 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--max-request-bytes", a->max_request_bytes, "Request bodies over this get 413");
   c->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds in-flight requests get after SIGTERM");
   c->add_flag("--allow-runtime-lora-updating", a->allow_runtime_lora_updating,
-              "Enable /v1/load_lora_adapter and /v1/unload_lora_adapter (or VLLM_ALLOW_RUNTIME_LORA_UPDATING=true)");
+              "Enable /v1/load_lora_adapter and /v1/unload_lora_adapter (or VLLM_ALLOW_RUNTIME_LORA_UPDATING=true), "
+              "and /v1/load_lora_route, /v1/unload_lora_route");
   c->add_option("--lora-root", a->lora_root, "Adapter paths from HTTP must resolve inside this folder");
   c->add_flag("--enable-lora-resolver", a->enable_lora_resolver,
               "Load an unknown adapter name from --lora-root/<name> on first use");

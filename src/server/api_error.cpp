@@ -23,6 +23,7 @@ const char* error_type(int status) {
     case 403: return "PermissionDeniedError";
     case 404: return "NotFoundError";
     case 405: return "MethodNotAllowedError";
+    case 409: return "ConflictError";
     case 413: return "RequestTooLargeError";
     case 422: return "UnprocessableEntityError";
     case 429: return "RateLimitError";

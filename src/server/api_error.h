@@ -4,8 +4,8 @@
 // exception reach the connection. The mapping is fixed here and nowhere else:
 //   kInvalid → 400 BadRequestError, kNotFound → 404 NotFoundError, kForbidden → 403 PermissionDeniedError,
 //   kTooLarge → 413 RequestTooLargeError, kUnavailable → 503 ServiceUnavailableError (+ Retry-After),
-//   anything else → 500 InternalServerError. Type names are the `openai` clients' error class names, as vLLM
-//   reports them.
+//   anything else → 500 InternalServerError; an ApiError may set another status (409 ConflictError). Type
+//   names are the `openai` clients' error class names, as vLLM reports them.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -60,6 +60,7 @@ struct Call {
   ResponseMeta meta;
   GenerateParams params;
   AdapterStack adapters;  // adapters.adapter: the tenant ("" = base model)
+  std::string route;      // the route `model` named ("" = none); adapters.adapter is the arm it chose
   std::vector<PromptInfo> prompts;
   bool echo_only = false;  // completions echo with max_tokens 0: the generated token is dropped
   std::shared_ptr<const std::vector<std::vector<int32_t>>> bad_words;
@@ -157,6 +158,24 @@ void record_finish(ServerState& st, const Call& c, FinishReason why) {
                  {{"model_name", model_name}, {"finished_reason", finish_reason_json(why)}});
 }
 
+// The call's adapter; a route's name picks an arm, sticky per `user` (its type checked by the request
+// parser).
+void resolve_call_target(Call& c, const std::string& model, const ojson& body) {
+  auto user = body.find("user");
+  ModelTarget t =
+      resolve_target(c.st, model, user != body.end() && user->is_string() ? user->get<std::string>() : "");
+  c.adapters = AdapterStack{std::move(t.adapter), 1.f, {}};
+  c.route = std::move(t.route);
+}
+
+// The value of the x-loraplex-adapter header: the name as it is, unless a control character (a CR/LF in a
+// name an operator registered) would break the response head; then none.
+bool header_safe(const std::string& v) {
+  for (unsigned char ch : v)
+    if (ch < 0x20 || ch == 0x7f) return false;
+  return true;
+}
+
 // Validates the model and turns the body into prompt tokens (c.prompts); fills everything of `c` but the
 // channels.
 void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
@@ -165,7 +184,8 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
   const int64_t max_len = st.backend->max_model_len();
   if (api == Api::kCompletion) {
     CompletionRequest r = parse_completion_request(body);
-    c.adapters = resolve_adapters(st, r.model, r.adapters);
+    resolve_call_target(c, r.model, body);
+    c.adapters = resolve_adapters(st, c.adapters.adapter, r.adapters);
     const int32_t vocab = tok.vocab_size();
     for (auto& in : r.prompts) {
       PromptInfo pi;
@@ -196,7 +216,8 @@ void prepare(Call& c, Api api, const ojson& body, int* default_max_tokens) {
     // ([TOOL_CALLS] always), and a skipped marker would hide the call.
     if (c.tools.mode == ToolSetup::Mode::kAuto && c.tools.parser != ToolParserKind::kLlama3Json)
       r.skip_special_tokens = false;
-    c.adapters = resolve_adapters(st, r.model, r.adapters);
+    resolve_call_target(c, r.model, body);
+    c.adapters = resolve_adapters(st, c.adapters.adapter, r.adapters);
     const text::ChatTemplate* tmpl = st.chat_template;
     std::optional<text::ChatTemplate> own;
     if (r.chat_template) {
@@ -501,6 +522,11 @@ void handle_generate(ServerState& st, Api api, const HttpRequest& req, HttpRespo
   int default_max_tokens = 16;
   prepare(*call, api, body, &default_max_tokens);
   submit_all(*call, default_max_tokens);
+  // Routes: which arm served the call, in a header (streaming or not) and a counter (one per call).
+  if (!call->route.empty())
+    st.metrics.add("loraplex_route_requests_total", {{"route", call->route}, {"adapter", call->adapters.adapter}});
+  if (!call->adapters.adapter.empty() && header_safe(call->adapters.adapter))
+    res.set_header("x-loraplex-adapter", call->adapters.adapter);
   const bool streaming = call->params.stream;
   res.producer = std::make_shared<GenerationProducer>(std::move(call), streaming);
   res.streaming = streaming;

@@ -95,6 +95,8 @@ struct Server::Http final : HttpApp {
     if (st.options.allow_runtime_lora_updating) {
       routes.push_back({"POST", "/v1/load_lora_adapter", RouteKind::kApi, handle_load_adapter, true});
       routes.push_back({"POST", "/v1/unload_lora_adapter", RouteKind::kApi, handle_unload_adapter, true});
+      routes.push_back({"POST", "/v1/load_lora_route", RouteKind::kApi, handle_load_route, true});
+      routes.push_back({"POST", "/v1/unload_lora_route", RouteKind::kApi, handle_unload_route, true});
     }
   }
 
@@ -197,6 +199,7 @@ struct Server::Http final : HttpApp {
   void on_response_head(const HttpRequest& req, HttpResponse& res) override {
     if (req.has_header("Origin")) {  // on_head refused the others
       res.set_header("Access-Control-Allow-Origin", req.header("Origin"));
+      res.set_header("Access-Control-Expose-Headers", "x-loraplex-adapter");  // a page may read a route's arm
       res.set_header("Vary", "Origin");
     }
     try {
@@ -302,6 +305,7 @@ void Server::stop() {
 }
 
 MetricsRegistry& Server::metrics() { return st_->metrics; }
+LoraRoutes& Server::lora_routes() { return st_->lora_routes; }
 int Server::in_flight() const { return st_->in_flight.load(); }
 const ServerOptions& Server::options() const { return st_->options; }
 

@@ -29,6 +29,7 @@ class ChatTemplate;
 namespace lp::server {
 
 class Backend;
+class LoraRoutes;
 class MetricsRegistry;
 struct ServerState;
 
@@ -86,6 +87,7 @@ class Server {
   void stop();
 
   MetricsRegistry& metrics();
+  LoraRoutes& lora_routes();  // routes set at start-up (before attach) go here; thread-safe
   int in_flight() const;  // generation requests being answered now
   const ServerOptions& options() const;
 

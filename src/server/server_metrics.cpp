@@ -154,6 +154,8 @@ void describe_metrics(ServerState& st) {
              "Adapters per tier now (slot, host (inclusive of slot), loading, registered).");
   m.describe("loraplex_lora_slots_held", T::kGauge, "Adapter slots held by running requests.");
   m.describe("loraplex_lora_requests_total", T::kCounter, "Engine requests per registered adapter.");
+  m.describe("loraplex_route_requests_total", T::kCounter,
+             "Generation calls per weighted route (--lora-route) and the adapter (arm) it chose.");
   m.describe("vllm:num_requests_running", T::kGauge, "Number of requests in model execution batches.");
   m.describe("vllm:num_requests_waiting", T::kGauge, "Number of requests waiting to be processed.");
   m.describe("vllm:kv_cache_usage_perc", T::kGauge, "KV-cache usage. 1 means 100 percent usage.");

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "server/lora_routes.h"
 #include "server/metrics.h"
 #include "server/structured_output.h"
 #include "server/server.h"
@@ -29,6 +30,7 @@ struct ServerState {
   std::atomic<bool> draining{false};
 
   MetricsRegistry metrics;
+  LoraRoutes lora_routes;  // weighted routes (--lora-route, /v1/load_lora_route)
 
   // Generation requests in flight (from parse to the last byte written); wait_idle() waits on it.
   std::mutex idle_mu;

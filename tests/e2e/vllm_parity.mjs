@@ -5,8 +5,10 @@
 // one HELP/TYPE per family; /tokenize and /detokenize against the reference tokenizer (transformers.js on the
 // model's own tokenizer.json) and the reference chat-template renderer (@huggingface/jinja), with the
 // messages form counting what a chat completion reports as prompt_tokens; /version equals
-// `loraplex --version`; the API key guards /tokenize and /detokenize but not /version.
-import { execFileSync } from 'node:child_process';
+// `loraplex --version`; the API key guards /tokenize and /detokenize but not /version; a weighted route
+// (--lora-route) answers with the output of the arm its x-loraplex-adapter header names, sticky per user,
+// listed in /v1/models and counted, and a bad --lora-route stops the start naming the flag.
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -20,7 +22,8 @@ const { Template } = await import(require.resolve('@huggingface/jinja').replace(
 
 const m = makeModel(3);
 const srv = await startServer(m.model, ['--served-model-name', 'tiny', '--lora-modules',
-  `medical-qa=${m.adapterDir('medical-qa')}`, '--max-model-len', '256']);
+  `medical-qa=${m.adapterDir('medical-qa')}`, `legal-summary=${m.adapterDir('legal-summary')}`, '--max-model-len', '256',
+  '--lora-route', 'assistant=medical-qa:1,legal-summary:1']);
 const client = srv.client();
 const post = async (url, p, body, headers = {}) => {
   const r = await fetch(`${url}${p}`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers },
@@ -146,6 +149,41 @@ await run([
     const v = execFileSync(BIN, ['--version'], { encoding: 'utf8' }).trim();
     const r = await (await fetch(`${srv.url}/version`)).json();
     assertEq(`loraplex ${r.version}`, v, 'version');
+  }],
+  ['a weighted route serves its arm\'s output, sticky per user, listed and counted', async () => {
+    const gen = async (model, user, stream = false) => {
+      const r = await fetch(`${srv.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model, prompt: 'Symptoms of flu', max_tokens: 6, temperature: 0, ignore_eos: true, user,
+          stream }) });
+      assertEq(r.status, 200, `${model} for ${user}`);
+      return { arm: r.headers.get('x-loraplex-adapter'), body: stream ? await r.text() : await r.json() };
+    };
+    const direct = { 'medical-qa': (await gen('medical-qa')).body.choices[0].text,
+      'legal-summary': (await gen('legal-summary')).body.choices[0].text };
+    assert(direct['medical-qa'] !== direct['legal-summary'], 'the two adapters answer differently');
+    const count = { 'medical-qa': 0, 'legal-summary': 0 };
+    for (let u = 0; u < 12; u++) {
+      const r = await gen('assistant', `user-${u}`);
+      assert(r.arm in direct, `an arm in the header: ${r.arm}`);
+      assertEq(r.body.model, 'assistant', 'the model as asked');
+      assertEq(r.body.choices[0].text, direct[r.arm], `user-${u}: the output of ${r.arm}`);
+      assertEq((await gen('assistant', `user-${u}`, true)).arm, r.arm, `user-${u} streams from the same arm`);
+      count[r.arm] += 2;
+    }
+    assert(count['medical-qa'] > 0 && count['legal-summary'] > 0, `both arms used: ${JSON.stringify(count)}`);
+    const listed = (await client.models.list()).data.find((x) => x.id === 'assistant');
+    assertEq(listed.loraplex_route, { arms: [{ adapter: 'medical-qa', weight: 1 }, { adapter: 'legal-summary', weight: 1 }] },
+      'listed with its arms');
+    const fams = await scrape(srv.url);
+    for (const arm of Object.keys(count))
+      assertEq(metric(fams, 'loraplex_route_requests_total', { route: 'assistant', adapter: arm }), count[arm], `${arm} counted`);
+    for (const [route, want] of [['x=medical-qa', "--lora-route 'x=medical-qa': arm 'medical-qa' of route 'x' has no weight"],
+      ['x=medical-qa:1,nope:1', "--lora-route 'x=medical-qa:1,nope:1': adapter 'nope' (an arm of route 'x') is not registered"]]) {
+      const p = spawnSync(BIN, ['serve', m.model, '--port', '0', '--threads', '2', '--lora-modules',
+        `medical-qa=${m.adapterDir('medical-qa')}`, '--lora-route', route], { encoding: 'utf8', timeout: 30000 });
+      assertEq(p.status, 1, `a bad --lora-route stops the start: ${p.stderr}`);
+      assert(p.stderr.includes(want), `says why: ${p.stderr}`);
+    }
   }],
   ['the API key guards /tokenize and /detokenize, not /version', async () => {
     const keyed = await startServer(m.model, ['--api-key', 'sekret']);
