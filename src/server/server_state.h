@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "server/dashboard.h"
 #include "server/metrics.h"
 #include "server/structured_output.h"
 #include "server/server.h"
@@ -29,6 +30,7 @@ struct ServerState {
   std::atomic<bool> draining{false};
 
   MetricsRegistry metrics;
+  Dashboard dashboard;  // the operator dashboard's window (sampled when options.dashboard_sample_s > 0)
 
   // Generation requests in flight (from parse to the last byte written); wait_idle() waits on it.
   std::mutex idle_mu;
