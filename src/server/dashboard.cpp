@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <set>
 
+#include "core/check.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "server/backend.h"
