@@ -5,6 +5,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   libfmt-dev nlohmann-json3-dev libboost1.81-dev libpcre2-dev libutf8proc-dev libcli11-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  chromium  # headless, for the dashboard's browser test (tests/e2e/dashboard.mjs)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -216,6 +216,7 @@ void run_serve(ServeArgs a) {
   so.allowed_origins = a.allowed_origins;
   so.allow_special_tokens_in_content = a.allow_special_tokens_in_content;
   so.trust_request_chat_template = a.trust_request_chat_template;
+  so.dashboard_sample_s = 1;  // the dashboard's window: 300 samples = 5 minutes
   const std::string template_override = a.chat_template.empty() ? "" : chat_template_source(a.chat_template);
   server::Server srv(so);
   int port = srv.bind();

@@ -247,6 +247,7 @@ AdapterManager::Acquire AdapterManager::place_locked(const EntryPtr& e, bool hol
   if (e->host) host_lru_.touch(e.get());
   if (e->slot >= 0) {  // hit
     if (hold) ++slots_[e->slot].holders;
+    if (hold) ++counters_.slot_hits;
     slot_lru_.touch(e->slot);
     return {Status::kReady, e->slot, {}};
   }
@@ -462,6 +463,15 @@ CacheCounters AdapterManager::counters() const {
 void AdapterManager::wait_for_loads() const {
   std::unique_lock lk(mu_);
   loads_done_.wait(lk, [&] { return n_loading_ == 0; });
+}
+
+AdapterManager::Tiers AdapterManager::tiers() const {
+  std::lock_guard lk(mu_);
+  Tiers t;
+  for (const SlotState& s : slots_)
+    t.slots.push_back(s.entry ? SlotInfo{s.entry->name, s.entry->pinned, s.holders} : SlotInfo{});
+  for (Entry* e : host_lru_.order()) t.host.push_back(e->name);
+  return t;
 }
 
 std::vector<std::string> AdapterManager::slot_names() const {

@@ -160,6 +160,18 @@ class AdapterManager {
   // Any thread: who is in each slot ("" when empty) and the host tier from least to most recently used.
   std::vector<std::string> slot_names() const;
   std::vector<std::string> host_lru_names() const;
+  // Any thread: both tiers in one consistent snapshot (the operator dashboard): each slot's adapter ("" when
+  // empty), pin and holders (running requests), and the host tier from least to most recently used.
+  struct SlotInfo {
+    std::string name;
+    bool pinned = false;
+    int holders = 0;
+  };
+  struct Tiers {
+    std::vector<SlotInfo> slots;  // (max_loras), by slot index
+    std::vector<std::string> host;
+  };
+  Tiers tiers() const;
 
  private:
   struct Entry;

@@ -43,6 +43,9 @@ struct CacheCounters {
   int64_t evictions_slot = 0;
   int64_t evictions_host = 0;
   int64_t load_failures = 0;  // disk → host loads that failed (each failed load once, however many waited)
+  // acquire()s that found the adapter in a slot already (no load): with loads_from_host, the slot tier's hit
+  // rate (the operator dashboard's, server/dashboard.h).
+  int64_t slot_hits = 0;
 
   // Adapters per tier now. The host tier includes the adapters that are also in a slot (it is inclusive,
   // like vLLM's CPU cache: max_cpu_loras >= max_loras), so in_slots <= in_host <= max_cpu_loras.

@@ -44,7 +44,7 @@ class Runner {
     int seq;
     std::span<const int32_t> tokens;
     bool want_all_logits = false;
-    LoraStack lora;  // an adapter slot (-1 = base model), or a slot with a scale and more stacked on it
+    LoraStack lora{};  // an adapter slot (-1 = base model), or a slot with a scale and more stacked on it
   };
   // Runs ONE forward call over all items and returns the logits rows, in item order
   // (rows × vocab, row-major). Throws lp::Error if the KV cache or the context length is exhausted.

@@ -4,6 +4,7 @@
 // tests). Every method is called from HTTP threads concurrently and throws lp::Error for client mistakes.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -24,6 +25,19 @@ struct AdapterListing {
   bool pinned = false;
   std::string tier;  // "slot" | "host" | "loading" | "disk"
   int rank = 0;
+};
+
+// What the operator dashboard (server/dashboard.h) shows of the adapter tiers and the traffic.
+struct SlotListing {
+  std::string adapter;  // "": empty
+  bool pinned = false;
+  int holders = 0;  // running requests using the slot
+};
+struct CacheSnapshot {
+  std::vector<SlotListing> slots;  // by slot index (none without LoRA)
+  std::vector<std::string> host;   // the host tier, least recently used first (includes the adapters in slots)
+  int max_cpu_loras = 0;
+  int64_t requests_submitted = 0;  // engine requests accepted since start, base model and adapters alike
 };
 
 class Backend {
@@ -48,6 +62,7 @@ class Backend {
   virtual void unregister_adapter(const std::string& name) = 0;
   virtual std::vector<AdapterListing> list_adapters() const = 0;
   virtual std::optional<lora::CacheCounters> lora_counters() const = 0;  // nullopt without LoRA
+  virtual CacheSnapshot cache_snapshot() const = 0;
 };
 
 // The real thing: an Engine and (optionally) the AdapterManager it serves from. Neither is owned.
@@ -72,12 +87,14 @@ class EngineBackend : public Backend {
   void unregister_adapter(const std::string& name) override;
   std::vector<AdapterListing> list_adapters() const override;
   std::optional<lora::CacheCounters> lora_counters() const override;
+  CacheSnapshot cache_snapshot() const override;
 
  private:
   sched::Engine& engine_;
   lora::AdapterManager* adapters_;
   int64_t max_model_len_;
   std::string quantization_;
+  std::atomic<int64_t> submitted_{0};
 };
 
 }  // namespace lp::server

@@ -9,7 +9,9 @@
 namespace lp::server {
 
 std::shared_ptr<sched::RequestChannel> EngineBackend::submit(sched::Request req) {
-  return engine_.submit(std::move(req));
+  auto ch = engine_.submit(std::move(req));
+  submitted_.fetch_add(1, std::memory_order_relaxed);
+  return ch;
 }
 
 sched::EngineStats EngineBackend::stats() const { return engine_.stats(); }
@@ -44,6 +46,17 @@ std::vector<AdapterListing> EngineBackend::list_adapters() const {
 std::optional<lora::CacheCounters> EngineBackend::lora_counters() const {
   if (!adapters_) return std::nullopt;
   return adapters_->counters();
+}
+
+CacheSnapshot EngineBackend::cache_snapshot() const {
+  CacheSnapshot c;
+  c.requests_submitted = submitted_.load(std::memory_order_relaxed);
+  if (!adapters_) return c;
+  auto t = adapters_->tiers();
+  for (auto& s : t.slots) c.slots.push_back({std::move(s.name), s.pinned, s.holders});
+  c.host = std::move(t.host);
+  c.max_cpu_loras = adapters_->max_cpu_loras();
+  return c;
 }
 
 }  // namespace lp::server

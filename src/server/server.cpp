@@ -90,6 +90,8 @@ struct Server::Http final : HttpApp {
     routes.push_back({"POST", "/tokenize", RouteKind::kApi, handle_tokenize, false});
     routes.push_back({"POST", "/detokenize", RouteKind::kApi, handle_detokenize, false});
     routes.push_back({"GET", "/v1/models", RouteKind::kApi, handle_models, false});
+    routes.push_back({"GET", "/dashboard", RouteKind::kApi, handle_dashboard_page, false});
+    routes.push_back({"GET", "/dashboard/state", RouteKind::kApi, handle_dashboard_state, false});
     routes.push_back({"POST", "/v1/completions", RouteKind::kApi, handle_completions, true});
     routes.push_back({"POST", "/v1/chat/completions", RouteKind::kApi, handle_chat_completions, true});
     if (st.options.allow_runtime_lora_updating) {
@@ -288,6 +290,7 @@ void Server::attach(Backend* backend, const text::Tokenizer* tokenizer, const te
   st_->chat_template = chat_template;
   st_->structured = std::make_unique<StructuredOutputs>(*tokenizer);
   st_->ready.store(true, std::memory_order_release);
+  if (st_->options.dashboard_sample_s > 0) st_->dashboard.start(*backend, st_->options.dashboard_sample_s);
 }
 
 void Server::drain() { st_->draining.store(true); }
@@ -300,6 +303,7 @@ bool Server::wait_idle(double timeout_s) {
 
 void Server::stop() {
   if (http_->stopped.exchange(true)) return;
+  st_->dashboard.stop();
   http_->listener.stop();  // every connection closed: their engine requests are aborted
   http_->pool.join();      // handlers still running finish (their replies find the connection gone)
 }

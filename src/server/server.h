@@ -64,6 +64,9 @@ struct ServerOptions {
   // Chat: a request's own `chat_template` is rendered (with tight bounds) instead of refused with a 400, as
   // vLLM's --trust-request-chat-template.
   bool trust_request_chat_template = false;
+  // The operator dashboard's sampler period (server/dashboard.h; serve: 1 s). 0: no sampler thread, so the
+  // window stays empty (the in-process tests, which script their fake backend from the test thread).
+  double dashboard_sample_s = 0;
 };
 
 class Server {

@@ -194,6 +194,7 @@ void describe_metrics(ServerState& st) {
   m.describe("vllm:lora_adapters_active", T::kGauge, "Adapters in an adapter slot now, ready to serve a batch.");
   m.describe("vllm:lora_requests_by_adapter", T::kCounter, "Engine requests per registered adapter.");
   m.add_collector([&st](MetricsRegistry& reg) { collect(st, reg); });
+  describe_dashboard_metrics(st);  // the dashboard's hints (dashboard.cpp)
 }
 
 }  // namespace lp::server

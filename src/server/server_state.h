@@ -11,6 +11,7 @@
 #include <string>
 
 #include "server/lora_routes.h"
+#include "server/dashboard.h"
 #include "server/metrics.h"
 #include "server/structured_output.h"
 #include "server/server.h"
@@ -31,6 +32,7 @@ struct ServerState {
 
   MetricsRegistry metrics;
   LoraRoutes lora_routes;  // weighted routes (--lora-route, /v1/load_lora_route)
+  Dashboard dashboard;  // the operator dashboard's window (sampled when options.dashboard_sample_s > 0)
 
   // Generation requests in flight (from parse to the last byte written); wait_idle() waits on it.
   std::mutex idle_mu;

@@ -103,9 +103,11 @@ TEST_F(ManagerTest, EveryTransitionOfTheStateMachine) {
   auto c = m.counters();
   EXPECT_EQ(c.loads_from_disk, 1);
   EXPECT_EQ(c.loads_from_host, 1);
+  EXPECT_EQ(c.slot_hits, 0);
   // a hit is not a load
   use(m, "a");
   EXPECT_EQ(m.counters().loads_from_host, 1);
+  EXPECT_EQ(m.counters().slot_hits, 1);
 
   // SLOT → HOST (b needs the only slot; a is not held)
   use(m, "b");
@@ -123,6 +125,17 @@ TEST_F(ManagerTest, EveryTransitionOfTheStateMachine) {
   EXPECT_EQ(c.evictions_slot, 2);
   EXPECT_EQ(c.in_slots, 1);
   EXPECT_EQ(c.in_host, 2);  // b and c (the host tier includes the slot's adapter)
+  // tiers(): c in the slot, held while a request uses it; the host tier least recently used first
+  const int held = use(m, "c", /*keep_hold=*/true);
+  auto t = m.tiers();
+  ASSERT_EQ(t.slots.size(), 1u);
+  EXPECT_EQ(t.slots[0].name, "c");
+  EXPECT_EQ(t.slots[0].holders, 1);
+  EXPECT_FALSE(t.slots[0].pinned);
+  EXPECT_EQ(t.host, (std::vector<std::string>{"b", "c"}));
+  m.release(held);
+  EXPECT_EQ(m.tiers().slots[0].holders, 0);
+  EXPECT_EQ(m.counters().slot_hits, 2);
 
   // DISK again → back in: a reload from disk
   use(m, "a");

@@ -31,6 +31,15 @@ class FakeBackend : public server::Backend {
   std::string quant = "none";  // what quantization() answers
   sched::EngineStats base_stats;  // stats() returns it with running / kv_usage / max_loras filled in
   lora::CacheCounters counters;   // what lora_counters() answers
+  server::CacheSnapshot cache;    // what cache_snapshot() answers (requests_submitted: the requests submitted)
+
+  // Changes base_stats, counters and cache under the lock the methods reading them take: for a test whose
+  // server reads them on a thread of its own (the dashboard's sampler), where plain assignments would race.
+  template <class F>
+  void script(F&& f) {
+    std::lock_guard<std::mutex> lock(mu_);
+    f(base_stats, counters, cache);
+  }
 
   ~FakeBackend() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -56,7 +65,9 @@ class FakeBackend : public server::Backend {
   }
 
   sched::EngineStats stats() const override {
+    std::unique_lock<std::mutex> lock(mu_);
     sched::EngineStats s = base_stats;
+    lock.unlock();
     s.running = running.load();
     s.kv_usage = running.load() > 0 ? 0.5 : 0.0;
     s.max_loras = 2;
@@ -86,7 +97,16 @@ class FakeBackend : public server::Backend {
     for (const auto& [n, p] : adapters_) out.push_back({n, p, false, "disk", 8});
     return out;
   }
-  std::optional<lora::CacheCounters> lora_counters() const override { return counters; }
+  std::optional<lora::CacheCounters> lora_counters() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counters;
+  }
+  server::CacheSnapshot cache_snapshot() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    server::CacheSnapshot c = cache;
+    c.requests_submitted = static_cast<int64_t>(submitted_.size());
+    return c;
+  }
 
  private:
   void run(std::shared_ptr<sched::RequestChannel> ch, sched::Request req) {
@@ -140,7 +160,8 @@ class FakeBackend : public server::Backend {
     --running;
   }
 
-  mutable std::mutex mu_;  // guards submitted_, threads_, adapters_
+  // Guards submitted_, threads_, adapters_, and base_stats / counters / cache in script() and their readers.
+  mutable std::mutex mu_;
   std::vector<sched::Request> submitted_;
   std::vector<std::thread> threads_;
   std::map<std::string, std::string> adapters_;
