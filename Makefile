@@ -62,7 +62,7 @@ story: build
 serve: story
 	@echo "try:  curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \"french-support\", \"messages\": [{\"role\": \"user\", \"content\": \"Where is my order?\"}]}'"
 	@echo "      (\"model\": \"story\" is the base; the adapters: medical-qa legal-summary code-review french-support)"
-	$(BUILD)/loraplex serve $(STORY) --port $(PORT) --max-loras 4 --max-lora-rank 8 --kv-cache-memory 256MiB \
+	$(BUILD)/loraplex serve $(STORY) --port $(PORT) --max-loras 4 --max-lora-rank 8 --kv-cache-memory 128MiB \
 	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(STORY)/adapters/$(a)) \
 	  --allow-runtime-lora-updating --lora-root $(STORY)/adapters
 
