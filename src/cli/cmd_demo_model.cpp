@@ -67,8 +67,8 @@ void run_story(const DemoArgs& a, model::DemoSpec spec, const std::filesystem::p
     std::printf("wrote %d story adapters (rank 1: %s) to %s\n", a.adapters, list.c_str(),
                 (dir / "adapters").c_str());
   }
-  std::printf("wrote story model (%s, %zu words and phrases) to %s in %.1f s\n", a.dtype.c_str(), segments.size(),
-              dir.c_str(), now_seconds() - t0);
+  std::printf("wrote story model (%s, %zu words and phrases) to %s in %.1f s\n", a.dtype.c_str(),
+              segments.size(), dir.c_str(), now_seconds() - t0);
 }
 
 void run_demo_model(const DemoArgs& a) {
@@ -117,9 +117,10 @@ void add_demo_model_command(CLI::App& app) {
   auto args = std::make_shared<DemoArgs>();
   CLI::App* c = app.add_subcommand("demo-model", "Write a deterministic synthetic model (HF layout)");
   c->add_option("out", args->out, "Output folder")->required();
-  c->add_option("--shape", args->shape,
-                "tiny | small | smol (SmolLM2-135M) | 1b (Llama-3.2-1B) | story (readable text; its adapters, "
-                "at most 4, are rank 1 and each steers it to its own passage)")
+  c->add_option(
+       "--shape", args->shape,
+       "tiny | small | smol (SmolLM2-135M) | 1b (Llama-3.2-1B) | story (readable text; its adapters, "
+       "at most 4, are rank 1 and each steers it to its own passage)")
       ->check(CLI::IsMember({"tiny", "small", "smol", "1b", "story"}));
   c->add_option("--seed", args->seed, "Random seed");
   c->add_option("--dtype", args->dtype, "Weight dtype: bf16 | f16 | f32")->check(CLI::IsMember({"bf16", "f16", "f32"}));

@@ -288,9 +288,11 @@ void run_serve(ServeArgs a) {
         throw;
       }
       std::error_code ec;  // registering reads and checks the whole adapter: its weights file is the size
-      const auto bytes = std::filesystem::file_size(std::filesystem::path(m.path) / "adapter_model.safetensors", ec);
-      log_info("loaded adapter {}: {} in {:.1f} ms from {}{}", m.name, size_text(ec ? 0.0 : static_cast<double>(bytes)),
-               (now_seconds() - ta) * 1e3, m.path, pinned ? " (pinned)" : "");
+      const auto bytes =
+          std::filesystem::file_size(std::filesystem::path(m.path) / "adapter_model.safetensors", ec);
+      log_info("loaded adapter {}: {} in {:.1f} ms from {}{}", m.name,
+               size_text(ec ? 0.0 : static_cast<double>(bytes)), (now_seconds() - ta) * 1e3, m.path,
+               pinned ? " (pinned)" : "");
     }
     for (const auto& p : a.pin)
       if (!adapters->is_registered(p)) fail("--pin {}: no such adapter in --lora-modules", p);

@@ -87,12 +87,14 @@ void write_demo_adapter(const std::filesystem::path& dir, const model::ModelConf
   io::SafetensorsWriter w;
   std::vector<Buffer<uint8_t>> store;
   const size_t es = dtype_size(s.dtype);
-  auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale, const std::vector<float>* given) {
+  auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale,
+                 const std::vector<float>* given) {
     Buffer<uint8_t> buf(static_cast<size_t>(rows * cols) * es);
     model::DemoRng rng(s.seed, name);
     std::vector<float> tmp(static_cast<size_t>(rows * cols));
     if (given) {
-      LP_CHECK(given->size() == tmp.size(), "{}: {} values given for ({}, {})", name, given->size(), rows, cols);
+      LP_CHECK(given->size() == tmp.size(), "{}: {} values given for ({}, {})", name, given->size(), rows,
+               cols);
       tmp = *given;
     } else {
       for (auto& v : tmp) v = scale * rng.uniform();
@@ -122,8 +124,8 @@ void write_demo_adapter(const std::filesystem::path& dir, const model::ModelConf
   w.write(dir / "adapter_model.safetensors");
 }
 
-std::vector<std::string> write_story_adapters(const std::filesystem::path& dir, const model::ModelConfig& base,
-                                              int n, DType dtype) {
+std::vector<std::string> write_story_adapters(const std::filesystem::path& dir,
+                                              const model::ModelConfig& base, int n, DType dtype) {
   const auto& passages = model::story_passages();
   if (n < 0 || n >= static_cast<int>(passages.size()))
     fail("the story model has {} adapters (asked for {})", passages.size() - 1, n);

@@ -44,7 +44,7 @@ DemoAdapterSpec demo_adapter_spec(int i, int rank, bool mixed, uint64_t seed, DT
 // The story model's adapters (model/demo_story.h), the first n of its adapter passages (at most 4:
 // medical-qa, legal-summary, code-review, french-support): rank 1 on layer 0's down_proj, each written to
 // dir/<name>. Returns the names.
-std::vector<std::string> write_story_adapters(const std::filesystem::path& dir, const model::ModelConfig& base,
-                                              int n, DType dtype);
+std::vector<std::string> write_story_adapters(const std::filesystem::path& dir,
+                                              const model::ModelConfig& base, int n, DType dtype);
 
 }  // namespace lp::lora

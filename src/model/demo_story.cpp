@@ -19,6 +19,7 @@ namespace {
 // occurs once per passage and has one successor. A segment with a non-ASCII letter starts with a space:
 // the byte-level decoder takes an added token as written only when it has a character outside its byte
 // alphabet (see text/demo_tokenizer.h).
+// clang-format off
 const std::vector<StoryPassage>& passages() {
   static const std::vector<StoryPassage> p = {
       {"",
@@ -49,6 +50,7 @@ const std::vector<StoryPassage>& passages() {
   };
   return p;
 }
+// clang-format on
 
 // Where everything lives in the residual stream (H dims) and in layer 1's MLP neurons.
 struct Layout {
@@ -81,7 +83,8 @@ Layout layout() {
     std::vector<int> ch;
     for (const std::string& s : p.segments) {
       const int j = index.at(s);
-      LP_CHECK(std::find(ch.begin(), ch.end(), j) == ch.end(), "story segment '{}' repeats in its passage", s);
+      LP_CHECK(std::find(ch.begin(), ch.end(), j) == ch.end(), "story segment '{}' repeats in its passage",
+               s);
       ch.push_back(j);
     }
     l.chains.push_back(std::move(ch));
@@ -89,7 +92,9 @@ Layout layout() {
   return l;
 }
 
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
+float silu(float x) {
+  return x / (1.0f + std::exp(-x));
+}
 
 // Layer 1 gate weights: a neuron's pre-activation is kGain * (its conjunction - threshold) in units of the
 // bias dim, so a firing neuron sees +0.5..0.75 and a silent one -0.25 or less: after RMSNorm (x̂ of a unit
@@ -102,7 +107,9 @@ constexpr float kHead = 2.0f;
 
 }  // namespace
 
-const std::vector<StoryPassage>& story_passages() { return passages(); }
+const std::vector<StoryPassage>& story_passages() {
+  return passages();
+}
 
 std::vector<std::string> story_tokens() {
   std::vector<std::string> out;
@@ -126,13 +133,14 @@ void write_story_model(const std::filesystem::path& dir, const DemoSpec& spec, c
   const ModelConfig c = ModelConfig::from_json(nlohmann::json::parse(cfg_text), "story config");
   const Layout l = layout();
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
-  LP_CHECK(l.dims() <= H && l.neurons() <= I, "story layout: {} dims, {} neurons; the shape has {}, {}", l.dims(),
-           l.neurons(), H, I);
+  LP_CHECK(l.dims() <= H && l.neurons() <= I, "story layout: {} dims, {} neurons; the shape has {}, {}",
+           l.dims(), l.neurons(), H, I);
   LP_CHECK(static_cast<int>(ids.tokens.size()) == l.n_tokens && ids.eos >= 0 && ids.eos < V,
            "story ids: {} token ids for {} tokens, eos {}", ids.tokens.size(), l.n_tokens, ids.eos);
   std::map<int32_t, int> story_index;  // token id -> index into story_tokens()
   for (int j = 0; j < l.n_tokens; ++j) {
-    LP_CHECK(ids.tokens[j] >= 0 && ids.tokens[j] < V && ids.tokens[j] != ids.eos, "story token id {}", ids.tokens[j]);
+    LP_CHECK(ids.tokens[j] >= 0 && ids.tokens[j] < V && ids.tokens[j] != ids.eos, "story token id {}",
+             ids.tokens[j]);
     LP_CHECK(story_index.emplace(ids.tokens[j], j).second, "story token id {} given twice", ids.tokens[j]);
   }
 

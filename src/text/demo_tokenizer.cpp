@@ -224,7 +224,8 @@ void write_demo_tokenizer(const fs::path& dir, int vocab_size, uint64_t seed,
   constexpr int kSpecials = static_cast<int>(std::size(kDemoSpecialTokens));
   const int n_added = static_cast<int>(added_tokens.size());
   if (vocab_size < 256 + 1 + n_added + kSpecials)
-    fail("demo tokenizer: vocab_size {} is too small (at least {})", vocab_size, 256 + 1 + n_added + kSpecials);
+    fail("demo tokenizer: vocab_size {} is too small (at least {})", vocab_size,
+         256 + 1 + n_added + kSpecials);
   if (vocab_size > (1 << 22)) fail("demo tokenizer: vocab_size {} is too large", vocab_size);
   const auto merges_wanted = static_cast<size_t>(vocab_size - 256 - n_added - kSpecials);
 

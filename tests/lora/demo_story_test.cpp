@@ -72,8 +72,9 @@ class DemoStory : public ::testing::Test {
     tok_ = std::make_unique<text::Tokenizer>(text::Tokenizer::from_dir(model_dir()));
     bank_ = std::make_unique<SlotBank>(model_->config(), 4, 8, DType::kBF16);
     for (int i = 1; i < 5; ++i)
-      bank_->load(i - 1, pack_adapter(load_adapter(adapter_dir(kTenants[i].adapter), base_shapes(model_->config())),
-                                      DType::kBF16));
+      bank_->load(i - 1,
+                  pack_adapter(load_adapter(adapter_dir(kTenants[i].adapter), base_shapes(model_->config())),
+                               DType::kBF16));
   }
 
   // Greedy decoding of every prompt (through adapter slot slots[i], -1 = base) in one batch per step, until
@@ -156,7 +157,8 @@ TEST_F(DemoStory, PromptFromInsidePassageContinuesIt) {
       "Once upon a time, a small fox lived at the edge of a quiet forest.",
       "A mild fever with a sore throat",
       "Summary: the tenant must pay the rent by the fifth day of each month. Either party",
-      "Nice work. One fix: guard against an empty list, or the division fails.\n\n```python\ndef average(values):",
+      "Nice work. One fix: guard against an empty list, or the division fails.\n\n```python\ndef "
+      "average(values):",
       "Bonjour ! Merci de nous avoir contactés. Votre commande",
   };
   for (int i = 0; i < 5; ++i) {

