@@ -126,7 +126,7 @@ void add_demo_model_command(CLI::App& app) {
   c->add_option("--dtype", args->dtype, "Weight dtype: bf16 | f16 | f32")->check(CLI::IsMember({"bf16", "f16", "f32"}));
   c->add_option("--arch", args->arch, "llama | mistral | qwen2")->check(CLI::IsMember({"llama", "mistral", "qwen2"}));
   c->add_option("--adapters", args->adapters, "Also write N PEFT adapters under OUT/adapters/");
-  c->add_option("--rank", args->rank, "Adapter rank");
+  c->add_option("--rank", args->rank, "Adapter rank (the story adapters are rank 1 whatever it says)");
   c->add_option(
        "--quantization", args->quantization,
        "none | awq | gptq: write the projections as an int4 AWQ (GEMM) or GPTQ checkpoint, the rest F16")
