@@ -7,9 +7,10 @@ BUILD_TSAN ?= build-tsan
 TSAN_TESTS ?= adapter_manager_tsan_test adapter_manager_test engine_test engine_request_fields_test thread_pool_test http_server_test grammar_test
 JOBS       ?= $(shell nproc)
 DEMO       ?= demo/smol
+STORY      ?= demo/story
 PORT       ?= 8000
 
-.PHONY: deps fixtures build build-asan test test-unit test-asan test-tsan fuzz serve demo bench clean format
+.PHONY: deps fixtures build build-asan test test-unit test-asan test-tsan fuzz serve story demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -53,12 +54,17 @@ fuzz: deps
 demo: build
 	@[ -f $(DEMO)/config.json ] || $(BUILD)/loraplex demo-model $(DEMO) --shape smol --seed 1
 
-serve: demo
-	@[ -d $(DEMO)/adapters/medical-qa ] || $(BUILD)/loraplex demo-model $(DEMO) --shape smol --seed 1 --adapters 4 --rank 16 --mixed
-	@echo "try:  curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \"medical-qa\", \"messages\": [{\"role\": \"user\", \"content\": \"Hello!\"}], \"max_tokens\": 32}'"
-	$(BUILD)/loraplex serve $(DEMO) --port $(PORT) --max-loras 4 --max-lora-rank 16 --kv-cache-memory 2GiB \
-	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(DEMO)/adapters/$(a)) \
-	  --allow-runtime-lora-updating --lora-root $(DEMO)/adapters
+# The story demo (src/model/demo_story.h): a constructed model that writes readable text, and four rank-1
+# adapters that each steer it to their own passage. Rewritten whenever the binary is newer (it takes 0.2 s).
+story: build
+	@[ $(STORY)/config.json -nt $(BUILD)/loraplex ] || $(BUILD)/loraplex demo-model $(STORY) --shape story --adapters 4
+
+serve: story
+	@echo "try:  curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \"french-support\", \"messages\": [{\"role\": \"user\", \"content\": \"Where is my order?\"}]}'"
+	@echo "      (\"model\": \"story\" is the base; the adapters: medical-qa legal-summary code-review french-support)"
+	$(BUILD)/loraplex serve $(STORY) --port $(PORT) --max-loras 4 --max-lora-rank 8 --kv-cache-memory 128MiB \
+	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(STORY)/adapters/$(a)) \
+	  --allow-runtime-lora-updating --lora-root $(STORY)/adapters
 
 bench: build demo
 	$(BUILD)/loraplex bench --model $(DEMO) --batch 1 --prompt-len 256 --gen 32

@@ -158,6 +158,13 @@ std::string chat_template_source(const std::string& arg) {
   return out;
 }
 
+// "1.8 KiB", "6.0 MiB", "2.47 GiB": the load lines' sizes.
+std::string size_text(double bytes) {
+  if (bytes < 1048576.0) return fmt::format("{:.1f} KiB", bytes / 1024.0);
+  if (bytes < 1073741824.0) return fmt::format("{:.1f} MiB", bytes / 1048576.0);
+  return fmt::format("{:.2f} GiB", bytes / 1073741824.0);
+}
+
 void run_serve(ServeArgs a) {
   // --api-key wins, then LORAPLEX_API_KEY, then VLLM_API_KEY (vLLM's name for the same thing).
   for (const char* env : {"LORAPLEX_API_KEY", "VLLM_API_KEY"})
@@ -233,11 +240,18 @@ void run_serve(ServeArgs a) {
 
   KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
   const model::ModelConfig config = model::ModelConfig::from_dir(a.model_dir);
-  const model::LoadOptions load = load_options(a.quant, config, a.mmap_weights);
+  model::LoadOptions load = load_options(a.quant, config, a.mmap_weights);
   lora::KvPlanOptions kv_options = kv_plan_options(kv_flags, config.torch_dtype);  // memory measured now
   kv_options.weights_bytes = lora::plan_weights(config, load).resident_bytes;      // quantized: less
 
   double t0 = now_seconds();
+  load.progress = [t0, last = t0](std::string_view what, size_t done, size_t total) mutable {
+    const double now = now_seconds();
+    if (now - last < 1.0) return;  // a line a second at most; a fast load shows none
+    last = now;
+    log_info("loading model: {} {:.0f}% ({} of {}) after {:.1f} s", what, 100.0 * done / total,
+             size_text(static_cast<double>(done)), size_text(static_cast<double>(total)), now - t0);
+  };
   auto model = model::Model::load(a.model_dir, load);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
   std::optional<text::ChatTemplate> tmpl;
@@ -263,8 +277,9 @@ void run_serve(ServeArgs a) {
       log_warn("no chat template ({}); /v1/chat/completions will answer 400", e.what());
     }
   }
-  log_info("loaded {} ({} layers, max_model_len {}) in {:.1f} s", a.served_model_name, model->config().n_layers,
-           model->config().max_model_len, now_seconds() - t0);
+  log_info("loaded model {}: {} in {:.2f} s ({} layers, max_model_len {})", a.served_model_name,
+           size_text(static_cast<double>(model->weights().total_bytes)), now_seconds() - t0,
+           model->config().n_layers, model->config().max_model_len);
   log_info("weights: quantization {}; a decode step reads {}", model->weights().quantization,
            bytes_by_format_text(model->weights().bytes_by_format()));
 
@@ -284,13 +299,19 @@ void run_serve(ServeArgs a) {
         log_warn("--lora-modules {}: base_model_name '{}' is not the served model '{}'", m.name, m.base_model_name,
                  a.served_model_name);
       bool pinned = std::find(a.pin.begin(), a.pin.end(), m.name) != a.pin.end();
+      const double ta = now_seconds();
       try {
         adapters->register_adapter(m.name, m.path, pinned);
       } catch (const Error& e) {
         if (pinned && !adapters->is_registered(m.name)) fail("--pin {}: {}", m.name, e.what());
         throw;
       }
-      log_info("registered adapter '{}' from {}{}", m.name, m.path, pinned ? " (pinned)" : "");
+      std::error_code ec;  // registering reads and checks the whole adapter: its weights file is the size
+      const auto bytes =
+          std::filesystem::file_size(std::filesystem::path(m.path) / "adapter_model.safetensors", ec);
+      log_info("loaded adapter {}: {} in {:.1f} ms from {}{}", m.name,
+               size_text(ec ? 0.0 : static_cast<double>(bytes)), (now_seconds() - ta) * 1e3, m.path,
+               pinned ? " (pinned)" : "");
     }
     for (const auto& p : a.pin)
       if (!adapters->is_registered(p)) fail("--pin {}: no such adapter in --lora-modules", p);

@@ -357,6 +357,8 @@ bool AdapterManager::start_load_locked(const EntryPtr& e) {
 // Loader thread: publishes a finished load (or its failure) into the tiers.
 void AdapterManager::finish_load(const EntryPtr& e, std::shared_ptr<const PackedAdapter> data,
                                  const std::string& error, double ms) {
+  if (data)
+    log_debug("loaded adapter {} from disk: {:.2f} MiB in {:.0f} ms", e->name, data->bytes() / 1048576.0, ms);
   {
     std::lock_guard lk(mu_);
     e->loading = false;

@@ -9,6 +9,7 @@
 #include "lora/adapter.h"
 #include "lora/adapter_config.h"
 #include "model/demo_model.h"
+#include "model/demo_story.h"
 #include "model/weights.h"
 
 namespace lp::lora {
@@ -86,11 +87,18 @@ void write_demo_adapter(const std::filesystem::path& dir, const model::ModelConf
   io::SafetensorsWriter w;
   std::vector<Buffer<uint8_t>> store;
   const size_t es = dtype_size(s.dtype);
-  auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale) {
+  auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale,
+                 const std::vector<float>* given) {
     Buffer<uint8_t> buf(static_cast<size_t>(rows * cols) * es);
     model::DemoRng rng(s.seed, name);
     std::vector<float> tmp(static_cast<size_t>(rows * cols));
-    for (auto& v : tmp) v = scale * rng.uniform();
+    if (given) {
+      LP_CHECK(given->size() == tmp.size(), "{}: {} values given for ({}, {})", name, given->size(), rows,
+               cols);
+      tmp = *given;
+    } else {
+      for (auto& v : tmp) v = scale * rng.uniform();
+    }
     from_f32(s.dtype, tmp.data(), buf.data(), tmp.size());
     w.add(name, s.dtype, {rows, cols}, buf.data());
     store.push_back(std::move(buf));
@@ -104,12 +112,38 @@ void write_demo_adapter(const std::filesystem::path& dir, const model::ModelConf
       int r = ac.rank_for(path);
       auto [in, out] = model::proj_shape(base, static_cast<model::Proj>(i));
       std::string pre = "base_model.model." + path;
-      add(pre + ".lora_A" + infix + ".weight", r, in, std::sqrt(3.0f / static_cast<float>(in)));
-      add(pre + ".lora_B" + infix + ".weight", out, r, 0.05f);
+      auto given = s.fixed.find(path);
+      LP_CHECK(s.fixed.empty() || given != s.fixed.end(), "no values given for {}", path);
+      const bool fixed = given != s.fixed.end();
+      add(pre + ".lora_A" + infix + ".weight", r, in, std::sqrt(3.0f / static_cast<float>(in)),
+          fixed ? &given->second.first : nullptr);
+      add(pre + ".lora_B" + infix + ".weight", out, r, 0.05f, fixed ? &given->second.second : nullptr);
     }
   }
   w.set_metadata("format", "pt");
   w.write(dir / "adapter_model.safetensors");
+}
+
+std::vector<std::string> write_story_adapters(const std::filesystem::path& dir,
+                                              const model::ModelConfig& base, int n, DType dtype) {
+  const auto& passages = model::story_passages();
+  if (n < 0 || n >= static_cast<int>(passages.size()))
+    fail("the story model has {} adapters (asked for {})", passages.size() - 1, n);
+  std::vector<std::string> names;
+  for (int i = 1; i <= n; ++i) {
+    const model::StoryLora l = model::story_lora(base, static_cast<size_t>(i));
+    DemoAdapterSpec s;
+    s.rank = 1;
+    s.alpha = 1;  // scale alpha / r = 1: B holds the exact amount
+    const std::string path = module_path(l.layer, l.proj);
+    s.targets = {path};
+    s.fixed[path] = {l.a, l.b};
+    s.dtype = dtype;
+    s.base_model = "loraplex-demo-story";
+    write_demo_adapter(dir / passages[i].adapter, base, s);
+    names.push_back(passages[i].adapter);
+  }
+  return names;
 }
 
 }  // namespace lp::lora

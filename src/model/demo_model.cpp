@@ -44,7 +44,8 @@ Shape shape_of(const std::string& s) {
   if (s == "small") return {256, 704, 4, 8, 2, 4096, 4096, true, 10000.0, false};
   if (s == "smol") return {576, 1536, 30, 9, 3, 49152, 8192, true, 100000.0, false};
   if (s == "1b") return {2048, 8192, 16, 32, 8, 128256, 131072, true, 500000.0, true};
-  fail("unknown demo shape '{}' (known: tiny, small, smol, 1b)", s);
+  if (s == "story") return {512, 256, 2, 8, 2, 1024, 2048, false, 10000.0, false};  // model/demo_story.h
+  fail("unknown demo shape '{}' (known: tiny, small, smol, 1b, story)", s);
 }
 
 const char* arch_name(const std::string& a) {
@@ -169,6 +170,7 @@ std::string demo_config_json(const DemoSpec& spec) {
 }
 
 void write_demo_model(const std::filesystem::path& dir, const DemoSpec& spec) {
+  if (spec.shape == "story") fail("the story model's weights depend on its tokenizer: use write_story_model");
   std::filesystem::create_directories(dir);
   std::string cfg_text = demo_config_json(spec);
   {

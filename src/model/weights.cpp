@@ -85,7 +85,7 @@ void quantize_int8(ModelWeights& w, kernels::MatView& m) {
 // Copies the streamed matrices into one huge-page buffer (each on a 4 KiB boundary) and points the views at
 // the copies; then gives the file pages they came from back (TensorSet::drop_resident), so the copy does
 // not double the RSS.
-void copy_streamed(ModelWeights& w) {
+void copy_streamed(ModelWeights& w, const LoadOptions& opt) {
   std::vector<kernels::MatView*> mats;
   for (LayerWeights& lw : w.layers)
     for (kernels::MatView& m : lw.proj) mats.push_back(&m);
@@ -96,13 +96,15 @@ void copy_streamed(ModelWeights& w) {
   size_t total = 0;
   for (const kernels::MatView* m : mats) total += round_up(view_bytes(*m), kPage);
   w.streamed.resize(total);
-  size_t off = 0;
+  size_t off = 0, done = 0, all = 0;
+  for (const kernels::MatView* m : mats) all += view_bytes(*m);
   for (kernels::MatView* m : mats) {
     const size_t n = view_bytes(*m);
-    std::memcpy(w.streamed.data() + off, m->data, n);
+    std::memcpy(w.streamed.data() + off, m->data, n);  // reads the file pages: most of a cold load's time
     w.tensors.drop_resident(m->data, n);
     m->data = w.streamed.data() + off;
     off += round_up(n, kPage);
+    if (opt.progress) opt.progress("copying", done += n, all);
   }
   if (tied) w.embed = w.lm_head;
 }
@@ -192,9 +194,17 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
     step_bytes += an.nbytes + mn.nbytes;
   }
   if (opt.quantization == Quantization::kInt8) {
+    size_t done = 0, all = 0;
+    for (const LayerWeights& lw : w.layers)
+      for (const kernels::MatView& m : lw.proj)
+        if (m.format == kernels::WeightFormat::kDense) all += view_bytes(m);
     for (LayerWeights& lw : w.layers)
       for (kernels::MatView& m : lw.proj)
-        if (m.format == kernels::WeightFormat::kDense) quantize_int8(w, m);
+        if (m.format == kernels::WeightFormat::kDense) {
+          done += view_bytes(m);
+          quantize_int8(w, m);
+          if (opt.progress) opt.progress("quantizing", done, all);
+        }
     w.quantization = "int8";
   }
   if (int4) w.quantization = c.quant.method;
@@ -203,7 +213,7 @@ ModelWeights ModelWeights::load(const std::filesystem::path& dir, const ModelCon
              "kernels (correct, but far slower than the {} model would run unquantized)",
              w.quantization, kernels::isa_name(), dtype_name(c.torch_dtype));
   if (opt.quantize_lm_head && w.lm_head.format == kernels::WeightFormat::kDense) quantize_int8(w, w.lm_head);
-  if (opt.placement == WeightPlacement::kMemory) copy_streamed(w);
+  if (opt.placement == WeightPlacement::kMemory) copy_streamed(w, opt);
   step_bytes += view_bytes(w.lm_head);
   for (const LayerWeights& lw : w.layers)
     for (const kernels::MatView& m : lw.proj) step_bytes += view_bytes(m);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,9 @@ struct LoadOptions {
   // embeddings and lm_head keep the file dtype unless quantize_lm_head.
   Quantization quantization = Quantization::kNone;
   bool quantize_lm_head = false;
+  // Called during the slow parts of a load, after each matrix: `what` ("quantizing", "copying"), bytes done
+  // and in all for that part. The caller decides what to log (serve: a line a second at most).
+  std::function<void(std::string_view what, size_t done, size_t total)> progress;
 };
 
 // Throws lp::Error when `options` cannot apply to a checkpoint of this config (int8 at load on an AWQ /

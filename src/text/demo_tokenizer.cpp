@@ -123,8 +123,9 @@ struct Vocab {
 };
 
 // Learns up to `limit` merges by classic BPE training on kTrainingText (most frequent adjacent pair first;
-// ties broken by a seeded hash so different seeds give different but deterministic vocabularies).
-void train_merges(Vocab& v, size_t limit, uint64_t seed) {
+// ties broken by a seeded hash so different seeds give different but deterministic vocabularies). A pair
+// whose merged text is in `reserved` (the added tokens' contents) is never merged: one text, one id.
+void train_merges(Vocab& v, size_t limit, uint64_t seed, const std::unordered_set<std::string>& reserved) {
   const auto& alphabet = byte_level_alphabet();
   const Regex split(kSplitRegex, "demo tokenizer");
   std::vector<std::pair<size_t, size_t>> spans;
@@ -141,6 +142,7 @@ void train_merges(Vocab& v, size_t limit, uint64_t seed) {
   }
   auto tie_hash = [seed](uint64_t key) { return SplitMix64{seed ^ key}.next(); };
   std::unordered_map<uint64_t, int64_t> pair_counts;
+  std::unordered_set<uint64_t> banned;
   while (v.merges.size() < limit) {
     pair_counts.clear();
     for (size_t w = 0; w < words.size(); ++w)
@@ -149,6 +151,7 @@ void train_merges(Vocab& v, size_t limit, uint64_t seed) {
     uint64_t best = 0;
     int64_t best_count = 1;  // a pair must occur at least twice
     for (const auto& [key, c] : pair_counts) {
+      if (banned.count(key)) continue;
       if (c > best_count || (c == best_count && best_count > 1 && tie_hash(key) < tie_hash(best))) {
         best = key;
         best_count = c;
@@ -157,6 +160,10 @@ void train_merges(Vocab& v, size_t limit, uint64_t seed) {
     if (best_count < 2) break;
     const auto a = static_cast<int32_t>(best >> 32), b = static_cast<int32_t>(best & 0xFFFFFFFF);
     std::string joined = v.tokens[a] + v.tokens[b];
+    if (reserved.count(joined)) {
+      banned.insert(best);
+      continue;
+    }
     if (v.ids.count(joined)) break;  // cannot happen with byte-level words; stop rather than loop
     const int32_t merged = v.add(std::move(joined));
     v.merges.emplace_back(a, b);
@@ -176,8 +183,8 @@ void train_merges(Vocab& v, size_t limit, uint64_t seed) {
 }
 
 // Adds merges of an existing token with a byte token until there are `target` merges. Tokens stay short
-// (<= 16 bytes) and every merged string is new, so the merge list stays valid.
-void fill_merges(Vocab& v, size_t target, uint64_t seed) {
+// (<= 16 bytes) and every merged string is new (and not `reserved`), so the merge list stays valid.
+void fill_merges(Vocab& v, size_t target, uint64_t seed, const std::unordered_set<std::string>& reserved) {
   SplitMix64 rng{seed * 0x2545F4914F6CDD1Dull + 1};
   // Prefer letters, digits and space for the right-hand byte so filler tokens look like text pieces.
   const std::string_view common = " etaoinshrdlcumwfgypbvkjxqzETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,-_";
@@ -192,7 +199,7 @@ void fill_merges(Vocab& v, size_t target, uint64_t seed) {
     const int32_t b = v.ids.at(alphabet[byte]);
     if (v.tokens[a].size() + v.tokens[b].size() > 16) continue;
     std::string joined = v.tokens[a] + v.tokens[b];
-    if (v.ids.count(joined)) continue;
+    if (v.ids.count(joined) || reserved.count(joined)) continue;
     v.add(std::move(joined));
     v.merges.emplace_back(a, b);
   }
@@ -212,26 +219,46 @@ void write_text(const fs::path& path, const std::string& text) {
 
 }  // namespace
 
-void write_demo_tokenizer(const fs::path& dir, int vocab_size, uint64_t seed) {
+void write_demo_tokenizer(const fs::path& dir, int vocab_size, uint64_t seed,
+                          std::span<const std::string> added_tokens) {
   constexpr int kSpecials = static_cast<int>(std::size(kDemoSpecialTokens));
-  if (vocab_size < 256 + 1 + kSpecials)
-    fail("demo tokenizer: vocab_size {} is too small (at least {})", vocab_size, 256 + 1 + kSpecials);
+  const int n_added = static_cast<int>(added_tokens.size());
+  if (vocab_size < 256 + 1 + n_added + kSpecials)
+    fail("demo tokenizer: vocab_size {} is too small (at least {})", vocab_size,
+         256 + 1 + n_added + kSpecials);
   if (vocab_size > (1 << 22)) fail("demo tokenizer: vocab_size {} is too large", vocab_size);
-  const auto merges_wanted = static_cast<size_t>(vocab_size - 256 - kSpecials);
+  const auto merges_wanted = static_cast<size_t>(vocab_size - 256 - n_added - kSpecials);
 
   Vocab v;
   v.tokens.reserve(static_cast<size_t>(vocab_size));
   v.ids.reserve(static_cast<size_t>(vocab_size));
   for (const std::string& t : byte_level_alphabet()) v.add(t);
-  train_merges(v, std::min<size_t>(merges_wanted, 2000), seed);
-  fill_merges(v, merges_wanted, seed);
+  const std::unordered_set<std::string> reserved(added_tokens.begin(), added_tokens.end());
+  if (reserved.size() != added_tokens.size()) fail("demo tokenizer: the added tokens are not distinct");
+  for (const std::string& t : added_tokens) {
+    // A byte token's text ("a", "Ġ") would give the added token a second id.
+    if (t.empty() || v.ids.count(t)) fail("demo tokenizer: added token '{}' is empty or a byte token", t);
+    for (std::string_view s : kDemoSpecialTokens)
+      if (t == s) fail("demo tokenizer: added token '{}' is a special token", t);
+  }
+  train_merges(v, std::min<size_t>(merges_wanted, 2000), seed, reserved);
+  fill_merges(v, merges_wanted, seed, reserved);
 
   json vocab = json::object();
   for (size_t id = 0; id < v.tokens.size(); ++id) vocab[v.tokens[id]] = id;
   json merges = json::array();
   for (const auto& [a, b] : v.merges) merges.push_back(json::array({v.tokens[a], v.tokens[b]}));
   json added = json::array();
-  const auto first_special = static_cast<int>(v.tokens.size());
+  const auto first_added = static_cast<int>(v.tokens.size());
+  for (int i = 0; i < n_added; ++i)
+    added.push_back({{"id", first_added + i},
+                     {"content", added_tokens[i]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", false}});
+  const int first_special = first_added + n_added;
   for (int i = 0; i < kSpecials; ++i)
     added.push_back({{"id", first_special + i},
                      {"content", std::string(kDemoSpecialTokens[i])},

