@@ -61,9 +61,11 @@ story: build
 
 serve: story
 	@echo "try:  curl -s http://127.0.0.1:$(PORT)/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": \"french-support\", \"messages\": [{\"role\": \"user\", \"content\": \"Where is my order?\"}]}'"
-	@echo "      (\"model\": \"story\" is the base; the adapters: medical-qa legal-summary code-review french-support)"
+	@echo "      (\"model\": \"story\" is the base; the adapters: medical-qa legal-summary code-review french-support;"
+	@echo "       the route \"support\" splits 80/20 between french-support and code-review; dashboard: http://127.0.0.1:$(PORT)/dashboard)"
 	$(BUILD)/loraplex serve $(STORY) --port $(PORT) --max-loras 4 --max-lora-rank 8 --kv-cache-memory 128MiB \
 	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(STORY)/adapters/$(a)) \
+	  --lora-route 'support=french-support:80,code-review:20' \
 	  --allow-runtime-lora-updating --lora-root $(STORY)/adapters
 
 bench: build demo

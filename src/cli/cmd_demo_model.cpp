@@ -36,6 +36,17 @@ DType parse_dtype(const std::string& s) {
   fail("unknown --dtype '{}' (bf16, f16, f32)", s);
 }
 
+// The demo tokenizer's BOS and EOS ids into the spec; returns <|im_end|>'s id.
+int32_t set_special_ids(const text::Tokenizer& tok, model::DemoSpec& spec) {
+  auto bos = tok.token_to_id("<|begin_of_text|>");
+  auto eot = tok.token_to_id("<|end_of_text|>");
+  auto im_end = tok.token_to_id("<|im_end|>");
+  LP_CHECK(bos && eot && im_end, "demo tokenizer lacks its special tokens");
+  spec.bos_ids = {*bos};
+  spec.eos_ids = {*eot, *im_end};
+  return *im_end;
+}
+
 // The story model: its tokenizer first (the passages' segments as added tokens), then weights built for the
 // ids that tokenizer gives them, then its rank-1 adapters.
 void run_story(const DemoArgs& a, model::DemoSpec spec, const std::filesystem::path& dir, double t0) {
@@ -44,14 +55,9 @@ void run_story(const DemoArgs& a, model::DemoSpec spec, const std::filesystem::p
   const std::vector<std::string> segments = model::story_tokens();
   text::write_demo_tokenizer(dir, model::demo_vocab_size("story"), a.seed, segments);
   text::Tokenizer tok = text::Tokenizer::from_dir(dir);
-  auto bos = tok.token_to_id("<|begin_of_text|>");
-  auto eot = tok.token_to_id("<|end_of_text|>");
-  auto im_end = tok.token_to_id("<|im_end|>");
-  LP_CHECK(bos && eot && im_end, "demo tokenizer lacks its special tokens");
-  spec.bos_ids = {*bos};
-  spec.eos_ids = {*eot, *im_end};
+  const int32_t im_end = set_special_ids(tok, spec);
   model::StoryIds ids;
-  ids.eos = *im_end;  // ends a chat turn and a completion alike
+  ids.eos = im_end;  // ends a chat turn and a completion alike
   for (const std::string& s : segments) {
     auto id = tok.token_to_id(s);
     LP_CHECK(id && tok.decode(std::vector<int32_t>{*id}) == s, "story token '{}' does not round-trip", s);
@@ -87,12 +93,7 @@ void run_demo_model(const DemoArgs& a) {
   text::write_demo_tokenizer(dir, vocab, a.seed);
   text::Tokenizer tok = text::Tokenizer::from_dir(dir);
   LP_CHECK(tok.vocab_size() == vocab, "demo tokenizer has {} tokens, model wants {}", tok.vocab_size(), vocab);
-  auto bos = tok.token_to_id("<|begin_of_text|>");
-  auto eot = tok.token_to_id("<|end_of_text|>");
-  auto im_end = tok.token_to_id("<|im_end|>");
-  LP_CHECK(bos && eot && im_end, "demo tokenizer lacks its special tokens");
-  spec.bos_ids = {*bos};
-  spec.eos_ids = {*eot, *im_end};
+  set_special_ids(tok, spec);
   model::write_demo_model(dir, spec);
   if (a.adapters > 0) {
     if (a.rank < 1) fail("--rank must be at least 1");

@@ -81,7 +81,7 @@ class DemoStory : public ::testing::Test {
   // each has produced EOS; returns their texts without the EOS. Fails if one runs past 80 tokens.
   static std::vector<std::string> generate(model::Model& m, const text::Tokenizer& tok, const SlotBank* bank,
                                            const std::vector<std::vector<int32_t>>& prompts,
-                                           const std::vector<int>& slots) {
+                                           const std::vector<model::Runner::LoraStack>& slots) {
     ComputePool pool(2);
     model::Runner r(m, pool, 4096);
     if (bank) r.set_lora(&bank->view());
@@ -167,6 +167,23 @@ TEST_F(DemoStory, PromptFromInsidePassageContinuesIt) {
     const auto got =
         generate(*model_, *tok_, bank_.get(), {tok_->encode(prefix, true)}, {i == 0 ? -1 : i - 1});
     EXPECT_EQ(got[0], passage.substr(prefix.size())) << kTenants[i].adapter;
+  }
+}
+
+// A request's own scale of an adapter ("adapters": [{"name", "scale"}]): 0 is the base story, 1 and 2 the
+// adapter's passage, in one batch with the plain base.
+TEST_F(DemoStory, RequestScaleZeroIsTheBaseOneIsTheAdapter) {
+  const auto prompt = tok_->encode("Once upon a time", true);
+  const std::string story = std::string(kStory).substr(std::string("Once upon a time").size());
+  for (int i = 1; i < 5; ++i) {
+    const int slot = i - 1;
+    const auto got = generate(*model_, *tok_, bank_.get(), {prompt, prompt, prompt, prompt},
+                              {model::Runner::LoraStack(slot, 0.f), model::Runner::LoraStack(slot, 1.f),
+                               model::Runner::LoraStack(slot, 2.f), -1});
+    EXPECT_EQ(got[0], story) << kTenants[i].adapter;
+    EXPECT_EQ(got[1], kTenants[i].passage) << kTenants[i].adapter;
+    EXPECT_EQ(got[2], kTenants[i].passage) << kTenants[i].adapter;
+    EXPECT_EQ(got[3], story);
   }
 }
 
