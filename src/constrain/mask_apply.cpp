@@ -12,13 +12,13 @@ namespace lp::constrain {
 
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kMaskedOut = -std::numeric_limits<float>::infinity();
 
 // The ids from word `words` on, one by one (the part of the row that is not whole mask words).
 void apply_mask_tail(float* p, size_t n, const std::vector<uint64_t>& bits, size_t words) {
   for (size_t i = words * 64; i < n; ++i) {
     const size_t w = i >> 6;
-    if (w >= bits.size() || !((bits[w] >> (i & 63)) & 1)) p[i] = kNegInf;
+    if (w >= bits.size() || !((bits[w] >> (i & 63)) & 1)) p[i] = kMaskedOut;
   }
 }
 
@@ -32,10 +32,10 @@ void apply_mask_plain(std::span<float> logits, const std::vector<uint64_t>& bits
     float* q = p + w * 64;
     if (b == ~uint64_t{0}) continue;
     if (b == 0) {
-      for (int k = 0; k < 64; ++k) q[k] = kNegInf;
+      for (int k = 0; k < 64; ++k) q[k] = kMaskedOut;
       continue;
     }
-    for (uint64_t z = ~b; z; z &= z - 1) q[std::countr_zero(z)] = kNegInf;
+    for (uint64_t z = ~b; z; z &= z - 1) q[std::countr_zero(z)] = kMaskedOut;
   }
   apply_mask_tail(p, logits.size(), bits, words);
 }
@@ -48,7 +48,7 @@ __attribute__((target("avx512f"))) void apply_mask_avx512(std::span<float> logit
                                                           const std::vector<uint64_t>& bits) {
   float* p = logits.data();
   const size_t words = std::min(bits.size(), logits.size() / 64);
-  const __m512 neg = _mm512_set1_ps(kNegInf);
+  const __m512 neg = _mm512_set1_ps(kMaskedOut);
   for (size_t w = 0; w < words; ++w) {
     const uint64_t off = ~bits[w];
     if (off == 0) continue;
@@ -61,7 +61,7 @@ __attribute__((target("avx512f"))) void apply_mask_avx512(std::span<float> logit
       continue;
     }
     if (std::popcount(off) <= 4) {
-      for (uint64_t z = off; z; z &= z - 1) q[std::countr_zero(z)] = kNegInf;
+      for (uint64_t z = off; z; z &= z - 1) q[std::countr_zero(z)] = kMaskedOut;
       continue;
     }
     _mm512_mask_storeu_ps(q, static_cast<__mmask16>(off), neg);

@@ -67,7 +67,7 @@ bool StringIdTable::insert(std::string_view s, int32_t id) {
 
 namespace {
 
-constexpr std::string_view kWhat = "BPE model";
+constexpr std::string_view kBpeWhat = "BPE model";
 constexpr std::string_view kMetaspace = "\u2581";  // "▁"
 
 // One merge as two tokens; the joined "a b" form must have exactly one space.
@@ -76,7 +76,7 @@ std::pair<std::string_view, std::string_view> merge_parts(const MergeSpec& m, si
   const std::string& s = m.a;
   const size_t sp = s.find(' ');
   if (sp == std::string::npos || sp == 0 || sp + 1 >= s.size() || s.find(' ', sp + 1) != std::string::npos)
-    fail("{}: merge #{} '{}' is not two tokens separated by one space", kWhat, rank, s);
+    fail("{}: merge #{} '{}' is not two tokens separated by one space", kBpeWhat, rank, s);
   return {std::string_view(s).substr(0, sp), std::string_view(s).substr(sp + 1)};
 }
 
@@ -99,16 +99,16 @@ struct Candidate {
 }  // namespace
 
 std::unique_ptr<BpeModel> BpeModel::from_json(const Json& model) {
-  const Json& vocab_json = json_field(model, "vocab", kWhat);
-  if (!vocab_json.is_object()) fail("{}: 'vocab' must be an object of token → id", kWhat);
+  const Json& vocab_json = json_field(model, "vocab", kBpeWhat);
+  if (!vocab_json.is_object()) fail("{}: 'vocab' must be an object of token → id", kBpeWhat);
   std::vector<std::pair<std::string, int64_t>> vocab;
   vocab.reserve(vocab_json.size());
   for (const auto& [token, id] : vocab_json.items()) {
-    if (!id.is_number_integer()) fail("{}: vocab id of '{}' must be an integer", kWhat, token);
+    if (!id.is_number_integer()) fail("{}: vocab id of '{}' must be an integer", kBpeWhat, token);
     vocab.emplace_back(token, id.get<int64_t>());
   }
-  const Json& merges_json = json_field(model, "merges", kWhat);
-  if (!merges_json.is_array()) fail("{}: 'merges' must be an array", kWhat);
+  const Json& merges_json = json_field(model, "merges", kBpeWhat);
+  if (!merges_json.is_array()) fail("{}: 'merges' must be an array", kBpeWhat);
   std::vector<MergeSpec> merges;
   merges.reserve(merges_json.size());
   for (const Json& m : merges_json) {
@@ -117,7 +117,7 @@ std::unique_ptr<BpeModel> BpeModel::from_json(const Json& model) {
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       merges.push_back(MergeSpec{m[0].get<std::string>(), m[1].get<std::string>(), false});
     } else {
-      fail("{}: merge #{} must be \"a b\" or [\"a\", \"b\"], got {}", kWhat, merges.size(),
+      fail("{}: merge #{} must be \"a b\" or [\"a\", \"b\"], got {}", kBpeWhat, merges.size(),
            io::json_type_name(m));
     }
   }
@@ -134,39 +134,39 @@ std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model,
   int64_t max_id = -1;
   for (const auto& [token, id] : vocab) {
     if (id < 0 || id > int64_t{64} * 1024 * 1024)
-      fail("{}: vocab id of '{}' must be a non-negative integer below 2^26", kWhat, token);
+      fail("{}: vocab id of '{}' must be a non-negative integer below 2^26", kBpeWhat, token);
     // A repeated token is refused. Only a streamed vocab can repeat one (a DOM object keeps just the last
     // value of a repeated key). HF tokenizers would keep the last id, but the files it writes never repeat
     // a token: a repeat means a malformed file, refused rather than loaded with a guess.
     if (!m->vocab_.insert(token, static_cast<int32_t>(id)))
-      fail("{}: token '{}' appears twice in the vocab", kWhat, token);
+      fail("{}: token '{}' appears twice in the vocab", kBpeWhat, token);
     max_id = std::max(max_id, id);
   }
   vocab.clear();
   vocab.shrink_to_fit();
   m->tokens_.resize(static_cast<size_t>(max_id + 1));
   m->vocab_.for_each([&](std::string_view token, int32_t id) {
-    if (m->tokens_[id].data()) fail("{}: tokens '{}' and '{}' share id {}", kWhat, m->tokens_[id], token, id);
+    if (m->tokens_[id].data()) fail("{}: tokens '{}' and '{}' share id {}", kBpeWhat, m->tokens_[id], token, id);
     m->tokens_[id] = token;
   });
 
   if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
     if (!it->is_number() || it->get<double>() != 0.0)
-      fail("{}: BPE dropout is not supported (it makes encoding random)", kWhat);
+      fail("{}: BPE dropout is not supported (it makes encoding random)", kBpeWhat);
   }
   if (auto it = model.find("unk_token"); it != model.end() && !it->is_null()) {
-    const std::string unk = json_string(model, "unk_token", kWhat);
+    const std::string unk = json_string(model, "unk_token", kBpeWhat);
     const int32_t id = m->vocab_.find(unk);
-    if (id < 0) fail("{}: unk_token '{}' is not in the vocab", kWhat, unk);
+    if (id < 0) fail("{}: unk_token '{}' is not in the vocab", kBpeWhat, unk);
     m->unk_id_ = id;
   }
-  m->fuse_unk_ = json_bool_or(model, "fuse_unk", false, kWhat);
-  m->byte_fallback_ = json_bool_or(model, "byte_fallback", false, kWhat);
-  m->ignore_merges_ = json_bool_or(model, "ignore_merges", false, kWhat);
+  m->fuse_unk_ = json_bool_or(model, "fuse_unk", false, kBpeWhat);
+  m->byte_fallback_ = json_bool_or(model, "byte_fallback", false, kBpeWhat);
+  m->ignore_merges_ = json_bool_or(model, "ignore_merges", false, kBpeWhat);
   if (auto it = model.find("continuing_subword_prefix"); it != model.end() && !it->is_null())
-    m->prefix_ = json_string(model, "continuing_subword_prefix", kWhat);
+    m->prefix_ = json_string(model, "continuing_subword_prefix", kBpeWhat);
   if (auto it = model.find("end_of_word_suffix"); it != model.end() && !it->is_null())
-    m->suffix_ = json_string(model, "end_of_word_suffix", kWhat);
+    m->suffix_ = json_string(model, "end_of_word_suffix", kBpeWhat);
   for (int b = 0; b < 256; ++b) m->byte_ids_[b] = m->vocab_.find(fmt::format("<0x{:02X}>", b));
 
   m->merges_.reserve(merges.size());
@@ -176,12 +176,12 @@ std::unique_ptr<BpeModel> BpeModel::from_parts(const Json& model,
     const int32_t ia = m->vocab_.find(a);
     const int32_t ib = m->vocab_.find(b);
     if (ia < 0 || ib < 0)
-      fail("{}: merge #{} '{} {}' uses a token that is not in the vocab", kWhat, rank, a, b);
+      fail("{}: merge #{} '{} {}' uses a token that is not in the vocab", kBpeWhat, rank, a, b);
     joined.assign(a);
     joined.append(!m->prefix_.empty() && b.starts_with(m->prefix_) ? b.substr(m->prefix_.size()) : b);
     const int32_t im = m->vocab_.find(joined);
     if (im < 0)
-      fail("{}: merge #{} '{} {}' makes '{}', which is not in the vocab", kWhat, rank, a, b, joined);
+      fail("{}: merge #{} '{} {}' makes '{}', which is not in the vocab", kBpeWhat, rank, a, b, joined);
     m->merges_.insert(ia, ib, static_cast<int32_t>(rank), im);
   }
   m->cache_ = std::make_unique<CacheShard[]>(kCacheShards);

@@ -15,7 +15,7 @@ namespace lp::text::jinja {
 namespace {
 
 constexpr size_t kLinearSearchMax = 16;
-constexpr int kMaxJsonDepth = 512;
+constexpr int kMaxTojsonDepth = 512;
 
 void check_size(size_t n, size_t max_bytes) {
   if (n > max_bytes) fail("jinja: string grows past the limit of {} bytes", max_bytes);
@@ -308,7 +308,7 @@ struct JsonWriter {
   std::string out;
 
   void write(const Value& v, int depth) {
-    if (depth > kMaxJsonDepth) fail("jinja: tojson: nesting deeper than {}", kMaxJsonDepth);
+    if (depth > kMaxTojsonDepth) fail("jinja: tojson: nesting deeper than {}", kMaxTojsonDepth);
     check_size(out.size(), max_bytes);
     switch (v.type()) {
       case Type::kNull:
