@@ -32,7 +32,7 @@ void lora_plan_build(std::span<const int32_t> slot, std::span<const float> scale
     const float m = scale.empty() ? 1.f : scale[t];
     if (slot[t] >= 0 && m != 0.f) es.push_back({t, slot[t], depth[t]++, m});
   }
-  int32_t levels = T > 0 && !es.empty() ? 1 : 0;
+  int32_t levels = es.empty() ? 0 : 1;
   for (const LoraUse& u : more) {
     LP_CHECK(u.row >= 0 && u.row < T, "lora: stacked adapter on row {} of {}", u.row, T);
     if (u.slot < 0 || u.scale == 0.f) continue;

@@ -31,11 +31,8 @@ const Buffer<float>& Runner::step(std::span<const Item> items) {
   for (size_t a = 0; a < items.size(); ++a)
     for (size_t b = a + 1; b < items.size(); ++b)
       LP_CHECK(items[a].seq != items[b].seq, "sequence {} appears twice in one step", items[a].seq);
-  bool any_lora = false, any_scale = false;
-  for (const Item& it : items) {
-    any_lora |= it.lora.slot >= 0 || !it.lora.more.empty();
-    any_scale |= it.lora.scale != 1.f;
-  }
+  bool any_lora = false;
+  for (const Item& it : items) any_lora |= it.lora.slot >= 0 || !it.lora.more.empty();
   LP_CHECK(!any_lora || lora_ != nullptr, "an item names an adapter slot but no bank is set");
   for (const Item& it : items) {
     LP_CHECK(it.seq >= 0 && it.seq < static_cast<int>(seqs_.size()) && seqs_[it.seq].live);
@@ -59,8 +56,10 @@ const Buffer<float>& Runner::step(std::span<const Item> items) {
       batch_.tokens.push_back(it.tokens[i]);
       batch_.positions.push_back(static_cast<int32_t>(pos));
       batch_.slots.push_back(s.blocks.slot(pos, bs));
-      if (any_lora) batch_.lora_slots.push_back(it.lora.slot);
-      if (any_lora && any_scale) batch_.lora_scales.push_back(it.lora.scale);
+      if (any_lora) {  // a scale of 1 computes exactly what no scale does (kernels/lora.h)
+        batch_.lora_slots.push_back(it.lora.slot);
+        batch_.lora_scales.push_back(it.lora.scale);
+      }
       for (auto [slot, scale] : it.lora.more)
         batch_.lora_more.push_back({static_cast<int32_t>(batch_.tokens.size() - 1), slot, scale});
     }

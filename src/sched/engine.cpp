@@ -199,18 +199,10 @@ AdapterGrant Engine::Impl::acquire_adapter(Seq& s) {
   // id and scale in order, so no other stack (or scale) shares its blocks.
   uint64_t key = ids[0];
   if (s.req.adapter_scale != 1.f || !s.req.more_adapters.empty()) {
-    auto mix = [](uint64_t h) {  // splitmix64's finalizer
-      h ^= h >> 30;
-      h *= 0xbf58476d1ce4e5b9ull;
-      h ^= h >> 27;
-      h *= 0x94d049bb133111ebull;
-      return h ^ (h >> 31);
-    };
     key = 0x6c6f7261706c6578ull;
     for (size_t i = 0; i < ids.size(); ++i) {
       const float m = i == 0 ? s.req.adapter_scale : s.req.more_adapters[i - 1].scale;
-      key = mix(key ^ ids[i]);
-      key = mix(key ^ std::bit_cast<uint32_t>(m));
+      key = mix_key(mix_key(key, ids[i]), std::bit_cast<uint32_t>(m));
     }
     key |= uint64_t{1} << 63;  // never a plain registration id
   }
@@ -306,11 +298,8 @@ void Engine::Impl::step() {
   // 4. One flat batch. Logits rows: the last position of every sequence whose prefill is done (it samples),
   //    and for prompt_logprobs every prompt position whose entry is still missing (entry = position + 1).
   batch.clear();
-  bool any_lora = false, any_scale = false;
-  for (const auto& c : plan.chunks) {
-    any_lora |= c.seq->slot >= 0;
-    any_scale |= c.seq->slot >= 0 && c.seq->req.adapter_scale != 1.f;
-  }
+  bool any_lora = false;
+  for (const auto& c : plan.chunks) any_lora |= c.seq->slot >= 0;
   struct RowOwner {
     Seq* seq;
     int entry;  // prompt_logprobs entry, or -1: the row to sample from
@@ -336,8 +325,10 @@ void Engine::Impl::step() {
       batch.tokens.push_back(s->tokens[pos]);
       batch.positions.push_back(static_cast<int32_t>(pos));
       batch.slots.push_back(s->blocks.slot(pos, cfg.block_size));
-      if (any_lora) batch.lora_slots.push_back(s->slot);
-      if (any_scale) batch.lora_scales.push_back(s->req.adapter_scale);
+      if (any_lora) {  // a scale of 1 computes exactly what no scale does (kernels/lora.h)
+        batch.lora_slots.push_back(s->slot);
+        batch.lora_scales.push_back(s->req.adapter_scale);
+      }
       for (size_t k = 0; k < s->more_slots.size(); ++k)
         batch.lora_more.push_back({static_cast<int32_t>(batch.tokens.size()) - 1, s->more_slots[k],
                                    s->req.more_adapters[k].scale});

@@ -17,6 +17,16 @@
 
 namespace lp::sched {
 
+// Two 64-bit key words as one, well mixed (a multiply then a splitmix-style finalizer): prefix-cache identities
+// built from registration ids, scales and salts.
+inline uint64_t mix_key(uint64_t a, uint64_t b) {
+  uint64_t h = a * 0x9e3779b97f4a7c15ull ^ b;
+  h ^= h >> 31;
+  h *= 0x7fb5d329728ea185ull;
+  h ^= h >> 27;
+  return h;
+}
+
 struct Seq {
   uint64_t id = 0;  // arrival order (preempted requests keep theirs)
   Request req;      // req.adapter is the tenant: "" = the base model
@@ -55,14 +65,7 @@ struct Seq {
   const std::string& tenant() const { return req.adapter; }
   // Who may share this sequence's cached prefix blocks: the adapter registration, and the salt when there is
   // one (mixed in with a splitmix finalizer; unsalted keys are small registration ids).
-  uint64_t prefix_key() const {
-    if (req.cache_salt == 0) return adapter_key;
-    uint64_t h = adapter_key * 0x9e3779b97f4a7c15ull ^ req.cache_salt;
-    h ^= h >> 31;
-    h *= 0x7fb5d329728ea185ull;
-    h ^= h >> 27;
-    return h;
-  }
+  uint64_t prefix_key() const { return req.cache_salt == 0 ? adapter_key : mix_key(adapter_key, req.cache_salt); }
   // Still needs a logits row for some prompt positions (prompt_logprobs): its prefill chunks are bounded by
   // SchedulerConfig::max_prompt_logprob_rows and it adopts no cached prefix.
   bool needs_prompt_rows() const { return req.prompt_logprobs >= 0 && prompt_lp_next < prompt_len; }

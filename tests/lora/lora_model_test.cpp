@@ -32,6 +32,44 @@ std::vector<float> logits_of(Model& m, const std::vector<int32_t>& ids, const Sl
   return std::vector<float>(l.begin(), l.end());
 }
 
+struct SoloSeq {
+  std::vector<int32_t> ids;
+  Runner::LoraStack lora;
+};
+
+// All the sequences in ONE prefill call, and (each prefilled alone but for its last token) in ONE decode step,
+// give bit for bit the logits they got alone (`solo`: all positions of each).
+void expect_batches_equal_solo(Model& m, const SlotBank& bank, const std::vector<SoloSeq>& seqs,
+                               const std::vector<std::vector<float>>& solo) {
+  const int V = m.config().vocab_size;
+  ComputePool pool(2);
+  {
+    Runner r(m, pool, 1024);
+    r.set_lora(&bank.view());
+    std::vector<Runner::Item> items;
+    for (const auto& s : seqs) items.push_back({r.add_sequence(), s.ids, true, s.lora});
+    const auto& l = r.step(items);
+    size_t row = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      ASSERT_EQ(0, std::memcmp(l.data() + row * V, solo[i].data(), solo[i].size() * 4)) << "prefill seq " << i;
+      row += seqs[i].ids.size();
+    }
+  }
+  Runner r(m, pool, 1024);
+  r.set_lora(&bank.view());
+  std::vector<Runner::Item> items;
+  for (const auto& s : seqs) {
+    const int id = r.add_sequence();
+    Runner::Item it{id, std::span<const int32_t>(s.ids.data(), s.ids.size() - 1), false, s.lora};
+    r.step({&it, 1});
+    items.push_back({id, std::span<const int32_t>(&s.ids.back(), 1), false, s.lora});
+  }
+  const auto& l = r.step(items);
+  for (size_t i = 0; i < seqs.size(); ++i)
+    ASSERT_EQ(0, std::memcmp(l.data() + i * V, solo[i].data() + (seqs[i].ids.size() - 1) * V, V * 4))
+        << "decode seq " << i;
+}
+
 class LoraModel : public ::testing::Test {
  protected:
   void make(DType base_dtype, const std::string& shape, const model::LoadOptions& load = {},
@@ -138,47 +176,13 @@ void LoraModel::mixed_batch_equals_solo() {
   for (int i = 0; i < 4; ++i)
     bank.load(i, pack_adapter(load_adapter(adapter(i, 16, DType::kBF16), base_shapes(model_->config())),
                               DType::kBF16));
-  struct Seq {
-    std::vector<int32_t> ids;
-    int slot;
-  };
-  std::vector<Seq> seqs;
+  std::vector<SoloSeq> seqs;
   const int slots[] = {0, -1, 1, 2, 3, -1, 2, 0};
   for (int i = 0; i < 8; ++i) seqs.push_back({test::demo_ids(5 + 4 * i, V, 50 + i), slots[i]});
   std::vector<std::vector<float>> solo;
-  for (const auto& s : seqs) solo.push_back(logits_of(*model_, s.ids, &bank, s.slot));
+  for (const auto& s : seqs) solo.push_back(logits_of(*model_, s.ids, &bank, s.lora));
+  expect_batches_equal_solo(*model_, bank, seqs, solo);
   ComputePool pool(2);
-  // Prefill: all eight in one call.
-  {
-    Runner r(*model_, pool, 1024);
-    r.set_lora(&bank.view());
-    std::vector<Runner::Item> items;
-    for (const auto& s : seqs) items.push_back({r.add_sequence(), s.ids, true, s.slot});
-    const auto& l = r.step(items);
-    size_t row = 0;
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      ASSERT_EQ(0, std::memcmp(l.data() + row * V, solo[i].data(), solo[i].size() * 4)) << "prefill seq " << i;
-      row += seqs[i].ids.size();
-    }
-  }
-  // Decode: every sequence prefilled alone but for its last token; then one step decodes all eight.
-  {
-    Runner r(*model_, pool, 1024);
-    r.set_lora(&bank.view());
-    std::vector<int> ids;
-    for (const auto& s : seqs) {
-      ids.push_back(r.add_sequence());
-      Runner::Item it{ids.back(), std::span<const int32_t>(s.ids.data(), s.ids.size() - 1), false, s.slot};
-      r.step({&it, 1});
-    }
-    std::vector<Runner::Item> items;
-    for (size_t i = 0; i < seqs.size(); ++i)
-      items.push_back({ids[i], std::span<const int32_t>(&seqs[i].ids.back(), 1), false, seqs[i].slot});
-    const auto& l = r.step(items);
-    for (size_t i = 0; i < seqs.size(); ++i)
-      ASSERT_EQ(0, std::memcmp(l.data() + i * V, solo[i].data() + (seqs[i].ids.size() - 1) * V, V * 4))
-          << "decode seq " << i;
-  }
   // Decode of few tokens (the GEMV path, under kGemmMinTokens): sequences 0 (slot 0) and 2 (slot 1) decode
   // their last token together, against their solo prefill (the GEMM path).
   {
@@ -188,9 +192,9 @@ void LoraModel::mixed_batch_equals_solo() {
     for (size_t i : {size_t{0}, size_t{2}}) {
       const int id = r.add_sequence();
       Runner::Item it{id, std::span<const int32_t>(seqs[i].ids.data(), seqs[i].ids.size() - 1), false,
-                      seqs[i].slot};
+                      seqs[i].lora};
       r.step({&it, 1});
-      items.push_back({id, std::span<const int32_t>(&seqs[i].ids.back(), 1), false, seqs[i].slot});
+      items.push_back({id, std::span<const int32_t>(&seqs[i].ids.back(), 1), false, seqs[i].lora});
     }
     const auto& l = r.step(items);
     for (size_t j = 0; j < 2; ++j) {
@@ -252,11 +256,7 @@ TEST_F(LoraModel, ScaledAndStackedMixedBatchEqualsSolo) {
   for (int i = 0; i < 4; ++i)
     bank.load(i, pack_adapter(load_adapter(adapter(i, 16, DType::kBF16), base_shapes(model_->config())),
                               DType::kBF16));
-  struct Seq {
-    std::vector<int32_t> ids;
-    Runner::LoraStack lora;
-  };
-  std::vector<Seq> seqs = {
+  std::vector<SoloSeq> seqs = {
       {test::demo_ids(9, V, 60), Runner::LoraStack(0)},
       {test::demo_ids(12, V, 61), Runner::LoraStack(-1)},
       {test::demo_ids(10, V, 62), Runner::LoraStack(1, 0.5f)},
@@ -267,34 +267,7 @@ TEST_F(LoraModel, ScaledAndStackedMixedBatchEqualsSolo) {
   };
   std::vector<std::vector<float>> solo;
   for (const auto& s : seqs) solo.push_back(logits_of(*model_, s.ids, &bank, s.lora));
-  ComputePool pool(2);
-  {  // prefill: all in one call
-    Runner r(*model_, pool, 1024);
-    r.set_lora(&bank.view());
-    std::vector<Runner::Item> items;
-    for (const auto& s : seqs) items.push_back({r.add_sequence(), s.ids, true, s.lora});
-    const auto& l = r.step(items);
-    size_t row = 0;
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      ASSERT_EQ(0, std::memcmp(l.data() + row * V, solo[i].data(), solo[i].size() * 4)) << "prefill seq " << i;
-      row += seqs[i].ids.size();
-    }
-  }
-  {  // decode: each prefilled alone but for its last token, then one step decodes all
-    Runner r(*model_, pool, 1024);
-    r.set_lora(&bank.view());
-    std::vector<Runner::Item> items;
-    for (const auto& s : seqs) {
-      const int id = r.add_sequence();
-      Runner::Item it{id, std::span<const int32_t>(s.ids.data(), s.ids.size() - 1), false, s.lora};
-      r.step({&it, 1});
-      items.push_back({id, std::span<const int32_t>(&s.ids.back(), 1), false, s.lora});
-    }
-    const auto& l = r.step(items);
-    for (size_t i = 0; i < seqs.size(); ++i)
-      ASSERT_EQ(0, std::memcmp(l.data() + i * V, solo[i].data() + (seqs[i].ids.size() - 1) * V, V * 4))
-          << "decode seq " << i;
-  }
+  expect_batches_equal_solo(*model_, bank, seqs, solo);
   // Scale 0 == no adapter machinery at all; an explicit 1 == the plain slot.
   auto base5 = logits_of(*model_, seqs[5].ids, nullptr, -1);
   EXPECT_EQ(0, std::memcmp(base5.data(), solo[5].data(), base5.size() * 4));
