@@ -4,6 +4,8 @@
 // requests/s; prompt and output lengths are uniform in their ranges (prompts are random byte-token ids, so the
 // input length is exact; outputs use ignore_eos). Every request streams; the report gives throughput, TTFT and
 // ITL p50/p99, SLO attainment, failures, and the adapter cache's slot hit rate from /metrics deltas.
+// Through a load balancer (scripts/cluster.sh): --metrics-url names each replica, whose deltas are summed, and
+// the replies' x-loraplex-replica headers give where each adapter's requests ran (the affinity figures).
 // Only loopback URLs are accepted.
 //
 // Registered as a sub-subcommand of `bench` with an immediate callback that ends parsing with CLI::Success, so
@@ -50,6 +52,8 @@ struct BenchServeArgs {
   double slo_itl = 0.2;
   uint64_t seed = 1;
   bool json = false;
+  bool no_stream = false;
+  std::vector<std::string> metrics_urls;  // empty: --url's /metrics
 };
 
 struct Range {
@@ -70,6 +74,7 @@ struct Result {
   double ttft = 0, e2e = 0;
   std::vector<double> itl;
   int out_tokens = 0;
+  std::string model, replica;  // replica: the x-loraplex-replica header ("" without one)
 };
 
 // Sums every sample of `name` (any labels) whose label text contains `label_filter`.
@@ -87,14 +92,18 @@ double scrape_sum(const std::string& text, const std::string& name, const std::s
   return sum;
 }
 
+int loopback_port(const std::string& url, const char* flag) {
+  static const std::regex re(R"(http://(127\.0\.0\.1|localhost):(\d+)/?)");
+  std::smatch m;
+  if (!std::regex_match(url, m, re)) fail("{} must be http://127.0.0.1:PORT (loopback only), got '{}'", flag, url);
+  return std::stoi(m[2]);
+}
+
 class Bench {
  public:
-  explicit Bench(const BenchServeArgs& a) : a_(a) {
-    static const std::regex re(R"(http://(127\.0\.0\.1|localhost):(\d+)/?)");
-    std::smatch m;
-    if (!std::regex_match(a.url, m, re)) fail("--url must be http://127.0.0.1:PORT (loopback only), got '{}'", a.url);
-    host_ = "127.0.0.1";
-    port_ = std::stoi(m[2]);
+  explicit Bench(const BenchServeArgs& a) : a_(a), host_("127.0.0.1"), port_(loopback_port(a.url, "--url")) {
+    for (const auto& u : a.metrics_urls) metrics_ports_.push_back(loopback_port(u, "--metrics-url"));
+    if (metrics_ports_.empty()) metrics_ports_.push_back(port_);
   }
 
   server::HttpHeaders auth() const {
@@ -136,13 +145,14 @@ class Bench {
     double shape = 1.0 / (a_.cv * a_.cv);
     std::gamma_distribution<double> gap(shape, a_.rate > 0 ? 1.0 / (a_.rate * shape) : 1.0);
 
-    std::string before = metrics_text();
+    std::vector<std::string> before = metrics_texts();
     double t0 = now_seconds(), next = t0;
     std::vector<Result> results(a_.num_requests);
     // max_concurrency client threads take requests as this thread releases them at their arrival times.
     std::mutex mu;
     std::condition_variable cv;
     std::deque<std::pair<int, std::string>> queue;  // (request index, body)
+    std::vector<std::string> req_models(a_.num_requests);
     bool closed = false;
     int active = 0, sent = 0;  // active: released and not finished
     std::vector<std::thread> workers;
@@ -159,6 +169,7 @@ class Bench {
             queue.pop_front();
           }
           results[job.first] = one(http, job.second);
+          results[job.first].model = req_models[job.first];
           {
             std::lock_guard<std::mutex> lock(mu);
             --active;
@@ -179,8 +190,10 @@ class Bench {
         if (wait > 0) std::this_thread::sleep_for(std::chrono::duration<double>(wait));
       }
       json body = {{"model", model}, {"prompt", prompt}, {"max_tokens", n_out}, {"temperature", 0},
-                   {"ignore_eos", true}, {"stream", true},
-                   {"stream_options", {{"include_usage", true}}}};
+                   {"ignore_eos", true}};
+      if (a_.no_stream) body["stream"] = false;
+      else body.update({{"stream", true}, {"stream_options", {{"include_usage", true}}}});
+      req_models[i] = model;
       {
         std::unique_lock<std::mutex> lock(mu);
         cv.wait(lock, [&] { return active < a_.max_concurrency; });
@@ -198,13 +211,19 @@ class Bench {
     for (auto& w : workers) w.join();
     double wall = now_seconds() - t0;
     results.resize(sent);
-    report(results, wall, before, metrics_text(), adapters.size());
+    report(results, wall, before, metrics_texts(), adapters.size());
   }
 
  private:
-  std::string metrics_text() const {
-    auto r = get("/metrics");
-    return r.status == 200 ? r.body : std::string();
+  // Each metrics server's /metrics ("" where it did not answer: a replica that died is left out of the sums).
+  std::vector<std::string> metrics_texts() const {
+    std::vector<std::string> out;
+    for (int port : metrics_ports_) {
+      server::HttpClient c(host_, port, 60);
+      auto r = c.request("GET", "/metrics", {}, auth());
+      out.push_back(r.status == 200 ? r.body : std::string());
+    }
+    return out;
   }
 
   Result one(server::HttpClient& http, const std::string& body) const {
@@ -238,17 +257,27 @@ class Bench {
     };
     server::HttpHeaders headers = auth();
     headers.emplace_back("Content-Type", "application/json");
-    auto res = http.request("POST", "/v1/completions", body, headers, on_body);
+    auto res = a_.no_stream ? http.request("POST", "/v1/completions", body, headers)
+                            : http.request("POST", "/v1/completions", body, headers, on_body);
     r.e2e = now_seconds() - t0;
+    r.replica = res.header("x-loraplex-replica");
     if (!res.error.empty()) r.error = res.error;
     else if (res.status != 200) r.error = fmt::format("HTTP {}", res.status);
+    if (a_.no_stream && r.error.empty()) {  // the whole answer at once: TTFT is its latency
+      json j = json::parse(res.body, nullptr, false);
+      if (j.is_discarded() || !j.contains("usage")) r.error = "bad body";
+      else r.out_tokens = j["usage"].value("completion_tokens", 0);
+      r.ttft = r.e2e;
+      done = true;
+      last = r.e2e;
+    }
     r.ok = r.error.empty() && done && last > 0;
     if (!r.ok && r.error.empty()) r.error = done ? "no tokens" : "stream ended before [DONE]";
     return r;
   }
 
-  void report(const std::vector<Result>& rs, double wall, const std::string& m0, const std::string& m1,
-              size_t n_adapters) const {
+  void report(const std::vector<Result>& rs, double wall, const std::vector<std::string>& m0,
+              const std::vector<std::string>& m1, size_t n_adapters) const {
     std::vector<double> ttft, itl, e2e;
     int ok = 0, slo_ok = 0;
     int64_t tokens = 0;
@@ -267,8 +296,31 @@ class Bench {
       if (r.ttft <= a_.slo_ttft && itl_p <= a_.slo_itl) ++slo_ok;
     }
     auto delta = [&](const std::string& name, const std::string& f = "") {
-      return scrape_sum(m1, name, f) - scrape_sum(m0, name, f);
+      double d = 0;
+      for (size_t k = 0; k < m0.size(); ++k)
+        if (!m0[k].empty() && !m1[k].empty()) d += scrape_sum(m1[k], name, f) - scrape_sum(m0[k], name, f);
+      return d;
     };
+    int metrics_missing = 0;
+    for (size_t k = 0; k < m0.size(); ++k) metrics_missing += m0[k].empty() || m1[k].empty();
+    // Where each model's successful requests ran, by the replicas' headers; affinity = the share of requests
+    // that ran on their model's most used replica.
+    std::map<std::string, std::map<std::string, int>> placement;
+    std::map<std::string, int> by_replica;
+    for (const auto& r : rs)
+      if (r.ok && !r.replica.empty()) {
+        ++placement[r.model][r.replica];
+        ++by_replica[r.replica];
+      }
+    int on_top = 0, placed = 0;
+    double worst_top_share = placement.empty() ? 0 : 1;
+    for (const auto& [model, reps] : placement) {
+      int top = 0, n = 0;
+      for (const auto& [rep, c] : reps) top = std::max(top, c), n += c;
+      on_top += top;
+      placed += n;
+      worst_top_share = std::min(worst_top_share, static_cast<double>(top) / n);
+    }
     double reqs = delta("loraplex_lora_requests_total");
     double host_loads = delta("loraplex_lora_adapter_load_total", "source=\"host\"");
     double disk_loads = delta("loraplex_lora_adapter_load_total", "source=\"disk\"");
@@ -290,7 +342,13 @@ class Bench {
               {"adapter_requests", reqs},
               {"adapter_loads_disk", disk_loads},
               {"adapter_loads_host", host_loads},
-              {"adapter_slot_hit_rate", hit}};
+              {"adapter_slot_hit_rate", hit},
+              {"metrics_servers", m0.size()},
+              {"metrics_servers_missing", metrics_missing},
+              {"by_replica", by_replica},
+              {"placement", placement},
+              {"affinity", placed ? static_cast<double>(on_top) / placed : 0.0},
+              {"worst_model_top_share", worst_top_share}};
     if (a_.json) {
       std::printf("%s\n", j.dump(2).c_str());
       return;
@@ -305,13 +363,22 @@ class Bench {
                 1e3 * percentile(itl, 99), 1e3 * percentile(e2e, 50));
     std::printf("SLO (TTFT <= %.0f ms, median ITL <= %.0f ms): %.1f%% of requests\n", 1e3 * a_.slo_ttft,
                 1e3 * a_.slo_itl, 100.0 * j["slo_attainment"].get<double>());
-    std::printf("adapters: %.0f requests, %.0f disk->host loads, %.0f host->slot loads, slot hit rate %.1f%%\n", reqs,
-                disk_loads, host_loads, 100 * hit);
+    std::printf("adapters: %.0f requests, %.0f disk->host loads, %.0f host->slot loads, slot hit rate %.1f%%%s\n",
+                reqs, disk_loads, host_loads, 100 * hit,
+                metrics_missing ? fmt::format(" ({} of {} metrics servers did not answer)", metrics_missing,
+                                              m0.size()).c_str() : "");
+    if (!by_replica.empty()) {
+      std::string reps;
+      for (const auto& [rep, c] : by_replica) reps += fmt::format(" {}={}", rep, c);
+      std::printf("replicas:%s; affinity %.1f%% (requests on their model's most used replica), worst model %.1f%%\n",
+                  reps.c_str(), 100.0 * j["affinity"].get<double>(), 100 * worst_top_share);
+    }
   }
 
   BenchServeArgs a_;
   std::string host_;
   int port_ = 0;
+  std::vector<int> metrics_ports_;  // where /metrics is scraped
 };
 
 }  // namespace
@@ -337,6 +404,9 @@ void add_bench_serve_command(CLI::App& app) {
   c->add_option("--slo-itl", a->slo_itl, "Median inter-token latency SLO, seconds");
   c->add_option("--seed", a->seed, "Workload seed");
   c->add_flag("--json", a->json, "Print one JSON object");
+  c->add_flag("--no-stream", a->no_stream, "Whole answers instead of streams (TTFT is then the request's latency)");
+  c->add_option("--metrics-url", a->metrics_urls,
+                "Scrape these servers' /metrics (e.g. each replica behind a proxy) instead of --url's; repeatable");
   c->immediate_callback();
   c->callback([a] {
     if (a->num_requests < 1 || a->max_concurrency < 1 || a->cv <= 0 || a->rate < 0)

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <signal.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -78,6 +79,8 @@ struct ServeArgs {
   std::string chat_template;  // a file, or the template text itself
   bool trust_request_chat_template = false;
   bool enable_prefix_caching = true;
+  std::string replica_id;
+  int overload_status = 429;
 };
 
 struct LoraModule {
@@ -223,6 +226,8 @@ void run_serve(ServeArgs a) {
   so.allowed_origins = a.allowed_origins;
   so.allow_special_tokens_in_content = a.allow_special_tokens_in_content;
   so.trust_request_chat_template = a.trust_request_chat_template;
+  so.replica_id = a.replica_id;
+  so.overload_status = a.overload_status;
   so.dashboard_sample_s = 1;  // the dashboard's window: 300 samples = 5 minutes
   const std::string template_override = a.chat_template.empty() ? "" : chat_template_source(a.chat_template);
   server::Server srv(so);
@@ -415,6 +420,19 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--kv-cache-dtype", a->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->add_option("--max-request-bytes", a->max_request_bytes, "Request bodies over this get 413");
   c->add_option("--shutdown-timeout", a->shutdown_timeout, "Seconds in-flight requests get after SIGTERM");
+  c->add_option("--replica-id", a->replica_id,
+                "This replica's name behind a load balancer, sent back in the x-loraplex-replica response header")
+      ->check([](const std::string& s) {
+        // A header value: keep it to a token's characters, so no input can split or forge a header.
+        bool ok = !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](unsigned char ch) {
+          return std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.';
+        });
+        return ok ? std::string() : std::string("expected 1-64 of [A-Za-z0-9._-]");
+      });
+  c->add_option("--overload-status", a->overload_status,
+                "The status of a refusal for load (over --max-waiting, --max-waiting-per-adapter): 429, or 503 "
+                "behind a proxy that retries 503 on another replica (HAProxy 2.6 cannot retry 429)")
+      ->check(CLI::IsMember({429, 503}));
   c->add_flag("--allow-runtime-lora-updating", a->allow_runtime_lora_updating,
               "Enable /v1/load_lora_adapter and /v1/unload_lora_adapter (or VLLM_ALLOW_RUNTIME_LORA_UPDATING=true), "
               "and /v1/load_lora_route, /v1/unload_lora_route");

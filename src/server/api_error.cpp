@@ -1,5 +1,7 @@
 #include "server/api_error.h"
 
+#include <algorithm>
+
 #include "core/log.h"
 
 namespace lp::server {
@@ -41,6 +43,17 @@ ErrorReply make_error(int status, const std::string& message, const std::string&
   r.body = {{"error", std::move(e)}};
   if (status == 503 || status == 429) r.retry_after_s = 1;
   return r;
+}
+
+ErrorReply with_status(ErrorReply e, int status) {
+  if (e.body.contains("error")) {
+    auto& err = e.body["error"];
+    err["type"] = error_type(status);
+    if (err.value("code", nlohmann::json()) == e.status) err["code"] = status;
+  }
+  e.status = status;
+  if (status == 503 || status == 429) e.retry_after_s = std::max(e.retry_after_s, 1);
+  return e;
 }
 
 ErrorReply error_reply(std::exception_ptr ep) noexcept {

@@ -55,6 +55,8 @@ ErrorReply make_error(int status, const std::string& message, const std::string&
                       const std::string& code = {});
 // The reply for whatever a handler threw. Never throws.
 ErrorReply error_reply(std::exception_ptr ep) noexcept;
+// The same reply under another status (its type, and its code where that was the old status, follow).
+ErrorReply with_status(ErrorReply e, int status);
 
 // JSON text that never throws on invalid UTF-8 (replaced by U+FFFD): generated text may hold any bytes.
 std::string dump_json(const nlohmann::json& j);

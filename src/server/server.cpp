@@ -201,9 +201,11 @@ struct Server::Http final : HttpApp {
   void on_response_head(const HttpRequest& req, HttpResponse& res) override {
     if (req.has_header("Origin")) {  // on_head refused the others
       res.set_header("Access-Control-Allow-Origin", req.header("Origin"));
-      res.set_header("Access-Control-Expose-Headers", "x-loraplex-adapter");  // a page may read a route's arm
+      // a page may read a route's arm and the replica that answered
+      res.set_header("Access-Control-Expose-Headers", "x-loraplex-adapter, x-loraplex-replica");
       res.set_header("Vary", "Origin");
     }
+    if (!st.options.replica_id.empty()) res.set_header("x-loraplex-replica", st.options.replica_id);
     try {
       st.metrics.add("loraplex_http_requests_total", {{"code", std::to_string(res.status)}});
     } catch (...) {
@@ -240,6 +242,7 @@ struct Server::Http final : HttpApp {
       rt.fn(st, req, res);
     } catch (...) {
       ErrorReply e = error_reply(std::current_exception());
+      if (e.status == 429 && st.options.overload_status != 429) e = with_status(std::move(e), st.options.overload_status);
       try {
         res = HttpResponse{};  // drops a producer a handler may have set: its requests are aborted
         write_error(res, e);

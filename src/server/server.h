@@ -67,6 +67,12 @@ struct ServerOptions {
   // The operator dashboard's sampler period (server/dashboard.h; serve: 1 s). 0: no sampler thread, so the
   // window stays empty (the in-process tests, which script their fake backend from the test thread).
   double dashboard_sample_s = 0;
+  // Behind a load balancer (scripts/cluster.sh): this replica's name, sent back in every response's
+  // x-loraplex-replica header so a client or a test sees where its request ran.
+  std::string replica_id;
+  // The status of a refusal for load (a queue over its cap): 429, or 503 for a proxy that retries 503 on
+  // another replica and cannot retry 429 (HAProxy 2.6's retry-on lists no 429).
+  int overload_status = 429;
 };
 
 class Server {
