@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # loraplex container image: built on Debian 12 with the project's own scripts/deps.sh and `make build`, run
 # from debian:12-slim as the non-root user loraplex (uid/gid 10001) with only the libraries the binary links.
 #   docker build -t loraplex:0.1.0 .
