@@ -353,7 +353,8 @@ TEST(Dockerfile, HealthcheckProbesHealth) {
   ASSERT_EQ(0, run_command(q(loraplex_binary()) + " serve " + q(tmp / "m") +
                                " --port 0 --kv-cache-tokens 4096 > " + q(log) + " 2>&1 & echo $!",
                            &out));
-  const pid_t pid = std::stoi(out);
+  const pid_t pid = std::atoi(out.c_str());
+  ASSERT_GT(pid, 1) << out;
   struct Stop {  // the server goes whatever happens below
     pid_t pid;
     ~Stop() { ::kill(pid, SIGKILL); }
