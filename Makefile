@@ -11,8 +11,9 @@ JOBS       ?= $(shell nproc)
 DEMO       ?= demo/smol
 STORY      ?= demo/story
 PORT       ?= 8000
+PREFIX     ?= /usr/local
 
-.PHONY: deps fixtures build build-asan test test-unit test-asan test-tsan fuzz serve story demo bench clean format
+.PHONY: deps fixtures build build-asan install test test-unit test-asan test-tsan fuzz serve story demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -25,6 +26,11 @@ $(BUILD)/build.ninja: | deps
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
+
+# The binary, the docs and the systemd unit under $(PREFIX) (bin/, share/doc/loraplex/, lib/systemd/system/),
+# staged under $(DESTDIR) when set: `make build && sudo make install`, or `make install DESTDIR=$PWD/pkgroot PREFIX=/usr`.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
 $(BUILD_ASAN)/build.ninja: | deps
 	cmake -S . -B $(BUILD_ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" -DLP_SANITIZE=ON -DLP_BUILD_BENCH=OFF
