@@ -12,8 +12,9 @@ DEMO       ?= demo/smol
 STORY      ?= demo/story
 PORT       ?= 8000
 PREFIX     ?= /usr/local
+REPLICAS   ?= 3
 
-.PHONY: deps fixtures build build-asan install test test-unit test-asan test-tsan fuzz serve story demo bench clean format
+.PHONY: deps fixtures build build-asan install cluster cluster-down test test-unit test-asan test-tsan fuzz serve story demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -75,6 +76,19 @@ serve: story
 	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(STORY)/adapters/$(a)) \
 	  --lora-route 'support=french-support:80,code-review:20' \
 	  --allow-runtime-lora-updating --lora-root $(STORY)/adapters
+
+# The story demo on REPLICAS replicas behind HAProxy on PORT (scripts/cluster.sh; docs/deploy.md): each
+# adapter's requests stick to one replica. The compute threads are shared out between the replicas.
+cluster: story
+	scripts/cluster.sh up --replicas $(REPLICAS) --port $(PORT) -- $(STORY) --max-loras 4 --max-lora-rank 8 \
+	  --kv-cache-memory 128MiB --threads $$(( $(JOBS) / $(REPLICAS) > 0 ? $(JOBS) / $(REPLICAS) : 1 )) \
+	  --lora-modules $(foreach a,medical-qa legal-summary code-review french-support,$(a)=$(STORY)/adapters/$(a)) \
+	  --lora-route 'support=french-support:80,code-review:20' --lora-root $(STORY)/adapters --enable-lora-resolver
+	@echo "try:  curl -s http://127.0.0.1:$(PORT)/v1/completions -H 'Content-Type: application/json' -d '{\"model\": \"code-review\", \"prompt\": \"Review:\", \"max_tokens\": 40}' -D - | grep -i x-loraplex-replica"
+	@echo "stop: make cluster-down"
+
+cluster-down:
+	scripts/cluster.sh down
 
 bench: build demo
 	$(BUILD)/loraplex bench --model $(DEMO) --batch 1 --prompt-len 256 --gen 32

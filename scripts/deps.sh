@@ -14,6 +14,7 @@ PKGS=(
 TEST_PKGS=(
   clang libclang-rt-14-dev  # make fuzz (libFuzzer)
   chromium  # headless, for the dashboard's browser test (tests/e2e/dashboard.mjs)
+  haproxy   # the load balancer of scripts/cluster.sh (make cluster, tests/e2e/cluster.mjs)
 )
 [ "$build_only" = 1 ] || PKGS+=("${TEST_PKGS[@]}")
 missing=()

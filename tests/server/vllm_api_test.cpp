@@ -367,6 +367,41 @@ TEST(TokenizeApi, ApiKeyGuardsTokenizeButNotVersion) {
   EXPECT_EQ(f.post("/version", json::object()).status, 405);
 }
 
+// Behind a load balancer: every reply names the replica; a refusal for load is a 429 (what a client backs off
+// on) unless the replica is told to answer 503, the status HAProxy 2.6 replays on another replica.
+TEST(ClusterOptions, ReplicaHeaderAndOverloadStatus) {
+  const json body = {{"model", "base"}, {"prompt", "hi"}, {"max_tokens", 2}};
+  {
+    ServerOptions o;
+    o.replica_id = "r7";
+    Fixture f(o);
+    EXPECT_EQ(f.get("/health").header("x-loraplex-replica"), "r7");
+    EXPECT_EQ(f.post("/v1/completions", body).header("x-loraplex-replica"), "r7");
+    f.backend.over_cap = true;
+    auto r = f.post("/v1/completions", body);
+    EXPECT_EQ(r.status, 429);
+    EXPECT_EQ(r.header("x-loraplex-replica"), "r7");
+    EXPECT_EQ(json::parse(r.body)["error"]["type"], "RateLimitError");
+  }
+  ServerOptions o;
+  o.overload_status = 503;
+  Fixture f(o);
+  EXPECT_EQ(f.get("/health").header("x-loraplex-replica"), "");  // no id, no header
+  f.backend.over_cap = true;
+  auto r = f.post("/v1/completions", body);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.header("Retry-After"), "1");
+  json e = json::parse(r.body)["error"];
+  EXPECT_EQ(e["type"], "ServiceUnavailableError");
+  EXPECT_EQ(e["code"], 503);
+  EXPECT_NE(e["message"].get<std::string>().find("--max-waiting"), std::string::npos) << e;
+  f.backend.over_cap = false;
+  f.backend.queue_full = true;  // other refusals keep their status
+  EXPECT_EQ(f.post("/v1/completions", body).status, 503);
+  f.backend.queue_full = false;
+  EXPECT_EQ(f.post("/v1/completions", json{{"model", "nope"}, {"prompt", "hi"}}).status, 404);
+}
+
 struct Reference {
   Ids ids, ids_plain;
   std::string decoded_cleanup;

@@ -22,7 +22,8 @@ class FakeBackend : public server::Backend {
  public:
   std::chrono::milliseconds first_delay{0};
   std::chrono::milliseconds token_delay{1};
-  std::atomic<bool> queue_full{false};
+  std::atomic<bool> queue_full{false};     // submit() refuses as unavailable (503)
+  std::atomic<bool> over_cap{false};       // submit() refuses as a queue over its cap (kOverloaded: 429)
   std::atomic<bool> throw_internal{false};  // submit() throws std::runtime_error
   std::atomic<int> aborted{0};              // requests that saw their channel aborted
   std::atomic<int> finished{0};
@@ -54,6 +55,7 @@ class FakeBackend : public server::Backend {
   std::shared_ptr<sched::RequestChannel> submit(sched::Request req) override {
     if (throw_internal) throw std::runtime_error("fake backend exploded");
     if (queue_full) fail_as(ErrorKind::kUnavailable, "too many waiting requests; retry later");
+    if (over_cap) fail_as(ErrorKind::kOverloaded, "too many waiting requests (2, --max-waiting); retry later");
     if (!req.adapter.empty() && !is_registered(req.adapter))
       fail_as(ErrorKind::kNotFound, "The model `{}` does not exist.", req.adapter);
     auto ch = std::make_shared<sched::RequestChannel>();
