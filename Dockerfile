@@ -3,7 +3,7 @@
 #   docker build -t loraplex:0.1.0 .
 #   docker run -p 8000:8000 -v /srv/models/base:/models/base:ro loraplex:0.1.0
 # More flags: docker run ... loraplex:0.1.0 serve /models/base --host 0.0.0.0 --port 8000 --max-loras 8 ...
-# (docs/packaging.md). The version below is the project's (CMakeLists.txt); tests/cli/install_test.cpp checks it.
+# (docs/deploy.md). The version below is the project's (CMakeLists.txt); tests/cli/install_test.cpp checks it.
 
 FROM debian:12 AS build
 # Build packages only (no chromium, node or clang: they run the tests and fuzzers, not the build).

@@ -170,7 +170,7 @@ TEST(Install, PrefixInstallRunsWithoutTheBuildTree) {
                                       "share/doc/loraplex/loraplex.env",
                                       "share/doc/loraplex/docs/api.md",
                                       "share/doc/loraplex/docs/architecture.md",
-                                      "share/doc/loraplex/docs/packaging.md"};
+                                      "share/doc/loraplex/docs/deploy.md"};
   const std::set<std::string> got = files_under(prefix);
   for (const auto& f : want) EXPECT_TRUE(got.count(f)) << f << " not installed";
   for (const auto& f : got)  // no test, bench or helper executable, nothing outside the three places
