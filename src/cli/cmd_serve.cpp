@@ -5,14 +5,17 @@
 // --lora-modules, size the KV cache (lora/kv_plan.h, the weights counted as loaded; the plan is logged, and
 // `loraplex plan` prints the same for the same flags), start the engine, attach. SIGTERM / SIGINT: stop
 // admitting (503), let in-flight requests finish within --shutdown-timeout (then abort them), close, exit 0;
-// a second one exits at once (status 128 + signal).
+// a second one exits at once (status 128 + signal); one while the model loads exits 0 at once.
 #include <algorithm>
 #include <signal.h>
 
 #include <cctype>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -168,6 +171,23 @@ std::string size_text(double bytes) {
   return fmt::format("{:.2f} GiB", bytes / 1073741824.0);
 }
 
+// The signals the watcher thread took once serving, for the drain to wait on. Shared with that (detached)
+// thread, which outlives run_serve.
+struct SignalBox {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<int> pending;
+  bool serving = false;  // false: the model is loading, a signal exits at once
+
+  int next() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return !pending.empty(); });
+    int s = pending.front();
+    pending.pop_front();
+    return s;
+  }
+};
+
 void run_serve(ServeArgs a) {
   // --api-key wins, then LORAPLEX_API_KEY, then VLLM_API_KEY (vLLM's name for the same thing).
   for (const char* env : {"LORAPLEX_API_KEY", "VLLM_API_KEY"})
@@ -242,6 +262,23 @@ void run_serve(ServeArgs a) {
     }
   } joiner{srv, http};
   log_info("listening on http://{}:{} (loading {})", a.host, port, a.model_dir);
+  // One thread takes the signals from here on. While the model loads nothing is served and nothing needs
+  // draining, so a stop exits at once instead of after a load that may take minutes (a pod deleted while it
+  // starts, `systemctl stop`); once serving, the signals are handed to the drain below.
+  auto box = std::make_shared<SignalBox>();
+  std::thread([sigs, box] {
+    for (;;) {
+      int s = 0;
+      if (sigwait(&sigs, &s) != 0) continue;
+      std::lock_guard<std::mutex> lock(box->mu);
+      if (!box->serving) {
+        log_info("{} while loading: exiting (nothing to drain)", s == SIGTERM ? "SIGTERM" : "SIGINT");
+        std::_Exit(0);
+      }
+      box->pending.push_back(s);
+      box->cv.notify_all();
+    }
+  }).detach();
 
   KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
   const model::ModelConfig config = model::ModelConfig::from_dir(a.model_dir);
@@ -360,13 +397,15 @@ void run_serve(ServeArgs a) {
            adapters ? fmt::format(" + {} adapters", adapters->list().size()) : "", a.host, port,
            backend.max_model_len(), backend.quantization());
 
-  int sig = 0;
-  sigwait(&sigs, &sig);
+  {
+    std::lock_guard<std::mutex> lock(box->mu);
+    box->serving = true;
+  }
+  int sig = box->next();
   log_info("{}: draining (in flight: {}); shutdown timeout {:.0f} s", sig == SIGTERM ? "SIGTERM" : "SIGINT",
            srv.in_flight(), a.shutdown_timeout);
-  std::thread([sigs] {  // a second signal: the operator does not want to wait for the drain
-    int again = 0;
-    sigwait(&sigs, &again);
+  std::thread([box] {  // a second signal: the operator does not want to wait for the drain
+    int again = box->next();
     log_warn("second {}: exiting now", again == SIGTERM ? "SIGTERM" : "SIGINT");
     std::_Exit(128 + again);
   }).detach();

@@ -1,8 +1,10 @@
 // Server lifecycle end to end: --api-key (and LORAPLEX_API_KEY) guarding /v1/* but not /health or /metrics;
 // no key: open; a full waiting queue answers 429 with Retry-After; a client that disconnects before its first
 // token or mid-stream frees everything (running, waiting, KV, adapter holds back to idle, per /metrics);
-// SIGTERM drains: the in-flight stream finishes in full, new requests are refused, the process exits 0.
-import { makeModel, startServer, scrape, metric, waitFor, assert, assertEq, expectError, run, sleep } from './lib.mjs';
+// SIGTERM drains: the in-flight stream finishes in full, new requests are refused, the process exits 0;
+// SIGTERM while the model loads exits 0 at once.
+import { spawn } from 'node:child_process';
+import { BIN, makeModel, startServer, scrape, metric, waitFor, assert, assertEq, expectError, run, sleep } from './lib.mjs';
 
 const m = makeModel(2);
 const srv = await startServer(m.model, ['--max-num-seqs', '1', '--max-waiting', '1', '--lora-modules',
@@ -121,5 +123,23 @@ await run([
     assert(refused === 503 || refused === 'connection refused', `new request refused while draining: ${refused}`);
     const { code, signal } = await open.exited;
     assertEq([code, signal], [0, null], `exit status\n${open.log()}`);
+  }],
+  ['SIGTERM while the model loads: exit 0 at once, not after the load', async () => {
+    // The smol shape's weights take a while to copy in, and the port is bound (and logged) before that.
+    const big = makeModel(0, 'smol');
+    try {
+      const proc = spawn(BIN, ['serve', big.model, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let log = '';
+      proc.stdout.on('data', (d) => { log += d; });
+      proc.stderr.on('data', (d) => { log += d; });
+      const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+      await waitFor(() => /listening on/.test(log) || log, 'the listening line');
+      proc.kill('SIGTERM');
+      const { code, signal } = await exited;
+      assertEq([code, signal], [0, null], `exit status\n${log}`);
+      assert(/SIGTERM while loading: exiting/.test(log) && !/ready: serving/.test(log), `stopped during the load:\n${log}`);
+    } finally {
+      big.cleanup();
+    }
   }],
 ], async () => { await srv.stop(); if (open.proc.exitCode === null) await open.stop(); m.cleanup(); });

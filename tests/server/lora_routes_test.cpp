@@ -346,7 +346,8 @@ TEST(LoraRouteHttp, HeaderOnStreamingAndNonStreamingCompletionsAndChat) {
   r = c.request("POST", "/v1/completions", completion("solo", "u").dump(),
                 {{"Content-Type", "application/json"}, {"Origin", "http://app.example"}});
   EXPECT_EQ(r.header("x-loraplex-adapter"), "other");
-  EXPECT_EQ(r.header("Access-Control-Expose-Headers"), "x-loraplex-adapter");
+  // (and the replica's name, behind a load balancer)
+  EXPECT_EQ(r.header("Access-Control-Expose-Headers"), "x-loraplex-adapter, x-loraplex-replica");
   // /tokenize accepts a route's name as a servable model.
   EXPECT_EQ(f.post("/tokenize", {{"model", "assistant"}, {"prompt", "hello"}}).status, 200);
 }
