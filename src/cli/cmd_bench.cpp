@@ -275,7 +275,8 @@ void add_bench_command(CLI::App& app) {
   c->add_option("--rank", args->rank, "Adapter rank (all seven projections)");
   c->add_option("--lora-dtype", args->lora_dtype, "Adapter slot dtype: bf16 | f32 | auto");
   c->add_flag("--json", args->json, "Print one JSON object");
-  c->add_option("--threads", args->threads, "Compute threads (default: all cores)");
+  c->add_option("--threads", args->threads,
+                "Compute threads (default: the CPUs this process may use: affinity mask, cgroup CPU quota)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
   add_quant_flags(c, args->quant);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());

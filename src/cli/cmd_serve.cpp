@@ -387,7 +387,9 @@ void run_serve(ServeArgs a) {
   for (const auto& m : modules) ec.sched.weights[m.name] = m.weight;
   ec.kv_cache_tokens = kv.kv_tokens;
   ec.kv_cache_dtype = kv.kv_dtype;
-  ec.threads = pool_threads(a.threads);
+  const PoolThreads threads = pool_threads_plan(a.threads);
+  log_info("compute threads: {} ({})", threads.threads, threads.why);
+  ec.threads = threads.threads;
   ec.enable_prefix_caching = a.enable_prefix_caching;
   sched::Engine engine(*model, tok, adapters.get(), ec);
   engine.start();
@@ -479,7 +481,8 @@ void add_serve_command(CLI::App& app) {
   c->add_flag("--enable-lora-resolver", a->enable_lora_resolver,
               "Load an unknown adapter name from --lora-root/<name> on first use");
   c->add_flag("--strict-base", a->strict_base, "Refuse adapters trained on another base model");
-  c->add_option("--threads", a->threads, "Compute threads (default: all cores)");
+  c->add_option("--threads", a->threads,
+                "Compute threads (default: the CPUs this process may use: affinity mask, cgroup CPU quota)");
   c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
   add_quant_flags(c, a->quant);
   c->add_flag("--enable-auto-tool-choice", a->enable_auto_tool_choice,

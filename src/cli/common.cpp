@@ -5,7 +5,6 @@
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
-#include <thread>
 
 #include "core/check.h"
 #include "io/system_memory.h"
@@ -113,13 +112,25 @@ lora::KvPlanOptions kv_plan_options(const KvFlags& f, DType torch_dtype) {
   return o;
 }
 
-int pool_threads(int requested) {
-  if (requested > 0) return requested;
-  if (const char* e = std::getenv("LORAPLEX_THREADS")) {
-    int n = std::atoi(e);
-    if (n > 0) return n;
+PoolThreads pool_threads_plan(int requested) {
+  std::string given;
+  int n = requested;
+  if (n > 0) {
+    given = "--threads";
+  } else if (const char* e = std::getenv("LORAPLEX_THREADS"); e && std::atoi(e) > 0) {
+    n = std::atoi(e);
+    given = "LORAPLEX_THREADS";
   }
-  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const io::CpuAvailable c = io::read_cpu_available();
+  if (given.empty()) return {c.count, io::cpu_plan_text(c)};
+  // An explicit count is kept, but say so when the quota or mask will leave some threads waiting.
+  if (n > c.count)
+    given += fmt::format("; more than the {} CPUs this process may use: {}", c.count, io::cpu_plan_text(c));
+  return {n, given};
+}
+
+int pool_threads(int requested) {
+  return pool_threads_plan(requested).threads;
 }
 
 }  // namespace lp::cli

@@ -19,7 +19,13 @@ namespace lp::cli {
 std::vector<int32_t> parse_ids(const std::string& s);
 // Resident set size of this process in bytes (from /proc/self/status), 0 if unknown.
 int64_t resident_bytes();
-// Threads for the compute pool: `requested` if > 0, else LORAPLEX_THREADS, else all cores.
+// Threads for the compute pool: `requested` if > 0, else LORAPLEX_THREADS, else the CPUs this process may
+// use (io::read_cpu_available: the affinity mask and the cgroup CPU quota), and why, for the start-up log.
+struct PoolThreads {
+  int threads;
+  std::string why;  // "--threads", "LORAPLEX_THREADS" or io::cpu_plan_text
+};
+PoolThreads pool_threads_plan(int requested);
 int pool_threads(int requested);
 // --quantization / -q (vLLM's flag) and --quantize-lm-head, which serve, bench, logits, generate and plan
 // share. int8: weight-only at load (model/weights.h). AWQ / GPTQ int4 checkpoints are detected from

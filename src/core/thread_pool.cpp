@@ -1,6 +1,9 @@
 #include "core/thread_pool.h"
 
 #include <immintrin.h>
+#include <sched.h>
+
+#include <cerrno>
 
 #include "core/check.h"
 
@@ -11,8 +14,27 @@ inline void cpu_relax() { _mm_pause(); }
 constexpr uint64_t kLow = 0xffffffffull;
 }  // namespace
 
+std::optional<int> affinity_cpu_count() {
+  // A fixed cpu_set_t holds 1024 CPUs; on a larger machine the call fails with EINVAL, so grow the set.
+  for (int n = CPU_SETSIZE; n <= (1 << 22); n *= 2) {
+    cpu_set_t* set = CPU_ALLOC(n);
+    if (!set) return std::nullopt;
+    const size_t bytes = CPU_ALLOC_SIZE(n);
+    CPU_ZERO_S(bytes, set);
+    const int rc = sched_getaffinity(0, bytes, set);
+    const int err = errno;
+    const int count = rc == 0 ? CPU_COUNT_S(bytes, set) : 0;
+    CPU_FREE(set);
+    if (rc == 0) return count > 0 ? std::optional<int>(count) : std::nullopt;
+    if (err != EINVAL) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 ComputePool::ComputePool(int n_threads) {
-  if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n_threads <= 0)
+    n_threads =
+        affinity_cpu_count().value_or(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   n_threads_ = n_threads;
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }

@@ -12,15 +12,22 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
 
 namespace lp {
 
+// The CPUs in this thread's affinity mask (sched_getaffinity; a container's cpuset, `taskset`, the kubelet's
+// static CPU manager), or nullopt when the kernel does not say. Threads inherit the mask, so at start-up this
+// is the process's. std::thread::hardware_concurrency() counts every online CPU and ignores the mask.
+std::optional<int> affinity_cpu_count();
+
 class ComputePool {
  public:
-  // n_threads <= 0 means std::thread::hardware_concurrency().
+  // n_threads <= 0 means affinity_cpu_count() (else every online CPU). A cgroup CPU quota can narrow that
+  // further, but core does not read cgroups: the CLI passes io::read_cpu_available()'s count explicitly.
   explicit ComputePool(int n_threads = 0);
   ~ComputePool();
   ComputePool(const ComputePool&) = delete;

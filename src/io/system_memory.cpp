@@ -6,7 +6,10 @@
 #include <charconv>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <vector>
+
+#include "core/thread_pool.h"
 
 namespace lp::io {
 
@@ -67,6 +70,52 @@ std::vector<fs::path> cgroup_chain(const fs::path& base, const std::string& rel)
     r = r.parent_path();
   }
   return out;
+}
+
+// Whether a v1 controller list ("cpu,cpuacct") names `name` exactly ("cpuacct" is not "cpu").
+bool has_controller(std::string_view ctrls, std::string_view name) {
+  while (true) {
+    size_t c = ctrls.find(',');
+    if (ctrls.substr(0, c) == name) return true;
+    if (c == std::string_view::npos) return false;
+    ctrls.remove_prefix(c + 1);
+  }
+}
+
+// A signed decimal integer filling all of `s` (cfs_quota_us says -1 for "no limit").
+std::optional<int64_t> parse_int(std::string_view s) {
+  s = trim(s);
+  if (s.empty()) return std::nullopt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// quota / period as a CpuQuota, or nullopt unless both are positive.
+std::optional<CpuQuota> quota_of(std::optional<int64_t> quota, std::optional<int64_t> period) {
+  if (!quota || !period || *quota <= 0 || *period <= 0) return std::nullopt;
+  return CpuQuota{*quota, *period};
+}
+
+struct TightestQuota {
+  CpuQuota quota;
+  fs::path dir;
+};
+
+// The smallest quota / period over `chain` (a parent's quota caps all its children together).
+template <class ReadQuota>
+std::optional<TightestQuota> tightest_quota(const std::vector<fs::path>& chain, ReadQuota read) {
+  std::optional<TightestQuota> best;
+  for (const fs::path& dir : chain) {
+    std::optional<CpuQuota> q = read(dir);
+    if (!q) continue;
+    // q < best, compared as fractions (in 128 bits: no product of two int64 overflows).
+    if (!best || static_cast<__int128>(q->quota_us) * best->quota.period_us <
+                     static_cast<__int128>(best->quota.quota_us) * q->period_us)
+      best = TightestQuota{*q, dir};
+  }
+  return best;
 }
 
 struct Headroom {
@@ -145,15 +194,8 @@ SelfCgroup parse_proc_self_cgroup(std::string_view text) {
       out.v2_path = std::string(path);
       continue;
     }
-    while (!ctrls.empty()) {
-      size_t c = ctrls.find(',');
-      if (ctrls.substr(0, c) == "memory") {
-        out.v1_memory_path = std::string(path);
-        break;
-      }
-      if (c == std::string_view::npos) break;
-      ctrls.remove_prefix(c + 1);
-    }
+    if (has_controller(ctrls, "memory")) out.v1_memory_path = std::string(path);
+    if (has_controller(ctrls, "cpu")) out.v1_cpu_path = std::string(path);
   }
   return out;
 }
@@ -191,6 +233,85 @@ MemoryAvailable read_memory_available(const fs::path& root) {
     m.source = "unknown (no /proc/meminfo, no cgroup limit)";
   }
   return m;
+}
+
+int CpuQuota::cpus() const {
+  if (quota_us <= 0 || period_us <= 0) return 1;
+  const int64_t whole = quota_us / period_us + (quota_us % period_us != 0 ? 1 : 0);
+  return static_cast<int>(std::clamp<int64_t>(whole, 1, INT32_MAX));
+}
+
+std::optional<CpuQuota> parse_cpu_max(std::string_view text) {
+  text = trim(text);
+  const size_t sp = text.find(' ');
+  if (sp == std::string_view::npos) return std::nullopt;
+  const std::string_view quota = text.substr(0, sp), period = text.substr(sp + 1);
+  if (quota == "max") return std::nullopt;
+  return quota_of(parse_uint(quota), parse_uint(period));
+}
+
+std::optional<CpuQuota> parse_cfs_quota(std::string_view quota_text, std::string_view period_text) {
+  return quota_of(parse_int(quota_text), parse_uint(period_text));  // -1 (no limit) fails quota > 0
+}
+
+CpuAvailable read_cpu_available(const fs::path& root, std::optional<int> affinity) {
+  CpuAvailable c;
+  c.affinity = affinity && *affinity > 0 ? affinity : std::nullopt;
+  c.online = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  SelfCgroup self;
+  if (auto t = slurp(root / "proc/self/cgroup")) self = parse_proc_self_cgroup(*t);
+  const fs::path cg = root / "sys/fs/cgroup";
+  // As for memory: the v2 tree first, then v1's cpu hierarchy (hybrid hosts mount v2 without controllers).
+  std::optional<TightestQuota> q;
+  std::string kind;
+  if (!self.v2_path.empty()) {
+    q = tightest_quota(cgroup_chain(cg, self.v2_path), [](const fs::path& dir) -> std::optional<CpuQuota> {
+      auto t = slurp(dir / "cpu.max");
+      return t ? parse_cpu_max(*t) : std::nullopt;
+    });
+    kind = "cgroup v2 cpu.max";
+  }
+  if (!q && !self.v1_cpu_path.empty()) {
+    // The cpu controller is mounted as "cpu,cpuacct" with "cpu" a link to it, or alone as "cpu".
+    fs::path base = cg / "cpu";
+    std::error_code ec;
+    if (!fs::is_directory(base, ec)) base = cg / "cpu,cpuacct";
+    q = tightest_quota(cgroup_chain(base, self.v1_cpu_path),
+                       [](const fs::path& dir) -> std::optional<CpuQuota> {
+                         auto qt = slurp(dir / "cpu.cfs_quota_us");
+                         auto pt = slurp(dir / "cpu.cfs_period_us");
+                         return qt && pt ? parse_cfs_quota(*qt, *pt) : std::nullopt;
+                       });
+    kind = "cgroup v1 cpu.cfs_quota_us/cpu.cfs_period_us";
+  }
+  if (q) {
+    c.quota = q->quota;
+    c.cgroup_dir = q->dir.lexically_relative(root).string();
+  }
+  // Without a mask, the online CPUs are the ceiling (a quota can exceed them).
+  const int mask = c.affinity.value_or(c.online);
+  const char* mask_name = c.affinity ? "the affinity mask" : "online CPUs";
+  const std::string quota_text =
+      c.quota ? fmt::format("{} {}/{} of /{}", kind, c.quota->quota_us, c.quota->period_us, c.cgroup_dir)
+              : "";
+  if (c.quota && c.quota->cpus() < mask) {
+    c.count = c.quota->cpus();
+    c.source = quota_text;
+  } else {
+    c.count = std::max(1, mask);
+    c.source = c.quota ? fmt::format("{} ({} allows {})", mask_name, quota_text, c.quota->cpus())
+                       : fmt::format("{}, no cgroup CPU quota", mask_name);
+  }
+  return c;
+}
+
+CpuAvailable read_cpu_available() {
+  return read_cpu_available("/", affinity_cpu_count());
+}
+
+std::string cpu_plan_text(const CpuAvailable& c) {
+  return fmt::format("{}; {} in the affinity mask, {} online", c.source,
+                     c.affinity ? std::to_string(*c.affinity) : std::string("unknown"), c.online);
 }
 
 }  // namespace lp::io

@@ -46,7 +46,7 @@ struct EngineConfig {
   int block_size = 16;
   std::optional<DType> kv_cache_dtype;  // KV element type; unset: the model's torch_dtype
   bool enable_prefix_caching = true;
-  int threads = 0;                     // compute pool (0 = all cores)
+  int threads = 0;  // compute pool (0 = ComputePool's default)
   // Testing hook: replaces kv::block_hash for prefix-cache keys (e.g. a deliberately weak one).
   std::function<uint64_t(uint64_t prev, uint64_t adapter_key, std::span<const int32_t> tokens)> block_hash;
 };

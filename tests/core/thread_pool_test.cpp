@@ -1,6 +1,7 @@
 #include "core/thread_pool.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -109,6 +110,25 @@ TEST(ComputePool, BackToBackJobsCompleteBeforeReturning) {
       for (int i = 0; i < n; ++i) ASSERT_EQ(a[i], it) << "job " << it << " index " << i;
     }
   }
+}
+
+TEST(ComputePool, DefaultSizeIsTheAffinityMask) {
+  // Narrow this thread's mask to one CPU: the default pool must follow it, not the online CPUs.
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof saved, &saved), 0);
+  EXPECT_EQ(affinity_cpu_count(), CPU_COUNT(&saved));
+  int first = 0;
+  while (!CPU_ISSET(first, &saved)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  const int narrowed = ComputePool().size();
+  const std::optional<int> count = affinity_cpu_count();
+  ASSERT_EQ(sched_setaffinity(0, sizeof saved, &saved), 0);
+  EXPECT_EQ(narrowed, 1);
+  EXPECT_EQ(count, 1);
+  EXPECT_EQ(ComputePool().size(), CPU_COUNT(&saved));
 }
 
 }  // namespace

@@ -1,11 +1,18 @@
 // Reading how much memory this process may take, from fixture text and fixture trees laid out as the kernel
 // does: MemAvailable alone; a cgroup v2 limit tighter than it (nested: the tightest ancestor wins; inactive
 // page cache counts as free); "max" and v1's huge "no limit"; a v1 hierarchy; missing and malformed files
-// meaning "no limit from there".
+// meaning "no limit from there". And the CPUs it may use: v2 cpu.max and v1 cfs quota/period parsing (rounded
+// up, never below 1), the tightest ancestor's quota, the min with the affinity mask, and the real mask of
+// this process against /proc/self/status.
 #include "io/system_memory.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <string>
+#include <thread>
+
+#include "core/thread_pool.h"
 #include "util/test_util.h"
 
 namespace lp::io {
@@ -50,6 +57,156 @@ TEST(SystemMemory, ParsesCgroupFiles) {
   EXPECT_EQ(v1.v1_memory_path, "/docker/abc");
   EXPECT_EQ(v1.v2_path, "/");
   EXPECT_EQ(parse_proc_self_cgroup("3:cpuset,memory:/x:y\n").v1_memory_path, "/x:y");
+  EXPECT_EQ(v1.v1_cpu_path, "/");
+  // "cpuacct" and "cpuset" are not "cpu".
+  SelfCgroup acct = parse_proc_self_cgroup("2:cpuacct:/a\n3:cpuset:/b\n4:cpu,cpuacct:/kubepods/c\n");
+  EXPECT_EQ(acct.v1_cpu_path, "/kubepods/c");
+  EXPECT_EQ(parse_proc_self_cgroup("2:cpuacct:/a\n3:cpuset:/b\n").v1_cpu_path, "");
+}
+
+TEST(SystemCpu, ParsesQuotaFiles) {
+  auto cpus = [](std::optional<CpuQuota> q) { return q ? q->cpus() : -1; };
+  EXPECT_EQ(parse_cpu_max("max 100000\n"), std::nullopt);
+  EXPECT_EQ(cpus(parse_cpu_max("200000 100000\n")), 2);
+  EXPECT_EQ(cpus(parse_cpu_max("150000 100000\n")), 2);  // 1.5 CPUs: round up
+  EXPECT_EQ(cpus(parse_cpu_max("100001 100000")), 2);
+  EXPECT_EQ(cpus(parse_cpu_max("50000 100000\n")), 1);  // half a CPU: still one thread
+  EXPECT_EQ(cpus(parse_cpu_max("1000 100000\n")), 1);
+  EXPECT_EQ(cpus(parse_cpu_max("6400000 100000\n")), 64);
+  ASSERT_TRUE(parse_cpu_max("250000 50000").has_value());
+  EXPECT_EQ(parse_cpu_max("250000 50000")->quota_us, 250000);
+  EXPECT_EQ(parse_cpu_max("250000 50000")->period_us, 50000);
+  EXPECT_EQ(cpus(parse_cpu_max("250000 50000")), 5);
+  for (const char* bad : {"", "\n", "200000", "200000 0", "0 100000", "-1 100000", "2e5 100000", "200000 1e5",
+                          "max", "200000 100000 7", "two 100000"})
+    EXPECT_EQ(parse_cpu_max(bad), std::nullopt) << "'" << bad << "'";
+
+  EXPECT_EQ(parse_cfs_quota("-1\n", "100000\n"), std::nullopt);  // v1 "no limit"
+  EXPECT_EQ(cpus(parse_cfs_quota("400000\n", "100000\n")), 4);
+  EXPECT_EQ(cpus(parse_cfs_quota("350000\n", "100000\n")), 4);
+  EXPECT_EQ(cpus(parse_cfs_quota("20000\n", "100000\n")), 1);
+  EXPECT_EQ(parse_cfs_quota("400000", "0"), std::nullopt);
+  EXPECT_EQ(parse_cfs_quota("400000", ""), std::nullopt);
+  EXPECT_EQ(parse_cfs_quota("lots", "100000"), std::nullopt);
+}
+
+TEST(SystemCpu, TightestV2AncestorAndTheAffinityMask) {
+  TempDir root("cpu");
+  put(root / "proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+  const fs::path cg = root / "sys/fs/cgroup";
+  put(cg / "kubepods/pod1/ctr/cpu.max", "max 100000\n");  // the container: no limit of its own
+  put(cg / "kubepods/pod1/cpu.max", "300000 100000\n");   // the pod: 3 CPUs, the tightest
+  put(cg / "kubepods/cpu.max", "1600000 100000\n");       // all pods: 16
+  CpuAvailable c = read_cpu_available(root.path(), 64);
+  EXPECT_EQ(c.count, 3);
+  EXPECT_EQ(c.affinity, 64);
+  ASSERT_TRUE(c.quota.has_value());
+  EXPECT_EQ(c.quota->quota_us, 300000);
+  EXPECT_EQ(c.cgroup_dir, "sys/fs/cgroup/kubepods/pod1");
+  EXPECT_EQ(c.source, "cgroup v2 cpu.max 300000/100000 of /sys/fs/cgroup/kubepods/pod1");
+  EXPECT_NE(cpu_plan_text(c).find("64 in the affinity mask"), std::string::npos) << cpu_plan_text(c);
+
+  // A smaller mask (a cpuset, the static CPU manager) wins over the quota.
+  c = read_cpu_available(root.path(), 2);
+  EXPECT_EQ(c.count, 2);
+  EXPECT_NE(c.source.find("the affinity mask"), std::string::npos) << c.source;
+  EXPECT_NE(c.source.find("allows 3"), std::string::npos) << c.source;
+
+  // Equal: either way 3 threads.
+  EXPECT_EQ(read_cpu_available(root.path(), 3).count, 3);
+
+  // A fractional quota of the container, tighter than its pod's: 1.5 CPUs -> 2 threads; compared as a
+  // fraction, so 150000/100000 beats an ancestor's 80000/50000 (1.6) although its quota_us is larger.
+  put(cg / "kubepods/pod1/ctr/cpu.max", "150000 100000\n");
+  put(cg / "kubepods/cpu.max", "80000 50000\n");
+  c = read_cpu_available(root.path(), 64);
+  EXPECT_EQ(c.count, 2);
+  EXPECT_EQ(c.cgroup_dir, "sys/fs/cgroup/kubepods/pod1/ctr");
+
+  // No mask known: the online CPUs are the ceiling even for a larger quota.
+  put(cg / "kubepods/pod1/ctr/cpu.max", "max 100000\n");
+  put(cg / "kubepods/pod1/cpu.max", "max 100000\n");
+  const int online = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  put(cg / "kubepods/cpu.max", fmt::format("{} 100000\n", (online + 5) * 100000));
+  c = read_cpu_available(root.path(), std::nullopt);
+  EXPECT_EQ(c.count, online);
+  EXPECT_EQ(c.online, online);
+  EXPECT_NE(c.source.find("online CPUs"), std::string::npos) << c.source;
+}
+
+TEST(SystemCpu, CgroupV1CpuHierarchyMaxAndMissingOrMalformedFiles) {
+  TempDir root("cpu");
+  put(root / "proc/self/cgroup", "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n2:cpuacct:/\n0::/\n");
+  // Mounted as "cpu,cpuacct" only (no "cpu" link): found all the same.
+  const fs::path cg = root / "sys/fs/cgroup/cpu,cpuacct";
+  put(cg / "docker/abc/cpu.cfs_quota_us", "-1\n");
+  put(cg / "docker/abc/cpu.cfs_period_us", "100000\n");
+  put(cg / "docker/cpu.cfs_quota_us", "250000\n");  // the tighter ancestor: 2.5 -> 3
+  put(cg / "docker/cpu.cfs_period_us", "100000\n");
+  put(cg / "cpu.cfs_quota_us", "-1\n");
+  put(cg / "cpu.cfs_period_us", "100000\n");
+  CpuAvailable c = read_cpu_available(root.path(), 8);
+  EXPECT_EQ(c.count, 3);
+  EXPECT_EQ(c.cgroup_dir, "sys/fs/cgroup/cpu,cpuacct/docker");
+  EXPECT_NE(c.source.find("cgroup v1"), std::string::npos) << c.source;
+
+  // A quota without its period, and a garbled one, are no limit, not a guess.
+  fs::remove(cg / "docker/cpu.cfs_period_us");
+  EXPECT_EQ(read_cpu_available(root.path(), 8).count, 8);
+  put(cg / "docker/cpu.cfs_period_us", "100000\n");
+  put(cg / "docker/cpu.cfs_quota_us", "2.5 CPUs\n");
+  c = read_cpu_available(root.path(), 8);
+  EXPECT_EQ(c.count, 8);
+  EXPECT_EQ(c.quota, std::nullopt);
+  EXPECT_EQ(c.source, "the affinity mask, no cgroup CPU quota");
+
+  // Preferring "cpu" when it is a folder of its own.
+  put(root / "sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "100000\n");
+  put(root / "sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us", "100000\n");
+  EXPECT_EQ(read_cpu_available(root.path(), 8).count, 1);
+
+  // v2 says "max" all the way up and a garbled cpu.max: no quota; nothing at all: the mask alone.
+  TempDir v2("cpu");
+  put(v2 / "proc/self/cgroup", "0::/a/b\n");
+  put(v2 / "sys/fs/cgroup/a/b/cpu.max", "max 100000\n");
+  put(v2 / "sys/fs/cgroup/a/cpu.max", "2 CPUs\n");
+  EXPECT_EQ(read_cpu_available(v2.path(), 5).count, 5);
+  EXPECT_EQ(read_cpu_available(v2.path(), 5).quota, std::nullopt);
+  TempDir empty("cpu");
+  EXPECT_EQ(read_cpu_available(empty.path(), 5).count, 5);
+  EXPECT_EQ(read_cpu_available(empty.path(), 0).count, read_cpu_available(empty.path(), std::nullopt).count);
+  EXPECT_GE(read_cpu_available(empty.path(), std::nullopt).count, 1);
+}
+
+// CPUs in a list like "0-3,8,10-11" (Cpus_allowed_list of /proc/self/status).
+int count_cpu_list(std::string_view list) {
+  int n = 0;
+  while (!list.empty()) {
+    size_t comma = list.find(',');
+    std::string_view part = list.substr(0, comma);
+    size_t dash = part.find('-');
+    const int lo = std::stoi(std::string(part.substr(0, dash)));
+    const int hi = dash == std::string_view::npos ? lo : std::stoi(std::string(part.substr(dash + 1)));
+    n += hi - lo + 1;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return n;
+}
+
+TEST(SystemCpu, AffinityIsThisProcessMaskAsProcSaysIt) {
+  const std::string status = test::read_file("/proc/self/status");
+  const size_t at = status.find("Cpus_allowed_list:");
+  ASSERT_NE(at, std::string::npos) << "no Cpus_allowed_list in /proc/self/status";
+  std::string list = status.substr(at + 18, status.find('\n', at) - at - 18);
+  list.erase(0, list.find_first_not_of(" \t"));
+  const int expected = count_cpu_list(list);
+  ASSERT_GE(expected, 1) << list;
+  EXPECT_EQ(affinity_cpu_count(), expected) << "Cpus_allowed_list: " << list;
+  CpuAvailable c = read_cpu_available();
+  EXPECT_EQ(c.affinity, expected);
+  EXPECT_GE(c.count, 1);
+  EXPECT_LE(c.count, expected);
 }
 
 TEST(SystemMemory, MemAvailableAloneWhenThereIsNoCgroupLimit) {
