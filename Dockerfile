@@ -30,8 +30,8 @@ COPY --from=build /staging/usr/local/share/doc/loraplex /usr/local/share/doc/lor
 LABEL org.opencontainers.image.title="loraplex" \
       org.opencontainers.image.description="One base LLM, many LoRA adapters, one OpenAI-compatible server, on the CPU" \
       org.opencontainers.image.version="0.1.0" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/loraplex/loraplex"
+      org.opencontainers.image.licenses="Apache-2.0"
+# No org.opencontainers.image.source: the project has no public address yet; add it with `docker build --label`.
 
 USER 10001:10001
 EXPOSE 8000

@@ -62,8 +62,8 @@ function replicas() {
 async function bench({ requests, stream = true, live = Object.keys(replicas()) }) {
   const reps = replicas();
   const args = ['bench', 'serve', '--url', `http://127.0.0.1:${proxyPort}`, '--adapter-names', adapters.join(','),
-    '--alpha', '1', '--rate', '150', '--cv', '0.5', '--max-concurrency', '64', '--num-requests', String(requests),
-    '--input-len', '8:32', '--output-len', '24:48', '--seed', '7', '--json'];
+    '--alpha', '1', '--rate', '250', '--cv', '0.5', '--max-concurrency', '64', '--num-requests', String(requests),
+    '--input-len', '8:32', '--output-len', '8:16', '--seed', '7', '--json'];
   for (const r of live) args.push('--metrics-url', `http://127.0.0.1:${reps[r].port}`);
   if (!stream) args.push('--no-stream');
   const { stdout } = await execFileP(BIN, args, { maxBuffer: 16 << 20 });
@@ -89,7 +89,7 @@ let rr, aff;
 await run([
   ['round robin: the baseline on the same workload', async () => {
     await up('roundrobin');
-    rr = await bench({ requests: 1200 });
+    rr = await bench({ requests: 900 });
     console.log(`  round robin: ${summary(rr)}`);
     assert(rr.failed === 0, `no failures: ${JSON.stringify(rr.errors)}`);
     assert(rr.metrics_servers_missing === 0, 'every replica answered /metrics');
@@ -131,7 +131,7 @@ await run([
     await up('affinity');
   }],
   ['affinity: each adapter sticks to one replica; half the loads of round robin or fewer', async () => {
-    aff = await bench({ requests: 1200 });
+    aff = await bench({ requests: 900 });
     console.log(`  affinity:    ${summary(aff)}`);
     assert(aff.failed === 0, `no failures: ${JSON.stringify(aff.errors)}`);
     const p = primaries(aff);
@@ -149,7 +149,7 @@ await run([
     const moved = adapters.filter((a) => p[a] && p[a].rep === victim);
     const live = Object.keys(replicas()).filter((r) => r !== victim);
     const running = bench({ requests: 450, stream: false, live });
-    await sleep(1500);
+    await sleep(700);
     process.kill(replicas()[victim].pid, 'SIGKILL');
     const during = await running;
     console.log(`  killed ${victim} (${moved.length} adapters): ${summary(during)}`);
@@ -169,8 +169,8 @@ await run([
     const live = Object.keys(replicas()).filter((r) => alive(replicas()[r].pid));
     assert(live.length === 2, `two replicas left (${live})`);
     const [stopping, last] = live;
-    const running = bench({ requests: 500, stream: false, live: [last] });
-    await sleep(1000);
+    const running = bench({ requests: 450, stream: false, live: [last] });
+    await sleep(700);
     process.kill(replicas()[stopping].pid, 'SIGTERM');
     const j = await running;
     console.log(`  stopped ${stopping}: ${summary(j)}`);

@@ -5,5 +5,5 @@
 #ifdef LP_SANITIZED_BUILD
 TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=45"); }
 #else
-TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=75"); }
+TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=60"); }
 #endif

@@ -354,7 +354,13 @@ TEST_F(EngineTest, AdapterWaitsAreBoundedAndNeverBlockTheBase) {
     while (name == "a2" && !disk_back.load()) std::this_thread::sleep_for(5ms);
   };
   auto mgr = std::make_unique<lora::AdapterManager>(model_->config(), o);
-  dir_->register_adapters(*mgr, 4);  // a0 and a1 fill the host tier at registration; a2, a3 start on disk
+  // a0 and a1 fill the host tier at registration; a2, a3 start on disk. a1 is pinned (kept in a slot): when
+  // the engine starts a3's load before the unregister below, that load waits in the one loader's queue behind
+  // a2's and takes a host place meanwhile, which would otherwise push a1 back to disk, behind a2's load too.
+  mgr->register_adapter("a0", dir_->adapter("a0"));
+  mgr->register_adapter("a1", dir_->adapter("a1"), /*pinned=*/true);
+  mgr->register_adapter("a2", dir_->adapter("a2"));
+  mgr->register_adapter("a3", dir_->adapter("a3"));
   // The bound the other requests must beat; TSan runs the engine many times slower (0.5 s flaked there).
 #ifdef LP_SANITIZED_BUILD
   constexpr double kWaitS = 2.0;
