@@ -3,7 +3,7 @@
 #include "e2e_runner.h"
 
 #ifdef LP_SANITIZED_BUILD
-TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=45"); }
+TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=30"); }
 #else
-TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=60"); }
+TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=50"); }
 #endif
