@@ -5,5 +5,5 @@
 #ifdef LP_SANITIZED_BUILD
 TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=30"); }
 #else
-TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=50"); }
+TEST(E2E, Soak) { lp::test::run_e2e_script("soak.mjs", "SOAK_SECONDS=40"); }
 #endif
