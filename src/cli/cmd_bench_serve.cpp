@@ -263,13 +263,15 @@ class Bench {
     r.replica = res.header("x-loraplex-replica");
     if (!res.error.empty()) r.error = res.error;
     else if (res.status != 200) r.error = fmt::format("HTTP {}", res.status);
-    if (a_.no_stream && r.error.empty()) {  // the whole answer at once: TTFT is its latency
-      json j = json::parse(res.body, nullptr, false);
-      if (j.is_discarded() || !j.contains("usage")) r.error = "bad body";
-      else r.out_tokens = j["usage"].value("completion_tokens", 0);
+    if (a_.no_stream) {  // the whole answer at once: TTFT is its latency
+      if (r.error.empty()) {
+        json j = json::parse(res.body, nullptr, false);
+        if (j.is_discarded() || !j.contains("usage")) r.error = "bad body";
+        else r.out_tokens = j["usage"].value("completion_tokens", 0);
+      }
       r.ttft = r.e2e;
-      done = true;
-      last = r.e2e;
+      r.ok = r.error.empty();
+      return r;
     }
     r.ok = r.error.empty() && done && last > 0;
     if (!r.ok && r.error.empty()) r.error = done ? "no tokens" : "stream ended before [DONE]";

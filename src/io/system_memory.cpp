@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -98,48 +99,44 @@ std::optional<CpuQuota> quota_of(std::optional<int64_t> quota, std::optional<int
   return CpuQuota{*quota, *period};
 }
 
-struct TightestQuota {
-  CpuQuota quota;
+// The tightest of the values `read` finds along `chain` (by `less`), and the folder it came from: a parent's
+// limit caps all its children together, so the smallest one anywhere on the way up applies.
+template <class T>
+struct Tightest {
+  T value;
   fs::path dir;
 };
-
-// The smallest quota / period over `chain` (a parent's quota caps all its children together).
-template <class ReadQuota>
-std::optional<TightestQuota> tightest_quota(const std::vector<fs::path>& chain, ReadQuota read) {
-  std::optional<TightestQuota> best;
-  for (const fs::path& dir : chain) {
-    std::optional<CpuQuota> q = read(dir);
-    if (!q) continue;
-    // q < best, compared as fractions (in 128 bits: no product of two int64 overflows).
-    if (!best || static_cast<__int128>(q->quota_us) * best->quota.period_us <
-                     static_cast<__int128>(best->quota.quota_us) * q->period_us)
-      best = TightestQuota{*q, dir};
-  }
+template <class T, class Read, class Less>
+std::optional<Tightest<T>> tightest(const std::vector<fs::path>& chain, Read read, Less less) {
+  std::optional<Tightest<T>> best;
+  for (const fs::path& dir : chain)
+    if (std::optional<T> v = read(dir); v && (!best || less(*v, best->value))) best = Tightest<T>{*v, dir};
   return best;
 }
 
-struct Headroom {
-  int64_t bytes;
-  fs::path dir;
-};
-
-// The tightest headroom over `chain`: limit − (usage − inactive_file), clamped at 0.
-std::optional<Headroom> tightest(const std::vector<fs::path>& chain, const char* limit_file,
-                                 const char* usage_file, const char* inactive_key) {
-  std::optional<Headroom> best;
-  for (const fs::path& dir : chain) {
+// The tightest memory headroom along `chain`: limit − (usage − inactive_file), clamped at 0.
+std::optional<Tightest<int64_t>> tightest_headroom(const std::vector<fs::path>& chain, const char* limit_file,
+                                                   const char* usage_file, const char* inactive_key) {
+  auto headroom = [&](const fs::path& dir) -> std::optional<int64_t> {
     auto lt = slurp(dir / limit_file);
-    if (!lt) continue;
-    auto limit = parse_cgroup_limit(*lt);
-    if (!limit) continue;
+    auto limit = lt ? parse_cgroup_limit(*lt) : std::nullopt;
+    if (!limit) return std::nullopt;
     int64_t used = 0;
     if (auto ut = slurp(dir / usage_file)) used = parse_cgroup_bytes(*ut).value_or(0);
     if (auto st = slurp(dir / "memory.stat"))
       used -= std::min(used, parse_memory_stat(*st, inactive_key).value_or(0));
-    const int64_t room = std::max<int64_t>(0, *limit - used);
-    if (!best || room < best->bytes) best = Headroom{room, dir};
-  }
-  return best;
+    return std::max<int64_t>(0, *limit - used);
+  };
+  return tightest<int64_t>(chain, headroom, std::less<int64_t>());
+}
+
+// The smallest CPU quota along `chain`, quota / period compared as fractions (in 128 bits: no product of two
+// int64 overflows).
+template <class Read>
+std::optional<Tightest<CpuQuota>> tightest_quota(const std::vector<fs::path>& chain, Read read) {
+  return tightest<CpuQuota>(chain, read, [](const CpuQuota& a, const CpuQuota& b) {
+    return static_cast<__int128>(a.quota_us) * b.period_us < static_cast<__int128>(b.quota_us) * a.period_us;
+  });
 }
 
 }  // namespace
@@ -208,19 +205,19 @@ MemoryAvailable read_memory_available(const fs::path& root) {
   const fs::path cg = root / "sys/fs/cgroup";
   // v2 (unified: memory.max at the mount root's tree) first; v1's memory hierarchy when the v2 tree has no
   // memory limits (hybrid hosts mount v2 without the memory controller).
-  std::optional<Headroom> h;
+  std::optional<Tightest<int64_t>> h;
   std::string kind;
   if (!self.v2_path.empty()) {
-    h = tightest(cgroup_chain(cg, self.v2_path), "memory.max", "memory.current", "inactive_file");
+    h = tightest_headroom(cgroup_chain(cg, self.v2_path), "memory.max", "memory.current", "inactive_file");
     kind = "cgroup v2 memory.max";
   }
   if (!h && !self.v1_memory_path.empty()) {
-    h = tightest(cgroup_chain(cg / "memory", self.v1_memory_path), "memory.limit_in_bytes",
-                 "memory.usage_in_bytes", "total_inactive_file");
+    h = tightest_headroom(cgroup_chain(cg / "memory", self.v1_memory_path), "memory.limit_in_bytes",
+                          "memory.usage_in_bytes", "total_inactive_file");
     kind = "cgroup v1 memory.limit_in_bytes";
   }
   if (h) {
-    m.cgroup_headroom = h->bytes;
+    m.cgroup_headroom = h->value;
     m.cgroup_dir = h->dir.lexically_relative(root).string();
   }
   if (m.cgroup_headroom && (!m.meminfo_available || *m.cgroup_headroom < *m.meminfo_available)) {
@@ -262,7 +259,7 @@ CpuAvailable read_cpu_available(const fs::path& root, std::optional<int> affinit
   if (auto t = slurp(root / "proc/self/cgroup")) self = parse_proc_self_cgroup(*t);
   const fs::path cg = root / "sys/fs/cgroup";
   // As for memory: the v2 tree first, then v1's cpu hierarchy (hybrid hosts mount v2 without controllers).
-  std::optional<TightestQuota> q;
+  std::optional<Tightest<CpuQuota>> q;
   std::string kind;
   if (!self.v2_path.empty()) {
     q = tightest_quota(cgroup_chain(cg, self.v2_path), [](const fs::path& dir) -> std::optional<CpuQuota> {
@@ -285,7 +282,7 @@ CpuAvailable read_cpu_available(const fs::path& root, std::optional<int> affinit
     kind = "cgroup v1 cpu.cfs_quota_us/cpu.cfs_period_us";
   }
   if (q) {
-    c.quota = q->quota;
+    c.quota = q->value;
     c.cgroup_dir = q->dir.lexically_relative(root).string();
   }
   // Without a mask, the online CPUs are the ceiling (a quota can exceed them).
