@@ -7,6 +7,9 @@
 #include <fstream>
 
 #include "core/check.h"
+#include "core/log.h"
+#include "cuda/cuda_model.h"
+#include "cuda/device.h"
 #include "io/system_memory.h"
 #include "lora/adapter.h"
 #include "lora/plan.h"
@@ -84,6 +87,33 @@ std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weigh
   return model::Model::load(dir, load_options(quant, model::ModelConfig::from_dir(dir), mmap_weights));
 }
 
+void add_device_flag(CLI::App* command, std::string& device) {
+  command->add_option("--device", device, kDeviceHelp)->capture_default_str();
+}
+
+model::Device resolve_device(const std::string& flag) {
+  if (flag == "cpu") return model::Device::kCpu;
+  if (flag != "cuda" && flag != "auto") fail("--device must be cpu, cuda or auto (got '{}')", flag);
+  std::string why;
+  if (cuda::probe_device(0, nullptr, &why)) return model::Device::kCuda;
+  if (flag == "cuda") fail("--device cuda: {}", why);
+  log_info("--device auto: cpu ({})", why);
+  return model::Device::kCpu;
+}
+
+std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir, bool mmap_weights,
+                                               const QuantFlags& quant) {
+  if (device == model::Device::kCpu) return load_model(dir, mmap_weights, quant);
+#ifdef LP_HAVE_CUDA
+  check_quantization_flag(quant.quantization);
+  return cuda::CudaModel::load(dir, load_options(quant, model::ModelConfig::from_dir(dir), /*mmap=*/true));
+#else
+  std::string why;
+  cuda::probe_device(0, nullptr, &why);
+  fail("--device cuda: {}", why);
+#endif
+}
+
 std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format) {
   std::string s;
   for (const auto& [format, n] : by_format)
@@ -137,7 +167,7 @@ int pool_threads(int requested) {
 
 namespace lp::cli {
 
-CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::string>& dirs,
+CliAdapters load_cli_adapters(model::Executor& m, const std::vector<std::string>& dirs,
                               const std::string& lora_dtype) {
   CliAdapters out;
   std::vector<std::string> uniq;
@@ -148,10 +178,11 @@ CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::stri
   std::vector<lora::PackedAdapter> packed;
   int max_rank = 1;
   for (const auto& d : uniq) {
-    packed.push_back(lora::pack_adapter(lora::load_adapter(d, lora::base_shapes(m.config())), dt));
+    packed.push_back(lora::pack_adapter(lora::load_adapter(d, lora::base_shapes(m.config())), dt, m.slot_memory()));
     max_rank = std::max(max_rank, packed.back().max_rank);
   }
-  out.bank = std::make_unique<lora::SlotBank>(m.config(), static_cast<int>(uniq.size()), max_rank, dt);
+  out.bank = std::make_unique<lora::SlotBank>(m.config(), static_cast<int>(uniq.size()), max_rank, dt,
+                                              lora::kAllModules, m.slot_memory());
   for (size_t i = 0; i < uniq.size(); ++i) {
     out.bank->load(static_cast<int>(i), packed[i]);
     out.slot_of[uniq[i]] = static_cast<int>(i);

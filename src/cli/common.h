@@ -45,6 +45,16 @@ model::LoadOptions load_options(const QuantFlags& quant, const model::ModelConfi
 // quantized as the flags say.
 std::unique_ptr<model::Model> load_model(const std::string& dir, bool mmap_weights,
                                          const QuantFlags& quant = {});
+// --device cpu|cuda|auto (serve, bench, logits, generate, plan). auto = cuda when a CUDA device is usable,
+// else cpu. cuda without one throws lp::Error naming what is missing (cuda::probe_device's reason).
+inline constexpr const char* kDeviceHelp =
+    "Where the model runs: cpu | cuda | auto (= cuda when a CUDA device is usable, else cpu)";
+void add_device_flag(CLI::App* command, std::string& device);
+model::Device resolve_device(const std::string& flag);
+// The executor for `device`: the CPU model (load_model) or the CUDA backend (weights uploaded to device 0;
+// dense F32 / BF16 / F16 weights only there).
+std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir, bool mmap_weights,
+                                               const QuantFlags& quant = {});
 // "int8 12.0 MiB, BF16 4.0 MiB": ModelWeights::bytes_by_format on one line.
 std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format);
 inline constexpr const char* kMmapWeightsHelp =
@@ -82,7 +92,8 @@ struct CliAdapters {
   std::unique_ptr<lora::SlotBank> bank;
   std::map<std::string, int> slot_of;  // folder → slot
 };
-CliAdapters load_cli_adapters(const model::Model& m, const std::vector<std::string>& dirs,
+// With an executor, the slots live where it computes (Executor::slot_memory()).
+CliAdapters load_cli_adapters(model::Executor& m, const std::vector<std::string>& dirs,
                               const std::string& lora_dtype);
 
 }  // namespace lp::cli

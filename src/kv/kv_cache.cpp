@@ -109,6 +109,18 @@ KvCache::KvCache(const KvShape& shape, int num_blocks)
   // memory resident up front so the first requests don't pay page faults.
   k_.zero();
   v_.zero();
+  k_base_ = k_.data();
+  v_base_ = v_.data();
+}
+
+KvCache::KvCache(const KvShape& shape, int num_blocks, DeviceMemory& memory)
+    : shape_(shape), num_blocks_(num_blocks), alloc_(num_blocks, shape.block_size) {
+  LP_CHECK(shape.n_layers > 0 && shape.n_kv_heads > 0 && shape.head_dim > 0 && shape.block_size > 0);
+  const size_t n = static_cast<size_t>(layer_stride() * shape.n_layers * esize());
+  k_device_ = memory.allocate(n);
+  v_device_ = memory.allocate(n);
+  k_base_ = static_cast<uint8_t*>(k_device_.get());
+  v_base_ = static_cast<uint8_t*>(v_device_.get());
 }
 
 bool SeqBlocks::reserve(BlockAllocator& alloc, int block_size, int64_t n_tokens) {

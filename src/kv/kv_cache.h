@@ -20,11 +20,13 @@
 
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <span>
 #include <unordered_map>
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/device_memory.h"
 #include "core/dtype.h"
 
 namespace lp::kv {
@@ -94,12 +96,17 @@ class BlockAllocator {
 
 class KvCache {
  public:
+  // Storage in host memory.
   KvCache(const KvShape& shape, int num_blocks);
+  // Storage in an executor's device memory (model/executor.h): k() and v() are then device pointers, which
+  // only that executor's forward reads; the allocator and the prefix index stay here, on the host.
+  KvCache(const KvShape& shape, int num_blocks, DeviceMemory& memory);
   const KvShape& shape() const { return shape_; }
   int num_blocks() const { return num_blocks_; }
+  bool on_device() const { return k_device_ != nullptr; }
   // Layer `layer`'s K (V) array: layer_stride() elements of shape().dtype.
-  void* k(int layer) { return k_.data() + layer_stride() * layer * esize(); }
-  void* v(int layer) { return v_.data() + layer_stride() * layer * esize(); }
+  void* k(int layer) { return k_base_ + layer_stride() * layer * esize(); }
+  void* v(int layer) { return v_base_ + layer_stride() * layer * esize(); }
   BlockAllocator& allocator() { return alloc_; }
   const BlockAllocator& allocator() const { return alloc_; }
   int64_t bytes() const { return 2 * layer_stride() * shape_.n_layers * esize(); }
@@ -113,6 +120,9 @@ class KvCache {
   int num_blocks_;
   Buffer<uint8_t> k_;  // (n_layers, num_blocks, n_kv_heads, block_size, head_dim) elements of shape_.dtype
   Buffer<uint8_t> v_;  // same
+  std::shared_ptr<void> k_device_, v_device_;  // instead of k_ / v_ when the storage is on a device
+  uint8_t* k_base_ = nullptr;
+  uint8_t* v_base_ = nullptr;
   BlockAllocator alloc_;
 };
 

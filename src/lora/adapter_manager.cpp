@@ -76,7 +76,8 @@ AdapterManager::AdapterManager(const model::ModelConfig& base, ManagerOptions op
     : shapes_(base_shapes(base)),
       options_(std::move(options)),
       plan_(plan_memory(base, plan_options(options_))),
-      bank_(base, options_.max_loras, options_.max_lora_rank, options_.lora_dtype, options_.modules) {
+      bank_(base, options_.max_loras, options_.max_lora_rank, options_.lora_dtype, options_.modules,
+            options_.slot_memory) {
   options_.max_cpu_loras = plan_.options.max_cpu_loras;
   LP_CHECK(static_cast<int64_t>(bank_.bytes()) == plan_.slots_bytes, "slot bank {} bytes, plan {}",
            bank_.bytes(), plan_.slots_bytes);
@@ -118,7 +119,7 @@ void AdapterManager::register_adapter(const std::string& name, const fs::path& p
   try {
     LoraAdapter a = load_adapter(dir, shapes_, confine_root);
     trained_for = a.config.base_model_name_or_path;
-    PackedAdapter p = pack_adapter(a, options_.lora_dtype);
+    PackedAdapter p = pack_adapter(a, options_.lora_dtype, options_.slot_memory);
     bank_.check_fits(p);  // reads only the bank's immutable shape fields
     data = std::make_shared<const PackedAdapter>(std::move(p));
   } catch (const Error& err) {
@@ -222,6 +223,7 @@ std::optional<AdapterManager::Info> AdapterManager::info(const std::string& name
 // ---- engine thread ----------------------------------------------------------------------------------------
 
 AdapterManager::Acquire AdapterManager::acquire(const std::string& name) {
+  const double t0 = now_seconds();
   EntryPtr e;
   std::shared_ptr<const PackedAdapter> copy;
   Acquire r;
@@ -233,7 +235,10 @@ AdapterManager::Acquire AdapterManager::acquire(const std::string& name) {
     e = it->second;
     r = place_locked(e, /*hold=*/true, &copy);
     r.id = e->id;
-    if (!copy) return r;
+    if (!copy) {
+      if (r.status == Status::kReady) counters_.load_ms_hit.observe(ms_since(t0));  // a slot hit
+      return r;
+    }
   }
   r = fill_slot(e, r.slot, std::move(copy));
   r.id = e->id;
@@ -343,7 +348,8 @@ bool AdapterManager::start_load_locked(const EntryPtr& e) {
     std::string error;
     try {
       if (options_.on_load) options_.on_load(e->name);
-      PackedAdapter p = pack_adapter(load_adapter(e->dir, shapes_, e->confine_root), options_.lora_dtype);
+      PackedAdapter p =
+          pack_adapter(load_adapter(e->dir, shapes_, e->confine_root), options_.lora_dtype, options_.slot_memory);
       bank_.check_fits(p);  // immutable fields only: safe on this thread
       data = std::make_shared<const PackedAdapter>(std::move(p));
     } catch (const std::exception& err) {

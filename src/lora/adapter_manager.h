@@ -68,6 +68,9 @@ struct ManagerOptions {
   int max_lora_rank = 16;           // --max-lora-rank
   DType lora_dtype = DType::kBF16;  // the slot dtype, already resolved from --lora-dtype
   ModuleSet modules = kAllModules;  // which projections get slot memory
+  // Where the slots live: null = host memory (the CPU executor); else the executor's device memory
+  // (model::Executor::slot_memory()), which also page-locks the host tier's adapters for DMA.
+  DeviceMemory* slot_memory = nullptr;
   bool strict_base = false;     // refuse adapters whose base_model_name_or_path names another model
   std::string base_model_name;  // the served model's name or path (for strict_base)
   bool keep_validated = true;   // keep the result of registration's validation in the host tier if room

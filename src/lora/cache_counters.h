@@ -39,6 +39,8 @@ struct CacheCounters {
   int64_t loads_from_host = 0;
   Histogram load_ms_disk{load_ms_bounds()};
   Histogram load_ms_host{load_ms_bounds()};
+  // acquire()s answered by a slot hit, timed the same way: what a hit costs the engine thread.
+  Histogram load_ms_hit{load_ms_bounds()};
   // Evictions by the tier the adapter leaves: slot → host, host → disk. Unregistering is not an eviction.
   int64_t evictions_slot = 0;
   int64_t evictions_host = 0;

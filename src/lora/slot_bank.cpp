@@ -13,7 +13,7 @@ size_t PackedAdapter::bytes() const {
   return n;
 }
 
-PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype) {
+PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype, DeviceMemory* pin) {
   PackedAdapter p;
   p.dtype = dtype;
   const size_t es = dtype_size(dtype);
@@ -34,6 +34,10 @@ PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype) {
     p.max_rank = std::max(p.max_rank, w.rank);
     p.modules.push_back(std::move(m));
   }
+  if (pin != nullptr)
+    for (const PackedModule& m : p.modules)
+      for (const Buffer<uint8_t>* b : {&m.a, &m.b})
+        if (auto h = pin->pin_host(b->data(), b->size())) p.pins.push_back(std::move(h));
   return p;
 }
 
@@ -59,8 +63,10 @@ size_t slot_bytes(const model::ModelConfig& c, int max_rank, DType dtype, const 
   return static_cast<size_t>(n);
 }
 
-SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DType dtype, const ModuleSet& modules)
-    : n_layers_(c.n_layers), max_loras_(max_loras), max_rank_(max_rank), dtype_(dtype), modules_(modules) {
+SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DType dtype, const ModuleSet& modules,
+                   DeviceMemory* memory)
+    : n_layers_(c.n_layers), max_loras_(max_loras), max_rank_(max_rank), dtype_(dtype), modules_(modules),
+      memory_(memory) {
   LP_CHECK(max_loras > 0 && max_rank > 0, "max_loras {} max_rank {}", max_loras, max_rank);
   const size_t es = dtype_size(dtype);
   parts_.resize(static_cast<size_t>(n_layers_) * kNumModules);
@@ -72,15 +78,52 @@ SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DTy
       auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
       p.in = in;
       p.out = out;
-      p.a.resize(static_cast<size_t>(max_loras) * max_rank * in * es);
-      p.b.resize(static_cast<size_t>(max_loras) * out * max_rank * es);
+      p.ranks.assign(max_loras, 0);
+      const size_t a_bytes = static_cast<size_t>(max_loras) * max_rank * in * es;
+      const size_t b_bytes = static_cast<size_t>(max_loras) * out * max_rank * es;
+      bytes_ += a_bytes + b_bytes;
+      if (memory_ != nullptr) continue;  // placed below, in one device allocation
+      p.a.resize(a_bytes);
+      p.b.resize(b_bytes);
       p.a.zero();  // also makes the pages resident now, not at the first load
       p.b.zero();
-      p.ranks.assign(max_loras, 0);
-      bytes_ += p.a.size() + p.b.size();
-      view_.layers[l][i] = kernels::LoraWeights{p.a.data(), p.b.data(), dtype, max_loras, max_rank, in, out,
-                                                p.ranks.data()};
+      p.a_data = p.a.data();
+      p.b_data = p.b.data();
+      p.ranks_data = p.ranks.data();
     }
+  }
+  if (memory_ != nullptr) place_on_device(es);
+  for (int l = 0; l < n_layers_; ++l)
+    for (int i = 0; i < kNumModules; ++i) {
+      if (!modules[i]) continue;
+      const Part& p = part(l, static_cast<Module>(i));
+      view_.layers[l][i] =
+          kernels::LoraWeights{p.a_data, p.b_data, dtype, max_loras, max_rank, p.in, p.out, p.ranks_data};
+    }
+}
+
+// Device slots: every part's A, Bt and ranks in one zeroed allocation (each piece 256-byte aligned, as
+// cudaMalloc would align it), so the bank costs one allocation however many layers and modules.
+void SlotBank::place_on_device(size_t es) {
+  constexpr size_t kAlignDev = 256;
+  size_t total = 0;
+  for (const Part& p : parts_) {
+    if (p.ranks.empty()) continue;
+    total += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.in * es, kAlignDev);
+    total += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.out * es, kAlignDev);
+    total += round_up(static_cast<size_t>(max_loras_) * sizeof(int32_t), kAlignDev);
+  }
+  device_ = memory_->allocate(total);
+  auto* base = static_cast<uint8_t*>(device_.get());
+  size_t off = 0;
+  for (Part& p : parts_) {
+    if (p.ranks.empty()) continue;
+    p.a_data = base + off;
+    off += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.in * es, kAlignDev);
+    p.b_data = base + off;
+    off += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.out * es, kAlignDev);
+    p.ranks_data = reinterpret_cast<int32_t*>(base + off);
+    off += round_up(static_cast<size_t>(max_loras_) * sizeof(int32_t), kAlignDev);
   }
 }
 
@@ -98,8 +141,11 @@ void SlotBank::check_fits(const PackedAdapter& a) const {
 
 void SlotBank::clear(int slot) {
   LP_CHECK(slot >= 0 && slot < max_loras_, "slot {} out of range", slot);
-  for (Part& p : parts_)
-    if (!p.ranks.empty()) p.ranks[slot] = 0;
+  for (Part& p : parts_) {
+    if (p.ranks.empty()) continue;
+    p.ranks[slot] = 0;
+    if (memory_ != nullptr) memory_->fill_zero(p.ranks_data + slot, sizeof(int32_t));
+  }
 }
 
 void SlotBank::load(int slot, const PackedAdapter& a) {
@@ -110,16 +156,30 @@ void SlotBank::load(int slot, const PackedAdapter& a) {
   for (const PackedModule& m : a.modules) {
     Part& p = part(m.layer, m.module);
     // A: the adapter's rank rows, then zeros up to max_rank.
-    uint8_t* a_dst = p.a.data() + static_cast<size_t>(slot) * max_rank_ * p.in * es;
-    std::memcpy(a_dst, m.a.data(), m.a.size());
-    std::memset(a_dst + m.a.size(), 0, (static_cast<size_t>(max_rank_ - m.rank)) * p.in * es);
+    uint8_t* a_dst = p.a_data + static_cast<size_t>(slot) * max_rank_ * p.in * es;
+    const size_t a_pad = static_cast<size_t>(max_rank_ - m.rank) * p.in * es;
     // Bᵀ: the adapter's rank rows of length out, then zero rows up to max_rank.
-    uint8_t* b_dst = p.b.data() + static_cast<size_t>(slot) * max_rank_ * p.out * es;
-    std::memcpy(b_dst, m.b.data(), m.b.size());
-    std::memset(b_dst + m.b.size(), 0, (static_cast<size_t>(max_rank_ - m.rank)) * p.out * es);
+    uint8_t* b_dst = p.b_data + static_cast<size_t>(slot) * max_rank_ * p.out * es;
+    const size_t b_pad = static_cast<size_t>(max_rank_ - m.rank) * p.out * es;
+    if (memory_ == nullptr) {
+      std::memcpy(a_dst, m.a.data(), m.a.size());
+      std::memset(a_dst + m.a.size(), 0, a_pad);
+      std::memcpy(b_dst, m.b.data(), m.b.size());
+      std::memset(b_dst + m.b.size(), 0, b_pad);
+    } else {
+      memory_->copy_to_device(a_dst, m.a.data(), m.a.size());
+      if (a_pad > 0) memory_->fill_zero(a_dst + m.a.size(), a_pad);
+      memory_->copy_to_device(b_dst, m.b.data(), m.b.size());
+      if (b_pad > 0) memory_->fill_zero(b_dst + m.b.size(), b_pad);
+    }
   }
-  // Ranks last: a slot is adapted only once all its data is in place.
-  for (const PackedModule& m : a.modules) part(m.layer, m.module).ranks[slot] = m.rank;
+  // Ranks last: a slot is adapted only once all its data is in place (on a device, the copies are ordered on
+  // one stream, so the same holds there).
+  for (const PackedModule& m : a.modules) {
+    Part& p = part(m.layer, m.module);
+    p.ranks[slot] = m.rank;
+    if (memory_ != nullptr) memory_->copy_to_device(p.ranks_data + slot, &p.ranks[slot], sizeof(int32_t));
+  }
 }
 
 }  // namespace lp::lora

@@ -9,9 +9,11 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/buffer.h"
+#include "core/device_memory.h"
 #include "core/dtype.h"
 #include "lora/adapter.h"
 #include "model/config.h"
@@ -31,11 +33,15 @@ struct PackedAdapter {
   DType dtype = DType::kF32;
   int max_rank = 0;
   std::vector<PackedModule> modules;  // sorted by (layer, module)
+  // Page-lock registrations of the modules' buffers (device slots: host → slot copies are then direct DMA).
+  // Declared after `modules`, so they end before the buffers are freed.
+  std::vector<std::shared_ptr<void>> pins;
   size_t bytes() const;
 };
 
-// Converts a loaded adapter to `dtype` with the scale folded into B.
-PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype);
+// Converts a loaded adapter to `dtype` with the scale folded into B. With `pin` (an executor's slot memory),
+// the result's buffers are page-locked for it.
+PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype, DeviceMemory* pin = nullptr);
 
 // BaseShapes of a model config (what LoRA may target, and the shapes).
 BaseShapes base_shapes(const model::ModelConfig& c);
@@ -51,8 +57,10 @@ size_t slot_bytes(const model::ModelConfig& c, int max_rank, DType dtype, const 
 
 class SlotBank {
  public:
+  // Slots in host memory, or with `memory` (model::Executor::slot_memory()) in that device's memory: then
+  // view() holds device pointers (the executor's forward reads them) and load() / clear() enqueue copies.
   SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DType dtype,
-           const ModuleSet& modules = kAllModules);
+           const ModuleSet& modules = kAllModules, DeviceMemory* memory = nullptr);
   SlotBank(const SlotBank&) = delete;
   SlotBank& operator=(const SlotBank&) = delete;
 
@@ -72,14 +80,20 @@ class SlotBank {
  private:
   struct Part {
     int64_t in = 0, out = 0;
-    Buffer<uint8_t> a, b;        // (max_loras, max_rank, in), (max_loras, max_rank, out)
-    std::vector<int32_t> ranks;  // (max_loras)
+    Buffer<uint8_t> a, b;        // (max_loras, max_rank, in), (max_loras, max_rank, out); host slots only
+    std::vector<int32_t> ranks;  // (max_loras): the truth; on a device, mirrored to ranks_data
+    uint8_t* a_data = nullptr;   // a, b and ranks where the forward reads them (host, or device)
+    uint8_t* b_data = nullptr;
+    int32_t* ranks_data = nullptr;
   };
+  void place_on_device(size_t element_size);
   Part& part(int layer, Module m) { return parts_[static_cast<size_t>(layer) * kNumModules + static_cast<int>(m)]; }
 
   int n_layers_, max_loras_, max_rank_;
   DType dtype_;
   ModuleSet modules_;
+  DeviceMemory* memory_ = nullptr;
+  std::shared_ptr<void> device_;  // the device slots' one allocation
   size_t bytes_ = 0;
   std::vector<Part> parts_;  // (n_layers, kNumModules); unallocated modules have empty buffers
   model::LoraBankView view_;

@@ -43,9 +43,10 @@ void Model::ensure_rope(int64_t n) {
     }
 }
 
-kv::KvShape Model::kv_shape(int block_size, std::optional<DType> dtype) const {
-  return kv::KvShape{config_.n_layers, config_.n_kv_heads, config_.head_dim, block_size,
-                     dtype.value_or(config_.torch_dtype)};
+std::string Model::describe() const { return fmt::format("cpu: {}", kernels::isa_name()); }
+
+std::unique_ptr<kv::KvCache> Model::make_kv_cache(const kv::KvShape& shape, int num_blocks) {
+  return std::make_unique<kv::KvCache>(shape, num_blocks);
 }
 
 void Model::ensure_scratch(int64_t T, int64_t R) {

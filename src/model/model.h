@@ -1,4 +1,5 @@
-// Model: a Llama-family decoder (Llama, Mistral, Qwen2) evaluated over a flat Batch on the CPU.
+// Model: a Llama-family decoder (Llama, Mistral, Qwen2) evaluated over a flat Batch on the CPU (the CPU
+// model::Executor).
 // forward() runs every layer for all T tokens at once: each linear is one matmul over the whole batch
 // (weights read once per step), attention reads and writes the paged KV cache. Activations are f32; weights
 // stay in their file dtype. Scratch buffers grow to the largest batch seen and are reused.
@@ -17,31 +18,32 @@
 #include "kv/kv_cache.h"
 #include "model/batch.h"
 #include "model/config.h"
+#include "model/executor.h"
 #include "model/lora_view.h"
 #include "model/weights.h"
 
 namespace lp::model {
 
-class Model {
+class Model : public Executor {
  public:
   static std::unique_ptr<Model> load(const std::filesystem::path& dir,
                                      WeightPlacement placement = WeightPlacement::kMemory);
   static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options);
   Model(ModelConfig config, ModelWeights weights);
 
-  const ModelConfig& config() const { return config_; }
+  Device device() const override { return Device::kCpu; }
+  std::string describe() const override;
+  const ModelConfig& config() const override { return config_; }
   // Benchmarks only: false makes every LoRA token its own group (weights re-read per token, "naive").
   void set_lora_grouping(bool merge) { lora_merge_ = merge; }
-  const ModelWeights& weights() const { return weights_; }
-
-  // KV shape this model needs, for sizing a kv::KvCache; elements of `dtype` (default: the torch_dtype).
-  kv::KvShape kv_shape(int block_size = 16, std::optional<DType> dtype = std::nullopt) const;
+  const ModelWeights& weights() const override { return weights_; }
+  std::unique_ptr<kv::KvCache> make_kv_cache(const kv::KvShape& shape, int num_blocks) override;
 
   // Runs the batch; writes logits (batch.logit_rows.size(), vocab) row-major to `logits`. With `lora`, every
   // projection adds the LoRA term of the slot in batch.lora_slots for each token (one fused pass for all
   // adapters); tokens with slot -1, or a null `lora`, run the base model only.
   void forward(ComputePool& pool, const Batch& batch, kv::KvCache& cache, float* logits,
-               const LoraBankView* lora = nullptr);
+               const LoraBankView* lora = nullptr) override;
 
  private:
   void ensure_scratch(int64_t T, int64_t R);

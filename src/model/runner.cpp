@@ -4,12 +4,12 @@
 
 namespace lp::model {
 
-Runner::Runner(Model& model, ComputePool& pool, int64_t kv_tokens, int block_size,
+Runner::Runner(Executor& model, ComputePool& pool, int64_t kv_tokens, int block_size,
                std::optional<DType> kv_dtype)
     : model_(model),
       pool_(pool),
-      cache_(model.kv_shape(block_size, kv_dtype),
-             static_cast<int>((kv_tokens + block_size - 1) / block_size)) {}
+      cache_(model.make_kv_cache(model.kv_shape(block_size, kv_dtype),
+                                 static_cast<int>((kv_tokens + block_size - 1) / block_size))) {}
 
 int Runner::add_sequence() {
   seqs_.push_back(Seq{});
@@ -19,13 +19,13 @@ int Runner::add_sequence() {
 
 void Runner::release_sequence(int id) {
   LP_CHECK(id >= 0 && id < static_cast<int>(seqs_.size()) && seqs_[id].live);
-  seqs_[id].blocks.release(cache_.allocator());
+  seqs_[id].blocks.release(cache_->allocator());
   seqs_[id].live = false;
   seqs_[id].len = 0;
 }
 
 const Buffer<float>& Runner::step(std::span<const Item> items) {
-  const int bs = cache_.shape().block_size;
+  const int bs = cache_->shape().block_size;
   const int64_t max_len = model_.config().max_model_len;
   batch_.clear();
   for (size_t a = 0; a < items.size(); ++a)
@@ -40,9 +40,9 @@ const Buffer<float>& Runner::step(std::span<const Item> items) {
     Seq& s = seqs_[it.seq];
     int64_t new_len = s.len + static_cast<int64_t>(it.tokens.size());
     if (new_len > max_len) fail("sequence of {} tokens exceeds the context length {}", new_len, max_len);
-    if (!s.blocks.reserve(cache_.allocator(), bs, new_len))
+    if (!s.blocks.reserve(cache_->allocator(), bs, new_len))
       fail("KV cache full: {} tokens do not fit ({} free blocks of {})", new_len,
-           cache_.allocator().num_free(), bs);
+           cache_->allocator().num_free(), bs);
     kernels::AttnSeq as;
     as.q_begin = static_cast<int32_t>(batch_.tokens.size());
     as.q_len = static_cast<int32_t>(it.tokens.size());
@@ -65,7 +65,7 @@ const Buffer<float>& Runner::step(std::span<const Item> items) {
     }
   }
   logits_.resize(batch_.logit_rows.size() * static_cast<size_t>(model_.config().vocab_size));
-  model_.forward(pool_, batch_, cache_, logits_.data(), any_lora ? lora_ : nullptr);
+  model_.forward(pool_, batch_, *cache_, logits_.data(), any_lora ? lora_ : nullptr);
   // Lengths advance only once the step has run: an error above leaves every sequence as it was (blocks
   // reserved for the failed step are reused by the next one).
   for (const Item& it : items) seqs_[it.seq].len += static_cast<int64_t>(it.tokens.size());

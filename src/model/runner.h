@@ -1,9 +1,10 @@
-// Runner: the smallest driver of Model::forward for a fixed set of sequences — builds flat batches,
+// Runner: the smallest driver of Executor::forward for a fixed set of sequences — builds flat batches,
 // reserves KV blocks, tracks positions. Used by the CLI (logits, generate, bench) and by tests; the
 // serving scheduler (sched/) builds its batches itself with the same pieces.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <utility>
 #include <vector>
@@ -12,7 +13,8 @@
 #include "core/thread_pool.h"
 #include "kv/kv_cache.h"
 #include "model/batch.h"
-#include "model/model.h"
+#include "model/executor.h"
+#include "model/model.h"  // most users of the Runner drive the CPU Model
 
 namespace lp::model {
 
@@ -20,7 +22,7 @@ class Runner {
  public:
   // A KV cache of `kv_tokens` token capacity (rounded up to whole blocks), elements of `kv_dtype` (default:
   // the model's torch_dtype).
-  Runner(Model& model, ComputePool& pool, int64_t kv_tokens, int block_size = 16,
+  Runner(Executor& model, ComputePool& pool, int64_t kv_tokens, int block_size = 16,
          std::optional<DType> kv_dtype = std::nullopt);
 
   // Adds a sequence with no tokens yet; returns its id.
@@ -50,7 +52,7 @@ class Runner {
   // (rows × vocab, row-major). Throws lp::Error if the KV cache or the context length is exhausted.
   const Buffer<float>& step(std::span<const Item> items);
 
-  kv::KvCache& cache() { return cache_; }
+  kv::KvCache& cache() { return *cache_; }
   // Adapter slots the items' LoraStacks refer to (must outlive the runner's steps); null = none.
   void set_lora(const LoraBankView* lora) { lora_ = lora; }
 
@@ -60,9 +62,9 @@ class Runner {
     int64_t len = 0;
     bool live = false;
   };
-  Model& model_;
+  Executor& model_;
   ComputePool& pool_;
-  kv::KvCache cache_;
+  std::unique_ptr<kv::KvCache> cache_;
   std::vector<Seq> seqs_;
   Batch batch_;
   Buffer<float> logits_;

@@ -17,7 +17,7 @@
 #include "core/log.h"
 #include "kv/kv_cache.h"
 #include "lora/adapter_manager.h"
-#include "model/model.h"
+#include "model/executor.h"
 #include "sched/output_text.h"
 #include "sched/scheduler.h"
 #include "sched/seq.h"
@@ -28,7 +28,7 @@ namespace lp::sched {
 // The mechanism half of the engine: carries out the Scheduler's decisions on the model, KV cache and adapter
 // slots (SchedulerResources), samples, streams and retires.
 struct Engine::Impl : SchedulerResources {
-  Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c);
+  Impl(model::Executor& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c);
 
   void loop();
   void step();
@@ -60,7 +60,7 @@ struct Engine::Impl : SchedulerResources {
   bool reserve_kv(Seq& s, int64_t n_tokens) override;
   void release(Seq& s) override;
 
-  model::Model& model;
+  model::Executor& model;
   const text::Tokenizer& tok;
   lora::AdapterManager* adapters;
   EngineConfig cfg;
@@ -95,7 +95,7 @@ struct Engine::Impl : SchedulerResources {
   std::thread thread;
 };
 
-Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c)
+Engine::Impl::Impl(model::Executor& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c)
     : model(m), tok(t), adapters(a), cfg(c), pool(c.threads), scheduler(c.sched) {
   const auto& mc = model.config();
   int64_t kv_tokens = cfg.kv_cache_tokens;
@@ -106,7 +106,7 @@ Engine::Impl::Impl(model::Model& m, const text::Tokenizer& t, lora::AdapterManag
                                   (int64_t{1} << 30) / per_token);
   }
   int blocks = static_cast<int>((kv_tokens + cfg.block_size - 1) / cfg.block_size);
-  cache = std::make_unique<kv::KvCache>(model.kv_shape(cfg.block_size, cfg.kv_cache_dtype), blocks);
+  cache = model.make_kv_cache(model.kv_shape(cfg.block_size, cfg.kv_cache_dtype), blocks);
   // A sequence longer than the cache could never run, even alone: it would preempt itself forever.
   max_len = std::min<int64_t>(mc.max_model_len, int64_t{blocks} * cfg.block_size);
   if (max_len < mc.max_model_len)
@@ -586,7 +586,7 @@ void Engine::Impl::loop() {
   incoming.clear();
 }
 
-Engine::Engine(model::Model& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c)
+Engine::Engine(model::Executor& m, const text::Tokenizer& t, lora::AdapterManager* a, const EngineConfig& c)
     : impl_(std::make_unique<Impl>(m, t, a, c)) {}
 
 Engine::~Engine() {

@@ -32,7 +32,7 @@
 #include "sched/request.h"
 #include "sched/scheduler_config.h"
 
-namespace lp::model { class Model; }
+namespace lp::model { class Executor; }
 namespace lp::text { class Tokenizer; }
 namespace lp::lora { class AdapterManager; }
 
@@ -78,8 +78,9 @@ struct EngineStats {
 
 class Engine {
  public:
-  // `adapters` may be null (no LoRA). The engine does not own the model, tokenizer or adapter manager.
-  Engine(model::Model& model, const text::Tokenizer& tokenizer, lora::AdapterManager* adapters,
+  // `adapters` may be null (no LoRA); its slots must live where `model` computes (ManagerOptions::slot_memory
+  // = model.slot_memory()). The engine does not own the model, tokenizer or adapter manager.
+  Engine(model::Executor& model, const text::Tokenizer& tokenizer, lora::AdapterManager* adapters,
          const EngineConfig& config);
   ~Engine();  // stops the thread; running requests finish with kAbort
 

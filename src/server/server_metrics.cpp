@@ -49,7 +49,8 @@ void set_cache_config(MetricsRegistry& m, const sched::KvCacheInfo& kv) {
 }
 
 // The vllm:lora_* families: the adapter-cache counters under the guides' names. A load comes from a source
-// tier (disk: disk -> host memory; host: host memory -> an adapter slot) and an eviction leaves a tier (slot,
+// tier (disk: disk -> host memory; host: host memory -> an adapter slot; hit: already in a slot, the
+// duration histogram only) and an eviction leaves a tier (slot,
 // host), as in the loraplex_* series; "active" adapters are the ones in a slot, ready for a batch (the
 // host tier is loraplex_lora_adapters_active{tier="host"}).
 void set_lora_vllm(MetricsRegistry& m, const std::string& model_name, const lora::CacheCounters& c) {
@@ -58,6 +59,7 @@ void set_lora_vllm(MetricsRegistry& m, const std::string& model_name, const lora
   m.set("vllm:lora_adapter_load_total", with("source", "host"), static_cast<double>(c.loads_from_host));
   set_histogram(m, "vllm:lora_adapter_load_duration_ms", with("source", "disk"), c.load_ms_disk);
   set_histogram(m, "vllm:lora_adapter_load_duration_ms", with("source", "host"), c.load_ms_host);
+  set_histogram(m, "vllm:lora_adapter_load_duration_ms", with("source", "hit"), c.load_ms_hit);
   m.set("vllm:lora_adapter_evict_total", with("tier", "slot"), static_cast<double>(c.evictions_slot));
   m.set("vllm:lora_adapter_evict_total", with("tier", "host"), static_cast<double>(c.evictions_host));
   m.set("vllm:lora_adapters_active", {{"model_name", model_name}}, c.in_slots);
@@ -103,6 +105,7 @@ void collect(ServerState& st, MetricsRegistry& m) {
   m.set("loraplex_lora_adapter_load_total", {{"source", "host"}}, static_cast<double>(c->loads_from_host));
   set_histogram(m, "loraplex_lora_adapter_load_duration_ms", {{"source", "disk"}}, c->load_ms_disk);
   set_histogram(m, "loraplex_lora_adapter_load_duration_ms", {{"source", "host"}}, c->load_ms_host);
+  set_histogram(m, "loraplex_lora_adapter_load_duration_ms", {{"source", "hit"}}, c->load_ms_hit);
   m.set("loraplex_lora_adapter_evict_total", {{"tier", "slot"}}, static_cast<double>(c->evictions_slot));
   m.set("loraplex_lora_adapter_evict_total", {{"tier", "host"}}, static_cast<double>(c->evictions_host));
   m.set("loraplex_lora_adapter_load_failures_total", {}, static_cast<double>(c->load_failures));
