@@ -30,6 +30,7 @@ struct GenerateArgs {
   std::string lora_dtype = "auto";
   int threads = 0;
   bool mmap_weights = false;
+  std::string device = "cpu";
   QuantFlags quant;
   std::string kv_cache_dtype = "auto";
 };
@@ -37,7 +38,7 @@ struct GenerateArgs {
 void run_generate(const GenerateArgs& a) {
   if (a.ids.empty() == a.prompt.empty()) fail("give exactly one of --ids or --prompt");
   if (a.n < 1) fail("-n must be at least 1");
-  auto model = load_model(a.model, a.mmap_weights, a.quant);
+  auto model = load_executor(resolve_device(a.device), a.model, a.mmap_weights, a.quant);
   const auto& cfg = model->config();
   std::optional<text::Tokenizer> tok;
   if (std::filesystem::exists(std::filesystem::path(a.model) / "tokenizer.json"))
@@ -122,6 +123,7 @@ void add_generate_command(CLI::App& app) {
                 "Compute threads (default: the CPUs this process may use: affinity mask, cgroup CPU quota)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
   add_quant_flags(c, args->quant);
+  add_device_flag(c, args->device);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_generate(*args); });
 }

@@ -28,6 +28,7 @@ struct LogitsArgs {
   std::string lora_dtype = "auto";
   int threads = 0;
   bool mmap_weights = false;
+  std::string device = "cpu";
   QuantFlags quant;
   std::string kv_cache_dtype = "auto";
 };
@@ -104,7 +105,7 @@ void run_logits(const LogitsArgs& a) {
       a.ids.empty() ? read_batch_spec(a.batch) : std::vector<SeqSpec>{{parse_ids(a.ids), {}}};
   if (!a.ids.empty() && !a.adapter.empty()) seqs[0].adapters.emplace_back(a.adapter, 1.f);
 
-  auto model = load_model(a.model, a.mmap_weights, a.quant);
+  auto model = load_executor(resolve_device(a.device), a.model, a.mmap_weights, a.quant);
   const int V = model->config().vocab_size;
   int64_t total = 0;
   std::vector<std::string> adapter_dirs;
@@ -163,6 +164,7 @@ void add_logits_command(CLI::App& app) {
                 "Compute threads (default: the CPUs this process may use: affinity mask, cgroup CPU quota)");
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
   add_quant_flags(c, args->quant);
+  add_device_flag(c, args->device);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
   c->callback([args] { run_logits(*args); });
 }

@@ -2,7 +2,7 @@
 // model's config.json alone (no weights needed): bytes per slot (per target module and in total), all slots,
 // the host tier at full rank, the base weights, and the KV cache sized exactly as `serve` sizes it for the
 // same flags (lora/kv_plan.h: --kv-cache-tokens, --kv-cache-memory, else a share of the memory measured now,
-// or of --memory-budget). With --quantization int8 the weights are counted as loaded (lora::plan_weights):
+// or of --memory-budget; with --device cuda, of the device's memory). With --quantization int8 the weights are counted as loaded (lora::plan_weights):
 // bytes per format, bytes a decode step reads, and the smaller weights leave more room for the KV cache.
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -23,6 +23,7 @@ void add_plan_command(CLI::App& app) {
     std::vector<std::string> target_modules;
     KvFlags kv;
     QuantFlags quant;
+    std::string device = "cpu";
     bool json = false;
   };
   auto args = std::make_shared<Args>();
@@ -45,6 +46,9 @@ void add_plan_command(CLI::App& app) {
                 "Running requests at most (as serve; caps the KV cache)");
   c->add_option("--max-model-len", args->kv.max_model_len, "Context length cap (default: the model's)");
   add_quant_flags(c, args->quant);
+  c->add_option("--device", args->device,
+                "Plan for: cpu | cuda (device memory; no GPU needed here with --memory-budget) | auto")
+      ->capture_default_str();
   c->add_flag("--json", args->json, "Print one JSON object");
   c->callback([args] {
     check_quantization_flag(args->quant.quantization);
@@ -63,6 +67,10 @@ void add_plan_command(CLI::App& app) {
       p = lora::plan_memory(cfg, o);
     }
     lora::KvPlanOptions ko = kv_plan_options(args->kv, cfg.torch_dtype);
+    // cuda is planned whether or not this machine has the device (an operator plans for the GPU host).
+    const model::Device device = args->device == "cuda" ? model::Device::kCuda : resolve_device(args->device);
+    check_device_supports(device, load, cfg);
+    plan_on_device(ko, device);
     if (!args->memory_budget.empty()) ko.memory_budget = lora::parse_byte_size(args->memory_budget);
     ko.weights_bytes = weights.resident_bytes;
     lora::KvPlan kv = lora::plan_kv_cache(cfg, p ? &*p : nullptr, ko);

@@ -71,6 +71,7 @@ struct ServeArgs {
   bool strict_base = false;
   int threads = 0;
   bool mmap_weights = false;
+  std::string device = "cpu";
   QuantFlags quant;
   bool enable_auto_tool_choice = false;
   std::string tool_call_parser;
@@ -283,7 +284,10 @@ void run_serve(ServeArgs a) {
   KvFlags kv_flags{a.kv_cache_tokens, a.kv_cache_memory, a.max_num_seqs, a.max_model_len, a.kv_cache_dtype};
   const model::ModelConfig config = model::ModelConfig::from_dir(a.model_dir);
   model::LoadOptions load = load_options(a.quant, config, a.mmap_weights);
+  const model::Device device = resolve_device(a.device);  // --device cuda without a device fails here
+  check_device_supports(device, load, config);
   lora::KvPlanOptions kv_options = kv_plan_options(kv_flags, config.torch_dtype);  // memory measured now
+  plan_on_device(kv_options, device);
   kv_options.weights_bytes = lora::plan_weights(config, load).resident_bytes;      // quantized: less
 
   double t0 = now_seconds();
@@ -294,7 +298,9 @@ void run_serve(ServeArgs a) {
     log_info("loading model: {} {:.0f}% ({} of {}) after {:.1f} s", what, 100.0 * done / total,
              size_text(static_cast<double>(done)), size_text(static_cast<double>(total)), now - t0);
   };
-  auto model = model::Model::load(a.model_dir, load);
+  std::unique_ptr<model::Executor> model =
+      device == model::Device::kCpu ? model::Model::load(a.model_dir, load)
+                                    : load_executor(device, a.model_dir, a.mmap_weights, a.quant);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
   std::optional<text::ChatTemplate> tmpl;
   if (!template_override.empty()) {
@@ -322,6 +328,7 @@ void run_serve(ServeArgs a) {
   log_info("loaded model {}: {} in {:.2f} s ({} layers, max_model_len {})", a.served_model_name,
            size_text(static_cast<double>(model->weights().total_bytes)), now_seconds() - t0,
            model->config().n_layers, model->config().max_model_len);
+  log_info("device: {}", model->describe());
   log_info("weights: quantization {}; a decode step reads {}", model->weights().quantization,
            bytes_by_format_text(model->weights().bytes_by_format()));
 
@@ -334,6 +341,7 @@ void run_serve(ServeArgs a) {
     mo.lora_dtype = lora::parse_lora_dtype(a.lora_dtype, model->config().torch_dtype);
     mo.strict_base = a.strict_base;
     mo.base_model_name = a.served_model_name;
+    mo.slot_memory = model->slot_memory();  // the slots live where the model computes
     adapters = std::make_unique<lora::AdapterManager>(model->config(), mo);
     log_info("LoRA memory plan:\n{}", lora::plan_text(adapters->plan()));  // before registering: it may fail
     for (const auto& m : modules) {
@@ -485,6 +493,7 @@ void add_serve_command(CLI::App& app) {
                 "Compute threads (default: the CPUs this process may use: affinity mask, cgroup CPU quota)");
   c->add_flag("--mmap-weights", a->mmap_weights, kMmapWeightsHelp);
   add_quant_flags(c, a->quant);
+  add_device_flag(c, a->device);
   c->add_flag("--enable-auto-tool-choice", a->enable_auto_tool_choice,
               "Chat: read tool calls out of the model's text for tool_choice \"auto\" (needs --tool-call-parser)");
   c->add_option("--tool-call-parser", a->tool_call_parser,

@@ -101,12 +101,39 @@ model::Device resolve_device(const std::string& flag) {
   return model::Device::kCpu;
 }
 
+void check_device_supports(model::Device device, const model::LoadOptions& load, const model::ModelConfig& c) {
+  if (device == model::Device::kCpu) return;
+  if (!c.quant.method.empty())
+    fail("--device {}: this is a {} checkpoint; the CUDA backend runs dense F32 / BF16 / F16 weights only "
+         "(int4 runs on --device cpu)", model::device_name(device), c.quant.method);
+  if (load.quantization != model::Quantization::kNone || load.quantize_lm_head)
+    fail("--device {}: --quantization int8 is CPU-only; the CUDA backend runs the weights in their file "
+         "dtype", model::device_name(device));
+}
+
+void plan_on_device(lora::KvPlanOptions& o, model::Device device) {
+  if (device == model::Device::kCpu) return;
+  o.device = model::device_name(device);
+  cuda::DeviceInfo info;
+  std::string why;
+  if (cuda::probe_device(0, &info, &why)) {
+    o.memory_available = info.free_bytes;
+    o.memory_source = fmt::format("free on cuda:{} {}", info.index, info.name);
+  } else {
+    o.memory_available.reset();
+    o.memory_source = fmt::format("no CUDA device here ({}); give --memory-budget", why);
+  }
+}
+
 std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir, bool mmap_weights,
                                                const QuantFlags& quant) {
   if (device == model::Device::kCpu) return load_model(dir, mmap_weights, quant);
 #ifdef LP_HAVE_CUDA
   check_quantization_flag(quant.quantization);
-  return cuda::CudaModel::load(dir, load_options(quant, model::ModelConfig::from_dir(dir), /*mmap=*/true));
+  const model::ModelConfig config = model::ModelConfig::from_dir(dir);
+  const model::LoadOptions load = load_options(quant, config, /*mmap_weights=*/true);  // uploaded from the map
+  check_device_supports(device, load, config);
+  return cuda::CudaModel::load(dir, load);
 #else
   std::string why;
   cuda::probe_device(0, nullptr, &why);

@@ -51,6 +51,13 @@ inline constexpr const char* kDeviceHelp =
     "Where the model runs: cpu | cuda | auto (= cuda when a CUDA device is usable, else cpu)";
 void add_device_flag(CLI::App* command, std::string& device);
 model::Device resolve_device(const std::string& flag);
+// Throws lp::Error when `device` cannot run these weights: the CUDA backend runs dense F32 / BF16 / F16
+// weights only (no --quantization int8, no AWQ / GPTQ checkpoint).
+void check_device_supports(model::Device device, const model::LoadOptions& load, const model::ModelConfig& config);
+// Plans the KV cache in `device`'s memory: for cuda, the device's free memory now (before the weights are
+// uploaded, as the host's is measured before a CPU load) or, with no usable device here, none (plan then
+// needs --memory-budget or a --kv-cache-* flag to size it; the reason is the memory source).
+void plan_on_device(lora::KvPlanOptions& options, model::Device device);
 // The executor for `device`: the CPU model (load_model) or the CUDA backend (weights uploaded to device 0;
 // dense F32 / BF16 / F16 weights only there).
 std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir, bool mmap_weights,

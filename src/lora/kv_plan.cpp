@@ -30,7 +30,10 @@ KvPlan plan_kv_cache(const model::ModelConfig& c, const MemoryPlan* lora, const 
   p.kv_bytes_per_token =
       kv::KvShape{c.n_layers, c.n_kv_heads, c.head_dim, o.block_size, p.kv_dtype}.bytes_per_token();
   const int64_t block_bytes = p.kv_bytes_per_token * o.block_size;
-  const int64_t fixed = p.weights_bytes + p.slots_bytes + p.host_bytes;
+  LP_CHECK(o.device == "cpu" || o.device == "cuda", "device '{}'", o.device);
+  p.device = o.device;
+  const bool host_apart = o.device != "cpu";  // the host tier is host memory, the rest device memory
+  const int64_t fixed = p.weights_bytes + p.slots_bytes + (host_apart ? 0 : p.host_bytes);
 
   if (o.kv_cache_tokens > 0) {
     p.sized_by = "--kv-cache-tokens";
@@ -53,11 +56,11 @@ KvPlan plan_kv_cache(const model::ModelConfig& c, const MemoryPlan* lora, const 
       p.sized_by = fmt::format("{:g}% of the memory left", o.share * 100);
       if (p.left_bytes <= 0)
         p.problem = fmt::format(
-            "no memory left for the KV cache: weights {} + adapter slots {} + host tier {} exceed the {} "
-            "available "
-            "({}); give --kv-cache-memory or --kv-cache-tokens, or lower --max-loras / --max-cpu-loras",
-            format_bytes(p.weights_bytes), format_bytes(p.slots_bytes), format_bytes(p.host_bytes),
-            format_bytes(p.memory_bytes), p.memory_source);
+            "no memory left for the KV cache: weights {} + adapter slots {}{} exceed the {} available "
+            "({}); give --kv-cache-memory or --kv-cache-tokens, or lower --max-loras{}",
+            format_bytes(p.weights_bytes), format_bytes(p.slots_bytes),
+            host_apart ? "" : " + host tier " + format_bytes(p.host_bytes), format_bytes(p.memory_bytes),
+            p.memory_source, host_apart ? " / --max-lora-rank" : " / --max-cpu-loras");
     } else {
       p.memory_source = o.memory_source;
       target = kKvFallbackBytes;
@@ -83,7 +86,10 @@ KvPlan plan_kv_cache(const model::ModelConfig& c, const MemoryPlan* lora, const 
 }
 
 std::string kv_plan_text(const KvPlan& p) {
-  std::string s = "memory plan:\n";
+  std::string s = p.device == "cpu" ? "memory plan:\n"
+                                     : fmt::format("memory plan (--device {}: weights, adapter slots and KV cache "
+                                                   "in device memory; the host tier in pinned host memory):\n",
+                                                   p.device);
   auto row = [&](const std::string& label, int64_t bytes) {
     s += fmt::format("  {:<38} {:>14}  {}\n", label, bytes, format_bytes(bytes));
   };
@@ -106,6 +112,7 @@ std::string kv_plan_text(const KvPlan& p) {
 
 nlohmann::json kv_plan_json(const KvPlan& p) {
   return {
+      {"device", p.device},
       {"weights_bytes", p.weights_bytes},
       {"memory_bytes", p.memory_bytes},
       {"memory_source", p.memory_source},

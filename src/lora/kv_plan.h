@@ -44,15 +44,20 @@ struct KvPlanOptions {
   // The base weights' bytes as loaded (WeightPlan::resident_bytes: less under --quantization int8);
   // unset: base_param_count x bytes(torch_dtype).
   std::optional<int64_t> weights_bytes;
+  // Where the weights, slots and KV cache live: "cpu" (host memory, with the host tier), or "cuda" (device
+  // memory: memory_available / memory_budget are the device's, and the host tier, in pinned host memory,
+  // is shown but takes none of it).
+  std::string device = "cpu";
 };
 
 struct KvPlan {
   int64_t weights_bytes = 0;  // KvPlanOptions::weights_bytes, else as MemoryPlan::base_bytes
   int64_t slots_bytes = 0;    // 0 without LoRA
   int64_t host_bytes = 0;
+  std::string device = "cpu";  // KvPlanOptions::device
   int64_t memory_bytes = -1;  // the memory planned in; -1 when it was not needed or not known
   std::string memory_source;
-  int64_t left_bytes = 0;  // memory − weights − slots − host (negative: over by that much); 0 if no memory
+  int64_t left_bytes = 0;  // memory − weights − slots − host (cuda: the host tier not counted); 0 if no memory
   DType kv_dtype = DType::kBF16;
   int block_size = 16;
   int64_t kv_bytes_per_token = 0;

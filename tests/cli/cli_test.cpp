@@ -6,6 +6,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "cuda/device.h"
 #include "util/test_util.h"
 
 namespace lp::test {
@@ -182,6 +183,55 @@ TEST_F(Cli, BadInputGivesAClearErrorAndExitCode1) {
   EXPECT_NE(out.find("config.json"), std::string::npos) << out;
   EXPECT_EQ(1, run_command(bin() + " logits --model " + model().string() + " --ids 1,99999 --out /dev/null 2>&1", &out));
   EXPECT_NE(out.find("out of range"), std::string::npos) << out;
+}
+
+// --device: without a usable CUDA device (this machine, CI), `cuda` fails at once on every command with a
+// message naming what is missing, `auto` runs on the CPU (the same logits as the default), and the plan
+// for a GPU host is still available (device memory from --memory-budget; the host tier apart).
+// With a device (the GPU machine), `auto` must pick it instead.
+TEST_F(Cli, DeviceFlagSaysWhyThereIsNoCudaDeviceAndAutoFallsBack) {
+  std::string out, why;
+  const bool have_gpu = cuda::probe_device(0, nullptr, &why);
+  const std::string m = model().string();
+  if (!have_gpu) {
+    for (const std::string& cmd : {" serve " + m + " --port 0", " generate --model " + m + " -n 1 --ids 1",
+                                  " logits --model " + m + " --ids 1,2 --out /dev/null"}) {
+      EXPECT_EQ(1, run_command(bin() + cmd + " --device cuda 2>&1", &out)) << cmd << "\n" << out;
+      EXPECT_NE(out.find("--device cuda: "), std::string::npos) << out;
+      EXPECT_NE(out.find(why), std::string::npos) << "the reason (" << why << ") is missing: " << out;
+    }
+  }
+  EXPECT_EQ(1, run_command(bin() + " generate --model " + m + " -n 1 --ids 1 --device gpu 2>&1", &out));
+  EXPECT_NE(out.find("--device must be cpu, cuda or auto (got 'gpu')"), std::string::npos) << out;
+  EXPECT_EQ(1, run_command(bin() + " plan --model " + m + " --device cuda -q int8 2>&1", &out));
+  EXPECT_NE(out.find("--quantization int8 is CPU-only"), std::string::npos) << out;
+
+  ASSERT_EQ(0, run_command(bin() + " logits --model " + m + " --ids 7,3,11 --out " +
+                               (dir_->path() / "dev_cpu.f32").string() + " 2>&1", &out)) << out;
+  ASSERT_EQ(0, run_command(bin() + " logits --model " + m + " --ids 7,3,11 --device auto --out " +
+                               (dir_->path() / "dev_auto.f32").string() + " 2>&1", &out)) << out;
+  if (!have_gpu) {
+    EXPECT_NE(out.find("--device auto: cpu"), std::string::npos) << out;
+    auto cpu = read_f32(dir_->path() / "dev_cpu.f32"), autod = read_f32(dir_->path() / "dev_auto.f32");
+    ASSERT_EQ(cpu.size(), 3u * 512);
+    EXPECT_EQ(0, std::memcmp(cpu.data(), autod.data(), cpu.size() * 4));
+  } else {
+    EXPECT_EQ(out.find("--device auto: cpu"), std::string::npos) << "a GPU is here, auto took the CPU: " << out;
+  }
+
+  ASSERT_EQ(0, run_command(bin() + " plan --model " + m +
+                               " --device cuda --max-loras 4 --memory-budget 1GiB --json 2>&1", &out)) << out;
+  auto plan = nlohmann::json::parse(out);
+  EXPECT_EQ(plan["device"], "cuda");
+  EXPECT_EQ(plan["memory_bytes"], int64_t{1} << 30);
+  // Device memory holds the weights and the slots; the host tier is host memory, not subtracted.
+  EXPECT_EQ(plan["memory_left_bytes"].get<int64_t>(),
+            (int64_t{1} << 30) - plan["weights_bytes"].get<int64_t>() - plan["slots_bytes"].get<int64_t>());
+  ASSERT_EQ(0, run_command(bin() + " plan --model " + m + " --max-loras 4 --memory-budget 1GiB --json 2>&1", &out));
+  auto cpu_plan = nlohmann::json::parse(out);
+  EXPECT_EQ(cpu_plan["device"], "cpu");
+  EXPECT_EQ(cpu_plan["memory_left_bytes"].get<int64_t>(),
+            plan["memory_left_bytes"].get<int64_t>() - cpu_plan["host_bytes"].get<int64_t>());
 }
 
 // --quantization int8 is accepted by plan, logits and generate and changes the logits (a flag that did
