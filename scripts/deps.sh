@@ -15,6 +15,7 @@ TEST_PKGS=(
   clang libclang-rt-14-dev  # make fuzz (libFuzzer)
   chromium  # headless, for the dashboard's browser test (tests/e2e/dashboard.mjs)
   haproxy   # the load balancer of scripts/cluster.sh (make cluster, tests/e2e/cluster.mjs)
+  lld       # a faster linker for the three test trees (used when present)
 )
 [ "$build_only" = 1 ] || PKGS+=("${TEST_PKGS[@]}")
 missing=()
