@@ -2,6 +2,7 @@
 // duplicating a large buffer is visible at the call site.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +15,7 @@
 namespace lp {
 
 inline constexpr size_t kAlign = 64;  // cache line; also the AVX-512 vector size
+inline constexpr size_t kPage = 4096;
 
 // Buffers of kHugeMin bytes or more (weights copied for streaming, the KV cache, the bandwidth probe) start
 // on a 2 MiB boundary and ask for transparent huge pages: a stream through 4 KiB pages takes a TLB miss
@@ -43,17 +45,20 @@ class Buffer {
   }
   ~Buffer() { std::free(p_); }
 
-  // Reallocates when the size changes; contents are not preserved.
-  void resize(size_t n) {
+  // Reallocates when the size changes; contents are not preserved. `align` (a power of two >= kAlign) asks
+  // for more: kPage gives the buffer whole pages of its own (memory page-locked for DMA must not share a
+  // page with another buffer, whose own registration would then overlap it).
+  void resize(size_t n, size_t align = kAlign) {
     if (n == n_) return;
     std::free(p_);
     p_ = nullptr;
     n_ = n;
     if (n == 0) return;
-    size_t bytes = round_up(n * sizeof(T), kAlign);
+    LP_CHECK(align >= kAlign && (align & (align - 1)) == 0, "alignment {}", align);
+    size_t bytes = round_up(n * sizeof(T), align);
     const bool huge = bytes >= kHugeMin;
     if (huge) bytes = round_up(bytes, kHugePage);
-    p_ = static_cast<T*>(std::aligned_alloc(huge ? kHugePage : kAlign, bytes));
+    p_ = static_cast<T*>(std::aligned_alloc(huge ? std::max(kHugePage, align) : align, bytes));
     LP_CHECK(p_ != nullptr, "out of memory allocating {} bytes", bytes);
     if (huge) (void)::madvise(p_, bytes, MADV_HUGEPAGE);  // advice only: failure leaves ordinary pages
   }

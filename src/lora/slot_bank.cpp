@@ -23,21 +23,25 @@ PackedAdapter pack_adapter(const LoraAdapter& adapter, DType dtype, DeviceMemory
     m.layer = w.layer;
     m.module = w.module;
     m.rank = w.rank;
-    m.a.resize(w.a.size() * es);
+    // Buffers to be page-locked get pages of their own (their registrations must not overlap).
+    const size_t align = pin != nullptr ? kPage : kAlign;
+    m.a.resize(w.a.size() * es, align);
     from_f32(dtype, w.a.data(), m.a.data(), w.a.size());
     // lora_B is (out, rank): store it transposed, (rank, out), with the scale folded in.
     tmp.resize(w.b.size());
     for (int64_t n = 0; n < w.out; ++n)
       for (int j = 0; j < w.rank; ++j) tmp[static_cast<size_t>(j) * w.out + n] = w.b[n * w.rank + j] * w.scale;
-    m.b.resize(tmp.size() * es);
+    m.b.resize(tmp.size() * es, align);
     from_f32(dtype, tmp.data(), m.b.data(), tmp.size());
     p.max_rank = std::max(p.max_rank, w.rank);
     p.modules.push_back(std::move(m));
   }
   if (pin != nullptr)
     for (const PackedModule& m : p.modules)
-      for (const Buffer<uint8_t>* b : {&m.a, &m.b})
+      for (const Buffer<uint8_t>* b : {&m.a, &m.b}) {
+        if (b->size() == 0) continue;
         if (auto h = pin->pin_host(b->data(), b->size())) p.pins.push_back(std::move(h));
+      }
   return p;
 }
 
