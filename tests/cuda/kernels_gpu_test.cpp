@@ -270,63 +270,88 @@ struct SeqShape {
   int q_len, ctx_len;
 };
 
-// One attention launch over `shapes` (prefill chunks and decode tokens mixed) against ref::attention. Blocks
-// are handed out in a shuffled order, so sequences interleave in the cache; every cache position that no
-// sequence owns (unused blocks, the tail of each last block) holds NaN, so reading it would poison the row.
-void check_attention(int n_heads, int n_kv, int hd, DType cache_dt, DType out_dt, const std::vector<SeqShape>& shapes,
-                     std::mt19937& rng) {
-  const int bs = 16;
-  int n_blocks = 3;  // spare blocks nobody owns
-  for (const SeqShape& s : shapes) n_blocks += (s.ctx_len + bs - 1) / bs;
-  std::vector<int32_t> phys(n_blocks);
-  std::iota(phys.begin(), phys.end(), 0);
-  std::shuffle(phys.begin(), phys.end(), rng);
-  const size_t elems = static_cast<size_t>(n_blocks) * n_kv * bs * hd;
-  std::vector<float> kf(elems, kNaN), vf(elems, kNaN);
+// A paged cache holding `shapes`' contexts and their queries. Blocks are handed out in a shuffled order, so
+// sequences interleave in the cache; every cache position that no sequence owns (unused blocks, the tail of
+// each last block) holds NaN, so reading it would poison the row.
+struct AttnFixture {
+  int n_heads, n_kv, hd, bs = 16;
+  DType cache_dt;
+  std::vector<uint8_t> kb, vb;
   std::vector<int32_t> tables;
   std::vector<AttnSeqDev> seqs;
+  std::vector<float> q;  // (rows, n_heads, hd)
   int32_t rows = 0;
-  for (const SeqShape& s : shapes) {
-    AttnSeqDev d;
-    d.q_begin = rows;
-    d.q_len = s.q_len;
-    d.ctx_len = s.ctx_len;
-    d.table_begin = static_cast<int32_t>(tables.size());
-    const int nb = (s.ctx_len + bs - 1) / bs;
-    for (int b = 0; b < nb; ++b) tables.push_back(phys[tables.size()]);
-    for (int p = 0; p < s.ctx_len; ++p)
-      for (int g = 0; g < n_kv; ++g)
-        for (int i = 0; i < hd; ++i) {
-          const size_t off = ((static_cast<size_t>(tables[d.table_begin + p / bs]) * n_kv + g) * bs + p % bs) * hd + i;
-          kf[off] = random_vec(rng, 1)[0];
-          vf[off] = random_vec(rng, 1, -2.f, 2.f)[0];
-        }
-    seqs.push_back(d);
-    rows += s.q_len;
+  float scale;
+
+  AttnFixture(int heads, int kv, int head_dim, DType dt, const std::vector<SeqShape>& shapes, std::mt19937& rng)
+      : n_heads(heads), n_kv(kv), hd(head_dim), cache_dt(dt), scale(1.f / std::sqrt(static_cast<float>(head_dim))) {
+    int n_blocks = 3;  // spare blocks nobody owns
+    for (const SeqShape& s : shapes) n_blocks += (s.ctx_len + bs - 1) / bs;
+    std::vector<int32_t> phys(n_blocks);
+    std::iota(phys.begin(), phys.end(), 0);
+    std::shuffle(phys.begin(), phys.end(), rng);
+    const size_t elems = static_cast<size_t>(n_blocks) * n_kv * bs * hd;
+    std::vector<float> kf(elems, kNaN), vf(elems, kNaN);
+    std::uniform_real_distribution<float> uk(-1.f, 1.f), uv(-2.f, 2.f);
+    for (const SeqShape& s : shapes) {
+      AttnSeqDev d;
+      d.q_begin = rows;
+      d.q_len = s.q_len;
+      d.ctx_len = s.ctx_len;
+      d.table_begin = static_cast<int32_t>(tables.size());
+      const int nb = (s.ctx_len + bs - 1) / bs;
+      for (int b = 0; b < nb; ++b) tables.push_back(phys[tables.size()]);
+      for (int p = 0; p < s.ctx_len; ++p)
+        for (int g = 0; g < n_kv; ++g)
+          for (int i = 0; i < hd; ++i) {
+            const size_t off =
+                ((static_cast<size_t>(tables[d.table_begin + p / bs]) * n_kv + g) * bs + p % bs) * hd + i;
+            kf[off] = uk(rng);
+            vf[off] = uv(rng);
+          }
+      seqs.push_back(d);
+      rows += s.q_len;
+    }
+    kb = to_bytes(kf, cache_dt);
+    vb = to_bytes(vf, cache_dt);
+    // Queries up to +-3: scores then span several units, so the softmax is far from uniform.
+    q = random_vec(rng, static_cast<size_t>(rows) * n_heads * hd, -3.f, 3.f);
   }
-  const auto kb = to_bytes(kf, cache_dt), vb = to_bytes(vf, cache_dt);
-  // Queries up to +-3: scores then span several units, so the softmax is far from uniform.
-  const auto q = random_vec(rng, static_cast<size_t>(rows) * n_heads * hd, -3.f, 3.f);
-  const float scale = 1.f / std::sqrt(static_cast<float>(hd));
 
-  std::vector<kernels::AttnSeq> ref_seqs;
-  for (const AttnSeqDev& d : seqs) ref_seqs.push_back({d.q_begin, d.q_len, d.ctx_len, tables.data() + d.table_begin});
-  std::vector<float> want(q.size());
-  kernels::ref::attention(q.data(), kernels::PagedKV{const_cast<uint8_t*>(kb.data()), const_cast<uint8_t*>(vb.data()),
-                                                     bs, n_kv, hd, cache_dt},
-                          ref_seqs, n_heads, scale, want.data());
+  std::vector<float> reference() const {
+    std::vector<kernels::AttnSeq> ref_seqs;
+    for (const AttnSeqDev& d : seqs) ref_seqs.push_back({d.q_begin, d.q_len, d.ctx_len, tables.data() + d.table_begin});
+    std::vector<float> want(q.size());
+    kernels::ref::attention(q.data(),
+                            kernels::PagedKV{const_cast<uint8_t*>(kb.data()), const_cast<uint8_t*>(vb.data()), bs,
+                                             n_kv, hd, cache_dt},
+                            ref_seqs, n_heads, scale, want.data());
+    return want;
+  }
 
-  DevBuf d_k(kb), d_v(vb), d_q(q), d_seqs(seqs), d_tables(tables), d_out(q.size() * dtype_size(out_dt));
-  d_out.poison();
-  attention(PagedKvDev{d_k.as(), d_v.as(), cache_dt, bs, n_kv, hd}, d_q.as<float>(), seqs, d_seqs.as<AttnSeqDev>(),
-            d_tables.as<int32_t>(), n_heads, scale, d_out.as(), out_dt, nullptr);
-  const auto got = to_floats(d_out.download<uint8_t>(), out_dt);
+  // One launch over `run` (sequences reading this cache, q_begin into `qs`); the output's bytes in out_dt.
+  std::vector<uint8_t> gpu(const std::vector<AttnSeqDev>& run, const std::vector<float>& qs, DType out_dt) const {
+    DevBuf d_k(kb), d_v(vb), d_q(qs), d_seqs(run), d_tables(tables), d_out(qs.size() * dtype_size(out_dt));
+    d_out.poison();
+    attention(PagedKvDev{d_k.as(), d_v.as(), cache_dt, bs, n_kv, hd}, d_q.as<float>(), run, d_seqs.as<AttnSeqDev>(),
+              d_tables.as<int32_t>(), n_heads, scale, d_out.as(), out_dt, nullptr);
+    return d_out.download<uint8_t>();
+  }
+  size_t row_elems() const { return static_cast<size_t>(n_heads) * hd; }
+};
+
+// One attention launch over `shapes` (prefill chunks and decode tokens mixed) against ref::attention.
+void check_attention(int n_heads, int n_kv, int hd, DType cache_dt, DType out_dt, const std::vector<SeqShape>& shapes,
+                     std::mt19937& rng) {
+  const AttnFixture f(n_heads, n_kv, hd, cache_dt, shapes, rng);
+  const auto want = f.reference();
+  const auto got = to_floats(f.gpu(f.seqs, f.q, out_dt), out_dt);
   // The cache values are the same on both sides (the reference reads the rounded cache too), so only the f32
   // arithmetic and the output's rounding differ from the reference.
   EXPECT_LE(rel_l2(got, want), tol_for(out_dt)) << "heads " << n_heads << "/" << n_kv << " head_dim " << hd
                                                 << " cache " << dtype_name(cache_dt) << " out " << dtype_name(out_dt);
   // And row by row (a wrong row drowns in a global norm over many): every (row, head) within 10x.
-  for (int32_t r = 0; r < rows; ++r)
+  for (int32_t r = 0; r < f.rows; ++r)
     for (int h = 0; h < n_heads; ++h) {
       const size_t o = (static_cast<size_t>(r) * n_heads + h) * hd;
       const std::vector<float> g(got.begin() + o, got.begin() + o + hd), w(want.begin() + o, want.begin() + o + hd);
@@ -363,6 +388,38 @@ TEST(CudaAttention, DecodeOnlyBatchesOfOneThreeSevenThirtyThree) {
     std::vector<SeqShape> shapes;
     for (int i = 0; i < n; ++i) shapes.push_back({1, 1 + static_cast<int>(rng() % 200)});
     check_attention(8, 2, 128, DType::kBF16, DType::kBF16, shapes, rng);
+  }
+}
+
+// Each row's arithmetic is independent of the batch: the rows per block, the other rows of its tile and the
+// key tiles past its own position leave its bits alone (masked keys add p = 0 exactly and rescale by exp(0)).
+// So a sequence alone gives the bits it gets in the mixed batch, and a decode step the bits of the same row
+// in a prefill chunk.
+TEST(CudaAttention, RowsAreBitwiseBatchInvariant) {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937 rng(12);
+  for (DType out_dt : {DType::kF32, DType::kBF16}) {
+    const AttnFixture f(8, 2, 128, DType::kBF16, kMixedSeqs, rng);
+    const auto mixed = f.gpu(f.seqs, f.q, out_dt);
+    const size_t row_bytes = f.row_elems() * dtype_size(out_dt);
+    for (const AttnSeqDev& s : f.seqs) {
+      // The sequence alone.
+      AttnSeqDev one = s;
+      one.q_begin = 0;
+      const std::vector<float> qs(f.q.begin() + s.q_begin * f.row_elems(),
+                                  f.q.begin() + (s.q_begin + s.q_len) * f.row_elems());
+      const auto alone = f.gpu({one}, qs, out_dt);
+      EXPECT_EQ(0, std::memcmp(alone.data(), mixed.data() + s.q_begin * row_bytes, s.q_len * row_bytes))
+          << "sequence at row " << s.q_begin << " alone, out " << dtype_name(out_dt);
+      // Its last row as a decode step (q_len 1 at the same context).
+      AttnSeqDev dec = s;
+      dec.q_begin = 0;
+      dec.q_len = 1;
+      const std::vector<float> q1(qs.end() - static_cast<std::ptrdiff_t>(f.row_elems()), qs.end());
+      const auto decode = f.gpu({dec}, q1, out_dt);
+      EXPECT_EQ(0, std::memcmp(decode.data(), mixed.data() + (s.q_begin + s.q_len - 1) * row_bytes, row_bytes))
+          << "last row of the sequence at row " << s.q_begin << " as decode, out " << dtype_name(out_dt);
+    }
   }
 }
 
