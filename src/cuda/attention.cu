@@ -1,8 +1,9 @@
 // Paged causal GQA attention (cuda/kernels.h, kernels::attention's semantics) for prefill chunks and decode
 // tokens of many sequences in ONE launch.
 //
-// A block takes one kv head g and a tile of up to R consecutive query rows of one sequence, with all `group`
-// query heads that share g: its "items" are the (row, head) pairs, R * group of them, whose queries and f32
+// A block takes one kv head g and a tile of up to R consecutive query rows of one sequence, with H of the
+// `group` query heads that share g (all of them, or one when the grid would otherwise be too small to fill
+// the GPU, e.g. batch-1 decode): its "items" are the (row, head) pairs, R * H of them, whose queries and f32
 // accumulators live in shared memory. It walks the keys its last row may see in tiles of 32: the tile's K and
 // V rows are loaded once for all items (coalesced, converted to f32, through the sequence's own block table),
 // then each warp scores a key per lane for its items and updates the online softmax (running max m, sum l,
@@ -10,7 +11,8 @@
 // masked and padding entries get p = 0 exactly, so they add nothing.
 //
 // Which (sequence, row tile) a block is comes from a warp-wide prefix scan over the sequences' tile counts,
-// so the grid (sum of tiles, n_kv_heads) has no idle blocks and needs no block map from the host.
+// so the grid (sum of row tiles, n_kv_heads * group / H) has no idle blocks and needs no block map from the
+// host.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -41,6 +43,7 @@ struct AttnArgs {
   const int32_t* block_tables;
   int n_heads;
   int group;  // n_heads / n_kv_heads
+  int heads;  // query heads per block (H, divides group)
   int rows;   // query rows per block (R)
   float scale;
   void* out;
@@ -90,9 +93,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
   __syncthreads();
   if (s_seq < 0) return;  // never: the grid is sized from the same counts (uniform for the block)
   const AttnSeqDev sq = a.seqs[s_seq];
-  const int g = static_cast<int>(blockIdx.y);
-  const int hd = a.head_dim, group = a.group;
-  const int items = group * a.rows;
+  const int head_splits = a.group / a.heads;
+  const int g = static_cast<int>(blockIdx.y) / head_splits;                 // kv head
+  const int h0 = g * a.group + (static_cast<int>(blockIdx.y) - g * head_splits) * a.heads;  // first q head
+  const int hd = a.head_dim, H = a.heads;
+  const int items = H * a.rows;
   const int i0 = s_tile * a.rows;                       // first query row of the tile, within the sequence
   const int n_rows = min(a.rows, sq.q_len - i0);        // >= 1
   const int pos0 = sq.ctx_len - sq.q_len + i0;          // position of that row
@@ -107,17 +112,18 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
   float* l_s = m_s + items;                  // (items)
   float* corr_s = l_s + items;               // (items)
 
-  // Item it = r * group + hl: query row i0 + r of the sequence, head g * group + hl.
+  // Item it = r * H + hl: query row i0 + r of the sequence, head h0 + hl. Items never interact, so a row's
+  // bits do not depend on R, H or the other items of its block.
   auto q_index = [&](int it, int d) -> int64_t {
-    const int r = it / group, hl = it - r * group;
+    const int r = it / H, hl = it - r * H;
     const int64_t row = static_cast<int64_t>(sq.q_begin) + i0 + r;
-    return (row * a.n_heads + static_cast<int64_t>(g) * group + hl) * hd + d;
+    return (row * a.n_heads + h0 + hl) * hd + d;
   };
 
   // 2. Queries in, accumulators and softmax state zeroed (padding items, r >= n_rows, get q = 0).
   for (int e = tid; e < items * hd; e += kThreads) {
     const int it = e / hd, d = e - it * hd;
-    q_s[e] = it / group < n_rows ? a.q[q_index(it, d)] : 0.f;
+    q_s[e] = it / H < n_rows ? a.q[q_index(it, d)] : 0.f;
     acc_s[e] = 0.f;
   }
   for (int it = tid; it < items; it += kThreads) {
@@ -148,7 +154,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 
     // 4. Scores and the online softmax: warp w owns items w, w + 4, ...; lane l scores key t0 + l.
     for (int it = warp; it < items; it += kWarps) {
-      const int r = it / group;
+      const int r = it / H;
       const int j = t0 + lane;
       const bool valid = r < n_rows && lane < nk && j <= pos0 + r;
       float s = -INFINITY;
@@ -178,7 +184,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     // 5. acc = acc * corr + sum_key p * V, keys ascending; a thread per (item, d) of the real rows.
     for (int e = tid; e < items * hd; e += kThreads) {
       const int it = e / hd, d = e - it * hd;
-      if (it / group >= n_rows) continue;
+      if (it / H >= n_rows) continue;
       const float* p = p_s + it * kKeyTile;
       float o = acc_s[e] * corr_s[it];
       for (int key = 0; key < nk; ++key) o = fmaf(p[key], v_s[key * hd + d], o);
@@ -190,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
   // 6. out = acc / l (l >= exp(0) = 1 share of the max key, never 0 for a real row: key 0 is always visible).
   for (int e = tid; e < items * hd; e += kThreads) {
     const int it = e / hd, d = e - it * hd;
-    if (it / group >= n_rows) continue;
+    if (it / H >= n_rows) continue;
     dev::store_any(a.out, q_index(it, d), acc_s[e] / l_s[it], a.out_dtype);
   }
 }
@@ -211,12 +217,13 @@ void attention(const PagedKvDev& cache, const float* q, std::span<const AttnSeqD
            "cuda::attention: out dtype");
   const int group = n_heads / cache.n_kv_heads;
   LP_CHECK(group <= kMaxGroup, "cuda::attention: {} query heads per kv head (at most {})", group, kMaxGroup);
-  LP_CHECK(cache.n_kv_heads <= 65535, "cuda::attention: {} kv heads", cache.n_kv_heads);
   if (seqs_host.empty()) return;
   LP_CHECK(seqs_host.size() <= 0x7fffffff, "cuda::attention: {} sequences", seqs_host.size());
 
-  // Rows per block: enough to fill kItemsTarget items when the group is small, but no more than the longest
-  // query run (a decode-only step gets one row per block, no padding items).
+  // Heads and rows per block. All heads of a kv head share its K/V loads, and rows are added up to
+  // kItemsTarget items (no more than the longest query run: a decode-only step gets one row per block). When
+  // that leaves fewer blocks than twice the multiprocessors (small decode batches), each block takes one head
+  // instead: `group` times the blocks, each K/V tile read by `group` blocks (mostly from L2).
   int max_q = 0;
   for (const AttnSeqDev& s : seqs_host) {
     LP_CHECK(s.q_len >= 0 && s.q_len <= s.ctx_len && s.q_begin >= 0 && s.table_begin >= 0,
@@ -225,16 +232,33 @@ void attention(const PagedKvDev& cache, const float* q, std::span<const AttnSeqD
     max_q = std::max(max_q, s.q_len);
   }
   if (max_q == 0) return;
-  const int rows = std::max(1, std::min(kItemsTarget / group, max_q));
-  int64_t blocks = 0;
-  for (const AttnSeqDev& s : seqs_host) blocks += (s.q_len + rows - 1) / rows;
-  LP_CHECK(blocks <= 0x7fffffff, "cuda::attention: {} row tiles", blocks);
+  auto count_tiles = [&](int rows) {
+    int64_t n = 0;
+    for (const AttnSeqDev& s : seqs_host) n += (s.q_len + rows - 1) / rows;
+    return n;
+  };
+  int heads = group;
+  int rows = std::max(1, std::min(kItemsTarget / heads, max_q));
+  int64_t tiles = count_tiles(rows);
+  if (group > 1) {
+    int dev_id = 0, sms = 0;
+    check_cuda(cudaGetDevice(&dev_id), "cuda::attention: device");
+    check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev_id), "cuda::attention: SMs");
+    if (tiles * cache.n_kv_heads < 2 * static_cast<int64_t>(sms)) {
+      heads = 1;
+      rows = std::max(1, std::min(kItemsTarget, max_q));
+      tiles = count_tiles(rows);
+    }
+  }
+  const int64_t grid_y = static_cast<int64_t>(cache.n_kv_heads) * (group / heads);
+  LP_CHECK(tiles <= 0x7fffffff && grid_y <= 65535, "cuda::attention: grid {} x {}", tiles, grid_y);
   LP_CHECK(cache.k && cache.v && q && seqs && block_tables && out, "cuda::attention: null pointer");
 
-  const size_t smem = smem_floats(group * rows, hd) * sizeof(float);
-  AttnArgs args{cache.k,   cache.v, cache.block_size, cache.n_kv_heads, hd,    q,   seqs, static_cast<int>(seqs_host.size()),
-                block_tables, n_heads, group,   rows,  scale, out, out_dtype};
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(cache.n_kv_heads));
+  const size_t smem = smem_floats(heads * rows, hd) * sizeof(float);
+  AttnArgs args{cache.k, cache.v, cache.block_size, cache.n_kv_heads, hd, q, seqs,
+                static_cast<int>(seqs_host.size()), block_tables, n_heads, group, heads, rows, scale, out,
+                out_dtype};
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(grid_y));
   visit_dtype(cache.dtype, [&](auto kd) {
     auto* kernel = attention_kernel<decltype(kd)::value>;
     // Past the default 48 KiB a kernel must opt in (head_dim 256, or large groups); Hopper allows 227 KiB.

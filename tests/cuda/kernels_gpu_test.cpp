@@ -384,7 +384,7 @@ TEST(CudaAttention, GroupSizesAndLargeHeads) {
 TEST(CudaAttention, DecodeOnlyBatchesOfOneThreeSevenThirtyThree) {
   SKIP_WITHOUT_DEVICE();
   std::mt19937 rng(9);
-  for (int n : {1, 3, 7, 33}) {
+  for (int n : {1, 3, 7, 33, 150}) {  // 150: enough blocks for all heads of a kv head in one block
     std::vector<SeqShape> shapes;
     for (int i = 0; i < n; ++i) shapes.push_back({1, 1 + static_cast<int>(rng() % 200)});
     check_attention(8, 2, 128, DType::kBF16, DType::kBF16, shapes, rng);
@@ -398,11 +398,16 @@ TEST(CudaAttention, DecodeOnlyBatchesOfOneThreeSevenThirtyThree) {
 TEST(CudaAttention, RowsAreBitwiseBatchInvariant) {
   SKIP_WITHOUT_DEVICE();
   std::mt19937 rng(12);
+  // With 150 more decode sequences the mixed launch has enough blocks to give each all 4 heads of its kv head
+  // (on a GPU with up to ~180 multiprocessors), while the small launches below take one head per block.
+  std::vector<SeqShape> shapes = kMixedSeqs;
+  for (int i = 0; i < 150; ++i) shapes.push_back({1, 1 + static_cast<int>(rng() % 100)});
   for (DType out_dt : {DType::kF32, DType::kBF16}) {
-    const AttnFixture f(8, 2, 128, DType::kBF16, kMixedSeqs, rng);
+    const AttnFixture f(8, 2, 128, DType::kBF16, shapes, rng);
     const auto mixed = f.gpu(f.seqs, f.q, out_dt);
     const size_t row_bytes = f.row_elems() * dtype_size(out_dt);
-    for (const AttnSeqDev& s : f.seqs) {
+    for (size_t i = 0; i < f.seqs.size(); i += i < kMixedSeqs.size() ? 1 : 37) {
+      const AttnSeqDev& s = f.seqs[i];
       // The sequence alone.
       AttnSeqDev one = s;
       one.q_begin = 0;
