@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/lora.h"
@@ -30,6 +31,10 @@ struct LoraTileDev {
   int32_t count = 0;  // 1..kLoraTileRows
   int32_t contiguous = 0;  // rows of the entries are rows[first], rows[first] + 1, ... (a prefill segment)
 };
+
+// Copied to the device byte for byte (cudaMemcpy of the host vectors): plain int32 fields only.
+static_assert(sizeof(AttnSeqDev) == 16 && std::is_trivially_copyable_v<AttnSeqDev>);
+static_assert(sizeof(LoraTileDev) == 16 && std::is_trivially_copyable_v<LoraTileDev>);
 
 // The host form of one step's LoRA plan (cuda/kernels.h's LoraPlanDev points at device copies of these).
 struct HostLoraPlan {

@@ -51,14 +51,16 @@ class DevBuf {
 
   template <class T = void>
   T* as() const { return static_cast<T*>(p_); }
-  void upload(const void* src) { check_cuda(cudaMemcpy(p_, src, bytes_, cudaMemcpyHostToDevice), "upload"); }
+  void upload(const void* src) {
+    if (bytes_ > 0) check_cuda(cudaMemcpy(p_, src, bytes_, cudaMemcpyHostToDevice), "upload");
+  }
   // All bytes 0xFF: NaN in F32, BF16 and F16 alike.
   void poison() { check_cuda(cudaMemset(p_, 0xFF, bytes_), "poison"); }
   template <class T>
   std::vector<T> download() const {
     check_cuda(cudaDeviceSynchronize(), "kernels");
     std::vector<T> out(bytes_ / sizeof(T));
-    check_cuda(cudaMemcpy(out.data(), p_, bytes_, cudaMemcpyDeviceToHost), "download");
+    if (bytes_ > 0) check_cuda(cudaMemcpy(out.data(), p_, bytes_, cudaMemcpyDeviceToHost), "download");
     return out;
   }
 
