@@ -49,7 +49,8 @@ __global__ void __launch_bounds__(kShrinkThreads) lora_shrink_kernel(ShrinkArgs 
   // The target by constant indices (a run-time index into a kernel parameter array can cost a local copy).
   const unsigned ti = blockIdx.y;
   const LoraTargetDev tg = ti == 0 ? a.t[0] : (ti == 1 ? a.t[1] : a.t[2]);
-  const int count = tile.count;  // 1..kLoraTileRows (checked on the host)
+  // 1..kLoraTileRows by build_lora_plan's construction; clamped so a bad plan cannot write past xs / rows.
+  const int count = min(tile.count, kLoraTileRows);
   const int rank = min(tg.ranks[tile.slot], a.max_rank);
   const int j0 = static_cast<int>(blockIdx.z) * kShrinkWarps;
   const int j = j0 + warp;
