@@ -61,7 +61,11 @@ void kv_write(const PagedKvDev& cache, const float* k_new, const float* v_new, c
 // kernels::attention: causal GQA over the paged cache; query row q_begin + i sits at position
 // ctx_len - q_len + i and attends to positions 0..that of its own sequence only (it reads only its own
 // blocks). q: (T, n_heads, head_dim) f32; out: (T, n_heads, head_dim) in out_dtype. `seqs` and `seqs_host`
-// hold the same entries (the host copy sizes the grid without a device round trip). Softmax in f32.
+// hold the same entries (the host copy sizes the grid without a device round trip). Softmax in f32 (online,
+// over key tiles of 32 from position 0). A row's result is bitwise independent of the rest of the batch, so
+// a decode step gets the bits the same row gets in a prefill chunk. head_dim <= 256, n_heads / n_kv_heads
+// <= 32; q_len <= ctx_len. Token ids, positions, slots and block tables are not range-checked on the
+// device: the host that builds them checks them.
 void attention(const PagedKvDev& cache, const float* q, std::span<const AttnSeqDev> seqs_host,
                const AttnSeqDev* seqs, const int32_t* block_tables, int n_heads, float scale, void* out,
                DType out_dtype, cudaStream_t stream);
@@ -72,6 +76,7 @@ void attention(const PagedKvDev& cache, const float* q, std::span<const AttnSeqD
 // uploaded once per step); LoraPlanDev holds the device copies of a HostLoraPlan's arrays.
 struct LoraPlanDev {
   const int32_t* entry_row = nullptr;    // (n_entries) token row
+  const int32_t* entry_slot = nullptr;   // (n_entries) slot (>= 0, < max_loras)
   const float* entry_scale = nullptr;    // (n_entries) the request's multiplier (never 0)
   const LoraTileDev* tiles = nullptr;    // (n_tiles)
   int32_t n_entries = 0;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/lora.h"
@@ -31,9 +32,14 @@ struct LoraTileDev {
   int32_t contiguous = 0;  // rows of the entries are rows[first], rows[first] + 1, ... (a prefill segment)
 };
 
+// Copied to the device byte for byte (cudaMemcpy of the host vectors): plain int32 fields only.
+static_assert(sizeof(AttnSeqDev) == 16 && std::is_trivially_copyable_v<AttnSeqDev>);
+static_assert(sizeof(LoraTileDev) == 16 && std::is_trivially_copyable_v<LoraTileDev>);
+
 // The host form of one step's LoRA plan (cuda/kernels.h's LoraPlanDev points at device copies of these).
 struct HostLoraPlan {
   std::vector<int32_t> entry_row;    // (n_entries) token row of each entry
+  std::vector<int32_t> entry_slot;   // (n_entries) its slot (its tile's; the expand reads it per entry)
   std::vector<float> entry_scale;    // (n_entries) never 0
   std::vector<LoraTileDev> tiles;    // every entry in exactly one tile; a tile's entries share one slot
   std::vector<int32_t> token_row;    // tokens with any entry, ascending
