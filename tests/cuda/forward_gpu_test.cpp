@@ -105,6 +105,44 @@ TEST(GpuForward, Bf16MatchesCpuThroughPrefillAndDecode) {
   }
 }
 
+// Without a usable device (this build machine, CI) the load fails with an lp::Error naming what is missing,
+// which `serve --device cuda` reports before exiting non-zero.
+TEST(GpuForward, LoadWithoutDeviceSaysWhy) {
+  std::string why;
+  if (probe_device(0, nullptr, &why)) GTEST_SKIP() << "a CUDA device is present";
+  EXPECT_FALSE(why.empty());
+  test::TempDir dir("gpunodev");
+  model::DemoSpec spec;
+  model::write_demo_model(dir.path(), spec);
+  try {
+    CudaModel::load(dir.path(), {});
+    FAIL() << "loaded without a device";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+  }
+}
+
+// int8 at load and int4 checkpoints run on the CPU only: refused with the message that says so.
+TEST(GpuForward, RefusesQuantizedWeights) {
+  LP_REQUIRE_GPU();
+  test::TempDir dir("gpuquant");
+  model::DemoSpec spec;
+  spec.shape = "small";
+  model::write_demo_model(dir.path() / "f", spec);
+  spec.quantization = "gptq";
+  model::write_demo_model(dir.path() / "q", spec);
+  model::LoadOptions int8;
+  int8.quantization = model::Quantization::kInt8;
+  for (auto [sub, opt] : {std::pair{"f", int8}, std::pair{"q", model::LoadOptions{}}}) {
+    try {
+      CudaModel::load(dir.path() / sub, opt);
+      ADD_FAILURE() << sub << " loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("int8/int4 are CPU-only"), std::string::npos) << e.what();
+    }
+  }
+}
+
 struct F32Case {
   std::string arch;
   bool biases;
