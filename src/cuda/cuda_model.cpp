@@ -128,7 +128,7 @@ P* at(uint8_t* base, size_t off) {
 // aligned.
 struct MetaLayout {
   size_t tokens, positions, slots, seqs, tables, rows;
-  size_t entry_row, entry_scale, tiles, token_row, token_begin, token_entry;
+  size_t entry_row, entry_slot, entry_scale, tiles, token_row, token_begin, token_entry;
   size_t total;
 };
 
@@ -702,6 +702,13 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
   }
   const model::LoraBankView* step_lora = bank.any && !m.plan.empty() ? lora : nullptr;
   const int64_t E = static_cast<int64_t>(m.plan.entry_row.size());
+  {
+    const HostLoraPlan& p = m.plan;
+    LP_CHECK(p.entry_slot.size() == p.entry_row.size() && p.entry_scale.size() == p.entry_row.size() &&
+                 p.token_entry.size() == p.entry_row.size() &&
+                 (E == 0 || p.token_begin.size() == p.token_row.size() + 1),
+             "inconsistent LoRA plan");
+  }
 
   m.ensure_scratch(T, R);
   m.ensure_rope(max_pos + 1);
@@ -726,6 +733,7 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
     L.tables = sec(m.tables_host.size() * sizeof(int32_t));
     L.rows = sec(R * sizeof(int32_t));
     L.entry_row = sec(p.entry_row.size() * sizeof(int32_t));
+    L.entry_slot = sec(p.entry_slot.size() * sizeof(int32_t));
     L.entry_scale = sec(p.entry_scale.size() * sizeof(float));
     L.tiles = sec(p.tiles.size() * sizeof(LoraTileDev));
     L.token_row = sec(p.token_row.size() * sizeof(int32_t));
@@ -750,6 +758,7 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
     put(L.tables, m.tables_host);
     put(L.rows, b.logit_rows);
     put(L.entry_row, m.plan.entry_row);
+    put(L.entry_slot, m.plan.entry_slot);
     put(L.entry_scale, m.plan.entry_scale);
     put(L.tiles, m.plan.tiles);
     put(L.token_row, m.plan.token_row);
@@ -769,6 +778,7 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
   LoraPlanDev pd;
   if (step_lora) {
     pd.entry_row = at<const int32_t>(md, L.entry_row);
+    pd.entry_slot = at<const int32_t>(md, L.entry_slot);
     pd.entry_scale = at<const float>(md, L.entry_scale);
     pd.tiles = at<const LoraTileDev>(md, L.tiles);
     pd.n_entries = static_cast<int32_t>(E);

@@ -72,6 +72,7 @@ void attention(const PagedKvDev& cache, const float* q, std::span<const AttnSeqD
 // uploaded once per step); LoraPlanDev holds the device copies of a HostLoraPlan's arrays.
 struct LoraPlanDev {
   const int32_t* entry_row = nullptr;    // (n_entries) token row
+  const int32_t* entry_slot = nullptr;   // (n_entries) slot (>= 0, < max_loras)
   const float* entry_scale = nullptr;    // (n_entries) the request's multiplier (never 0)
   const LoraTileDev* tiles = nullptr;    // (n_tiles)
   int32_t n_entries = 0;

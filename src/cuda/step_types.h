@@ -34,6 +34,7 @@ struct LoraTileDev {
 // The host form of one step's LoRA plan (cuda/kernels.h's LoraPlanDev points at device copies of these).
 struct HostLoraPlan {
   std::vector<int32_t> entry_row;    // (n_entries) token row of each entry
+  std::vector<int32_t> entry_slot;   // (n_entries) its slot (its tile's; the expand reads it per entry)
   std::vector<float> entry_scale;    // (n_entries) never 0
   std::vector<LoraTileDev> tiles;    // every entry in exactly one tile; a tile's entries share one slot
   std::vector<int32_t> token_row;    // tokens with any entry, ascending
