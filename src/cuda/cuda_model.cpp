@@ -13,6 +13,7 @@
 #include "core/buffer.h"
 #include "core/check.h"
 #include "cuda/cuda_memory.h"
+#include "cuda/scratch.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels.h"
 #include "cuda/step_types.h"
@@ -34,73 +35,6 @@ void ok(cudaError_t e, const char* what) {
 }
 
 double gib(double bytes) { return bytes / 1073741824.0; }
-
-// A device allocation grown on demand, never shrunk. Growing waits for `stream` first: a step in flight may
-// still read the old memory.
-class DevBuf {
- public:
-  DevBuf() = default;
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-  ~DevBuf() {
-    if (p_) cudaFree(p_);
-  }
-  void ensure(size_t bytes, cudaStream_t stream, const char* what) {
-    if (bytes <= cap_) return;
-    ok(cudaStreamSynchronize(stream), "waiting for the step before growing a buffer");
-    if (p_) ok(cudaFree(p_), "cudaFree");
-    p_ = nullptr;
-    cap_ = 0;
-    const cudaError_t e = cudaMalloc(&p_, bytes);
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      p_ = nullptr;
-      fail("CUDA: cannot allocate {} bytes of device memory for {}: {}", bytes, what, cudaGetErrorString(e));
-    }
-    cap_ = bytes;
-  }
-  template <class T = void>
-  T* get() const {
-    return static_cast<T*>(p_);
-  }
-  size_t cap() const { return cap_; }
-
- private:
-  void* p_ = nullptr;
-  size_t cap_ = 0;
-};
-
-// Pinned host memory, grown on demand. The caller makes sure no copy from or to it is still queued.
-class HostBuf {
- public:
-  HostBuf() = default;
-  HostBuf(const HostBuf&) = delete;
-  HostBuf& operator=(const HostBuf&) = delete;
-  ~HostBuf() {
-    if (p_) cudaFreeHost(p_);
-  }
-  void ensure(size_t bytes, const char* what) {
-    if (bytes <= cap_) return;
-    if (p_) ok(cudaFreeHost(p_), "cudaFreeHost");
-    p_ = nullptr;
-    cap_ = 0;
-    const cudaError_t e = cudaHostAlloc(&p_, bytes, cudaHostAllocDefault);
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();
-      p_ = nullptr;
-      fail("CUDA: cannot allocate {} bytes of pinned host memory for {}: {}", bytes, what, cudaGetErrorString(e));
-    }
-    cap_ = bytes;
-  }
-  template <class T = void>
-  T* get() const {
-    return static_cast<T*>(p_);
-  }
-
- private:
-  void* p_ = nullptr;
-  size_t cap_ = 0;
-};
 
 // One decoder layer on the device. Matrices row-major [out][in] in their file dtype, q/k/v and gate/up
 // concatenated by rows; biases f32 (null when absent).
