@@ -141,7 +141,12 @@ def main():
 
         t0 = time.time()
         ref, bf16 = {}, {}
+        torch.set_float32_matmul_precision("highest")  # a float32 reference: no TF32 products
         model = load_hf(a.model, torch.float32, device)
+        # What transformers made of config.json's RoPE (llama3 scaling): a silently dropped scaling would
+        # show as an error here, not in loraplex.
+        cfg_hf = model.config
+        result["hf_rope"] = str(getattr(cfg_hf, "rope_parameters", None) or getattr(cfg_hf, "rope_scaling", None))
         peft_model = PeftModel.from_pretrained(model, a.adapter, adapter_name="a", is_trainable=False)
         peft_model.eval()
         with peft_model.disable_adapter():
