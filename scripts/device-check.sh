@@ -121,7 +121,8 @@ if [ ! -d .device-deps ]; then
   finish
 fi
 step configure 120 build cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLP_BUILD_BENCH=OFF \
-  -DLP_CUDA=ON -DLP_CUDA_ARCHITECTURES="$ARCHS" -DCMAKE_PREFIX_PATH="$ROOT/.device-deps" || finish
+  -DLP_CUDA=ON -DLP_CUDA_ARCHITECTURES="$ARCHS" -DCMAKE_PREFIX_PATH="$ROOT/.device-deps" \
+  -DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu || finish  # .device-deps' layout, wherever CMake runs
 step build-loraplex "$BUILD_LIMIT" build cmake --build "$BUILD" -j "$JOBS" --target loraplex || finish
 mapfile -t gpu_tests < <(find tests -name '*_gpu_test.cpp' -printf '%f\n' | sed 's/\.cpp$//' | sort)
 printf '%s\n' "${gpu_tests[@]}" >"$WORK/gpu-tests.txt"
@@ -158,10 +159,11 @@ for t in "${gpu_tests[@]}"; do
   fi
 done
 
-# ---- bench --device cuda: both models, the issue's workload (batch 64 over 16 adapters, rank 16)
+# ---- bench --device cuda on each model (the issue's workload: batch 64 over 16 adapters, rank 16), and the
+# peer (transformers + peft) on the 1b one. Order: what proves correctness before what only measures.
 BENCH_ARGS=(--device cuda --batch 64 --adapters 16 --rank 16 --prompt-len 256 --gen 32 --repeats 3 --json)
-for m in $MODELS; do
-  dir=$WORK/models/$m
+run_bench() {
+  local m=$1 dir=$WORK/models/$1
   rm -f "$WORK/bench-$m.json"
   if [ -f "$dir/model.safetensors" ]; then
     step "bench-$m" 200 bench bash -c '"$@" >"'"$WORK/bench-$m.json"'"' _ "$LP" bench --model "$dir" "${BENCH_ARGS[@]}"
@@ -169,18 +171,23 @@ for m in $MODELS; do
   else
     skip "bench-$m" "no demo model"
   fi
-done
-
-# ---- the peer: transformers + peft on the 1b demo model
+}
 rm -f "$WORK/logits.json" "$WORK/peer.json"
-if [ -d "$M1/adapters/medical-qa" ]; then
+have_1b=0
+[ -d "$M1/adapters/medical-qa" ] && have_1b=1
+for m in $MODELS; do [ "$m" = 1b ] && run_bench 1b; done
+if [ $have_1b = 1 ]; then
   step logits-vs-hf 150 peer python3 scripts/gpu/compare_logits.py --loraplex "$LP" --model "$M1" \
     --adapter "$M1/adapters/medical-qa" --out "$WORK/logits.json"
+else
+  skip logits-vs-hf "no 1b demo model"
+fi
+for m in $MODELS; do [ "$m" = 1b ] || run_bench "$m"; done
+if [ $have_1b = 1 ]; then
   mapfile -t adapter_dirs < <(find "$M1/adapters" -mindepth 1 -maxdepth 1 -type d | sort)
   step peer-generate 150 peer python3 scripts/gpu/peer_generate.py --model "$M1" --adapters "${adapter_dirs[@]}" \
     --batch 64 --prompt-len 256 --gen 32 --out "$WORK/peer.json"
 else
-  skip logits-vs-hf "no 1b demo model"
   skip peer-generate "no 1b demo model"
 fi
 finish

@@ -134,7 +134,8 @@ done | while read -r f; do
   if [ -f "$f" ]; then mkdir -p "$root$(dirname "$f")" && ln -sf "$f" "$root$f"; fi
 done
 cmake -S . -B "$scan/check" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLP_BUILD_BENCH=OFF \
-  -DCMAKE_PREFIX_PATH="$PWD/$OUT" -DCMAKE_IGNORE_PREFIX_PATH=/usr -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON \
+  -DCMAKE_PREFIX_PATH="$PWD/$OUT" -DCMAKE_LIBRARY_ARCHITECTURE=$ARCH -DCMAKE_IGNORE_PREFIX_PATH=/usr \
+  -DCMAKE_DISABLE_FIND_PACKAGE_PkgConfig=ON \
   >"$scan/check.log" 2>&1 || { cat "$scan/check.log" >&2; exit 1; }
 python3 - "$scan/check/compile_commands.json" "$root" "$PWD/$OUT" <<'EOF2'
 import json, os, shlex, subprocess, sys
