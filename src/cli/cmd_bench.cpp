@@ -8,6 +8,8 @@
 //   - with --stack S > 1 as well: a fourth interleaved run in which request b stacks S adapters (b % K, then
 //     (b + 1) % K, ... at scales 1, 0.5, ...), so the LoRA part of a stacked step is compared with the
 //     one-adapter step measured in the same minutes.
+// With --device cuda the benchmark is cmd_bench_cuda.cpp's (other bounds: the device's copy bandwidth and
+// GEMM rate).
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "cli/cmd_bench.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/check.h"
@@ -30,23 +33,6 @@
 namespace lp::cli {
 
 namespace {
-
-struct BenchArgs {
-  std::string model;
-  int batch = 1;
-  int prompt_len = 256;
-  int gen = 32;
-  int repeats = 3;
-  int adapters = 0;
-  int stack = 1;
-  int rank = 16;
-  std::string lora_dtype = "bf16";
-  bool json = false;
-  int threads = 0;
-  bool mmap_weights = false;
-  QuantFlags quant;
-  std::string kv_cache_dtype = "auto";
-};
 
 enum class Mode { kBase, kFused, kNaive, kStacked };  // base only; SGMV/BGMV grouped; one group per token;
                                                    // --stack adapters per request, grouped
@@ -280,7 +266,13 @@ void add_bench_command(CLI::App& app) {
   c->add_flag("--mmap-weights", args->mmap_weights, kMmapWeightsHelp);
   add_quant_flags(c, args->quant);
   c->add_option("--kv-cache-dtype", args->kv_cache_dtype, kKvCacheDtypeHelp)->check(dtype_flag_check());
-  c->callback([args] { run_bench(*args); });
+  add_device_flag(c, args->device);
+  c->callback([args] {
+    if (resolve_device(args->device) == model::Device::kCuda)
+      run_bench_cuda(*args);
+    else
+      run_bench(*args);
+  });
 }
 
 }  // namespace lp::cli

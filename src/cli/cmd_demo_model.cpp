@@ -1,4 +1,4 @@
-// `loraplex demo-model OUT --shape tiny|small|smol|1b --seed S`: a synthetic model in Hugging Face layout,
+// `loraplex demo-model OUT --shape tiny|small|smol|1b|8b --seed S`: a synthetic model in Hugging Face layout,
 // with a real byte-level BPE tokenizer whose vocabulary matches vocab_size. `--shape story` writes the
 // constructed story model instead (model/demo_story.h): readable text, and adapters that visibly steer it.
 #include <filesystem>
@@ -120,9 +120,9 @@ void add_demo_model_command(CLI::App& app) {
   c->add_option("out", args->out, "Output folder")->required();
   c->add_option(
        "--shape", args->shape,
-       "tiny | small | smol (SmolLM2-135M) | 1b (Llama-3.2-1B) | story (readable text; its adapters, "
-       "at most 4, are rank 1 and each steers it to its own passage)")
-      ->check(CLI::IsMember({"tiny", "small", "smol", "1b", "story"}));
+       "tiny | small | smol (SmolLM2-135M) | 1b (Llama-3.2-1B) | 8b (Llama-3.1-8B, 16 GB in bf16) | story "
+       "(readable text; its adapters, at most 4, are rank 1 and each steers it to its own passage)")
+      ->check(CLI::IsMember({"tiny", "small", "smol", "1b", "8b", "story"}));
   c->add_option("--seed", args->seed, "Random seed");
   c->add_option("--dtype", args->dtype, "Weight dtype: bf16 | f16 | f32")->check(CLI::IsMember({"bf16", "f16", "f32"}));
   c->add_option("--arch", args->arch, "llama | mistral | qwen2")->check(CLI::IsMember({"llama", "mistral", "qwen2"}));

@@ -1,6 +1,7 @@
 #include "model/demo_model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -8,6 +9,7 @@
 
 #include "core/buffer.h"
 #include "core/check.h"
+#include "core/thread_pool.h"
 #include "io/safetensors.h"
 #include "model/checkpoint_quant.h"
 #include "model/weights.h"
@@ -36,16 +38,17 @@ struct Shape {
   int64_t max_pos;
   bool tie;
   double theta;
-  bool llama3_rope;
+  double llama3_factor;  // rope_scaling "llama3" with this factor; 0 = none
 };
 
 Shape shape_of(const std::string& s) {
-  if (s == "tiny") return {64, 176, 2, 4, 2, 512, 1024, false, 10000.0, false};
-  if (s == "small") return {256, 704, 4, 8, 2, 4096, 4096, true, 10000.0, false};
-  if (s == "smol") return {576, 1536, 30, 9, 3, 49152, 8192, true, 100000.0, false};
-  if (s == "1b") return {2048, 8192, 16, 32, 8, 128256, 131072, true, 500000.0, true};
-  if (s == "story") return {512, 256, 2, 8, 2, 1024, 2048, false, 10000.0, false};  // model/demo_story.h
-  fail("unknown demo shape '{}' (known: tiny, small, smol, 1b, story)", s);
+  if (s == "tiny") return {64, 176, 2, 4, 2, 512, 1024, false, 10000.0, 0};
+  if (s == "small") return {256, 704, 4, 8, 2, 4096, 4096, true, 10000.0, 0};
+  if (s == "smol") return {576, 1536, 30, 9, 3, 49152, 8192, true, 100000.0, 0};
+  if (s == "1b") return {2048, 8192, 16, 32, 8, 128256, 131072, true, 500000.0, 32.0};
+  if (s == "8b") return {4096, 14336, 32, 32, 8, 128256, 131072, false, 500000.0, 8.0};  // Llama-3.1-8B's
+  if (s == "story") return {512, 256, 2, 8, 2, 1024, 2048, false, 10000.0, 0};  // model/demo_story.h
+  fail("unknown demo shape '{}' (known: tiny, small, smol, 1b, 8b, story)", s);
 }
 
 const char* arch_name(const std::string& a) {
@@ -160,9 +163,9 @@ std::string demo_config_json(const DemoSpec& spec) {
   }
   if (spec.arch == "mistral" || spec.arch == "qwen2") j["sliding_window"] = nullptr;
   if (spec.arch == "qwen2") j["use_sliding_window"] = false;
-  if (s.llama3_rope)
+  if (s.llama3_factor > 0)
     j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", 32.0},
+                         {"factor", s.llama3_factor},
                          {"low_freq_factor", 1.0},
                          {"high_freq_factor", 4.0},
                          {"original_max_position_embeddings", 8192}};
@@ -204,20 +207,32 @@ void write_demo_model(const std::filesystem::path& dir, const DemoSpec& spec) {
     pending.push_back(Pending{name, std::move(shape), buf.data(), i32});
     store.push_back(std::move(buf));
   };
+  // Float tensors are filled after all are listed, several at once: each tensor's values depend only on
+  // (seed, name), so the bytes do not depend on the order (an 8b model is 8 billion values).
+  struct Fill {
+    std::string name;
+    int64_t n;
+    float scale, offset;
+    uint8_t* dst;
+  };
+  std::vector<Fill> fills;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale, float offset) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     Buffer<uint8_t> buf(static_cast<size_t>(n) * dtype_size(dt));
-    DemoRng rng(spec.seed, name);  // the same values as values(), in chunks (a 1b embedding is 1 GB of f32)
-    constexpr int64_t kChunk = 4096;
-    float tmp[kChunk];
-    for (int64_t i = 0; i < n; i += kChunk) {
-      int64_t m = std::min(kChunk, n - i);
-      for (int64_t j = 0; j < m; ++j) tmp[j] = offset + scale * rng.uniform();
-      from_f32(dt, tmp, buf.data() + i * dtype_size(dt), static_cast<size_t>(m));
-    }
+    fills.push_back(Fill{name, n, scale, offset, buf.data()});
     pending.push_back(Pending{name, std::move(shape), buf.data(), false});
     store.push_back(std::move(buf));
+  };
+  auto fill = [&](const Fill& f) {
+    DemoRng rng(spec.seed, f.name);  // the same values as values(), in chunks (a 1b embedding is 1 GB of f32)
+    constexpr int64_t kChunk = 4096;
+    float tmp[kChunk];
+    for (int64_t i = 0; i < f.n; i += kChunk) {
+      int64_t m = std::min(kChunk, f.n - i);
+      for (int64_t j = 0; j < m; ++j) tmp[j] = f.offset + f.scale * rng.uniform();
+      from_f32(dt, tmp, f.dst + i * dtype_size(dt), static_cast<size_t>(m));
+    }
   };
   const bool awq = spec.quantization == "awq";
   const int64_t group = c.quant.method.empty() ? 0 : c.quant.group_size;
@@ -280,6 +295,13 @@ void write_demo_model(const std::filesystem::path& dir, const DemoSpec& spec) {
   }
   add("model.norm.weight", {H}, 0.1f, 1.0f);
   if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, H}, lin_scale(H) * 0.5f, 0.0f);
+  // Largest first, each taken by the next free thread.
+  std::stable_sort(fills.begin(), fills.end(), [](const Fill& a, const Fill& b) { return a.n > b.n; });
+  std::atomic<size_t> next{0};
+  ComputePool pool;
+  pool.run([&](int, int) {
+    for (size_t i = next++; i < fills.size(); i = next++) fill(fills[i]);
+  });
   io::SafetensorsWriter w;
   for (const Pending& p : pending)
     if (p.i32) w.add_i32(p.name, p.shape, static_cast<const int32_t*>(p.data));

@@ -1,6 +1,7 @@
 // Deterministic synthetic models in the exact Hugging Face layout (config.json + model.safetensors), so
 // tests and benchmarks run without a model hub. Shapes: tiny, small, smol (SmolLM2-135M's), 1b
-// (Llama-3.2-1B's). The same (shape, seed, dtype, arch) always gives the same bytes. Shape "story" names
+// (Llama-3.2-1B's), 8b (Llama-3.1-8B's: 16 GB in BF16, for the GPU benchmarks). The same (shape, seed,
+// dtype, arch) always gives the same bytes. Shape "story" names
 // the config of the constructed story model (model/demo_story.h), whose weights write_story_model writes.
 #pragma once
 
@@ -15,7 +16,7 @@
 namespace lp::model {
 
 struct DemoSpec {
-  std::string shape = "tiny";  // tiny | small | smol | 1b (| story: config only, see above)
+  std::string shape = "tiny";  // tiny | small | smol | 1b | 8b (| story: config only, see above)
   uint64_t seed = 1;
   DType dtype = DType::kBF16;
   std::string arch = "llama";  // llama | mistral | qwen2 (q/k/v bias)

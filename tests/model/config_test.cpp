@@ -30,7 +30,7 @@ std::string error_of(const json& j) {
 }
 
 TEST(ModelConfig, ParsesDemoShapes) {
-  for (const char* shape : {"tiny", "small", "smol", "1b"}) {
+  for (const char* shape : {"tiny", "small", "smol", "1b", "8b"}) {
     DemoSpec s;
     s.shape = shape;
     ModelConfig c = ModelConfig::from_json(json::parse(demo_config_json(s)), shape);
@@ -45,6 +45,28 @@ TEST(ModelConfig, ParsesDemoShapes) {
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_TRUE(c.rope_scaling.llama3);
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 32.0);
+}
+
+// The GPU benchmarks' 8b shape is Llama-3.1-8B's (its config.json's values, written out here).
+TEST(ModelConfig, Demo8bHasLlama31Dimensions) {
+  DemoSpec s;
+  s.shape = "8b";
+  ModelConfig c = ModelConfig::from_json(json::parse(demo_config_json(s)), "8b");
+  EXPECT_EQ(c.hidden_size, 4096);
+  EXPECT_EQ(c.intermediate_size, 14336);
+  EXPECT_EQ(c.n_layers, 32);
+  EXPECT_EQ(c.n_heads, 32);
+  EXPECT_EQ(c.n_kv_heads, 8);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.vocab_size, 128256);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.torch_dtype, DType::kBF16);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+  EXPECT_TRUE(c.rope_scaling.llama3);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.low_freq_factor, 1.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
 }
 
 TEST(ModelConfig, UnsupportedArchitectureListsSupportedOnes) {

@@ -1,0 +1,34 @@
+// `loraplex bench`'s options, shared by its CPU path (cmd_bench.cpp) and its CUDA path (cmd_bench_cuda.cpp,
+// `--device cuda`), which measure different things against different bounds.
+#pragma once
+
+#include <string>
+
+#include "cli/common.h"
+
+namespace lp::cli {
+
+struct BenchArgs {
+  std::string model;
+  int batch = 1;
+  int prompt_len = 256;
+  int gen = 32;
+  int repeats = 3;
+  int adapters = 0;
+  int stack = 1;
+  int rank = 16;
+  std::string lora_dtype = "bf16";
+  bool json = false;
+  int threads = 0;
+  bool mmap_weights = false;
+  QuantFlags quant;
+  std::string kv_cache_dtype = "auto";
+  std::string device = "cpu";
+};
+
+// The CUDA benchmark (cmd_bench_cuda.cpp): the device's copy bandwidth and BF16 GEMM rate measured in the
+// same run; batch-1 decode against the bandwidth bound; prefill and decode at --batch; with --adapters K,
+// the batch over K adapters vs all on one adapter vs base; host → slot load and slot-hit times.
+void run_bench_cuda(const BenchArgs& a);
+
+}  // namespace lp::cli
