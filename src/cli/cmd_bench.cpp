@@ -37,36 +37,6 @@ namespace {
 enum class Mode { kBase, kFused, kNaive, kStacked };  // base only; SGMV/BGMV grouped; one group per token;
                                                    // --stack adapters per request, grouped
 
-struct Timings {
-  std::vector<double> prefill, steps;
-};
-
-// One cycle: B prompts prefilled in one call, then `gen` decode steps of B tokens.
-void run_cycle(model::Model& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
-               int gen, const std::vector<model::Runner::LoraStack>& slots, Timings& t) {
-  const int B = static_cast<int>(prompts.size());
-  const int V = m.config().vocab_size;
-  std::vector<int> seqs(B);
-  std::vector<model::Runner::Item> items(B);
-  std::vector<int32_t> next(B);
-  for (int b = 0; b < B; ++b) {
-    seqs[b] = runner.add_sequence();
-    items[b] = {seqs[b], prompts[b], false, slots[b]};
-  }
-  double t0 = now_seconds();
-  const Buffer<float>* logits = &runner.step(items);
-  t.prefill.push_back(now_seconds() - t0);
-  for (int g = 0; g < gen; ++g) {
-    for (int b = 0; b < B; ++b)
-      next[b] = sched::argmax({logits->data() + static_cast<size_t>(b) * V, static_cast<size_t>(V)});
-    for (int b = 0; b < B; ++b) items[b] = {seqs[b], {&next[b], 1}, false, slots[b]};
-    double s0 = now_seconds();
-    logits = &runner.step(items);
-    t.steps.push_back(now_seconds() - s0);
-  }
-  for (int s : seqs) runner.release_sequence(s);
-}
-
 void run_bench(const BenchArgs& a) {
   if (a.batch < 1 || a.prompt_len < 1 || a.gen < 1 || a.repeats < 1 || a.adapters < 0 || a.rank < 1 || a.stack < 1)
     fail("--batch, --prompt-len, --gen, --repeats, --rank, --stack must be at least 1 and --adapters at least 0");
@@ -117,7 +87,7 @@ void run_bench(const BenchArgs& a) {
   std::vector<Mode> modes = {Mode::kBase};
   if (K > 0) modes = {Mode::kBase, Mode::kFused, Mode::kNaive};
   if (K > 0 && a.stack > 1) modes.push_back(Mode::kStacked);
-  std::map<Mode, Timings> t;
+  std::map<Mode, BenchTimings> t;
   for (int rep = 0; rep < a.repeats; ++rep) {
     bws.push_back(kernels::measure_read_bandwidth(pool, size_t{512} << 20, 3));
     for (size_t i = 0; i < modes.size(); ++i) {
@@ -273,6 +243,33 @@ void add_bench_command(CLI::App& app) {
     else
       run_bench(*args);
   });
+}
+
+// One cycle: B prompts prefilled in one call, then `gen` decode steps of B tokens (greedy). Runner::step
+// returns once the logits are on the host, so a host clock around it also times a device's work.
+void run_cycle(model::Executor& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
+               int gen, const std::vector<model::Runner::LoraStack>& slots, BenchTimings& t) {
+  const int B = static_cast<int>(prompts.size());
+  const int V = m.config().vocab_size;
+  std::vector<int> seqs(B);
+  std::vector<model::Runner::Item> items(B);
+  std::vector<int32_t> next(B);
+  for (int b = 0; b < B; ++b) {
+    seqs[b] = runner.add_sequence();
+    items[b] = {seqs[b], prompts[b], false, slots[b]};
+  }
+  double t0 = now_seconds();
+  const Buffer<float>* logits = &runner.step(items);
+  t.prefill.push_back(now_seconds() - t0);
+  for (int g = 0; g < gen; ++g) {
+    for (int b = 0; b < B; ++b)
+      next[b] = sched::argmax({logits->data() + static_cast<size_t>(b) * V, static_cast<size_t>(V)});
+    for (int b = 0; b < B; ++b) items[b] = {seqs[b], {&next[b], 1}, false, slots[b]};
+    double s0 = now_seconds();
+    logits = &runner.step(items);
+    t.steps.push_back(now_seconds() - s0);
+  }
+  for (int s : seqs) runner.release_sequence(s);
 }
 
 }  // namespace lp::cli

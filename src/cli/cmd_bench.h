@@ -3,8 +3,10 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "cli/common.h"
+#include "model/runner.h"
 
 namespace lp::cli {
 
@@ -25,6 +27,14 @@ struct BenchArgs {
   std::string kv_cache_dtype = "auto";
   std::string device = "cpu";
 };
+
+struct BenchTimings {
+  std::vector<double> prefill, steps;  // seconds per prefill call, per decode step
+};
+// One cycle: the prompts prefilled in one call, then `gen` decode steps of one token per sequence, the
+// sequences on `slots`; appends the times to `t`.
+void run_cycle(model::Executor& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
+               int gen, const std::vector<model::Runner::LoraStack>& slots, BenchTimings& t);
 
 // The CUDA benchmark (cmd_bench_cuda.cpp): the device's copy bandwidth and BF16 GEMM rate measured in the
 // same run; batch-1 decode against the bandwidth bound; prefill and decode at --batch; with --adapters K,

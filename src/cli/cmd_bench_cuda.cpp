@@ -42,36 +42,6 @@ constexpr int64_t kGemmDim = 8192;
 
 enum class GpuMode { kBase, kMixed, kSingle };  // no adapter; sequence b on adapter b % K; all on adapter 0
 
-struct GpuTimings {
-  std::vector<double> prefill, steps;
-};
-
-// One cycle: the prompts prefilled in one call, then `gen` decode steps of one token per sequence (greedy).
-// Runner::step returns once the logits are on the host, so a host clock around it times the device work.
-void gpu_cycle(model::Executor& m, model::Runner& runner, const std::vector<std::vector<int32_t>>& prompts,
-               int gen, const std::vector<model::Runner::LoraStack>& slots, GpuTimings& t) {
-  const int B = static_cast<int>(prompts.size());
-  const int V = m.config().vocab_size;
-  std::vector<int> seqs(B);
-  std::vector<model::Runner::Item> items(B);
-  std::vector<int32_t> next(B);
-  for (int b = 0; b < B; ++b) {
-    seqs[b] = runner.add_sequence();
-    items[b] = {seqs[b], prompts[b], false, slots[b]};
-  }
-  double t0 = now_seconds();
-  const Buffer<float>* logits = &runner.step(items);
-  t.prefill.push_back(now_seconds() - t0);
-  for (int g = 0; g < gen; ++g) {
-    for (int b = 0; b < B; ++b)
-      next[b] = sched::argmax({logits->data() + static_cast<size_t>(b) * V, static_cast<size_t>(V)});
-    for (int b = 0; b < B; ++b) items[b] = {seqs[b], {&next[b], 1}, false, slots[b]};
-    double s0 = now_seconds();
-    logits = &runner.step(items);
-    t.steps.push_back(now_seconds() - s0);
-  }
-  for (int s : seqs) runner.release_sequence(s);
-}
 
 // FLOPs of prefilling B prompts of P tokens (the formula in the file comment).
 double prefill_flops(const model::ModelConfig& c, int B, int P) {
@@ -217,9 +187,9 @@ void run_bench_cuda(const BenchArgs& a) {
   const DType lora_dt = lora::parse_lora_dtype(a.lora_dtype, cfg.torch_dtype);
 
   // Batch 1, base only: the decode step against the bandwidth bound.
-  GpuTimings one;
+  BenchTimings one;
   const std::vector<model::Runner::LoraStack> no_slot1(1);
-  for (int rep = 0; rep < a.repeats; ++rep) gpu_cycle(*exec, runner, {prompts[0]}, a.gen, no_slot1, one);
+  for (int rep = 0; rep < a.repeats; ++rep) run_cycle(*exec, runner, {prompts[0]}, a.gen, no_slot1, one);
 
   // Batch B: base, mixed and single-adapter runs interleaved (rotated) so drift hits each alike.
   std::vector<model::Runner::LoraStack> no_slots(B), mixed(B), single(B);
@@ -229,11 +199,11 @@ void run_bench_cuda(const BenchArgs& a) {
   }
   std::vector<GpuMode> modes = {GpuMode::kBase};
   if (K > 0) modes = {GpuMode::kBase, GpuMode::kMixed, GpuMode::kSingle};
-  std::map<GpuMode, GpuTimings> t;
+  std::map<GpuMode, BenchTimings> t;
   for (int rep = 0; rep < a.repeats; ++rep)
     for (size_t i = 0; i < modes.size(); ++i) {
       const GpuMode m = modes[(i + rep) % modes.size()];
-      gpu_cycle(*exec, runner, prompts, a.gen,
+      run_cycle(*exec, runner, prompts, a.gen,
                 m == GpuMode::kBase ? no_slots : m == GpuMode::kMixed ? mixed : single, t[m]);
     }
   const LoadTimes loads = time_adapter_loads(*exec, dirs, a.rank, lora_dt);
