@@ -53,12 +53,7 @@ void run_bench(const BenchArgs& a) {
   const int B = a.batch, K = a.adapters;
   model::Runner runner(*model, pool, static_cast<int64_t>(a.prompt_len + a.gen + 16) * B, 16,
                        kv_cache_dtype(a.kv_cache_dtype, model->config().torch_dtype));
-  model::DemoRng rng(7, "bench-prompts");
-  std::vector<std::vector<int32_t>> prompts(B);
-  for (auto& p : prompts) {
-    p.resize(a.prompt_len);
-    for (auto& id : p) id = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(cfg.vocab_size));
-  }
+  const std::vector<std::vector<int32_t>> prompts = bench_prompts(B, a.prompt_len, cfg.vocab_size);
 
   // K synthetic adapters, rank R on all seven projections, written in PEFT layout and loaded like any other.
   CliAdapters adapters;
@@ -243,6 +238,16 @@ void add_bench_command(CLI::App& app) {
     else
       run_bench(*args);
   });
+}
+
+std::vector<std::vector<int32_t>> bench_prompts(int B, int len, int vocab) {
+  model::DemoRng rng(7, "bench-prompts");
+  std::vector<std::vector<int32_t>> prompts(B);
+  for (auto& p : prompts) {
+    p.resize(len);
+    for (auto& id : p) id = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(vocab));
+  }
+  return prompts;
 }
 
 // One cycle: B prompts prefilled in one call, then `gen` decode steps of B tokens (greedy). Runner::step

@@ -28,6 +28,9 @@ struct BenchArgs {
   std::string device = "cpu";
 };
 
+// B prompts of `len` random token ids below `vocab`, the same in every run (and for every device).
+std::vector<std::vector<int32_t>> bench_prompts(int B, int len, int vocab);
+
 struct BenchTimings {
   std::vector<double> prefill, steps;  // seconds per prefill call, per decode step
 };

@@ -155,12 +155,7 @@ void run_bench_cuda(const BenchArgs& a) {
   const int B = a.batch, K = a.adapters;
   model::Runner runner(*exec, pool, static_cast<int64_t>(a.prompt_len + a.gen + 16) * B, 16,
                        kv_cache_dtype(a.kv_cache_dtype, cfg.torch_dtype));
-  model::DemoRng rng(7, "bench-prompts");
-  std::vector<std::vector<int32_t>> prompts(B);
-  for (auto& p : prompts) {
-    p.resize(a.prompt_len);
-    for (auto& id : p) id = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(cfg.vocab_size));
-  }
+  const std::vector<std::vector<int32_t>> prompts = bench_prompts(B, a.prompt_len, cfg.vocab_size);
 
   // K synthetic adapters (PEFT layout, written and loaded like any other) in device slots.
   CliAdapters adapters;

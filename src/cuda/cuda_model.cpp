@@ -73,7 +73,6 @@ struct CudaModel::Impl {
   DeviceInfo info;
   model::ModelConfig config;
   model::ModelWeights weights;  // host views (mapped): shapes, dtypes; the forward reads the device copies
-  std::vector<double> inv_freq;
 
   cudaStream_t compute = nullptr;
   cudaEvent_t upload_done = nullptr;  // the last step's metadata upload (the staging buffer is free after it)
@@ -89,9 +88,7 @@ struct CudaModel::Impl {
   DType final_norm_dtype = DType::kF32;
   std::vector<DevLayer> layers;
 
-  // Rotary tables, the CPU model's values (Model::ensure_rope): (rope_positions, head_dim / 2) f32.
-  int64_t rope_positions = 0;
-  std::vector<float> cos_host, sin_host;
+  model::RopeTable rope_table;  // the CPU model's rotary table, uploaded to cos_dev / sin_dev
   DevBuf cos_dev, sin_dev;
 
   // Scratch (grown on demand):
@@ -351,30 +348,16 @@ void CudaModel::Impl::upload_weights(const model::LoadOptions& options) {
   if (options.progress) options.progress("uploading", total, total);
 }
 
-// The CPU model's rotary tables (Model::ensure_rope, the same formula and growth), uploaded whole whenever
-// they grow.
+// The CPU model's rotary table (model::RopeTable: the same values and growth), uploaded whole whenever it
+// grows.
 void CudaModel::Impl::ensure_rope(int64_t n) {
-  if (n <= rope_positions) return;
-  const int half = config.head_dim / 2;
-  const int64_t from = rope_positions;
-  const int64_t to = std::min<int64_t>(config.max_model_len, std::max<int64_t>({n, 2 * from, 4096}));
-  LP_CHECK(to >= n, "position {} beyond the context length {}", n - 1, config.max_model_len);
-  cos_host.resize(static_cast<size_t>(to * half));
-  sin_host.resize(static_cast<size_t>(to * half));
-  // Angles in double, then rounded once (as the CPU does, so the two tables are identical).
-  for (int64_t p = from; p < to; ++p)
-    for (int i = 0; i < half; ++i) {
-      double a = static_cast<double>(p) * inv_freq[i];
-      cos_host[p * half + i] = static_cast<float>(std::cos(a));
-      sin_host[p * half + i] = static_cast<float>(std::sin(a));
-    }
-  const size_t bytes = static_cast<size_t>(to * half) * sizeof(float);
+  if (!rope_table.grow(config, n)) return;
+  const size_t bytes = rope_table.cos.size() * sizeof(float);
   cos_dev.ensure(bytes, compute, "the rotary tables");
   sin_dev.ensure(bytes, compute, "the rotary tables");
-  ok(cudaMemcpyAsync(cos_dev.get(), cos_host.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
-  ok(cudaMemcpyAsync(sin_dev.get(), sin_host.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
+  ok(cudaMemcpyAsync(cos_dev.get(), rope_table.cos.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
+  ok(cudaMemcpyAsync(sin_dev.get(), rope_table.sin.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
   ok(cudaStreamSynchronize(compute), "rope upload");  // the host vectors may move when they grow next
-  rope_positions = to;
 }
 
 void CudaModel::Impl::ensure_scratch(int64_t T, int64_t R) {
@@ -509,7 +492,6 @@ std::unique_ptr<CudaModel> CudaModel::load(const std::filesystem::path& dir, con
   model::LoadOptions o = options;
   o.placement = model::WeightPlacement::kMapped;
   impl->weights = model::ModelWeights::load(dir, impl->config, o);
-  impl->inv_freq = model::rope_inv_freq(impl->config);
   ok(cudaStreamCreateWithFlags(&impl->compute, cudaStreamNonBlocking), "creating the compute stream");
   ok(cudaEventCreateWithFlags(&impl->upload_done, cudaEventDisableTiming), "creating an event");
   impl->memory = std::make_unique<CudaMemory>(device_index);

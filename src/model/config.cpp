@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstdint>
@@ -260,6 +261,26 @@ std::vector<double> rope_inv_freq(const ModelConfig& c) {
     }
   }
   return inv;
+}
+
+bool RopeTable::grow(const ModelConfig& c, int64_t n) {
+  if (n <= positions) return false;
+  if (inv_freq.empty()) inv_freq = rope_inv_freq(c);
+  const int half = c.head_dim / 2;
+  const int64_t from = positions;
+  positions = std::min<int64_t>(c.max_model_len, std::max<int64_t>({n, 2 * from, 4096}));
+  LP_CHECK(positions >= n, "position {} beyond the context length {}", n - 1, c.max_model_len);
+  cos.resize(static_cast<size_t>(positions * half));
+  sin.resize(static_cast<size_t>(positions * half));
+  // Angles in double, then rounded once: the table is exact to f32 precision for every position (and the
+  // same whenever it is computed).
+  for (int64_t p = from; p < positions; ++p)
+    for (int i = 0; i < half; ++i) {
+      const double a = static_cast<double>(p) * inv_freq[i];
+      cos[p * half + i] = static_cast<float>(std::cos(a));
+      sin[p * half + i] = static_cast<float>(std::sin(a));
+    }
+  return true;
 }
 
 }  // namespace lp::model

@@ -78,4 +78,15 @@ struct ModelConfig {
 // formula as transformers' _compute_llama3_parameters.
 std::vector<double> rope_inv_freq(const ModelConfig& c);
 
+// The rotary table, grown on demand: a Llama 3.1 config allows 131072 positions (64 MiB of table for head_dim
+// 128), while what is served is bounded by the KV cache. grow() makes it cover positions [0, n) at least
+// (doubling, from 4096, capped at max_model_len) and returns whether it grew; every executor uses this one
+// table, so a position rotates the same on every device.
+struct RopeTable {
+  std::vector<double> inv_freq;  // (head_dim / 2)
+  int64_t positions = 0;         // rows the table covers
+  std::vector<float> cos, sin;   // (positions, head_dim / 2)
+  bool grow(const ModelConfig& c, int64_t n);
+};
+
 }  // namespace lp::model

@@ -20,27 +20,8 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
 }
 
 Model::Model(ModelConfig config, ModelWeights weights)
-    : config_(std::move(config)), weights_(std::move(weights)), inv_freq_(rope_inv_freq(config_)) {
+    : config_(std::move(config)), weights_(std::move(weights)) {
   LP_CHECK(config_.max_model_len > 0);
-}
-
-// The rotary table covers positions [0, n) at least, grown on demand: a Llama 3.1 config allows 131072
-// positions (64 MiB of table for head_dim 128), while what is served is bounded by the KV cache.
-void Model::ensure_rope(int64_t n) {
-  if (n <= rope_positions_) return;
-  const int half = config_.head_dim / 2;
-  const int64_t from = rope_positions_;
-  rope_positions_ = std::min<int64_t>(config_.max_model_len, std::max<int64_t>({n, 2 * from, 4096}));
-  cos_.resize(static_cast<size_t>(rope_positions_ * half));
-  sin_.resize(static_cast<size_t>(rope_positions_ * half));
-  // Angles in double, then rounded once: the table is exact to f32 precision for every position (and the
-  // same whenever it is computed).
-  for (int64_t p = from; p < rope_positions_; ++p)
-    for (int i = 0; i < half; ++i) {
-      double a = static_cast<double>(p) * inv_freq_[i];
-      cos_[p * half + i] = static_cast<float>(std::cos(a));
-      sin_[p * half + i] = static_cast<float>(std::sin(a));
-    }
 }
 
 std::string Model::describe() const { return fmt::format("cpu: {}", kernels::isa_name()); }
@@ -133,8 +114,8 @@ void Model::attention_block(ComputePool& pool, const Batch& b, kv::KvCache& cach
   project_multi(pool, layer, xn_.data(), T,
                 {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
   add_lora(pool, layer, xn_.data(), {{Proj::kQ, q_.data()}, {Proj::kK, k_.data()}, {Proj::kV, v_.data()}});
-  kernels::rope(q_.data(), T, c.n_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
-  kernels::rope(k_.data(), T, c.n_kv_heads, c.head_dim, b.positions.data(), cos_.data(), sin_.data());
+  kernels::rope(q_.data(), T, c.n_heads, c.head_dim, b.positions.data(), rope_.cos.data(), rope_.sin.data());
+  kernels::rope(k_.data(), T, c.n_kv_heads, c.head_dim, b.positions.data(), rope_.cos.data(), rope_.sin.data());
   kernels::PagedKV kv{cache.k(layer), cache.v(layer), cache.shape().block_size,
                       c.n_kv_heads,   c.head_dim,     cache.shape().dtype};
   kernels::kv_write(kv, k_.data(), v_.data(), b.slots.data(), T);
@@ -177,7 +158,7 @@ void Model::forward(ComputePool& pool, const Batch& b, kv::KvCache& cache, float
     max_pos = std::max<int64_t>(max_pos, b.positions[t]);
   }
   ensure_scratch(T, R);
-  ensure_rope(max_pos + 1);
+  rope_.grow(config_, max_pos + 1);
   lora_ = nullptr;  // add_lora reads lora_plan_ only when lora_ is set, i.e. after lora_plan_build below
   if (lora != nullptr && !b.lora_slots.empty()) {
     LP_CHECK(b.lora_slots.size() == b.tokens.size() && static_cast<int>(lora->layers.size()) == c.n_layers);

@@ -47,7 +47,6 @@ class Model : public Executor {
 
  private:
   void ensure_scratch(int64_t T, int64_t R);
-  void ensure_rope(int64_t n);
   void attention_block(ComputePool& pool, const Batch& batch, kv::KvCache& cache, int layer);
   void mlp_block(ComputePool& pool, int64_t T, int layer);
   // y (+)= x · Wᵀ (+ bias) for projection p of `layer` (base weights, all tokens).
@@ -64,10 +63,7 @@ class Model : public Executor {
 
   ModelConfig config_;
   ModelWeights weights_;
-  std::vector<double> inv_freq_;  // (head_dim / 2) rotary frequencies (llama3 scaling applied)
-  int64_t rope_positions_ = 0;    // positions the table covers
-  std::vector<float> cos_;        // (rope_positions_, head_dim / 2)
-  std::vector<float> sin_;
+  RopeTable rope_;  // grown on demand
   // Scratch, grown on demand:
   int64_t cap_tokens_ = 0, cap_rows_ = 0;
   Buffer<float> x_;     // (T, H) residual stream
