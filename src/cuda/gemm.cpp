@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "core/check.h"
+#include "cuda/cublas_api.h"
 
 namespace lp::cuda {
 
@@ -12,7 +13,7 @@ namespace {
 
 void lt_ok(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    fail("cuBLASLt: {} failed: {} ({})", what, cublasLtGetStatusName(s), cublasLtGetStatusString(s));
+    fail("cuBLASLt: {} failed: {} ({})", what, cublas_api().cublasLtGetStatusName(s), cublas_api().cublasLtGetStatusString(s));
 }
 
 void cuda_ok(cudaError_t e, const char* what) {
@@ -42,12 +43,12 @@ uint32_t alignment_of(const void* p) {
 }  // namespace
 
 Gemm::Gemm(size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
-  lt_ok(cublasLtCreate(&handle_), "cublasLtCreate");
+  lt_ok(cublas_api().cublasLtCreate(&handle_), "cublasLtCreate");
   if (workspace_bytes_ > 0) {
     const cudaError_t e = cudaMalloc(&workspace_, workspace_bytes_);
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
-      cublasLtDestroy(handle_);
+      cublas_api().cublasLtDestroy(handle_);
       fail("CUDA: cannot allocate the {} bytes of GEMM workspace: {}", workspace_bytes_, cudaGetErrorString(e));
     }
   }
@@ -55,13 +56,13 @@ Gemm::Gemm(size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
 
 Gemm::~Gemm() {
   for (auto& [key, p] : plans_) {
-    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
-    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
-    if (p.c) cublasLtMatrixLayoutDestroy(p.c);
-    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    if (p.a) cublas_api().cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b) cublas_api().cublasLtMatrixLayoutDestroy(p.b);
+    if (p.c) cublas_api().cublasLtMatrixLayoutDestroy(p.c);
+    if (p.desc) cublas_api().cublasLtMatmulDescDestroy(p.desc);
   }
   if (workspace_) cudaFree(workspace_);
-  if (handle_) cublasLtDestroy(handle_);
+  if (handle_) cublas_api().cublasLtDestroy(handle_);
 }
 
 Gemm::Plan& Gemm::plan_for(const Key& key) {
@@ -72,21 +73,21 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
   // entry without an algorithm is erased again on failure.
   Plan& p = plans_[key];
   try {
-    lt_ok(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    lt_ok(cublas_api().cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
     // Row-major y (T, N) is column-major yᵀ (N, T): yᵀ = W · xᵀ, where W row-major (N, K) is the
     // column-major (K, N) matrix A taken transposed and x row-major (T, K) the column-major (K, T) matrix B.
     const int32_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    lt_ok(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)), "TRANSA");
-    lt_ok(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)), "TRANSB");
-    lt_ok(cublasLtMatrixLayoutCreate(&p.a, type, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K),
+    lt_ok(cublas_api().cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)), "TRANSA");
+    lt_ok(cublas_api().cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)), "TRANSB");
+    lt_ok(cublas_api().cublasLtMatrixLayoutCreate(&p.a, type, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K),
           "layout of W");
-    lt_ok(cublasLtMatrixLayoutCreate(&p.b, type, static_cast<uint64_t>(K), static_cast<uint64_t>(T), ldx),
+    lt_ok(cublas_api().cublasLtMatrixLayoutCreate(&p.b, type, static_cast<uint64_t>(K), static_cast<uint64_t>(T), ldx),
           "layout of x");
-    lt_ok(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(T), ldy),
+    lt_ok(cublas_api().cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(T), ldy),
           "layout of y");
 
     cublasLtMatmulPreference_t pref = nullptr;
-    lt_ok(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    lt_ok(cublas_api().cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
@@ -95,12 +96,12 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
     const cublasLtMatmulPreferenceAttributes_t al_attr[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+    s = cublas_api().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
     for (int i = 0; i < 4 && s == CUBLAS_STATUS_SUCCESS; ++i)
-      s = cublasLtMatmulPreferenceSetAttribute(pref, al_attr[i], &al[i], sizeof(al[i]));
+      s = cublas_api().cublasLtMatmulPreferenceSetAttribute(pref, al_attr[i], &al[i], sizeof(al[i]));
     if (s == CUBLAS_STATUS_SUCCESS)
-      s = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
+      s = cublas_api().cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    cublas_api().cublasLtMatmulPreferenceDestroy(pref);
     lt_ok(s, "cublasLtMatmulAlgoGetHeuristic");
     if (found < 1 || result.state != CUBLAS_STATUS_SUCCESS)
       fail("cuBLASLt has no algorithm for y ({}, {}) f32 {}= x ({}, {}) · Wᵀ in {} (ldx {}, ldy {}, alignments "
@@ -111,10 +112,10 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
     p.algo = result.algo;
     p.workspace = result.workspaceSize;
   } catch (...) {
-    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
-    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
-    if (p.c) cublasLtMatrixLayoutDestroy(p.c);
-    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    if (p.a) cublas_api().cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b) cublas_api().cublasLtMatrixLayoutDestroy(p.b);
+    if (p.c) cublas_api().cublasLtMatrixLayoutDestroy(p.c);
+    if (p.desc) cublas_api().cublasLtMatmulDescDestroy(p.desc);
     plans_.erase(key);
     throw;
   }
@@ -141,7 +142,7 @@ void Gemm::run(const void* x, int64_t ldx, const void* w, DType dtype, float* y,
                 alignment_of(y)};
   const Plan& p = plan_for(key);
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  lt_ok(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
+  lt_ok(cublas_api().cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                        p.workspace > 0 ? workspace_ : nullptr, p.workspace, stream),
         "cublasLtMatmul");
   cuda_ok(cudaGetLastError(), "cublasLtMatmul launch");

@@ -1,6 +1,5 @@
 #include "cuda/probe.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
@@ -9,6 +8,7 @@
 
 #include "core/check.h"
 #include "core/stats.h"
+#include "cuda/cublas_api.h"
 
 namespace lp::cuda {
 
@@ -21,8 +21,8 @@ void probe_check(cudaError_t e, const char* what) {
 
 void blas_check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS)
-    throw Error(fmt::format("cuBLAS error in {}: {} ({})", what, cublasGetStatusString(s),
-                            cublasGetStatusName(s)));
+    throw Error(fmt::format("cuBLAS error in {}: {} ({})", what, cublas_api().cublasGetStatusString(s),
+                            cublas_api().cublasGetStatusName(s)));
 }
 
 // Owners of the probe's CUDA objects, so an error thrown half-way frees what was made (the destructors
@@ -52,8 +52,8 @@ struct Event {
 };
 struct Blas {
   cublasHandle_t h = nullptr;
-  Blas() { blas_check(cublasCreate(&h), "cublasCreate"); }
-  ~Blas() { cublasDestroy(h); }
+  Blas() { blas_check(cublas_api().cublasCreate_v2(&h), "cublasCreate"); }
+  ~Blas() { cublas_api().cublasDestroy_v2(h); }
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
 };
@@ -135,12 +135,12 @@ ProbeResult measure_gemm_tflops(int64_t M, int64_t N, int64_t K, DType dtype, in
   fill_random(b.p, static_cast<size_t>(K * N) * es, dtype, 3);
   Stream stream;
   Blas blas;
-  blas_check(cublasSetStream(blas.h, stream.s), "cublasSetStream");
+  blas_check(cublas_api().cublasSetStream_v2(blas.h, stream.s), "cublasSetStream");
   const float alpha = 1.f, beta = 0.f;
   const cudaDataType_t t = cuda_type(dtype);
   // Column-major: A is (M, K) with lda = M, B (K, N) with ldb = K, D (M, N) with ldd = M.
   auto gemm = [&] {
-    blas_check(cublasGemmEx(blas.h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(M), static_cast<int>(N),
+    blas_check(cublas_api().cublasGemmEx(blas.h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(M), static_cast<int>(N),
                             static_cast<int>(K), &alpha, a.p, t, static_cast<int>(M), b.p, t,
                             static_cast<int>(K), &beta, d.p, t, static_cast<int>(M), CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT),

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cuda/cublas_api.h"
 #include "cuda/cuda_model.h"
 #include "cuda/device.h"
 #include "lora/adapter.h"
@@ -120,6 +122,29 @@ TEST(GpuForward, LoadWithoutDeviceSaysWhy) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
   }
+}
+
+// cuBLAS is loaded on first use, not linked (cuda/cublas_api.h): the binary does not map it at start, and
+// where the toolkit is installed (every build machine of this project, and the GPU machine) every function
+// the backend calls resolves, device or not.
+TEST(GpuForward, CublasIsLoadedOnFirstUseWithEveryFunction) {
+  auto mapped = [] {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line))
+      if (line.find("libcublasLt") != std::string::npos) return true;
+    return false;
+  };
+  // Without a device no test before this one could have run a GEMM (on a GPU, the tests share a process).
+  if (!probe_device(0, nullptr, nullptr))
+    EXPECT_FALSE(mapped()) << "libcublasLt is mapped before anything asked for it";
+  const CublasApi& api = cublas_api();
+  EXPECT_TRUE(mapped());
+  EXPECT_NE(api.cublasLtMatmul, nullptr);
+  EXPECT_NE(api.cublasLtMatmulAlgoGetHeuristic, nullptr);
+  EXPECT_NE(api.cublasGemmEx, nullptr);
+  EXPECT_NE(api.cublasCreate_v2, nullptr);
+  EXPECT_STREQ(api.cublasLtGetStatusName(CUBLAS_STATUS_NOT_SUPPORTED), "CUBLAS_STATUS_NOT_SUPPORTED");
 }
 
 // int8 at load and int4 checkpoints run on the CPU only: refused with the message that says so.
