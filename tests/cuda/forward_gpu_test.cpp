@@ -136,8 +136,9 @@ TEST(GpuForward, CublasIsLoadedOnFirstUseWithEveryFunction) {
     return false;
   };
   // Without a device no test before this one could have run a GEMM (on a GPU, the tests share a process).
-  if (!probe_device(0, nullptr, nullptr))
+  if (!probe_device(0, nullptr, nullptr)) {
     EXPECT_FALSE(mapped()) << "libcublasLt is mapped before anything asked for it";
+  }
   const CublasApi& api = cublas_api();
   EXPECT_TRUE(mapped());
   EXPECT_NE(api.cublasLtMatmul, nullptr);
