@@ -288,11 +288,6 @@ TEST(Dockerfile, RuntimeStageHasEveryLinkedLibraryAndNoRoot) {
     std::smatch m;
     if (!std::regex_search(line, m, std::regex(R"((/\S+) \(0x)"))) continue;  // linux-vdso has no file
     const std::string path = m[1];
-#ifdef LP_HAVE_CUDA
-    // This tree has the CUDA backend: cuBLAS comes from the CUDA toolkit, not from a Debian package. The
-    // image's builder stage has no nvcc, so the image's binary is CPU-only and links none of it.
-    if (path.find("/cuda") != std::string::npos && path.find("libcublas") != std::string::npos) continue;
-#endif
     const std::string pkg = owning_package(path);
     ASSERT_FALSE(pkg.empty()) << path << " belongs to no Debian package";
 #ifdef LP_SANITIZED_BUILD
