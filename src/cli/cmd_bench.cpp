@@ -61,13 +61,7 @@ void run_bench(const BenchArgs& a) {
   std::filesystem::path tmp;
   if (K > 0) {
     tmp = std::filesystem::temp_directory_path() / ("loraplex-bench-" + std::to_string(::getpid()));
-    std::vector<std::string> dirs;
-    for (int i = 0; i < K; ++i) {
-      lora::DemoAdapterSpec s = lora::demo_adapter_spec(i, a.rank, false, 99, DType::kBF16);
-      dirs.push_back((tmp / ("a" + std::to_string(i))).string());
-      lora::write_demo_adapter(dirs.back(), cfg, s);
-    }
-    adapters = load_cli_adapters(*model, dirs, a.lora_dtype);
+    adapters = load_cli_adapters(*model, write_bench_adapters(tmp, K, a.rank, cfg), a.lora_dtype);
     std::filesystem::remove_all(tmp);
     adapter_bytes = lora::slot_bytes(cfg, a.rank, adapters.bank->dtype(), lora::kAllModules);
     runner.set_lora(&adapters.bank->view());
@@ -238,6 +232,16 @@ void add_bench_command(CLI::App& app) {
     else
       run_bench(*args);
   });
+}
+
+std::vector<std::string> write_bench_adapters(const std::filesystem::path& dir, int n, int rank,
+                                              const model::ModelConfig& cfg) {
+  std::vector<std::string> dirs;
+  for (int i = 0; i < n; ++i) {
+    dirs.push_back((dir / ("a" + std::to_string(i))).string());
+    lora::write_demo_adapter(dirs.back(), cfg, lora::demo_adapter_spec(i, rank, false, 99, DType::kBF16));
+  }
+  return dirs;
 }
 
 std::vector<std::vector<int32_t>> bench_prompts(int B, int len, int vocab) {

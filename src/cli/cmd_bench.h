@@ -2,6 +2,7 @@
 // `--device cuda`), which measure different things against different bounds.
 #pragma once
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,11 @@ struct BenchArgs {
 
 // B prompts of `len` random token ids below `vocab`, the same in every run (and for every device).
 std::vector<std::vector<int32_t>> bench_prompts(int B, int len, int vocab);
+
+// `n` synthetic adapters a0 .. a<n-1> of rank `rank` on all seven projections, written in PEFT layout under
+// `dir` (loaded afterwards like any other adapter); their folders, in order.
+std::vector<std::string> write_bench_adapters(const std::filesystem::path& dir, int n, int rank,
+                                              const model::ModelConfig& cfg);
 
 struct BenchTimings {
   std::vector<double> prefill, steps;  // seconds per prefill call, per decode step

@@ -159,7 +159,6 @@ void run_bench_cuda(const BenchArgs& a) {
 
   // K synthetic adapters (PEFT layout, written and loaded like any other) in device slots.
   CliAdapters adapters;
-  std::vector<std::string> dirs;
   const std::filesystem::path tmp =
       std::filesystem::temp_directory_path() / ("loraplex-bench-cuda-" + std::to_string(::getpid()));
   struct RemoveDir {
@@ -169,12 +168,7 @@ void run_bench_cuda(const BenchArgs& a) {
       std::filesystem::remove_all(p, ec);
     }
   } remove_tmp{tmp};
-  const int n_written = std::max(K, 2);  // the load timing needs two
-  for (int i = 0; i < n_written; ++i) {
-    lora::DemoAdapterSpec s = lora::demo_adapter_spec(i, a.rank, false, 99, DType::kBF16);
-    dirs.push_back((tmp / ("a" + std::to_string(i))).string());
-    lora::write_demo_adapter(dirs.back(), cfg, s);
-  }
+  const std::vector<std::string> dirs = write_bench_adapters(tmp, std::max(K, 2), a.rank, cfg);  // loads need 2
   if (K > 0) {
     adapters = load_cli_adapters(*exec, std::vector<std::string>(dirs.begin(), dirs.begin() + K), a.lora_dtype);
     runner.set_lora(&adapters.bank->view());

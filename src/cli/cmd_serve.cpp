@@ -298,9 +298,7 @@ void run_serve(ServeArgs a) {
     log_info("loading model: {} {:.0f}% ({} of {}) after {:.1f} s", what, 100.0 * done / total,
              size_text(static_cast<double>(done)), size_text(static_cast<double>(total)), now - t0);
   };
-  std::unique_ptr<model::Executor> model =
-      device == model::Device::kCpu ? model::Model::load(a.model_dir, load)
-                                    : load_executor(device, a.model_dir, a.mmap_weights, a.quant);
+  std::unique_ptr<model::Executor> model = load_executor(device, a.model_dir, load);
   text::Tokenizer tok = text::Tokenizer::from_dir(a.model_dir);
   std::optional<text::ChatTemplate> tmpl;
   if (!template_override.empty()) {

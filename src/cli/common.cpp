@@ -125,20 +125,23 @@ void plan_on_device(lora::KvPlanOptions& o, model::Device device) {
   }
 }
 
-std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir, bool mmap_weights,
-                                               const QuantFlags& quant) {
-  if (device == model::Device::kCpu) return load_model(dir, mmap_weights, quant);
+std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir,
+                                               const model::LoadOptions& load) {
+  if (device == model::Device::kCpu) return model::Model::load(dir, load);
 #ifdef LP_HAVE_CUDA
-  check_quantization_flag(quant.quantization);
-  const model::ModelConfig config = model::ModelConfig::from_dir(dir);
-  const model::LoadOptions load = load_options(quant, config, /*mmap_weights=*/true);  // uploaded from the map
-  check_device_supports(device, load, config);
-  return cuda::CudaModel::load(dir, load);
+  check_device_supports(device, load, model::ModelConfig::from_dir(dir));
+  return cuda::CudaModel::load(dir, load);  // reads the weights from their mapping, whatever the placement
 #else
   std::string why;
   cuda::probe_device(0, nullptr, &why);
   fail("--device cuda: {}", why);
 #endif
+}
+
+std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir, bool mmap_weights,
+                                               const QuantFlags& quant) {
+  check_quantization_flag(quant.quantization);  // before config.json is read
+  return load_executor(device, dir, load_options(quant, model::ModelConfig::from_dir(dir), mmap_weights));
 }
 
 std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format) {

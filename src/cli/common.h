@@ -62,6 +62,9 @@ void plan_on_device(lora::KvPlanOptions& options, model::Device device);
 // dense F32 / BF16 / F16 weights only there).
 std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir, bool mmap_weights,
                                                const QuantFlags& quant = {});
+// The same from load options already made (serve's, with its progress callback).
+std::unique_ptr<model::Executor> load_executor(model::Device device, const std::string& dir,
+                                               const model::LoadOptions& load);
 // "int8 12.0 MiB, BF16 4.0 MiB": ModelWeights::bytes_by_format on one line.
 std::string bytes_by_format_text(const std::vector<std::pair<std::string, size_t>>& by_format);
 inline constexpr const char* kMmapWeightsHelp =

@@ -1,10 +1,9 @@
-// The CUDA error checks every call and launch of the backend goes through (cuda/kernels.h). In a .cpp: the
-// messages use fmt, whose consteval format strings nvcc's front end rejects.
+// cuda/check.h. In a .cpp: the messages use fmt, whose consteval format strings nvcc's front end rejects.
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 
 #include "core/check.h"
-#include "cuda/kernels.h"
+#include "cuda/check.h"
 
 namespace lp::cuda {
 

@@ -50,6 +50,22 @@ CublasApi load() {
 
 }  // namespace
 
+cudaDataType_t cuda_data_type(DType t) {
+  switch (t) {
+    case DType::kF32: return CUDA_R_32F;
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kBF16: return CUDA_R_16BF;
+  }
+  LP_CHECK(false, "unknown dtype");
+  return CUDA_R_32F;
+}
+
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLAS: {} failed: {} ({})", what, cublas_api().cublasGetStatusName(s),
+         cublas_api().cublasGetStatusString(s));
+}
+
 const CublasApi& cublas_api() {
   static std::once_flag once;
   static CublasApi api;

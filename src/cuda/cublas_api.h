@@ -7,6 +7,8 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include "core/dtype.h"
+
 namespace lp::cuda {
 
 #define LP_CUBLAS_FUNCTIONS(X)                                                                             \
@@ -26,6 +28,12 @@ struct CublasApi {
                                  const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
                                  cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t) = nullptr;
 };
+
+// cuBLAS's name of a weight / activation element type (F32, F16, BF16).
+cudaDataType_t cuda_data_type(DType t);
+
+// Throws lp::Error naming `what` and the status if `s` is not CUBLAS_STATUS_SUCCESS.
+void check_cublas(cublasStatus_t s, const char* what);
 
 // The table, loaded once (thread-safe). Throws lp::Error naming the library and the loader's reason when
 // libcublas / libcublasLt (the toolkit's major version) cannot be loaded or lacks a function.

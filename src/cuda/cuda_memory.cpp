@@ -6,17 +6,9 @@
 
 #include "core/check.h"
 #include "core/log.h"
+#include "cuda/check.h"
 
 namespace lp::cuda {
-
-namespace {
-
-// Throws lp::Error naming `what` and the CUDA error.
-void ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("CUDA: {} failed: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
-}  // namespace
 
 struct CudaMemory::State {
   int device = 0;
@@ -41,12 +33,12 @@ struct CudaMemory::State {
 CudaMemory::CudaMemory(int device) : state_(std::make_shared<State>()) {
   State& s = *state_;
   s.device = device;
-  ok(cudaSetDevice(device), "cudaSetDevice");
-  ok(cudaStreamCreateWithFlags(&s.copy, cudaStreamNonBlocking), "creating the copy stream");
-  ok(cudaEventCreateWithFlags(&s.copy_done, cudaEventDisableTiming), "creating an event");
-  ok(cudaEventCreateWithFlags(&s.step_done, cudaEventDisableTiming), "creating an event");
-  ok(cudaEventCreate(&s.mark), "creating an event");
-  ok(cudaEventCreate(&s.mark_end), "creating an event");
+  check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  check_cuda(cudaStreamCreateWithFlags(&s.copy, cudaStreamNonBlocking), "creating the copy stream");
+  check_cuda(cudaEventCreateWithFlags(&s.copy_done, cudaEventDisableTiming), "creating an event");
+  check_cuda(cudaEventCreateWithFlags(&s.step_done, cudaEventDisableTiming), "creating an event");
+  check_cuda(cudaEventCreate(&s.mark), "creating an event");
+  check_cuda(cudaEventCreate(&s.mark_end), "creating an event");
 }
 
 CudaMemory::~CudaMemory() = default;
@@ -54,7 +46,7 @@ CudaMemory::~CudaMemory() = default;
 cudaStream_t CudaMemory::copy_stream() const { return state_->copy; }
 
 std::shared_ptr<void> CudaMemory::allocate(size_t bytes) {
-  ok(cudaSetDevice(state_->device), "cudaSetDevice");
+  check_cuda(cudaSetDevice(state_->device), "cudaSetDevice");
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
   if (e != cudaSuccess) {
@@ -74,18 +66,18 @@ std::shared_ptr<void> CudaMemory::allocate(size_t bytes) {
     if (fe != cudaSuccess) log_warn("CUDA: cudaFree failed: {}", cudaGetErrorString(fe));
   });
   // Zeroed on the copy stream and ordered like a copy: the first step that reads it waits for it.
-  if (bytes > 0) ok(cudaMemsetAsync(p, 0, bytes, state_->copy), "zeroing new device memory");
+  if (bytes > 0) check_cuda(cudaMemsetAsync(p, 0, bytes, state_->copy), "zeroing new device memory");
   enqueue_epilogue();
   return handle;
 }
 
 void CudaMemory::enqueue_prologue() {
-  ok(cudaSetDevice(state_->device), "cudaSetDevice");
-  ok(cudaStreamWaitEvent(state_->copy, state_->step_done, 0), "ordering a copy after the running step");
+  check_cuda(cudaSetDevice(state_->device), "cudaSetDevice");
+  check_cuda(cudaStreamWaitEvent(state_->copy, state_->step_done, 0), "ordering a copy after the running step");
 }
 
 void CudaMemory::enqueue_epilogue() {
-  ok(cudaEventRecord(state_->copy_done, state_->copy), "recording the copy event");
+  check_cuda(cudaEventRecord(state_->copy_done, state_->copy), "recording the copy event");
 }
 
 void CudaMemory::copy_to_device(void* dst, const void* src, size_t bytes) {
@@ -94,7 +86,7 @@ void CudaMemory::copy_to_device(void* dst, const void* src, size_t bytes) {
   enqueue_prologue();
   // From pinned memory a true DMA (the host tier keeps `src` alive and pinned until the copy stream drained,
   // see pin_host); from pageable memory the driver stages `src` before returning.
-  ok(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, state_->copy), "host -> device copy");
+  check_cuda(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, state_->copy), "host -> device copy");
   enqueue_epilogue();
 }
 
@@ -102,7 +94,7 @@ void CudaMemory::fill_zero(void* dst, size_t bytes) {
   if (bytes == 0) return;
   LP_CHECK(dst != nullptr);
   enqueue_prologue();
-  ok(cudaMemsetAsync(dst, 0, bytes, state_->copy), "zeroing device memory");
+  check_cuda(cudaMemsetAsync(dst, 0, bytes, state_->copy), "zeroing device memory");
   enqueue_epilogue();
 }
 
@@ -135,30 +127,30 @@ std::shared_ptr<void> CudaMemory::pin_host(const void* p, size_t bytes) {
 }
 
 void CudaMemory::before_step(cudaStream_t compute) {
-  ok(cudaStreamWaitEvent(compute, state_->copy_done, 0), "ordering a step after the pending copies");
+  check_cuda(cudaStreamWaitEvent(compute, state_->copy_done, 0), "ordering a step after the pending copies");
 }
 
 void CudaMemory::after_step(cudaStream_t compute) {
-  ok(cudaEventRecord(state_->step_done, compute), "recording the step event");
+  check_cuda(cudaEventRecord(state_->step_done, compute), "recording the step event");
 }
 
 void CudaMemory::mark_copies() {
-  ok(cudaSetDevice(state_->device), "cudaSetDevice");
-  ok(cudaEventRecord(state_->mark, state_->copy), "recording a timing event");
+  check_cuda(cudaSetDevice(state_->device), "cudaSetDevice");
+  check_cuda(cudaEventRecord(state_->mark, state_->copy), "recording a timing event");
 }
 
 float CudaMemory::copies_ms_since_mark() {
-  ok(cudaSetDevice(state_->device), "cudaSetDevice");
-  ok(cudaEventRecord(state_->mark_end, state_->copy), "recording a timing event");
-  ok(cudaEventSynchronize(state_->mark_end), "waiting for the copies");
+  check_cuda(cudaSetDevice(state_->device), "cudaSetDevice");
+  check_cuda(cudaEventRecord(state_->mark_end, state_->copy), "recording a timing event");
+  check_cuda(cudaEventSynchronize(state_->mark_end), "waiting for the copies");
   float ms = 0;
-  ok(cudaEventElapsedTime(&ms, state_->mark, state_->mark_end), "timing the copies (mark_copies first)");
+  check_cuda(cudaEventElapsedTime(&ms, state_->mark, state_->mark_end), "timing the copies (mark_copies first)");
   return ms;
 }
 
 void CudaMemory::synchronize_copies() {
-  ok(cudaSetDevice(state_->device), "cudaSetDevice");
-  ok(cudaStreamSynchronize(state_->copy), "waiting for the copy stream");
+  check_cuda(cudaSetDevice(state_->device), "cudaSetDevice");
+  check_cuda(cudaStreamSynchronize(state_->copy), "waiting for the copy stream");
 }
 
 }  // namespace lp::cuda

@@ -13,9 +13,9 @@
 #include "core/buffer.h"
 #include "core/check.h"
 #include "cuda/cuda_memory.h"
-#include "cuda/scratch.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels.h"
+#include "cuda/scratch.h"
 #include "cuda/step_types.h"
 
 namespace lp::cuda {
@@ -29,10 +29,6 @@ static_assert(std::is_trivially_copyable_v<AttnSeqDev> && sizeof(AttnSeqDev) == 
 static_assert(std::is_trivially_copyable_v<LoraTileDev> && sizeof(LoraTileDev) == 16);
 
 constexpr size_t kDevAlign = 256;  // offsets of pieces inside one device allocation (cudaMalloc's alignment)
-
-void ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("CUDA: {} failed: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e));
-}
 
 double gib(double bytes) { return bytes / 1073741824.0; }
 
@@ -104,6 +100,7 @@ struct CudaModel::Impl {
   DevBuf meta;    // the step's metadata (MetaLayout)
   HostBuf meta_host, logits_host;
 
+  const void* checked_bank = nullptr;  // a slot bank already found in device memory (bank_info)
   // Per-step host state, reused:
   HostLoraPlan plan;
   std::vector<AttnSeqDev> seqs_host;
@@ -136,14 +133,10 @@ struct CudaModel::Impl {
 
 namespace {
 
-void check_weights_supported(const model::ModelConfig& c, const model::ModelWeights& w) {
-  auto refuse = [] {
-    fail("--device cuda runs dense F32/BF16/F16 weights; int8/int4 are CPU-only for now");
-  };
-  if (!c.quant.method.empty()) refuse();
-  auto dense = [&](const kernels::MatView& m) {
-    if (m.format != kernels::WeightFormat::kDense) refuse();
-    LP_CHECK(m.row_stride >= m.cols && m.data != nullptr);
+// load() refused quantized checkpoints and options before the weights were read: every matrix is dense.
+void check_weights_dense(const model::ModelWeights& w) {
+  auto dense = [](const kernels::MatView& m) {
+    LP_CHECK(m.format == kernels::WeightFormat::kDense && m.row_stride >= m.cols && m.data != nullptr);
   };
   dense(w.embed);
   dense(w.lm_head);
@@ -157,7 +150,7 @@ class Uploader {
  public:
   Uploader(cudaStream_t stream, size_t half_bytes) : stream_(stream), half_(half_bytes) {
     staging_.ensure(2 * half_, "weight upload staging");
-    for (auto& e : done_) ok(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "creating an event");
+    for (auto& e : done_) check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "creating an event");
   }
   ~Uploader() {
     cudaStreamSynchronize(stream_);
@@ -178,15 +171,15 @@ class Uploader {
     for (size_t off = 0; off < n;) {
       const size_t m = std::min(half_, n - off);
       uint8_t* st = staging_.get<uint8_t>() + cur_ * half_;
-      ok(cudaEventSynchronize(done_[cur_]), "waiting for a staging buffer");  // its previous DMA is done
+      check_cuda(cudaEventSynchronize(done_[cur_]), "waiting for a staging buffer");  // its previous DMA is done
       std::memcpy(st, src + off, m);
-      ok(cudaMemcpyAsync(dst + off, st, m, cudaMemcpyHostToDevice, stream_), "uploading weights");
-      ok(cudaEventRecord(done_[cur_], stream_), "recording an event");
+      check_cuda(cudaMemcpyAsync(dst + off, st, m, cudaMemcpyHostToDevice, stream_), "uploading weights");
+      check_cuda(cudaEventRecord(done_[cur_], stream_), "recording an event");
       cur_ ^= 1;
       off += m;
     }
   }
-  void finish() { ok(cudaStreamSynchronize(stream_), "uploading weights"); }
+  void finish() { check_cuda(cudaStreamSynchronize(stream_), "uploading weights"); }
 
  private:
   cudaStream_t stream_;
@@ -202,7 +195,7 @@ void CudaModel::Impl::upload_weights(const model::LoadOptions& options) {
   const auto& c = config;
   const int64_t H = c.hidden_size, I = c.intermediate_size, QD = c.q_dim(), KD = c.kv_dim();
   const int64_t NQKV = QD + 2 * KD;
-  check_weights_supported(c, weights);
+  check_weights_dense(weights);
   const bool tied = weights.lm_head.data == weights.embed.data;
 
   // Plan one allocation: every piece at a 256-byte offset.
@@ -249,7 +242,7 @@ void CudaModel::Impl::upload_weights(const model::LoadOptions& options) {
   // Room for the weights, the GEMM workspace and a margin for scratch, cuBLAS and the context.
   constexpr size_t kMargin = size_t{512} << 20;
   size_t free_b = 0, total_b = 0;
-  ok(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+  check_cuda(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
   if (total + kMargin > free_b)
     fail("the model's weights need {:.2f} GiB of device memory (+ {:.2f} GiB working room); cuda:{} ({}) has "
          "{:.2f} GiB free of {:.2f} GiB",
@@ -265,7 +258,7 @@ void CudaModel::Impl::upload_weights(const model::LoadOptions& options) {
   }
   auto* base = static_cast<uint8_t*>(weights_dev);
   // Zeros first: the pieces of a concatenated bias that a projection lacks stay zero.
-  ok(cudaMemsetAsync(base, 0, total, compute), "zeroing the weights");
+  check_cuda(cudaMemsetAsync(base, 0, total, compute), "zeroing the weights");
 
   Uploader up(compute, size_t{32} << 20);
   size_t done = 0;
@@ -355,9 +348,9 @@ void CudaModel::Impl::ensure_rope(int64_t n) {
   const size_t bytes = rope_table.cos.size() * sizeof(float);
   cos_dev.ensure(bytes, compute, "the rotary tables");
   sin_dev.ensure(bytes, compute, "the rotary tables");
-  ok(cudaMemcpyAsync(cos_dev.get(), rope_table.cos.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
-  ok(cudaMemcpyAsync(sin_dev.get(), rope_table.sin.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
-  ok(cudaStreamSynchronize(compute), "rope upload");  // the host vectors may move when they grow next
+  check_cuda(cudaMemcpyAsync(cos_dev.get(), rope_table.cos.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
+  check_cuda(cudaMemcpyAsync(sin_dev.get(), rope_table.sin.data(), bytes, cudaMemcpyHostToDevice, compute), "rope upload");
+  check_cuda(cudaStreamSynchronize(compute), "rope upload");  // the host vectors may move when they grow next
 }
 
 void CudaModel::Impl::ensure_scratch(int64_t T, int64_t R) {
@@ -420,7 +413,7 @@ void CudaModel::Impl::add_lora(const model::LoraBankView* lora, const LoraPlanDe
 // Columns [col, col + w) of the (T, ld) f32 matrix src into the packed (T, w) matrix dst.
 static void split_columns(float* dst, const float* src, int64_t ld, int64_t col, int64_t w, int64_t T,
                           cudaStream_t s) {
-  ok(cudaMemcpy2DAsync(dst, w * sizeof(float), src + col, ld * sizeof(float), w * sizeof(float), T,
+  check_cuda(cudaMemcpy2DAsync(dst, w * sizeof(float), src + col, ld * sizeof(float), w * sizeof(float), T,
                        cudaMemcpyDeviceToDevice, s),
      "splitting a fused projection output");
 }
@@ -483,7 +476,7 @@ std::unique_ptr<CudaModel> CudaModel::load(const std::filesystem::path& dir, con
   std::string why;
   if (!probe_device(device_index, &impl->info, &why)) fail("--device cuda: {}", why);
   impl->device = device_index;
-  ok(cudaSetDevice(device_index), "cudaSetDevice");
+  check_cuda(cudaSetDevice(device_index), "cudaSetDevice");
   impl->config = model::ModelConfig::from_dir(dir);
   if (!impl->config.quant.method.empty() || options.quantization != model::Quantization::kNone)
     fail("--device cuda runs dense F32/BF16/F16 weights; int8/int4 are CPU-only for now");
@@ -492,8 +485,8 @@ std::unique_ptr<CudaModel> CudaModel::load(const std::filesystem::path& dir, con
   model::LoadOptions o = options;
   o.placement = model::WeightPlacement::kMapped;
   impl->weights = model::ModelWeights::load(dir, impl->config, o);
-  ok(cudaStreamCreateWithFlags(&impl->compute, cudaStreamNonBlocking), "creating the compute stream");
-  ok(cudaEventCreateWithFlags(&impl->upload_done, cudaEventDisableTiming), "creating an event");
+  check_cuda(cudaStreamCreateWithFlags(&impl->compute, cudaStreamNonBlocking), "creating the compute stream");
+  check_cuda(cudaEventCreateWithFlags(&impl->upload_done, cudaEventDisableTiming), "creating an event");
   impl->memory = std::make_unique<CudaMemory>(device_index);
   impl->gemm = std::make_unique<Gemm>();
   impl->upload_weights(options);
@@ -515,13 +508,13 @@ const DeviceInfo& CudaModel::info() const { return impl_->info; }
 DeviceMemory* CudaModel::slot_memory() { return impl_->memory.get(); }
 
 std::unique_ptr<kv::KvCache> CudaModel::make_kv_cache(const kv::KvShape& shape, int num_blocks) {
-  ok(cudaSetDevice(impl_->device), "cudaSetDevice");
+  check_cuda(cudaSetDevice(impl_->device), "cudaSetDevice");
   return std::make_unique<kv::KvCache>(shape, num_blocks, *impl_->memory);
 }
 
 void CudaModel::synchronize() {
-  ok(cudaSetDevice(impl_->device), "cudaSetDevice");
-  ok(cudaStreamSynchronize(impl_->compute), "waiting for the compute stream");
+  check_cuda(cudaSetDevice(impl_->device), "cudaSetDevice");
+  check_cuda(cudaStreamSynchronize(impl_->compute), "waiting for the compute stream");
   impl_->memory->synchronize_copies();
 }
 
@@ -536,17 +529,21 @@ struct BankInfo {
   int max_rank = 0;
 };
 
-BankInfo bank_info(const model::LoraBankView& view) {
+// `checked` remembers the last bank found in device memory, so the driver is asked once per bank, not per step.
+BankInfo bank_info(const model::LoraBankView& view, const void*& checked) {
   BankInfo bi;
   for (const auto& layer : view.layers)
     for (const kernels::LoraWeights& w : layer) {
       if (w.a == nullptr) continue;
       if (!bi.any) {
         bi = {true, w.dtype, w.max_loras, w.max_rank};
-        cudaPointerAttributes attr{};
-        ok(cudaPointerGetAttributes(&attr, w.a), "cudaPointerGetAttributes");
-        LP_CHECK(attr.type == cudaMemoryTypeDevice,
-                 "the LoRA slot bank is not in device memory (build it on CudaModel::slot_memory())");
+        if (w.a != checked) {
+          cudaPointerAttributes attr{};
+          check_cuda(cudaPointerGetAttributes(&attr, w.a), "cudaPointerGetAttributes");
+          LP_CHECK(attr.type == cudaMemoryTypeDevice,
+                   "the LoRA slot bank is not in device memory (build it on CudaModel::slot_memory())");
+          checked = w.a;
+        }
       }
       LP_CHECK(w.dtype == bi.dtype && w.max_loras == bi.max_loras && w.max_rank == bi.max_rank);
     }
@@ -561,7 +558,7 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
   const auto& c = m.config;
   const int64_t T = b.size(), H = c.hidden_size, V = c.vocab_size;
   const int64_t R = static_cast<int64_t>(b.logit_rows.size());
-  ok(cudaSetDevice(m.device), "cudaSetDevice");  // the engine thread is not the one that loaded the model
+  check_cuda(cudaSetDevice(m.device), "cudaSetDevice");  // the engine thread is not the one that loaded the model
 
   // The CPU model's checks, and then every index a kernel follows: device code cannot check them.
   LP_CHECK(T > 0, "empty batch");
@@ -607,7 +604,7 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
   BankInfo bank;
   if (lora != nullptr && !b.lora_slots.empty()) {
     LP_CHECK(b.lora_slots.size() == b.tokens.size() && static_cast<int>(lora->layers.size()) == c.n_layers);
-    bank = bank_info(*lora);
+    bank = bank_info(*lora, m.checked_bank);
     if (bank.any) {
       for (int32_t s : b.lora_slots) LP_CHECK(s >= -1 && s < bank.max_loras, "adapter slot {} out of range", s);
       for (const kernels::LoraUse& u : b.lora_more)
@@ -658,7 +655,7 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
     L.total = off;
   }
   // The previous step's upload may still be reading the staging buffer.
-  ok(cudaEventSynchronize(m.upload_done), "waiting for the previous step's upload");
+  check_cuda(cudaEventSynchronize(m.upload_done), "waiting for the previous step's upload");
   m.meta_host.ensure(L.total, "step metadata");
   m.meta.ensure(L.total, m.compute, "step metadata");
   {
@@ -681,9 +678,9 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
     put(L.token_begin, m.plan.token_begin);
     put(L.token_entry, m.plan.token_entry);
   }
-  ok(cudaMemcpyAsync(m.meta.get(), m.meta_host.get(), L.total, cudaMemcpyHostToDevice, m.compute),
+  check_cuda(cudaMemcpyAsync(m.meta.get(), m.meta_host.get(), L.total, cudaMemcpyHostToDevice, m.compute),
      "uploading the step's metadata");
-  ok(cudaEventRecord(m.upload_done, m.compute), "recording the upload event");
+  check_cuda(cudaEventRecord(m.upload_done, m.compute), "recording the upload event");
   auto* md = m.meta.get<uint8_t>();
   const int32_t* d_tokens = at<const int32_t>(md, L.tokens);
   const int32_t* d_positions = at<const int32_t>(md, L.positions);
@@ -719,9 +716,9 @@ void CudaModel::forward(ComputePool&, const model::Batch& b, kv::KvCache& cache,
   m.gemm->run(m.act.get(), H, m.lm_head, m.lm_head_dtype, m.logits.get<float>(), V, R, V, H,
               /*accumulate=*/false, m.compute);
   const size_t bytes = static_cast<size_t>(R * V) * sizeof(float);
-  ok(cudaMemcpyAsync(m.logits_host.get(), m.logits.get(), bytes, cudaMemcpyDeviceToHost, m.compute),
+  check_cuda(cudaMemcpyAsync(m.logits_host.get(), m.logits.get(), bytes, cudaMemcpyDeviceToHost, m.compute),
      "copying the logits to the host");
-  ok(cudaStreamSynchronize(m.compute), "the forward step");
+  check_cuda(cudaStreamSynchronize(m.compute), "the forward step");
   std::memcpy(logits, m.logits_host.get(), bytes);
 }
 

@@ -5,30 +5,12 @@
 #include <fmt/format.h>
 
 #include "core/check.h"
+#include "cuda/check.h"
 #include "cuda/cublas_api.h"
 
 namespace lp::cuda {
 
 namespace {
-
-void lt_ok(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    fail("cuBLASLt: {} failed: {} ({})", what, cublas_api().cublasLtGetStatusName(s), cublas_api().cublasLtGetStatusString(s));
-}
-
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("CUDA: {} failed: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e));
-}
-
-cudaDataType_t cuda_type(DType t) {
-  switch (t) {
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kBF16: return CUDA_R_16BF;
-  }
-  LP_CHECK(false, "unknown dtype");
-  return CUDA_R_32F;
-}
 
 // The largest power of two (<= 256, cuBLASLt's default assumption) that divides the address: what the
 // heuristic may assume of a pointer. Base pointers of device allocations are 256-aligned; a view into a
@@ -43,7 +25,7 @@ uint32_t alignment_of(const void* p) {
 }  // namespace
 
 Gemm::Gemm(size_t workspace_bytes) : workspace_bytes_(workspace_bytes) {
-  lt_ok(cublas_api().cublasLtCreate(&handle_), "cublasLtCreate");
+  check_cublas(cublas_api().cublasLtCreate(&handle_), "cublasLtCreate");
   if (workspace_bytes_ > 0) {
     const cudaError_t e = cudaMalloc(&workspace_, workspace_bytes_);
     if (e != cudaSuccess) {
@@ -68,26 +50,26 @@ Gemm::~Gemm() {
 Gemm::Plan& Gemm::plan_for(const Key& key) {
   if (auto it = plans_.find(key); it != plans_.end()) return it->second;
   const auto [T, N, K, ldx, ldy, dt, accumulate, align_w, align_x, align_y] = key;
-  const cudaDataType_t type = cuda_type(static_cast<DType>(dt));
+  const cudaDataType_t type = cuda_data_type(static_cast<DType>(dt));
   // Emplace first so that a throw below still frees what was created (the destructor walks plans_); an
   // entry without an algorithm is erased again on failure.
   Plan& p = plans_[key];
   try {
-    lt_ok(cublas_api().cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    check_cublas(cublas_api().cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
     // Row-major y (T, N) is column-major yᵀ (N, T): yᵀ = W · xᵀ, where W row-major (N, K) is the
     // column-major (K, N) matrix A taken transposed and x row-major (T, K) the column-major (K, T) matrix B.
     const int32_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    lt_ok(cublas_api().cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)), "TRANSA");
-    lt_ok(cublas_api().cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)), "TRANSB");
-    lt_ok(cublas_api().cublasLtMatrixLayoutCreate(&p.a, type, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K),
+    check_cublas(cublas_api().cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof(op_t)), "TRANSA");
+    check_cublas(cublas_api().cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof(op_n)), "TRANSB");
+    check_cublas(cublas_api().cublasLtMatrixLayoutCreate(&p.a, type, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K),
           "layout of W");
-    lt_ok(cublas_api().cublasLtMatrixLayoutCreate(&p.b, type, static_cast<uint64_t>(K), static_cast<uint64_t>(T), ldx),
+    check_cublas(cublas_api().cublasLtMatrixLayoutCreate(&p.b, type, static_cast<uint64_t>(K), static_cast<uint64_t>(T), ldx),
           "layout of x");
-    lt_ok(cublas_api().cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(T), ldy),
+    check_cublas(cublas_api().cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, static_cast<uint64_t>(N), static_cast<uint64_t>(T), ldy),
           "layout of y");
 
     cublasLtMatmulPreference_t pref = nullptr;
-    lt_ok(cublas_api().cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    check_cublas(cublas_api().cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
@@ -102,7 +84,7 @@ Gemm::Plan& Gemm::plan_for(const Key& key) {
     if (s == CUBLAS_STATUS_SUCCESS)
       s = cublas_api().cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
     cublas_api().cublasLtMatmulPreferenceDestroy(pref);
-    lt_ok(s, "cublasLtMatmulAlgoGetHeuristic");
+    check_cublas(s, "cublasLtMatmulAlgoGetHeuristic");
     if (found < 1 || result.state != CUBLAS_STATUS_SUCCESS)
       fail("cuBLASLt has no algorithm for y ({}, {}) f32 {}= x ({}, {}) · Wᵀ in {} (ldx {}, ldy {}, alignments "
            "{}/{}/{} bytes)",
@@ -142,10 +124,10 @@ void Gemm::run(const void* x, int64_t ldx, const void* w, DType dtype, float* y,
                 alignment_of(y)};
   const Plan& p = plan_for(key);
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  lt_ok(cublas_api().cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
+  check_cublas(cublas_api().cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo,
                        p.workspace > 0 ? workspace_ : nullptr, p.workspace, stream),
         "cublasLtMatmul");
-  cuda_ok(cudaGetLastError(), "cublasLtMatmul launch");
+  check_cuda(cudaGetLastError(), "cublasLtMatmul launch");
 }
 
 }  // namespace lp::cuda

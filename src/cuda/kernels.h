@@ -13,14 +13,10 @@
 #include <cuda_runtime_api.h>
 
 #include "core/dtype.h"
+#include "cuda/check.h"
 #include "cuda/step_types.h"
 
 namespace lp::cuda {
-
-// Throws lp::Error naming `what` and the CUDA error if `e` is not cudaSuccess.
-void check_cuda(cudaError_t e, const char* what);
-// check_cuda(cudaGetLastError(), what): called after every launch.
-void check_launch(const char* what);
 
 // out[t][:] = float(table[ids[t]][:])       table: (vocab, D) in table_dtype; out: (T, D) f32
 void embed(const void* table, DType table_dtype, int64_t D, const int32_t* ids, int64_t T, float* out,

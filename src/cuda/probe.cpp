@@ -8,29 +8,19 @@
 
 #include "core/check.h"
 #include "core/stats.h"
+#include "cuda/check.h"
 #include "cuda/cublas_api.h"
 
 namespace lp::cuda {
 
 namespace {
 
-void probe_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw Error(fmt::format("CUDA error in {}: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e)));
-}
-
-void blas_check(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS)
-    throw Error(fmt::format("cuBLAS error in {}: {} ({})", what, cublas_api().cublasGetStatusString(s),
-                            cublas_api().cublasGetStatusName(s)));
-}
-
 // Owners of the probe's CUDA objects, so an error thrown half-way frees what was made (the destructors
 // ignore errors: the one already thrown is the one to report).
 struct DeviceBuffer {
   void* p = nullptr;
   explicit DeviceBuffer(size_t bytes) {
-    probe_check(cudaMalloc(&p, bytes), fmt::format("cudaMalloc({} bytes)", bytes).c_str());
+    check_cuda(cudaMalloc(&p, bytes), fmt::format("cudaMalloc({} bytes)", bytes).c_str());
   }
   ~DeviceBuffer() { cudaFree(p); }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -38,21 +28,21 @@ struct DeviceBuffer {
 };
 struct Stream {
   cudaStream_t s = nullptr;
-  Stream() { probe_check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
+  Stream() { check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate"); }
   ~Stream() { cudaStreamDestroy(s); }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 };
 struct Event {
   cudaEvent_t e = nullptr;
-  Event() { probe_check(cudaEventCreate(&e), "cudaEventCreate"); }
+  Event() { check_cuda(cudaEventCreate(&e), "cudaEventCreate"); }
   ~Event() { cudaEventDestroy(e); }
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
 };
 struct Blas {
   cublasHandle_t h = nullptr;
-  Blas() { blas_check(cublas_api().cublasCreate_v2(&h), "cublasCreate"); }
+  Blas() { check_cublas(cublas_api().cublasCreate_v2(&h), "cublasCreate"); }
   ~Blas() { cublas_api().cublasDestroy_v2(h); }
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
@@ -70,9 +60,9 @@ void fill_random(void* dst, size_t bytes, DType dtype, uint64_t seed) {
   for (float& v : vals) v = u(rng);
   std::vector<uint8_t> host(block);
   from_f32(dtype, vals.data(), host.data(), vals.size());
-  probe_check(cudaMemcpy(dst, host.data(), block, cudaMemcpyHostToDevice), "cudaMemcpy (probe fill)");
+  check_cuda(cudaMemcpy(dst, host.data(), block, cudaMemcpyHostToDevice), "cudaMemcpy (probe fill)");
   for (size_t off = block; off < bytes; off += block)
-    probe_check(cudaMemcpy(static_cast<uint8_t*>(dst) + off, dst, std::min(block, bytes - off),
+    check_cuda(cudaMemcpy(static_cast<uint8_t*>(dst) + off, dst, std::min(block, bytes - off),
                            cudaMemcpyDeviceToDevice),
                 "cudaMemcpy (probe fill)");
 }
@@ -83,28 +73,19 @@ template <class Op>
 std::vector<double> time_on_stream(cudaStream_t stream, int warmup, int repeats, int inner, Op op) {
   Event start, stop;
   for (int i = 0; i < warmup; ++i) op();
-  probe_check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (warm-up)");
+  check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize (warm-up)");
   std::vector<double> secs;
   for (int r = 0; r < repeats; ++r) {
-    probe_check(cudaEventRecord(start.e, stream), "cudaEventRecord");
+    check_cuda(cudaEventRecord(start.e, stream), "cudaEventRecord");
     for (int i = 0; i < inner; ++i) op();
-    probe_check(cudaEventRecord(stop.e, stream), "cudaEventRecord");
-    probe_check(cudaEventSynchronize(stop.e), "cudaEventSynchronize");
+    check_cuda(cudaEventRecord(stop.e, stream), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop.e), "cudaEventSynchronize");
     float ms = 0;
-    probe_check(cudaEventElapsedTime(&ms, start.e, stop.e), "cudaEventElapsedTime");
+    check_cuda(cudaEventElapsedTime(&ms, start.e, stop.e), "cudaEventElapsedTime");
     LP_CHECK(ms > 0, "an event pair measured {} ms", ms);
     secs.push_back(static_cast<double>(ms) * 1e-3 / inner);
   }
   return secs;
-}
-
-cudaDataType_t cuda_type(DType t) {
-  switch (t) {
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kF32: return CUDA_R_32F;
-  }
-  return CUDA_R_32F;
 }
 
 }  // namespace
@@ -116,7 +97,7 @@ ProbeResult measure_d2d_bandwidth(size_t bytes, int repeats) {
   fill_random(src.p, bytes, DType::kF32, 1);
   Stream stream;
   auto copy = [&] {
-    probe_check(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice, stream.s), "cudaMemcpyAsync D2D");
+    check_cuda(cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice, stream.s), "cudaMemcpyAsync D2D");
   };
   ProbeResult r;
   for (double s : time_on_stream(stream.s, 2, repeats, 4, copy))
@@ -135,12 +116,12 @@ ProbeResult measure_gemm_tflops(int64_t M, int64_t N, int64_t K, DType dtype, in
   fill_random(b.p, static_cast<size_t>(K * N) * es, dtype, 3);
   Stream stream;
   Blas blas;
-  blas_check(cublas_api().cublasSetStream_v2(blas.h, stream.s), "cublasSetStream");
+  check_cublas(cublas_api().cublasSetStream_v2(blas.h, stream.s), "cublasSetStream");
   const float alpha = 1.f, beta = 0.f;
-  const cudaDataType_t t = cuda_type(dtype);
+  const cudaDataType_t t = cuda_data_type(dtype);
   // Column-major: A is (M, K) with lda = M, B (K, N) with ldb = K, D (M, N) with ldd = M.
   auto gemm = [&] {
-    blas_check(cublas_api().cublasGemmEx(blas.h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(M), static_cast<int>(N),
+    check_cublas(cublas_api().cublasGemmEx(blas.h, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(M), static_cast<int>(N),
                             static_cast<int>(K), &alpha, a.p, t, static_cast<int>(M), b.p, t,
                             static_cast<int>(K), &beta, d.p, t, static_cast<int>(M), CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT),
@@ -153,6 +134,6 @@ ProbeResult measure_gemm_tflops(int64_t M, int64_t N, int64_t K, DType dtype, in
   return r;
 }
 
-void device_synchronize() { probe_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
+void device_synchronize() { check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize"); }
 
 }  // namespace lp::cuda

@@ -7,12 +7,9 @@
 #include <cuda_runtime_api.h>
 
 #include "core/check.h"
+#include "cuda/check.h"
 
 namespace lp::cuda {
-
-inline void scratch_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("CUDA: {} failed: {} ({})", what, cudaGetErrorString(e), cudaGetErrorName(e));
-}
 
 // A device allocation grown on demand, never shrunk. Growing waits for `stream` first: a step in flight may
 // still read the old memory.
@@ -26,8 +23,8 @@ class DevBuf {
   }
   void ensure(size_t bytes, cudaStream_t stream, const char* what) {
     if (bytes <= cap_) return;
-    scratch_ok(cudaStreamSynchronize(stream), "waiting for the step before growing a buffer");
-    if (p_) scratch_ok(cudaFree(p_), "cudaFree");
+    check_cuda(cudaStreamSynchronize(stream), "waiting for the step before growing a buffer");
+    if (p_) check_cuda(cudaFree(p_), "cudaFree");
     p_ = nullptr;
     cap_ = 0;
     const cudaError_t e = cudaMalloc(&p_, bytes);
@@ -60,7 +57,7 @@ class HostBuf {
   }
   void ensure(size_t bytes, const char* what) {
     if (bytes <= cap_) return;
-    if (p_) scratch_ok(cudaFreeHost(p_), "cudaFreeHost");
+    if (p_) check_cuda(cudaFreeHost(p_), "cudaFreeHost");
     p_ = nullptr;
     cap_ = 0;
     const cudaError_t e = cudaHostAlloc(&p_, bytes, cudaHostAllocDefault);

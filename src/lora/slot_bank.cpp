@@ -72,8 +72,12 @@ SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DTy
     : n_layers_(c.n_layers), max_loras_(max_loras), max_rank_(max_rank), dtype_(dtype), modules_(modules),
       memory_(memory) {
   LP_CHECK(max_loras > 0 && max_rank > 0, "max_loras {} max_rank {}", max_loras, max_rank);
-  const size_t es = dtype_size(dtype);
   parts_.resize(static_cast<size_t>(n_layers_) * kNumModules);
+  // Every part's ranks side by side, so a device bank publishes them all with one copy (page-locked: the copy
+  // is a DMA that never waits for the copies queued before it).
+  ranks_.resize(parts_.size() * max_loras, memory_ != nullptr ? kPage : kAlign);
+  ranks_.zero();
+  if (memory_ != nullptr) ranks_pin_ = memory_->pin_host(ranks_.data(), ranks_.size() * sizeof(int32_t));
   view_.layers.resize(n_layers_);
   for (int l = 0; l < n_layers_; ++l) {
     for (int i = 0; i < kNumModules; ++i) {
@@ -82,21 +86,19 @@ SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DTy
       auto [in, out] = model::proj_shape(c, static_cast<model::Proj>(i));
       p.in = in;
       p.out = out;
-      p.ranks.assign(max_loras, 0);
-      const size_t a_bytes = static_cast<size_t>(max_loras) * max_rank * in * es;
-      const size_t b_bytes = static_cast<size_t>(max_loras) * out * max_rank * es;
-      bytes_ += a_bytes + b_bytes;
+      p.ranks = ranks_.data() + (&p - parts_.data()) * max_loras;
+      bytes_ += a_bytes(p) + b_bytes(p);
       if (memory_ != nullptr) continue;  // placed below, in one device allocation
-      p.a.resize(a_bytes);
-      p.b.resize(b_bytes);
+      p.a.resize(a_bytes(p));
+      p.b.resize(b_bytes(p));
       p.a.zero();  // also makes the pages resident now, not at the first load
       p.b.zero();
       p.a_data = p.a.data();
       p.b_data = p.b.data();
-      p.ranks_data = p.ranks.data();
+      p.ranks_data = p.ranks;
     }
   }
-  if (memory_ != nullptr) place_on_device(es);
+  if (memory_ != nullptr) place_on_device();
   for (int l = 0; l < n_layers_; ++l)
     for (int i = 0; i < kNumModules; ++i) {
       if (!modules[i]) continue;
@@ -106,29 +108,34 @@ SlotBank::SlotBank(const model::ModelConfig& c, int max_loras, int max_rank, DTy
     }
 }
 
-// Device slots: every part's A, Bt and ranks in one zeroed allocation (each piece 256-byte aligned, as
-// cudaMalloc would align it), so the bank costs one allocation however many layers and modules.
-void SlotBank::place_on_device(size_t es) {
+// Device slots: every part's A and Bt, then all the ranks, in one zeroed allocation (each piece 256-byte
+// aligned, as cudaMalloc would align it), so the bank costs one allocation however many layers and modules.
+void SlotBank::place_on_device() {
   constexpr size_t kAlignDev = 256;
+  std::vector<size_t> offsets;  // A, Bt of each part in use
   size_t total = 0;
   for (const Part& p : parts_) {
-    if (p.ranks.empty()) continue;
-    total += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.in * es, kAlignDev);
-    total += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.out * es, kAlignDev);
-    total += round_up(static_cast<size_t>(max_loras_) * sizeof(int32_t), kAlignDev);
+    if (p.ranks == nullptr) continue;
+    offsets.push_back(total);
+    total += round_up(a_bytes(p), kAlignDev);
+    offsets.push_back(total);
+    total += round_up(b_bytes(p), kAlignDev);
   }
-  device_ = memory_->allocate(total);
+  const size_t ranks_off = total;
+  device_ = memory_->allocate(total + ranks_.size() * sizeof(int32_t));
   auto* base = static_cast<uint8_t*>(device_.get());
-  size_t off = 0;
+  ranks_dev_ = reinterpret_cast<int32_t*>(base + ranks_off);
+  size_t k = 0;
   for (Part& p : parts_) {
-    if (p.ranks.empty()) continue;
-    p.a_data = base + off;
-    off += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.in * es, kAlignDev);
-    p.b_data = base + off;
-    off += round_up(static_cast<size_t>(max_loras_) * max_rank_ * p.out * es, kAlignDev);
-    p.ranks_data = reinterpret_cast<int32_t*>(base + off);
-    off += round_up(static_cast<size_t>(max_loras_) * sizeof(int32_t), kAlignDev);
+    if (p.ranks == nullptr) continue;
+    p.a_data = base + offsets[k++];
+    p.b_data = base + offsets[k++];
+    p.ranks_data = ranks_dev_ + (p.ranks - ranks_.data());
   }
+}
+
+void SlotBank::publish_ranks() {
+  if (memory_ != nullptr) memory_->copy_to_device(ranks_dev_, ranks_.data(), ranks_.size() * sizeof(int32_t));
 }
 
 void SlotBank::check_fits(const PackedAdapter& a) const {
@@ -143,22 +150,28 @@ void SlotBank::check_fits(const PackedAdapter& a) const {
   }
 }
 
-void SlotBank::clear(int slot) {
+void SlotBank::clear_ranks(int slot) {
   LP_CHECK(slot >= 0 && slot < max_loras_, "slot {} out of range", slot);
-  for (Part& p : parts_) {
-    if (p.ranks.empty()) continue;
-    p.ranks[slot] = 0;
-    if (memory_ != nullptr) memory_->fill_zero(p.ranks_data + slot, sizeof(int32_t));
-  }
+  for (Part& p : parts_)
+    if (p.ranks != nullptr) p.ranks[slot] = 0;
+}
+
+void SlotBank::clear(int slot) {
+  clear_ranks(slot);
+  publish_ranks();
 }
 
 void SlotBank::load(int slot, const PackedAdapter& a) {
-  LP_CHECK(slot >= 0 && slot < max_loras_, "slot {} out of range", slot);
-  clear(slot);
-  check_fits(a);
+  clear_ranks(slot);
+  try {
+    check_fits(a);
+  } catch (...) {
+    publish_ranks();  // the slot stays cleared, on the device too
+    throw;
+  }
   const size_t es = dtype_size(dtype_);
   for (const PackedModule& m : a.modules) {
-    Part& p = part(m.layer, m.module);
+    const Part& p = part(m.layer, m.module);
     // A: the adapter's rank rows, then zeros up to max_rank.
     uint8_t* a_dst = p.a_data + static_cast<size_t>(slot) * max_rank_ * p.in * es;
     const size_t a_pad = static_cast<size_t>(max_rank_ - m.rank) * p.in * es;
@@ -179,11 +192,8 @@ void SlotBank::load(int slot, const PackedAdapter& a) {
   }
   // Ranks last: a slot is adapted only once all its data is in place (on a device, the copies are ordered on
   // one stream, so the same holds there).
-  for (const PackedModule& m : a.modules) {
-    Part& p = part(m.layer, m.module);
-    p.ranks[slot] = m.rank;
-    if (memory_ != nullptr) memory_->copy_to_device(p.ranks_data + slot, &p.ranks[slot], sizeof(int32_t));
-  }
+  for (const PackedModule& m : a.modules) part(m.layer, m.module).ranks[slot] = m.rank;
+  publish_ranks();
 }
 
 }  // namespace lp::lora

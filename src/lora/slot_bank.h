@@ -80,14 +80,18 @@ class SlotBank {
  private:
   struct Part {
     int64_t in = 0, out = 0;
-    Buffer<uint8_t> a, b;        // (max_loras, max_rank, in), (max_loras, max_rank, out); host slots only
-    std::vector<int32_t> ranks;  // (max_loras): the truth; on a device, mirrored to ranks_data
-    uint8_t* a_data = nullptr;   // a, b and ranks where the forward reads them (host, or device)
+    Buffer<uint8_t> a, b;          // (max_loras, max_rank, in), (max_loras, max_rank, out); host slots only
+    int32_t* ranks = nullptr;      // (max_loras) in ranks_: the truth; null when the module has no memory
+    uint8_t* a_data = nullptr;     // a, b and ranks where the forward reads them (host, or device)
     uint8_t* b_data = nullptr;
     int32_t* ranks_data = nullptr;
   };
-  void place_on_device(size_t element_size);
   Part& part(int layer, Module m) { return parts_[static_cast<size_t>(layer) * kNumModules + static_cast<int>(m)]; }
+  size_t a_bytes(const Part& p) const { return static_cast<size_t>(max_loras_) * max_rank_ * p.in * dtype_size(dtype_); }
+  size_t b_bytes(const Part& p) const { return static_cast<size_t>(max_loras_) * max_rank_ * p.out * dtype_size(dtype_); }
+  void place_on_device();
+  void clear_ranks(int slot);  // on the host only
+  void publish_ranks();        // device slots: ranks_ → the device's copy (one copy for every part)
 
   int n_layers_, max_loras_, max_rank_;
   DType dtype_;
@@ -95,7 +99,10 @@ class SlotBank {
   DeviceMemory* memory_ = nullptr;
   std::shared_ptr<void> device_;  // the device slots' one allocation
   size_t bytes_ = 0;
-  std::vector<Part> parts_;  // (n_layers, kNumModules); unallocated modules have empty buffers
+  std::vector<Part> parts_;       // (n_layers, kNumModules)
+  Buffer<int32_t> ranks_;         // (parts, max_loras)
+  std::shared_ptr<void> ranks_pin_;  // device slots: ranks_ page-locked (ends before ranks_ is freed)
+  int32_t* ranks_dev_ = nullptr;     // device slots: ranks_'s copy in device_  // (n_layers, kNumModules); unallocated modules have empty buffers
   model::LoraBankView view_;
 };
 

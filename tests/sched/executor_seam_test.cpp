@@ -138,8 +138,9 @@ TEST_F(ExecutorSeamTest, SlotBankInDeviceMemoryHoldsTheHostBanksBytes) {
   lora::SlotBank dev(c, 3, 16, DType::kBF16, lora::kAllModules, &mem);
   EXPECT_EQ(host.bytes(), dev.bytes());
   EXPECT_GE(mem.allocated(), dev.bytes());
+  EXPECT_EQ(mem.pins(), 1) << "the bank's ranks, published with one DMA";
   lora::PackedAdapter a0 = packed("a0", &mem), a1 = packed("a1", &mem), a2 = packed("a2", &mem);
-  EXPECT_EQ(mem.pins(), static_cast<int>(2 * (a0.modules.size() + a1.modules.size() + a2.modules.size())));
+  EXPECT_EQ(mem.pins() - 1, static_cast<int>(2 * (a0.modules.size() + a1.modules.size() + a2.modules.size())));
   for (lora::SlotBank* b : {&host, &dev}) {
     b->load(0, a0);
     b->load(2, a1);
